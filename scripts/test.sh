@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (Claude Code, …),
+# then runs every test. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse a build directory outside the clone when one exists: a clean debug
+# build with DataFusion takes 15+ minutes on 2 cores.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  for dir in /work/target "$HOME/.cache/tollgate-target"; do
+    if [ -d "$dir" ] && [ -w "$dir" ]; then export CARGO_TARGET_DIR="$dir"; break; fi
+  done
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tollgate-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+bash scripts/install-test-deps.sh
+echo "== cargo test (target dir $CARGO_TARGET_DIR)"
+cargo test --locked --lib --bins --tests "$@"

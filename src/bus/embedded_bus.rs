@@ -1,0 +1,174 @@
+//! [`Log`] over the embedded on-disk log, for roles in one process.
+//!
+//! File work runs on tokio's blocking pool; a watch channel per topic wakes
+//! waiting consumers when an append lands, so a consumer never spins.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::embedded::{EmbeddedLog, LogReader};
+use super::{BusError, BusRecord, Log, Subscription};
+use crate::metrics::METRICS;
+
+/// The embedded log, shared by every role of the process.
+pub struct EmbeddedBus {
+    log: Arc<EmbeddedLog>,
+    /// End offset per topic; held only to clone or notify, never across an
+    /// await.
+    ends: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl EmbeddedBus {
+    /// Opens (creating) the log under `dir`.
+    pub fn open(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
+        let log = EmbeddedLog::open(dir).map_err(|source| BusError::Embedded {
+            topic: "*".into(),
+            source,
+        })?;
+        Ok(Arc::new(EmbeddedBus {
+            log: Arc::new(log),
+            ends: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn end_watch(&self, topic: &str) -> Result<watch::Sender<u64>, BusError> {
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = ends.get(topic) {
+            return Ok(tx.clone());
+        }
+        let end = self.log.end_offset(topic).map_err(|e| embedded(topic, e))?;
+        let tx = watch::Sender::new(end);
+        ends.insert(topic.to_owned(), tx.clone());
+        Ok(tx)
+    }
+}
+
+fn embedded(topic: &str, source: super::embedded::EmbeddedLogError) -> BusError {
+    BusError::Embedded {
+        topic: topic.to_owned(),
+        source,
+    }
+}
+
+fn worker(topic: &str, e: tokio::task::JoinError) -> BusError {
+    BusError::Worker {
+        topic: topic.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Log for EmbeddedBus {
+    async fn append(&self, topic: &str, records: Vec<(Bytes, Bytes)>) -> Result<(), BusError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = records.len() as u64;
+        let log = self.log.clone();
+        let owned_topic = topic.to_owned();
+        let first = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(&[u8], &[u8])> =
+                records.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+            log.append(&owned_topic, &refs)
+        })
+        .await
+        .map_err(|e| worker(topic, e))?
+        .map_err(|e| embedded(topic, e))?;
+        METRICS.bus_appended.with_label_values(&[topic]).inc_by(n);
+        self.end_watch(topic)?.send_replace(first + n);
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let end = self.end_watch(topic)?.subscribe();
+        let log = self.log.clone();
+        let (g, t) = (group.to_owned(), topic.to_owned());
+        let reader = tokio::task::spawn_blocking(move || {
+            let from = log.committed(&g, &t)?;
+            log.reader(&t, from)
+        })
+        .await
+        .map_err(|e| worker(topic, e))?
+        .map_err(|e| embedded(topic, e))?;
+        Ok(Box::new(EmbeddedSubscription {
+            log: self.log.clone(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            reader: Some(reader),
+            end,
+        }))
+    }
+}
+
+/// A consumer of one topic of the embedded log (one partition: 0).
+struct EmbeddedSubscription {
+    log: Arc<EmbeddedLog>,
+    group: String,
+    topic: String,
+    /// Moved into the blocking pool while it reads.
+    reader: Option<LogReader>,
+    end: watch::Receiver<u64>,
+}
+
+impl EmbeddedSubscription {
+    async fn read(&mut self, max: usize) -> Result<Vec<BusRecord>, BusError> {
+        let Some(mut reader) = self.reader.take() else {
+            return Err(BusError::Worker {
+                topic: self.topic.clone(),
+                message: "a previous read did not finish".into(),
+            });
+        };
+        let (reader, records) = tokio::task::spawn_blocking(move || {
+            let records = reader.read(max);
+            (reader, records)
+        })
+        .await
+        .map_err(|e| worker(&self.topic, e))?;
+        self.reader = Some(reader);
+        let records = records.map_err(|e| embedded(&self.topic, e))?;
+        Ok(records
+            .into_iter()
+            .map(|r| BusRecord {
+                partition: 0,
+                offset: r.offset,
+                key: r.key,
+                payload: r.payload,
+            })
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Subscription for EmbeddedSubscription {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BusError> {
+        // Mark the current end as seen first: an append landing after the
+        // read below then wakes the wait instead of being missed.
+        self.end.borrow_and_update();
+        let records = self.read(max).await?;
+        if !records.is_empty() || wait.is_zero() {
+            return Ok(records);
+        }
+        if tokio::time::timeout(wait, self.end.changed()).await.is_err() {
+            return Ok(Vec::new());
+        }
+        self.read(max).await
+    }
+
+    async fn commit(&mut self, _partition: u32, next_offset: u64) -> Result<(), BusError> {
+        let log = self.log.clone();
+        let (g, t) = (self.group.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || log.commit(&g, &t, next_offset))
+            .await
+            .map_err(|e| worker(&self.topic, e))?
+            .map_err(|e| embedded(&self.topic, e))
+    }
+}

@@ -1,0 +1,61 @@
+//! Moves events from the gateway's hand-off queue onto the bus.
+//!
+//! It takes whatever has queued up since its last append (up to a batch),
+//! so under load one durable append covers many events (group commit), and
+//! at rest an event is appended as soon as it arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Log;
+use crate::event::LlmEvent;
+use crate::handoff::EventQueue;
+use crate::metrics::METRICS;
+
+/// Most events appended in one call.
+const BATCH: usize = 2048;
+
+/// Runs until every `EventHandoff` is dropped and the queue is empty, so
+/// that shutdown loses nothing the gateway accepted.
+pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
+    let mut events: Vec<LlmEvent> = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut events, BATCH).await > 0 {
+        METRICS.handoff_queue_depth.set(queue.len() as i64);
+        let records: Vec<(Bytes, Bytes)> = events.drain(..).filter_map(encode).collect();
+        append_until_done(log.as_ref(), topic, records).await;
+    }
+    tracing::info!(topic, "event publisher drained its queue and stopped");
+}
+
+/// Serialises one event; a failure is a bug worth shouting about, and the
+/// event is counted as lost rather than dropped silently.
+fn encode(event: LlmEvent) -> Option<(Bytes, Bytes)> {
+    match serde_json::to_vec(&event) {
+        Ok(json) => Some((Bytes::copy_from_slice(event.bus_key()), Bytes::from(json))),
+        Err(e) => {
+            METRICS.events_lost.inc();
+            tracing::error!(event_id = %event.event_id, error = %e, "event could not be encoded: lost");
+            None
+        }
+    }
+}
+
+/// Retries an append with capped backoff until it lands: the queue in
+/// front stays bounded meanwhile, so nothing grows without limit here.
+async fn append_until_done(log: &dyn Log, topic: &str, records: Vec<(Bytes, Bytes)>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match log.append(topic, records.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                METRICS.bus_append_errors.with_label_values(&[topic]).inc();
+                tracing::error!(topic, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "bus append failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! `tollgate.toml`: what a platform team writes, checked once at start-up.
+//!
+//! Strings may use `${VAR}` / `${VAR:-default}` so secrets stay in the
+//! environment; interpolation runs on parsed string values (never on the raw
+//! text), so a secret containing a quote cannot break the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Why a config could not be used; every variant names the file or field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config {path}: {field}: {message}")]
+    Interpolate {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration of one tollgate process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub bus: BusConfig,
+    #[serde(default)]
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// Where the gateway listens and how it bounds what clients send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The query API's own address; absent means it shares `listen`.
+    pub api_listen: Option<SocketAddr>,
+    /// Request bodies above this get a 413 (Claude Code sends ~120 KB).
+    pub max_body_bytes: usize,
+    pub upstream_connect_timeout_ms: u64,
+    /// Longest a whole upstream answer may take (streams included).
+    pub upstream_timeout_secs: u64,
+    /// How long shutdown waits for in-flight requests and the pipeline.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            api_listen: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            upstream_connect_timeout_ms: 10_000,
+            upstream_timeout_secs: 600,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Where the embedded log and the lake live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Relative paths are taken from the config file's directory.
+    pub dir: PathBuf,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dir: PathBuf::from("./tollgate-data"),
+        }
+    }
+}
+
+impl DataConfig {
+    /// The embedded bus's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+    /// The Parquet lake's root.
+    pub fn lake_dir(&self) -> PathBuf {
+        self.dir.join("lake")
+    }
+}
+
+/// Which bus carries events between roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// The on-disk log inside this process: nothing to install.
+    #[default]
+    Embedded,
+}
+
+/// The bus and the gateway's hand-off queue in front of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub kind: BusKind,
+    /// Events the gateway may hold before the bus takes them.
+    pub queue_capacity: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Embedded,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// When the sink turns buffered events into a Parquet file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    pub flush_rows: usize,
+    pub flush_interval_ms: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            flush_rows: 50_000,
+            flush_interval_ms: 2_000,
+        }
+    }
+}
+
+/// Who may read the lake through the query API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer tokens with full read access; empty entries are ignored, so
+    /// an unset `${TOLLGATE_ADMIN_TOKEN:-}` simply grants nothing.
+    pub admin_tokens: Vec<String>,
+}
+
+/// The kinds of upstream tollgate can forward to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Anthropic,
+}
+
+/// One upstream target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// The provider credential; never shown to clients.
+    #[serde(default)]
+    pub api_key: String,
+}
+
+/// One tollgate key: who is calling, stored as a hash only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// A stable, non-secret name for the key (on events and in the lake).
+    pub id: String,
+    /// `sha256:<hex>` of the key.
+    pub hash: String,
+    #[serde(default = "default_workspace")]
+    pub workspace: String,
+    pub team: String,
+    pub user: String,
+    /// The provider (a `[providers.NAME]`) this key's requests go to.
+    pub provider: String,
+}
+
+fn default_workspace() -> String {
+    "default".into()
+}
+
+impl Config {
+    /// Reads, interpolates and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text, path)?;
+        if cfg.data.dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            cfg.data.dir = base.join(&cfg.data.dir);
+        }
+        Ok(cfg)
+    }
+
+    /// Parses config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let syntax = |message: String| ConfigError::Syntax {
+            path: path.to_owned(),
+            message,
+        };
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        interpolate(&mut value, "", path)?;
+        let cfg: Config = value.try_into().map_err(|e: toml::de::Error| syntax(e.to_string()))?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        for (name, p) in &self.providers {
+            let url = p.base_url.trim_end_matches('/');
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "providers.{name}.base_url must start with http:// or https://, got {:?}",
+                    p.base_url
+                )));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for k in &self.keys {
+            if parse_key_hash(&k.hash).is_none() {
+                return Err(invalid(format!(
+                    "keys[{}].hash must be \"sha256:\" followed by 64 hex digits",
+                    k.id
+                )));
+            }
+            if !ids.insert(&k.id) {
+                return Err(invalid(format!("keys: id {:?} appears twice", k.id)));
+            }
+            if !self.providers.contains_key(&k.provider) {
+                return Err(invalid(format!(
+                    "keys[{}].provider names {:?}, which is not a [providers.*] entry",
+                    k.id, k.provider
+                )));
+            }
+        }
+        if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {
+            return Err(invalid(
+                "bus.queue_capacity and sink.flush_rows must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Admin tokens that are actually set.
+    pub fn admin_tokens(&self) -> impl Iterator<Item = &str> {
+        self.api.admin_tokens.iter().map(String::as_str).filter(|t| !t.is_empty())
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in every string of the document.
+fn interpolate(value: &mut toml::Value, at: &str, path: &Path) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) if s.contains('$') => {
+            let expanded = shellexpand::env(s).map_err(|e| ConfigError::Interpolate {
+                path: path.to_owned(),
+                field: at.to_owned(),
+                message: format!("environment variable {} is not set ({})", e.var_name, e.cause),
+            })?;
+            *s = expanded.into_owned();
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{at}[{i}]"), path)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, item) in table.iter_mut() {
+                let field = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                interpolate(item, &field, path)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The stored form of a key: `sha256:<hex>`.
+pub fn hash_key(key: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// Decodes a stored key hash into its digest bytes.
+pub fn parse_key_hash(stored: &str) -> Option<[u8; 32]> {
+    let hex_digits = stored.strip_prefix("sha256:")?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digits, &mut out).ok()?;
+    Some(out)
+}
+
+/// A new random tollgate key (192 bits): hashing it with plain SHA-256 is
+/// safe because, unlike a password, it cannot be guessed.
+pub fn generate_key() -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("tg-{}", hex::encode(bytes))
+}
+
+/// The commented starter config `tollgate init` writes, for one key.
+pub fn starter_config(key: &str, key_id: &str) -> String {
+    format!(
+        r#"# tollgate.toml: written by `tollgate init`. Every string may use ${{VAR}} or
+# ${{VAR:-default}}; relative paths are taken from this file's directory.
+
+[server]
+# Claude Code's ANTHROPIC_BASE_URL points here; the query API is served on
+# the same port unless api_listen is set.
+listen = "127.0.0.1:8787"
+# api_listen = "127.0.0.1:8788"
+max_body_bytes = 33554432        # larger request bodies get a 413
+upstream_timeout_secs = 600      # a whole answer, streams included
+shutdown_grace_secs = 30
+
+[data]
+dir = "./tollgate-data"          # embedded event log and Parquet lake
+
+[bus]
+kind = "embedded"                # on-disk log in this process: nothing to install
+queue_capacity = 65536           # events the gateway may hold before the bus takes them
+
+[sink]
+flush_rows = 50000               # a Parquet file is written at this many events…
+flush_interval_ms = 2000         # …or after this long, whichever comes first
+
+[api]
+# Bearer tokens for GET /v1/logs; unset means the query API refuses everyone.
+admin_tokens = ["${{TOLLGATE_ADMIN_TOKEN:-}}"]
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "${{ANTHROPIC_UPSTREAM_URL:-https://api.anthropic.com}}"
+api_key = "${{ANTHROPIC_API_KEY:-}}"
+
+# One [[keys]] entry per tollgate key. Only the hash is stored; add keys with
+# `tollgate key new --team T --user U` and paste what it prints.
+[[keys]]
+id = "{key_id}"
+hash = "{hash}"
+workspace = "default"
+team = "default"
+user = "default"
+provider = "anthropic"
+"#,
+        hash = hash_key(key),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starter_config_parses_and_its_key_matches_its_hash() {
+        let key = generate_key();
+        let cfg = Config::parse(&starter_config(&key, "k1"), Path::new("t.toml")).unwrap();
+        assert_eq!(parse_key_hash(&cfg.keys[0].hash), parse_key_hash(&hash_key(&key)));
+        assert_eq!(cfg.providers["anthropic"].kind, ProviderKind::Anthropic);
+    }
+
+    #[test]
+    fn interpolation_uses_default_when_variable_unset() {
+        let text = r#"
+            [providers.a]
+            kind = "anthropic"
+            base_url = "${TOLLGATE_TEST_SURELY_UNSET_VAR:-http://x}"
+        "#;
+        let cfg = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.providers["a"].base_url, "http://x");
+    }
+
+    #[test]
+    fn unset_variable_without_default_is_an_error_naming_field_and_variable() {
+        let text = r#"
+            [providers.a]
+            kind = "anthropic"
+            base_url = "${TOLLGATE_TEST_SURELY_UNSET_VAR}"
+        "#;
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("providers.a.base_url"), "{err}");
+        assert!(err.contains("TOLLGATE_TEST_SURELY_UNSET_VAR"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_by_name() {
+        let err = Config::parse("[server]\nlistn = \"x\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn key_naming_missing_provider_is_rejected() {
+        let text = format!(
+            "[[keys]]\nid='a'\nhash='{}'\nteam='t'\nuser='u'\nprovider='nope'\n",
+            hash_key("x")
+        );
+        let err = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,542 @@
+//! `LlmEvent`: the one record every role shares.
+//!
+//! The gateway creates one per request, the bus carries it as JSON, the sink
+//! stores it as one Parquet row and the query API reads it back. Keeping the
+//! serde form and the Arrow schema side by side here means a field added to
+//! the event is added to the lake in the same change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
+    StructBuilder, TimestampMillisecondBuilder, UInt16Builder, UInt32Builder,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Version of the event's shape; bumped when a field changes meaning.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Token and request counts of one call, every class kept apart so that
+/// pricing can be recomputed from facts (`tollgate reprice`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_5m_tokens: u64,
+    pub cache_creation_1h_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub web_search_requests: u64,
+    pub web_fetch_requests: u64,
+}
+
+impl Usage {
+    /// Reads Anthropic's `usage` object as the API returns it.
+    ///
+    /// When `cache_creation` splits writes into 5-minute and 1-hour ones the
+    /// split is used; otherwise every cache write counts as 5-minute, which
+    /// is what the API bills when no TTL is given.
+    pub fn from_anthropic_json(v: &serde_json::Value) -> Usage {
+        let n = |v: Option<&serde_json::Value>| v.and_then(|x| x.as_u64()).unwrap_or(0);
+        let split = v.get("cache_creation").filter(|c| c.is_object());
+        let (cache_5m, cache_1h) = match split {
+            Some(c) => (
+                n(c.get("ephemeral_5m_input_tokens")),
+                n(c.get("ephemeral_1h_input_tokens")),
+            ),
+            None => (n(v.get("cache_creation_input_tokens")), 0),
+        };
+        let server = v.get("server_tool_use");
+        Usage {
+            input_tokens: n(v.get("input_tokens")),
+            output_tokens: n(v.get("output_tokens")),
+            cache_creation_5m_tokens: cache_5m,
+            cache_creation_1h_tokens: cache_1h,
+            cache_read_tokens: n(v.get("cache_read_input_tokens")),
+            web_search_requests: n(server.and_then(|s| s.get("web_search_requests"))),
+            web_fetch_requests: n(server.and_then(|s| s.get("web_fetch_requests"))),
+        }
+    }
+
+    /// Folds a later usage report of the same message into this one.
+    ///
+    /// Streaming usage is cumulative: `message_delta` repeats the totals so
+    /// far, so a field the later report carries (non-zero) wins.
+    pub fn merge_cumulative(&mut self, later: &Usage) {
+        let take = |mine: &mut u64, theirs: u64| {
+            if theirs != 0 {
+                *mine = theirs;
+            }
+        };
+        take(&mut self.input_tokens, later.input_tokens);
+        take(&mut self.output_tokens, later.output_tokens);
+        take(&mut self.cache_creation_5m_tokens, later.cache_creation_5m_tokens);
+        take(&mut self.cache_creation_1h_tokens, later.cache_creation_1h_tokens);
+        take(&mut self.cache_read_tokens, later.cache_read_tokens);
+        take(&mut self.web_search_requests, later.web_search_requests);
+        take(&mut self.web_fetch_requests, later.web_fetch_requests);
+    }
+}
+
+/// One try at one target: retries and fallbacks each add one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub target: String,
+    /// HTTP status the target answered, absent when it never answered.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error_type: Option<String>,
+}
+
+/// One request through the gateway, as recorded (schema v1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmEvent {
+    pub event_id: Uuid,
+    pub schema_version: u16,
+    pub trace_id: String,
+    pub session_id: Option<String>,
+    /// The provider's request id (`request-id` header or message id).
+    pub request_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub ttft_ms: Option<u64>,
+    pub latency_ms: u64,
+    pub workspace: String,
+    pub team: String,
+    pub user: String,
+    pub key_id: String,
+    pub metadata: BTreeMap<String, String>,
+    pub endpoint: String,
+    pub provider: String,
+    pub target: String,
+    pub region: Option<String>,
+    pub model_requested: Option<String>,
+    pub model_served: Option<String>,
+    pub stream: bool,
+    /// HTTP status tollgate answered the client with.
+    pub status: u16,
+    /// Why the request did not complete normally (provider error type,
+    /// `client_disconnected`, `upstream_timeout`, …).
+    pub error_type: Option<String>,
+    pub stop_reason: Option<String>,
+    pub attempts: Vec<Attempt>,
+    pub usage: Usage,
+    /// Headers or fields removed to satisfy a provider, never silently.
+    pub downgrades: Vec<String>,
+    /// The client's user-agent.
+    pub client: Option<String>,
+}
+
+impl LlmEvent {
+    /// A fresh event id: UUIDv7 sorts by creation time, which keeps
+    /// "newest first" and cursor pagination cheap.
+    pub fn new_id() -> Uuid {
+        Uuid::now_v7()
+    }
+
+    /// The bus key: everything a team's budget needs lands in one partition,
+    /// in order.
+    pub fn bus_key(&self) -> &[u8] {
+        self.team.as_bytes()
+    }
+}
+
+/// Arrow schema of the lake's `events` table, mirroring `LlmEvent`
+/// (usage classes as columns, metadata as a map).
+pub fn arrow_schema() -> SchemaRef {
+    Arc::new(Schema::new(arrow_fields()))
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn attempt_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("provider", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("status", DataType::UInt16, true),
+        Field::new("latency_ms", DataType::Int64, false),
+        Field::new("error_type", DataType::Utf8, true),
+    ])
+}
+
+fn metadata_entries() -> Field {
+    Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", DataType::Utf8, true),
+        ])),
+        false,
+    )
+}
+
+fn arrow_fields() -> Vec<Field> {
+    let s = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    let i = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
+    vec![
+        s("event_id", false),
+        Field::new("schema_version", DataType::UInt16, false),
+        s("trace_id", false),
+        s("session_id", true),
+        s("request_id", true),
+        Field::new("started_at", ts_type(), false),
+        Field::new("ended_at", ts_type(), false),
+        i("ttft_ms", true),
+        i("latency_ms", false),
+        s("workspace", false),
+        s("team", false),
+        s("user", false),
+        s("key_id", false),
+        Field::new("metadata", DataType::Map(Arc::new(metadata_entries()), false), false),
+        s("endpoint", false),
+        s("provider", false),
+        s("target", false),
+        s("region", true),
+        s("model_requested", true),
+        s("model_served", true),
+        Field::new("stream", DataType::Boolean, false),
+        Field::new("status", DataType::UInt16, false),
+        s("error_type", true),
+        s("stop_reason", true),
+        Field::new(
+            "attempts",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(attempt_fields()),
+                true,
+            ))),
+            false,
+        ),
+        i("input_tokens", false),
+        i("output_tokens", false),
+        i("cache_creation_5m_tokens", false),
+        i("cache_creation_1h_tokens", false),
+        i("cache_read_tokens", false),
+        i("web_search_requests", false),
+        i("web_fetch_requests", false),
+        Field::new(
+            "downgrades",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        s("client", true),
+        Field::new("bus_partition", DataType::UInt32, false),
+        i("bus_offset", false),
+    ]
+}
+
+/// Where an event sat on the bus: stored with the row so a lake file can
+/// be checked against the log it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Builds one Arrow batch from events (each with its bus position), in the
+/// column order of [`arrow_schema`].
+pub fn to_record_batch(events: &[(BusPosition, &LlmEvent)]) -> Result<RecordBatch, ArrowError> {
+    let mut b = Columns::with_capacity(events.len());
+    for (pos, e) in events {
+        b.push(*pos, e);
+    }
+    b.finish()
+}
+
+/// Column builders for [`to_record_batch`], one per field.
+struct Columns {
+    event_id: StringBuilder,
+    schema_version: UInt16Builder,
+    trace_id: StringBuilder,
+    session_id: StringBuilder,
+    request_id: StringBuilder,
+    started_at: TimestampMillisecondBuilder,
+    ended_at: TimestampMillisecondBuilder,
+    ttft_ms: Int64Builder,
+    latency_ms: Int64Builder,
+    workspace: StringBuilder,
+    team: StringBuilder,
+    user: StringBuilder,
+    key_id: StringBuilder,
+    metadata: MapBuilder<StringBuilder, StringBuilder>,
+    endpoint: StringBuilder,
+    provider: StringBuilder,
+    target: StringBuilder,
+    region: StringBuilder,
+    model_requested: StringBuilder,
+    model_served: StringBuilder,
+    stream: BooleanBuilder,
+    status: UInt16Builder,
+    error_type: StringBuilder,
+    stop_reason: StringBuilder,
+    attempts: ListBuilder<StructBuilder>,
+    usage: [Int64Builder; 7],
+    downgrades: ListBuilder<StringBuilder>,
+    client: StringBuilder,
+    bus_partition: UInt32Builder,
+    bus_offset: Int64Builder,
+}
+
+/// Clamps a count into Arrow's signed column type; counts never reach it.
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        let s = || StringBuilder::with_capacity(n, n * 16);
+        let ts = || TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        let i = || Int64Builder::with_capacity(n);
+        let names = arrow::array::builder::MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
+        };
+        let attempt = StructBuilder::from_fields(attempt_fields(), 1);
+        Columns {
+            event_id: s(),
+            schema_version: UInt16Builder::with_capacity(n),
+            trace_id: s(),
+            session_id: s(),
+            request_id: s(),
+            started_at: ts(),
+            ended_at: ts(),
+            ttft_ms: i(),
+            latency_ms: i(),
+            workspace: s(),
+            team: s(),
+            user: s(),
+            key_id: s(),
+            metadata: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new()),
+            endpoint: s(),
+            provider: s(),
+            target: s(),
+            region: s(),
+            model_requested: s(),
+            model_served: s(),
+            stream: BooleanBuilder::with_capacity(n),
+            status: UInt16Builder::with_capacity(n),
+            error_type: s(),
+            stop_reason: s(),
+            attempts: ListBuilder::new(attempt),
+            usage: std::array::from_fn(|_| i()),
+            downgrades: ListBuilder::new(StringBuilder::new()),
+            client: s(),
+            bus_partition: UInt32Builder::with_capacity(n),
+            bus_offset: i(),
+        }
+    }
+
+    fn push(&mut self, pos: BusPosition, e: &LlmEvent) {
+        self.event_id.append_value(e.event_id.to_string());
+        self.schema_version.append_value(e.schema_version);
+        self.trace_id.append_value(&e.trace_id);
+        self.session_id.append_option(e.session_id.as_deref());
+        self.request_id.append_option(e.request_id.as_deref());
+        self.started_at.append_value(e.started_at.timestamp_millis());
+        self.ended_at.append_value(e.ended_at.timestamp_millis());
+        self.ttft_ms.append_option(e.ttft_ms.map(i64_of));
+        self.latency_ms.append_value(i64_of(e.latency_ms));
+        self.workspace.append_value(&e.workspace);
+        self.team.append_value(&e.team);
+        self.user.append_value(&e.user);
+        self.key_id.append_value(&e.key_id);
+        for (k, v) in &e.metadata {
+            self.metadata.keys().append_value(k);
+            self.metadata.values().append_value(v);
+        }
+        // Appending a map entry only fails on a key/value length mismatch,
+        // which the loop above rules out.
+        let _ = self.metadata.append(true);
+        self.endpoint.append_value(&e.endpoint);
+        self.provider.append_value(&e.provider);
+        self.target.append_value(&e.target);
+        self.region.append_option(e.region.as_deref());
+        self.model_requested.append_option(e.model_requested.as_deref());
+        self.model_served.append_option(e.model_served.as_deref());
+        self.stream.append_value(e.stream);
+        self.status.append_value(e.status);
+        self.error_type.append_option(e.error_type.as_deref());
+        self.stop_reason.append_option(e.stop_reason.as_deref());
+        self.push_attempts(&e.attempts);
+        let u = &e.usage;
+        let counts = [
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_creation_5m_tokens,
+            u.cache_creation_1h_tokens,
+            u.cache_read_tokens,
+            u.web_search_requests,
+            u.web_fetch_requests,
+        ];
+        for (builder, v) in self.usage.iter_mut().zip(counts) {
+            builder.append_value(i64_of(v));
+        }
+        for d in &e.downgrades {
+            self.downgrades.values().append_value(d);
+        }
+        self.downgrades.append(true);
+        self.client.append_option(e.client.as_deref());
+        self.bus_partition.append_value(pos.partition);
+        self.bus_offset.append_value(i64_of(pos.offset));
+    }
+
+    fn push_attempts(&mut self, attempts: &[Attempt]) {
+        let items = self.attempts.values();
+        for a in attempts {
+            field::<StringBuilder>(items, 0).append_value(&a.provider);
+            field::<StringBuilder>(items, 1).append_value(&a.target);
+            field::<UInt16Builder>(items, 2).append_option(a.status);
+            field::<Int64Builder>(items, 3).append_value(i64_of(a.latency_ms));
+            field::<StringBuilder>(items, 4).append_option(a.error_type.as_deref());
+            items.append(true);
+        }
+        self.attempts.append(true);
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.schema_version.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.request_id.finish()),
+            Arc::new(self.started_at.finish()),
+            Arc::new(self.ended_at.finish()),
+            Arc::new(self.ttft_ms.finish()),
+            Arc::new(self.latency_ms.finish()),
+            Arc::new(self.workspace.finish()),
+            Arc::new(self.team.finish()),
+            Arc::new(self.user.finish()),
+            Arc::new(self.key_id.finish()),
+            Arc::new(self.metadata.finish()),
+            Arc::new(self.endpoint.finish()),
+            Arc::new(self.provider.finish()),
+            Arc::new(self.target.finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.model_requested.finish()),
+            Arc::new(self.model_served.finish()),
+            Arc::new(self.stream.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.error_type.finish()),
+            Arc::new(self.stop_reason.finish()),
+            Arc::new(self.attempts.finish()),
+        ];
+        for u in self.usage.iter_mut() {
+            cols.push(Arc::new(u.finish()));
+        }
+        cols.push(Arc::new(self.downgrades.finish()));
+        cols.push(Arc::new(self.client.finish()));
+        cols.push(Arc::new(self.bus_partition.finish()));
+        cols.push(Arc::new(self.bus_offset.finish()));
+        RecordBatch::try_new(arrow_schema(), cols)
+    }
+}
+
+/// The typed child builder `i` of a struct builder; the layout is fixed by
+/// [`attempt_fields`], so a miss is a programming error caught by tests.
+fn field<T: arrow::array::ArrayBuilder>(b: &mut StructBuilder, i: usize) -> &mut T {
+    b.field_builder::<T>(i)
+        .expect("attempt struct layout matches attempt_fields()")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_event() -> LlmEvent {
+        let now = Utc::now();
+        LlmEvent {
+            event_id: LlmEvent::new_id(),
+            schema_version: SCHEMA_VERSION,
+            trace_id: "t-1".into(),
+            session_id: Some("s-1".into()),
+            request_id: Some("req_1".into()),
+            started_at: now,
+            ended_at: now,
+            ttft_ms: Some(12),
+            latency_ms: 40,
+            workspace: "default".into(),
+            team: "eng".into(),
+            user: "alice".into(),
+            key_id: "k1".into(),
+            metadata: BTreeMap::from([("env".into(), "ci".into())]),
+            endpoint: "messages".into(),
+            provider: "anthropic".into(),
+            target: "anthropic".into(),
+            region: None,
+            model_requested: Some("claude-sonnet-4-5".into()),
+            model_served: Some("claude-sonnet-4-5-20250929".into()),
+            stream: true,
+            status: 200,
+            error_type: None,
+            stop_reason: Some("end_turn".into()),
+            attempts: vec![Attempt {
+                provider: "anthropic".into(),
+                target: "anthropic".into(),
+                status: Some(200),
+                latency_ms: 39,
+                error_type: None,
+            }],
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..Usage::default()
+            },
+            downgrades: vec!["anthropic-beta:foo".into()],
+            client: Some("claude-cli/2.1.197".into()),
+        }
+    }
+
+    #[test]
+    fn usage_without_cache_split_counts_all_writes_as_five_minute() {
+        let u = Usage::from_anthropic_json(&serde_json::json!({
+            "input_tokens": 3, "output_tokens": 7,
+            "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50
+        }));
+        assert_eq!(u.cache_creation_5m_tokens, 100);
+        assert_eq!(u.cache_creation_1h_tokens, 0);
+        assert_eq!(u.cache_read_tokens, 50);
+    }
+
+    #[test]
+    fn usage_with_cache_split_uses_the_split() {
+        let u = Usage::from_anthropic_json(&serde_json::json!({
+            "input_tokens": 3, "output_tokens": 7, "cache_creation_input_tokens": 100,
+            "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 70},
+            "server_tool_use": {"web_search_requests": 2}
+        }));
+        assert_eq!((u.cache_creation_5m_tokens, u.cache_creation_1h_tokens), (30, 70));
+        assert_eq!(u.web_search_requests, 2);
+    }
+
+    #[test]
+    fn cumulative_usage_keeps_the_latest_nonzero_value() {
+        let mut u = Usage { input_tokens: 10, output_tokens: 1, ..Usage::default() };
+        u.merge_cumulative(&Usage { output_tokens: 25, ..Usage::default() });
+        assert_eq!((u.input_tokens, u.output_tokens), (10, 25));
+    }
+
+    #[test]
+    fn record_batch_matches_schema_and_row_count() {
+        let e = sample_event();
+        let pos = BusPosition { partition: 0, offset: 7 };
+        let batch = to_record_batch(&[(pos, &e), (pos, &e)]).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.schema(), arrow_schema());
+    }
+
+    #[test]
+    fn event_json_round_trips() {
+        let e = sample_event();
+        let back: LlmEvent = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,86 @@
+//! Errors tollgate itself answers with, in Anthropic's shape so that
+//! Claude Code shows them (`API Error: <status> <message>`).
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+
+use crate::providers::ProviderError;
+
+/// Why the gateway answered instead of the provider.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("missing tollgate key: send it as `Authorization: Bearer <key>`, `x-api-key` or `x-tollgate-api-key`")]
+    MissingKey,
+    #[error("invalid tollgate key")]
+    UnknownKey,
+    #[error("header {header} is invalid: {reason}")]
+    BadHeader { header: &'static str, reason: String },
+    #[error("request body is larger than the {limit}-byte limit")]
+    BodyTooLarge { limit: usize },
+    #[error("request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("request body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("key {key_id} routes to provider {provider}, which is not configured")]
+    NoProvider { key_id: String, provider: String },
+    #[error(transparent)]
+    Upstream(#[from] ProviderError),
+}
+
+impl GatewayError {
+    /// The HTTP status and Anthropic error type for this error.
+    pub fn status_and_type(&self) -> (StatusCode, &'static str) {
+        use GatewayError::*;
+        match self {
+            MissingKey | UnknownKey => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            BadHeader { .. } | BodyRead(_) | BadJson(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+            NoProvider { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+            Upstream(ProviderError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "api_error"),
+            Upstream(ProviderError::Misconfigured { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "api_error")
+            }
+            Upstream(_) => (StatusCode::BAD_GATEWAY, "api_error"),
+        }
+    }
+
+    /// The short reason stored on events and used as a metric label.
+    pub fn reason(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            MissingKey => "missing_key",
+            UnknownKey => "unknown_key",
+            BadHeader { .. } => "bad_header",
+            BodyTooLarge { .. } => "body_too_large",
+            BodyRead(_) => "body_read_error",
+            BadJson(_) => "bad_json",
+            NoProvider { .. } => "no_provider",
+            Upstream(e) => e.error_type(),
+        }
+    }
+}
+
+/// Builds an Anthropic-shaped error response.
+pub fn anthropic_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": { "type": error_type, "message": message },
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    // A missing key will not appear by retrying; tell Claude Code so.
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
+        response
+            .headers_mut()
+            .insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    response
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, error_type) = self.status_and_type();
+        anthropic_error(status, error_type, &format!("tollgate: {self}"))
+    }
+}

@@ -1,0 +1,65 @@
+//! The HTTP surface Claude Code talks to.
+//!
+//! A request goes: authenticate → read tags and body → admit → forward to
+//! the key's provider → stream the answer back through the tee → hand one
+//! `LlmEvent` to the bus queue. The gateway knows nothing of the bus beyond
+//! that queue.
+
+pub mod auth;
+pub mod error;
+pub mod headers;
+mod proxy;
+pub mod recording;
+pub mod request_head;
+pub mod tee;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use http::StatusCode;
+
+use crate::config::Config;
+use crate::handoff::EventHandoff;
+use crate::providers::Provider;
+
+/// Everything a request handler needs, built once at start-up.
+pub struct Gateway {
+    keys: auth::KeyRing,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    handoff: EventHandoff,
+    max_body_bytes: usize,
+}
+
+impl Gateway {
+    /// Builds the gateway from config, providers and the event queue.
+    pub fn new(
+        cfg: &Config,
+        providers: HashMap<String, Arc<dyn Provider>>,
+        handoff: EventHandoff,
+    ) -> Gateway {
+        Gateway {
+            keys: auth::KeyRing::new(&cfg.keys),
+            providers,
+            handoff,
+            max_body_bytes: cfg.server.max_body_bytes,
+        }
+    }
+}
+
+/// The gateway's routes: the Anthropic API surface plus health checks.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(proxy::messages))
+        .route("/v1/messages/count_tokens", post(proxy::count_tokens))
+        .route("/", get(health).head(health))
+        .route("/health", get(health))
+        .with_state(gateway)
+}
+
+/// Claude Code warms up with `HEAD /` and no auth; load balancers probe
+/// `/health`. Both just say the process serves.
+async fn health() -> StatusCode {
+    StatusCode::OK
+}

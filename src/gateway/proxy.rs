@@ -1,0 +1,181 @@
+//! The forwarding handlers: thin axum entry points over `Gateway::forward`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderMap, HeaderValue, Uri, header};
+
+use super::Gateway;
+use super::auth::Identity;
+use super::error::GatewayError;
+use super::headers::{RequestTags, downstream_headers, upstream_headers};
+use super::recording::Recording;
+use super::request_head::RequestHead;
+use super::tee::{AnswerReader, TeeBody};
+use crate::metrics::METRICS;
+use crate::providers::{Endpoint, ProviderRequest};
+
+/// `POST /v1/messages` (with or without `?beta=true`).
+pub async fn messages(
+    State(gw): State<Arc<Gateway>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    gw.forward(Endpoint::Messages, uri, headers, body).await
+}
+
+/// `POST /v1/messages/count_tokens`.
+pub async fn count_tokens(
+    State(gw): State<Arc<Gateway>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    gw.forward(Endpoint::CountTokens, uri, headers, body).await
+}
+
+/// The response header that returns the trace ID to the client.
+const TRACE_HEADER: &str = "x-tollgate-trace-id";
+
+impl Gateway {
+    /// Authenticates, records, forwards and tees one request.
+    async fn forward(&self, endpoint: Endpoint, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let identity = match self.keys.authenticate(&headers) {
+            Ok(identity) => identity,
+            Err(e) => {
+                METRICS.auth_failures.inc();
+                return e.into_response();
+            }
+        };
+        // A bad tag header is refused, but the request is still recorded
+        // (under a fresh trace ID) so nothing a key did goes unseen.
+        let (tags, tag_error) = match RequestTags::from_headers(&headers) {
+            Ok(tags) => (tags, None),
+            Err(e) => (RequestTags::default().with_fresh_trace(), Some(e)),
+        };
+        let mut recording = Recording::start(
+            self.handoff.clone(),
+            started,
+            started_at,
+            &identity,
+            tags,
+            endpoint,
+        );
+        if let Some(e) = tag_error {
+            return refuse(recording, e);
+        }
+        let body = match axum::body::to_bytes(body, self.max_body_bytes).await {
+            Ok(body) => body,
+            Err(e) => return refuse(recording, body_error(e, self.max_body_bytes)),
+        };
+        let head = match RequestHead::parse(&body) {
+            Ok(head) => head,
+            Err(e) => return refuse(recording, e),
+        };
+        {
+            let e = recording.event_mut();
+            e.model_requested = head.model.as_deref().map(str::to_owned);
+            e.stream = head.is_stream();
+        }
+        self.send_upstream(endpoint, &identity, uri, &headers, body, recording)
+            .await
+    }
+
+    /// Sends the admitted request to the key's provider and returns its
+    /// answer through the tee.
+    async fn send_upstream(
+        &self,
+        endpoint: Endpoint,
+        identity: &Identity,
+        uri: Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+        mut recording: Recording,
+    ) -> Response {
+        let Some(provider) = self.providers.get(&identity.provider) else {
+            let e = GatewayError::NoProvider {
+                key_id: identity.key_id.clone(),
+                provider: identity.provider.clone(),
+            };
+            return refuse(recording, e);
+        };
+        let request = ProviderRequest {
+            endpoint,
+            query: uri.query().map(str::to_owned),
+            headers: upstream_headers(headers),
+            body,
+        };
+        METRICS.overhead.observe(recording.elapsed().as_secs_f64());
+        let attempt_started = Instant::now();
+        let answer = provider.send(request).await;
+        let (kind, target) = (provider.kind(), provider.target());
+        let upstream = match answer {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                recording.push_attempt(kind, target, None, attempt_started, Some(e.error_type()));
+                return refuse(recording, GatewayError::Upstream(e));
+            }
+        };
+        let status = upstream.status;
+        recording.push_attempt(kind, target, Some(status.as_u16()), attempt_started, None);
+        recording.event_mut().status = status.as_u16();
+        recording.event_mut().request_id = upstream
+            .headers
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let content_type = upstream
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let reader = AnswerReader::for_content_type(content_type);
+        let mut out_headers = downstream_headers(&upstream.headers);
+        // The body is re-framed here (chunked), so its length header goes.
+        out_headers.remove(header::CONTENT_LENGTH);
+        set_trace_header(&mut out_headers, recording.trace_id());
+        let body = Body::from_stream(TeeBody::new(upstream.body, reader, recording));
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = out_headers;
+        response
+    }
+}
+
+/// Answers with tollgate's own error and records it.
+fn refuse(mut recording: Recording, error: GatewayError) -> Response {
+    let (status, _) = error.status_and_type();
+    METRICS.client_errors.with_label_values(&[error.reason()]).inc();
+    let e = recording.event_mut();
+    e.status = status.as_u16();
+    e.error_type = Some(error.reason().to_owned());
+    let trace_id = recording.trace_id().to_owned();
+    recording.emit(None);
+    let mut response = error.into_response();
+    set_trace_header(response.headers_mut(), &trace_id);
+    response
+}
+
+fn set_trace_header(headers: &mut HeaderMap, trace_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(trace_id) {
+        headers.insert(TRACE_HEADER, v);
+    }
+}
+
+/// Tells an over-long body from one that could not be read.
+fn body_error(err: axum::Error, limit: usize) -> GatewayError {
+    let too_large = std::error::Error::source(&err)
+        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if too_large || err.to_string().contains("length limit") {
+        GatewayError::BodyTooLarge { limit }
+    } else {
+        GatewayError::BodyRead(err.to_string())
+    }
+}

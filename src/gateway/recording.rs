@@ -1,0 +1,149 @@
+//! The event of one request while it is in flight, and its hand-off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::auth::Identity;
+use super::headers::RequestTags;
+use crate::event::{Attempt, LlmEvent, SCHEMA_VERSION, Usage};
+use crate::handoff::EventHandoff;
+use crate::metrics::{METRICS, model_label};
+use crate::providers::Endpoint;
+
+/// An `LlmEvent` being filled in as the request goes; `emit` finishes it
+/// and hands it to the bus queue exactly once.
+pub struct Recording {
+    event: LlmEvent,
+    started: Instant,
+    handoff: EventHandoff,
+}
+
+impl Recording {
+    /// Starts the event of an authenticated request.
+    pub fn start(
+        handoff: EventHandoff,
+        started: Instant,
+        started_at: DateTime<Utc>,
+        identity: &Arc<Identity>,
+        tags: RequestTags,
+        endpoint: Endpoint,
+    ) -> Recording {
+        let event = LlmEvent {
+            event_id: LlmEvent::new_id(),
+            schema_version: SCHEMA_VERSION,
+            trace_id: tags.trace_id,
+            session_id: tags.session_id,
+            request_id: None,
+            started_at,
+            ended_at: started_at,
+            ttft_ms: None,
+            latency_ms: 0,
+            workspace: identity.workspace.clone(),
+            team: identity.team.clone(),
+            user: identity.user.clone(),
+            key_id: identity.key_id.clone(),
+            metadata: tags.metadata,
+            endpoint: endpoint.as_str().to_owned(),
+            provider: String::new(),
+            target: identity.provider.clone(),
+            region: None,
+            model_requested: None,
+            model_served: None,
+            stream: false,
+            status: 0,
+            error_type: None,
+            stop_reason: None,
+            attempts: Vec::new(),
+            usage: Usage::default(),
+            downgrades: Vec::new(),
+            client: tags.client,
+        };
+        Recording {
+            event,
+            started,
+            handoff,
+        }
+    }
+
+    /// The event under construction, for the request path to fill in.
+    pub fn event_mut(&mut self) -> &mut LlmEvent {
+        &mut self.event
+    }
+
+    /// The trace ID, for the response header.
+    pub fn trace_id(&self) -> &str {
+        &self.event.trace_id
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Records one try at a target.
+    pub fn push_attempt(&mut self, provider: &str, target: &str, status: Option<u16>, since: Instant, error_type: Option<&str>) {
+        self.event.provider = provider.to_owned();
+        self.event.target = target.to_owned();
+        self.event.attempts.push(Attempt {
+            provider: provider.to_owned(),
+            target: target.to_owned(),
+            status,
+            latency_ms: millis(since.elapsed()),
+            error_type: error_type.map(str::to_owned),
+        });
+    }
+
+    /// Finishes the event and hands it over without waiting.
+    pub fn emit(mut self, first_token: Option<Instant>) {
+        let elapsed = self.started.elapsed();
+        let e = &mut self.event;
+        e.latency_ms = millis(elapsed);
+        e.ended_at = e.started_at
+            + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero());
+        e.ttft_ms = first_token.map(|t| millis(t.duration_since(self.started)));
+        observe(e, elapsed, first_token.map(|t| t.duration_since(self.started)));
+        self.handoff.send(self.event);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Request, latency and token metrics of one finished event.
+fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
+    let model = model_label(e.model_served.as_deref());
+    let provider = if e.provider.is_empty() { "none" } else { e.provider.as_str() };
+    let status = e.status.to_string();
+    METRICS
+        .requests
+        .with_label_values(&[provider, model, &status, &e.team])
+        .inc();
+    METRICS
+        .request_duration
+        .with_label_values(&[provider, model])
+        .observe(elapsed.as_secs_f64());
+    if let Some(t) = ttft {
+        METRICS
+            .ttft
+            .with_label_values(&[provider, model])
+            .observe(t.as_secs_f64());
+    }
+    let u = &e.usage;
+    for (class, n) in [
+        ("input", u.input_tokens),
+        ("output", u.output_tokens),
+        ("cache_write_5m", u.cache_creation_5m_tokens),
+        ("cache_write_1h", u.cache_creation_1h_tokens),
+        ("cache_read", u.cache_read_tokens),
+    ] {
+        if n > 0 {
+            METRICS
+                .tokens
+                .with_label_values(&[class, &e.team, model])
+                .inc_by(n);
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The response tee: forwards each upstream chunk the moment it arrives and
+//! reads usage out of it on the side.
+//!
+//! The client's bytes are never held back or rewritten; the reader looks
+//! only at the SSE lines that carry usage (`message_start`,
+//! `message_delta`), the stop reason and errors, and notes when the first
+//! content delta passed (time to first token). When the stream ends, breaks
+//! or is dropped by a disconnecting client, the event is emitted once.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use super::recording::Recording;
+use crate::event::{LlmEvent, Usage};
+use crate::providers::{BodyStream, ProviderError};
+
+/// Largest partial SSE line or JSON body the reader keeps; beyond it the
+/// reader stops looking (the client still gets every byte).
+const READ_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What the reader has learned from an answer.
+#[derive(Debug, Default)]
+pub struct AnswerFacts {
+    pub usage: Usage,
+    pub model: Option<String>,
+    pub message_id: Option<String>,
+    pub stop_reason: Option<String>,
+    pub error_type: Option<String>,
+    pub first_token: Option<Instant>,
+    /// The answer arrived whole (`message_stop`, or a complete JSON body).
+    pub complete: bool,
+}
+
+impl AnswerFacts {
+    /// Takes what a Messages object (`message_start.message` or a
+    /// non-streaming body) says.
+    fn read_message(&mut self, m: &serde_json::Value) {
+        if let Some(id) = m.get("id").and_then(|v| v.as_str()) {
+            self.message_id = Some(id.to_owned());
+        }
+        if let Some(model) = m.get("model").and_then(|v| v.as_str()) {
+            self.model = Some(model.to_owned());
+        }
+        if let Some(reason) = m.get("stop_reason").and_then(|v| v.as_str()) {
+            self.stop_reason = Some(reason.to_owned());
+        }
+        if let Some(u) = m.get("usage") {
+            self.usage.merge_cumulative(&Usage::from_anthropic_json(u));
+        }
+    }
+
+    /// Takes an Anthropic error object's type.
+    fn read_error(&mut self, v: &serde_json::Value) {
+        let t = v.pointer("/error/type").and_then(|t| t.as_str());
+        self.error_type = Some(t.unwrap_or("api_error").to_owned());
+    }
+
+    /// Copies the facts onto the event.
+    pub fn apply(self, e: &mut LlmEvent) {
+        e.usage = self.usage;
+        e.model_served = self.model;
+        if e.request_id.is_none() {
+            e.request_id = self.message_id;
+        }
+        e.stop_reason = self.stop_reason;
+        if e.error_type.is_none() {
+            e.error_type = self.error_type;
+        }
+    }
+}
+
+/// The SSE event types the reader cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SseKind {
+    Unknown,
+    MessageStart,
+    MessageDelta,
+    MessageStop,
+    ContentDelta,
+    Error,
+    Other,
+}
+
+impl SseKind {
+    fn from_name(name: &[u8]) -> SseKind {
+        match name {
+            b"message_start" => SseKind::MessageStart,
+            b"message_delta" => SseKind::MessageDelta,
+            b"message_stop" => SseKind::MessageStop,
+            b"content_block_delta" => SseKind::ContentDelta,
+            b"error" => SseKind::Error,
+            _ => SseKind::Other,
+        }
+    }
+
+    /// For `data:` lines without an `event:` line: the `type` is near the
+    /// start of the JSON, so a short look decides.
+    fn sniff(data: &[u8]) -> SseKind {
+        let head = &data[..data.len().min(48)];
+        let has = |needle: &str| memchr::memmem::find(head, needle.as_bytes()).is_some();
+        if has("\"message_start\"") {
+            SseKind::MessageStart
+        } else if has("\"message_delta\"") {
+            SseKind::MessageDelta
+        } else if has("\"message_stop\"") {
+            SseKind::MessageStop
+        } else if has("\"content_block_delta\"") {
+            SseKind::ContentDelta
+        } else if has("\"error\"") {
+            SseKind::Error
+        } else {
+            SseKind::Other
+        }
+    }
+}
+
+/// Reads Anthropic SSE line by line across chunk boundaries.
+#[derive(Debug)]
+pub struct SseReader {
+    carry: Vec<u8>,
+    kind: SseKind,
+    overflowed: bool,
+    pub facts: AnswerFacts,
+}
+
+impl Default for SseReader {
+    fn default() -> Self {
+        SseReader {
+            carry: Vec::new(),
+            kind: SseKind::Unknown,
+            overflowed: false,
+            facts: AnswerFacts::default(),
+        }
+    }
+}
+
+impl SseReader {
+    /// Feeds one chunk as it passes.
+    pub fn feed(&mut self, chunk: &[u8], now: Instant) {
+        let mut rest = chunk;
+        if !self.carry.is_empty() {
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                self.keep(rest);
+                return;
+            };
+            self.keep(&rest[..nl]);
+            let line = std::mem::take(&mut self.carry);
+            self.line(&line, now);
+            rest = &rest[nl + 1..];
+        }
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', rest) {
+            self.line(&rest[start..nl], now);
+            start = nl + 1;
+        }
+        self.keep(&rest[start..]);
+    }
+
+    fn keep(&mut self, partial: &[u8]) {
+        if self.carry.len() + partial.len() > READ_LIMIT {
+            self.overflowed = true;
+            self.carry.clear();
+        } else {
+            self.carry.extend_from_slice(partial);
+        }
+    }
+
+    fn line(&mut self, line: &[u8], now: Instant) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            self.kind = SseKind::Unknown;
+        } else if let Some(name) = line.strip_prefix(b"event:") {
+            self.kind = SseKind::from_name(name.trim_ascii());
+        } else if let Some(data) = line.strip_prefix(b"data:") {
+            let data = data.trim_ascii_start();
+            let kind = match self.kind {
+                SseKind::Unknown => SseKind::sniff(data),
+                known => known,
+            };
+            self.data(kind, data, now);
+        }
+    }
+
+    fn data(&mut self, kind: SseKind, data: &[u8], now: Instant) {
+        let json = || serde_json::from_slice::<serde_json::Value>(data).ok();
+        match kind {
+            SseKind::ContentDelta => {
+                self.facts.first_token.get_or_insert(now);
+            }
+            SseKind::MessageStart => {
+                if let Some(v) = json() {
+                    if let Some(m) = v.get("message") {
+                        self.facts.read_message(m);
+                    }
+                }
+            }
+            SseKind::MessageDelta => {
+                if let Some(v) = json() {
+                    if let Some(r) = v.pointer("/delta/stop_reason").and_then(|r| r.as_str()) {
+                        self.facts.stop_reason = Some(r.to_owned());
+                    }
+                    if let Some(u) = v.get("usage") {
+                        self.facts.usage.merge_cumulative(&Usage::from_anthropic_json(u));
+                    }
+                }
+            }
+            SseKind::MessageStop => self.facts.complete = true,
+            SseKind::Error => {
+                if let Some(v) = json() {
+                    self.facts.read_error(&v);
+                }
+            }
+            SseKind::Unknown | SseKind::Other => {}
+        }
+    }
+}
+
+/// Keeps a JSON answer's chunks (cheap `Bytes` clones) to read at the end.
+#[derive(Debug, Default)]
+pub struct JsonReader {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl JsonReader {
+    fn feed(&mut self, chunk: &Bytes) {
+        self.len += chunk.len();
+        if self.len <= READ_LIMIT {
+            self.chunks.push(chunk.clone());
+        }
+    }
+
+    /// Reads a Messages body or an error body.
+    fn finish(self) -> AnswerFacts {
+        let mut facts = AnswerFacts::default();
+        if self.len > READ_LIMIT {
+            return facts;
+        }
+        let body = match self.chunks.len() {
+            1 => self.chunks[0].clone(),
+            _ => Bytes::from(self.chunks.concat()),
+        };
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if v.get("type").and_then(|t| t.as_str()) == Some("error") {
+                facts.read_error(&v);
+            } else {
+                facts.read_message(&v);
+            }
+            facts.complete = true;
+        }
+        facts
+    }
+}
+
+/// Which reader an answer gets, by its content type.
+pub enum AnswerReader {
+    Sse(SseReader),
+    Json(JsonReader),
+}
+
+impl AnswerReader {
+    /// Picks the reader from the upstream `content-type`.
+    pub fn for_content_type(content_type: Option<&str>) -> AnswerReader {
+        match content_type {
+            Some(ct) if ct.starts_with("text/event-stream") => AnswerReader::Sse(SseReader::default()),
+            _ => AnswerReader::Json(JsonReader::default()),
+        }
+    }
+
+    fn feed(&mut self, chunk: &Bytes, now: Instant) {
+        match self {
+            AnswerReader::Sse(r) => r.feed(chunk, now),
+            AnswerReader::Json(r) => r.feed(chunk),
+        }
+    }
+
+    fn finish(self) -> AnswerFacts {
+        match self {
+            AnswerReader::Sse(r) => r.facts,
+            AnswerReader::Json(r) => r.finish(),
+        }
+    }
+}
+
+/// The body the client receives: upstream's stream, teed.
+pub struct TeeBody {
+    upstream: BodyStream,
+    state: Option<(AnswerReader, Recording)>,
+}
+
+impl TeeBody {
+    /// Wraps an upstream body; the recording is emitted when it ends.
+    pub fn new(upstream: BodyStream, reader: AnswerReader, recording: Recording) -> TeeBody {
+        TeeBody {
+            upstream,
+            state: Some((reader, recording)),
+        }
+    }
+
+    /// Emits the event once, with `error_type` if the answer did not end
+    /// normally.
+    fn finish(&mut self, error_type: Option<&str>) {
+        let Some((reader, mut recording)) = self.state.take() else {
+            return;
+        };
+        let facts = reader.finish();
+        let first_token = facts.first_token;
+        let e = recording.event_mut();
+        if let Some(t) = error_type {
+            e.error_type = Some(t.to_owned());
+        }
+        facts.apply(e);
+        recording.emit(first_token);
+    }
+}
+
+impl Stream for TeeBody {
+    type Item = Result<Bytes, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.upstream.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some((reader, _)) = self.state.as_mut() {
+                    reader.feed(chunk, Instant::now());
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let t = e.error_type();
+                self.finish(Some(t));
+            }
+            Poll::Ready(None) => self.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for TeeBody {
+    /// A body dropped before its end means the client went away; if the
+    /// answer was already whole, nothing was lost.
+    fn drop(&mut self) {
+        let complete = match &self.state {
+            Some((AnswerReader::Sse(r), _)) => r.facts.complete,
+            _ => false,
+        };
+        if self.state.is_some() {
+            self.finish((!complete).then_some("client_disconnected"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "event: message_start\ndata: {\"type\": \"message_start\", \"message\": {\"id\": \"msg_1\", \"model\": \"claude-x\", \"usage\": {\"input_tokens\": 42, \"cache_creation_input_tokens\": 10, \"cache_read_input_tokens\": 5, \"output_tokens\": 1}}}\n\nevent: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"hi\"}}\n\nevent: message_delta\ndata: {\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"end_turn\"}, \"usage\": {\"output_tokens\": 17}}\n\nevent: message_stop\ndata: {\"type\": \"message_stop\"}\n\n";
+
+    fn read_in_chunks(size: usize) -> AnswerFacts {
+        let mut r = SseReader::default();
+        for chunk in SAMPLE.as_bytes().chunks(size) {
+            r.feed(chunk, Instant::now());
+        }
+        r.facts
+    }
+
+    #[test]
+    fn usage_is_read_whatever_the_chunk_boundaries() {
+        for size in [1, 2, 7, 64, 4096] {
+            let f = read_in_chunks(size);
+            assert_eq!(f.usage.input_tokens, 42, "chunk size {size}");
+            assert_eq!(f.usage.output_tokens, 17, "chunk size {size}");
+            assert_eq!(f.usage.cache_creation_5m_tokens, 10);
+            assert_eq!(f.usage.cache_read_tokens, 5);
+            assert_eq!(f.model.as_deref(), Some("claude-x"));
+            assert_eq!(f.stop_reason.as_deref(), Some("end_turn"));
+            assert!(f.first_token.is_some() && f.complete);
+        }
+    }
+
+    #[test]
+    fn data_lines_without_event_names_are_sniffed() {
+        let mut r = SseReader::default();
+        r.feed(b"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\"},\"usage\":{\"output_tokens\":3}}\r\n\r\n", Instant::now());
+        assert_eq!(r.facts.stop_reason.as_deref(), Some("max_tokens"));
+        assert_eq!(r.facts.usage.output_tokens, 3);
+    }
+
+    #[test]
+    fn json_error_body_gives_error_type() {
+        let mut r = JsonReader::default();
+        r.feed(&Bytes::from_static(b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}"));
+        assert_eq!(r.finish().error_type.as_deref(), Some("overloaded_error"));
+    }
+}

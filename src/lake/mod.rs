@@ -1,0 +1,29 @@
+//! The lake: costed events as Parquet files, partitioned by day, and the
+//! DataFusion queries over them.
+
+pub mod files;
+pub mod query;
+pub mod sink;
+
+/// Why a lake operation failed; names the file or query involved.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake file {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing Parquet {path}: {message}")]
+    Write {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("query failed: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("encoding query result: {0}")]
+    Encode(String),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    #[error("lake worker stopped unexpectedly: {0}")]
+    Worker(String),
+}

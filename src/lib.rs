@@ -1,0 +1,20 @@
+//! tollgate: a gateway and event-sourced cost-accounting pipeline for
+//! Claude Code and other Anthropic Messages API clients.
+//!
+//! The modules read as the data path: `gateway` → `bus` → `lake` → `api`.
+//! One `event::LlmEvent` flows one way through them; a module never imports
+//! one downstream of it. `roles` wires them into processes.
+
+pub mod config;
+pub mod event;
+pub mod handoff;
+pub mod metrics;
+
+pub mod providers;
+pub mod gateway;
+pub mod bus;
+pub mod lake;
+pub mod api;
+
+pub mod mock_provider;
+pub mod roles;

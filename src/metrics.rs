@@ -1,0 +1,174 @@
+//! Prometheus metrics shared by every role.
+//!
+//! One registry per process, so `/metrics` shows whichever roles run in it.
+//! Labels are bounded: teams and models come from config or are folded into
+//! `other`; trace IDs never become labels.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric tollgate exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub ttft: HistogramVec,
+    pub overhead: Histogram,
+    pub tokens: IntCounterVec,
+    pub auth_failures: IntCounter,
+    pub client_errors: IntCounterVec,
+    pub handoff_queue_depth: IntGauge,
+    pub handoff_overflow: IntCounter,
+    pub events_lost: IntCounter,
+    pub bus_appended: IntCounterVec,
+    pub bus_append_errors: IntCounterVec,
+    pub sink_rows: IntCounter,
+    pub sink_files: IntCounter,
+    pub sink_flush_seconds: Histogram,
+    pub sink_undecodable: IntCounter,
+    pub sink_skipped_duplicates: IntCounter,
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let h = HistogramVec::new(opts, labels).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let h = Histogram::with_opts(opts).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let handoff_queue_depth =
+            IntGauge::new("tollgate_events_queue_depth", "Events waiting between gateway and bus")
+                .expect("valid metric");
+        registry
+            .register(Box::new(handoff_queue_depth.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: counter_vec(
+                "tollgate_requests_total",
+                "Requests answered, by provider, model, status and team",
+                &["provider", "model", "status", "team"],
+            ),
+            request_duration: histogram_vec(
+                "tollgate_request_duration_seconds",
+                "Whole request duration as the client saw it",
+                &["provider", "model"],
+                LATENCY_BUCKETS,
+            ),
+            ttft: histogram_vec(
+                "tollgate_time_to_first_token_seconds",
+                "Time from request to the first content delta of a stream",
+                &["provider", "model"],
+                LATENCY_BUCKETS,
+            ),
+            overhead: histogram(
+                "tollgate_gateway_overhead_seconds",
+                "Time tollgate spends before forwarding a request upstream",
+                OVERHEAD_BUCKETS,
+            ),
+            tokens: counter_vec(
+                "tollgate_tokens_total",
+                "Tokens by class, team and model",
+                &["class", "team", "model"],
+            ),
+            auth_failures: counter(
+                "tollgate_auth_failures_total",
+                "Requests refused for a missing or unknown key",
+            ),
+            client_errors: counter_vec(
+                "tollgate_client_errors_total",
+                "Requests refused by tollgate before forwarding, by reason",
+                &["reason"],
+            ),
+            handoff_queue_depth,
+            handoff_overflow: counter(
+                "tollgate_events_handoff_overflow_total",
+                "Events that found the hand-off queue full and waited for room",
+            ),
+            events_lost: counter(
+                "tollgate_events_lost_total",
+                "Events that could not be recorded at all",
+            ),
+            bus_appended: counter_vec(
+                "tollgate_bus_appended_total",
+                "Records appended to the bus, by topic",
+                &["topic"],
+            ),
+            bus_append_errors: counter_vec(
+                "tollgate_bus_append_errors_total",
+                "Failed bus appends (retried), by topic",
+                &["topic"],
+            ),
+            sink_rows: counter("tollgate_sink_rows_total", "Rows written to the lake"),
+            sink_files: counter("tollgate_sink_files_total", "Parquet files written to the lake"),
+            sink_flush_seconds: histogram(
+                "tollgate_sink_flush_seconds",
+                "Time to write and publish one Parquet file",
+                LATENCY_BUCKETS,
+            ),
+            sink_undecodable: counter(
+                "tollgate_sink_undecodable_total",
+                "Bus records the sink could not decode as events",
+            ),
+            sink_skipped_duplicates: counter(
+                "tollgate_sink_skipped_duplicates_total",
+                "Bus records skipped because the lake already holds them",
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A model name fit to be a label. Callers pass the model the provider
+/// served (a bounded set), never the one a client asked for, which could be
+/// anything; what is missing or odd-looking becomes `other`.
+pub fn model_label(served: Option<&str>) -> &str {
+    match served {
+        Some(m)
+            if m.len() <= 96
+                && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:@/".contains(&b)) =>
+        {
+            m
+        }
+        _ => "other",
+    }
+}

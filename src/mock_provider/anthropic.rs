@@ -1,0 +1,255 @@
+//! The Anthropic Messages API, mocked.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::StreamExt;
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+
+use super::{MockOptions, ReceivedRequest, record};
+
+/// The mock's shared state.
+pub struct MockState {
+    pub options: MockOptions,
+    pub received: Arc<Mutex<Vec<ReceivedRequest>>>,
+}
+
+/// Usage every mocked answer reports: every token class present, so tests
+/// see each one travel to the lake.
+pub const USAGE_INPUT: u64 = 42;
+pub const USAGE_OUTPUT: u64 = 17;
+pub const USAGE_CACHE_5M: u64 = 100;
+pub const USAGE_CACHE_1H: u64 = 200;
+pub const USAGE_CACHE_READ: u64 = 1000;
+
+/// The mock's routes.
+pub fn router(state: Arc<MockState>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .with_state(state)
+}
+
+async fn messages(State(s): State<Arc<MockState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = s.check(&method, &uri, &headers, &body) {
+        return refusal;
+    }
+    let parsed: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("invalid JSON: {e}")),
+    };
+    let Some(model) = parsed.get("model").and_then(|m| m.as_str()).map(str::to_owned) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "model: Field required");
+    };
+    if parsed.get("max_tokens").and_then(|m| m.as_u64()).is_none() {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "max_tokens: Field required");
+    }
+    let stream = parsed.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+    let scenario = s.scenario(&headers);
+    match Scenario::parse(&scenario) {
+        Scenario::Error(status) => scripted_error(status),
+        Scenario::Delay(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            answer(&model, stream, &body, 0, false)
+        }
+        Scenario::SlowStream(ms) => answer(&model, stream, &body, ms, false),
+        Scenario::Cut => answer(&model, stream, &body, 0, true),
+        Scenario::Ok => answer(&model, stream, &body, 0, false),
+    }
+}
+
+async fn count_tokens(State(s): State<Arc<MockState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = s.check(&method, &uri, &headers, &body) {
+        return refusal;
+    }
+    if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid JSON");
+    }
+    let n = body.len() / 4;
+    axum::Json(serde_json::json!({ "input_tokens": n })).into_response()
+}
+
+impl MockState {
+    /// Records the request and checks what the real API checks first.
+    fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+        if self.options.record {
+            record(&self.received, ReceivedRequest {
+                method: method.to_string(),
+                path_and_query: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                body: body.clone(),
+            });
+        }
+        if let Some(expected) = &self.options.api_key {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or(bearer);
+            if key != Some(expected.as_str()) {
+                return Some(error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key"));
+            }
+        }
+        if !headers.contains_key("anthropic-version") {
+            return Some(error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version: header is required"));
+        }
+        None
+    }
+
+    fn scenario(&self, headers: &HeaderMap) -> String {
+        headers
+            .get("x-mock-scenario")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| self.options.default_scenario.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// What a request asks the mock to do.
+enum Scenario {
+    Ok,
+    /// Answer with this error status (`error:529`).
+    Error(u16),
+    /// Wait before answering (`delay:20`).
+    Delay(u64),
+    /// Stream with a pause between events (`slow-stream:200`).
+    SlowStream(u64),
+    /// Break the stream after the first delta, without `message_stop`.
+    Cut,
+}
+
+impl Scenario {
+    fn parse(s: &str) -> Scenario {
+        match s.split_once(':') {
+            Some(("error", v)) => v.parse().map(Scenario::Error).unwrap_or(Scenario::Ok),
+            Some(("delay", v)) => v.parse().map(Scenario::Delay).unwrap_or(Scenario::Ok),
+            Some(("slow-stream", v)) => v.parse().map(Scenario::SlowStream).unwrap_or(Scenario::Ok),
+            _ if s == "cut" => Scenario::Cut,
+            _ => Scenario::Ok,
+        }
+    }
+}
+
+/// An Anthropic-shaped error.
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+    let mut r = (status, axum::Json(body)).into_response();
+    r.headers_mut().insert("request-id", "req_mock_error".parse().expect("static header"));
+    r
+}
+
+fn scripted_error(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    let mut r = error(status, kind, &format!("mock scripted {kind}"));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut().insert("retry-after", "1".parse().expect("static header"));
+    }
+    r
+}
+
+const TEXT: &str = "Hello from the mock provider.";
+
+fn usage_json(output_tokens: u64) -> serde_json::Value {
+    serde_json::json!({
+        "input_tokens": USAGE_INPUT,
+        "cache_creation_input_tokens": USAGE_CACHE_5M + USAGE_CACHE_1H,
+        "cache_read_input_tokens": USAGE_CACHE_READ,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": USAGE_CACHE_5M,
+            "ephemeral_1h_input_tokens": USAGE_CACHE_1H
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard"
+    })
+}
+
+/// A message id derived from the request body, so the same request gets
+/// byte-identical answers (tests compare answers with and without tollgate).
+fn message_id(request_body: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(request_body);
+    format!("msg_mock_{}", hex::encode(&digest[..12]))
+}
+
+/// The SSE events of one answer, in Anthropic's exact framing.
+pub fn sse_events(model: &str, request_body: &[u8]) -> Vec<String> {
+    let id = message_id(request_body);
+    let start = serde_json::json!({"type": "message_start", "message": {
+        "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null, "usage": usage_json(1)}});
+    let delta = serde_json::json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": {"output_tokens": USAGE_OUTPUT}});
+    let (first, rest) = TEXT.split_at(5);
+    let text_delta = |t: &str| serde_json::json!({"type": "content_block_delta", "index": 0,
+        "delta": {"type": "text_delta", "text": t}});
+    let frame = |event: &str, data: serde_json::Value| format!("event: {event}\ndata: {data}\n\n");
+    vec![
+        frame("message_start", start),
+        frame("content_block_start", serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        frame("ping", serde_json::json!({"type": "ping"})),
+        frame("content_block_delta", text_delta(first)),
+        frame("content_block_delta", text_delta(rest)),
+        frame("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": 0})),
+        frame("message_delta", delta),
+        frame("message_stop", serde_json::json!({"type": "message_stop"})),
+    ]
+}
+
+fn answer(model: &str, stream: bool, request_body: &[u8], pause_ms: u64, cut: bool) -> Response {
+    if !stream {
+        let body = serde_json::json!({
+            "id": message_id(request_body),
+            "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": TEXT}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": usage_json(USAGE_OUTPUT),
+        });
+        let mut r = axum::Json(body).into_response();
+        r.headers_mut().insert("request-id", "req_mock_json".parse().expect("static header"));
+        return r;
+    }
+    let mut events = sse_events(model, request_body);
+    if cut {
+        events.truncate(4);
+    }
+    let chunks = futures::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
+        if pause_ms > 0 && i > 0 {
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        }
+        Ok::<Bytes, std::io::Error>(Bytes::from(e))
+    });
+    let body = if cut {
+        let broken = futures::stream::once(async {
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock cut the stream"))
+        });
+        Body::from_stream(chunks.chain(broken))
+    } else {
+        Body::from_stream(chunks)
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("request-id", "req_mock_stream")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,93 @@
+//! A mock of the LLM providers, speaking their wire formats.
+//!
+//! Providers cannot be reached from CI, so tests, benchmarks and the
+//! real-Claude-Code test run against this instead. It checks what the real
+//! service checks (credential, version header, body shape) and answers with
+//! Anthropic's exact SSE or JSON, including every cache token class.
+//! Behaviour is scripted per request with the `x-mock-scenario` header
+//! (which tollgate forwards like any unknown header) or per server.
+
+pub mod anthropic;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    pub method: String,
+    pub path_and_query: String,
+    /// Header names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl ReceivedRequest {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a mock server behaves.
+#[derive(Debug, Clone, Default)]
+pub struct MockOptions {
+    /// The credential the mock expects (`x-api-key` or Bearer); `None`
+    /// accepts anything, as a subscription passthrough test needs.
+    pub api_key: Option<String>,
+    /// Scenario for requests that name none.
+    pub default_scenario: Option<String>,
+    /// Keep a copy of every request (off for benchmarks).
+    pub record: bool,
+}
+
+/// A running mock.
+#[derive(Clone)]
+pub struct MockHandle {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<ReceivedRequest>>>,
+}
+
+impl MockHandle {
+    /// Requests received so far.
+    pub fn received(&self) -> Vec<ReceivedRequest> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The base URL to configure as the upstream.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Most requests kept when recording.
+const RECORD_LIMIT: usize = 10_000;
+
+/// Serves the mock on `listener` until the runtime stops.
+pub fn spawn(listener: tokio::net::TcpListener, options: MockOptions) -> std::io::Result<MockHandle> {
+    let addr = listener.local_addr()?;
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let state = Arc::new(anthropic::MockState {
+        options,
+        received: received.clone(),
+    });
+    let app = anthropic::router(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "mock provider stopped");
+        }
+    });
+    Ok(MockHandle { addr, received })
+}
+
+fn record(received: &Mutex<Vec<ReceivedRequest>>, request: ReceivedRequest) {
+    let mut all = received.lock().unwrap_or_else(|p| p.into_inner());
+    if all.len() < RECORD_LIMIT {
+        all.push(request);
+    }
+}

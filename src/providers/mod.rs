@@ -1,0 +1,156 @@
+//! Upstream providers behind one trait.
+//!
+//! The gateway decides *whether* and *where* to send a request; a provider
+//! knows *how*: its URL scheme, its credential, and how its answer becomes
+//! Anthropic Messages bytes. Every provider answers in Anthropic's wire
+//! format (SSE or JSON), so the gateway's tee reads one format only.
+
+pub mod anthropic;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use http::{HeaderMap, StatusCode};
+
+use crate::config::{Config, ProviderKind};
+
+/// The Anthropic API operations tollgate forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+impl Endpoint {
+    /// The name stored on events (`endpoint` column).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+        }
+    }
+}
+
+/// What the gateway asks a provider to send.
+#[derive(Debug, Clone)]
+pub struct ProviderRequest {
+    pub endpoint: Endpoint,
+    /// The client's query string (e.g. `beta=true`), passed through.
+    pub query: Option<String>,
+    /// Client headers already stripped of credentials, hop-by-hop and
+    /// tollgate's own; the provider adds its credential.
+    pub headers: HeaderMap,
+    /// The client's body, untouched.
+    pub body: Bytes,
+}
+
+/// A body arriving from upstream, chunk by chunk.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
+
+/// The start of an upstream answer; the body streams on.
+pub struct ProviderResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+/// How reaching a provider failed; each maps to an event `error_type` and
+/// an Anthropic-shaped error for the client.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("{target} did not answer within the upstream timeout")]
+    Timeout { target: String },
+    #[error("the answer from {target} broke off: {message}")]
+    Stream { target: String, message: String },
+    #[error("request to {target} failed: {message}")]
+    Other { target: String, message: String },
+    #[error("provider {target} is not usable: {message}")]
+    Misconfigured { target: String, message: String },
+}
+
+impl ProviderError {
+    /// The short name stored as the event's `error_type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ProviderError::Connect { .. } => "upstream_connect_error",
+            ProviderError::Timeout { .. } => "upstream_timeout",
+            ProviderError::Stream { .. } => "upstream_stream_error",
+            ProviderError::Other { .. } => "upstream_error",
+            ProviderError::Misconfigured { .. } => "provider_misconfigured",
+        }
+    }
+}
+
+/// One upstream target tollgate can forward to.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The provider family stored on events (`anthropic`, `bedrock`, …).
+    fn kind(&self) -> &'static str;
+    /// The configured target name (`[providers.NAME]`).
+    fn target(&self) -> &str;
+    /// Sends the request and returns once the answer's head has arrived.
+    async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError>;
+}
+
+/// Builds every configured provider, sharing one HTTP client (one
+/// connection pool) between them.
+pub fn from_config(
+    cfg: &Config,
+) -> Result<std::collections::HashMap<String, Arc<dyn Provider>>, ProviderError> {
+    let client = http_client(cfg)?;
+    let mut out = std::collections::HashMap::new();
+    for (name, p) in &cfg.providers {
+        let provider: Arc<dyn Provider> = match p.kind {
+            ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(name, p, client.clone())),
+        };
+        out.insert(name.clone(), provider);
+    }
+    Ok(out)
+}
+
+/// The upstream HTTP client: pooled keep-alive connections, no automatic
+/// decompression (the tee must see the bytes the client gets).
+fn http_client(cfg: &Config) -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_millis(cfg.server.upstream_connect_timeout_ms))
+        .timeout(std::time::Duration::from_secs(cfg.server.upstream_timeout_secs))
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| ProviderError::Misconfigured {
+            target: "http-client".into(),
+            message: e.to_string(),
+        })
+}
+
+/// Maps a reqwest failure to what it means for the request.
+pub(crate) fn classify(target: &str, err: reqwest::Error, mid_stream: bool) -> ProviderError {
+    let target = target.to_owned();
+    let message = error_chain(&err);
+    if err.is_timeout() {
+        ProviderError::Timeout { target }
+    } else if err.is_connect() {
+        ProviderError::Connect { target, message }
+    } else if mid_stream || err.is_body() || err.is_decode() {
+        ProviderError::Stream { target, message }
+    } else {
+        ProviderError::Other { target, message }
+    }
+}
+
+/// An error with its causes, since reqwest's top-level text alone
+/// ("error sending request") does not say what went wrong.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

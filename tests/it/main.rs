@@ -1,0 +1,8 @@
+//! Integration tests against real parts: the real `tollgate` binary, the
+//! project's mock provider, and (in `claude_code`) real Claude Code.
+//! One test binary with modules, so DataFusion is linked once.
+
+mod support;
+
+// mod claude_code;
+mod spine;

@@ -1,0 +1,275 @@
+//! Starting and driving a real `tollgate serve` process in tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tollgate::config::hash_key;
+use tollgate::mock_provider::{self, MockHandle, MockOptions};
+
+/// The tollgate key every test config holds.
+pub const KEY: &str = "tg-test-key-0123456789";
+/// The query API's admin token in test configs.
+pub const ADMIN: &str = "admin-test-token";
+/// The provider credential tollgate holds for the mock.
+pub const PROVIDER_KEY: &str = "sk-ant-provider-test";
+
+/// Starts a recording mock provider that requires `PROVIDER_KEY`.
+pub async fn start_mock() -> MockHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    mock_provider::spawn(
+        listener,
+        MockOptions {
+            api_key: Some(PROVIDER_KEY.into()),
+            default_scenario: None,
+            record: true,
+        },
+    )
+    .unwrap()
+}
+
+/// A `tollgate serve` child process with its own data directory.
+pub struct Tollgate {
+    pub child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+/// The test config: one key for team `eng`, user `alice`; fast flushes.
+pub fn write_config(dir: &Path, upstream: &str, extra: &str) -> PathBuf {
+    let config = dir.join("tollgate.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_secs = 10
+max_body_bytes = 1048576
+
+[data]
+dir = "data"
+
+[sink]
+flush_rows = 1000
+flush_interval_ms = 200
+
+[api]
+admin_tokens = ["{ADMIN}"]
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{upstream}"
+api_key = "{PROVIDER_KEY}"
+
+[[keys]]
+id = "key_alice"
+hash = "{hash}"
+workspace = "acme"
+team = "eng"
+user = "alice"
+provider = "anthropic"
+{extra}
+"#,
+        hash = hash_key(KEY)
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+impl Tollgate {
+    /// Writes a config for `upstream` and starts tollgate on it.
+    pub fn start(dir: &Path, upstream: &str) -> Tollgate {
+        let config = write_config(dir, upstream, "");
+        Tollgate::start_with_config(dir, config)
+    }
+
+    /// Starts tollgate on an existing config; returns once it listens.
+    pub fn start_with_config(dir: &Path, config: PathBuf) -> Tollgate {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tollgate.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("tollgate binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("tollgate gateway listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!(
+                "tollgate did not report its address; log:\n{}",
+                std::fs::read_to_string(dir.join("tollgate.log")).unwrap_or_default()
+            )
+        });
+        Tollgate {
+            child,
+            url,
+            dir: dir.to_owned(),
+            config,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = wait_exit(&mut self.child, Duration::from_secs(30));
+        assert!(status.success(), "tollgate exited with {status}; log:\n{}", self.log());
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// What the process logged to stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tollgate.log")).unwrap_or_default()
+    }
+
+    /// A client request builder with the tollgate key as Bearer.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(KEY)
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+    }
+
+    /// `GET /v1/logs` with the admin token.
+    pub async fn logs(&self, query: &str) -> serde_json::Value {
+        let r = client()
+            .get(format!("{}/v1/logs?{query}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "logs query {query} failed");
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the trace has `n` events in the lake and returns them.
+    pub async fn wait_for_trace(&self, trace_id: &str, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = self.logs(&format!("trace_id={trace_id}&limit=1000")).await;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            if data.len() >= n || Instant::now() > deadline {
+                assert_eq!(data.len(), n, "events of trace {trace_id}; log:\n{}", self.log());
+                return data;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A value of a metric line on `/metrics` (sum over label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tollgate did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP client (no pooling surprises between tests).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// One captured Claude Code request from `../shared/claude-code/samples`.
+pub struct Sample {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Loads a sample by file name.
+pub fn sample(name: &str) -> Sample {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/claude-code/samples")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read sample {}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let headers = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_str().unwrap().to_owned(), h[1].as_str().unwrap().to_owned()))
+        .collect();
+    let body = match &v["body"] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Sample {
+        path: v["path"].as_str().unwrap().to_owned(),
+        headers,
+        body,
+    }
+}
+
+impl Sample {
+    /// Replays the sample at `base` with the captured headers, replacing
+    /// credentials with `KEY` and the framing headers reqwest sets itself.
+    pub fn replay(&self, base: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        let mut r = client().post(format!("{base}{}", self.path));
+        for (k, v) in &self.headers {
+            let lower = k.to_ascii_lowercase();
+            if ["host", "content-length", "connection", "authorization", "x-api-key"]
+                .contains(&lower.as_str())
+            {
+                continue;
+            }
+            r = r.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in extra {
+            r = r.header(*k, *v);
+        }
+        r.bearer_auth(KEY).body(self.body.clone())
+    }
+}
