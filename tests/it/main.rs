@@ -4,5 +4,5 @@
 
 mod support;
 
-// mod claude_code;
+mod claude_code;
 mod spine;

@@ -175,6 +175,20 @@ impl Tollgate {
         }
     }
 
+    /// Waits until the trace has at least `n` events and returns them all.
+    pub async fn wait_for_trace_at_least(&self, trace_id: &str, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = self.logs(&format!("trace_id={trace_id}&limit=1000")).await;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            if data.len() >= n {
+                return data;
+            }
+            assert!(Instant::now() < deadline, "trace {trace_id} has {} events, wanted {n}; log:\n{}", data.len(), self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A value of a metric line on `/metrics` (sum over label sets).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = client()
