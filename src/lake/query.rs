@@ -11,6 +11,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::*;
 use datafusion::scalar::ScalarValue;
 
@@ -85,7 +87,13 @@ impl Lake {
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
             .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
-        let ctx = SessionContext::new_with_config(config);
+        // The sink adds files all the time: list them on every query rather
+        // than serve a cached listing that misses the newest events.
+        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(cache)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let url = format!("{}/", dir.display());
         let url = ListingTableUrl::parse(&url)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))

@@ -240,6 +240,8 @@ fn answer(model: &str, stream: bool, request_body: &[u8], pause_ms: u64, cut: bo
     });
     let body = if cut {
         let broken = futures::stream::once(async {
+            // Let the head and the first events reach the client first.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock cut the stream"))
         });
         Body::from_stream(chunks.chain(broken))
