@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
+    ArrayRef, BooleanBuilder, Decimal128Builder, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
     StructBuilder, TimestampMillisecondBuilder, UInt16Builder, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -130,6 +131,39 @@ pub struct LlmEvent {
     pub downgrades: Vec<String>,
     /// The client's user-agent.
     pub client: Option<String>,
+    /// What the request cost, added by the accountant (absent on raw
+    /// events; derived, so `tollgate reprice` can recompute it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// The price of one event per token class, in USD (exact decimals).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostLines {
+    pub input_usd: Decimal,
+    pub output_usd: Decimal,
+    pub cache_write_5m_usd: Decimal,
+    pub cache_write_1h_usd: Decimal,
+    pub cache_read_usd: Decimal,
+    pub web_search_usd: Decimal,
+    pub total_usd: Decimal,
+}
+
+/// The accountant's verdict on an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Version (content hash) of the price tables used.
+    pub price_table_version: String,
+    /// The breakdown; `None` means no table matches the model: unpriced,
+    /// never $0.
+    pub lines: Option<CostLines>,
+    /// The price entry's family and tier (`standard`, `long_context`).
+    pub family: Option<String>,
+    pub tier: Option<String>,
+    /// Where the raw event sat on the bus: lets a restarted accountant
+    /// skip what it already priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BusPosition>,
 }
 
 impl LlmEvent {
@@ -154,6 +188,26 @@ pub fn arrow_schema() -> SchemaRef {
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// Dollar amounts: exact decimals with 12 places (a Haiku 3 cache-read
+/// token costs $0.00000003), up to $99,999,999.
+pub const USD_PRECISION: u8 = 20;
+/// Decimal places of dollar columns.
+pub const USD_SCALE: i8 = 12;
+
+fn usd_type() -> DataType {
+    DataType::Decimal128(USD_PRECISION, USD_SCALE)
+}
+
+/// A dollar amount as the unscaled integer of a `Decimal128(20, 12)`.
+pub fn usd_to_i128(v: Decimal) -> i128 {
+    let mut d = v.round_dp_with_strategy(
+        USD_SCALE as u32,
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    );
+    d.rescale(USD_SCALE as u32);
+    d.mantissa()
 }
 
 fn attempt_fields() -> Fields {
@@ -227,6 +281,17 @@ fn arrow_fields() -> Vec<Field> {
             false,
         ),
         s("client", true),
+        Field::new("cost_usd", usd_type(), true),
+        Field::new("cost_input_usd", usd_type(), true),
+        Field::new("cost_output_usd", usd_type(), true),
+        Field::new("cost_cache_write_5m_usd", usd_type(), true),
+        Field::new("cost_cache_write_1h_usd", usd_type(), true),
+        Field::new("cost_cache_read_usd", usd_type(), true),
+        Field::new("cost_web_search_usd", usd_type(), true),
+        Field::new("priced", DataType::Boolean, true),
+        s("price_table_version", true),
+        s("pricing_family", true),
+        s("pricing_tier", true),
         Field::new("bus_partition", DataType::UInt32, false),
         i("bus_offset", false),
     ]
@@ -234,7 +299,7 @@ fn arrow_fields() -> Vec<Field> {
 
 /// Where an event sat on the bus: stored with the row so a lake file can
 /// be checked against the log it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusPosition {
     pub partition: u32,
     pub offset: u64,
@@ -280,6 +345,11 @@ struct Columns {
     usage: [Int64Builder; 7],
     downgrades: ListBuilder<StringBuilder>,
     client: StringBuilder,
+    cost: [Decimal128Builder; 7],
+    priced: BooleanBuilder,
+    price_table_version: StringBuilder,
+    pricing_family: StringBuilder,
+    pricing_tier: StringBuilder,
     bus_partition: UInt32Builder,
     bus_offset: Int64Builder,
 }
@@ -329,6 +399,15 @@ impl Columns {
             usage: std::array::from_fn(|_| i()),
             downgrades: ListBuilder::new(StringBuilder::new()),
             client: s(),
+            cost: std::array::from_fn(|_| {
+                Decimal128Builder::with_capacity(n)
+                    .with_precision_and_scale(USD_PRECISION, USD_SCALE)
+                    .expect("valid decimal type")
+            }),
+            priced: BooleanBuilder::with_capacity(n),
+            price_table_version: s(),
+            pricing_family: s(),
+            pricing_tier: s(),
             bus_partition: UInt32Builder::with_capacity(n),
             bus_offset: i(),
         }
@@ -384,8 +463,32 @@ impl Columns {
         }
         self.downgrades.append(true);
         self.client.append_option(e.client.as_deref());
+        self.push_cost(e.cost.as_ref());
         self.bus_partition.append_value(pos.partition);
         self.bus_offset.append_value(i64_of(pos.offset));
+    }
+
+    fn push_cost(&mut self, cost: Option<&Cost>) {
+        let lines = cost.and_then(|c| c.lines.as_ref());
+        let values = lines.map(|l| {
+            [
+                l.total_usd,
+                l.input_usd,
+                l.output_usd,
+                l.cache_write_5m_usd,
+                l.cache_write_1h_usd,
+                l.cache_read_usd,
+                l.web_search_usd,
+            ]
+        });
+        for (i, builder) in self.cost.iter_mut().enumerate() {
+            builder.append_option(values.map(|v| usd_to_i128(v[i])));
+        }
+        self.priced.append_option(cost.map(|c| c.lines.is_some()));
+        self.price_table_version
+            .append_option(cost.map(|c| c.price_table_version.as_str()));
+        self.pricing_family.append_option(cost.and_then(|c| c.family.as_deref()));
+        self.pricing_tier.append_option(cost.and_then(|c| c.tier.as_deref()));
     }
 
     fn push_attempts(&mut self, attempts: &[Attempt]) {
@@ -434,6 +537,13 @@ impl Columns {
         }
         cols.push(Arc::new(self.downgrades.finish()));
         cols.push(Arc::new(self.client.finish()));
+        for c in self.cost.iter_mut() {
+            cols.push(Arc::new(c.finish()));
+        }
+        cols.push(Arc::new(self.priced.finish()));
+        cols.push(Arc::new(self.price_table_version.finish()));
+        cols.push(Arc::new(self.pricing_family.finish()));
+        cols.push(Arc::new(self.pricing_tier.finish()));
         cols.push(Arc::new(self.bus_partition.finish()));
         cols.push(Arc::new(self.bus_offset.finish()));
         RecordBatch::try_new(arrow_schema(), cols)
@@ -492,6 +602,7 @@ mod tests {
             },
             downgrades: vec!["anthropic-beta:foo".into()],
             client: Some("claude-cli/2.1.197".into()),
+            cost: None,
         }
     }
 

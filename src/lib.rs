@@ -1,7 +1,8 @@
 //! tollgate: a gateway and event-sourced cost-accounting pipeline for
 //! Claude Code and other Anthropic Messages API clients.
 //!
-//! The modules read as the data path: `gateway` → `bus` → `lake` → `api`.
+//! The modules read as the data path: `gateway` → `bus` → `accounting` →
+//! `lake` → `api`.
 //! One `event::LlmEvent` flows one way through them; a module never imports
 //! one downstream of it. `roles` wires them into processes.
 
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod providers;
 pub mod gateway;
 pub mod bus;
+pub mod accounting;
 pub mod lake;
 pub mod api;
 

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub sink_flush_seconds: Histogram,
     pub sink_undecodable: IntCounter,
     pub sink_skipped_duplicates: IntCounter,
+    pub cost_usd: prometheus::CounterVec,
+    pub unpriced: IntCounterVec,
+    pub accountant_events: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -144,6 +147,24 @@ impl Metrics {
             sink_skipped_duplicates: counter(
                 "tollgate_sink_skipped_duplicates_total",
                 "Bus records skipped because the lake already holds them",
+            ),
+            cost_usd: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new("tollgate_cost_usd_total", "Spend in USD by team and model"),
+                    &["team", "model"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            unpriced: counter_vec(
+                "tollgate_unpriced_events_total",
+                "Events with usage whose model no price table matches",
+                &["model"],
+            ),
+            accountant_events: counter(
+                "tollgate_accountant_events_total",
+                "Events priced by the accountant",
             ),
             registry,
         }

@@ -1,7 +1,7 @@
 //! Wiring of the roles into a running process.
 //!
 //! `tollgate serve` runs every role in one process on the embedded bus:
-//! gateway → publisher → log → sink → lake ← query API. Shutdown runs the
+//! gateway → publisher → log → accountant → log → sink → lake ← query API. Shutdown runs the
 //! same path in order: stop accepting, let in-flight requests finish (their
 //! events queue up), drain the queue onto the log, let the sink write
 //! everything the log holds, then exit.
@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::bus::embedded_bus::EmbeddedBus;
-use crate::bus::{self, BusError, EVENTS_TOPIC, Log};
+use crate::accounting::accountant::Accountant;
+use crate::accounting::pricing::PriceBook;
+use crate::bus::{self, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
@@ -65,9 +67,13 @@ pub async fn serve(
         tokio::spawn(async move { bus::publisher::run(queue, bus, EVENTS_TOPIC).await })
     };
 
+    let accountant_stop = CancellationToken::new();
+    let accountant = Accountant::new(PriceBook::embedded(), bus.clone()).await?;
+    let accountant_task = tokio::spawn(accountant.run(accountant_stop.clone()));
+
     let sink_stop = CancellationToken::new();
     let sink = Sink::new(
-        bus.subscribe(SINK_GROUP, EVENTS_TOPIC).await?,
+        bus.subscribe(SINK_GROUP, COSTED_TOPIC).await?,
         layout.clone(),
         SinkOptions {
             flush_rows: cfg.sink.flush_rows,
@@ -116,6 +122,12 @@ pub async fn serve(
     }
     if tokio::time::timeout(grace, publisher).await.is_err() {
         tracing::warn!("event publisher did not drain within the grace period");
+    }
+    accountant_stop.cancel();
+    match tokio::time::timeout(grace, accountant_task).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => tracing::error!(error = %e, "accountant task failed"),
+        Err(_) => tracing::warn!("accountant did not finish within the grace period; the log keeps its events for the next start"),
     }
     sink_stop.cancel();
     match tokio::time::timeout(grace, sink_task).await {

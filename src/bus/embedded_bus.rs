@@ -84,6 +84,30 @@ impl Log for EmbeddedBus {
         Ok(())
     }
 
+    async fn last(&self, topic: &str) -> Result<Vec<BusRecord>, BusError> {
+        let log = self.log.clone();
+        let owned = topic.to_owned();
+        let records = tokio::task::spawn_blocking(move || {
+            let end = log.end_offset(&owned)?;
+            if end == 0 {
+                return Ok(Vec::new());
+            }
+            log.reader(&owned, end - 1)?.read(1)
+        })
+        .await
+        .map_err(|e| worker(topic, e))?
+        .map_err(|e| embedded(topic, e))?;
+        Ok(records
+            .into_iter()
+            .map(|r| BusRecord {
+                partition: 0,
+                offset: r.offset,
+                key: r.key,
+                payload: r.payload,
+            })
+            .collect())
+    }
+
     async fn subscribe(
         &self,
         group: &str,

@@ -14,6 +14,8 @@ use bytes::Bytes;
 
 /// Topic the gateway's raw events go to.
 pub const EVENTS_TOPIC: &str = "tollgate.events.v1";
+/// Topic the accountant's priced events go to; the sink reads it.
+pub const COSTED_TOPIC: &str = "tollgate.costed.v1";
 
 /// One record read from the bus, with where it sits.
 #[derive(Debug, Clone)]
@@ -41,6 +43,10 @@ pub enum BusError {
 pub trait Log: Send + Sync + 'static {
     /// Appends `(key, payload)` records in order; durable when it returns.
     async fn append(&self, topic: &str, records: Vec<(Bytes, Bytes)>) -> Result<(), BusError>;
+
+    /// The last record of each partition of `topic` (none if empty), so a
+    /// producer that derives one topic from another can resume exactly.
+    async fn last(&self, topic: &str) -> Result<Vec<BusRecord>, BusError>;
 
     /// Joins consumer group `group` on `topic`, resuming after the group's
     /// last committed offsets.

@@ -59,6 +59,7 @@ impl Recording {
             usage: Usage::default(),
             downgrades: Vec::new(),
             client: tags.client,
+            cost: None,
         };
         Recording {
             event,

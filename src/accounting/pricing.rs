@@ -1,0 +1,490 @@
+//! Price tables (data in `pricing/*.toml`) and the lookup of the entry in
+//! force for one model at one time.
+//!
+//! Tables are data so a price change is a reviewed edit, not a release:
+//! each entry names its family, the regexes its model IDs match, its prices
+//! per million tokens, its effective dates and its source. The book's
+//! version is a hash of the files, stored on every priced event.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use regex::Regex;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The shipped tables, compiled in so the binary prices without the repo.
+const EMBEDDED: &[(&str, &str)] = &[
+    ("anthropic.toml", include_str!("../../pricing/anthropic.toml")),
+    ("bedrock.toml", include_str!("../../pricing/bedrock.toml")),
+    ("vertex.toml", include_str!("../../pricing/vertex.toml")),
+];
+
+/// Providers a table may be for.
+const PROVIDERS: &[&str] = &["anthropic", "bedrock", "vertex"];
+
+/// One problem in a table, located by file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricingIssue {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for PricingIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// Why tables could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PricingError {
+    #[error("cannot read price tables in {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid price tables:\n{}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<PricingIssue>),
+}
+
+/// Which kind of endpoint served a Bedrock or Vertex request: the price
+/// can differ between global and regional ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    Global,
+    Regional,
+}
+
+/// Prices per million tokens of one tier.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rates {
+    pub input: Decimal,
+    pub output: Decimal,
+    pub cache_write_5m: Decimal,
+    pub cache_write_1h: Decimal,
+    pub cache_read: Decimal,
+}
+
+/// The long-context tier: above the threshold (input + cache writes +
+/// cache reads), the whole request is priced at these rates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContext {
+    pub above_input_tokens: u64,
+    #[serde(flatten)]
+    pub rates: Rates,
+}
+
+/// A table entry as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    family: String,
+    #[serde(rename = "match")]
+    matchers: Vec<String>,
+    #[serde(default)]
+    examples: Vec<String>,
+    effective_from: toml::Value,
+    #[serde(default)]
+    effective_to: Option<toml::Value>,
+    source: String,
+    #[serde(default)]
+    endpoint: Option<EndpointKind>,
+    #[serde(default)]
+    multiplier: Option<Decimal>,
+    #[serde(flatten)]
+    rates: Rates,
+    #[serde(default)]
+    web_search_per_1k: Decimal,
+    #[serde(default)]
+    long_context: Option<LongContext>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    provider: String,
+    #[serde(default)]
+    price: Vec<toml::Spanned<toml::Value>>,
+}
+
+/// A checked, compiled table entry.
+#[derive(Debug, Clone)]
+pub struct PriceEntry {
+    pub provider: String,
+    pub family: String,
+    matchers: Vec<Regex>,
+    pub examples: Vec<String>,
+    pub effective_from: NaiveDate,
+    pub effective_to: Option<NaiveDate>,
+    pub source: String,
+    pub endpoint: Option<EndpointKind>,
+    pub multiplier: Decimal,
+    pub rates: Rates,
+    pub web_search_per_1k: Decimal,
+    pub long_context: Option<LongContext>,
+    pub file: String,
+    pub line: usize,
+}
+
+impl PriceEntry {
+    fn matches(&self, model: &str) -> bool {
+        self.matchers.iter().any(|m| m.is_match(model))
+    }
+
+    fn in_force(&self, day: NaiveDate) -> bool {
+        self.effective_from <= day && self.effective_to.is_none_or(|to| day < to)
+    }
+
+    fn where_(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+/// What to price.
+#[derive(Debug, Clone)]
+pub struct PriceQuery<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub region: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
+
+/// Every price table, checked.
+#[derive(Debug, Clone)]
+pub struct PriceBook {
+    entries: Vec<PriceEntry>,
+    version: String,
+}
+
+impl PriceBook {
+    /// The tables shipped in `pricing/`, compiled into the binary.
+    pub fn embedded() -> PriceBook {
+        let files: Vec<(String, String)> = EMBEDDED
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        // The shipped tables are checked by the test suite.
+        PriceBook::from_files(&files).expect("shipped price tables are valid")
+    }
+
+    /// Loads every `*.toml` in `dir`; any issue refuses the whole book.
+    pub fn load_dir(dir: &Path) -> Result<PriceBook, PricingError> {
+        PriceBook::from_files(&read_dir(dir)?)
+    }
+
+    /// Every issue in the tables of `dir` (empty when they are valid).
+    pub fn check_dir(dir: &Path) -> Result<Vec<PricingIssue>, PricingError> {
+        Ok(match PriceBook::from_files(&read_dir(dir)?) {
+            Ok(_) => Vec::new(),
+            Err(PricingError::Invalid(issues)) => issues,
+            Err(e) => return Err(e),
+        })
+    }
+
+    /// Builds a book from `(file name, text)` pairs.
+    pub fn from_files(files: &[(String, String)]) -> Result<PriceBook, PricingError> {
+        let mut issues = Vec::new();
+        let mut entries = Vec::new();
+        let mut hash = Sha256::new();
+        let mut sorted: Vec<&(String, String)> = files.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, text) in sorted {
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(text.as_bytes());
+            hash.update([0]);
+            parse_file(name, text, &mut entries, &mut issues);
+        }
+        check_book(&entries, &mut issues);
+        if !issues.is_empty() {
+            return Err(PricingError::Invalid(issues));
+        }
+        let version = format!("sha256:{}", &hex::encode(hash.finalize())[..16]);
+        Ok(PriceBook { entries, version })
+    }
+
+    /// The content hash identifying these tables.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The entry in force for a model at a time, if any.
+    pub fn find(&self, q: &PriceQuery) -> Option<&PriceEntry> {
+        let day = q.at.date_naive();
+        let endpoint = endpoint_kind(q.provider, q.model, q.region);
+        self.entries
+            .iter()
+            .filter(|e| e.provider == q.provider && e.in_force(day) && e.matches(q.model))
+            .filter(|e| e.endpoint.is_none() || e.endpoint == endpoint)
+            .max_by_key(|e| e.effective_from)
+    }
+}
+
+/// Global or regional, as far as the provider's price depends on it:
+/// Bedrock says it in the model ID (`global.` profiles), Vertex in the
+/// location (an event without one is taken as global).
+fn endpoint_kind(provider: &str, model: &str, region: Option<&str>) -> Option<EndpointKind> {
+    match provider {
+        "bedrock" => {
+            let id = model.rsplit('/').next().unwrap_or(model);
+            Some(if id.starts_with("global.") {
+                EndpointKind::Global
+            } else {
+                EndpointKind::Regional
+            })
+        }
+        "vertex" => Some(match region {
+            None | Some("global") => EndpointKind::Global,
+            Some(_) => EndpointKind::Regional,
+        }),
+        _ => None,
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, PricingError> {
+    let read = |source| PricingError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| PricingError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned();
+        files.push((name, text));
+    }
+    Ok(files)
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// A TOML date (`2025-09-29`), which reaches here as a datetime or, after
+/// passing through `toml::Value`, as its text.
+fn to_date(v: &toml::Value) -> Option<NaiveDate> {
+    match v {
+        toml::Value::Datetime(d) if d.time.is_none() => {
+            let date = d.date?;
+            NaiveDate::from_ymd_opt(i32::from(date.year), u32::from(date.month), u32::from(date.day))
+        }
+        toml::Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
+        _ => None,
+    }
+}
+
+fn parse_file(name: &str, text: &str, entries: &mut Vec<PriceEntry>, issues: &mut Vec<PricingIssue>) {
+    let issue = |line: usize, message: String| PricingIssue {
+        file: name.to_owned(),
+        line,
+        message,
+    };
+    let table: RawTable = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            issues.push(issue(line, e.message().to_owned()));
+            return;
+        }
+    };
+    if !PROVIDERS.contains(&table.provider.as_str()) {
+        issues.push(issue(1, format!("unknown provider {:?} (one of {})", table.provider, PROVIDERS.join(", "))));
+        return;
+    }
+    for spanned in table.price {
+        let line = line_of(text, spanned.span().start);
+        let raw: RawEntry = match spanned.into_inner().try_into() {
+            Ok(raw) => raw,
+            Err(e) => {
+                issues.push(issue(line, format!("entry: {}", toml::de::Error::message(&e))));
+                continue;
+            }
+        };
+        if let Some(entry) = compile_entry(&table.provider, name, line, raw, issues) {
+            entries.push(entry);
+        }
+    }
+}
+
+fn compile_entry(provider: &str, file: &str, line: usize, raw: RawEntry, issues: &mut Vec<PricingIssue>) -> Option<PriceEntry> {
+    let start = issues.len();
+    let mut bad = |message: String| {
+        issues.push(PricingIssue {
+            file: file.to_owned(),
+            line,
+            message: format!("{}: {message}", raw.family),
+        })
+    };
+    let mut matchers = Vec::new();
+    for m in &raw.matchers {
+        match Regex::new(m) {
+            Ok(r) => matchers.push(r),
+            Err(e) => bad(format!("unparsable matcher {m:?}: {e}")),
+        }
+    }
+    if raw.matchers.is_empty() {
+        bad("no `match` patterns".into());
+    }
+    let effective_from = to_date(&raw.effective_from);
+    if effective_from.is_none() {
+        bad("effective_from must be a date (YYYY-MM-DD)".into());
+    }
+    let effective_to = match &raw.effective_to {
+        Some(d) => match to_date(d) {
+            Some(d) => Some(d),
+            None => {
+                bad("effective_to must be a date (YYYY-MM-DD)".into());
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Some(from), Some(to)) = (effective_from, effective_to) {
+        if to <= from {
+            bad(format!("effective_to {to} is not after effective_from {from}"));
+        }
+    }
+    let multiplier = raw.multiplier.unwrap_or(Decimal::ONE);
+    let mut prices = vec![
+        ("input", raw.rates.input),
+        ("output", raw.rates.output),
+        ("cache_write_5m", raw.rates.cache_write_5m),
+        ("cache_write_1h", raw.rates.cache_write_1h),
+        ("cache_read", raw.rates.cache_read),
+        ("web_search_per_1k", raw.web_search_per_1k),
+    ];
+    if let Some(lc) = &raw.long_context {
+        prices.extend([
+            ("long_context.input", lc.rates.input),
+            ("long_context.output", lc.rates.output),
+            ("long_context.cache_write_5m", lc.rates.cache_write_5m),
+            ("long_context.cache_write_1h", lc.rates.cache_write_1h),
+            ("long_context.cache_read", lc.rates.cache_read),
+        ]);
+    }
+    for (name, v) in prices {
+        if v.is_sign_negative() {
+            bad(format!("negative price {name} = {v}"));
+        }
+    }
+    if multiplier <= Decimal::ZERO {
+        bad(format!("multiplier must be positive, got {multiplier}"));
+    }
+    if !raw.source.starts_with("http") {
+        bad("source must be the URL the prices come from".into());
+    }
+    if issues.len() > start {
+        return None;
+    }
+    let entry = PriceEntry {
+        provider: provider.to_owned(),
+        family: raw.family,
+        matchers,
+        examples: raw.examples,
+        effective_from: effective_from?,
+        effective_to,
+        source: raw.source,
+        endpoint: raw.endpoint,
+        multiplier,
+        rates: raw.rates,
+        web_search_per_1k: raw.web_search_per_1k,
+        long_context: raw.long_context,
+        file: file.to_owned(),
+        line,
+    };
+    for ex in &entry.examples {
+        if !entry.matches(ex) {
+            issues.push(PricingIssue {
+                file: file.to_owned(),
+                line,
+                message: format!("{}: example {ex:?} does not match the entry's patterns", entry.family),
+            });
+        }
+    }
+    Some(entry)
+}
+
+/// Whether two entries can apply to the same request (same provider,
+/// compatible endpoint).
+fn same_scope(a: &PriceEntry, b: &PriceEntry) -> bool {
+    a.provider == b.provider && (a.endpoint.is_none() || b.endpoint.is_none() || a.endpoint == b.endpoint)
+}
+
+/// Overlaps and gaps between entries.
+fn check_book(entries: &[PriceEntry], issues: &mut Vec<PricingIssue>) {
+    let at = |e: &PriceEntry, message: String| PricingIssue {
+        file: e.file.clone(),
+        line: e.line,
+        message,
+    };
+    // An example that another family's entry also matches is ambiguous.
+    for a in entries {
+        for b in entries {
+            if a.family != b.family && same_scope(a, b) {
+                if let Some(ex) = a.examples.iter().find(|ex| b.matches(ex)) {
+                    issues.push(at(a, format!("{}: model {ex:?} also matches {} at {}", a.family, b.family, b.where_())));
+                }
+            }
+        }
+    }
+    // Within one family and scope, periods must follow each other.
+    let mut seen = std::collections::HashSet::new();
+    for a in entries {
+        let mut timeline: Vec<&PriceEntry> = entries
+            .iter()
+            .filter(|b| b.family == a.family && same_scope(a, b) && a.endpoint == b.endpoint)
+            .collect();
+        timeline.sort_by_key(|e| e.effective_from);
+        for pair in timeline.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            if !seen.insert((prev.where_(), next.where_())) {
+                continue;
+            }
+            if prev.effective_from == next.effective_from {
+                issues.push(at(next, format!("{}: overlaps {} (both effective from {})", next.family, prev.where_(), next.effective_from)));
+            } else if let Some(to) = prev.effective_to {
+                if to > next.effective_from {
+                    issues.push(at(next, format!("{}: overlaps {} (that one runs to {to}, this starts {})", next.family, prev.where_(), next.effective_from)));
+                } else if to < next.effective_from {
+                    issues.push(at(next, format!("{}: gap: no price from {to} (end of {}) to {}", next.family, prev.where_(), next.effective_from)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_tables_load_and_have_a_version() {
+        let book = PriceBook::embedded();
+        assert!(book.version().starts_with("sha256:"));
+        assert!(book.entries.len() >= 40);
+    }
+
+    #[test]
+    fn bedrock_global_and_regional_ids_find_different_entries() {
+        let book = PriceBook::embedded();
+        let at = Utc::now();
+        let q = |model| PriceQuery { provider: "bedrock", model, region: None, at };
+        let global = book.find(&q("global.anthropic.claude-sonnet-4-5-20250929-v1:0")).unwrap();
+        let regional = book.find(&q("us.anthropic.claude-sonnet-4-5-20250929-v1:0")).unwrap();
+        assert_eq!(global.multiplier, Decimal::ONE);
+        assert_eq!(regional.multiplier, Decimal::new(11, 1));
+    }
+}
