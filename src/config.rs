@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
+    pub pricing: PricingConfig,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -161,6 +163,15 @@ pub struct ApiConfig {
     pub admin_tokens: Vec<String>,
 }
 
+/// Which price tables the accountant uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// A directory of price tables (like the repo's `pricing/`); absent
+    /// means the tables compiled into the binary.
+    pub dir: Option<PathBuf>,
+}
+
 /// The kinds of upstream tollgate can forward to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -207,9 +218,12 @@ impl Config {
             source,
         })?;
         let mut cfg = Config::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
         if cfg.data.dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             cfg.data.dir = base.join(&cfg.data.dir);
+        }
+        if let Some(dir) = cfg.pricing.dir.as_mut().filter(|d| d.is_relative()) {
+            *dir = base.join(&*dir);
         }
         Ok(cfg)
     }

@@ -345,11 +345,7 @@ struct Columns {
     usage: [Int64Builder; 7],
     downgrades: ListBuilder<StringBuilder>,
     client: StringBuilder,
-    cost: [Decimal128Builder; 7],
-    priced: BooleanBuilder,
-    price_table_version: StringBuilder,
-    pricing_family: StringBuilder,
-    pricing_tier: StringBuilder,
+    cost: CostColumns,
     bus_partition: UInt32Builder,
     bus_offset: Int64Builder,
 }
@@ -399,15 +395,7 @@ impl Columns {
             usage: std::array::from_fn(|_| i()),
             downgrades: ListBuilder::new(StringBuilder::new()),
             client: s(),
-            cost: std::array::from_fn(|_| {
-                Decimal128Builder::with_capacity(n)
-                    .with_precision_and_scale(USD_PRECISION, USD_SCALE)
-                    .expect("valid decimal type")
-            }),
-            priced: BooleanBuilder::with_capacity(n),
-            price_table_version: s(),
-            pricing_family: s(),
-            pricing_tier: s(),
+            cost: CostColumns::with_capacity(n),
             bus_partition: UInt32Builder::with_capacity(n),
             bus_offset: i(),
         }
@@ -463,32 +451,9 @@ impl Columns {
         }
         self.downgrades.append(true);
         self.client.append_option(e.client.as_deref());
-        self.push_cost(e.cost.as_ref());
+        self.cost.push(e.cost.as_ref());
         self.bus_partition.append_value(pos.partition);
         self.bus_offset.append_value(i64_of(pos.offset));
-    }
-
-    fn push_cost(&mut self, cost: Option<&Cost>) {
-        let lines = cost.and_then(|c| c.lines.as_ref());
-        let values = lines.map(|l| {
-            [
-                l.total_usd,
-                l.input_usd,
-                l.output_usd,
-                l.cache_write_5m_usd,
-                l.cache_write_1h_usd,
-                l.cache_read_usd,
-                l.web_search_usd,
-            ]
-        });
-        for (i, builder) in self.cost.iter_mut().enumerate() {
-            builder.append_option(values.map(|v| usd_to_i128(v[i])));
-        }
-        self.priced.append_option(cost.map(|c| c.lines.is_some()));
-        self.price_table_version
-            .append_option(cost.map(|c| c.price_table_version.as_str()));
-        self.pricing_family.append_option(cost.and_then(|c| c.family.as_deref()));
-        self.pricing_tier.append_option(cost.and_then(|c| c.tier.as_deref()));
     }
 
     fn push_attempts(&mut self, attempts: &[Attempt]) {
@@ -537,16 +502,90 @@ impl Columns {
         }
         cols.push(Arc::new(self.downgrades.finish()));
         cols.push(Arc::new(self.client.finish()));
-        for c in self.cost.iter_mut() {
-            cols.push(Arc::new(c.finish()));
+        cols.extend(self.cost.finish());
+        cols.push(Arc::new(self.bus_partition.finish()));
+        cols.push(Arc::new(self.bus_offset.finish()));
+        RecordBatch::try_new(arrow_schema(), cols)
+    }
+}
+
+/// Names of the cost columns, in schema order; `tollgate reprice`
+/// replaces exactly these.
+pub const COST_COLUMNS: &[&str] = &[
+    "cost_usd",
+    "cost_input_usd",
+    "cost_output_usd",
+    "cost_cache_write_5m_usd",
+    "cost_cache_write_1h_usd",
+    "cost_cache_read_usd",
+    "cost_web_search_usd",
+    "priced",
+    "price_table_version",
+    "pricing_family",
+    "pricing_tier",
+];
+
+/// Builders of the cost columns (see [`COST_COLUMNS`]).
+pub struct CostColumns {
+    usd: [Decimal128Builder; 7],
+    priced: BooleanBuilder,
+    price_table_version: StringBuilder,
+    pricing_family: StringBuilder,
+    pricing_tier: StringBuilder,
+}
+
+impl CostColumns {
+    /// Builders for `n` rows.
+    pub fn with_capacity(n: usize) -> CostColumns {
+        let s = || StringBuilder::with_capacity(n, n * 16);
+        CostColumns {
+            usd: std::array::from_fn(|_| {
+                Decimal128Builder::with_capacity(n)
+                    .with_precision_and_scale(USD_PRECISION, USD_SCALE)
+                    .expect("valid decimal type")
+            }),
+            priced: BooleanBuilder::with_capacity(n),
+            price_table_version: s(),
+            pricing_family: s(),
+            pricing_tier: s(),
+        }
+    }
+
+    /// Adds one row's cost (`None`: not costed yet).
+    pub fn push(&mut self, cost: Option<&Cost>) {
+        let lines = cost.and_then(|c| c.lines.as_ref());
+        let values = lines.map(|l| {
+            [
+                l.total_usd,
+                l.input_usd,
+                l.output_usd,
+                l.cache_write_5m_usd,
+                l.cache_write_1h_usd,
+                l.cache_read_usd,
+                l.web_search_usd,
+            ]
+        });
+        for (i, builder) in self.usd.iter_mut().enumerate() {
+            builder.append_option(values.map(|v| usd_to_i128(v[i])));
+        }
+        self.priced.append_option(cost.map(|c| c.lines.is_some()));
+        self.price_table_version
+            .append_option(cost.map(|c| c.price_table_version.as_str()));
+        self.pricing_family.append_option(cost.and_then(|c| c.family.as_deref()));
+        self.pricing_tier.append_option(cost.and_then(|c| c.tier.as_deref()));
+    }
+
+    /// The finished columns, in [`COST_COLUMNS`] order.
+    pub fn finish(mut self) -> Vec<ArrayRef> {
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(COST_COLUMNS.len());
+        for b in self.usd.iter_mut() {
+            cols.push(Arc::new(b.finish()));
         }
         cols.push(Arc::new(self.priced.finish()));
         cols.push(Arc::new(self.price_table_version.finish()));
         cols.push(Arc::new(self.pricing_family.finish()));
         cols.push(Arc::new(self.pricing_tier.finish()));
-        cols.push(Arc::new(self.bus_partition.finish()));
-        cols.push(Arc::new(self.bus_offset.finish()));
-        RecordBatch::try_new(arrow_schema(), cols)
+        cols
     }
 }
 

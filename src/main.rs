@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use tollgate::accounting::pricing::{PriceBook, PriceQuery};
 use tollgate::config::{Config, generate_key, hash_key, starter_config};
+use tollgate::event::Usage;
 use tollgate::mock_provider::{self, MockOptions};
 use tollgate::roles;
 
@@ -33,6 +35,48 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Check price tables.
+    Pricing {
+        #[command(subcommand)]
+        command: PricingCommand,
+    },
+    /// Explain the price of one request, line by line.
+    Price {
+        /// The model ID as the provider names it.
+        #[arg(long)]
+        model: String,
+        /// The Anthropic `usage` object as the API returns it (JSON).
+        #[arg(long)]
+        usage: String,
+        #[arg(long, default_value = "anthropic", value_parser = ["anthropic", "bedrock", "vertex"])]
+        provider: String,
+        /// The provider region (Vertex location, e.g. `global` or `us-east5`).
+        #[arg(long)]
+        region: Option<String>,
+        /// When the request happened (a date or RFC 3339 time; default now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the breakdown as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Price tables to use instead of the built-in ones.
+        #[arg(long)]
+        pricing_dir: Option<PathBuf>,
+    },
+    /// Recompute the cost of stored events with the current price tables.
+    Reprice {
+        /// First day (YYYY-MM-DD) to reprice.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last day (YYYY-MM-DD) to reprice, inclusive.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Price tables to use instead of the configured ones.
+        #[arg(long)]
+        pricing_dir: Option<PathBuf>,
+    },
     /// Show every request of a trace, from the query API.
     Logs {
         #[arg(long)]
@@ -54,6 +98,16 @@ enum Command {
         /// Scenario for requests that name none (e.g. `delay:20`).
         #[arg(long)]
         scenario: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PricingCommand {
+    /// Validate every table: overlaps, gaps, unparsable matchers, negative
+    /// prices; errors name file and line.
+    Check {
+        #[arg(long, default_value = "pricing")]
+        dir: PathBuf,
     },
 }
 
@@ -95,6 +149,32 @@ fn main() -> anyhow::Result<()> {
             println!("{key}");
             Ok(())
         }
+        Command::Pricing { command: PricingCommand::Check { dir } } => {
+            let issues = PriceBook::check_dir(&dir)?;
+            if issues.is_empty() {
+                let book = PriceBook::load_dir(&dir)?;
+                println!("{}: price tables valid (version {})", dir.display(), book.version());
+                return Ok(());
+            }
+            for issue in &issues {
+                eprintln!("{}", issue);
+            }
+            bail!("{} problem(s) in the price tables under {}", issues.len(), dir.display())
+        }
+        Command::Price { model, usage, provider, region, at, json, pricing_dir } => {
+            price(&model, &usage, &provider, region.as_deref(), at.as_deref(), json, pricing_dir)
+        }
+        Command::Reprice { from, to, config, pricing_dir } => {
+            let cfg = Config::load(&config)?;
+            let book = match pricing_dir.or(cfg.pricing.dir.clone()) {
+                Some(dir) => PriceBook::load_dir(&dir)?,
+                None => PriceBook::embedded(),
+            };
+            let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
+            let report = tollgate::lake::reprice::reprice(&layout, &book, from, to)?;
+            println!("repriced {} events in {} files with price tables {}", report.rows, report.files, book.version());
+            Ok(())
+        }
         Command::Serve { config } => runtime()?.block_on(serve(config)),
         Command::Logs { trace_id, url, token } => runtime()?.block_on(logs(trace_id, url, token)),
         Command::MockProvider { listen, api_key, scenario } => runtime()?.block_on(async move {
@@ -109,6 +189,52 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+fn price(model: &str, usage: &str, provider: &str, region: Option<&str>, at: Option<&str>, json: bool, pricing_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let book = match pricing_dir {
+        Some(dir) => PriceBook::load_dir(&dir)?,
+        None => PriceBook::embedded(),
+    };
+    let usage_json: serde_json::Value = serde_json::from_str(usage).context("--usage is not valid JSON")?;
+    if !usage_json.is_object() {
+        bail!("--usage must be the Anthropic usage object, e.g. '{{\"input_tokens\":1000,\"output_tokens\":500}}'");
+    }
+    let usage = Usage::from_anthropic_json(&usage_json);
+    let at = match at {
+        None => chrono::Utc::now(),
+        Some(text) => match chrono::DateTime::parse_from_rfc3339(text) {
+            Ok(t) => t.with_timezone(&chrono::Utc),
+            Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .with_context(|| format!("--at {text:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time"))?
+                .and_hms_opt(12, 0, 0)
+                .expect("noon exists")
+                .and_utc(),
+        },
+    };
+    let q = PriceQuery { provider, model, region, at };
+    let priced = tollgate::accounting::cost::price(&book, &q, &usage);
+    match (priced, json) {
+        (Some(p), true) => {
+            let l = &p.lines;
+            let s = |d: rust_decimal::Decimal| d.normalize().to_string();
+            println!("{}", serde_json::json!({
+                "model": model, "provider": provider, "region": region,
+                "family": p.entry.family, "tier": p.tier(), "effective_from": p.entry.effective_from.to_string(),
+                "multiplier": s(p.entry.multiplier), "source": p.entry.source,
+                "input_usd": s(l.input_usd), "output_usd": s(l.output_usd),
+                "cache_write_5m_usd": s(l.cache_write_5m_usd), "cache_write_1h_usd": s(l.cache_write_1h_usd),
+                "cache_read_usd": s(l.cache_read_usd), "web_search_usd": s(l.web_search_usd),
+                "total_usd": s(l.total_usd), "unpriced": false, "price_table_version": book.version(),
+            }));
+        }
+        (Some(p), false) => println!("{model} ({provider})\n{}\nprice tables {}", p.explain(&usage), book.version()),
+        (None, true) => println!("{}", serde_json::json!({
+            "model": model, "provider": provider, "unpriced": true, "price_table_version": book.version(),
+        })),
+        (None, false) => println!("{model} ({provider}): unpriced: no price table entry matches this model at {at}"),
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -47,6 +47,8 @@ pub enum RoleError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Pricing(#[from] crate::accounting::pricing::PricingError),
 }
 
 /// Runs every role in this process until `shutdown` resolves.
@@ -68,7 +70,12 @@ pub async fn serve(
     };
 
     let accountant_stop = CancellationToken::new();
-    let accountant = Accountant::new(PriceBook::embedded(), bus.clone()).await?;
+    let book = match &cfg.pricing.dir {
+        Some(dir) => PriceBook::load_dir(dir)?,
+        None => PriceBook::embedded(),
+    };
+    tracing::info!(version = book.version(), "price tables loaded");
+    let accountant = Accountant::new(book, bus.clone()).await?;
     let accountant_task = tokio::spawn(accountant.run(accountant_stop.clone()));
 
     let sink_stop = CancellationToken::new();

@@ -111,8 +111,13 @@ pub fn price_event(book: &PriceBook, e: &LlmEvent) -> Cost {
         region: e.region.as_deref(),
         at: e.started_at,
     });
-    let priced = q.as_ref().and_then(|q| price(book, q, &e.usage));
-    let no_usage = e.usage == Usage::default();
+    price_facts(book, q.as_ref(), &e.usage)
+}
+
+/// Prices usage for a query (no query: the model is unknown).
+pub fn price_facts(book: &PriceBook, q: Option<&PriceQuery>, usage: &Usage) -> Cost {
+    let priced = q.and_then(|q| price(book, q, usage));
+    let no_usage = *usage == Usage::default();
     Cost {
         price_table_version: book.version().to_owned(),
         source: None,

@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod query;
+pub mod reprice;
 pub mod sink;
 
 /// Why a lake operation failed; names the file or query involved.

@@ -1,0 +1,116 @@
+//! `tollgate reprice`: recompute the cost columns of stored events with
+//! the current price tables.
+//!
+//! Usage and model are facts; cost is derived. Each lake file in the day
+//! range is read, its cost columns replaced, and the file rewritten under
+//! the same name (temp file + rename), so readers see the old file or the
+//! new one, never a mix, and the offset-named layout stays as it was.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use chrono::{DateTime, NaiveDate, Utc};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::LakeError;
+use super::files::{LakeLayout, write_atomically};
+use crate::accounting::cost::price_facts;
+use crate::accounting::pricing::{PriceBook, PriceQuery};
+use crate::event::{COST_COLUMNS, CostColumns, Usage};
+
+/// What a reprice did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepriceReport {
+    pub files: usize,
+    pub rows: usize,
+}
+
+/// Reprices every lake file whose day is in `from..=to`.
+pub fn reprice(layout: &LakeLayout, book: &PriceBook, from: NaiveDate, to: NaiveDate) -> Result<RepriceReport, LakeError> {
+    let mut report = RepriceReport::default();
+    for (path, ..) in layout.files()? {
+        let Some(day) = day_of(&path) else { continue };
+        if day < from || day > to {
+            continue;
+        }
+        report.rows += reprice_file(&path, book)?;
+        report.files += 1;
+    }
+    Ok(report)
+}
+
+/// `…/day=2026-11-22/file.parquet` → the day.
+fn day_of(path: &Path) -> Option<NaiveDate> {
+    let dir = path.parent()?.file_name()?.to_str()?;
+    NaiveDate::parse_from_str(dir.strip_prefix("day=")?, "%Y-%m-%d").ok()
+}
+
+fn reprice_file(path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
+    let read_err = |message: String| LakeError::Write { path: path.to_owned(), message };
+    let file = File::open(path).map_err(|source| LakeError::Io { path: path.to_owned(), source })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| read_err(e.to_string()))?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| read_err(e.to_string()))?;
+        batches.push(reprice_batch(&batch, book).map_err(read_err)?);
+    }
+    let schema = crate::event::arrow_schema();
+    let all = arrow::compute::concat_batches(&schema, &batches).map_err(|e| read_err(e.to_string()))?;
+    write_atomically(path, &all)?;
+    Ok(all.num_rows())
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| format!("column {name} is missing or of the wrong type"))
+}
+
+/// The batch with its cost columns recomputed from its facts.
+fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, String> {
+    let provider = column::<StringArray>(batch, "provider")?;
+    let served = column::<StringArray>(batch, "model_served")?;
+    let requested = column::<StringArray>(batch, "model_requested")?;
+    let region = column::<StringArray>(batch, "region")?;
+    let started = column::<TimestampMillisecondArray>(batch, "started_at")?;
+    let count = |name: &str| column::<Int64Array>(batch, name);
+    let (input, output) = (count("input_tokens")?, count("output_tokens")?);
+    let (w5, w1, read) = (count("cache_creation_5m_tokens")?, count("cache_creation_1h_tokens")?, count("cache_read_tokens")?);
+    let (search, fetch) = (count("web_search_requests")?, count("web_fetch_requests")?);
+    let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    let n = |a: &Int64Array, i: usize| u64::try_from(a.value(i)).unwrap_or(0);
+    let mut costs = CostColumns::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let usage = Usage {
+            input_tokens: n(input, i),
+            output_tokens: n(output, i),
+            cache_creation_5m_tokens: n(w5, i),
+            cache_creation_1h_tokens: n(w1, i),
+            cache_read_tokens: n(read, i),
+            web_search_requests: n(search, i),
+            web_fetch_requests: n(fetch, i),
+        };
+        let model = opt(served, i).or_else(|| opt(requested, i));
+        let region = opt(region, i);
+        let at = DateTime::<Utc>::from_timestamp_millis(started.value(i)).unwrap_or_default();
+        let q = model.as_deref().map(|model| PriceQuery {
+            provider: provider.value(i),
+            model,
+            region: region.as_deref(),
+            at,
+        });
+        costs.push(Some(&price_facts(book, q.as_ref(), &usage)));
+    }
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let schema = batch.schema();
+    for (name, new) in COST_COLUMNS.iter().zip(costs.finish()) {
+        let (i, _) = schema.column_with_name(name).ok_or_else(|| format!("column {name} is missing"))?;
+        columns[i] = new;
+    }
+    RecordBatch::try_new(Arc::new(schema.as_ref().clone()), columns).map_err(|e| e.to_string())
+}
