@@ -5,4 +5,5 @@
 mod support;
 
 mod claude_code;
+mod pricing;
 mod spine;
