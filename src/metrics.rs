@@ -26,6 +26,12 @@ pub struct Metrics {
     pub events_lost: IntCounter,
     pub bus_appended: IntCounterVec,
     pub bus_append_errors: IntCounterVec,
+    pub bus_delivery_failures: IntCounter,
+    pub bus_consume_errors: IntCounterVec,
+    pub bus_journal_backlog: IntGauge,
+    pub bus_spilled: IntCounter,
+    pub bus_broker_up: IntGauge,
+    pub accountant_duplicates: IntCounter,
     pub sink_rows: IntCounter,
     pub sink_files: IntCounter,
     pub sink_flush_seconds: Histogram,
@@ -77,7 +83,37 @@ impl Metrics {
         registry
             .register(Box::new(handoff_queue_depth.clone()))
             .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
         Metrics {
+            bus_delivery_failures: counter(
+                "tollgate_bus_delivery_failures_total",
+                "Records Kafka did not acknowledge (retried from the journal)",
+            ),
+            bus_consume_errors: counter_vec(
+                "tollgate_bus_consume_errors_total",
+                "Errors reading from or committing to the bus, by topic",
+                &["topic"],
+            ),
+            bus_journal_backlog: gauge(
+                "tollgate_bus_journal_backlog_events",
+                "Events in the gateway's local journal not yet acknowledged by Kafka",
+            ),
+            bus_spilled: counter(
+                "tollgate_bus_spilled_events_total",
+                "Events that waited in the local journal through a Kafka outage or stall",
+            ),
+            bus_broker_up: gauge(
+                "tollgate_bus_broker_up",
+                "1 while Kafka acknowledges the gateway's events, 0 during an outage",
+            ),
+            accountant_duplicates: counter(
+                "tollgate_accountant_duplicate_events_total",
+                "Raw events seen twice on the bus (a re-sent journal batch) and priced once",
+            ),
             requests: counter_vec(
                 "tollgate_requests_total",
                 "Requests answered, by provider, model, status and team",
@@ -192,4 +228,20 @@ pub fn model_label(served: Option<&str>) -> &str {
         }
         _ => "other",
     }
+}
+
+/// `/metrics` and `/health`, served by every role on its listener.
+pub fn router() -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .route("/health", axum::routing::get(|| async { http::StatusCode::OK }))
+}
+
+/// Prometheus scrape endpoint (unauthenticated, like most exporters;
+/// labels carry no secrets or trace IDs).
+async fn scrape() -> ([(http::HeaderName, &'static str); 1], String) {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(),
+    )
 }

@@ -1,10 +1,15 @@
-//! Wiring of the roles into a running process.
+//! Wiring roles into a running process.
 //!
-//! `tollgate serve` runs every role in one process on the embedded bus:
-//! gateway → publisher → log → accountant → log → sink → lake ← query API. Shutdown runs the
-//! same path in order: stop accepting, let in-flight requests finish (their
-//! events queue up), drain the queue onto the log, let the sink write
-//! everything the log holds, then exit.
+//! `tollgate serve` runs every role in one process; `tollgate gateway`,
+//! `accountant`, `sink` and `api` run one each. On the embedded bus the
+//! roles share the on-disk log; on Kafka each gateway writes a local
+//! journal that a forwarder produces to Kafka, and the other roles consume
+//! Kafka topics in consumer groups, so any number of each can run.
+//!
+//! Shutdown follows the data path: stop accepting, let in-flight requests
+//! finish (their events queue up), drain the queue into the log or journal,
+//! forward the journal to Kafka, let the accountant and sink take what is
+//! left, then exit — each step within the grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,24 +17,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
-use crate::bus::embedded_bus::EmbeddedBus;
 use crate::accounting::accountant::Accountant;
 use crate::accounting::pricing::PriceBook;
+use crate::api::{self, ApiState};
+use crate::bus::embedded_bus::EmbeddedBus;
+use crate::bus::kafka::KafkaBus;
 use crate::bus::{self, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
-use crate::config::Config;
+use crate::config::{BusKind, Config};
 use crate::gateway::{self, Gateway};
 use crate::handoff;
+use crate::lake::LakeError;
 use crate::lake::files::LakeLayout;
 use crate::lake::query::Lake;
 use crate::lake::sink::{Sink, SinkOptions};
-use crate::lake::LakeError;
+use crate::metrics;
 use crate::providers::{self, ProviderError};
 
 /// Consumer group of the lake sink.
 pub const SINK_GROUP: &str = "tollgate-sink";
+
+/// One job a process can do; `serve` does all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Gateway,
+    Accountant,
+    Sink,
+    Api,
+}
+
+impl Role {
+    /// Every role: what `tollgate serve` runs.
+    pub const ALL: [Role; 4] = [Role::Gateway, Role::Accountant, Role::Sink, Role::Api];
+}
 
 /// Why a role could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +63,8 @@ pub enum RoleError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("the {role} role needs bus.kind = \"kafka\": on the embedded bus every role runs in one process (`tollgate serve`)")]
+    NeedsKafka { role: &'static str },
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
@@ -51,75 +75,175 @@ pub enum RoleError {
     Pricing(#[from] crate::accounting::pricing::PricingError),
 }
 
-/// Runs every role in this process until `shutdown` resolves.
-///
-/// `on_listening` is told the gateway's and the API's addresses once both
-/// accept connections (the CLI prints them; tests read them).
-pub async fn serve(
-    cfg: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    on_listening: impl FnOnce(SocketAddr, SocketAddr),
-) -> Result<(), RoleError> {
-    let bus: Arc<dyn Log> = EmbeddedBus::open(&cfg.data.log_dir())?;
-    let layout = LakeLayout::new(cfg.data.lake_dir());
+/// The bus a process talks through.
+struct Bus {
+    log: Arc<dyn Log>,
+    /// Set on Kafka: the forwarder produces through it, start-up creates
+    /// topics through it.
+    kafka: Option<Arc<KafkaBus>>,
+}
 
-    let (handoff, queue) = handoff::channel(cfg.bus.queue_capacity);
-    let publisher = {
-        let bus = bus.clone();
-        tokio::spawn(async move { bus::publisher::run(queue, bus, EVENTS_TOPIC).await })
-    };
+impl Bus {
+    fn open(cfg: &Config) -> Result<Bus, RoleError> {
+        match (cfg.bus.kind, &cfg.bus.kafka) {
+            (BusKind::Kafka, Some(kafka)) => {
+                let kafka = KafkaBus::new(kafka)?;
+                Ok(Bus { log: kafka.clone(), kafka: Some(kafka) })
+            }
+            _ => Ok(Bus { log: EmbeddedBus::open(&cfg.data.log_dir())?, kafka: None }),
+        }
+    }
+}
 
-    let accountant_stop = CancellationToken::new();
-    let book = match &cfg.pricing.dir {
-        Some(dir) => PriceBook::load_dir(dir)?,
-        None => PriceBook::embedded(),
-    };
-    tracing::info!(version = book.version(), "price tables loaded");
-    let accountant = Accountant::new(book, bus.clone()).await?;
-    let accountant_task = tokio::spawn(accountant.run(accountant_stop.clone()));
+/// A background task of the process, stopped in data-path order.
+struct Task {
+    name: &'static str,
+    stop: CancellationToken,
+    handle: JoinHandle<Result<(), RoleError>>,
+}
 
-    let sink_stop = CancellationToken::new();
-    let sink = Sink::new(
-        bus.subscribe(SINK_GROUP, COSTED_TOPIC).await?,
-        layout.clone(),
-        SinkOptions {
-            flush_rows: cfg.sink.flush_rows,
-            flush_interval: Duration::from_millis(cfg.sink.flush_interval_ms),
-        },
-    )
-    .await?;
-    let sink_task = tokio::spawn(sink.run(sink_stop.clone()));
-
-    let gateway = Arc::new(Gateway::new(&cfg, providers::from_config(&cfg)?, handoff));
-    let api_state = Arc::new(ApiState::new(Lake::open(&layout).await?, cfg.admin_tokens()));
-    if cfg.admin_tokens().next().is_none() {
-        tracing::warn!("no admin token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)");
+impl Task {
+    fn spawn<F>(name: &'static str, work: impl FnOnce(CancellationToken) -> F) -> Task
+    where
+        F: Future<Output = Result<(), RoleError>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(work(stop.clone()));
+        Task { name, stop, handle }
     }
 
-    let gateway_listener = bind(cfg.server.listen).await?;
-    let gateway_addr = local_addr(&gateway_listener, cfg.server.listen)?;
-    let stop_http = CancellationToken::new();
-    let mut servers = Vec::new();
-    let api_addr = match cfg.server.api_listen {
-        Some(addr) => {
-            let api_listener = bind(addr).await?;
-            let api_addr = local_addr(&api_listener, addr)?;
-            servers.push(spawn_http(api_listener, api::router(api_state), stop_http.clone()));
-            servers.push(spawn_http(gateway_listener, gateway::router(gateway), stop_http.clone()));
-            api_addr
+    /// Asks the task to finish and waits up to `grace`.
+    async fn finish(self, grace: Duration) -> Result<(), RoleError> {
+        self.stop.cancel();
+        match tokio::time::timeout(grace, self.handle).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => {
+                tracing::error!(task = self.name, error = %e, "task panicked");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(task = self.name, "did not finish within the shutdown grace period; the log keeps its input for the next start");
+                Ok(())
+            }
         }
-        None => {
-            let app = gateway::router(gateway).merge(api::router(api_state));
-            servers.push(spawn_http(gateway_listener, app, stop_http.clone()));
-            gateway_addr
-        }
-    };
-    on_listening(gateway_addr, api_addr);
+    }
+}
 
-    shutdown.await;
+/// Runs `roles` in this process until `shutdown` resolves.
+///
+/// `on_listening` is told what listens where once every listener accepts
+/// connections (the CLI prints it; tests read it), as `(what, address)`:
+/// `gateway`, `query API`, or `metrics` for a process with neither.
+pub async fn run(
+    cfg: Config,
+    roles: &[Role],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(&[(&'static str, SocketAddr)]),
+) -> Result<(), RoleError> {
+    let has = |r: Role| roles.contains(&r);
+    if cfg.bus.kind == BusKind::Embedded && roles.len() < Role::ALL.len() {
+        let role = if has(Role::Gateway) { "gateway" } else if has(Role::Accountant) { "accountant" } else if has(Role::Sink) { "sink" } else { "api" };
+        if role != "api" {
+            return Err(RoleError::NeedsKafka { role });
+        }
+    }
+    let stopping = CancellationToken::new();
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+    }
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
+    let needs_bus = has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink);
+    let bus = if needs_bus { Some(Bus::open(&cfg)?) } else { None };
+    let layout = LakeLayout::new(cfg.data.lake_dir());
+
+    // Consumers need their topics; wait for the broker (retrying, logged)
+    // rather than fail, so roles can start in any order.
+    if let Some(kafka) = bus.as_ref().and_then(|b| b.kafka.clone()) {
+        if has(Role::Accountant) || has(Role::Sink) {
+            let ready = wait_for_topics(&kafka, &stopping).await;
+            if !ready {
+                return Ok(());
+            }
+        }
+    }
+
+    let mut pipeline: Vec<Task> = Vec::new();
+    let mut gateway_state = None;
+    if has(Role::Gateway) {
+        let bus = bus.as_ref().expect("opened for the gateway");
+        let (handoff, queue) = handoff::channel(cfg.bus.queue_capacity);
+        match &bus.kafka {
+            None => {
+                let log = bus.log.clone();
+                pipeline.push(Task::spawn("publisher", |_| async move {
+                    bus::publisher::run(queue, log, EVENTS_TOPIC).await;
+                    Ok(())
+                }));
+            }
+            Some(kafka) => {
+                let journal = EmbeddedBus::open(&cfg.data.journal_dir())?;
+                let to_journal: Arc<dyn Log> = journal.clone();
+                pipeline.push(Task::spawn("publisher", |_| async move {
+                    bus::publisher::run(queue, to_journal, EVENTS_TOPIC).await;
+                    Ok(())
+                }));
+                let kafka = kafka.clone();
+                pipeline.push(Task::spawn("forwarder", move |stop| async move {
+                    bus::forwarder::run(journal, kafka, stop, grace).await?;
+                    Ok(())
+                }));
+            }
+        }
+        gateway_state = Some(Arc::new(Gateway::new(&cfg, providers::from_config(&cfg)?, handoff)));
+    }
+    if has(Role::Accountant) {
+        let book = match &cfg.pricing.dir {
+            Some(dir) => PriceBook::load_dir(dir)?,
+            None => PriceBook::embedded(),
+        };
+        tracing::info!(version = book.version(), "price tables loaded");
+        let log = bus.as_ref().expect("opened for the accountant").log.clone();
+        let accountant = Accountant::new(book, log).await?;
+        pipeline.push(Task::spawn("accountant", |stop| async move {
+            accountant.run(stop).await?;
+            Ok(())
+        }));
+    }
+    if has(Role::Sink) {
+        let log = bus.as_ref().expect("opened for the sink").log.clone();
+        let sink = Sink::new(
+            log.subscribe(SINK_GROUP, COSTED_TOPIC).await?,
+            layout.clone(),
+            SinkOptions {
+                flush_rows: cfg.sink.flush_rows,
+                flush_interval: Duration::from_millis(cfg.sink.flush_interval_ms),
+            },
+        )
+        .await?;
+        pipeline.push(Task::spawn("sink", |stop| async move {
+            sink.run(stop).await?;
+            Ok(())
+        }));
+    }
+
+    let listeners = listeners(&cfg, gateway_state, has(Role::Api), &layout).await?;
+    let stop_http = CancellationToken::new();
+    let mut announced = Vec::new();
+    let mut servers = Vec::new();
+    for (names, listener, app) in listeners {
+        let addr = local_addr(&listener)?;
+        announced.extend(names.iter().map(|n| (*n, addr)));
+        servers.push(spawn_http(listener, app.merge(metrics::router()), stop_http.clone()));
+    }
+    on_listening(&announced);
+
+    stopping.cancelled().await;
     tracing::info!("shutting down: finishing in-flight requests");
     stop_http.cancel();
-    let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
     for server in servers {
         match tokio::time::timeout(grace, server).await {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server stopped with an error"),
@@ -127,22 +251,69 @@ pub async fn serve(
             _ => {}
         }
     }
-    if tokio::time::timeout(grace, publisher).await.is_err() {
-        tracing::warn!("event publisher did not drain within the grace period");
+    // The gateway (and its queue's senders) went with the servers, so the
+    // publisher now drains the queue and stops; then the rest, in order.
+    for task in pipeline {
+        task.finish(grace).await?;
     }
-    accountant_stop.cancel();
-    match tokio::time::timeout(grace, accountant_task).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(e)) => tracing::error!(error = %e, "accountant task failed"),
-        Err(_) => tracing::warn!("accountant did not finish within the grace period; the log keeps its events for the next start"),
-    }
-    sink_stop.cancel();
-    match tokio::time::timeout(grace, sink_task).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(e)) => tracing::error!(error = %e, "sink task failed"),
-        Err(_) => tracing::warn!("sink did not finish within the grace period; the log keeps its events for the next start"),
+    if let Some(kafka) = bus.and_then(|b| b.kafka) {
+        kafka.flush(Duration::from_secs(5));
     }
     Ok(())
+}
+
+/// Retries topic set-up until it works (true) or shutdown starts (false).
+async fn wait_for_topics(kafka: &KafkaBus, stopping: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match kafka.ensure_topics().await {
+            Ok(()) => return true,
+            Err(e) => tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The HTTP listeners of the process, each with what it serves: the
+/// gateway on `server.listen`; the query API beside it, or on
+/// `server.api_listen`; a process with neither serves only metrics there.
+async fn listeners(
+    cfg: &Config,
+    gateway: Option<Arc<Gateway>>,
+    with_api: bool,
+    layout: &LakeLayout,
+) -> Result<Vec<(Vec<&'static str>, TcpListener, axum::Router)>, RoleError> {
+    let api = if with_api {
+        if cfg.admin_tokens().next().is_none() {
+            tracing::warn!("no admin token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)");
+        }
+        Some(api::router(Arc::new(ApiState::new(Lake::open(layout).await?, cfg.admin_tokens()))))
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    match (gateway, api, cfg.server.api_listen) {
+        (Some(g), Some(a), None) => {
+            out.push((vec!["gateway", "query API"], bind(cfg.server.listen).await?, gateway::router(g).merge(a)));
+        }
+        (g, a, api_listen) => {
+            if let Some(g) = g {
+                out.push((vec!["gateway"], bind(cfg.server.listen).await?, gateway::router(g)));
+            }
+            if let Some(a) = a {
+                let addr = api_listen.unwrap_or(cfg.server.listen);
+                out.push((vec!["query API"], bind(addr).await?, a));
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push((vec!["metrics"], bind(cfg.server.listen).await?, axum::Router::new()));
+    }
+    Ok(out)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RoleError> {
@@ -151,10 +322,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, RoleError> {
         .map_err(|source| RoleError::Listen { addr, source })
 }
 
-fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, RoleError> {
-    listener
-        .local_addr()
-        .map_err(|source| RoleError::Listen { addr, source })
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RoleError> {
+    listener.local_addr().map_err(RoleError::Serve)
 }
 
 /// Serves `app` until `stop` is cancelled, then waits for open requests.
@@ -162,7 +331,7 @@ fn spawn_http(
     listener: TcpListener,
     app: axum::Router,
     stop: CancellationToken,
-) -> tokio::task::JoinHandle<Result<(), RoleError>> {
+) -> JoinHandle<Result<(), RoleError>> {
     tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -4,9 +4,12 @@
 //! batch to `tollgate.costed.v1`, and only then commits. Every costed event
 //! names the raw event it came from, so after a crash between append and
 //! commit the restarted accountant skips what it already published: each
-//! event is costed exactly once.
+//! event is costed exactly once. Costed events go to the same partition
+//! number as their raw event, so "what did I already publish" is one look
+//! at the last costed record of that partition. A raw event that appears
+//! twice (a journal batch re-sent after a gateway crash) is priced once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,36 +27,77 @@ use crate::metrics::{METRICS, model_label};
 pub const ACCOUNTANT_GROUP: &str = "tollgate-accountant";
 /// Most events priced per batch.
 const BATCH: usize = 4096;
+/// Event IDs remembered per partition to drop re-sent duplicates; a
+/// re-send follows its original within one journal batch, far fewer.
+const RECENT_IDS: usize = 65_536;
+
+/// Per raw partition: what is already published, and recent event IDs.
+#[derive(Default)]
+struct PartitionState {
+    /// Highest raw offset already published as costed.
+    published: Option<u64>,
+    recent: RecentIds,
+}
+
+/// A bounded set of the most recent event IDs.
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<uuid::Uuid>,
+    order: VecDeque<uuid::Uuid>,
+}
+
+impl RecentIds {
+    /// Remembers `id`; false if it was already there.
+    fn insert(&mut self, id: uuid::Uuid) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
 
 /// The running accountant.
 pub struct Accountant {
     book: PriceBook,
     log: Arc<dyn Log>,
     subscription: Box<dyn Subscription>,
-    /// Highest raw offset per partition already published as costed.
-    published: HashMap<u32, u64>,
+    /// Partitions this accountant has seen since it got them.
+    partitions: HashMap<u32, PartitionState>,
     /// Models already warned about, so the log names each once.
     warned: HashSet<String>,
 }
 
 impl Accountant {
-    /// Joins the accountant group and learns where the costed topic ends.
+    /// Joins the accountant group.
     pub async fn new(book: PriceBook, log: Arc<dyn Log>) -> Result<Accountant, BusError> {
-        let mut published = HashMap::new();
-        for record in log.last(COSTED_TOPIC).await? {
-            if let Ok(e) = serde_json::from_slice::<LlmEvent>(&record.payload) {
-                if let Some(src) = e.cost.and_then(|c| c.source) {
-                    published.insert(src.partition, src.offset);
-                }
-            }
-        }
         Ok(Accountant {
             subscription: log.subscribe(ACCOUNTANT_GROUP, EVENTS_TOPIC).await?,
             book,
             log,
-            published,
+            partitions: HashMap::new(),
             warned: HashSet::new(),
         })
+    }
+
+    /// State of a partition, learning on first sight (start-up or a new
+    /// assignment) how far the costed topic already got.
+    async fn partition(&mut self, p: u32) -> Result<&mut PartitionState, BusError> {
+        if !self.partitions.contains_key(&p) {
+            let mut state = PartitionState::default();
+            if let Some(record) = self.log.last_in(COSTED_TOPIC, p).await? {
+                if let Ok(e) = serde_json::from_slice::<LlmEvent>(&record.payload) {
+                    state.published = e.cost.and_then(|c| c.source).filter(|s| s.partition == p).map(|s| s.offset);
+                }
+            }
+            self.partitions.insert(p, state);
+        }
+        Ok(self.partitions.get_mut(&p).expect("inserted above"))
     }
 
     /// Runs until `stop` is cancelled, then prices what the bus still holds.
@@ -77,18 +121,24 @@ impl Accountant {
         if records.is_empty() {
             return Ok(());
         }
-        let mut out = Vec::with_capacity(records.len());
+        for p in self.subscription.take_revoked() {
+            self.partitions.remove(&p);
+        }
+        let mut out: HashMap<u32, Vec<(Bytes, Bytes)>> = HashMap::new();
         let mut next: HashMap<u32, u64> = HashMap::new();
         for record in records {
             next.insert(record.partition, record.offset + 1);
-            if self.published.get(&record.partition).is_some_and(|o| record.offset <= *o) {
+            let state = self.partition(record.partition).await?;
+            if state.published.is_some_and(|o| record.offset <= o) {
                 continue;
             }
             if let Some(priced) = self.price(&record) {
-                out.push(priced);
+                out.entry(record.partition).or_default().push(priced);
             }
         }
-        self.log.append(COSTED_TOPIC, out).await?;
+        for (partition, records) in out {
+            self.log.append_to(COSTED_TOPIC, partition, records).await?;
+        }
         for (partition, offset) in next {
             self.subscription.commit(partition, offset).await?;
         }
@@ -105,6 +155,13 @@ impl Accountant {
                 return None;
             }
         };
+        let state = self.partitions.entry(record.partition).or_default();
+        if !state.recent.insert(event.event_id) {
+            METRICS.accountant_duplicates.inc();
+            tracing::info!(event_id = %event.event_id, partition = record.partition, offset = record.offset,
+                "event seen twice on the bus (re-sent); priced once");
+            return None;
+        }
         let mut cost = price_event(&self.book, &event);
         cost.source = Some(BusPosition {
             partition: record.partition,

@@ -1,4 +1,4 @@
-//! The query API: logs from the lake over HTTP, and `/metrics`.
+//! The query API: logs from the lake over HTTP.
 
 mod error;
 mod logs;
@@ -11,7 +11,6 @@ use axum::routing::get;
 pub use error::ApiError;
 
 use crate::lake::query::Lake;
-use crate::metrics::METRICS;
 
 /// What the API handlers share.
 pub struct ApiState {
@@ -62,15 +61,5 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/logs", get(logs::list))
         .route("/v1/logs/{event_id}", get(logs::one))
-        .route("/metrics", get(metrics))
         .with_state(state)
-}
-
-/// Prometheus scrape endpoint (unauthenticated, like most exporters;
-/// labels carry no secrets or trace IDs).
-async fn metrics() -> ([(http::HeaderName, &'static str); 1], String) {
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        METRICS.render(),
-    )
 }

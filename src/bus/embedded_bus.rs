@@ -36,6 +36,21 @@ impl EmbeddedBus {
         }))
     }
 
+    /// Records ever appended to `topic` (its next offset); cheap.
+    pub fn end_offset(&self, topic: &str) -> Result<u64, BusError> {
+        self.log.end_offset(topic).map_err(|e| embedded(topic, e))
+    }
+
+    /// The next offset `group` will read from `topic` (what it committed).
+    pub async fn committed(&self, group: &str, topic: &str) -> Result<u64, BusError> {
+        let log = self.log.clone();
+        let (g, t) = (group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || log.committed(&g, &t))
+            .await
+            .map_err(|e| worker(topic, e))?
+            .map_err(|e| embedded(topic, e))
+    }
+
     fn end_watch(&self, topic: &str) -> Result<watch::Sender<u64>, BusError> {
         let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = ends.get(topic) {
@@ -84,7 +99,19 @@ impl Log for EmbeddedBus {
         Ok(())
     }
 
-    async fn last(&self, topic: &str) -> Result<Vec<BusRecord>, BusError> {
+    async fn append_to(
+        &self,
+        topic: &str,
+        _partition: u32,
+        records: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), BusError> {
+        self.append(topic, records).await
+    }
+
+    async fn last_in(&self, topic: &str, partition: u32) -> Result<Option<BusRecord>, BusError> {
+        if partition != 0 {
+            return Ok(None);
+        }
         let log = self.log.clone();
         let owned = topic.to_owned();
         let records = tokio::task::spawn_blocking(move || {
@@ -97,15 +124,12 @@ impl Log for EmbeddedBus {
         .await
         .map_err(|e| worker(topic, e))?
         .map_err(|e| embedded(topic, e))?;
-        Ok(records
-            .into_iter()
-            .map(|r| BusRecord {
-                partition: 0,
-                offset: r.offset,
-                key: r.key,
-                payload: r.payload,
-            })
-            .collect())
+        Ok(records.into_iter().next().map(|r| BusRecord {
+            partition: 0,
+            offset: r.offset,
+            key: r.key,
+            payload: r.payload,
+        }))
     }
 
     async fn subscribe(
@@ -190,8 +214,12 @@ impl Subscription for EmbeddedSubscription {
     async fn commit(&mut self, _partition: u32, next_offset: u64) -> Result<(), BusError> {
         let log = self.log.clone();
         let (g, t) = (self.group.clone(), self.topic.clone());
-        tokio::task::spawn_blocking(move || log.commit(&g, &t, next_offset))
-            .await
+        tokio::task::spawn_blocking(move || {
+            log.commit(&g, &t, next_offset)?;
+            // Retention rides on commits: segments every group is past go.
+            log.delete_consumed(&t).map(|_| ())
+        })
+        .await
             .map_err(|e| worker(&self.topic, e))?
             .map_err(|e| embedded(&self.topic, e))
     }

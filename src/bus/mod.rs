@@ -6,8 +6,11 @@
 
 pub mod embedded;
 pub mod embedded_bus;
+pub mod forwarder;
+pub mod kafka;
 pub mod publisher;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +19,10 @@ use bytes::Bytes;
 pub const EVENTS_TOPIC: &str = "tollgate.events.v1";
 /// Topic the accountant's priced events go to; the sink reads it.
 pub const COSTED_TOPIC: &str = "tollgate.costed.v1";
+/// Compacted topic of budget state (latest per budget and period).
+pub const BUDGETS_TOPIC: &str = "tollgate.budgets.v1";
+/// Topic of budget threshold alerts; the notifier reads it.
+pub const ALERTS_TOPIC: &str = "tollgate.alerts.v1";
 
 /// One record read from the bus, with where it sits.
 #[derive(Debug, Clone)]
@@ -36,7 +43,19 @@ pub enum BusError {
     },
     #[error("bus worker for topic {topic} stopped unexpectedly: {message}")]
     Worker { topic: String, message: String },
+    #[error("kafka ({brokers}), topic {topic}: {message}")]
+    Kafka {
+        brokers: String,
+        topic: String,
+        message: String,
+    },
 }
+
+/// Called by a subscription just before partitions are taken from this
+/// consumer (a consumer-group rebalance): the consumer makes durable what it
+/// holds for them and returns the `(partition, next_offset)` pairs to commit
+/// while it still owns them, so the next owner starts exactly after.
+pub type RevokeHook = Arc<dyn Fn(&[u32]) -> Vec<(u32, u64)> + Send + Sync>;
 
 /// An append-only log with consumer groups.
 #[async_trait::async_trait]
@@ -44,9 +63,18 @@ pub trait Log: Send + Sync + 'static {
     /// Appends `(key, payload)` records in order; durable when it returns.
     async fn append(&self, topic: &str, records: Vec<(Bytes, Bytes)>) -> Result<(), BusError>;
 
-    /// The last record of each partition of `topic` (none if empty), so a
+    /// Appends records to one chosen partition (a derived topic mirroring
+    /// its source's partitions). The embedded log has one partition.
+    async fn append_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), BusError>;
+
+    /// The last record of one partition of `topic` (none if empty), so a
     /// producer that derives one topic from another can resume exactly.
-    async fn last(&self, topic: &str) -> Result<Vec<BusRecord>, BusError>;
+    async fn last_in(&self, topic: &str, partition: u32) -> Result<Option<BusRecord>, BusError>;
 
     /// Joins consumer group `group` on `topic`, resuming after the group's
     /// last committed offsets.
@@ -63,4 +91,15 @@ pub trait Subscription: Send {
     /// Records that everything in `partition` before `next_offset` is done,
     /// durably: a restarted consumer resumes there.
     async fn commit(&mut self, partition: u32, next_offset: u64) -> Result<(), BusError>;
+
+    /// Installs the hook run when partitions are revoked. Buses without
+    /// rebalances (the embedded log: one consumer per group) never call it.
+    fn on_revoke(&mut self, _hook: RevokeHook) {}
+
+    /// Partitions revoked since the last call: whatever the consumer keeps
+    /// per partition (dedup state, positions) must be forgotten, because a
+    /// later assignment may resume from another consumer's progress.
+    fn take_revoked(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
 }

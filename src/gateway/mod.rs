@@ -54,12 +54,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/messages", post(proxy::messages))
         .route("/v1/messages/count_tokens", post(proxy::count_tokens))
         .route("/", get(health).head(health))
-        .route("/health", get(health))
         .with_state(gateway)
 }
 
-/// Claude Code warms up with `HEAD /` and no auth; load balancers probe
-/// `/health`. Both just say the process serves.
+/// Claude Code warms up with `HEAD /` and no auth; it just says the
+/// process serves (`/health` comes with every role's metrics routes).
 async fn health() -> StatusCode {
     StatusCode::OK
 }

@@ -42,6 +42,8 @@ pub async fn count_tokens(
 
 /// The response header that returns the trace ID to the client.
 const TRACE_HEADER: &str = "x-tollgate-trace-id";
+/// The response header naming the request's event (`GET /v1/logs/{id}`).
+const EVENT_HEADER: &str = "x-tollgate-event-id";
 
 impl Gateway {
     /// Authenticates, records, forwards and tees one request.
@@ -140,7 +142,7 @@ impl Gateway {
         let mut out_headers = downstream_headers(&upstream.headers);
         // The body is re-framed here (chunked), so its length header goes.
         out_headers.remove(header::CONTENT_LENGTH);
-        set_trace_header(&mut out_headers, recording.trace_id());
+        set_trace_header(&mut out_headers, recording.trace_id(), recording.event_id());
         let body = Body::from_stream(TeeBody::new(upstream.body, reader, recording));
         let mut response = Response::new(body);
         *response.status_mut() = status;
@@ -157,15 +159,20 @@ fn refuse(mut recording: Recording, error: GatewayError) -> Response {
     e.status = status.as_u16();
     e.error_type = Some(error.reason().to_owned());
     let trace_id = recording.trace_id().to_owned();
+    let event_id = recording.event_id();
     recording.emit(None);
     let mut response = error.into_response();
-    set_trace_header(response.headers_mut(), &trace_id);
+    set_trace_header(response.headers_mut(), &trace_id, event_id);
     response
 }
 
-fn set_trace_header(headers: &mut HeaderMap, trace_id: &str) {
+/// Tells the client which trace and event its request became.
+fn set_trace_header(headers: &mut HeaderMap, trace_id: &str, event_id: uuid::Uuid) {
     if let Ok(v) = HeaderValue::from_str(trace_id) {
         headers.insert(TRACE_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&event_id.to_string()) {
+        headers.insert(EVENT_HEADER, v);
     }
 }
 

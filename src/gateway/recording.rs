@@ -78,6 +78,11 @@ impl Recording {
         &self.event.trace_id
     }
 
+    /// The event's ID, for the response header.
+    pub fn event_id(&self) -> uuid::Uuid {
+        self.event.event_id
+    }
+
     /// Time since the request arrived.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()

@@ -8,6 +8,7 @@
 //! nothing twice when it comes back.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::LakeError;
 use super::files::{LakeLayout, write_atomically};
-use crate::bus::{BusRecord, Subscription};
+use crate::bus::{BusRecord, RevokeHook, Subscription};
 use crate::event::{BusPosition, LlmEvent, to_record_batch};
 use crate::metrics::METRICS;
 
@@ -45,40 +46,43 @@ struct Partition {
     buffer: Option<Buffer>,
 }
 
+/// What the sink task and the bus's revoke hook share. Locked only for
+/// plain bookkeeping, never across an await.
+struct Shared {
+    layout: LakeLayout,
+    partitions: Mutex<HashMap<u32, Partition>>,
+}
+
+impl Shared {
+    fn partitions(&self) -> MutexGuard<'_, HashMap<u32, Partition>> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The running sink.
 pub struct Sink {
     subscription: Box<dyn Subscription>,
-    layout: LakeLayout,
+    shared: Arc<Shared>,
     options: SinkOptions,
-    partitions: HashMap<u32, Partition>,
 }
 
 impl Sink {
-    /// A sink over a subscription; reads what the lake already holds.
+    /// A sink over a subscription. What the lake already holds is read per
+    /// partition when the sink first sees it (start-up or a new assignment).
     pub async fn new(
-        subscription: Box<dyn Subscription>,
+        mut subscription: Box<dyn Subscription>,
         layout: LakeLayout,
         options: SinkOptions,
     ) -> Result<Sink, LakeError> {
-        let scan = layout.clone();
-        let max = tokio::task::spawn_blocking(move || scan.max_offsets())
-            .await
-            .map_err(|e| LakeError::Worker(e.to_string()))??;
-        let partitions = max
-            .into_iter()
-            .map(|(p, last)| {
-                let part = Partition {
-                    in_lake: Some(last),
-                    ..Partition::default()
-                };
-                (p, part)
-            })
-            .collect();
+        let shared = Arc::new(Shared {
+            layout,
+            partitions: Mutex::new(HashMap::new()),
+        });
+        subscription.on_revoke(revoke_hook(shared.clone()));
         Ok(Sink {
             subscription,
-            layout,
+            shared,
             options,
-            partitions,
         })
     }
 
@@ -91,6 +95,7 @@ impl Sink {
                 .subscription
                 .poll(self.options.flush_rows, max_wait)
                 .await?;
+            self.forget_revoked();
             for record in records {
                 self.take(record).await?;
             }
@@ -101,6 +106,7 @@ impl Sink {
                 .subscription
                 .poll(self.options.flush_rows, Duration::ZERO)
                 .await?;
+            self.forget_revoked();
             if records.is_empty() {
                 break;
             }
@@ -116,45 +122,80 @@ impl Sink {
     /// Buffers one record (or skips it), writing a file when one is due.
     async fn take(&mut self, record: BusRecord) -> Result<(), LakeError> {
         let p = record.partition;
-        let part = self.partitions.entry(p).or_default();
+        self.learn(p).await?;
         // `consumed` only moves past a record once it is buffered or
         // skipped, so a flush never commits a record it did not write.
         let consumed = record.offset + 1;
-        if part.in_lake.is_some_and(|last| record.offset <= last) {
-            METRICS.sink_skipped_duplicates.inc();
-            part.consumed = part.consumed.max(consumed);
-            return Ok(());
-        }
-        let event: LlmEvent = match serde_json::from_slice(&record.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                METRICS.sink_undecodable.inc();
-                tracing::error!(partition = p, offset = record.offset, error = %e,
-                    "bus record is not an LlmEvent; skipped");
+        let day = {
+            let mut parts = self.shared.partitions();
+            let part = parts.entry(p).or_default();
+            if part.in_lake.is_some_and(|last| record.offset <= last) {
+                METRICS.sink_skipped_duplicates.inc();
                 part.consumed = part.consumed.max(consumed);
                 return Ok(());
             }
+            match serde_json::from_slice::<LlmEvent>(&record.payload) {
+                Ok(event) => {
+                    let day = event.started_at.date_naive();
+                    let other_day = part.buffer.as_ref().is_some_and(|b| b.day != day);
+                    Some((day, event, other_day))
+                }
+                Err(e) => {
+                    METRICS.sink_undecodable.inc();
+                    tracing::error!(partition = p, offset = record.offset, error = %e,
+                        "bus record is not an LlmEvent; skipped");
+                    part.consumed = part.consumed.max(consumed);
+                    None
+                }
+            }
         };
-        let day = event.started_at.date_naive();
-        if part.buffer.as_ref().is_some_and(|b| b.day != day) {
+        let Some((day, event, other_day)) = day else { return Ok(()) };
+        if other_day {
             self.flush(p).await?;
         }
-        let part = self.partitions.entry(p).or_default();
-        let buffer = part.buffer.get_or_insert_with(|| Buffer {
-            day,
-            since: Instant::now(),
-            rows: Vec::new(),
-        });
-        let pos = BusPosition {
-            partition: p,
-            offset: record.offset,
+        let full = {
+            let mut parts = self.shared.partitions();
+            let part = parts.entry(p).or_default();
+            let buffer = part.buffer.get_or_insert_with(|| Buffer {
+                day,
+                since: Instant::now(),
+                rows: Vec::new(),
+            });
+            buffer.rows.push((BusPosition { partition: p, offset: record.offset }, event));
+            part.consumed = part.consumed.max(consumed);
+            buffer.rows.len() >= self.options.flush_rows
         };
-        buffer.rows.push((pos, event));
-        part.consumed = part.consumed.max(consumed);
-        if buffer.rows.len() >= self.options.flush_rows {
+        if full {
             self.flush(p).await?;
         }
         Ok(())
+    }
+
+    /// On first sight of a partition, reads how far the lake already got
+    /// (another sink may have owned it before).
+    async fn learn(&mut self, p: u32) -> Result<(), LakeError> {
+        if self.shared.partitions().contains_key(&p) {
+            return Ok(());
+        }
+        let layout = self.shared.layout.clone();
+        let max = tokio::task::spawn_blocking(move || layout.max_offsets())
+            .await
+            .map_err(|e| LakeError::Worker(e.to_string()))??;
+        let in_lake = max.get(&p).copied();
+        self.shared.partitions().insert(p, Partition { in_lake, ..Partition::default() });
+        Ok(())
+    }
+
+    /// Forgets partitions the bus took away (their buffers were written by
+    /// the revoke hook); a later assignment starts from the lake again.
+    fn forget_revoked(&mut self) {
+        let revoked = self.subscription.take_revoked();
+        if !revoked.is_empty() {
+            let mut parts = self.shared.partitions();
+            for p in revoked {
+                parts.remove(&p);
+            }
+        }
     }
 
     /// Writes every buffer that is old enough (all of them when `all`),
@@ -162,7 +203,8 @@ impl Sink {
     async fn flush_due(&mut self, all: bool) -> Result<(), LakeError> {
         let interval = self.options.flush_interval;
         let due: Vec<u32> = self
-            .partitions
+            .shared
+            .partitions()
             .iter()
             .filter(|(_, part)| {
                 part.buffer
@@ -175,7 +217,8 @@ impl Sink {
             self.flush(p).await?;
         }
         let idle: Vec<(u32, u64)> = self
-            .partitions
+            .shared
+            .partitions()
             .iter()
             .filter(|(_, part)| part.buffer.is_none() && part.consumed > part.committed)
             .map(|(p, part)| (*p, part.consumed))
@@ -188,42 +231,78 @@ impl Sink {
 
     /// Writes partition `p`'s buffer as one file, then commits.
     async fn flush(&mut self, p: u32) -> Result<(), LakeError> {
-        let Some(part) = self.partitions.get_mut(&p) else {
+        let Some(buffer) = self.shared.partitions().get_mut(&p).and_then(|part| part.buffer.take()) else {
             return Ok(());
         };
-        let Some(buffer) = part.buffer.take() else {
-            return Ok(());
+        let layout = self.shared.layout.clone();
+        let written = tokio::task::spawn_blocking(move || write_buffer(&layout, p, buffer))
+            .await
+            .map_err(|e| LakeError::Worker(e.to_string()))??;
+        let Some(last) = written else { return Ok(()) };
+        let next = {
+            let mut parts = self.shared.partitions();
+            let part = parts.entry(p).or_default();
+            part.in_lake = Some(last);
+            part.consumed.max(last + 1)
         };
-        let (Some(first), Some(last)) = (buffer.rows.first(), buffer.rows.last()) else {
-            return Ok(());
-        };
-        let (first, last) = (first.0.offset, last.0.offset);
-        let path = self.layout.file_path(buffer.day, p, first, last);
-        let started = Instant::now();
-        let rows = buffer.rows.len();
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<(BusPosition, &LlmEvent)> =
-                buffer.rows.iter().map(|(pos, e)| (*pos, e)).collect();
-            let batch = to_record_batch(&refs).map_err(|e| LakeError::Write {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            write_atomically(&path, &batch)
-        })
-        .await
-        .map_err(|e| LakeError::Worker(e.to_string()))??;
-        METRICS.sink_files.inc();
-        METRICS.sink_rows.inc_by(rows as u64);
-        METRICS.sink_flush_seconds.observe(started.elapsed().as_secs_f64());
-        let part = self.partitions.entry(p).or_default();
-        part.in_lake = Some(last);
-        let next = part.consumed.max(last + 1);
         self.commit(p, next).await
     }
 
     async fn commit(&mut self, p: u32, next: u64) -> Result<(), LakeError> {
         self.subscription.commit(p, next).await?;
-        self.partitions.entry(p).or_default().committed = next;
+        if let Some(part) = self.shared.partitions().get_mut(&p) {
+            part.committed = next;
+        }
         Ok(())
     }
+}
+
+/// Writes one buffer as one lake file (renamed into place); returns the
+/// last offset it holds, or `None` for an empty buffer.
+fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u64>, LakeError> {
+    let (Some(first), Some(last)) = (buffer.rows.first(), buffer.rows.last()) else {
+        return Ok(None);
+    };
+    let (first, last) = (first.0.offset, last.0.offset);
+    let path = layout.file_path(buffer.day, p, first, last);
+    let started = Instant::now();
+    let refs: Vec<(BusPosition, &LlmEvent)> = buffer.rows.iter().map(|(pos, e)| (*pos, e)).collect();
+    let batch = to_record_batch(&refs).map_err(|e| LakeError::Write {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomically(&path, &batch)?;
+    METRICS.sink_files.inc();
+    METRICS.sink_rows.inc_by(buffer.rows.len() as u64);
+    METRICS.sink_flush_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(Some(last))
+}
+
+/// Before partitions are taken away, write what is buffered for them and
+/// say what to commit, so the next owner starts exactly after it. Runs on
+/// the sink's own task (inside its poll), so it never races a flush.
+fn revoke_hook(shared: Arc<Shared>) -> RevokeHook {
+    Arc::new(move |revoked: &[u32]| {
+        let mut commits = Vec::new();
+        let mut parts = shared.partitions();
+        for p in revoked {
+            let Some(mut part) = parts.remove(p) else { continue };
+            let mut next = part.consumed;
+            if let Some(buffer) = part.buffer.take() {
+                match write_buffer(&shared.layout, *p, buffer) {
+                    Ok(Some(last)) => next = next.max(last + 1),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Not committed: the next owner re-reads these.
+                        tracing::error!(partition = p, error = %e, "could not write buffered events before giving up the partition");
+                        continue;
+                    }
+                }
+            }
+            if next > part.committed {
+                commits.push((*p, next));
+            }
+        }
+        commits
+    })
 }

