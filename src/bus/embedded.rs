@@ -1434,6 +1434,9 @@ mod tests {
         assert_eq!(read_text(&log, "t", 40, 1)[0].0, 40, "the slowest group still reads its next record");
         log.commit("b", "t", 200).unwrap();
         log.delete_consumed("t").unwrap();
+        assert!(segments() > 1, "group a (at 150) still holds the later segments");
+        log.commit("a", "t", 200).unwrap();
+        log.delete_consumed("t").unwrap();
         assert_eq!(segments(), 1, "everything consumed: only the active segment is left");
         drop(log);
         let log = EmbeddedLog::open_with(dir.path(), small_segments()).unwrap();
