@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod handoff;
 pub mod metrics;
+pub mod pricing;
 
 pub mod providers;
 pub mod gateway;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tollgate::accounting::pricing::{PriceBook, PriceQuery};
+use tollgate::pricing::{PriceBook, PriceQuery};
 use tollgate::config::{Config, generate_key, hash_key, starter_config};
 use tollgate::event::Usage;
 use tollgate::mock_provider::{self, MockOptions};
@@ -237,7 +237,7 @@ fn price(model: &str, usage: &str, provider: &str, region: Option<&str>, at: Opt
         },
     };
     let q = PriceQuery { provider, model, region, at };
-    let priced = tollgate::accounting::cost::price(&book, &q, &usage);
+    let priced = tollgate::pricing::cost::price(&book, &q, &usage);
     match (priced, json) {
         (Some(p), true) => {
             let l = &p.lines;

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::accountant::Accountant;
-use crate::accounting::pricing::PriceBook;
+use crate::pricing::PriceBook;
 use crate::api::{self, ApiState};
 use crate::bus::embedded_bus::EmbeddedBus;
 use crate::bus::kafka::KafkaBus;
@@ -72,7 +72,7 @@ pub enum RoleError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
-    Pricing(#[from] crate::accounting::pricing::PricingError),
+    Pricing(#[from] crate::pricing::PricingError),
 }
 
 /// The bus a process talks through.

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use rust_decimal::prelude::ToPrimitive;
 use tokio_util::sync::CancellationToken;
 
-use super::cost::price_event;
-use super::pricing::PriceBook;
+use crate::pricing::cost::price_event;
+use crate::pricing::PriceBook;
 use crate::bus::{BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, Subscription};
 use crate::event::{BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};

@@ -1,8 +1,7 @@
-//! Accounting: prices each event from versioned tables (`pricing/`).
+//! Accounting: prices each event and folds its cost into budget ledgers.
 //!
 //! Facts first, derivations second: events carry raw usage, and the cost
-//! here is derived from it, so it can always be recomputed.
+//! here is derived from it (with the shared `pricing` tables), so it can
+//! always be recomputed.
 
 pub mod accountant;
-pub mod cost;
-pub mod pricing;

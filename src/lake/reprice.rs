@@ -16,8 +16,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::LakeError;
 use super::files::{LakeLayout, write_atomically};
-use crate::accounting::cost::price_facts;
-use crate::accounting::pricing::{PriceBook, PriceQuery};
+use crate::pricing::cost::price_facts;
+use crate::pricing::{PriceBook, PriceQuery};
 use crate::event::{COST_COLUMNS, CostColumns, Usage};
 
 /// What a reprice did.

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
-use tollgate::accounting::cost::price;
-use tollgate::accounting::pricing::{PriceBook, PriceQuery};
+use tollgate::pricing::cost::price;
+use tollgate::pricing::{PriceBook, PriceQuery};
 use tollgate::event::Usage;
 
 use crate::support::{Tollgate, start_mock};

@@ -5,6 +5,11 @@
 //! each entry names its family, the regexes its model IDs match, its prices
 //! per million tokens, its effective dates and its source. The book's
 //! version is a hash of the files, stored on every priced event.
+//!
+//! Shared like `event`: the accountant prices events with it, and the
+//! gateway prices a request's worst case before admitting it.
+
+pub mod cost;
 
 use std::path::{Path, PathBuf};
 

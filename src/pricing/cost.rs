@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use rust_decimal::Decimal;
 
-use super::pricing::{PriceBook, PriceEntry, PriceQuery, Rates};
+use super::{PriceBook, PriceEntry, PriceQuery, Rates};
 use crate::event::{Cost, CostLines, LlmEvent, Usage};
 
 /// A priced request: which entry and tier, and the lines.
