@@ -52,6 +52,134 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// Who a budget or rate limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetScope {
+    Key,
+    User,
+    Team,
+    Workspace,
+    All,
+}
+
+/// The period a budget resets on (calendar periods in its time zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Daily,
+    Weekly,
+    Monthly,
+    Total,
+}
+
+/// One spend limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Unique; named in refusals and alerts.
+    pub name: String,
+    pub scope: BudgetScope,
+    /// The key id, user, team or workspace it limits; absent: each one
+    /// separately.
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub period: BudgetPeriod,
+    /// IANA time zone of the calendar periods.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// USD limit (a decimal string or number).
+    #[serde(default)]
+    pub limit_usd: Option<rust_decimal::Decimal>,
+    /// Token limit (input of every class + output).
+    #[serde(default)]
+    pub limit_tokens: Option<u64>,
+    /// Alert thresholds in percent of the limit.
+    #[serde(default = "default_thresholds")]
+    pub thresholds: Vec<u32>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_thresholds() -> Vec<u32> {
+    vec![50, 80, 100]
+}
+
+/// What admission does when it cannot be sure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownStatePolicy {
+    /// Refuse (503, retryable) until the gateway has read budget state.
+    #[default]
+    Closed,
+    /// Admit, counting only this gateway's own reservations.
+    Open,
+}
+
+/// How requests are admitted against budgets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    pub on_unknown_state: UnknownStatePolicy,
+    /// Multiplies the tiktoken count of a request (a different tokenizer
+    /// than Claude's) to make it a safe upper bound.
+    pub token_safety_factor: f64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            on_unknown_state: UnknownStatePolicy::Closed,
+            token_safety_factor: 1.3,
+        }
+    }
+}
+
+/// Requests and tokens per minute for a key, user or team.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub scope: BudgetScope,
+    /// The one key id/user/team limited; absent: each one separately.
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
+}
+
+/// Body shape of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+/// Where budget alerts are delivered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Shared secret of the `x-tollgate-signature` HMAC-SHA256 header.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// Where the gateway listens and how it bounds what clients send.
@@ -345,6 +473,26 @@ impl Config {
                 )));
             }
         }
+        crate::budget::BudgetSpec::from_config(&self.budgets).map_err(invalid)?;
+        for (i, r) in self.rate_limits.iter().enumerate() {
+            if r.scope == BudgetScope::Workspace || r.scope == BudgetScope::All {
+                return Err(invalid(format!("rate_limits[{i}].scope must be key, user or team")));
+            }
+            if r.requests_per_minute.is_none() && r.tokens_per_minute.is_none()
+                || r.requests_per_minute == Some(0)
+                || r.tokens_per_minute == Some(0)
+            {
+                return Err(invalid(format!("rate_limits[{i}] needs a positive requests_per_minute or tokens_per_minute")));
+            }
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(invalid(format!("webhooks[{i}].url must start with http:// or https://, got {:?}", w.url)));
+            }
+        }
+        if !(self.admission.token_safety_factor >= 1.0) {
+            return Err(invalid("admission.token_safety_factor must be at least 1.0".into()));
+        }
         if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {
             return Err(invalid(
                 "bus.queue_capacity and sink.flush_rows must be at least 1".into(),
@@ -538,6 +686,39 @@ mod tests {
         let err = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
         assert!(err.contains("providers.a.base_url"), "{err}");
         assert!(err.contains("TOLLGATE_TEST_SURELY_UNSET_VAR"), "{err}");
+    }
+
+    #[test]
+    fn budgets_rate_limits_and_webhooks_parse_and_bad_ones_are_named() {
+        let text = r#"
+            [[budgets]]
+            name = "eng-monthly"
+            scope = "team"
+            subject = "eng"
+            period = "monthly"
+            timezone = "Europe/Berlin"
+            limit_usd = "500.25"
+            [[budgets]]
+            name = "per-user-daily"
+            scope = "user"
+            period = "daily"
+            limit_tokens = 1000000
+            [[rate_limits]]
+            scope = "key"
+            requests_per_minute = 60
+            [[webhooks]]
+            url = "https://hooks.slack.com/services/x"
+            format = "slack"
+        "#;
+        let cfg = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.budgets[0].limit_usd, Some(rust_decimal::Decimal::new(50025, 2)));
+        assert_eq!(cfg.budgets[1].thresholds, vec![50, 80, 100]);
+        let bad_tz = text.replace("Europe/Berlin", "Mars/Olympus");
+        let err = Config::parse(&bad_tz, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("eng-monthly") && err.contains("Mars/Olympus"), "{err}");
+        let no_limit = "[[budgets]]\nname = \"x\"\nscope = \"all\"\nperiod = \"daily\"\n";
+        let err = Config::parse(no_limit, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("budgets[x]") && err.contains("limit_usd"), "{err}");
     }
 
     #[test]

@@ -135,6 +135,18 @@ pub struct LlmEvent {
     /// events; derived, so `tollgate reprice` can recompute it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Cost>,
+    /// Which gateway process recorded it and its sequence there: the
+    /// accountant reports how far it folded each gateway's events, so the
+    /// gateway knows when a request's reservation is settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// A gateway process and the sequence number of one of its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub gateway: String,
+    pub seq: u64,
 }
 
 /// The price of one event per token class, in USD (exact decimals).
@@ -164,6 +176,18 @@ pub struct Cost {
     /// skip what it already priced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<BusPosition>,
+}
+
+impl Usage {
+    /// Tokens counted against token budgets: every input class and the
+    /// output.
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_5m_tokens
+            + self.cache_creation_1h_tokens
+            + self.cache_read_tokens
+    }
 }
 
 impl LlmEvent {
@@ -597,7 +621,7 @@ fn field<T: arrow::array::ArrayBuilder>(b: &mut StructBuilder, i: usize) -> &mut
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample_event() -> LlmEvent {
@@ -642,6 +666,7 @@ mod tests {
             downgrades: vec!["anthropic-beta:foo".into()],
             client: Some("claude-cli/2.1.197".into()),
             cost: None,
+            origin: None,
         }
     }
 

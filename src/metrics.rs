@@ -32,6 +32,13 @@ pub struct Metrics {
     pub bus_spilled: IntCounter,
     pub bus_broker_up: IntGauge,
     pub accountant_duplicates: IntCounter,
+    pub budget_utilisation: prometheus::GaugeVec,
+    pub budget_alerts: IntCounterVec,
+    pub budget_refusals: IntCounterVec,
+    pub rate_limit_refusals: IntCounterVec,
+    pub reserved_usd: prometheus::Gauge,
+    pub alerts_delivered: IntCounterVec,
+    pub alert_delivery_failures: IntCounterVec,
     pub sink_rows: IntCounter,
     pub sink_files: IntCounter,
     pub sink_flush_seconds: Histogram,
@@ -89,6 +96,46 @@ impl Metrics {
             g
         };
         Metrics {
+            budget_utilisation: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new("tollgate_budget_utilisation_ratio", "Spent / limit of each budget ledger in its current period (1 = spent)"),
+                    &["budget", "subject"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            budget_alerts: counter_vec(
+                "tollgate_budget_alerts_total",
+                "Budget threshold alerts raised, by budget",
+                &["budget"],
+            ),
+            budget_refusals: counter_vec(
+                "tollgate_budget_refusals_total",
+                "Requests refused because a budget would be exceeded, by budget",
+                &["budget"],
+            ),
+            rate_limit_refusals: counter_vec(
+                "tollgate_rate_limit_refusals_total",
+                "Requests refused by a rate limit, by scope and kind (requests or tokens)",
+                &["scope", "kind"],
+            ),
+            reserved_usd: {
+                let g = prometheus::Gauge::new("tollgate_budget_reserved_usd", "USD reserved by in-flight and not yet settled requests on this gateway")
+                    .expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            alerts_delivered: counter_vec(
+                "tollgate_alert_deliveries_total",
+                "Budget alerts delivered to a webhook, by format",
+                &["format"],
+            ),
+            alert_delivery_failures: counter_vec(
+                "tollgate_alert_delivery_failures_total",
+                "Failed webhook deliveries (retried), by format",
+                &["format"],
+            ),
             bus_delivery_failures: counter(
                 "tollgate_bus_delivery_failures_total",
                 "Records Kafka did not acknowledge (retried from the journal)",

@@ -25,8 +25,10 @@ use crate::pricing::PriceBook;
 use crate::api::{self, ApiState};
 use crate::bus::embedded_bus::EmbeddedBus;
 use crate::bus::kafka::KafkaBus;
-use crate::bus::{self, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
+use crate::budget::BudgetRecord;
+use crate::bus::{self, BUDGETS_TOPIC, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
+use crate::gateway::admission::Admission;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
 use crate::lake::LakeError;
@@ -65,6 +67,8 @@ pub enum RoleError {
     Serve(std::io::Error),
     #[error("the {role} role needs bus.kind = \"kafka\": on the embedded bus every role runs in one process (`tollgate serve`)")]
     NeedsKafka { role: &'static str },
+    #[error("config: {0}")]
+    Config(String),
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
@@ -171,7 +175,28 @@ pub async fn run(
         }
     }
 
+    let book = Arc::new(match &cfg.pricing.dir {
+        Some(dir) => PriceBook::load_dir(dir)?,
+        None => PriceBook::embedded(),
+    });
+    let budgets = crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
+    let admission = Admission::new(budgets.clone(), book.clone(), cfg.admission.clone(), &cfg.rate_limits);
     let mut pipeline: Vec<Task> = Vec::new();
+    let mut feeds: Vec<Task> = Vec::new();
+    // An API-only process on the embedded bus cannot open the log (the
+    // serving process holds it), so it shows no live budget state.
+    let state_log = match &bus {
+        Some(b) => Some(b.log.clone()),
+        None if cfg.bus.kind == BusKind::Kafka => Some(Bus::open(&cfg)?.log),
+        None => None,
+    };
+    if let Some(log) = state_log.filter(|_| admission.has_budgets() && (has(Role::Gateway) || has(Role::Api))) {
+        let admission = admission.clone();
+        feeds.push(Task::spawn("budget state feed", move |stop| async move {
+            feed_budget_state(log, admission, stop).await?;
+            Ok(())
+        }));
+    }
     let mut gateway_state = None;
     if has(Role::Gateway) {
         let bus = bus.as_ref().expect("opened for the gateway");
@@ -198,16 +223,12 @@ pub async fn run(
                 }));
             }
         }
-        gateway_state = Some(Arc::new(Gateway::new(&cfg, providers::from_config(&cfg)?, handoff)));
+        gateway_state = Some(Arc::new(Gateway::new(&cfg, providers::from_config(&cfg)?, admission.clone(), handoff)));
     }
     if has(Role::Accountant) {
-        let book = match &cfg.pricing.dir {
-            Some(dir) => PriceBook::load_dir(dir)?,
-            None => PriceBook::embedded(),
-        };
         tracing::info!(version = book.version(), "price tables loaded");
         let log = bus.as_ref().expect("opened for the accountant").log.clone();
-        let accountant = Accountant::new(book, log).await?;
+        let accountant = Accountant::new((*book).clone(), budgets, log).await?;
         pipeline.push(Task::spawn("accountant", |stop| async move {
             accountant.run(stop).await?;
             Ok(())
@@ -230,7 +251,7 @@ pub async fn run(
         }));
     }
 
-    let listeners = listeners(&cfg, gateway_state, has(Role::Api), &layout).await?;
+    let listeners = listeners(&cfg, gateway_state, has(Role::Api).then(|| admission.clone()), &layout).await?;
     let stop_http = CancellationToken::new();
     let mut announced = Vec::new();
     let mut servers = Vec::new();
@@ -256,8 +277,52 @@ pub async fn run(
     for task in pipeline {
         task.finish(grace).await?;
     }
+    for task in feeds {
+        task.finish(Duration::from_secs(1)).await?;
+    }
     if let Some(kafka) = bus.and_then(|b| b.kafka) {
         kafka.flush(Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+/// Keeps admission's budget state current: reads the budgets topic from
+/// its start (never committing: every process needs all of it), marks the
+/// state known once it reached the record that was last at start-up, then
+/// follows it.
+async fn feed_budget_state(log: Arc<dyn Log>, admission: Arc<Admission>, stop: CancellationToken) -> Result<(), BusError> {
+    let mut backoff = Duration::from_millis(200);
+    let last = loop {
+        match log.last_in(BUDGETS_TOPIC, 0).await {
+            Ok(last) => break last,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read budget state yet; admission follows admission.on_unknown_state");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let group = format!("tollgate-budget-view-{}", uuid::Uuid::new_v4().simple());
+    let mut subscription = log.subscribe(&group, BUDGETS_TOPIC).await?;
+    let mut caught_up = last.is_none();
+    if caught_up {
+        admission.caught_up();
+    }
+    while !stop.is_cancelled() {
+        let records = subscription.poll(10_000, Duration::from_millis(250)).await?;
+        for r in records {
+            match serde_json::from_slice::<BudgetRecord>(&r.payload) {
+                Ok(record) => admission.apply(record),
+                Err(e) => tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped"),
+            }
+            if !caught_up && last.as_ref().is_some_and(|l| r.offset >= l.offset) {
+                caught_up = true;
+                admission.caught_up();
+            }
+        }
     }
     Ok(())
 }
@@ -284,16 +349,17 @@ async fn wait_for_topics(kafka: &KafkaBus, stopping: &CancellationToken) -> bool
 async fn listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
-    with_api: bool,
+    api_budgets: Option<Arc<Admission>>,
     layout: &LakeLayout,
 ) -> Result<Vec<(Vec<&'static str>, TcpListener, axum::Router)>, RoleError> {
-    let api = if with_api {
-        if cfg.admin_tokens().next().is_none() {
-            tracing::warn!("no admin token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)");
+    let api = match api_budgets {
+        Some(budgets) => {
+            if cfg.admin_tokens().next().is_none() {
+                tracing::warn!("no admin token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)");
+            }
+            Some(api::router(Arc::new(ApiState::new(Lake::open(layout).await?, cfg.admin_tokens(), budgets))))
         }
-        Some(api::router(Arc::new(ApiState::new(Lake::open(layout).await?, cfg.admin_tokens()))))
-    } else {
-        None
+        None => None,
     };
     let mut out = Vec::new();
     match (gateway, api, cfg.server.api_listen) {

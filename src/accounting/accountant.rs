@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pricing::cost::price_event;
 use crate::pricing::PriceBook;
-use crate::bus::{BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, Subscription};
+use super::ledger::{Alert, Ledgers};
+use crate::budget::{BudgetRecord, BudgetSpec};
+use crate::bus::{ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, Subscription};
 use crate::event::{BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
 
@@ -71,17 +73,20 @@ pub struct Accountant {
     partitions: HashMap<u32, PartitionState>,
     /// Models already warned about, so the log names each once.
     warned: HashSet<String>,
+    /// Budget ledgers of the partitions this accountant owns.
+    ledgers: Ledgers,
 }
 
 impl Accountant {
     /// Joins the accountant group.
-    pub async fn new(book: PriceBook, log: Arc<dyn Log>) -> Result<Accountant, BusError> {
+    pub async fn new(book: PriceBook, budgets: Vec<BudgetSpec>, log: Arc<dyn Log>) -> Result<Accountant, BusError> {
         Ok(Accountant {
             subscription: log.subscribe(ACCOUNTANT_GROUP, EVENTS_TOPIC).await?,
             book,
             log,
             partitions: HashMap::new(),
             warned: HashSet::new(),
+            ledgers: Ledgers::new(budgets),
         })
     }
 
@@ -96,6 +101,10 @@ impl Accountant {
                 }
             }
             self.partitions.insert(p, state);
+        }
+        if !self.ledgers.is_empty() && !self.ledgers.knows(p) {
+            let records = read_budget_records(self.log.as_ref()).await?;
+            self.ledgers.restore(p, &records);
         }
         Ok(self.partitions.get_mut(&p).expect("inserted above"))
     }
@@ -123,21 +132,53 @@ impl Accountant {
         }
         for p in self.subscription.take_revoked() {
             self.partitions.remove(&p);
+            self.ledgers.forget(p);
         }
         let mut out: HashMap<u32, Vec<(Bytes, Bytes)>> = HashMap::new();
         let mut next: HashMap<u32, u64> = HashMap::new();
+        let mut alerts: Vec<Alert> = Vec::new();
         for record in records {
             next.insert(record.partition, record.offset + 1);
             let state = self.partition(record.partition).await?;
-            if state.published.is_some_and(|o| record.offset <= o) {
+            // Priced again after a crash (pricing is deterministic) so the
+            // ledgers can fold what their published state lacks; published
+            // to the costed topic only once.
+            let already_costed = state.published.is_some_and(|o| record.offset <= o);
+            let Some(event) = self.price(&record) else { continue };
+            self.ledgers.fold(record.partition, record.offset, &event, &mut alerts);
+            if already_costed {
                 continue;
             }
-            if let Some(priced) = self.price(&record) {
-                out.entry(record.partition).or_default().push(priced);
+            match serde_json::to_vec(&event) {
+                Ok(payload) => out.entry(record.partition).or_default().push((record.key.clone(), Bytes::from(payload))),
+                Err(e) => tracing::error!(event_id = %event.event_id, error = %e, "costed event could not be encoded"),
             }
         }
         for (partition, records) in out {
             self.log.append_to(COSTED_TOPIC, partition, records).await?;
+        }
+        // Alerts before the state that records them: a crash in between
+        // re-raises an alert with the same ID (the notifier drops it),
+        // never loses one.
+        if !alerts.is_empty() {
+            let records = alerts
+                .iter()
+                .filter_map(|a| Some((Bytes::from(a.alert_id.clone()), Bytes::from(serde_json::to_vec(a).ok()?))))
+                .collect();
+            self.log.append(ALERTS_TOPIC, records).await?;
+            for a in &alerts {
+                tracing::warn!(budget = %a.budget, subject = %a.subject, threshold = a.threshold, spent_usd = %a.spent_usd,
+                    "budget threshold crossed");
+            }
+        }
+        let states: Vec<(Bytes, Bytes)> = self
+            .ledgers
+            .drain(chrono::Utc::now())
+            .into_iter()
+            .filter_map(|(key, r)| Some((Bytes::from(key), Bytes::from(serde_json::to_vec(&r).ok()?))))
+            .collect();
+        if !states.is_empty() {
+            self.log.append(BUDGETS_TOPIC, states).await?;
         }
         for (partition, offset) in next {
             self.subscription.commit(partition, offset).await?;
@@ -145,8 +186,9 @@ impl Accountant {
         Ok(())
     }
 
-    /// Prices one raw record into a costed one.
-    fn price(&mut self, record: &BusRecord) -> Option<(Bytes, Bytes)> {
+    /// Prices one raw record into a costed event; `None` for a record that
+    /// is not an event or one seen before.
+    fn price(&mut self, record: &BusRecord) -> Option<LlmEvent> {
         let mut event: LlmEvent = match serde_json::from_slice(&record.payload) {
             Ok(e) => e,
             Err(e) => {
@@ -184,7 +226,39 @@ impl Accountant {
         }
         METRICS.accountant_events.inc();
         event.cost = Some(cost);
-        let payload = serde_json::to_vec(&event).ok()?;
-        Some((record.key.clone(), Bytes::from(payload)))
+        Some(event)
+    }
+}
+
+/// Every record of the budgets topic from its start (compacted on Kafka),
+/// to restore ledgers: read with a throwaway consumer group up to the
+/// record that was last when the read began.
+pub async fn read_budget_records(log: &dyn Log) -> Result<Vec<BudgetRecord>, BusError> {
+    let Some(last) = log.last_in(BUDGETS_TOPIC, 0).await? else {
+        return Ok(Vec::new());
+    };
+    let group = format!("tollgate-restore-{}", uuid::Uuid::new_v4().simple());
+    let mut subscription = log.subscribe(&group, BUDGETS_TOPIC).await?;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let records = subscription.poll(10_000, Duration::from_millis(500)).await?;
+        let mut done = false;
+        for r in records {
+            done |= r.offset >= last.offset;
+            match serde_json::from_slice::<BudgetRecord>(&r.payload) {
+                Ok(record) => out.push(record),
+                Err(e) => tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped"),
+            }
+        }
+        if done {
+            return Ok(out);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(BusError::Worker {
+                topic: BUDGETS_TOPIC.into(),
+                message: format!("could not read the budget state up to offset {} within 60 s", last.offset),
+            });
+        }
     }
 }

@@ -5,3 +5,4 @@
 //! always be recomputed.
 
 pub mod accountant;
+pub mod ledger;

@@ -10,6 +10,7 @@ use axum::routing::get;
 
 pub use error::ApiError;
 
+use crate::gateway::admission::Admission;
 use crate::lake::query::Lake;
 
 /// What the API handlers share.
@@ -17,14 +18,17 @@ pub struct ApiState {
     pub lake: Lake,
     /// SHA-256 digests of the admin tokens (compared in constant time).
     admin_digests: Vec<[u8; 32]>,
+    /// Live budget state (what gateways admit against).
+    pub budgets: Arc<Admission>,
 }
 
 impl ApiState {
     /// State over an opened lake and the configured admin tokens.
-    pub fn new<'a>(lake: Lake, admin_tokens: impl Iterator<Item = &'a str>) -> ApiState {
+    pub fn new<'a>(lake: Lake, admin_tokens: impl Iterator<Item = &'a str>, budgets: Arc<Admission>) -> ApiState {
         ApiState {
             lake,
             admin_digests: admin_tokens.map(digest).collect(),
+            budgets,
         }
     }
 
@@ -61,5 +65,32 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/logs", get(logs::list))
         .route("/v1/logs/{event_id}", get(logs::one))
+        .route("/v1/budgets", get(budgets))
         .with_state(state)
+}
+
+/// `GET /v1/budgets`: every budget ledger of the current periods with
+/// spend (from the accountant's state) and what this process reserved.
+async fn budgets(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    headers: http::HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    state.authorize(&headers)?;
+    let data: Vec<serde_json::Value> = state
+        .budgets
+        .ledgers()
+        .into_iter()
+        .map(|(id, total, reserved)| {
+            serde_json::json!({
+                "budget": id.budget,
+                "subject": id.subject,
+                "period_start": id.period_start,
+                "period_end": total.period_end,
+                "spent_usd": total.spent_usd.to_string(),
+                "spent_tokens": total.spent_tokens,
+                "reserved_usd": reserved.to_string(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "data": data })))
 }

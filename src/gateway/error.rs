@@ -4,6 +4,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
+use super::admission::Refusal;
 use crate::providers::ProviderError;
 
 /// Why the gateway answered instead of the provider.
@@ -25,6 +26,8 @@ pub enum GatewayError {
     NoProvider { key_id: String, provider: String },
     #[error(transparent)]
     Upstream(#[from] ProviderError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl GatewayError {
@@ -43,6 +46,9 @@ impl GatewayError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "api_error")
             }
             Upstream(_) => (StatusCode::BAD_GATEWAY, "api_error"),
+            Refused(Refusal::Budget { .. }) => (StatusCode::FORBIDDEN, "permission_error"),
+            Refused(Refusal::StateUnknown) => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
+            Refused(Refusal::RateLimited { .. }) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
         }
     }
 
@@ -58,6 +64,9 @@ impl GatewayError {
             BadJson(_) => "bad_json",
             NoProvider { .. } => "no_provider",
             Upstream(e) => e.error_type(),
+            Refused(Refusal::Budget { .. }) => "budget_exceeded",
+            Refused(Refusal::StateUnknown) => "budget_state_unknown",
+            Refused(Refusal::RateLimited { .. }) => "rate_limited",
         }
     }
 }
@@ -81,6 +90,22 @@ pub fn anthropic_error(status: StatusCode, error_type: &str, message: &str) -> R
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, error_type) = self.status_and_type();
-        anthropic_error(status, error_type, &format!("tollgate: {self}"))
+        let mut response = anthropic_error(status, error_type, &format!("tollgate: {self}"));
+        let headers = response.headers_mut();
+        match &self {
+            // A spent budget does not come back by retrying: Claude Code
+            // shows the message once instead of retrying ten times.
+            GatewayError::Refused(Refusal::Budget { .. }) => {
+                headers.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
+            GatewayError::Refused(Refusal::StateUnknown) => {
+                headers.insert("retry-after", HeaderValue::from_static("2"));
+            }
+            GatewayError::Refused(Refusal::RateLimited { retry_after_secs, .. }) => {
+                headers.insert("retry-after", HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
     }
 }

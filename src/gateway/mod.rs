@@ -5,6 +5,7 @@
 //! `LlmEvent` to the bus queue. The gateway knows nothing of the bus beyond
 //! that queue.
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod headers;
@@ -30,13 +31,16 @@ pub struct Gateway {
     providers: HashMap<String, Arc<dyn Provider>>,
     handoff: EventHandoff,
     max_body_bytes: usize,
+    admission: Arc<admission::Admission>,
 }
 
 impl Gateway {
-    /// Builds the gateway from config, providers and the event queue.
+    /// Builds the gateway from config, providers, admission control and
+    /// the event queue.
     pub fn new(
         cfg: &Config,
         providers: HashMap<String, Arc<dyn Provider>>,
+        admission: Arc<admission::Admission>,
         handoff: EventHandoff,
     ) -> Gateway {
         Gateway {
@@ -44,6 +48,7 @@ impl Gateway {
             providers,
             handoff,
             max_body_bytes: cfg.server.max_body_bytes,
+            admission,
         }
     }
 }

@@ -87,6 +87,14 @@ impl Gateway {
             e.model_requested = head.model.as_deref().map(str::to_owned);
             e.stream = head.is_stream();
         }
+        if endpoint == Endpoint::Messages {
+            let max_tokens = head.max_tokens.unwrap_or(0);
+            let model = head.model.as_deref().map(str::to_owned);
+            match self.admission.admit(&identity, model.as_deref(), max_tokens, &body, started_at).await {
+                Ok(ticket) => recording.admitted(self.admission.gateway_id(), ticket),
+                Err(refusal) => return refuse(recording, GatewayError::Refused(refusal)),
+            }
+        }
         self.send_upstream(endpoint, &identity, uri, &headers, body, recording)
             .await
     }

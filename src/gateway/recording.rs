@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::admission::Ticket;
 use super::auth::Identity;
 use super::headers::RequestTags;
-use crate::event::{Attempt, LlmEvent, SCHEMA_VERSION, Usage};
+use crate::event::{Attempt, LlmEvent, Origin, SCHEMA_VERSION, Usage};
 use crate::handoff::EventHandoff;
 use crate::metrics::{METRICS, model_label};
 use crate::providers::Endpoint;
@@ -18,6 +19,8 @@ pub struct Recording {
     event: LlmEvent,
     started: Instant,
     handoff: EventHandoff,
+    /// The request's budget reservation, settled when the event is emitted.
+    ticket: Option<Ticket>,
 }
 
 impl Recording {
@@ -60,11 +63,13 @@ impl Recording {
             downgrades: Vec::new(),
             client: tags.client,
             cost: None,
+            origin: None,
         };
         Recording {
             event,
             started,
             handoff,
+            ticket: None,
         }
     }
 
@@ -76,6 +81,14 @@ impl Recording {
     /// The trace ID, for the response header.
     pub fn trace_id(&self) -> &str {
         &self.event.trace_id
+    }
+
+    /// Holds the request's reservation and marks the event with this
+    /// gateway's origin, so the reservation is released once the
+    /// accountant folded the event.
+    pub fn admitted(&mut self, gateway: &str, ticket: Ticket) {
+        self.event.origin = Some(Origin { gateway: gateway.to_owned(), seq: ticket.seq() });
+        self.ticket = Some(ticket);
     }
 
     /// The event's ID, for the response header.
@@ -110,6 +123,10 @@ impl Recording {
             + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero());
         e.ttft_ms = first_token.map(|t| millis(t.duration_since(self.started)));
         observe(e, elapsed, first_token.map(|t| t.duration_since(self.started)));
+        if let Some(ticket) = self.ticket.take() {
+            let model = e.model_served.as_deref().or(e.model_requested.as_deref());
+            ticket.settle(&e.provider, model, &e.usage);
+        }
         self.handoff.send(self.event);
     }
 }

@@ -1,0 +1,371 @@
+//! Admission: rate limits and budgets, decided before a request is sent.
+//!
+//! Budgets are reserve-then-settle. Admitting a request reserves its worst
+//! case against every budget covering it: estimated input tokens (the body's
+//! byte count, a free upper bound; near a limit, tiktoken's count times the
+//! safety factor) priced at the model's dearest input rate (the 1-hour cache
+//! write), plus `max_tokens` of output. When the request ends, the
+//! reservation shrinks to the real cost; it is released once the budget state
+//! from the accountant shows the event folded in (the `progress` record),
+//! so a request's cost is always counted once: reserved, or spent. Checks
+//! and reservations happen under one lock that is never held across an
+//! await, so concurrent requests cannot all squeeze into the same room.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use super::auth::Identity;
+use crate::budget::{BudgetRecord, BudgetSpec, BudgetStates, LedgerId, Who};
+use crate::config::{AdmissionConfig, BudgetScope, RateLimitConfig, UnknownStatePolicy};
+use crate::event::Usage;
+use crate::metrics::METRICS;
+use crate::pricing::cost::price;
+use crate::pricing::{PriceBook, PriceQuery};
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("budget {budget} ({subject}) would be exceeded: {spent} spent of {limit}{resets}")]
+    Budget { budget: String, subject: String, spent: String, limit: String, resets: String },
+    #[error("budget state is not known yet (this gateway is still reading it); try again shortly")]
+    StateUnknown,
+    #[error("rate limit of {scope} {subject}: {limit}; retry in {retry_after_secs} s")]
+    RateLimited { scope: &'static str, subject: String, limit: String, retry_after_secs: u64 },
+}
+
+/// A request's reservation; settle it with the real usage when the
+/// request ends. Dropped unsettled, it is released.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    seq: u64,
+    team: String,
+    done: bool,
+}
+
+impl Ticket {
+    /// The sequence number for the event's `origin`.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Shrinks the reservation to what the request really used; it stays
+    /// until the accountant's state includes the event.
+    pub fn settle(mut self, provider: &str, model: Option<&str>, usage: &Usage) {
+        self.done = true;
+        let usd = self.admission.actual_usd(provider, model, usage);
+        let tokens = usage.total_tokens();
+        let mut state = self.admission.lock();
+        if let Some(r) = state.reservations.get_mut(&self.seq) {
+            for (_, reserved_usd, reserved_tokens) in r.ledgers.iter_mut() {
+                *reserved_usd = usd;
+                *reserved_tokens = tokens;
+            }
+            r.settled = true;
+        }
+        // Folded already (the state overtook us)?
+        if state.folded.get(&self.team).is_some_and(|f| *f >= self.seq) {
+            state.reservations.remove(&self.seq);
+        }
+        state.report();
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.admission.lock();
+            state.reservations.remove(&self.seq);
+            state.report();
+        }
+    }
+}
+
+/// What is reserved for one request, per ledger.
+struct Reservation {
+    team: String,
+    ledgers: Vec<(LedgerId, Decimal, u64)>,
+    /// The request ended; waiting for its event to be folded.
+    settled: bool,
+}
+
+/// Budget state as this gateway knows it, plus its own reservations.
+#[derive(Default)]
+struct State {
+    states: BudgetStates,
+    /// True once the budgets topic has been read to its end.
+    caught_up: bool,
+    reservations: HashMap<u64, Reservation>,
+    /// This gateway's events folded by the accountant, per team.
+    folded: HashMap<String, u64>,
+}
+
+impl State {
+    fn reserved(&self, id: &LedgerId) -> (Decimal, u64) {
+        let mut usd = Decimal::ZERO;
+        let mut tokens = 0;
+        for r in self.reservations.values() {
+            for (lid, u, t) in &r.ledgers {
+                if lid == id {
+                    usd += *u;
+                    tokens += *t;
+                }
+            }
+        }
+        (usd, tokens)
+    }
+
+    fn report(&self) {
+        let total: Decimal = self.reservations.values().flat_map(|r| r.ledgers.iter().map(|l| l.1)).sum();
+        METRICS.reserved_usd.set(total.to_f64().unwrap_or(0.0));
+    }
+}
+
+/// One configured rate limit with its limiters.
+struct Limiter {
+    scope: BudgetScope,
+    subject: Option<String>,
+    requests: Option<(u32, DefaultKeyedRateLimiter<String>)>,
+    tokens: Option<(u32, DefaultKeyedRateLimiter<String>)>,
+}
+
+/// The gateway's admission control.
+pub struct Admission {
+    /// This process's name on event origins (unique per start).
+    gateway_id: String,
+    next_seq: AtomicU64,
+    specs: Vec<BudgetSpec>,
+    book: Arc<PriceBook>,
+    config: AdmissionConfig,
+    limiters: Vec<Limiter>,
+    state: Mutex<State>,
+}
+
+impl Admission {
+    pub fn new(specs: Vec<BudgetSpec>, book: Arc<PriceBook>, config: AdmissionConfig, limits: &[RateLimitConfig]) -> Arc<Admission> {
+        let keyed = |n: u32| (n, RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(n).expect("validated positive"))));
+        let limiters = limits
+            .iter()
+            .map(|l| Limiter {
+                scope: l.scope,
+                subject: l.subject.clone(),
+                requests: l.requests_per_minute.map(keyed),
+                tokens: l.tokens_per_minute.map(keyed),
+            })
+            .collect();
+        // With no budgets there is no state to wait for.
+        let caught_up = specs.is_empty();
+        Arc::new(Admission {
+            gateway_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            next_seq: AtomicU64::new(1),
+            specs,
+            book,
+            config,
+            limiters,
+            state: Mutex::new(State { caught_up, ..State::default() }),
+        })
+    }
+
+    /// Whether any budget is configured (the state feed is needed).
+    pub fn has_budgets(&self) -> bool {
+        !self.specs.is_empty()
+    }
+
+    /// This gateway's ID on event origins.
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds one record of the budgets topic.
+    pub fn apply(&self, record: BudgetRecord) {
+        let mut state = self.lock();
+        match record {
+            BudgetRecord::State(s) => state.states.apply(s),
+            BudgetRecord::Progress(p) => {
+                let prefix = format!("{}|", self.gateway_id);
+                let mut released = false;
+                for (key, seq) in &p.folded {
+                    let Some(team) = key.strip_prefix(&prefix) else { continue };
+                    let f = state.folded.entry(team.to_owned()).or_default();
+                    *f = (*f).max(*seq);
+                    let upto = *f;
+                    let before = state.reservations.len();
+                    state.reservations.retain(|seq, r| !(r.settled && r.team == team && *seq <= upto));
+                    released |= state.reservations.len() != before;
+                }
+                if released {
+                    state.report();
+                }
+            }
+        }
+    }
+
+    /// The budgets topic has been read to its end: decisions can be exact.
+    pub fn caught_up(&self) {
+        self.lock().caught_up = true;
+        tracing::info!("budget state read; admission is exact from here");
+    }
+
+    /// Every ledger's totals, for the API.
+    pub fn ledgers(&self) -> Vec<(LedgerId, crate::budget::LedgerTotal, Decimal)> {
+        let state = self.lock();
+        state.states.all().into_iter().map(|(id, total)| {
+            let reserved = state.reserved(&id).0;
+            (id, total, reserved)
+        }).collect()
+    }
+
+    /// Admits or refuses one request. `body` is the request as sent;
+    /// `at` is the request's time (it picks the budget period).
+    pub async fn admit(self: &Arc<Self>, who: &Identity, model: Option<&str>, max_tokens: u64, body: &Bytes, at: DateTime<Utc>) -> Result<Ticket, Refusal> {
+        self.check_rate_limits(who, body.len() as u64, max_tokens)?;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let ticket = Ticket { admission: self.clone(), seq, team: who.team.clone(), done: false };
+        let w = Who { key_id: &who.key_id, user: &who.user, team: &who.team, workspace: &who.workspace };
+        let covering: Vec<(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)> = self
+            .specs
+            .iter()
+            .filter_map(|spec| {
+                let subject = spec.subject_of(w)?;
+                let (period_start, end) = spec.period_of(at);
+                Some((spec, LedgerId { budget: spec.name.clone(), subject, period_start }, end))
+            })
+            .collect();
+        if covering.is_empty() {
+            return Ok(ticket);
+        }
+        // A free upper bound first: input tokens ≤ body bytes.
+        let bound = body.len() as u64;
+        match self.try_reserve(&ticket, &covering, model, bound, max_tokens) {
+            Ok(()) => return Ok(ticket),
+            Err(Refusal::StateUnknown) => return Err(Refusal::StateUnknown),
+            Err(_) => {}
+        }
+        // Near a limit: count tokens properly (off the async threads).
+        let text = body.clone();
+        let factor = self.config.token_safety_factor;
+        let counted = tokio::task::spawn_blocking(move || {
+            let bpe = tiktoken_rs::cl100k_base_singleton();
+            let n = bpe.encode_ordinary(&String::from_utf8_lossy(&text)).len();
+            (n as f64 * factor).ceil() as u64
+        })
+        .await
+        .unwrap_or(bound);
+        self.try_reserve(&ticket, &covering, model, counted.min(bound), max_tokens)?;
+        Ok(ticket)
+    }
+
+    /// Checks every covering ledger under the lock and reserves on all of
+    /// them, or refuses naming the first that would be exceeded.
+    fn try_reserve(&self, ticket: &Ticket, covering: &[(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)], model: Option<&str>, input: u64, max_tokens: u64) -> Result<(), Refusal> {
+        let usd = self.worst_case_usd(model, input, max_tokens);
+        let tokens = input + max_tokens;
+        let mut state = self.lock();
+        if !state.caught_up && self.config.on_unknown_state == UnknownStatePolicy::Closed {
+            return Err(Refusal::StateUnknown);
+        }
+        for (spec, id, end) in covering {
+            let spent = state.states.total(id);
+            let (reserved_usd, reserved_tokens) = state.reserved(id);
+            let resets = end.map(|e| format!("; resets {}", e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))).unwrap_or_default();
+            if let Some(limit) = spec.limit_usd {
+                if spent.spent_usd + reserved_usd + usd > limit {
+                    METRICS.budget_refusals.with_label_values(&[&spec.name]).inc();
+                    return Err(Refusal::Budget {
+                        budget: spec.name.clone(),
+                        subject: id.subject.clone(),
+                        spent: format!("${}", spent.spent_usd.round_dp(4)),
+                        limit: format!("${limit}"),
+                        resets,
+                    });
+                }
+            }
+            if let Some(limit) = spec.limit_tokens {
+                if spent.spent_tokens + reserved_tokens + tokens > limit {
+                    METRICS.budget_refusals.with_label_values(&[&spec.name]).inc();
+                    return Err(Refusal::Budget {
+                        budget: spec.name.clone(),
+                        subject: id.subject.clone(),
+                        spent: format!("{} tokens", spent.spent_tokens),
+                        limit: format!("{limit} tokens"),
+                        resets,
+                    });
+                }
+            }
+        }
+        let ledgers = covering.iter().map(|(_, id, _)| (id.clone(), usd, tokens)).collect();
+        state.reservations.insert(ticket.seq, Reservation { team: ticket.team.clone(), ledgers, settled: false });
+        state.report();
+        Ok(())
+    }
+
+    /// The most a request can cost: every input token at the dearest input
+    /// rate (the 1-hour cache write), `max_tokens` of output. An unknown
+    /// model prices at zero, as the accountant would (it marks it unpriced).
+    fn worst_case_usd(&self, model: Option<&str>, input: u64, max_tokens: u64) -> Decimal {
+        let usage = Usage { cache_creation_1h_tokens: input, output_tokens: max_tokens, ..Usage::default() };
+        self.actual_usd("anthropic", model, &usage)
+    }
+
+    fn actual_usd(&self, provider: &str, model: Option<&str>, usage: &Usage) -> Decimal {
+        let Some(model) = model else { return Decimal::ZERO };
+        let provider = if provider.is_empty() { "anthropic" } else { provider };
+        let q = PriceQuery { provider, model, region: None, at: Utc::now() };
+        price(&self.book, &q, usage).map(|p| p.lines.total_usd).unwrap_or_default()
+    }
+
+    /// Requests and tokens per minute; tokens are estimated as body bytes
+    /// / 4 plus `max_tokens` (no tokenizer on this path).
+    fn check_rate_limits(&self, who: &Identity, body_bytes: u64, max_tokens: u64) -> Result<(), Refusal> {
+        let clock = DefaultClock::default();
+        for l in &self.limiters {
+            let (scope, subject) = match l.scope {
+                BudgetScope::Key => ("key", &who.key_id),
+                BudgetScope::User => ("user", &who.user),
+                _ => ("team", &who.team),
+            };
+            if l.subject.as_ref().is_some_and(|s| s != subject) {
+                continue;
+            }
+            let refuse = |limit: String, wait: Duration, kind: &str| {
+                METRICS.rate_limit_refusals.with_label_values(&[scope, kind]).inc();
+                Refusal::RateLimited {
+                    scope,
+                    subject: subject.clone(),
+                    limit,
+                    retry_after_secs: wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64,
+                }
+            };
+            if let Some((n, limiter)) = &l.requests {
+                if let Err(not_until) = limiter.check_key(subject) {
+                    return Err(refuse(format!("{n} requests per minute"), not_until.wait_time_from(clock.now()), "requests"));
+                }
+            }
+            if let Some((n, limiter)) = &l.tokens {
+                let want = (body_bytes / 4 + max_tokens).clamp(1, *n as u64) as u32;
+                let want = NonZeroU32::new(want).expect("at least 1");
+                match limiter.check_key_n(subject, want) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(not_until)) => {
+                        return Err(refuse(format!("{n} tokens per minute"), not_until.wait_time_from(clock.now()), "tokens"));
+                    }
+                    Err(_) => return Err(refuse(format!("{n} tokens per minute"), Duration::from_secs(60), "tokens")),
+                }
+            }
+        }
+        Ok(())
+    }
+}
