@@ -19,6 +19,7 @@ pub mod bus;
 pub mod accounting;
 pub mod lake;
 pub mod api;
+pub mod notify;
 
 pub mod mock_provider;
 pub mod roles;

@@ -50,6 +50,17 @@ enum Command {
         #[arg(long, default_value = "tollgate.toml")]
         config: PathBuf,
     },
+    /// Run only the notifier (budget alerts to webhooks; needs bus.kind = "kafka").
+    Notifier {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Rebuild every budget ledger from the event log and print them (JSON);
+    /// the same numbers the running accountant holds.
+    Replay {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
     /// Manage tollgate keys.
     Key {
         #[command(subcommand)]
@@ -200,6 +211,13 @@ fn main() -> anyhow::Result<()> {
         Command::Accountant { config } => runtime()?.block_on(run_roles(config, &[Role::Accountant])),
         Command::Sink { config } => runtime()?.block_on(run_roles(config, &[Role::Sink])),
         Command::Api { config } => runtime()?.block_on(run_roles(config, &[Role::Api])),
+        Command::Notifier { config } => runtime()?.block_on(run_roles(config, &[Role::Notifier])),
+        Command::Replay { config } => runtime()?.block_on(async move {
+            let cfg = Config::load(&config)?;
+            let states = roles::replay(&cfg).await?;
+            println!("{}", serde_json::to_string_pretty(&states)?);
+            Ok(())
+        }),
         Command::Logs { trace_id, url, token } => runtime()?.block_on(logs(trace_id, url, token)),
         Command::MockProvider { listen, api_key, scenario } => runtime()?.block_on(async move {
             let listener = tokio::net::TcpListener::bind(listen)

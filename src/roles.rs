@@ -48,11 +48,12 @@ pub enum Role {
     Accountant,
     Sink,
     Api,
+    Notifier,
 }
 
 impl Role {
     /// Every role: what `tollgate serve` runs.
-    pub const ALL: [Role; 4] = [Role::Gateway, Role::Accountant, Role::Sink, Role::Api];
+    pub const ALL: [Role; 5] = [Role::Gateway, Role::Accountant, Role::Sink, Role::Api, Role::Notifier];
 }
 
 /// Why a role could not start or stopped badly.
@@ -146,7 +147,17 @@ pub async fn run(
 ) -> Result<(), RoleError> {
     let has = |r: Role| roles.contains(&r);
     if cfg.bus.kind == BusKind::Embedded && roles.len() < Role::ALL.len() {
-        let role = if has(Role::Gateway) { "gateway" } else if has(Role::Accountant) { "accountant" } else if has(Role::Sink) { "sink" } else { "api" };
+        let role = if has(Role::Gateway) {
+            "gateway"
+        } else if has(Role::Accountant) {
+            "accountant"
+        } else if has(Role::Sink) {
+            "sink"
+        } else if has(Role::Notifier) {
+            "notifier"
+        } else {
+            "api"
+        };
         if role != "api" {
             return Err(RoleError::NeedsKafka { role });
         }
@@ -160,14 +171,14 @@ pub async fn run(
         });
     }
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    let needs_bus = has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink);
+    let needs_bus = has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier);
     let bus = if needs_bus { Some(Bus::open(&cfg)?) } else { None };
     let layout = LakeLayout::new(cfg.data.lake_dir());
 
     // Consumers need their topics; wait for the broker (retrying, logged)
     // rather than fail, so roles can start in any order.
     if let Some(kafka) = bus.as_ref().and_then(|b| b.kafka.clone()) {
-        if has(Role::Accountant) || has(Role::Sink) {
+        if has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier) {
             let ready = wait_for_topics(&kafka, &stopping).await;
             if !ready {
                 return Ok(());
@@ -210,7 +221,7 @@ pub async fn run(
                 }));
             }
             Some(kafka) => {
-                let journal = EmbeddedBus::open(&cfg.data.journal_dir())?;
+                let journal = EmbeddedBus::open_journal(&cfg.data.journal_dir())?;
                 let to_journal: Arc<dyn Log> = journal.clone();
                 pipeline.push(Task::spawn("publisher", |_| async move {
                     bus::publisher::run(queue, to_journal, EVENTS_TOPIC).await;
@@ -251,6 +262,15 @@ pub async fn run(
         }));
     }
 
+    if has(Role::Notifier) {
+        let log = bus.as_ref().expect("opened for the notifier").log.clone();
+        let notifier = crate::notify::Notifier::new(log, cfg.webhooks.clone()).await?;
+        pipeline.push(Task::spawn("notifier", |stop| async move {
+            notifier.run(stop).await?;
+            Ok(())
+        }));
+    }
+
     let listeners = listeners(&cfg, gateway_state, has(Role::Api).then(|| admission.clone()), &layout).await?;
     let stop_http = CancellationToken::new();
     let mut announced = Vec::new();
@@ -284,6 +304,17 @@ pub async fn run(
         kafka.flush(Duration::from_secs(5));
     }
     Ok(())
+}
+
+/// `tollgate replay`: every budget ledger rebuilt from the event log.
+pub async fn replay(cfg: &Config) -> Result<Vec<crate::accounting::replay::LedgerSummary>, RoleError> {
+    let bus = Bus::open(cfg)?;
+    let book = match &cfg.pricing.dir {
+        Some(dir) => PriceBook::load_dir(dir)?,
+        None => PriceBook::embedded(),
+    };
+    let specs = crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
+    Ok(crate::accounting::replay::replay(bus.log.as_ref(), &book, specs).await?)
 }
 
 /// Keeps admission's budget state current: reads the budgets topic from

@@ -43,14 +43,14 @@ struct PartitionState {
 
 /// A bounded set of the most recent event IDs.
 #[derive(Default)]
-struct RecentIds {
+pub(crate) struct RecentIds {
     set: HashSet<uuid::Uuid>,
     order: VecDeque<uuid::Uuid>,
 }
 
 impl RecentIds {
     /// Remembers `id`; false if it was already there.
-    fn insert(&mut self, id: uuid::Uuid) -> bool {
+    pub(crate) fn insert(&mut self, id: uuid::Uuid) -> bool {
         if !self.set.insert(id) {
             return false;
         }

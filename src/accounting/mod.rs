@@ -6,3 +6,4 @@
 
 pub mod accountant;
 pub mod ledger;
+pub mod replay;

@@ -21,11 +21,25 @@ pub struct EmbeddedBus {
     /// End offset per topic; held only to clone or notify, never across an
     /// await.
     ends: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Whether commits delete the segments every group is past.
+    delete_consumed: bool,
 }
 
 impl EmbeddedBus {
-    /// Opens (creating) the log under `dir`.
+    /// Opens (creating) the log under `dir`, keeping every record: on the
+    /// embedded bus the log is the truth that `tollgate replay` rebuilds
+    /// ledgers from.
     pub fn open(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
+        Self::open_with_retention(dir, false)
+    }
+
+    /// Opens a journal in front of another bus: segments every consumer
+    /// group has committed past are deleted (Kafka holds them now).
+    pub fn open_journal(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
+        Self::open_with_retention(dir, true)
+    }
+
+    fn open_with_retention(dir: &Path, delete_consumed: bool) -> Result<Arc<EmbeddedBus>, BusError> {
         let log = EmbeddedLog::open(dir).map_err(|source| BusError::Embedded {
             topic: "*".into(),
             source,
@@ -33,6 +47,7 @@ impl EmbeddedBus {
         Ok(Arc::new(EmbeddedBus {
             log: Arc::new(log),
             ends: Mutex::new(HashMap::new()),
+            delete_consumed,
         }))
     }
 
@@ -108,6 +123,10 @@ impl Log for EmbeddedBus {
         self.append(topic, records).await
     }
 
+    async fn partitions(&self, _topic: &str) -> Result<u32, BusError> {
+        Ok(1)
+    }
+
     async fn last_in(&self, topic: &str, partition: u32) -> Result<Option<BusRecord>, BusError> {
         if partition != 0 {
             return Ok(None);
@@ -153,6 +172,7 @@ impl Log for EmbeddedBus {
             topic: topic.to_owned(),
             reader: Some(reader),
             end,
+            delete_consumed: self.delete_consumed,
         }))
     }
 }
@@ -165,6 +185,7 @@ struct EmbeddedSubscription {
     /// Moved into the blocking pool while it reads.
     reader: Option<LogReader>,
     end: watch::Receiver<u64>,
+    delete_consumed: bool,
 }
 
 impl EmbeddedSubscription {
@@ -214,10 +235,14 @@ impl Subscription for EmbeddedSubscription {
     async fn commit(&mut self, _partition: u32, next_offset: u64) -> Result<(), BusError> {
         let log = self.log.clone();
         let (g, t) = (self.group.clone(), self.topic.clone());
+        let delete = self.delete_consumed;
         tokio::task::spawn_blocking(move || {
             log.commit(&g, &t, next_offset)?;
             // Retention rides on commits: segments every group is past go.
-            log.delete_consumed(&t).map(|_| ())
+            if delete {
+                log.delete_consumed(&t)?;
+            }
+            Ok(())
         })
         .await
             .map_err(|e| worker(&self.topic, e))?

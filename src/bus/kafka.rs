@@ -209,6 +209,10 @@ impl Log for KafkaBus {
         self.produce(topic, Some(partition), records).await
     }
 
+    async fn partitions(&self, topic: &str) -> Result<u32, BusError> {
+        self.partition_count(topic).await
+    }
+
     async fn last_in(&self, topic: &str, partition: u32) -> Result<Option<BusRecord>, BusError> {
         let consumer = self.plain_consumer()?;
         let owned = topic.to_owned();

@@ -72,6 +72,9 @@ pub trait Log: Send + Sync + 'static {
         records: Vec<(Bytes, Bytes)>,
     ) -> Result<(), BusError>;
 
+    /// How many partitions `topic` has (the embedded log: one).
+    async fn partitions(&self, topic: &str) -> Result<u32, BusError>;
+
     /// The last record of one partition of `topic` (none if empty), so a
     /// producer that derives one topic from another can resume exactly.
     async fn last_in(&self, topic: &str, partition: u32) -> Result<Option<BusRecord>, BusError>;
