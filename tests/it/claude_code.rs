@@ -27,6 +27,16 @@ fn claude_bin() -> PathBuf {
 /// Runs `claude -p` against `base_url` with a fresh HOME; returns its
 /// parsed JSON output.
 async fn run_claude(base_url: &str, auth_env: (&str, &str), headers: &str) -> serde_json::Value {
+    let out = run_claude_output(base_url, auth_env, headers, &[("CLAUDE_CODE_MAX_RETRIES", "1")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "claude failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("claude output is not JSON ({e}): {stdout}"))
+}
+
+/// Runs `claude -p "Say hello."` with `env` added and returns what it
+/// printed and its exit status.
+pub async fn run_claude_output(base_url: &str, auth_env: (&str, &str), headers: &str, env: &[(&str, &str)]) -> std::process::Output {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = tokio::process::Command::new(claude_bin());
     cmd.args(["-p", "Say hello.", "--output-format", "json"])
@@ -35,20 +45,18 @@ async fn run_claude(base_url: &str, auth_env: (&str, &str), headers: &str) -> se
         .env("HOME", home.path())
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_MAX_RETRIES", "1")
         .env("ANTHROPIC_BASE_URL", base_url)
         .env(auth_env.0, auth_env.1)
         .env("ANTHROPIC_CUSTOM_HEADERS", headers)
         .current_dir(home.path())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
         .expect("claude -p finished within 180 s")
-        .expect("claude runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "claude failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("claude output is not JSON ({e}): {stdout}"))
+        .expect("claude runs")
 }
 
 #[tokio::test(flavor = "multi_thread")]

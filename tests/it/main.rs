@@ -4,6 +4,7 @@
 
 mod support;
 
+mod budgets;
 mod claude_code;
 mod compose;
 mod kafka;
