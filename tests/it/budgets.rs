@@ -18,12 +18,12 @@ use crate::support::{ADMIN, KEY, Tollgate, client, start_mock, write_config};
 /// 42·3 + 17·15 + 100·3.75 + 200·6 + 1000·0.30 = 2256 per million → $0.002256.
 const COST_PER_REQUEST: &str = "0.002256";
 
-fn budget(name: &str, limit: &str) -> String {
+pub fn budget(name: &str, limit: &str) -> String {
     format!("\n[[budgets]]\nname = \"{name}\"\nscope = \"team\"\nsubject = \"eng\"\nperiod = \"daily\"\nlimit_usd = \"{limit}\"\n")
 }
 
 /// A Messages body of about `bytes` bytes of prose.
-fn body_of(bytes: usize) -> String {
+pub fn body_of(bytes: usize) -> String {
     let words = "the quick brown fox jumps over the lazy dog ".repeat(bytes / 44 + 1);
     serde_json::json!({
         "model": "claude-sonnet-4-5",
@@ -137,7 +137,7 @@ struct Receiver {
     got: Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
 }
 
-async fn start_receiver(port: u16, got: Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>) {
+pub async fn start_receiver(port: u16, got: Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let app = axum::Router::new().route(
         "/hook",

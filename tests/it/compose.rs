@@ -25,7 +25,7 @@ fn every_compose_service_runs_a_real_role_and_mounts_files_that_exist() {
     let text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let services = doc["services"].as_mapping().expect("services");
-    let roles = ["gateway", "accountant", "sink", "api"];
+    let roles = ["gateway", "accountant", "sink", "api", "notifier"];
     let mut seen_roles = Vec::new();
     for (name, service) in services {
         let name = name.as_str().unwrap();
@@ -49,7 +49,7 @@ fn every_compose_service_runs_a_real_role_and_mounts_files_that_exist() {
         }
     }
     seen_roles.sort();
-    assert_eq!(seen_roles, ["accountant", "api", "gateway", "sink"], "every role runs as a service");
+    assert_eq!(seen_roles, ["accountant", "api", "gateway", "notifier", "sink"], "every role runs as a service");
     let cfg = tollgate::config::Config::parse(
         &std::fs::read_to_string(repo().join("deploy/tollgate.kafka.toml")).unwrap().replace("${TOLLGATE_KAFKA_BROKERS}", "kafka:9092"),
         Path::new("deploy/tollgate.kafka.toml"),

@@ -322,6 +322,51 @@ async fn gateway_restarted_with_sigterm_under_load_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn budgets_refuse_and_alert_once_across_kafka_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mock = start_mock().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    crate::budgets::start_receiver(port, got.clone()).await;
+    let extra = format!("{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nformat = \"slack\"\n", crate::budgets::budget("eng-kafka", "0.01"));
+    let shared = dir.path().join("shared");
+    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, &extra);
+    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let notifier = Tollgate::start_role(&dir.path().join("notifier"), cfg("notifier", &shared), "notifier");
+    let gw = Tollgate::start_role(&dir.path().join("gw"), cfg("gw", &dir.path().join("gw/data")), "gateway");
+
+    let body = crate::budgets::body_of(100);
+    let mut admitted = 0;
+    let refusal = loop {
+        let r = gw.post("/v1/messages").body(body.clone()).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            // Fail closed until the gateway has read the budget state.
+            503 => tokio::time::sleep(Duration::from_millis(200)).await,
+            403 => break r.json::<serde_json::Value>().await.unwrap(),
+            other => panic!("unexpected {other}: {}", gw.log()),
+        }
+        assert!(admitted < 20, "the budget never refused");
+    };
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("eng-kafka"), "{refusal}");
+    // $0.01 at $0.002256 a request: 4 fit (the 5th's reservation would not).
+    assert_eq!(admitted, 4, "{}", gw.log());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "alerts not delivered: {}\n{}", notifier.log(), accountant.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let texts: Vec<String> = got.lock().unwrap().iter().map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).unwrap()["text"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("crossed 50%")) && texts.iter().any(|t| t.contains("crossed 80%")), "{texts:?}");
+    for t in [gw, accountant, notifier] {
+        t.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn single_role_on_the_embedded_bus_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9", "");
