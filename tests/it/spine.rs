@@ -270,7 +270,7 @@ async fn restarts_lose_nothing_and_duplicate_nothing() {
     // the restarted sink writes each exactly once.
     send_many(&tg, "trace-restart", 30).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tg.metric("tollgate_bus_appended_total").await < 30.0 {
+    while tg.metric(r#"tollgate_bus_appended_total{topic="tollgate.events.v1"}"#).await < 30.0 {
         assert!(std::time::Instant::now() < deadline, "events never reached the log");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
