@@ -131,7 +131,7 @@ async fn run() {
     let (_tansu, brokers) = start_tansu(dir.path());
     let mock = tollgate::mock_provider::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
-        tollgate::mock_provider::MockOptions { api_key: None, default_scenario: None, record: false },
+        tollgate::mock_provider::MockOptions::default(),
     )
     .expect("mock");
     let config = dir.path().join("tollgate.toml");

@@ -356,6 +356,8 @@ pub struct PricingConfig {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Anthropic,
+    Bedrock,
+    Vertex,
 }
 
 /// One upstream target.
@@ -363,10 +365,39 @@ pub enum ProviderKind {
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
+    /// Anthropic: required. Bedrock and Vertex: derived from `region`
+    /// unless set (a proxy, or a mock in tests).
+    #[serde(default)]
     pub base_url: String,
-    /// The provider credential; never shown to clients.
+    /// Anthropic's credential; never shown to clients.
     #[serde(default)]
     pub api_key: String,
+    /// Bedrock region (`us-east-1`) or Vertex location (`us-east5`, `global`).
+    #[serde(default)]
+    pub region: String,
+    /// Bedrock SigV4 credentials (or `bearer_token`).
+    #[serde(default)]
+    pub access_key_id: String,
+    #[serde(default)]
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub session_token: String,
+    /// Bedrock API key (`AWS_BEARER_TOKEN_BEDROCK`), instead of SigV4.
+    #[serde(default)]
+    pub bearer_token: String,
+    /// Vertex: the Google Cloud project.
+    #[serde(default)]
+    pub project_id: String,
+    /// Vertex: path of a service-account JSON key.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Anthropic model name → this provider's model ID, over the built-in
+    /// catalog.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    /// anthropic-beta flags this provider accepts, instead of the catalog's.
+    #[serde(default)]
+    pub beta_allowlist: Option<Vec<String>>,
 }
 
 /// One tollgate key: who is calling, stored as a hash only.
@@ -404,6 +435,11 @@ impl Config {
         if let Some(dir) = cfg.pricing.dir.as_mut().filter(|d| d.is_relative()) {
             *dir = base.join(&*dir);
         }
+        for p in cfg.providers.values_mut() {
+            if let Some(file) = p.credentials_file.as_mut().filter(|f| f.is_relative()) {
+                *file = base.join(&*file);
+            }
+        }
         Ok(cfg)
     }
 
@@ -427,11 +463,37 @@ impl Config {
         };
         for (name, p) in &self.providers {
             let url = p.base_url.trim_end_matches('/');
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let derived = p.kind != ProviderKind::Anthropic && url.is_empty();
+            if !derived && !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(format!(
                     "providers.{name}.base_url must start with http:// or https://, got {:?}",
                     p.base_url
                 )));
+            }
+            let need = |field: &str, value: &str| {
+                if value.is_empty() {
+                    Err(invalid(format!("providers.{name}.{field} is required for kind {:?}", p.kind)))
+                } else {
+                    Ok(())
+                }
+            };
+            match p.kind {
+                ProviderKind::Anthropic => {}
+                ProviderKind::Bedrock => {
+                    need("region", &p.region)?;
+                    if p.bearer_token.is_empty() && (p.access_key_id.is_empty() || p.secret_access_key.is_empty()) {
+                        return Err(invalid(format!(
+                            "providers.{name} (bedrock) needs access_key_id and secret_access_key, or bearer_token"
+                        )));
+                    }
+                }
+                ProviderKind::Vertex => {
+                    need("region", &p.region)?;
+                    need("project_id", &p.project_id)?;
+                    if p.credentials_file.is_none() {
+                        return Err(invalid(format!("providers.{name}.credentials_file is required for kind Vertex (a service-account JSON key)")));
+                    }
+                }
             }
         }
         let mut ids = std::collections::HashSet::new();

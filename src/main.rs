@@ -223,7 +223,7 @@ fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let options = MockOptions { api_key, default_scenario: scenario, record: false };
+            let options = MockOptions { api_key, default_scenario: scenario, ..MockOptions::default() };
             let mock = mock_provider::spawn(listener, options)?;
             println!("mock provider listening on {}", mock.url());
             std::io::stdout().flush()?;

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub bus_broker_up: IntGauge,
     pub accountant_duplicates: IntCounter,
     pub budget_utilisation: prometheus::GaugeVec,
+    pub downgrades: IntCounterVec,
     pub budget_alerts: IntCounterVec,
     pub budget_refusals: IntCounterVec,
     pub rate_limit_refusals: IntCounterVec,
@@ -96,6 +97,11 @@ impl Metrics {
             g
         };
         Metrics {
+            downgrades: counter_vec(
+                "tollgate_downgrades_total",
+                "Request features removed for a provider that would reject them, by provider and kind",
+                &["provider", "kind"],
+            ),
             budget_utilisation: {
                 let g = prometheus::GaugeVec::new(
                     Opts::new("tollgate_budget_utilisation_ratio", "Spent / limit of each budget ledger in its current period (1 = spent)"),

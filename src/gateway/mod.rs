@@ -9,6 +9,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod headers;
+pub mod inbound;
 mod proxy;
 pub mod recording;
 pub mod request_head;
@@ -59,6 +60,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/messages", post(proxy::messages))
         .route("/v1/messages/count_tokens", post(proxy::count_tokens))
         .route("/", get(health).head(health))
+        .route("/model/{id}/{action}", post(inbound::bedrock))
+        .route("/inference-profiles", get(inbound::inference_profiles))
+        .route("/projects/{project}/locations/{location}/publishers/anthropic/models/{model_action}", post(inbound::vertex))
         .with_state(gateway)
 }
 

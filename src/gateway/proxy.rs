@@ -14,6 +14,7 @@ use super::Gateway;
 use super::auth::Identity;
 use super::error::GatewayError;
 use super::headers::{RequestTags, downstream_headers, upstream_headers};
+use super::inbound::Inbound;
 use super::recording::Recording;
 use super::request_head::RequestHead;
 use super::tee::{AnswerReader, TeeBody};
@@ -27,7 +28,7 @@ pub async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    gw.forward(Endpoint::Messages, uri, headers, body).await
+    gw.forward(Endpoint::Messages, Inbound::Anthropic, uri, headers, body).await
 }
 
 /// `POST /v1/messages/count_tokens`.
@@ -37,7 +38,7 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    gw.forward(Endpoint::CountTokens, uri, headers, body).await
+    gw.forward(Endpoint::CountTokens, Inbound::Anthropic, uri, headers, body).await
 }
 
 /// The response header that returns the trace ID to the client.
@@ -46,8 +47,9 @@ const TRACE_HEADER: &str = "x-tollgate-trace-id";
 const EVENT_HEADER: &str = "x-tollgate-event-id";
 
 impl Gateway {
-    /// Authenticates, records, forwards and tees one request.
-    async fn forward(&self, endpoint: Endpoint, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    /// Authenticates, records, forwards and tees one request that arrived
+    /// in the `inbound` API shape.
+    pub(super) async fn forward(&self, endpoint: Endpoint, inbound: Inbound, uri: Uri, mut headers: HeaderMap, body: Body) -> Response {
         let started = Instant::now();
         let started_at = Utc::now();
         let identity = match self.keys.authenticate(&headers) {
@@ -71,12 +73,19 @@ impl Gateway {
             tags,
             endpoint,
         );
+        if let Some(name) = inbound.endpoint_name() {
+            recording.event_mut().endpoint = name.to_owned();
+        }
         if let Some(e) = tag_error {
             return refuse(recording, e);
         }
         let body = match axum::body::to_bytes(body, self.max_body_bytes).await {
             Ok(body) => body,
             Err(e) => return refuse(recording, body_error(e, self.max_body_bytes)),
+        };
+        let body = match inbound.to_anthropic(body, &mut headers) {
+            Ok(body) => body,
+            Err(e) => return refuse(recording, e),
         };
         let head = match RequestHead::parse(&body) {
             Ok(head) => head,
@@ -136,6 +145,10 @@ impl Gateway {
         };
         let status = upstream.status;
         recording.push_attempt(kind, target, Some(status.as_u16()), attempt_started, None);
+        for d in &upstream.downgrades {
+            METRICS.downgrades.with_label_values(&[kind, d.split(':').next().unwrap_or("other")]).inc();
+        }
+        recording.event_mut().downgrades.extend(upstream.downgrades);
         recording.event_mut().status = status.as_u16();
         recording.event_mut().request_id = upstream
             .headers

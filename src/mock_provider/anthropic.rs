@@ -17,6 +17,8 @@ use super::{MockOptions, ReceivedRequest, record};
 pub struct MockState {
     pub options: MockOptions,
     pub received: Arc<Mutex<Vec<ReceivedRequest>>>,
+    /// Access tokens the mock OAuth endpoint issued (Vertex).
+    pub tokens: Mutex<Vec<String>>,
 }
 
 /// Usage every mocked answer reports: every token class present, so tests
@@ -27,11 +29,15 @@ pub const USAGE_CACHE_5M: u64 = 100;
 pub const USAGE_CACHE_1H: u64 = 200;
 pub const USAGE_CACHE_READ: u64 = 1000;
 
-/// The mock's routes.
+/// The mock's routes: Anthropic, Bedrock runtime, Vertex AI and its
+/// OAuth token endpoint, on one server.
 pub fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/model/{id}/{action}", post(super::bedrock::invoke))
+        .route("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model_action}", post(super::vertex::predict))
+        .route("/token", post(super::vertex::token))
         .with_state(state)
 }
 
@@ -75,8 +81,8 @@ async fn count_tokens(State(s): State<Arc<MockState>>, method: Method, uri: Uri,
 }
 
 impl MockState {
-    /// Records the request and checks what the real API checks first.
-    fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+    /// Keeps a copy of the request when recording.
+    pub(super) fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
         if self.options.record {
             record(&self.received, ReceivedRequest {
                 method: method.to_string(),
@@ -88,6 +94,11 @@ impl MockState {
                 body: body.clone(),
             });
         }
+    }
+
+    /// Records the request and checks what the real API checks first.
+    fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+        self.record(method, uri, headers, body);
         if let Some(expected) = &self.options.api_key {
             let bearer = headers
                 .get(header::AUTHORIZATION)
@@ -104,7 +115,7 @@ impl MockState {
         None
     }
 
-    fn scenario(&self, headers: &HeaderMap) -> String {
+    pub(super) fn scenario(&self, headers: &HeaderMap) -> String {
         headers
             .get("x-mock-scenario")
             .and_then(|v| v.to_str().ok())
@@ -115,7 +126,7 @@ impl MockState {
 }
 
 /// What a request asks the mock to do.
-enum Scenario {
+pub(super) enum Scenario {
     Ok,
     /// Answer with this error status (`error:529`).
     Error(u16),
@@ -128,7 +139,7 @@ enum Scenario {
 }
 
 impl Scenario {
-    fn parse(s: &str) -> Scenario {
+    pub(super) fn parse(s: &str) -> Scenario {
         match s.split_once(':') {
             Some(("error", v)) => v.parse().map(Scenario::Error).unwrap_or(Scenario::Ok),
             Some(("delay", v)) => v.parse().map(Scenario::Delay).unwrap_or(Scenario::Ok),
@@ -147,7 +158,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     r
 }
 
-fn scripted_error(status: u16) -> Response {
+pub(super) fn scripted_error(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let kind = match status.as_u16() {
         400 => "invalid_request_error",
@@ -215,18 +226,23 @@ pub fn sse_events(model: &str, request_body: &[u8]) -> Vec<String> {
     ]
 }
 
-fn answer(model: &str, stream: bool, request_body: &[u8], pause_ms: u64, cut: bool) -> Response {
+/// A whole (non-streaming) Messages answer.
+pub(super) fn answer_json(model: &str, request_body: &[u8]) -> Response {
+    let body = serde_json::json!({
+        "id": message_id(request_body),
+        "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": TEXT}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": usage_json(USAGE_OUTPUT),
+    });
+    let mut r = axum::Json(body).into_response();
+    r.headers_mut().insert("request-id", "req_mock_json".parse().expect("static header"));
+    r
+}
+
+pub(super) fn answer(model: &str, stream: bool, request_body: &[u8], pause_ms: u64, cut: bool) -> Response {
     if !stream {
-        let body = serde_json::json!({
-            "id": message_id(request_body),
-            "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": TEXT}],
-            "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": usage_json(USAGE_OUTPUT),
-        });
-        let mut r = axum::Json(body).into_response();
-        r.headers_mut().insert("request-id", "req_mock_json".parse().expect("static header"));
-        return r;
+        return answer_json(model, request_body);
     }
     let mut events = sse_events(model, request_body);
     if cut {

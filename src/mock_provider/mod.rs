@@ -8,6 +8,8 @@
 //! (which tollgate forwards like any unknown header) or per server.
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod vertex;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,14 @@ pub struct MockOptions {
     pub default_scenario: Option<String>,
     /// Keep a copy of every request (off for benchmarks).
     pub record: bool,
+    /// Bedrock: the (access key id, secret) whose SigV4 signatures are
+    /// recomputed and checked; `None` checks none.
+    pub aws: Option<(String, String)>,
+    /// Bedrock: an accepted API key (`Authorization: Bearer`).
+    pub bedrock_bearer: Option<String>,
+    /// Vertex: the service account's public key; the mock's `/token`
+    /// checks JWTs against it.
+    pub google_public_key_pem: Option<String>,
 }
 
 /// A running mock.
@@ -75,6 +85,7 @@ pub fn spawn(listener: tokio::net::TcpListener, options: MockOptions) -> std::io
     let state = Arc::new(anthropic::MockState {
         options,
         received: received.clone(),
+        tokens: Mutex::new(Vec::new()),
     });
     let app = anthropic::router(state);
     tokio::spawn(async move {

@@ -87,6 +87,7 @@ impl Provider for Anthropic {
             status,
             headers,
             body,
+            downgrades: Vec::new(),
         })
     }
 }

@@ -6,6 +6,10 @@
 //! format (SSE or JSON), so the gateway's tee reads one format only.
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod eventstream;
+pub mod translate;
+pub mod vertex;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,6 +58,9 @@ pub struct ProviderResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: BodyStream,
+    /// What the provider could not take and was removed (e.g.
+    /// `anthropic-beta:<flag>`); recorded on the event.
+    pub downgrades: Vec<String>,
 }
 
 /// How reaching a provider failed; each maps to an event `error_type` and
@@ -96,6 +103,13 @@ pub trait Provider: Send + Sync + 'static {
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError>;
 }
 
+/// A whole JSON answer (errors tollgate or a translation makes).
+pub(crate) fn json_answer(status: StatusCode, body: Bytes, downgrades: Vec<String>) -> ProviderResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    ProviderResponse { status, headers, body: Box::pin(futures::stream::once(async move { Ok(body) })), downgrades }
+}
+
 /// Builds every configured provider, sharing one HTTP client (one
 /// connection pool) between them.
 pub fn from_config(
@@ -106,6 +120,8 @@ pub fn from_config(
     for (name, p) in &cfg.providers {
         let provider: Arc<dyn Provider> = match p.kind {
             ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(name, p, client.clone())),
+            ProviderKind::Bedrock => Arc::new(bedrock::Bedrock::new(name, p, client.clone())),
+            ProviderKind::Vertex => Arc::new(vertex::Vertex::new(name, p, client.clone())),
         };
         out.insert(name.clone(), provider);
     }

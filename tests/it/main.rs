@@ -9,4 +9,5 @@ mod claude_code;
 mod compose;
 mod kafka;
 mod pricing;
+mod providers;
 mod spine;

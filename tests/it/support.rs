@@ -22,8 +22,8 @@ pub async fn start_mock() -> MockHandle {
         listener,
         MockOptions {
             api_key: Some(PROVIDER_KEY.into()),
-            default_scenario: None,
             record: true,
+            ..MockOptions::default()
         },
     )
     .unwrap()
