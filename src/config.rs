@@ -60,6 +60,10 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitConfig>,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Named routing configs (fallback, load balance, retry), for keys'
+    /// `route` and the `x-tollgate-config` header.
+    #[serde(default)]
+    pub routes: BTreeMap<String, crate::route::RouteConfig>,
 }
 
 /// Who a budget or rate limit applies to.
@@ -414,6 +418,9 @@ pub struct KeyConfig {
     pub user: String,
     /// The provider (a `[providers.NAME]`) this key's requests go to.
     pub provider: String,
+    /// A `[routes.NAME]` to use instead of the plain provider.
+    #[serde(default)]
+    pub route: Option<String>,
 }
 
 fn default_workspace() -> String {
@@ -507,6 +514,11 @@ impl Config {
             if !ids.insert(&k.id) {
                 return Err(invalid(format!("keys: id {:?} appears twice", k.id)));
             }
+            if let Some(route) = &k.route {
+                if !self.routes.contains_key(route) {
+                    return Err(invalid(format!("keys[{}].route names {route:?}, which is not a [routes.*] entry", k.id)));
+                }
+            }
             if !self.providers.contains_key(&k.provider) {
                 return Err(invalid(format!(
                     "keys[{}].provider names {:?}, which is not a [providers.*] entry",
@@ -536,6 +548,16 @@ impl Config {
             }
         }
         crate::budget::BudgetSpec::from_config(&self.budgets).map_err(invalid)?;
+        for (name, r) in &self.routes {
+            if r.targets.is_empty() {
+                return Err(invalid(format!("routes.{name} has no targets")));
+            }
+            for t in &r.targets {
+                if !self.providers.contains_key(&t.provider) {
+                    return Err(invalid(format!("routes.{name} names provider {:?}, which is not a [providers.*] entry", t.provider)));
+                }
+            }
+        }
         for (i, r) in self.rate_limits.iter().enumerate() {
             if r.scope == BudgetScope::Workspace || r.scope == BudgetScope::All {
                 return Err(invalid(format!("rate_limits[{i}].scope must be key, user or team")));

@@ -12,6 +12,7 @@ pub mod event;
 pub mod handoff;
 pub mod metrics;
 pub mod pricing;
+pub mod route;
 
 pub mod providers;
 pub mod gateway;

@@ -18,6 +18,8 @@ pub struct Identity {
     pub user: String,
     /// The provider target the key's requests go to.
     pub provider: String,
+    /// The key's `[routes.NAME]`, if it has one.
+    pub route: Option<String>,
 }
 
 /// The configured keys by SHA-256 digest: plaintext keys are never held.
@@ -39,6 +41,7 @@ impl KeyRing {
                     team: k.team.clone(),
                     user: k.user.clone(),
                     provider: k.provider.clone(),
+                    route: k.route.clone(),
                 };
                 Some((digest, Arc::new(identity)))
             })
@@ -97,6 +100,7 @@ mod tests {
             team: "t".into(),
             user: "u".into(),
             provider: "anthropic".into(),
+            route: None,
         }])
     }
 

@@ -33,6 +33,7 @@ pub struct Gateway {
     handoff: EventHandoff,
     max_body_bytes: usize,
     admission: Arc<admission::Admission>,
+    routes: std::collections::BTreeMap<String, crate::route::RouteConfig>,
 }
 
 impl Gateway {
@@ -50,6 +51,7 @@ impl Gateway {
             handoff,
             max_body_bytes: cfg.server.max_body_bytes,
             admission,
+            routes: cfg.routes.clone(),
         }
     }
 }

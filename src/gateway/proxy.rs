@@ -19,7 +19,8 @@ use super::recording::Recording;
 use super::request_head::RequestHead;
 use super::tee::{AnswerReader, TeeBody};
 use crate::metrics::METRICS;
-use crate::providers::{Endpoint, ProviderRequest};
+use crate::providers::{Endpoint, ProviderError, ProviderRequest, ProviderResponse};
+use crate::route::{self, RouteConfig};
 
 /// `POST /v1/messages` (with or without `?beta=true`).
 pub async fn messages(
@@ -119,32 +120,78 @@ impl Gateway {
         body: Bytes,
         mut recording: Recording,
     ) -> Response {
-        let Some(provider) = self.providers.get(&identity.provider) else {
-            let e = GatewayError::NoProvider {
-                key_id: identity.key_id.clone(),
-                provider: identity.provider.clone(),
-            };
-            return refuse(recording, e);
+        let key_route = identity
+            .route
+            .as_ref()
+            .and_then(|r| self.routes.get(r).cloned())
+            .unwrap_or_else(|| RouteConfig::single(&identity.provider));
+        let route = match route::resolve(headers, &key_route, &self.routes) {
+            Ok(route) => route,
+            Err((header, reason)) => return refuse(recording, GatewayError::BadHeader { header, reason }),
         };
-        let request = ProviderRequest {
-            endpoint,
-            query: uri.query().map(str::to_owned),
-            headers: upstream_headers(headers),
-            body,
-        };
-        METRICS.overhead.observe(recording.elapsed().as_secs_f64());
-        let attempt_started = Instant::now();
-        let answer = provider.send(request).await;
-        let (kind, target) = (provider.kind(), provider.target());
-        let upstream = match answer {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                recording.push_attempt(kind, target, None, attempt_started, Some(e.error_type()));
-                return refuse(recording, GatewayError::Upstream(e));
+        let mut up_headers = upstream_headers(headers);
+        for name in &route.forward_headers {
+            if let (Ok(n), Some(v)) = (http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()), headers.get(name.as_str())) {
+                up_headers.insert(n, v.clone());
             }
+        }
+        METRICS.overhead.observe(recording.elapsed().as_secs_f64());
+        let plan = route.plan();
+        let retries = route.retry.as_ref().map(|r| (r.attempts.max(1), r.on_status_codes.clone())).unwrap_or((1, Vec::new()));
+        let mut last: Option<Result<ProviderResponse, GatewayError>> = None;
+        for (i, target) in plan.iter().enumerate() {
+            let more_targets = i + 1 < plan.len();
+            let Some(provider) = self.providers.get(&target.provider) else {
+                last = Some(Err(GatewayError::NoProvider { key_id: identity.key_id.clone(), provider: target.provider.clone() }));
+                continue;
+            };
+            let (kind, name) = (provider.kind(), provider.target());
+            let body = route::apply_overrides(&body, &target.override_params);
+            for n in 1..=retries.0 {
+                let attempt_started = Instant::now();
+                let request = ProviderRequest { endpoint, query: uri.query().map(str::to_owned), headers: up_headers.clone(), body: body.clone() };
+                let answer = provider.send(request).await;
+                let again = n < retries.0;
+                match answer {
+                    Ok(upstream) => {
+                        let status = upstream.status.as_u16();
+                        recording.push_attempt(kind, name, Some(status), attempt_started, None);
+                        if again && retries.1.contains(&status) {
+                            let wait = route::backoff(n, upstream.headers.get("retry-after").and_then(|v| v.to_str().ok()));
+                            drop(upstream);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        last = Some(Ok(upstream));
+                    }
+                    Err(e) => {
+                        recording.push_attempt(kind, name, None, attempt_started, Some(e.error_type()));
+                        if again && !matches!(e, ProviderError::Misconfigured { .. }) {
+                            tokio::time::sleep(route::backoff(n, None)).await;
+                            continue;
+                        }
+                        last = Some(Err(GatewayError::Upstream(e)));
+                    }
+                }
+                break;
+            }
+            let fall_back = match &last {
+                Some(Ok(up)) => route.falls_back_on(up.status.as_u16()),
+                Some(Err(_)) => route.strategy == route::Mode::Fallback,
+                None => false,
+            };
+            if !(fall_back && more_targets) {
+                break;
+            }
+        }
+        let upstream = match last {
+            Some(Ok(upstream)) => upstream,
+            Some(Err(e)) => return refuse(recording, e),
+            None => return refuse(recording, GatewayError::NoProvider { key_id: identity.key_id.clone(), provider: identity.provider.clone() }),
         };
+        let kind = recording.event_mut().provider.clone();
+        let kind = kind.as_str();
         let status = upstream.status;
-        recording.push_attempt(kind, target, Some(status.as_u16()), attempt_started, None);
         for d in &upstream.downgrades {
             METRICS.downgrades.with_label_values(&[kind, d.split(':').next().unwrap_or("other")]).inc();
         }

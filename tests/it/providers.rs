@@ -218,3 +218,88 @@ async fn first_party_claude_code_is_routed_to_the_bedrock_mock() {
     assert!(events.iter().all(|e| e["provider"] == "bedrock"), "{events:?}");
     tg.stop();
 }
+
+/// A route config appended to a cloud config.
+fn with_route(config: &Path, route: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, format!("{text}\n{route}\n")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fallback_from_anthropic_to_bedrock_on_529_records_both_attempts() {
+    let cloud = start_cloud_mock().await;
+    let overloaded = mock_provider::spawn(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        MockOptions { default_scenario: Some("error:529".into()), record: true, ..MockOptions::default() },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = cloud_config(dir.path(), &cloud, "anthropic");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(&format!("base_url = \"{}\"", cloud.url()), &format!("base_url = \"{}\"", overloaded.url()), 1);
+    std::fs::write(&config, text).unwrap();
+    with_route(&config, "[routes.resilient]\nstrategy = \"fallback\"\non_status_codes = [529]\ntargets = [{ provider = \"anthropic\" }, { provider = \"bedrock\" }]");
+    let tg = Tollgate::start_with_config(dir.path(), config);
+    let r = tg
+        .post("/v1/messages")
+        .header("x-tollgate-config", "resilient")
+        .header("x-tollgate-trace-id", "trace-fallback")
+        .body(BODY_STREAM)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", tg.log());
+    assert!(r.text().await.unwrap().contains("message_stop"));
+    assert_eq!(overloaded.received().len(), 1);
+    let e = &tg.wait_for_trace("trace-fallback", 1).await[0];
+    assert_eq!(e["provider"], "bedrock");
+    let attempts: Vec<(String, u64)> = e["attempts"].as_array().unwrap().iter().map(|a| (a["target"].as_str().unwrap().to_owned(), a["status"].as_u64().unwrap())).collect();
+    assert_eq!(attempts, [("anthropic".to_owned(), 529), ("bedrock".to_owned(), 200)]);
+
+    // The same as Portkey's inline JSON config.
+    let portkey = r#"{"strategy":{"mode":"fallback","on_status_codes":[529]},"targets":[{"virtual_key":"anthropic"},{"virtual_key":"bedrock"}]}"#;
+    let r = tg.post("/v1/messages").header("x-portkey-config", portkey).body(BODY_JSON).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_honours_retry_after_and_provider_header_picks_a_target() {
+    let cloud = start_cloud_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = cloud_config(dir.path(), &cloud, "anthropic");
+    with_route(&config, "[routes.patient]\ntargets = [{ provider = \"anthropic\" }]\nretry = { attempts = 2, on_status_codes = [429] }");
+    let tg = Tollgate::start_with_config(dir.path(), config);
+    // The mock throttles on request with `retry-after: 1`; the route
+    // retries once, after waiting that second.
+    let started = std::time::Instant::now();
+    let r = tg.post("/v1/messages").header("x-tollgate-config", "patient").header("x-mock-scenario", "error:429").header("x-tollgate-trace-id", "trace-retry").body(BODY_JSON).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let e = &tg.wait_for_trace("trace-retry", 1).await[0];
+    assert_eq!(e["attempts"].as_array().unwrap().len(), 2, "{e}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited out retry-after before retrying");
+
+    let r = tg.post("/v1/messages").header("x-tollgate-provider", "vertex").header("x-tollgate-trace-id", "trace-provider-header").body(BODY_JSON).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(tg.wait_for_trace("trace-provider-header", 1).await[0]["provider"], "vertex");
+    let r = tg.post("/v1/messages").header("x-tollgate-config", "nope").body(BODY_JSON).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no route named"));
+    tg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadbalance_splits_requests_between_targets_by_weight() {
+    let cloud = start_cloud_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = cloud_config(dir.path(), &cloud, "anthropic");
+    with_route(&config, "[routes.split]\nstrategy = \"loadbalance\"\ntargets = [{ provider = \"bedrock\", weight = 0.5 }, { provider = \"vertex\", weight = 0.5 }]");
+    let tg = Tollgate::start_with_config(dir.path(), config);
+    for _ in 0..60 {
+        let r = tg.post("/v1/messages").header("x-tollgate-config", "split").header("x-tollgate-trace-id", "trace-lb").body(BODY_JSON).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let events = tg.wait_for_trace("trace-lb", 60).await;
+    let bedrock = events.iter().filter(|e| e["provider"] == "bedrock").count();
+    assert!((15..=45).contains(&bedrock), "{bedrock} of 60 to bedrock at weight 0.5");
+    tg.stop();
+}

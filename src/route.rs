@@ -1,0 +1,237 @@
+//! Routing configs: which targets a request tries, in what order, and how
+//! often. Written in tollgate.toml (`[routes.NAME]`) or sent per request
+//! as `x-tollgate-config` (a route's name, or Portkey's config JSON as the
+//! seed guides write it); `x-tollgate-provider` names one target.
+//!
+//! A config never acts after the first byte of an answer went to the
+//! client: every decision here is made on the answer's status alone.
+//! Shared like `config`: tollgate.toml holds routes, the gateway runs them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::HeaderMap;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+
+/// How a route picks among its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The first target only.
+    #[default]
+    Single,
+    /// Targets in order, the next on a listed status or a connection error.
+    Fallback,
+    /// One target chosen by weight.
+    Loadbalance,
+}
+
+/// One target of a route.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Target {
+    /// A `[providers.NAME]` (Portkey's `virtual_key` is accepted too).
+    #[serde(alias = "virtual_key")]
+    pub provider: String,
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Body fields replaced before sending (e.g. `model`).
+    #[serde(default)]
+    pub override_params: Map<String, Value>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Retries of one target.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Retry {
+    pub attempts: u32,
+    #[serde(default = "default_retry_codes")]
+    pub on_status_codes: Vec<u16>,
+}
+
+fn default_retry_codes() -> Vec<u16> {
+    vec![429, 500, 502, 503, 504, 529]
+}
+
+/// A route, in tollgate's TOML form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub strategy: Mode,
+    pub targets: Vec<Target>,
+    /// Statuses that move a fallback to its next target.
+    #[serde(default = "default_retry_codes")]
+    pub on_status_codes: Vec<u16>,
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// Client headers forwarded even though tollgate would drop them.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+}
+
+/// Portkey's config JSON (`strategy.mode`, `targets`, `retry`, …).
+#[derive(Debug, Deserialize)]
+struct PortkeyConfig {
+    #[serde(default)]
+    strategy: Option<PortkeyStrategy>,
+    #[serde(default)]
+    targets: Vec<Target>,
+    #[serde(default, alias = "virtual_key")]
+    provider: Option<String>,
+    #[serde(default)]
+    retry: Option<Retry>,
+    #[serde(default)]
+    override_params: Map<String, Value>,
+    #[serde(default)]
+    forward_headers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PortkeyStrategy {
+    mode: Mode,
+    #[serde(default)]
+    on_status_codes: Option<Vec<u16>>,
+}
+
+impl RouteConfig {
+    /// One target, no retries: a key's plain `provider`.
+    pub fn single(provider: &str) -> RouteConfig {
+        RouteConfig {
+            strategy: Mode::Single,
+            targets: vec![Target { provider: provider.to_owned(), weight: 1.0, override_params: Map::new() }],
+            on_status_codes: default_retry_codes(),
+            retry: None,
+            forward_headers: Vec::new(),
+        }
+    }
+
+    /// Parses Portkey's JSON config.
+    pub fn from_portkey_json(text: &str) -> Result<RouteConfig, String> {
+        let p: PortkeyConfig = serde_json::from_str(text).map_err(|e| format!("not a route name nor valid config JSON: {e}"))?;
+        let mut targets = p.targets;
+        if targets.is_empty() {
+            let provider = p.provider.ok_or("config has neither targets nor provider")?;
+            targets.push(Target { provider, weight: 1.0, override_params: p.override_params });
+        }
+        let (strategy, codes) = match p.strategy {
+            Some(s) => (s.mode, s.on_status_codes),
+            None => (Mode::Single, None),
+        };
+        Ok(RouteConfig { strategy, targets, on_status_codes: codes.unwrap_or_else(default_retry_codes), retry: p.retry, forward_headers: p.forward_headers })
+    }
+
+    /// The targets to try, in order (a load balance draws one).
+    pub fn plan(&self) -> Vec<&Target> {
+        match self.strategy {
+            Mode::Single => self.targets.iter().take(1).collect(),
+            Mode::Fallback => self.targets.iter().collect(),
+            Mode::Loadbalance => {
+                let total: f64 = self.targets.iter().map(|t| t.weight.max(0.0)).sum();
+                let mut pick = rand::thread_rng().gen_range(0.0..total.max(f64::MIN_POSITIVE));
+                for t in &self.targets {
+                    pick -= t.weight.max(0.0);
+                    if pick < 0.0 {
+                        return vec![t];
+                    }
+                }
+                self.targets.iter().take(1).collect()
+            }
+        }
+    }
+
+    /// Whether a status sends a fallback to its next target.
+    pub fn falls_back_on(&self, status: u16) -> bool {
+        self.strategy == Mode::Fallback && self.on_status_codes.contains(&status)
+    }
+}
+
+/// The first value of the first of `names` present.
+fn first_of<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| headers.get(*n)).and_then(|v| v.to_str().ok())
+}
+
+/// The route of one request: the per-request headers win over the key's.
+/// An error names the header and what is wrong with it.
+pub fn resolve(headers: &HeaderMap, key_route: &RouteConfig, routes: &BTreeMap<String, RouteConfig>) -> Result<RouteConfig, (&'static str, String)> {
+    if let Some(provider) = first_of(headers, &["x-tollgate-provider", "x-portkey-provider"]) {
+        return Ok(RouteConfig::single(provider.trim()));
+    }
+    match first_of(headers, &["x-tollgate-config", "x-portkey-config"]) {
+        None => Ok(key_route.clone()),
+        Some(v) if !v.trim_start().starts_with('{') => routes
+            .get(v.trim())
+            .cloned()
+            .ok_or_else(|| ("x-tollgate-config", format!("no route named {:?}", v.trim()))),
+        Some(v) => RouteConfig::from_portkey_json(v).map_err(|reason| ("x-tollgate-config", reason)),
+    }
+}
+
+/// How long to wait before retry `n` (1-based): the answer's
+/// `retry-after` when it gives one (up to 60 s), else exponential backoff
+/// from 250 ms with up to 25 % jitter.
+pub fn backoff(n: u32, retry_after: Option<&str>) -> Duration {
+    if let Some(secs) = retry_after.and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Duration::from_secs_f64(secs.clamp(0.0, 60.0));
+    }
+    let base = 250.0 * 2f64.powi(n.saturating_sub(1) as i32);
+    let jitter = rand::thread_rng().gen_range(0.0..0.25);
+    Duration::from_millis((base * (1.0 + jitter)).min(8000.0) as u64)
+}
+
+/// The body with `override_params` applied (unchanged if none).
+pub fn apply_overrides(body: &bytes::Bytes, overrides: &Map<String, Value>) -> bytes::Bytes {
+    if overrides.is_empty() {
+        return body.clone();
+    }
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else { return body.clone() };
+    for (k, v) in overrides {
+        map.insert(k.clone(), v.clone());
+    }
+    serde_json::to_vec(&Value::Object(map)).map(bytes::Bytes::from).unwrap_or_else(|_| body.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portkey_fallback_config_as_the_guides_write_it_parses() {
+        let c = RouteConfig::from_portkey_json(
+            r#"{"strategy":{"mode":"fallback","on_status_codes":[529]},"targets":[{"virtual_key":"anthropic"},{"provider":"bedrock","override_params":{"model":"claude-sonnet-4-5"}}],"retry":{"attempts":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.strategy, Mode::Fallback);
+        assert_eq!(c.plan().iter().map(|t| t.provider.as_str()).collect::<Vec<_>>(), ["anthropic", "bedrock"]);
+        assert!(c.falls_back_on(529) && !c.falls_back_on(429));
+        assert_eq!(c.retry.unwrap().attempts, 2);
+    }
+
+    #[test]
+    fn loadbalance_follows_weights_within_tolerance() {
+        let c = RouteConfig::from_portkey_json(r#"{"strategy":{"mode":"loadbalance"},"targets":[{"provider":"a","weight":0.75},{"provider":"b","weight":0.25}]}"#).unwrap();
+        let a = (0..10_000).filter(|_| c.plan()[0].provider == "a").count();
+        assert!((7_200..7_800).contains(&a), "{a} of 10000 to a");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        assert_eq!(backoff(1, Some("2")), Duration::from_secs(2));
+        assert_eq!(backoff(1, Some("600")), Duration::from_secs(60));
+        let b = backoff(3, None);
+        assert!(b >= Duration::from_millis(1000) && b <= Duration::from_millis(1250), "{b:?}");
+    }
+
+    #[test]
+    fn overrides_replace_body_fields() {
+        let out = apply_overrides(&bytes::Bytes::from_static(br#"{"model":"a","max_tokens":1}"#), &serde_json::from_str(r#"{"model":"b"}"#).unwrap());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "b");
+        assert_eq!(v["max_tokens"], 1);
+    }
+}
