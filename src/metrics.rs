@@ -34,6 +34,7 @@ pub struct Metrics {
     pub accountant_duplicates: IntCounter,
     pub budget_utilisation: prometheus::GaugeVec,
     pub downgrades: IntCounterVec,
+    pub cache_lookups: IntCounterVec,
     pub budget_alerts: IntCounterVec,
     pub budget_refusals: IntCounterVec,
     pub rate_limit_refusals: IntCounterVec,
@@ -97,6 +98,11 @@ impl Metrics {
             g
         };
         Metrics {
+            cache_lookups: counter_vec(
+                "tollgate_cache_lookups_total",
+                "Response cache lookups of cached routes, by result (hit, miss)",
+                &["result"],
+            ),
             downgrades: counter_vec(
                 "tollgate_downgrades_total",
                 "Request features removed for a provider that would reject them, by provider and kind",

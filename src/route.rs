@@ -27,11 +27,54 @@ pub enum Mode {
     Fallback,
     /// One target chosen by weight.
     Loadbalance,
+    /// The target named by the first matching condition (on the model or
+    /// a metadata value), else `default`.
+    Conditional,
+}
+
+/// One rule of a conditional route: `query` maps `model` or
+/// `metadata.KEY` to a value, `{"$eq": v}`, `{"$ne": v}` or `{"$in": [..]}`;
+/// all must hold.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Condition {
+    pub query: Map<String, Value>,
+    pub then: String,
+}
+
+/// What conditions look at.
+pub struct Facts<'a> {
+    pub model: Option<&'a str>,
+    pub metadata: &'a BTreeMap<String, String>,
+}
+
+impl Condition {
+    fn holds(&self, facts: &Facts<'_>) -> bool {
+        self.query.iter().all(|(field, test)| {
+            let actual = if field == "model" {
+                facts.model
+            } else {
+                field.strip_prefix("metadata.").and_then(|k| facts.metadata.get(k)).map(String::as_str)
+            };
+            match test {
+                Value::Object(ops) => ops.iter().all(|(op, v)| match op.as_str() {
+                    "$eq" => actual == v.as_str(),
+                    "$ne" => actual != v.as_str(),
+                    "$in" => v.as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == actual)),
+                    "$nin" => v.as_array().is_some_and(|a| !a.iter().any(|x| x.as_str() == actual)),
+                    _ => false,
+                }),
+                other => actual == other.as_str(),
+            }
+        })
+    }
 }
 
 /// One target of a route.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Target {
+    /// The target's name in a conditional route (defaults to `provider`).
+    #[serde(default)]
+    pub name: Option<String>,
     /// A `[providers.NAME]` (Portkey's `virtual_key` is accepted too).
     #[serde(alias = "virtual_key")]
     pub provider: String,
@@ -73,6 +116,34 @@ pub struct RouteConfig {
     /// Client headers forwarded even though tollgate would drop them.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// Conditional routes: rules in order, and the target when none holds.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Exact-match response cache.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// `cache = { mode = "simple", max_age = 3600 }` (Portkey's shape).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CacheConfig {
+    pub mode: String,
+    /// Seconds an answer stays fresh.
+    #[serde(default = "default_max_age")]
+    pub max_age: u64,
+}
+
+fn default_max_age() -> u64 {
+    3600
+}
+
+impl CacheConfig {
+    /// Whether this is a cache tollgate serves (`simple`).
+    pub fn enabled(&self) -> bool {
+        self.mode == "simple"
+    }
 }
 
 /// Portkey's config JSON (`strategy.mode`, `targets`, `retry`, …).
@@ -90,6 +161,8 @@ struct PortkeyConfig {
     override_params: Map<String, Value>,
     #[serde(default)]
     forward_headers: Vec<String>,
+    #[serde(default)]
+    cache: Option<CacheConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +170,10 @@ struct PortkeyStrategy {
     mode: Mode,
     #[serde(default)]
     on_status_codes: Option<Vec<u16>>,
+    #[serde(default)]
+    conditions: Vec<Condition>,
+    #[serde(default)]
+    default: Option<String>,
 }
 
 impl RouteConfig {
@@ -104,10 +181,13 @@ impl RouteConfig {
     pub fn single(provider: &str) -> RouteConfig {
         RouteConfig {
             strategy: Mode::Single,
-            targets: vec![Target { provider: provider.to_owned(), weight: 1.0, override_params: Map::new() }],
+            targets: vec![Target { name: None, provider: provider.to_owned(), weight: 1.0, override_params: Map::new() }],
             on_status_codes: default_retry_codes(),
             retry: None,
             forward_headers: Vec::new(),
+            conditions: Vec::new(),
+            default: None,
+            cache: None,
         }
     }
 
@@ -117,18 +197,33 @@ impl RouteConfig {
         let mut targets = p.targets;
         if targets.is_empty() {
             let provider = p.provider.ok_or("config has neither targets nor provider")?;
-            targets.push(Target { provider, weight: 1.0, override_params: p.override_params });
+            targets.push(Target { name: None, provider, weight: 1.0, override_params: p.override_params });
         }
-        let (strategy, codes) = match p.strategy {
-            Some(s) => (s.mode, s.on_status_codes),
-            None => (Mode::Single, None),
+        let (strategy, codes, conditions, default) = match p.strategy {
+            Some(s) => (s.mode, s.on_status_codes, s.conditions, s.default),
+            None => (Mode::Single, None, Vec::new(), None),
         };
-        Ok(RouteConfig { strategy, targets, on_status_codes: codes.unwrap_or_else(default_retry_codes), retry: p.retry, forward_headers: p.forward_headers })
+        Ok(RouteConfig {
+            strategy,
+            targets,
+            on_status_codes: codes.unwrap_or_else(default_retry_codes),
+            retry: p.retry,
+            forward_headers: p.forward_headers,
+            conditions,
+            default,
+            cache: p.cache,
+        })
     }
 
-    /// The targets to try, in order (a load balance draws one).
-    pub fn plan(&self) -> Vec<&Target> {
+    /// The targets to try, in order (a load balance draws one, a
+    /// conditional route picks by `facts`).
+    pub fn plan(&self, facts: &Facts<'_>) -> Vec<&Target> {
         match self.strategy {
+            Mode::Conditional => {
+                let wanted = self.conditions.iter().find(|c| c.holds(facts)).map(|c| c.then.as_str()).or(self.default.as_deref());
+                let named = |t: &&Target| t.name.as_deref().unwrap_or(&t.provider) == wanted.unwrap_or("");
+                self.targets.iter().find(named).or(self.targets.first()).into_iter().collect()
+            }
             Mode::Single => self.targets.iter().take(1).collect(),
             Mode::Fallback => self.targets.iter().collect(),
             Mode::Loadbalance => {
@@ -207,7 +302,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.strategy, Mode::Fallback);
-        assert_eq!(c.plan().iter().map(|t| t.provider.as_str()).collect::<Vec<_>>(), ["anthropic", "bedrock"]);
+        assert_eq!(c.plan(&facts()).iter().map(|t| t.provider.as_str()).collect::<Vec<_>>(), ["anthropic", "bedrock"]);
         assert!(c.falls_back_on(529) && !c.falls_back_on(429));
         assert_eq!(c.retry.unwrap().attempts, 2);
     }
@@ -215,8 +310,30 @@ mod tests {
     #[test]
     fn loadbalance_follows_weights_within_tolerance() {
         let c = RouteConfig::from_portkey_json(r#"{"strategy":{"mode":"loadbalance"},"targets":[{"provider":"a","weight":0.75},{"provider":"b","weight":0.25}]}"#).unwrap();
-        let a = (0..10_000).filter(|_| c.plan()[0].provider == "a").count();
+        let a = (0..10_000).filter(|_| c.plan(&facts())[0].provider == "a").count();
         assert!((7_200..7_800).contains(&a), "{a} of 10000 to a");
+    }
+
+    fn facts() -> Facts<'static> {
+        static EMPTY: std::sync::LazyLock<BTreeMap<String, String>> = std::sync::LazyLock::new(BTreeMap::new);
+        Facts { model: Some("claude-sonnet-4-5"), metadata: &EMPTY }
+    }
+
+    #[test]
+    fn conditional_route_picks_by_metadata_then_model_then_default() {
+        let c = RouteConfig::from_portkey_json(
+            r#"{"strategy":{"mode":"conditional","conditions":[
+                {"query":{"metadata.tier":{"$eq":"pro"}},"then":"fast"},
+                {"query":{"model":{"$in":["claude-haiku-4-5"]}},"then":"cheap"}],"default":"cheap"},
+              "targets":[{"name":"fast","provider":"anthropic"},{"name":"cheap","provider":"bedrock"}]}"#,
+        )
+        .unwrap();
+        let mut md = BTreeMap::new();
+        md.insert("tier".to_owned(), "pro".to_owned());
+        assert_eq!(c.plan(&Facts { model: Some("x"), metadata: &md })[0].provider, "anthropic");
+        let none = BTreeMap::new();
+        assert_eq!(c.plan(&Facts { model: Some("claude-haiku-4-5"), metadata: &none })[0].provider, "bedrock");
+        assert_eq!(c.plan(&Facts { model: Some("other"), metadata: &none })[0].provider, "bedrock");
     }
 
     #[test]

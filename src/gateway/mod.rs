@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod cache;
 pub mod error;
 pub mod headers;
 pub mod inbound;
@@ -34,6 +35,7 @@ pub struct Gateway {
     max_body_bytes: usize,
     admission: Arc<admission::Admission>,
     routes: std::collections::BTreeMap<String, crate::route::RouteConfig>,
+    cache: Arc<cache::ResponseCache>,
 }
 
 impl Gateway {
@@ -52,6 +54,7 @@ impl Gateway {
             max_body_bytes: cfg.server.max_body_bytes,
             admission,
             routes: cfg.routes.clone(),
+            cache: Arc::new(cache::ResponseCache::default()),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The forwarding handlers: thin axum entry points over `Gateway::forward`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,6 +14,7 @@ use super::Gateway;
 use super::auth::Identity;
 use super::error::GatewayError;
 use super::headers::{RequestTags, downstream_headers, upstream_headers};
+use super::cache::{Capture, ResponseCache};
 use super::inbound::Inbound;
 use super::recording::Recording;
 use super::request_head::RequestHead;
@@ -136,7 +137,31 @@ impl Gateway {
             }
         }
         METRICS.overhead.observe(recording.elapsed().as_secs_f64());
-        let plan = route.plan();
+        let facts_model = recording.event_mut().model_requested.clone();
+        let facts_metadata = recording.event_mut().metadata.clone();
+        let plan = route.plan(&route::Facts { model: facts_model.as_deref(), metadata: &facts_metadata });
+        let cache_key = route.cache.as_ref().filter(|c| c.enabled() && endpoint == Endpoint::Messages).map(|c| {
+            let targets: Vec<&str> = plan.iter().map(|t| t.provider.as_str()).collect();
+            (ResponseCache::key(endpoint.as_str(), &targets, &body), Duration::from_secs(c.max_age))
+        });
+        if let Some((key, _)) = &cache_key {
+            if let Some(hit) = self.cache.get(key) {
+                METRICS.cache_lookups.with_label_values(&["hit"]).inc();
+                recording.push_attempt("cache", "cache", Some(200), Instant::now(), None);
+                recording.event_mut().status = 200;
+                let trace_id = recording.trace_id().to_owned();
+                let event_id = recording.event_id();
+                recording.emit(None);
+                let mut response = Response::new(Body::from(hit.body.clone()));
+                if let Some(ct) = &hit.content_type {
+                    response.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+                }
+                response.headers_mut().insert("x-tollgate-cache", HeaderValue::from_static("hit"));
+                set_trace_header(response.headers_mut(), &trace_id, event_id);
+                return response;
+            }
+            METRICS.cache_lookups.with_label_values(&["miss"]).inc();
+        }
         let retries = route.retry.as_ref().map(|r| (r.attempts.max(1), r.on_status_codes.clone())).unwrap_or((1, Vec::new()));
         let mut last: Option<Result<ProviderResponse, GatewayError>> = None;
         for (i, target) in plan.iter().enumerate() {
@@ -211,7 +236,17 @@ impl Gateway {
         // The body is re-framed here (chunked), so its length header goes.
         out_headers.remove(header::CONTENT_LENGTH);
         set_trace_header(&mut out_headers, recording.trace_id(), recording.event_id());
-        let body = Body::from_stream(TeeBody::new(upstream.body, reader, recording));
+        let capture = cache_key.filter(|_| status.is_success()).map(|(key, max_age)| Capture {
+            cache: self.cache.clone(),
+            key,
+            max_age,
+            content_type: upstream.headers.get(header::CONTENT_TYPE).cloned(),
+            body: bytes::BytesMut::new(),
+        });
+        if cache_key.is_some() {
+            out_headers.insert("x-tollgate-cache", HeaderValue::from_static("miss"));
+        }
+        let body = Body::from_stream(TeeBody::new(upstream.body, reader, recording).with_capture(capture));
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = out_headers;

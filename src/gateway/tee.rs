@@ -290,6 +290,8 @@ impl AnswerReader {
 pub struct TeeBody {
     upstream: BodyStream,
     state: Option<(AnswerReader, Recording)>,
+    /// A cache miss's copy of the answer, stored when it ends whole.
+    capture: Option<super::cache::Capture>,
 }
 
 impl TeeBody {
@@ -298,7 +300,14 @@ impl TeeBody {
         TeeBody {
             upstream,
             state: Some((reader, recording)),
+            capture: None,
         }
+    }
+
+    /// Keeps a copy of the answer for the response cache.
+    pub fn with_capture(mut self, capture: Option<super::cache::Capture>) -> TeeBody {
+        self.capture = capture;
+        self
     }
 
     /// Emits the event once, with `error_type` if the answer did not end
@@ -307,6 +316,9 @@ impl TeeBody {
         let Some((reader, mut recording)) = self.state.take() else {
             return;
         };
+        if let Some(c) = self.capture.take().filter(|c| error_type.is_none() && c.body.len() <= super::cache::MAX_ENTRY_BYTES) {
+            c.cache.put(c.key, c.content_type, c.body.freeze(), c.max_age);
+        }
         let facts = reader.finish();
         let first_token = facts.first_token;
         let e = recording.event_mut();
@@ -327,6 +339,13 @@ impl Stream for TeeBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some((reader, _)) = self.state.as_mut() {
                     reader.feed(chunk, Instant::now());
+                }
+                if let Some(c) = self.capture.as_mut() {
+                    if c.body.len() + chunk.len() <= super::cache::MAX_ENTRY_BYTES {
+                        c.body.extend_from_slice(chunk);
+                    } else {
+                        self.capture = None;
+                    }
                 }
             }
             Poll::Ready(Some(Err(e))) => {

@@ -303,3 +303,26 @@ async fn loadbalance_splits_requests_between_targets_by_weight() {
     assert!((15..=45).contains(&bedrock), "{bedrock} of 60 to bedrock at weight 0.5");
     tg.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_route_answers_a_repeat_from_memory_recorded_as_a_hit_at_zero_cost() {
+    let cloud = start_cloud_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = cloud_config(dir.path(), &cloud, "anthropic");
+    with_route(&config, "[routes.cached]\ntargets = [{ provider = \"anthropic\" }]\ncache = { mode = \"simple\", max_age = 60 }");
+    let tg = Tollgate::start_with_config(dir.path(), config);
+    let send = || tg.post("/v1/messages").header("x-tollgate-config", "cached").header("x-tollgate-trace-id", "trace-cache").body(BODY_STREAM).send();
+    let first = send().await.unwrap();
+    assert_eq!(first.headers()["x-tollgate-cache"], "miss");
+    let first = first.text().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.headers()["x-tollgate-cache"], "hit");
+    assert_eq!(second.text().await.unwrap(), first, "the cached answer is the same bytes");
+    assert_eq!(cloud.received().len(), 1, "the repeat never went upstream");
+    let events = tg.wait_for_trace("trace-cache", 2).await;
+    let hit = events.iter().find(|e| e["provider"] == "cache").expect("the hit is recorded as such");
+    assert_eq!(hit["usage"]["input_tokens"], 0);
+    let cost = hit["cost_usd"].as_f64().or_else(|| hit["cost_usd"].as_str().and_then(|c| c.parse().ok()));
+    assert_eq!(cost, Some(0.0), "a hit costs nothing: {hit}");
+    tg.stop();
+}
