@@ -429,6 +429,14 @@ fn spawn_http(
     app: axum::Router,
     stop: CancellationToken,
 ) -> JoinHandle<Result<(), RoleError>> {
+    use axum::serve::ListenerExt;
+    // Small SSE events must leave at once, not wait out Nagle's algorithm
+    // against the client's delayed ACK (~40 ms at a stream's end).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+    });
     tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
