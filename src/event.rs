@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Decimal128Builder, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
-    StructBuilder, TimestampMillisecondBuilder, UInt16Builder, UInt32Builder,
+    ArrayRef, BooleanBuilder, Decimal128Builder, Int64Builder, ListBuilder, MapBuilder,
+    RecordBatch, StringBuilder, StructBuilder, TimestampMillisecondBuilder, UInt16Builder,
+    UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -75,8 +76,14 @@ impl Usage {
         };
         take(&mut self.input_tokens, later.input_tokens);
         take(&mut self.output_tokens, later.output_tokens);
-        take(&mut self.cache_creation_5m_tokens, later.cache_creation_5m_tokens);
-        take(&mut self.cache_creation_1h_tokens, later.cache_creation_1h_tokens);
+        take(
+            &mut self.cache_creation_5m_tokens,
+            later.cache_creation_5m_tokens,
+        );
+        take(
+            &mut self.cache_creation_1h_tokens,
+            later.cache_creation_1h_tokens,
+        );
         take(&mut self.cache_read_tokens, later.cache_read_tokens);
         take(&mut self.web_search_requests, later.web_search_requests);
         take(&mut self.web_fetch_requests, later.web_fetch_requests);
@@ -272,7 +279,11 @@ fn arrow_fields() -> Vec<Field> {
         s("team", false),
         s("user", false),
         s("key_id", false),
-        Field::new("metadata", DataType::Map(Arc::new(metadata_entries()), false), false),
+        Field::new(
+            "metadata",
+            DataType::Map(Arc::new(metadata_entries()), false),
+            false,
+        ),
         s("endpoint", false),
         s("provider", false),
         s("target", false),
@@ -431,7 +442,8 @@ impl Columns {
         self.trace_id.append_value(&e.trace_id);
         self.session_id.append_option(e.session_id.as_deref());
         self.request_id.append_option(e.request_id.as_deref());
-        self.started_at.append_value(e.started_at.timestamp_millis());
+        self.started_at
+            .append_value(e.started_at.timestamp_millis());
         self.ended_at.append_value(e.ended_at.timestamp_millis());
         self.ttft_ms.append_option(e.ttft_ms.map(i64_of));
         self.latency_ms.append_value(i64_of(e.latency_ms));
@@ -450,7 +462,8 @@ impl Columns {
         self.provider.append_value(&e.provider);
         self.target.append_value(&e.target);
         self.region.append_option(e.region.as_deref());
-        self.model_requested.append_option(e.model_requested.as_deref());
+        self.model_requested
+            .append_option(e.model_requested.as_deref());
         self.model_served.append_option(e.model_served.as_deref());
         self.stream.append_value(e.stream);
         self.status.append_value(e.status);
@@ -595,8 +608,10 @@ impl CostColumns {
         self.priced.append_option(cost.map(|c| c.lines.is_some()));
         self.price_table_version
             .append_option(cost.map(|c| c.price_table_version.as_str()));
-        self.pricing_family.append_option(cost.and_then(|c| c.family.as_deref()));
-        self.pricing_tier.append_option(cost.and_then(|c| c.tier.as_deref()));
+        self.pricing_family
+            .append_option(cost.and_then(|c| c.family.as_deref()));
+        self.pricing_tier
+            .append_option(cost.and_then(|c| c.tier.as_deref()));
     }
 
     /// The finished columns, in [`COST_COLUMNS`] order.
@@ -688,21 +703,34 @@ pub(crate) mod tests {
             "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 70},
             "server_tool_use": {"web_search_requests": 2}
         }));
-        assert_eq!((u.cache_creation_5m_tokens, u.cache_creation_1h_tokens), (30, 70));
+        assert_eq!(
+            (u.cache_creation_5m_tokens, u.cache_creation_1h_tokens),
+            (30, 70)
+        );
         assert_eq!(u.web_search_requests, 2);
     }
 
     #[test]
     fn cumulative_usage_keeps_the_latest_nonzero_value() {
-        let mut u = Usage { input_tokens: 10, output_tokens: 1, ..Usage::default() };
-        u.merge_cumulative(&Usage { output_tokens: 25, ..Usage::default() });
+        let mut u = Usage {
+            input_tokens: 10,
+            output_tokens: 1,
+            ..Usage::default()
+        };
+        u.merge_cumulative(&Usage {
+            output_tokens: 25,
+            ..Usage::default()
+        });
         assert_eq!((u.input_tokens, u.output_tokens), (10, 25));
     }
 
     #[test]
     fn record_batch_matches_schema_and_row_count() {
         let e = sample_event();
-        let pos = BusPosition { partition: 0, offset: 7 };
+        let pos = BusPosition {
+            partition: 0,
+            offset: 7,
+        };
         let batch = to_record_batch(&[(pos, &e), (pos, &e)]).unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), arrow_schema());

@@ -40,7 +40,9 @@ impl EventHandoff {
                 tokio::spawn(async move {
                     if tx.send(event).await.is_err() {
                         METRICS.events_lost.inc();
-                        tracing::error!("event queue closed while an event waited for room: event lost");
+                        tracing::error!(
+                            "event queue closed while an event waited for room: event lost"
+                        );
                     }
                 });
             }

@@ -14,13 +14,13 @@ pub mod metrics;
 pub mod pricing;
 pub mod route;
 
-pub mod providers;
-pub mod gateway;
-pub mod bus;
 pub mod accounting;
-pub mod lake;
 pub mod api;
+pub mod bus;
+pub mod gateway;
+pub mod lake;
 pub mod notify;
+pub mod providers;
 
 pub mod mock_provider;
 pub mod roles;

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use tollgate::pricing::{PriceBook, PriceQuery};
 use tollgate::config::{Config, generate_key, hash_key, starter_config};
 use tollgate::event::Usage;
 use tollgate::mock_provider::{self, MockOptions};
+use tollgate::pricing::{PriceBook, PriceQuery};
 use tollgate::roles::{self, Role};
 
 /// Gateway and cost-accounting pipeline for Claude Code.
@@ -113,7 +113,11 @@ enum Command {
         #[arg(long)]
         trace_id: String,
         /// The query API's base URL.
-        #[arg(long, env = "TOLLGATE_API_URL", default_value = "http://127.0.0.1:8787")]
+        #[arg(
+            long,
+            env = "TOLLGATE_API_URL",
+            default_value = "http://127.0.0.1:8787"
+        )]
         url: String,
         #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: String,
@@ -171,31 +175,72 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Init => init(),
-        Command::Key { command: KeyCommand::New { team, user, workspace, provider, id } } => {
+        Command::Key {
+            command:
+                KeyCommand::New {
+                    team,
+                    user,
+                    workspace,
+                    provider,
+                    id,
+                },
+        } => {
             let key = generate_key();
             let id = id.unwrap_or_else(|| format!("key_{}", &hash_key(&key)[7..19]));
             println!("# add to tollgate.toml:");
-            println!("[[keys]]\nid = \"{id}\"\nhash = \"{}\"\nworkspace = \"{workspace}\"\nteam = \"{team}\"\nuser = \"{user}\"\nprovider = \"{provider}\"\n", hash_key(&key));
+            println!(
+                "[[keys]]\nid = \"{id}\"\nhash = \"{}\"\nworkspace = \"{workspace}\"\nteam = \"{team}\"\nuser = \"{user}\"\nprovider = \"{provider}\"\n",
+                hash_key(&key)
+            );
             println!("# the key (shown once):");
             println!("{key}");
             Ok(())
         }
-        Command::Pricing { command: PricingCommand::Check { dir } } => {
+        Command::Pricing {
+            command: PricingCommand::Check { dir },
+        } => {
             let issues = PriceBook::check_dir(&dir)?;
             if issues.is_empty() {
                 let book = PriceBook::load_dir(&dir)?;
-                println!("{}: price tables valid (version {})", dir.display(), book.version());
+                println!(
+                    "{}: price tables valid (version {})",
+                    dir.display(),
+                    book.version()
+                );
                 return Ok(());
             }
             for issue in &issues {
                 eprintln!("{}", issue);
             }
-            bail!("{} problem(s) in the price tables under {}", issues.len(), dir.display())
+            bail!(
+                "{} problem(s) in the price tables under {}",
+                issues.len(),
+                dir.display()
+            )
         }
-        Command::Price { model, usage, provider, region, at, json, pricing_dir } => {
-            price(&model, &usage, &provider, region.as_deref(), at.as_deref(), json, pricing_dir)
-        }
-        Command::Reprice { from, to, config, pricing_dir } => {
+        Command::Price {
+            model,
+            usage,
+            provider,
+            region,
+            at,
+            json,
+            pricing_dir,
+        } => price(
+            &model,
+            &usage,
+            &provider,
+            region.as_deref(),
+            at.as_deref(),
+            json,
+            pricing_dir,
+        ),
+        Command::Reprice {
+            from,
+            to,
+            config,
+            pricing_dir,
+        } => {
             let cfg = Config::load(&config)?;
             let book = match pricing_dir.or(cfg.pricing.dir.clone()) {
                 Some(dir) => PriceBook::load_dir(&dir)?,
@@ -203,12 +248,19 @@ fn main() -> anyhow::Result<()> {
             };
             let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
             let report = tollgate::lake::reprice::reprice(&layout, &book, from, to)?;
-            println!("repriced {} events in {} files with price tables {}", report.rows, report.files, book.version());
+            println!(
+                "repriced {} events in {} files with price tables {}",
+                report.rows,
+                report.files,
+                book.version()
+            );
             Ok(())
         }
         Command::Serve { config } => runtime()?.block_on(run_roles(config, &Role::ALL)),
         Command::Gateway { config } => runtime()?.block_on(run_roles(config, &[Role::Gateway])),
-        Command::Accountant { config } => runtime()?.block_on(run_roles(config, &[Role::Accountant])),
+        Command::Accountant { config } => {
+            runtime()?.block_on(run_roles(config, &[Role::Accountant]))
+        }
         Command::Sink { config } => runtime()?.block_on(run_roles(config, &[Role::Sink])),
         Command::Api { config } => runtime()?.block_on(run_roles(config, &[Role::Api])),
         Command::Notifier { config } => runtime()?.block_on(run_roles(config, &[Role::Notifier])),
@@ -218,12 +270,24 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&states)?);
             Ok(())
         }),
-        Command::Logs { trace_id, url, token } => runtime()?.block_on(logs(trace_id, url, token)),
-        Command::MockProvider { listen, api_key, scenario } => runtime()?.block_on(async move {
+        Command::Logs {
+            trace_id,
+            url,
+            token,
+        } => runtime()?.block_on(logs(trace_id, url, token)),
+        Command::MockProvider {
+            listen,
+            api_key,
+            scenario,
+        } => runtime()?.block_on(async move {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let options = MockOptions { api_key, default_scenario: scenario, ..MockOptions::default() };
+            let options = MockOptions {
+                api_key,
+                default_scenario: scenario,
+                ..MockOptions::default()
+            };
             let mock = mock_provider::spawn(listener, options)?;
             println!("mock provider listening on {}", mock.url());
             std::io::stdout().flush()?;
@@ -233,14 +297,25 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn price(model: &str, usage: &str, provider: &str, region: Option<&str>, at: Option<&str>, json: bool, pricing_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn price(
+    model: &str,
+    usage: &str,
+    provider: &str,
+    region: Option<&str>,
+    at: Option<&str>,
+    json: bool,
+    pricing_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let book = match pricing_dir {
         Some(dir) => PriceBook::load_dir(&dir)?,
         None => PriceBook::embedded(),
     };
-    let usage_json: serde_json::Value = serde_json::from_str(usage).context("--usage is not valid JSON")?;
+    let usage_json: serde_json::Value =
+        serde_json::from_str(usage).context("--usage is not valid JSON")?;
     if !usage_json.is_object() {
-        bail!("--usage must be the Anthropic usage object, e.g. '{{\"input_tokens\":1000,\"output_tokens\":500}}'");
+        bail!(
+            "--usage must be the Anthropic usage object, e.g. '{{\"input_tokens\":1000,\"output_tokens\":500}}'"
+        );
     }
     let usage = Usage::from_anthropic_json(&usage_json);
     let at = match at {
@@ -248,33 +323,52 @@ fn price(model: &str, usage: &str, provider: &str, region: Option<&str>, at: Opt
         Some(text) => match chrono::DateTime::parse_from_rfc3339(text) {
             Ok(t) => t.with_timezone(&chrono::Utc),
             Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .with_context(|| format!("--at {text:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time"))?
+                .with_context(|| {
+                    format!("--at {text:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time")
+                })?
                 .and_hms_opt(12, 0, 0)
                 .expect("noon exists")
                 .and_utc(),
         },
     };
-    let q = PriceQuery { provider, model, region, at };
+    let q = PriceQuery {
+        provider,
+        model,
+        region,
+        at,
+    };
     let priced = tollgate::pricing::cost::price(&book, &q, &usage);
     match (priced, json) {
         (Some(p), true) => {
             let l = &p.lines;
             let s = |d: rust_decimal::Decimal| d.normalize().to_string();
-            println!("{}", serde_json::json!({
-                "model": model, "provider": provider, "region": region,
-                "family": p.entry.family, "tier": p.tier(), "effective_from": p.entry.effective_from.to_string(),
-                "multiplier": s(p.entry.multiplier), "source": p.entry.source,
-                "input_usd": s(l.input_usd), "output_usd": s(l.output_usd),
-                "cache_write_5m_usd": s(l.cache_write_5m_usd), "cache_write_1h_usd": s(l.cache_write_1h_usd),
-                "cache_read_usd": s(l.cache_read_usd), "web_search_usd": s(l.web_search_usd),
-                "total_usd": s(l.total_usd), "unpriced": false, "price_table_version": book.version(),
-            }));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": model, "provider": provider, "region": region,
+                    "family": p.entry.family, "tier": p.tier(), "effective_from": p.entry.effective_from.to_string(),
+                    "multiplier": s(p.entry.multiplier), "source": p.entry.source,
+                    "input_usd": s(l.input_usd), "output_usd": s(l.output_usd),
+                    "cache_write_5m_usd": s(l.cache_write_5m_usd), "cache_write_1h_usd": s(l.cache_write_1h_usd),
+                    "cache_read_usd": s(l.cache_read_usd), "web_search_usd": s(l.web_search_usd),
+                    "total_usd": s(l.total_usd), "unpriced": false, "price_table_version": book.version(),
+                })
+            );
         }
-        (Some(p), false) => println!("{model} ({provider})\n{}\nprice tables {}", p.explain(&usage), book.version()),
-        (None, true) => println!("{}", serde_json::json!({
-            "model": model, "provider": provider, "unpriced": true, "price_table_version": book.version(),
-        })),
-        (None, false) => println!("{model} ({provider}): unpriced: no price table entry matches this model at {at}"),
+        (Some(p), false) => println!(
+            "{model} ({provider})\n{}\nprice tables {}",
+            p.explain(&usage),
+            book.version()
+        ),
+        (None, true) => println!(
+            "{}",
+            serde_json::json!({
+                "model": model, "provider": provider, "unpriced": true, "price_table_version": book.version(),
+            })
+        ),
+        (None, false) => println!(
+            "{model} ({provider}): unpriced: no price table entry matches this model at {at}"
+        ),
     }
     Ok(())
 }
@@ -290,7 +384,11 @@ fn init() -> anyhow::Result<()> {
     let path = PathBuf::from("tollgate.toml");
     let key = generate_key();
     let id = format!("key_{}", &hash_key(&key)[7..19]);
-    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             bail!("{} already exists; not overwriting it", path.display())
@@ -300,10 +398,19 @@ fn init() -> anyhow::Result<()> {
     let kafka = std::env::var("TOLLGATE_KAFKA_BROKERS").is_ok_and(|b| !b.trim().is_empty());
     file.write_all(starter_config(&key, &id, kafka).as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let bus = if kafka { "Kafka at $TOLLGATE_KAFKA_BROKERS" } else { "the embedded log" };
-    println!("wrote {} (bus: {bus}; data under ./tollgate-data)", path.display());
+    let bus = if kafka {
+        "Kafka at $TOLLGATE_KAFKA_BROKERS"
+    } else {
+        "the embedded log"
+    };
+    println!(
+        "wrote {} (bus: {bus}; data under ./tollgate-data)",
+        path.display()
+    );
     println!("start it with: tollgate serve");
-    println!("point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8787 ANTHROPIC_AUTH_TOKEN=<key below>");
+    println!(
+        "point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8787 ANTHROPIC_AUTH_TOKEN=<key below>"
+    );
     println!("your team key (shown once, only its hash is stored):");
     println!("{key}");
     Ok(())
@@ -331,11 +438,19 @@ async fn logs(trace_id: String, url: String, token: String) -> anyhow::Result<()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
-    let bytes = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
+    let bytes = response
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
     let body: serde_json::Value =
         serde_json::from_slice(&bytes).context("the API's answer is not JSON")?;
     if !status.is_success() {
-        bail!("{url} answered {status}: {}", body.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("(no message)"));
+        bail!(
+            "{url} answered {status}: {}",
+            body.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("(no message)")
+        );
     }
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(())

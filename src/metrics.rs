@@ -66,35 +66,47 @@ impl Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             let h = HistogramVec::new(opts, labels).expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             let h = Histogram::with_opts(opts).expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
-        let handoff_queue_depth =
-            IntGauge::new("tollgate_events_queue_depth", "Events waiting between gateway and bus")
-                .expect("valid metric");
+        let handoff_queue_depth = IntGauge::new(
+            "tollgate_events_queue_depth",
+            "Events waiting between gateway and bus",
+        )
+        .expect("valid metric");
         registry
             .register(Box::new(handoff_queue_depth.clone()))
             .expect("unique metric");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         Metrics {
@@ -110,11 +122,16 @@ impl Metrics {
             ),
             budget_utilisation: {
                 let g = prometheus::GaugeVec::new(
-                    Opts::new("tollgate_budget_utilisation_ratio", "Spent / limit of each budget ledger in its current period (1 = spent)"),
+                    Opts::new(
+                        "tollgate_budget_utilisation_ratio",
+                        "Spent / limit of each budget ledger in its current period (1 = spent)",
+                    ),
                     &["budget", "subject"],
                 )
                 .expect("valid metric");
-                registry.register(Box::new(g.clone())).expect("unique metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
                 g
             },
             budget_alerts: counter_vec(
@@ -133,9 +150,14 @@ impl Metrics {
                 &["scope", "kind"],
             ),
             reserved_usd: {
-                let g = prometheus::Gauge::new("tollgate_budget_reserved_usd", "USD reserved by in-flight and not yet settled requests on this gateway")
-                    .expect("valid metric");
-                registry.register(Box::new(g.clone())).expect("unique metric");
+                let g = prometheus::Gauge::new(
+                    "tollgate_budget_reserved_usd",
+                    "USD reserved by in-flight and not yet settled requests on this gateway",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
                 g
             },
             alerts_delivered: counter_vec(
@@ -229,7 +251,10 @@ impl Metrics {
                 &["topic"],
             ),
             sink_rows: counter("tollgate_sink_rows_total", "Rows written to the lake"),
-            sink_files: counter("tollgate_sink_files_total", "Parquet files written to the lake"),
+            sink_files: counter(
+                "tollgate_sink_files_total",
+                "Parquet files written to the lake",
+            ),
             sink_flush_seconds: histogram(
                 "tollgate_sink_flush_seconds",
                 "Time to write and publish one Parquet file",
@@ -249,7 +274,9 @@ impl Metrics {
                     &["team", "model"],
                 )
                 .expect("valid metric");
-                registry.register(Box::new(c.clone())).expect("unique metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
                 c
             },
             unpriced: counter_vec(
@@ -281,7 +308,8 @@ pub fn model_label(served: Option<&str>) -> &str {
     match served {
         Some(m)
             if m.len() <= 96
-                && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:@/".contains(&b)) =>
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:@/".contains(&b)) =>
         {
             m
         }
@@ -293,7 +321,10 @@ pub fn model_label(served: Option<&str>) -> &str {
 pub fn router() -> axum::Router {
     axum::Router::new()
         .route("/metrics", axum::routing::get(scrape))
-        .route("/health", axum::routing::get(|| async { http::StatusCode::OK }))
+        .route(
+            "/health",
+            axum::routing::get(|| async { http::StatusCode::OK }),
+        )
 }
 
 /// Prometheus scrape endpoint (unauthenticated, like most exporters;

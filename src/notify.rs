@@ -38,15 +38,23 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub async fn new(log: Arc<dyn Log>, webhooks: Vec<WebhookConfig>) -> Result<Notifier, BusError> {
+    pub async fn new(
+        log: Arc<dyn Log>,
+        webhooks: Vec<WebhookConfig>,
+    ) -> Result<Notifier, BusError> {
         if webhooks.is_empty() {
-            tracing::warn!("no [[webhooks]] configured: budget alerts are logged and published, not delivered");
+            tracing::warn!(
+                "no [[webhooks]] configured: budget alerts are logged and published, not delivered"
+            );
         }
         Ok(Notifier {
             subscription: log.subscribe(NOTIFIER_GROUP, ALERTS_TOPIC).await?,
             log,
             webhooks,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
             delivered: None,
         })
     }
@@ -68,7 +76,9 @@ impl Notifier {
                 if !self.handle(&record, &stop).await {
                     return Ok(());
                 }
-                self.subscription.commit(record.partition, record.offset + 1).await?;
+                self.subscription
+                    .commit(record.partition, record.offset + 1)
+                    .await?;
             }
         }
         Ok(())
@@ -101,7 +111,10 @@ impl Notifier {
                         tracing::info!(alert_id = %alert.alert_id, url = %hook.url, "alert delivered");
                     }
                     Err(e) => {
-                        METRICS.alert_delivery_failures.with_label_values(&[format]).inc();
+                        METRICS
+                            .alert_delivery_failures
+                            .with_label_values(&[format])
+                            .inc();
                         tracing::warn!(alert_id = %alert.alert_id, url = %hook.url, error = %e,
                             retry_in_s = backoff.as_secs(), "alert delivery failed; retrying");
                         failed.push(i);
@@ -127,7 +140,10 @@ async fn delivered_before(log: &dyn Log, offset: u64) -> Result<HashSet<String>,
     if offset == 0 {
         return Ok(ids);
     }
-    let group = format!("tollgate-notifier-history-{}", uuid::Uuid::new_v4().simple());
+    let group = format!(
+        "tollgate-notifier-history-{}",
+        uuid::Uuid::new_v4().simple()
+    );
     let mut history = log.subscribe(&group, ALERTS_TOPIC).await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -143,7 +159,10 @@ async fn delivered_before(log: &dyn Log, offset: u64) -> Result<HashSet<String>,
             }
         }
         if std::time::Instant::now() > deadline {
-            return Err(BusError::Worker { topic: ALERTS_TOPIC.into(), message: "could not read alert history within 60 s".into() });
+            return Err(BusError::Worker {
+                topic: ALERTS_TOPIC.into(),
+                message: "could not read alert history within 60 s".into(),
+            });
         }
     }
 }
@@ -159,10 +178,25 @@ fn format_label(f: WebhookFormat) -> &'static str {
 pub fn message(a: &Alert) -> String {
     let spent = match a.limit_usd {
         Some(limit) => format!("${} of ${limit}", a.spent_usd.round_dp(4)),
-        None => format!("{} of {} tokens", a.spent_tokens, a.limit_tokens.unwrap_or(0)),
+        None => format!(
+            "{} of {} tokens",
+            a.spent_tokens,
+            a.limit_tokens.unwrap_or(0)
+        ),
     };
-    let resets = a.period_end.map(|e| format!("; resets {}", e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))).unwrap_or_default();
-    format!("tollgate budget {} ({}) crossed {}%: {spent} spent{resets}", a.budget, a.subject, a.threshold)
+    let resets = a
+        .period_end
+        .map(|e| {
+            format!(
+                "; resets {}",
+                e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "tollgate budget {} ({}) crossed {}%: {spent} spent{resets}",
+        a.budget, a.subject, a.threshold
+    )
 }
 
 /// The body a webhook gets.
@@ -176,19 +210,26 @@ pub fn body(format: WebhookFormat, a: &Alert) -> Bytes {
             }
             v
         }
-        WebhookFormat::Slack => serde_json::json!({ "text": format!(":rotating_light: {}", message(a)) }),
+        WebhookFormat::Slack => {
+            serde_json::json!({ "text": format!(":rotating_light: {}", message(a)) })
+        }
     };
     Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
 }
 
 /// `sha256=<hex>` of HMAC-SHA256(secret, body).
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-async fn deliver(http: &reqwest::Client, hook: &WebhookConfig, alert: &Alert) -> Result<(), String> {
+async fn deliver(
+    http: &reqwest::Client,
+    hook: &WebhookConfig,
+    alert: &Alert,
+) -> Result<(), String> {
     let body = body(hook.format, alert);
     let mut request = http
         .post(&hook.url)

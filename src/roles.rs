@@ -21,11 +21,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::accountant::Accountant;
-use crate::pricing::PriceBook;
 use crate::api::{self, ApiState};
+use crate::budget::BudgetRecord;
 use crate::bus::embedded_bus::EmbeddedBus;
 use crate::bus::kafka::KafkaBus;
-use crate::budget::BudgetRecord;
 use crate::bus::{self, BUDGETS_TOPIC, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
 use crate::gateway::admission::Admission;
@@ -36,6 +35,7 @@ use crate::lake::files::LakeLayout;
 use crate::lake::query::Lake;
 use crate::lake::sink::{Sink, SinkOptions};
 use crate::metrics;
+use crate::pricing::PriceBook;
 use crate::providers::{self, ProviderError};
 
 /// Consumer group of the lake sink.
@@ -53,7 +53,13 @@ pub enum Role {
 
 impl Role {
     /// Every role: what `tollgate serve` runs.
-    pub const ALL: [Role; 5] = [Role::Gateway, Role::Accountant, Role::Sink, Role::Api, Role::Notifier];
+    pub const ALL: [Role; 5] = [
+        Role::Gateway,
+        Role::Accountant,
+        Role::Sink,
+        Role::Api,
+        Role::Notifier,
+    ];
 }
 
 /// Why a role could not start or stopped badly.
@@ -66,7 +72,9 @@ pub enum RoleError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
-    #[error("the {role} role needs bus.kind = \"kafka\": on the embedded bus every role runs in one process (`tollgate serve`)")]
+    #[error(
+        "the {role} role needs bus.kind = \"kafka\": on the embedded bus every role runs in one process (`tollgate serve`)"
+    )]
     NeedsKafka { role: &'static str },
     #[error("config: {0}")]
     Config(String),
@@ -93,9 +101,15 @@ impl Bus {
         match (cfg.bus.kind, &cfg.bus.kafka) {
             (BusKind::Kafka, Some(kafka)) => {
                 let kafka = KafkaBus::new(kafka)?;
-                Ok(Bus { log: kafka.clone(), kafka: Some(kafka) })
+                Ok(Bus {
+                    log: kafka.clone(),
+                    kafka: Some(kafka),
+                })
             }
-            _ => Ok(Bus { log: EmbeddedBus::open(&cfg.data.log_dir())?, kafka: None }),
+            _ => Ok(Bus {
+                log: EmbeddedBus::open(&cfg.data.log_dir())?,
+                kafka: None,
+            }),
         }
     }
 }
@@ -127,7 +141,10 @@ impl Task {
                 Ok(())
             }
             Err(_) => {
-                tracing::warn!(task = self.name, "did not finish within the shutdown grace period; the log keeps its input for the next start");
+                tracing::warn!(
+                    task = self.name,
+                    "did not finish within the shutdown grace period; the log keeps its input for the next start"
+                );
                 Ok(())
             }
         }
@@ -171,8 +188,13 @@ pub async fn run(
         });
     }
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    let needs_bus = has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier);
-    let bus = if needs_bus { Some(Bus::open(&cfg)?) } else { None };
+    let needs_bus =
+        has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier);
+    let bus = if needs_bus {
+        Some(Bus::open(&cfg)?)
+    } else {
+        None
+    };
     let layout = LakeLayout::new(cfg.data.lake_dir());
 
     // Consumers need their topics; wait for the broker (retrying, logged)
@@ -190,8 +212,14 @@ pub async fn run(
         Some(dir) => PriceBook::load_dir(dir)?,
         None => PriceBook::embedded(),
     });
-    let budgets = crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
-    let admission = Admission::new(budgets.clone(), book.clone(), cfg.admission.clone(), &cfg.rate_limits);
+    let budgets =
+        crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
+    let admission = Admission::new(
+        budgets.clone(),
+        book.clone(),
+        cfg.admission.clone(),
+        &cfg.rate_limits,
+    );
     let mut pipeline: Vec<Task> = Vec::new();
     let mut feeds: Vec<Task> = Vec::new();
     // An API-only process on the embedded bus cannot open the log (the
@@ -201,7 +229,9 @@ pub async fn run(
         None if cfg.bus.kind == BusKind::Kafka => Some(Bus::open(&cfg)?.log),
         None => None,
     };
-    if let Some(log) = state_log.filter(|_| admission.has_budgets() && (has(Role::Gateway) || has(Role::Api))) {
+    if let Some(log) =
+        state_log.filter(|_| admission.has_budgets() && (has(Role::Gateway) || has(Role::Api)))
+    {
         let admission = admission.clone();
         feeds.push(Task::spawn("budget state feed", move |stop| async move {
             feed_budget_state(log, admission, stop).await?;
@@ -234,7 +264,12 @@ pub async fn run(
                 }));
             }
         }
-        gateway_state = Some(Arc::new(Gateway::new(&cfg, providers::from_config(&cfg)?, admission.clone(), handoff)));
+        gateway_state = Some(Arc::new(Gateway::new(
+            &cfg,
+            providers::from_config(&cfg)?,
+            admission.clone(),
+            handoff,
+        )));
     }
     if has(Role::Accountant) {
         tracing::info!(version = book.version(), "price tables loaded");
@@ -271,14 +306,24 @@ pub async fn run(
         }));
     }
 
-    let listeners = listeners(&cfg, gateway_state, has(Role::Api).then(|| admission.clone()), &layout).await?;
+    let listeners = listeners(
+        &cfg,
+        gateway_state,
+        has(Role::Api).then(|| admission.clone()),
+        &layout,
+    )
+    .await?;
     let stop_http = CancellationToken::new();
     let mut announced = Vec::new();
     let mut servers = Vec::new();
     for (names, listener, app) in listeners {
         let addr = local_addr(&listener)?;
         announced.extend(names.iter().map(|n| (*n, addr)));
-        servers.push(spawn_http(listener, app.merge(metrics::router()), stop_http.clone()));
+        servers.push(spawn_http(
+            listener,
+            app.merge(metrics::router()),
+            stop_http.clone(),
+        ));
     }
     on_listening(&announced);
 
@@ -288,7 +333,9 @@ pub async fn run(
     for server in servers {
         match tokio::time::timeout(grace, server).await {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server stopped with an error"),
-            Err(_) => tracing::warn!("requests still open after the shutdown grace period; their events are lost"),
+            Err(_) => tracing::warn!(
+                "requests still open after the shutdown grace period; their events are lost"
+            ),
             _ => {}
         }
     }
@@ -307,7 +354,9 @@ pub async fn run(
 }
 
 /// `tollgate replay`: every budget ledger rebuilt from the event log.
-pub async fn replay(cfg: &Config) -> Result<Vec<crate::accounting::replay::LedgerSummary>, RoleError> {
+pub async fn replay(
+    cfg: &Config,
+) -> Result<Vec<crate::accounting::replay::LedgerSummary>, RoleError> {
     let bus = Bus::open(cfg)?;
     let book = match &cfg.pricing.dir {
         Some(dir) => PriceBook::load_dir(dir)?,
@@ -321,7 +370,11 @@ pub async fn replay(cfg: &Config) -> Result<Vec<crate::accounting::replay::Ledge
 /// its start (never committing: every process needs all of it), marks the
 /// state known once it reached the record that was last at start-up, then
 /// follows it.
-async fn feed_budget_state(log: Arc<dyn Log>, admission: Arc<Admission>, stop: CancellationToken) -> Result<(), BusError> {
+async fn feed_budget_state(
+    log: Arc<dyn Log>,
+    admission: Arc<Admission>,
+    stop: CancellationToken,
+) -> Result<(), BusError> {
     let mut backoff = Duration::from_millis(200);
     let last = loop {
         match log.last_in(BUDGETS_TOPIC, 0).await {
@@ -343,11 +396,15 @@ async fn feed_budget_state(log: Arc<dyn Log>, admission: Arc<Admission>, stop: C
         admission.caught_up();
     }
     while !stop.is_cancelled() {
-        let records = subscription.poll(10_000, Duration::from_millis(250)).await?;
+        let records = subscription
+            .poll(10_000, Duration::from_millis(250))
+            .await?;
         for r in records {
             match serde_json::from_slice::<BudgetRecord>(&r.payload) {
                 Ok(record) => admission.apply(record),
-                Err(e) => tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped"),
+                Err(e) => {
+                    tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped")
+                }
             }
             if !caught_up && last.as_ref().is_some_and(|l| r.offset >= l.offset) {
                 caught_up = true;
@@ -364,7 +421,9 @@ async fn wait_for_topics(kafka: &KafkaBus, stopping: &CancellationToken) -> bool
     loop {
         match kafka.ensure_topics().await {
             Ok(()) => return true,
-            Err(e) => tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka"),
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -386,20 +445,34 @@ async fn listeners(
     let api = match api_budgets {
         Some(budgets) => {
             if cfg.admin_tokens().next().is_none() {
-                tracing::warn!("no admin token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)");
+                tracing::warn!(
+                    "no admin token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)"
+                );
             }
-            Some(api::router(Arc::new(ApiState::new(Lake::open(layout).await?, cfg.admin_tokens(), budgets))))
+            Some(api::router(Arc::new(ApiState::new(
+                Lake::open(layout).await?,
+                cfg.admin_tokens(),
+                budgets,
+            ))))
         }
         None => None,
     };
     let mut out = Vec::new();
     match (gateway, api, cfg.server.api_listen) {
         (Some(g), Some(a), None) => {
-            out.push((vec!["gateway", "query API"], bind(cfg.server.listen).await?, gateway::router(g).merge(a)));
+            out.push((
+                vec!["gateway", "query API"],
+                bind(cfg.server.listen).await?,
+                gateway::router(g).merge(a),
+            ));
         }
         (g, a, api_listen) => {
             if let Some(g) = g {
-                out.push((vec!["gateway"], bind(cfg.server.listen).await?, gateway::router(g)));
+                out.push((
+                    vec!["gateway"],
+                    bind(cfg.server.listen).await?,
+                    gateway::router(g),
+                ));
             }
             if let Some(a) = a {
                 let addr = api_listen.unwrap_or(cfg.server.listen);
@@ -408,7 +481,11 @@ async fn listeners(
         }
     }
     if out.is_empty() {
-        out.push((vec!["metrics"], bind(cfg.server.listen).await?, axum::Router::new()));
+        out.push((
+            vec!["metrics"],
+            bind(cfg.server.listen).await?,
+            axum::Router::new(),
+        ));
     }
     Ok(out)
 }

@@ -15,7 +15,6 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-
 /// How a route picks among its targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -53,14 +52,21 @@ impl Condition {
             let actual = if field == "model" {
                 facts.model
             } else {
-                field.strip_prefix("metadata.").and_then(|k| facts.metadata.get(k)).map(String::as_str)
+                field
+                    .strip_prefix("metadata.")
+                    .and_then(|k| facts.metadata.get(k))
+                    .map(String::as_str)
             };
             match test {
                 Value::Object(ops) => ops.iter().all(|(op, v)| match op.as_str() {
                     "$eq" => actual == v.as_str(),
                     "$ne" => actual != v.as_str(),
-                    "$in" => v.as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == actual)),
-                    "$nin" => v.as_array().is_some_and(|a| !a.iter().any(|x| x.as_str() == actual)),
+                    "$in" => v
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x.as_str() == actual)),
+                    "$nin" => v
+                        .as_array()
+                        .is_some_and(|a| !a.iter().any(|x| x.as_str() == actual)),
                     _ => false,
                 }),
                 other => actual == other.as_str(),
@@ -181,7 +187,12 @@ impl RouteConfig {
     pub fn single(provider: &str) -> RouteConfig {
         RouteConfig {
             strategy: Mode::Single,
-            targets: vec![Target { name: None, provider: provider.to_owned(), weight: 1.0, override_params: Map::new() }],
+            targets: vec![Target {
+                name: None,
+                provider: provider.to_owned(),
+                weight: 1.0,
+                override_params: Map::new(),
+            }],
             on_status_codes: default_retry_codes(),
             retry: None,
             forward_headers: Vec::new(),
@@ -193,11 +204,19 @@ impl RouteConfig {
 
     /// Parses Portkey's JSON config.
     pub fn from_portkey_json(text: &str) -> Result<RouteConfig, String> {
-        let p: PortkeyConfig = serde_json::from_str(text).map_err(|e| format!("not a route name nor valid config JSON: {e}"))?;
+        let p: PortkeyConfig = serde_json::from_str(text)
+            .map_err(|e| format!("not a route name nor valid config JSON: {e}"))?;
         let mut targets = p.targets;
         if targets.is_empty() {
-            let provider = p.provider.ok_or("config has neither targets nor provider")?;
-            targets.push(Target { name: None, provider, weight: 1.0, override_params: p.override_params });
+            let provider = p
+                .provider
+                .ok_or("config has neither targets nor provider")?;
+            targets.push(Target {
+                name: None,
+                provider,
+                weight: 1.0,
+                override_params: p.override_params,
+            });
         }
         let (strategy, codes, conditions, default) = match p.strategy {
             Some(s) => (s.mode, s.on_status_codes, s.conditions, s.default),
@@ -220,9 +239,20 @@ impl RouteConfig {
     pub fn plan(&self, facts: &Facts<'_>) -> Vec<&Target> {
         match self.strategy {
             Mode::Conditional => {
-                let wanted = self.conditions.iter().find(|c| c.holds(facts)).map(|c| c.then.as_str()).or(self.default.as_deref());
-                let named = |t: &&Target| t.name.as_deref().unwrap_or(&t.provider) == wanted.unwrap_or("");
-                self.targets.iter().find(named).or(self.targets.first()).into_iter().collect()
+                let wanted = self
+                    .conditions
+                    .iter()
+                    .find(|c| c.holds(facts))
+                    .map(|c| c.then.as_str())
+                    .or(self.default.as_deref());
+                let named =
+                    |t: &&Target| t.name.as_deref().unwrap_or(&t.provider) == wanted.unwrap_or("");
+                self.targets
+                    .iter()
+                    .find(named)
+                    .or(self.targets.first())
+                    .into_iter()
+                    .collect()
             }
             Mode::Single => self.targets.iter().take(1).collect(),
             Mode::Fallback => self.targets.iter().collect(),
@@ -248,22 +278,35 @@ impl RouteConfig {
 
 /// The first value of the first of `names` present.
 fn first_of<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names.iter().find_map(|n| headers.get(*n)).and_then(|v| v.to_str().ok())
+    names
+        .iter()
+        .find_map(|n| headers.get(*n))
+        .and_then(|v| v.to_str().ok())
 }
 
 /// The route of one request: the per-request headers win over the key's.
 /// An error names the header and what is wrong with it.
-pub fn resolve(headers: &HeaderMap, key_route: &RouteConfig, routes: &BTreeMap<String, RouteConfig>) -> Result<RouteConfig, (&'static str, String)> {
+pub fn resolve(
+    headers: &HeaderMap,
+    key_route: &RouteConfig,
+    routes: &BTreeMap<String, RouteConfig>,
+) -> Result<RouteConfig, (&'static str, String)> {
     if let Some(provider) = first_of(headers, &["x-tollgate-provider", "x-portkey-provider"]) {
         return Ok(RouteConfig::single(provider.trim()));
     }
     match first_of(headers, &["x-tollgate-config", "x-portkey-config"]) {
         None => Ok(key_route.clone()),
-        Some(v) if !v.trim_start().starts_with('{') => routes
-            .get(v.trim())
-            .cloned()
-            .ok_or_else(|| ("x-tollgate-config", format!("no route named {:?}", v.trim()))),
-        Some(v) => RouteConfig::from_portkey_json(v).map_err(|reason| ("x-tollgate-config", reason)),
+        Some(v) if !v.trim_start().starts_with('{') => {
+            routes.get(v.trim()).cloned().ok_or_else(|| {
+                (
+                    "x-tollgate-config",
+                    format!("no route named {:?}", v.trim()),
+                )
+            })
+        }
+        Some(v) => {
+            RouteConfig::from_portkey_json(v).map_err(|reason| ("x-tollgate-config", reason))
+        }
     }
 }
 
@@ -284,11 +327,15 @@ pub fn apply_overrides(body: &bytes::Bytes, overrides: &Map<String, Value>) -> b
     if overrides.is_empty() {
         return body.clone();
     }
-    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else { return body.clone() };
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+        return body.clone();
+    };
     for (k, v) in overrides {
         map.insert(k.clone(), v.clone());
     }
-    serde_json::to_vec(&Value::Object(map)).map(bytes::Bytes::from).unwrap_or_else(|_| body.clone())
+    serde_json::to_vec(&Value::Object(map))
+        .map(bytes::Bytes::from)
+        .unwrap_or_else(|_| body.clone())
 }
 
 #[cfg(test)]
@@ -302,7 +349,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.strategy, Mode::Fallback);
-        assert_eq!(c.plan(&facts()).iter().map(|t| t.provider.as_str()).collect::<Vec<_>>(), ["anthropic", "bedrock"]);
+        assert_eq!(
+            c.plan(&facts())
+                .iter()
+                .map(|t| t.provider.as_str())
+                .collect::<Vec<_>>(),
+            ["anthropic", "bedrock"]
+        );
         assert!(c.falls_back_on(529) && !c.falls_back_on(429));
         assert_eq!(c.retry.unwrap().attempts, 2);
     }
@@ -310,13 +363,19 @@ mod tests {
     #[test]
     fn loadbalance_follows_weights_within_tolerance() {
         let c = RouteConfig::from_portkey_json(r#"{"strategy":{"mode":"loadbalance"},"targets":[{"provider":"a","weight":0.75},{"provider":"b","weight":0.25}]}"#).unwrap();
-        let a = (0..10_000).filter(|_| c.plan(&facts())[0].provider == "a").count();
+        let a = (0..10_000)
+            .filter(|_| c.plan(&facts())[0].provider == "a")
+            .count();
         assert!((7_200..7_800).contains(&a), "{a} of 10000 to a");
     }
 
     fn facts() -> Facts<'static> {
-        static EMPTY: std::sync::LazyLock<BTreeMap<String, String>> = std::sync::LazyLock::new(BTreeMap::new);
-        Facts { model: Some("claude-sonnet-4-5"), metadata: &EMPTY }
+        static EMPTY: std::sync::LazyLock<BTreeMap<String, String>> =
+            std::sync::LazyLock::new(BTreeMap::new);
+        Facts {
+            model: Some("claude-sonnet-4-5"),
+            metadata: &EMPTY,
+        }
     }
 
     #[test]
@@ -330,10 +389,31 @@ mod tests {
         .unwrap();
         let mut md = BTreeMap::new();
         md.insert("tier".to_owned(), "pro".to_owned());
-        assert_eq!(c.plan(&Facts { model: Some("x"), metadata: &md })[0].provider, "anthropic");
+        assert_eq!(
+            c.plan(&Facts {
+                model: Some("x"),
+                metadata: &md
+            })[0]
+                .provider,
+            "anthropic"
+        );
         let none = BTreeMap::new();
-        assert_eq!(c.plan(&Facts { model: Some("claude-haiku-4-5"), metadata: &none })[0].provider, "bedrock");
-        assert_eq!(c.plan(&Facts { model: Some("other"), metadata: &none })[0].provider, "bedrock");
+        assert_eq!(
+            c.plan(&Facts {
+                model: Some("claude-haiku-4-5"),
+                metadata: &none
+            })[0]
+                .provider,
+            "bedrock"
+        );
+        assert_eq!(
+            c.plan(&Facts {
+                model: Some("other"),
+                metadata: &none
+            })[0]
+                .provider,
+            "bedrock"
+        );
     }
 
     #[test]
@@ -341,12 +421,18 @@ mod tests {
         assert_eq!(backoff(1, Some("2")), Duration::from_secs(2));
         assert_eq!(backoff(1, Some("600")), Duration::from_secs(60));
         let b = backoff(3, None);
-        assert!(b >= Duration::from_millis(1000) && b <= Duration::from_millis(1250), "{b:?}");
+        assert!(
+            b >= Duration::from_millis(1000) && b <= Duration::from_millis(1250),
+            "{b:?}"
+        );
     }
 
     #[test]
     fn overrides_replace_body_fields() {
-        let out = apply_overrides(&bytes::Bytes::from_static(br#"{"model":"a","max_tokens":1}"#), &serde_json::from_str(r#"{"model":"b"}"#).unwrap());
+        let out = apply_overrides(
+            &bytes::Bytes::from_static(br#"{"model":"a","max_tokens":1}"#),
+            &serde_json::from_str(r#"{"model":"b"}"#).unwrap(),
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "b");
         assert_eq!(v["max_tokens"], 1);

@@ -17,13 +17,15 @@ use bytes::Bytes;
 use rust_decimal::prelude::ToPrimitive;
 use tokio_util::sync::CancellationToken;
 
-use crate::pricing::cost::price_event;
-use crate::pricing::PriceBook;
 use super::ledger::{Alert, Ledgers};
 use crate::budget::{BudgetRecord, BudgetSpec};
-use crate::bus::{ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, Subscription};
+use crate::bus::{
+    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, Subscription,
+};
 use crate::event::{BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
+use crate::pricing::PriceBook;
+use crate::pricing::cost::price_event;
 
 /// Consumer group of the accountant.
 pub const ACCOUNTANT_GROUP: &str = "tollgate-accountant";
@@ -79,7 +81,11 @@ pub struct Accountant {
 
 impl Accountant {
     /// Joins the accountant group.
-    pub async fn new(book: PriceBook, budgets: Vec<BudgetSpec>, log: Arc<dyn Log>) -> Result<Accountant, BusError> {
+    pub async fn new(
+        book: PriceBook,
+        budgets: Vec<BudgetSpec>,
+        log: Arc<dyn Log>,
+    ) -> Result<Accountant, BusError> {
         Ok(Accountant {
             subscription: log.subscribe(ACCOUNTANT_GROUP, EVENTS_TOPIC).await?,
             book,
@@ -97,7 +103,11 @@ impl Accountant {
             let mut state = PartitionState::default();
             if let Some(record) = self.log.last_in(COSTED_TOPIC, p).await? {
                 if let Ok(e) = serde_json::from_slice::<LlmEvent>(&record.payload) {
-                    state.published = e.cost.and_then(|c| c.source).filter(|s| s.partition == p).map(|s| s.offset);
+                    state.published = e
+                        .cost
+                        .and_then(|c| c.source)
+                        .filter(|s| s.partition == p)
+                        .map(|s| s.offset);
                 }
             }
             self.partitions.insert(p, state);
@@ -112,7 +122,10 @@ impl Accountant {
     /// Runs until `stop` is cancelled, then prices what the bus still holds.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), BusError> {
         while !stop.is_cancelled() {
-            let records = self.subscription.poll(BATCH, Duration::from_millis(250)).await?;
+            let records = self
+                .subscription
+                .poll(BATCH, Duration::from_millis(250))
+                .await?;
             self.handle(records).await?;
         }
         loop {
@@ -144,14 +157,22 @@ impl Accountant {
             // ledgers can fold what their published state lacks; published
             // to the costed topic only once.
             let already_costed = state.published.is_some_and(|o| record.offset <= o);
-            let Some(event) = self.price(&record) else { continue };
-            self.ledgers.fold(record.partition, record.offset, &event, &mut alerts);
+            let Some(event) = self.price(&record) else {
+                continue;
+            };
+            self.ledgers
+                .fold(record.partition, record.offset, &event, &mut alerts);
             if already_costed {
                 continue;
             }
             match serde_json::to_vec(&event) {
-                Ok(payload) => out.entry(record.partition).or_default().push((record.key.clone(), Bytes::from(payload))),
-                Err(e) => tracing::error!(event_id = %event.event_id, error = %e, "costed event could not be encoded"),
+                Ok(payload) => out
+                    .entry(record.partition)
+                    .or_default()
+                    .push((record.key.clone(), Bytes::from(payload))),
+                Err(e) => {
+                    tracing::error!(event_id = %event.event_id, error = %e, "costed event could not be encoded")
+                }
             }
         }
         for (partition, records) in out {
@@ -163,7 +184,12 @@ impl Accountant {
         if !alerts.is_empty() {
             let records = alerts
                 .iter()
-                .filter_map(|a| Some((Bytes::from(a.alert_id.clone()), Bytes::from(serde_json::to_vec(a).ok()?))))
+                .filter_map(|a| {
+                    Some((
+                        Bytes::from(a.alert_id.clone()),
+                        Bytes::from(serde_json::to_vec(a).ok()?),
+                    ))
+                })
                 .collect();
             self.log.append(ALERTS_TOPIC, records).await?;
             for a in &alerts {
@@ -175,7 +201,9 @@ impl Accountant {
             .ledgers
             .drain(chrono::Utc::now())
             .into_iter()
-            .filter_map(|(key, r)| Some((Bytes::from(key), Bytes::from(serde_json::to_vec(&r).ok()?))))
+            .filter_map(|(key, r)| {
+                Some((Bytes::from(key), Bytes::from(serde_json::to_vec(&r).ok()?)))
+            })
             .collect();
         if !states.is_empty() {
             self.log.append(BUDGETS_TOPIC, states).await?;
@@ -217,7 +245,11 @@ impl Accountant {
                 .inc_by(lines.total_usd.to_f64().unwrap_or(0.0)),
             None => {
                 METRICS.unpriced.with_label_values(&[&model]).inc();
-                let name = event.model_served.clone().or(event.model_requested.clone()).unwrap_or_default();
+                let name = event
+                    .model_served
+                    .clone()
+                    .or(event.model_requested.clone())
+                    .unwrap_or_default();
                 if self.warned.insert(name.clone()) {
                     tracing::warn!(model = %name, provider = %event.provider,
                         "no price table matches this model: its events are marked unpriced");
@@ -242,13 +274,17 @@ pub async fn read_budget_records(log: &dyn Log) -> Result<Vec<BudgetRecord>, Bus
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let records = subscription.poll(10_000, Duration::from_millis(500)).await?;
+        let records = subscription
+            .poll(10_000, Duration::from_millis(500))
+            .await?;
         let mut done = false;
         for r in records {
             done |= r.offset >= last.offset;
             match serde_json::from_slice::<BudgetRecord>(&r.payload) {
                 Ok(record) => out.push(record),
-                Err(e) => tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped"),
+                Err(e) => {
+                    tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped")
+                }
             }
         }
         if done {
@@ -257,7 +293,10 @@ pub async fn read_budget_records(log: &dyn Log) -> Result<Vec<BudgetRecord>, Bus
         if std::time::Instant::now() > deadline {
             return Err(BusError::Worker {
                 topic: BUDGETS_TOPIC.into(),
-                message: format!("could not read the budget state up to offset {} within 60 s", last.offset),
+                message: format!(
+                    "could not read the budget state up to offset {} within 60 s",
+                    last.offset
+                ),
             });
         }
     }

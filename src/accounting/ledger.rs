@@ -45,7 +45,12 @@ pub struct Alert {
 impl Alert {
     /// The deterministic ID of a crossing.
     pub fn id_for(id: &LedgerId, threshold: u32) -> String {
-        let digest = Sha256::digest(format!("{}|{}|{}|{threshold}", id.budget, id.subject, id.period_start.timestamp()));
+        let digest = Sha256::digest(format!(
+            "{}|{}|{}|{threshold}",
+            id.budget,
+            id.subject,
+            id.period_start.timestamp()
+        ));
         hex::encode(&digest[..16])
     }
 }
@@ -68,7 +73,10 @@ pub struct Ledgers {
 
 impl Ledgers {
     pub fn new(specs: Vec<BudgetSpec>) -> Ledgers {
-        Ledgers { specs, partitions: HashMap::new() }
+        Ledgers {
+            specs,
+            partitions: HashMap::new(),
+        }
     }
 
     /// Whether any budget is configured (nothing to fold otherwise).
@@ -83,13 +91,20 @@ impl Ledgers {
 
     /// Restores a partition from budget records read from the start of the
     /// budgets topic (later records win).
-    pub fn restore<'a>(&mut self, partition: u32, records: impl IntoIterator<Item = &'a BudgetRecord>) {
+    pub fn restore<'a>(
+        &mut self,
+        partition: u32,
+        records: impl IntoIterator<Item = &'a BudgetRecord>,
+    ) {
         let mut part = PartitionLedgers::default();
         part.progress.partition = partition;
         for record in records {
             match record {
                 BudgetRecord::State(s) if s.partition == partition => {
-                    let newer = part.ledgers.get(&s.id).is_none_or(|old| s.through_offset >= old.through_offset);
+                    let newer = part
+                        .ledgers
+                        .get(&s.id)
+                        .is_none_or(|old| s.through_offset >= old.through_offset);
                     if newer {
                         part.ledgers.insert(s.id.clone(), s.clone());
                     }
@@ -109,10 +124,16 @@ impl Ledgers {
     /// Folds one costed event that sat at raw `(partition, offset)` into
     /// every ledger covering it, pushing the alerts it crosses.
     pub fn fold(&mut self, partition: u32, offset: u64, event: &LlmEvent, alerts: &mut Vec<Alert>) {
-        let part = self.partitions.entry(partition).or_insert_with(|| PartitionLedgers {
-            progress: Progress { partition, ..Progress::default() },
-            ..PartitionLedgers::default()
-        });
+        let part = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionLedgers {
+                progress: Progress {
+                    partition,
+                    ..Progress::default()
+                },
+                ..PartitionLedgers::default()
+            });
         if let Some(origin) = &event.origin {
             let key = Progress::origin_key(&origin.gateway, &event.team);
             let folded = part.progress.folded.entry(key).or_default();
@@ -121,25 +142,45 @@ impl Ledgers {
                 part.progress_changed = true;
             }
         }
-        let usd = event.cost.as_ref().and_then(|c| c.lines.as_ref()).map(|l| l.total_usd).unwrap_or_default();
+        let usd = event
+            .cost
+            .as_ref()
+            .and_then(|c| c.lines.as_ref())
+            .map(|l| l.total_usd)
+            .unwrap_or_default();
         let tokens = event.usage.total_tokens();
-        let who = Who { key_id: &event.key_id, user: &event.user, team: &event.team, workspace: &event.workspace };
+        let who = Who {
+            key_id: &event.key_id,
+            user: &event.user,
+            team: &event.team,
+            workspace: &event.workspace,
+        };
         for spec in &self.specs {
-            let Some(subject) = spec.subject_of(who) else { continue };
+            let Some(subject) = spec.subject_of(who) else {
+                continue;
+            };
             let (period_start, period_end) = spec.period_of(event.started_at);
-            let id = LedgerId { budget: spec.name.clone(), subject, period_start };
-            let state = part.ledgers.entry(id.clone()).or_insert_with(|| LedgerState {
-                id: id.clone(),
-                period_end,
-                partition,
-                through_offset: 0,
-                spent_usd: Decimal::ZERO,
-                spent_tokens: 0,
-                limit_usd: spec.limit_usd,
-                limit_tokens: spec.limit_tokens,
-                alerted: Vec::new(),
-            });
-            let fresh = state.spent_tokens == 0 && state.spent_usd.is_zero() && state.through_offset == 0;
+            let id = LedgerId {
+                budget: spec.name.clone(),
+                subject,
+                period_start,
+            };
+            let state = part
+                .ledgers
+                .entry(id.clone())
+                .or_insert_with(|| LedgerState {
+                    id: id.clone(),
+                    period_end,
+                    partition,
+                    through_offset: 0,
+                    spent_usd: Decimal::ZERO,
+                    spent_tokens: 0,
+                    limit_usd: spec.limit_usd,
+                    limit_tokens: spec.limit_tokens,
+                    alerted: Vec::new(),
+                });
+            let fresh =
+                state.spent_tokens == 0 && state.spent_usd.is_zero() && state.through_offset == 0;
             if !fresh && offset <= state.through_offset {
                 continue; // already in this ledger's published state
             }
@@ -148,7 +189,10 @@ impl Ledgers {
             state.spent_tokens += tokens;
             part.changed.insert(id.clone());
             let used = utilisation(state);
-            METRICS.budget_utilisation.with_label_values(&[&id.budget, &id.subject]).set(used);
+            METRICS
+                .budget_utilisation
+                .with_label_values(&[&id.budget, &id.subject])
+                .set(used);
             for &threshold in &spec.thresholds {
                 if used * 100.0 >= threshold as f64 && !state.alerted.contains(&threshold) {
                     state.alerted.push(threshold);
@@ -182,17 +226,27 @@ impl Ledgers {
                 }
             }
             if std::mem::take(&mut part.progress_changed) {
-                out.push((Progress::bus_key(*p), BudgetRecord::Progress(part.progress.clone())));
+                out.push((
+                    Progress::bus_key(*p),
+                    BudgetRecord::Progress(part.progress.clone()),
+                ));
             }
             // Periods long over are no longer needed in memory.
-            part.ledgers.retain(|_, s| s.period_end.is_none_or(|end| end + chrono::Duration::days(2) > now));
+            part.ledgers.retain(|_, s| {
+                s.period_end
+                    .is_none_or(|end| end + chrono::Duration::days(2) > now)
+            });
         }
         out
     }
 
     /// Every ledger's state, ordered (for `tollgate replay` and tests).
     pub fn states(&self) -> Vec<LedgerState> {
-        let mut out: Vec<LedgerState> = self.partitions.values().flat_map(|p| p.ledgers.values().cloned()).collect();
+        let mut out: Vec<LedgerState> = self
+            .partitions
+            .values()
+            .flat_map(|p| p.ledgers.values().cloned())
+            .collect();
         out.sort_by(|a, b| (&a.id, a.partition).cmp(&(&b.id, b.partition)));
         out
     }
@@ -205,7 +259,11 @@ fn utilisation(state: &LedgerState) -> f64 {
         .filter(|l| !l.is_zero())
         .map(|l| (state.spent_usd / l).to_f64().unwrap_or(0.0))
         .unwrap_or(0.0);
-    let tokens = state.limit_tokens.filter(|l| *l > 0).map(|l| state.spent_tokens as f64 / l as f64).unwrap_or(0.0);
+    let tokens = state
+        .limit_tokens
+        .filter(|l| *l > 0)
+        .map(|l| state.spent_tokens as f64 / l as f64)
+        .unwrap_or(0.0);
     usd.max(tokens)
 }
 
@@ -231,11 +289,16 @@ mod tests {
     fn event(at: &str, usd: i64) -> LlmEvent {
         let mut e = crate::event::tests::sample_event();
         e.team = "eng".into();
-        e.started_at = DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc);
+        e.started_at = DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&Utc);
         e.usage.input_tokens = 10;
         e.cost = Some(Cost {
             price_table_version: "v".into(),
-            lines: Some(CostLines { total_usd: Decimal::new(usd, 0), ..CostLines::default() }),
+            lines: Some(CostLines {
+                total_usd: Decimal::new(usd, 0),
+                ..CostLines::default()
+            }),
             family: None,
             tier: None,
             source: None,
@@ -251,7 +314,11 @@ mod tests {
             ledgers.fold(0, offset, &event("2026-11-23T10:00:00Z", usd), &mut alerts);
         }
         let thresholds: Vec<u32> = alerts.iter().map(|a| a.threshold).collect();
-        assert_eq!(thresholds, vec![50, 80, 100], "4+2 crosses 50, +3 crosses 80, +5 crosses 100; nothing twice");
+        assert_eq!(
+            thresholds,
+            vec![50, 80, 100],
+            "4+2 crosses 50, +3 crosses 80, +5 crosses 100; nothing twice"
+        );
         assert_eq!(alerts[0].spent_usd, Decimal::new(6, 0));
         // The next day (a controllable clock: the event's own time) is a
         // new ledger that starts at zero.
@@ -262,7 +329,10 @@ mod tests {
         assert_eq!(states.len(), 2);
         assert_eq!(states[0].spent_usd, Decimal::new(15, 0));
         assert_eq!(states[1].spent_usd, Decimal::new(4, 0));
-        assert_eq!(states[1].id.period_start.to_rfc3339(), "2026-11-24T00:00:00+00:00");
+        assert_eq!(
+            states[1].id.period_start.to_rfc3339(),
+            "2026-11-24T00:00:00+00:00"
+        );
     }
 
     #[test]
@@ -270,7 +340,11 @@ mod tests {
         let mut first = Ledgers::new(vec![spec(10)]);
         let mut alerts = Vec::new();
         first.fold(0, 1, &event("2026-11-23T10:00:00Z", 6), &mut alerts);
-        let published: Vec<BudgetRecord> = first.drain(Utc::now()).into_iter().map(|(_, r)| r).collect();
+        let published: Vec<BudgetRecord> = first
+            .drain(Utc::now())
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
         assert_eq!(alerts.len(), 1);
 
         let mut second = Ledgers::new(vec![spec(10)]);
@@ -279,13 +353,20 @@ mod tests {
         // A crash before the commit: offset 1 comes again, then offset 2.
         second.fold(0, 1, &event("2026-11-23T10:00:00Z", 6), &mut again);
         second.fold(0, 2, &event("2026-11-23T10:00:00Z", 1), &mut again);
-        assert!(again.is_empty(), "the 50% alert is not raised twice: {again:?}");
+        assert!(
+            again.is_empty(),
+            "the 50% alert is not raised twice: {again:?}"
+        );
         assert_eq!(second.states()[0].spent_usd, Decimal::new(7, 0));
     }
 
     #[test]
     fn alert_ids_are_derived_from_what_was_crossed() {
-        let id = LedgerId { budget: "b".into(), subject: "eng".into(), period_start: DateTime::<Utc>::UNIX_EPOCH };
+        let id = LedgerId {
+            budget: "b".into(),
+            subject: "eng".into(),
+            period_start: DateTime::<Utc>::UNIX_EPOCH,
+        };
         assert_eq!(Alert::id_for(&id, 80), Alert::id_for(&id.clone(), 80));
         assert_ne!(Alert::id_for(&id, 80), Alert::id_for(&id, 100));
     }

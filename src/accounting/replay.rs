@@ -34,7 +34,11 @@ pub struct LedgerSummary {
 }
 
 /// Rebuilds every ledger from the events log.
-pub async fn replay(log: &dyn Log, book: &PriceBook, specs: Vec<BudgetSpec>) -> Result<Vec<LedgerSummary>, BusError> {
+pub async fn replay(
+    log: &dyn Log,
+    book: &PriceBook,
+    specs: Vec<BudgetSpec>,
+) -> Result<Vec<LedgerSummary>, BusError> {
     let mut ends = HashMap::new();
     for p in 0..log.partitions(EVENTS_TOPIC).await? {
         if let Some(last) = log.last_in(EVENTS_TOPIC, p).await? {
@@ -50,20 +54,29 @@ pub async fn replay(log: &dyn Log, book: &PriceBook, specs: Vec<BudgetSpec>) -> 
         let mut alerts: Vec<Alert> = Vec::new();
         let mut idle = 0;
         while remaining > 0 {
-            let records = subscription.poll(10_000, Duration::from_millis(500)).await?;
+            let records = subscription
+                .poll(10_000, Duration::from_millis(500))
+                .await?;
             idle = if records.is_empty() { idle + 1 } else { 0 };
             if idle > 120 {
-                return Err(BusError::Worker { topic: EVENTS_TOPIC.into(), message: "replay stopped receiving events before the end of the log".into() });
+                return Err(BusError::Worker {
+                    topic: EVENTS_TOPIC.into(),
+                    message: "replay stopped receiving events before the end of the log".into(),
+                });
             }
             for r in records {
-                let Some(end) = ends.get(&r.partition).copied() else { continue };
+                let Some(end) = ends.get(&r.partition).copied() else {
+                    continue;
+                };
                 if r.offset > end {
                     continue;
                 }
                 if r.offset == end {
                     remaining -= 1;
                 }
-                let Ok(mut event) = serde_json::from_slice::<LlmEvent>(&r.payload) else { continue };
+                let Ok(mut event) = serde_json::from_slice::<LlmEvent>(&r.payload) else {
+                    continue;
+                };
                 if !seen.entry(r.partition).or_default().insert(event.event_id) {
                     continue;
                 }

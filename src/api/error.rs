@@ -10,7 +10,9 @@ use crate::lake::LakeError;
 pub enum ApiError {
     #[error("send an admin token as `Authorization: Bearer <token>`")]
     Unauthorized,
-    #[error("the query API has no admin token configured (set TOLLGATE_ADMIN_TOKEN, or api.admin_tokens in the config)")]
+    #[error(
+        "the query API has no admin token configured (set TOLLGATE_ADMIN_TOKEN, or api.admin_tokens in the config)"
+    )]
     NoAdminToken,
     #[error("invalid query parameter {name}: {reason}")]
     BadParam { name: String, reason: String },

@@ -16,7 +16,16 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 const KNOWN_PARAMS: &[&str] = &[
-    "trace_id", "session_id", "team", "user", "model", "status", "from", "to", "limit", "cursor",
+    "trace_id",
+    "session_id",
+    "team",
+    "user",
+    "model",
+    "status",
+    "from",
+    "to",
+    "limit",
+    "cursor",
 ];
 
 /// Lists events matching the filters, newest first.
@@ -88,7 +97,12 @@ impl LogQuery {
                 .parse::<usize>()
                 .ok()
                 .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| bad("limit", &format!("must be an integer from 1 to {MAX_LIMIT}")))?,
+                .ok_or_else(|| {
+                    bad(
+                        "limit",
+                        &format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    )
+                })?,
             None => DEFAULT_LIMIT,
         };
         let cursor = match params.get("cursor") {
@@ -135,7 +149,10 @@ fn time_param(
     if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
     }
-    Err(bad(name, "must be an RFC 3339 time (2026-11-22T10:00:00Z) or a date (2026-11-22)"))
+    Err(bad(
+        name,
+        "must be an RFC 3339 time (2026-11-22T10:00:00Z) or a date (2026-11-22)",
+    ))
 }
 
 #[cfg(test)]
@@ -143,12 +160,21 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn bad_parameters_are_named() {
-        for (p, v) in [("status", "abc"), ("limit", "0"), ("from", "yesterday"), ("cursor", "x"), ("trace", "t")] {
+        for (p, v) in [
+            ("status", "abc"),
+            ("limit", "0"),
+            ("from", "yesterday"),
+            ("cursor", "x"),
+            ("trace", "t"),
+        ] {
             let err = LogQuery::parse(&params(&[(p, v)])).unwrap_err().to_string();
             assert!(err.contains(p), "{p}: {err}");
         }
@@ -156,7 +182,11 @@ mod tests {
 
     #[test]
     fn dates_and_times_are_both_accepted() {
-        let q = LogQuery::parse(&params(&[("from", "2026-11-01"), ("to", "2026-11-22T10:00:00Z")])).unwrap();
+        let q = LogQuery::parse(&params(&[
+            ("from", "2026-11-01"),
+            ("to", "2026-11-22T10:00:00Z"),
+        ]))
+        .unwrap();
         assert!(q.filter.from.unwrap() < q.filter.to.unwrap());
     }
 }

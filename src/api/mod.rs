@@ -24,7 +24,11 @@ pub struct ApiState {
 
 impl ApiState {
     /// State over an opened lake and the configured admin tokens.
-    pub fn new<'a>(lake: Lake, admin_tokens: impl Iterator<Item = &'a str>, budgets: Arc<Admission>) -> ApiState {
+    pub fn new<'a>(
+        lake: Lake,
+        admin_tokens: impl Iterator<Item = &'a str>,
+        budgets: Arc<Admission>,
+    ) -> ApiState {
         ApiState {
             lake,
             admin_digests: admin_tokens.map(digest).collect(),

@@ -1019,7 +1019,12 @@ impl EmbeddedLog {
         }
         if !doomed.is_empty() {
             sync_dir(&t.dir)?;
-            tracing::debug!(topic, segments = doomed.len(), below = low, "embedded log: deleted consumed segments");
+            tracing::debug!(
+                topic,
+                segments = doomed.len(),
+                below = low,
+                "embedded log: deleted consumed segments"
+            );
         }
         Ok(doomed.len())
     }
@@ -1425,23 +1430,45 @@ mod tests {
         append_numbered(&log, "t", 0..200);
         let segments = || list_segments(&dir.path().join("t")).unwrap().len();
         let before = segments();
-        assert!(before > 2, "small segments should have rolled, got {before}");
-        assert_eq!(log.delete_consumed("t").unwrap(), 0, "no group committed yet: keep all");
+        assert!(
+            before > 2,
+            "small segments should have rolled, got {before}"
+        );
+        assert_eq!(
+            log.delete_consumed("t").unwrap(),
+            0,
+            "no group committed yet: keep all"
+        );
         log.commit("a", "t", 150).unwrap();
         log.commit("b", "t", 40).unwrap();
         let deleted = log.delete_consumed("t").unwrap();
         assert!(deleted > 0 && segments() < before);
-        assert_eq!(read_text(&log, "t", 40, 1)[0].0, 40, "the slowest group still reads its next record");
+        assert_eq!(
+            read_text(&log, "t", 40, 1)[0].0,
+            40,
+            "the slowest group still reads its next record"
+        );
         log.commit("b", "t", 200).unwrap();
         log.delete_consumed("t").unwrap();
-        assert!(segments() > 1, "group a (at 150) still holds the later segments");
+        assert!(
+            segments() > 1,
+            "group a (at 150) still holds the later segments"
+        );
         log.commit("a", "t", 200).unwrap();
         log.delete_consumed("t").unwrap();
-        assert_eq!(segments(), 1, "everything consumed: only the active segment is left");
+        assert_eq!(
+            segments(),
+            1,
+            "everything consumed: only the active segment is left"
+        );
         drop(log);
         let log = EmbeddedLog::open_with(dir.path(), small_segments()).unwrap();
         append_numbered(&log, "t", 200..201);
-        assert_eq!(read_text(&log, "t", 200, 5)[0].0, 200, "offsets continue after reopen");
+        assert_eq!(
+            read_text(&log, "t", 200, 5)[0].0,
+            200,
+            "offsets continue after reopen"
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ impl EmbeddedBus {
         Self::open_with_retention(dir, true)
     }
 
-    fn open_with_retention(dir: &Path, delete_consumed: bool) -> Result<Arc<EmbeddedBus>, BusError> {
+    fn open_with_retention(
+        dir: &Path,
+        delete_consumed: bool,
+    ) -> Result<Arc<EmbeddedBus>, BusError> {
         let log = EmbeddedLog::open(dir).map_err(|source| BusError::Embedded {
             topic: "*".into(),
             source,
@@ -102,8 +105,10 @@ impl Log for EmbeddedBus {
         let log = self.log.clone();
         let owned_topic = topic.to_owned();
         let first = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(&[u8], &[u8])> =
-                records.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+            let refs: Vec<(&[u8], &[u8])> = records
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                .collect();
             log.append(&owned_topic, &refs)
         })
         .await
@@ -151,11 +156,7 @@ impl Log for EmbeddedBus {
         }))
     }
 
-    async fn subscribe(
-        &self,
-        group: &str,
-        topic: &str,
-    ) -> Result<Box<dyn Subscription>, BusError> {
+    async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
         let end = self.end_watch(topic)?.subscribe();
         let log = self.log.clone();
         let (g, t) = (group.to_owned(), topic.to_owned());
@@ -226,7 +227,10 @@ impl Subscription for EmbeddedSubscription {
         if !records.is_empty() || wait.is_zero() {
             return Ok(records);
         }
-        if tokio::time::timeout(wait, self.end.changed()).await.is_err() {
+        if tokio::time::timeout(wait, self.end.changed())
+            .await
+            .is_err()
+        {
             return Ok(Vec::new());
         }
         self.read(max).await
@@ -245,7 +249,7 @@ impl Subscription for EmbeddedSubscription {
             Ok(())
         })
         .await
-            .map_err(|e| worker(&self.topic, e))?
-            .map_err(|e| embedded(&self.topic, e))
+        .map_err(|e| worker(&self.topic, e))?
+        .map_err(|e| embedded(&self.topic, e))
     }
 }

@@ -68,13 +68,21 @@ async fn ensure_topics(kafka: &KafkaBus) {
     }
 }
 
-async fn forward(journal: &EmbeddedBus, kafka: &KafkaBus, stop: &CancellationToken) -> Result<(), BusError> {
+async fn forward(
+    journal: &EmbeddedBus,
+    kafka: &KafkaBus,
+    stop: &CancellationToken,
+) -> Result<(), BusError> {
     let mut subscription = journal.subscribe(FORWARDER_GROUP, EVENTS_TOPIC).await?;
     // True from a failed delivery until the journal is empty again: events
     // forwarded meanwhile were spilled (they waited out an outage).
     let mut in_outage = false;
     loop {
-        let wait = if stop.is_cancelled() { Duration::ZERO } else { Duration::from_millis(250) };
+        let wait = if stop.is_cancelled() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(250)
+        };
         let records = subscription.poll(BATCH, wait).await?;
         let Some(last) = records.last().map(|r| r.offset) else {
             if stop.is_cancelled() {

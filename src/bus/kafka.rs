@@ -17,13 +17,18 @@ use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::{ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, RevokeHook, Subscription};
+use super::{
+    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, RevokeHook,
+    Subscription,
+};
 use crate::config::KafkaConfig;
 use crate::metrics::METRICS;
 
@@ -71,7 +76,9 @@ impl KafkaBus {
             NewTopic::new(BUDGETS_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
             NewTopic::new(ALERTS_TOPIC, 1, replication()),
         ];
-        let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(ADMIN_TIMEOUT))
+            .request_timeout(Some(ADMIN_TIMEOUT));
         let results = admin
             .create_topics(&topics, &options)
             .await
@@ -81,7 +88,11 @@ impl KafkaBus {
                 Ok(_) => {}
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(kafka_err(&self.cfg, &topic, format!("the broker refused to create it: {code}")));
+                    return Err(kafka_err(
+                        &self.cfg,
+                        &topic,
+                        format!("the broker refused to create it: {code}"),
+                    ));
                 }
             }
         }
@@ -90,9 +101,13 @@ impl KafkaBus {
         let events = self.partition_count(EVENTS_TOPIC).await?;
         let costed = self.partition_count(COSTED_TOPIC).await?;
         if costed < events {
-            return Err(kafka_err(&self.cfg, COSTED_TOPIC, format!(
-                "has {costed} partitions but {EVENTS_TOPIC} has {events}; it needs at least as many"
-            )));
+            return Err(kafka_err(
+                &self.cfg,
+                COSTED_TOPIC,
+                format!(
+                    "has {costed} partitions but {EVENTS_TOPIC} has {events}; it needs at least as many"
+                ),
+            ));
         }
         Ok(())
     }
@@ -106,14 +121,24 @@ impl KafkaBus {
             let metadata = consumer
                 .fetch_metadata(Some(&owned), ADMIN_TIMEOUT)
                 .map_err(|e| kafka_err(&cfg, &owned, format!("cannot read metadata: {e}")))?;
-            let t = metadata.topics().first().ok_or_else(|| kafka_err(&cfg, &owned, "no metadata".into()))?;
+            let t = metadata
+                .topics()
+                .first()
+                .ok_or_else(|| kafka_err(&cfg, &owned, "no metadata".into()))?;
             if let Some(e) = t.error() {
-                return Err(kafka_err(&cfg, &owned, format!("metadata error: {}", RDKafkaErrorCode::from(e))));
+                return Err(kafka_err(
+                    &cfg,
+                    &owned,
+                    format!("metadata error: {}", RDKafkaErrorCode::from(e)),
+                ));
             }
             Ok(t.partitions().len() as u32)
         })
         .await
-        .map_err(|e| BusError::Worker { topic: topic.to_owned(), message: e.to_string() })?
+        .map_err(|e| BusError::Worker {
+            topic: topic.to_owned(),
+            message: e.to_string(),
+        })?
     }
 
     /// A consumer outside any group, for metadata and one-off reads.
@@ -127,10 +152,17 @@ impl KafkaBus {
 
     /// Produces `records` (to `partition` if given) and waits for every
     /// acknowledgement; the first failure is returned after all settle.
-    async fn produce(&self, topic: &str, partition: Option<u32>, records: Vec<(Bytes, Bytes)>) -> Result<(), BusError> {
+    async fn produce(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), BusError> {
         let mut deliveries = Vec::with_capacity(records.len());
         for (key, payload) in &records {
-            let mut record = FutureRecord::to(topic).key(key.as_ref()).payload(payload.as_ref());
+            let mut record = FutureRecord::to(topic)
+                .key(key.as_ref())
+                .payload(payload.as_ref());
             if let Some(p) = partition {
                 record = record.partition(p as i32);
             }
@@ -147,7 +179,11 @@ impl KafkaBus {
                     }
                     Err((e, _)) => {
                         METRICS.bus_delivery_failures.inc();
-                        return Err(kafka_err(&self.cfg, topic, format!("cannot enqueue a record: {e}")));
+                        return Err(kafka_err(
+                            &self.cfg,
+                            topic,
+                            format!("cannot enqueue a record: {e}"),
+                        ));
                     }
                 }
             }
@@ -164,10 +200,17 @@ impl KafkaBus {
         }
         match first_error {
             None => {
-                METRICS.bus_appended.with_label_values(&[topic]).inc_by(records.len() as u64);
+                METRICS
+                    .bus_appended
+                    .with_label_values(&[topic])
+                    .inc_by(records.len() as u64);
                 Ok(())
             }
-            Some(message) => Err(kafka_err(&self.cfg, topic, format!("delivery failed: {message}"))),
+            Some(message) => Err(kafka_err(
+                &self.cfg,
+                topic,
+                format!("delivery failed: {message}"),
+            )),
         }
     }
 
@@ -205,7 +248,12 @@ impl Log for KafkaBus {
         self.produce(topic, None, records).await
     }
 
-    async fn append_to(&self, topic: &str, partition: u32, records: Vec<(Bytes, Bytes)>) -> Result<(), BusError> {
+    async fn append_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<(Bytes, Bytes)>,
+    ) -> Result<(), BusError> {
         self.produce(topic, Some(partition), records).await
     }
 
@@ -233,14 +281,23 @@ impl Log for KafkaBus {
             while std::time::Instant::now() < deadline {
                 match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => return Ok(Some(to_record(&m))),
-                    Some(Err(e)) => return Err(err(format!("cannot read the last record of partition {partition}: {e}"))),
+                    Some(Err(e)) => {
+                        return Err(err(format!(
+                            "cannot read the last record of partition {partition}: {e}"
+                        )));
+                    }
                     None => {}
                 }
             }
-            Err(err(format!("timed out reading the last record of partition {partition}")))
+            Err(err(format!(
+                "timed out reading the last record of partition {partition}"
+            )))
         })
         .await
-        .map_err(|e| BusError::Worker { topic: topic.to_owned(), message: e.to_string() })?
+        .map_err(|e| BusError::Worker {
+            topic: topic.to_owned(),
+            message: e.to_string(),
+        })?
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
@@ -255,13 +312,29 @@ impl Log for KafkaBus {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", self.cfg.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (self.cfg.session_timeout_ms / 4).max(100).to_string())
+            .set(
+                "session.timeout.ms",
+                self.cfg.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.cfg.session_timeout_ms / 4).max(100).to_string(),
+            )
             .create_with_context(context)
-            .map_err(|e| kafka_err(&self.cfg, topic, format!("cannot create consumer for group {group}: {e}")))?;
-        consumer
-            .subscribe(&[topic])
-            .map_err(|e| kafka_err(&self.cfg, topic, format!("cannot subscribe group {group}: {e}")))?;
+            .map_err(|e| {
+                kafka_err(
+                    &self.cfg,
+                    topic,
+                    format!("cannot create consumer for group {group}: {e}"),
+                )
+            })?;
+        consumer.subscribe(&[topic]).map_err(|e| {
+            kafka_err(
+                &self.cfg,
+                topic,
+                format!("cannot subscribe group {group}: {e}"),
+            )
+        })?;
         Ok(Box::new(KafkaSubscription {
             consumer: Arc::new(consumer),
             topic: topic.to_owned(),
@@ -293,7 +366,9 @@ impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
         let partitions: Vec<u32> = tpl
             .elements()
             .iter()
@@ -306,7 +381,10 @@ impl ConsumerContext for GroupContext {
                 assigned.remove(p);
             }
         }
-        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(&partitions);
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(&partitions);
         let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(hook) = hook else { return };
         let commits = hook(&partitions);
@@ -318,8 +396,12 @@ impl ConsumerContext for GroupContext {
             let _ = tpl.add_partition_offset(&self.topic, *p as i32, Offset::Offset(*next as i64));
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => tracing::info!(topic = %self.topic, ?commits, "flushed and committed partitions before giving them up"),
-            Err(e) => tracing::error!(topic = %self.topic, error = %e, "commit before revocation failed; the next owner re-reads (the lake skips what it holds)"),
+            Ok(()) => {
+                tracing::info!(topic = %self.topic, ?commits, "flushed and committed partitions before giving them up")
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.topic, error = %e, "commit before revocation failed; the next owner re-reads (the lake skips what it holds)")
+            }
         }
     }
 
@@ -333,7 +415,11 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
         if let Err(e) = result {
             tracing::warn!(topic = %self.topic, error = %e, "offset commit failed");
         }
@@ -358,7 +444,11 @@ impl KafkaSubscription {
 
     /// Turns one receive into a record, logging (not failing on) transient
     /// errors such as a broker that is briefly unreachable.
-    fn take(&self, received: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>, out: &mut Vec<BusRecord>) -> bool {
+    fn take(
+        &self,
+        received: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+        out: &mut Vec<BusRecord>,
+    ) -> bool {
         match received {
             Ok(m) => {
                 out.push(to_record(&m));
@@ -366,7 +456,10 @@ impl KafkaSubscription {
             }
             Err(KafkaError::PartitionEOF(_)) => false,
             Err(e) => {
-                METRICS.bus_consume_errors.with_label_values(&[&self.topic]).inc();
+                METRICS
+                    .bus_consume_errors
+                    .with_label_values(&[&self.topic])
+                    .inc();
                 tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error; retrying");
                 false
             }
@@ -402,30 +495,57 @@ impl Subscription for KafkaSubscription {
         }
         // A rebalance during this poll may have taken partitions whose
         // records are already in `out`; they now belong to another member.
-        let assigned = self.consumer.context().assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let assigned = self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         out.retain(|r| assigned.contains(&r.partition));
         Ok(out)
     }
 
     async fn commit(&mut self, partition: u32, next_offset: u64) -> Result<(), BusError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(next_offset as i64))
-            .map_err(|e| self.err(e.to_string()))?;
+        tpl.add_partition_offset(
+            &self.topic,
+            partition as i32,
+            Offset::Offset(next_offset as i64),
+        )
+        .map_err(|e| self.err(e.to_string()))?;
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
             .await
             .map_err(|e| self.err(e.to_string()))?
             .map_err(|e| {
-                METRICS.bus_consume_errors.with_label_values(&[&self.topic]).inc();
-                self.err(format!("cannot commit partition {partition} at {next_offset}: {e}"))
+                METRICS
+                    .bus_consume_errors
+                    .with_label_values(&[&self.topic])
+                    .inc();
+                self.err(format!(
+                    "cannot commit partition {partition} at {next_offset}: {e}"
+                ))
             })
     }
 
     fn on_revoke(&mut self, hook: RevokeHook) {
-        *self.consumer.context().hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+        *self
+            .consumer
+            .context()
+            .hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     fn take_revoked(&mut self) -> Vec<u32> {
-        std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 }

@@ -81,8 +81,7 @@ pub trait Log: Send + Sync + 'static {
 
     /// Joins consumer group `group` on `topic`, resuming after the group's
     /// last committed offsets.
-    async fn subscribe(&self, group: &str, topic: &str)
-    -> Result<Box<dyn Subscription>, BusError>;
+    async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError>;
 }
 
 /// A consumer's view of a topic.

@@ -36,11 +36,22 @@ use crate::pricing::{PriceBook, PriceQuery};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
     #[error("budget {budget} ({subject}) would be exceeded: {spent} spent of {limit}{resets}")]
-    Budget { budget: String, subject: String, spent: String, limit: String, resets: String },
+    Budget {
+        budget: String,
+        subject: String,
+        spent: String,
+        limit: String,
+        resets: String,
+    },
     #[error("budget state is not known yet (this gateway is still reading it); try again shortly")]
     StateUnknown,
     #[error("rate limit of {scope} {subject}: {limit}; retry in {retry_after_secs} s")]
-    RateLimited { scope: &'static str, subject: String, limit: String, retry_after_secs: u64 },
+    RateLimited {
+        scope: &'static str,
+        subject: String,
+        limit: String,
+        retry_after_secs: u64,
+    },
 }
 
 /// A request's reservation; settle it with the real usage when the
@@ -125,7 +136,11 @@ impl State {
     }
 
     fn report(&self) {
-        let total: Decimal = self.reservations.values().flat_map(|r| r.ledgers.iter().map(|l| l.1)).sum();
+        let total: Decimal = self
+            .reservations
+            .values()
+            .flat_map(|r| r.ledgers.iter().map(|l| l.1))
+            .sum();
         METRICS.reserved_usd.set(total.to_f64().unwrap_or(0.0));
     }
 }
@@ -151,8 +166,20 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(specs: Vec<BudgetSpec>, book: Arc<PriceBook>, config: AdmissionConfig, limits: &[RateLimitConfig]) -> Arc<Admission> {
-        let keyed = |n: u32| (n, RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(n).expect("validated positive"))));
+    pub fn new(
+        specs: Vec<BudgetSpec>,
+        book: Arc<PriceBook>,
+        config: AdmissionConfig,
+        limits: &[RateLimitConfig],
+    ) -> Arc<Admission> {
+        let keyed = |n: u32| {
+            (
+                n,
+                RateLimiter::keyed(Quota::per_minute(
+                    NonZeroU32::new(n).expect("validated positive"),
+                )),
+            )
+        };
         let limiters = limits
             .iter()
             .map(|l| Limiter {
@@ -171,7 +198,10 @@ impl Admission {
             book,
             config,
             limiters,
-            state: Mutex::new(State { caught_up, ..State::default() }),
+            state: Mutex::new(State {
+                caught_up,
+                ..State::default()
+            }),
         })
     }
 
@@ -198,12 +228,16 @@ impl Admission {
                 let prefix = format!("{}|", self.gateway_id);
                 let mut released = false;
                 for (key, seq) in &p.folded {
-                    let Some(team) = key.strip_prefix(&prefix) else { continue };
+                    let Some(team) = key.strip_prefix(&prefix) else {
+                        continue;
+                    };
                     let f = state.folded.entry(team.to_owned()).or_default();
                     *f = (*f).max(*seq);
                     let upto = *f;
                     let before = state.reservations.len();
-                    state.reservations.retain(|seq, r| !(r.settled && r.team == team && *seq <= upto));
+                    state
+                        .reservations
+                        .retain(|seq, r| !(r.settled && r.team == team && *seq <= upto));
                     released |= state.reservations.len() != before;
                 }
                 if released {
@@ -222,26 +256,56 @@ impl Admission {
     /// Every ledger's totals, for the API.
     pub fn ledgers(&self) -> Vec<(LedgerId, crate::budget::LedgerTotal, Decimal)> {
         let state = self.lock();
-        state.states.all().into_iter().map(|(id, total)| {
-            let reserved = state.reserved(&id).0;
-            (id, total, reserved)
-        }).collect()
+        state
+            .states
+            .all()
+            .into_iter()
+            .map(|(id, total)| {
+                let reserved = state.reserved(&id).0;
+                (id, total, reserved)
+            })
+            .collect()
     }
 
     /// Admits or refuses one request. `body` is the request as sent;
     /// `at` is the request's time (it picks the budget period).
-    pub async fn admit(self: &Arc<Self>, who: &Identity, model: Option<&str>, max_tokens: u64, body: &Bytes, at: DateTime<Utc>) -> Result<Ticket, Refusal> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        who: &Identity,
+        model: Option<&str>,
+        max_tokens: u64,
+        body: &Bytes,
+        at: DateTime<Utc>,
+    ) -> Result<Ticket, Refusal> {
         self.check_rate_limits(who, body.len() as u64, max_tokens)?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let ticket = Ticket { admission: self.clone(), seq, team: who.team.clone(), done: false };
-        let w = Who { key_id: &who.key_id, user: &who.user, team: &who.team, workspace: &who.workspace };
+        let ticket = Ticket {
+            admission: self.clone(),
+            seq,
+            team: who.team.clone(),
+            done: false,
+        };
+        let w = Who {
+            key_id: &who.key_id,
+            user: &who.user,
+            team: &who.team,
+            workspace: &who.workspace,
+        };
         let covering: Vec<(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)> = self
             .specs
             .iter()
             .filter_map(|spec| {
                 let subject = spec.subject_of(w)?;
                 let (period_start, end) = spec.period_of(at);
-                Some((spec, LedgerId { budget: spec.name.clone(), subject, period_start }, end))
+                Some((
+                    spec,
+                    LedgerId {
+                        budget: spec.name.clone(),
+                        subject,
+                        period_start,
+                    },
+                    end,
+                ))
             })
             .collect();
         if covering.is_empty() {
@@ -270,7 +334,14 @@ impl Admission {
 
     /// Checks every covering ledger under the lock and reserves on all of
     /// them, or refuses naming the first that would be exceeded.
-    fn try_reserve(&self, ticket: &Ticket, covering: &[(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)], model: Option<&str>, input: u64, max_tokens: u64) -> Result<(), Refusal> {
+    fn try_reserve(
+        &self,
+        ticket: &Ticket,
+        covering: &[(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)],
+        model: Option<&str>,
+        input: u64,
+        max_tokens: u64,
+    ) -> Result<(), Refusal> {
         let usd = self.worst_case_usd(model, input, max_tokens);
         let tokens = input + max_tokens;
         let mut state = self.lock();
@@ -280,10 +351,20 @@ impl Admission {
         for (spec, id, end) in covering {
             let spent = state.states.total(id);
             let (reserved_usd, reserved_tokens) = state.reserved(id);
-            let resets = end.map(|e| format!("; resets {}", e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))).unwrap_or_default();
+            let resets = end
+                .map(|e| {
+                    format!(
+                        "; resets {}",
+                        e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                })
+                .unwrap_or_default();
             if let Some(limit) = spec.limit_usd {
                 if spent.spent_usd + reserved_usd + usd > limit {
-                    METRICS.budget_refusals.with_label_values(&[&spec.name]).inc();
+                    METRICS
+                        .budget_refusals
+                        .with_label_values(&[&spec.name])
+                        .inc();
                     return Err(Refusal::Budget {
                         budget: spec.name.clone(),
                         subject: id.subject.clone(),
@@ -295,7 +376,10 @@ impl Admission {
             }
             if let Some(limit) = spec.limit_tokens {
                 if spent.spent_tokens + reserved_tokens + tokens > limit {
-                    METRICS.budget_refusals.with_label_values(&[&spec.name]).inc();
+                    METRICS
+                        .budget_refusals
+                        .with_label_values(&[&spec.name])
+                        .inc();
                     return Err(Refusal::Budget {
                         budget: spec.name.clone(),
                         subject: id.subject.clone(),
@@ -306,8 +390,18 @@ impl Admission {
                 }
             }
         }
-        let ledgers = covering.iter().map(|(_, id, _)| (id.clone(), usd, tokens)).collect();
-        state.reservations.insert(ticket.seq, Reservation { team: ticket.team.clone(), ledgers, settled: false });
+        let ledgers = covering
+            .iter()
+            .map(|(_, id, _)| (id.clone(), usd, tokens))
+            .collect();
+        state.reservations.insert(
+            ticket.seq,
+            Reservation {
+                team: ticket.team.clone(),
+                ledgers,
+                settled: false,
+            },
+        );
         state.report();
         Ok(())
     }
@@ -316,20 +410,42 @@ impl Admission {
     /// rate (the 1-hour cache write), `max_tokens` of output. An unknown
     /// model prices at zero, as the accountant would (it marks it unpriced).
     fn worst_case_usd(&self, model: Option<&str>, input: u64, max_tokens: u64) -> Decimal {
-        let usage = Usage { cache_creation_1h_tokens: input, output_tokens: max_tokens, ..Usage::default() };
+        let usage = Usage {
+            cache_creation_1h_tokens: input,
+            output_tokens: max_tokens,
+            ..Usage::default()
+        };
         self.actual_usd("anthropic", model, &usage)
     }
 
     fn actual_usd(&self, provider: &str, model: Option<&str>, usage: &Usage) -> Decimal {
-        let Some(model) = model else { return Decimal::ZERO };
-        let provider = if provider.is_empty() { "anthropic" } else { provider };
-        let q = PriceQuery { provider, model, region: None, at: Utc::now() };
-        price(&self.book, &q, usage).map(|p| p.lines.total_usd).unwrap_or_default()
+        let Some(model) = model else {
+            return Decimal::ZERO;
+        };
+        let provider = if provider.is_empty() {
+            "anthropic"
+        } else {
+            provider
+        };
+        let q = PriceQuery {
+            provider,
+            model,
+            region: None,
+            at: Utc::now(),
+        };
+        price(&self.book, &q, usage)
+            .map(|p| p.lines.total_usd)
+            .unwrap_or_default()
     }
 
     /// Requests and tokens per minute; tokens are estimated as body bytes
     /// / 4 plus `max_tokens` (no tokenizer on this path).
-    fn check_rate_limits(&self, who: &Identity, body_bytes: u64, max_tokens: u64) -> Result<(), Refusal> {
+    fn check_rate_limits(
+        &self,
+        who: &Identity,
+        body_bytes: u64,
+        max_tokens: u64,
+    ) -> Result<(), Refusal> {
         let clock = DefaultClock::default();
         for l in &self.limiters {
             let (scope, subject) = match l.scope {
@@ -341,7 +457,10 @@ impl Admission {
                 continue;
             }
             let refuse = |limit: String, wait: Duration, kind: &str| {
-                METRICS.rate_limit_refusals.with_label_values(&[scope, kind]).inc();
+                METRICS
+                    .rate_limit_refusals
+                    .with_label_values(&[scope, kind])
+                    .inc();
                 Refusal::RateLimited {
                     scope,
                     subject: subject.clone(),
@@ -351,7 +470,11 @@ impl Admission {
             };
             if let Some((n, limiter)) = &l.requests {
                 if let Err(not_until) = limiter.check_key(subject) {
-                    return Err(refuse(format!("{n} requests per minute"), not_until.wait_time_from(clock.now()), "requests"));
+                    return Err(refuse(
+                        format!("{n} requests per minute"),
+                        not_until.wait_time_from(clock.now()),
+                        "requests",
+                    ));
                 }
             }
             if let Some((n, limiter)) = &l.tokens {
@@ -360,9 +483,19 @@ impl Admission {
                 match limiter.check_key_n(subject, want) {
                     Ok(Ok(())) => {}
                     Ok(Err(not_until)) => {
-                        return Err(refuse(format!("{n} tokens per minute"), not_until.wait_time_from(clock.now()), "tokens"));
+                        return Err(refuse(
+                            format!("{n} tokens per minute"),
+                            not_until.wait_time_from(clock.now()),
+                            "tokens",
+                        ));
                     }
-                    Err(_) => return Err(refuse(format!("{n} tokens per minute"), Duration::from_secs(60), "tokens")),
+                    Err(_) => {
+                        return Err(refuse(
+                            format!("{n} tokens per minute"),
+                            Duration::from_secs(60),
+                            "tokens",
+                        ));
+                    }
                 }
             }
         }

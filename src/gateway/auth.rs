@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn missing_and_wrong_keys_are_told_apart() {
         let ring = ring();
-        assert!(matches!(ring.authenticate(&HeaderMap::new()), Err(GatewayError::MissingKey)));
+        assert!(matches!(
+            ring.authenticate(&HeaderMap::new()),
+            Err(GatewayError::MissingKey)
+        ));
         assert!(matches!(
             ring.authenticate(&headers(&[("x-api-key", "tg-wrong")])),
             Err(GatewayError::UnknownKey)

@@ -66,9 +66,23 @@ impl ResponseCache {
     }
 
     /// Stores a whole, successful answer.
-    pub fn put(&self, key: [u8; 32], content_type: Option<http::HeaderValue>, body: Bytes, max_age: Duration) {
+    pub fn put(
+        &self,
+        key: [u8; 32],
+        content_type: Option<http::HeaderValue>,
+        body: Bytes,
+        max_age: Duration,
+    ) {
         if body.len() <= MAX_ENTRY_BYTES {
-            self.entries.insert(key, Arc::new(Cached { content_type, body, stored: Instant::now(), max_age }));
+            self.entries.insert(
+                key,
+                Arc::new(Cached {
+                    content_type,
+                    body,
+                    stored: Instant::now(),
+                    max_age,
+                }),
+            );
         }
     }
 }

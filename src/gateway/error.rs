@@ -10,12 +10,17 @@ use crate::providers::ProviderError;
 /// Why the gateway answered instead of the provider.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("missing tollgate key: send it as `Authorization: Bearer <key>`, `x-api-key` or `x-tollgate-api-key`")]
+    #[error(
+        "missing tollgate key: send it as `Authorization: Bearer <key>`, `x-api-key` or `x-tollgate-api-key`"
+    )]
     MissingKey,
     #[error("invalid tollgate key")]
     UnknownKey,
     #[error("header {header} is invalid: {reason}")]
-    BadHeader { header: &'static str, reason: String },
+    BadHeader {
+        header: &'static str,
+        reason: String,
+    },
     #[error("request body is larger than the {limit}-byte limit")]
     BodyTooLarge { limit: usize },
     #[error("request body could not be read: {0}")]
@@ -48,7 +53,9 @@ impl GatewayError {
             Upstream(_) => (StatusCode::BAD_GATEWAY, "api_error"),
             Refused(Refusal::Budget { .. }) => (StatusCode::FORBIDDEN, "permission_error"),
             Refused(Refusal::StateUnknown) => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
-            Refused(Refusal::RateLimited { .. }) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            Refused(Refusal::RateLimited { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
+            }
         }
     }
 
@@ -101,7 +108,9 @@ impl IntoResponse for GatewayError {
             GatewayError::Refused(Refusal::StateUnknown) => {
                 headers.insert("retry-after", HeaderValue::from_static("2"));
             }
-            GatewayError::Refused(Refusal::RateLimited { retry_after_secs, .. }) => {
+            GatewayError::Refused(Refusal::RateLimited {
+                retry_after_secs, ..
+            }) => {
                 headers.insert("retry-after", HeaderValue::from(*retry_after_secs));
             }
             _ => {}

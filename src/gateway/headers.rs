@@ -25,7 +25,10 @@ impl RequestTags {
     pub fn from_headers(headers: &HeaderMap) -> Result<RequestTags, GatewayError> {
         let trace_id = match first_of(headers, &["x-tollgate-trace-id", "x-portkey-trace-id"]) {
             Some((name, v)) => {
-                let v = v.to_str().map_err(|_| bad(name, "must be visible ASCII"))?.trim();
+                let v = v
+                    .to_str()
+                    .map_err(|_| bad(name, "must be visible ASCII"))?
+                    .trim();
                 if v.is_empty() || v.len() > 256 {
                     return Err(bad(name, "must be 1 to 256 characters"));
                 }
@@ -80,7 +83,10 @@ fn parse_metadata(
     raw: &[u8],
 ) -> Result<BTreeMap<String, String>, GatewayError> {
     if raw.len() > MAX_METADATA_BYTES {
-        return Err(bad(header, &format!("must be at most {MAX_METADATA_BYTES} bytes")));
+        return Err(bad(
+            header,
+            &format!("must be at most {MAX_METADATA_BYTES} bytes"),
+        ));
     }
     let value: serde_json::Value = serde_json::from_slice(raw)
         .map_err(|e| bad(header, &format!("must be a JSON object of strings ({e})")))?;

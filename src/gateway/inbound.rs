@@ -24,9 +24,14 @@ use crate::providers::translate::{anthropic_name, body_object};
 pub enum Inbound {
     Anthropic,
     /// `POST /model/{id}/invoke[-with-response-stream]`.
-    Bedrock { model_id: String, stream: bool },
+    Bedrock {
+        model_id: String,
+        stream: bool,
+    },
     /// `…/models/{model}:rawPredict|:streamRawPredict` (or count-tokens).
-    Vertex { model: String },
+    Vertex {
+        model: String,
+    },
 }
 
 impl Inbound {
@@ -41,7 +46,11 @@ impl Inbound {
 
     /// The client's body as an Anthropic Messages body; betas the Bedrock
     /// body carried move into the `anthropic-beta` header.
-    pub fn to_anthropic(&self, body: Bytes, headers: &mut HeaderMap) -> Result<Bytes, GatewayError> {
+    pub fn to_anthropic(
+        &self,
+        body: Bytes,
+        headers: &mut HeaderMap,
+    ) -> Result<Bytes, GatewayError> {
         let (model, stream) = match self {
             Inbound::Anthropic => return Ok(body),
             Inbound::Bedrock { model_id, stream } => (anthropic_name(model_id), Some(*stream)),
@@ -77,14 +86,18 @@ impl Inbound {
         if !headers.contains_key("anthropic-version") {
             headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         }
-        serde_json::to_vec(&Value::Object(map)).map(Bytes::from).map_err(|e| GatewayError::BadJson(e.to_string()))
+        serde_json::to_vec(&Value::Object(map))
+            .map(Bytes::from)
+            .map_err(|e| GatewayError::BadJson(e.to_string()))
     }
 
     /// The answer in the client's shape: a Bedrock stream as event-stream
     /// chunks, Bedrock errors with `x-amzn-errortype`; Vertex answers are
     /// Anthropic's already.
     pub fn adapt(&self, response: Response) -> Response {
-        let Inbound::Bedrock { stream, .. } = self else { return response };
+        let Inbound::Bedrock { stream, .. } = self else {
+            return response;
+        };
         let status = response.status();
         if !status.is_success() {
             return bedrock_error(response);
@@ -93,7 +106,10 @@ impl Inbound {
             return response;
         }
         let (mut parts, body) = response.into_parts();
-        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.amazon.eventstream"),
+        );
         parts.headers.remove(header::CONTENT_LENGTH);
         let mut sse = SseSplitter::default();
         let frames = body.into_data_stream().map(move |chunk| {
@@ -103,7 +119,10 @@ impl Inbound {
                     if event == "error" {
                         let v: Value = serde_json::from_slice(&data).unwrap_or_default();
                         let kind = status_exception(error_status(&v));
-                        out.extend_from_slice(&exception_frame(kind, v["error"]["message"].as_str().unwrap_or("error")));
+                        out.extend_from_slice(&exception_frame(
+                            kind,
+                            v["error"]["message"].as_str().unwrap_or("error"),
+                        ));
                     } else if event != "ping" {
                         out.extend_from_slice(&chunk_frame(&data));
                     }
@@ -133,13 +152,23 @@ fn bedrock_error(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let kind = status_exception(parts.status.as_u16());
     let mapped = Body::from_stream(futures::stream::once(async move {
-        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let message = v["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        Ok::<Bytes, std::io::Error>(Bytes::from(serde_json::json!({ "message": message }).to_string()))
+        let message = v["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        Ok::<Bytes, std::io::Error>(Bytes::from(
+            serde_json::json!({ "message": message }).to_string(),
+        ))
     }));
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(kind) {
         parts.headers.insert("x-amzn-errortype", v);
     }
@@ -181,19 +210,35 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// `POST /model/{id}/{action}`: Bedrock's InvokeModel operations.
-pub async fn bedrock(State(gw): State<Arc<Gateway>>, Path((model_id, action)): Path<(String, String)>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn bedrock(
+    State(gw): State<Arc<Gateway>>,
+    Path((model_id, action)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (endpoint, stream) = match action.as_str() {
         "invoke" => (Endpoint::Messages, false),
         "invoke-with-response-stream" => (Endpoint::Messages, true),
         "count-tokens" => (Endpoint::CountTokens, false),
         other => {
-            let shape = Inbound::Bedrock { model_id, stream: false };
-            let e = GatewayError::BadHeader { header: "path", reason: format!("unknown Bedrock operation {other:?} (invoke, invoke-with-response-stream)") };
+            let shape = Inbound::Bedrock {
+                model_id,
+                stream: false,
+            };
+            let e = GatewayError::BadHeader {
+                header: "path",
+                reason: format!(
+                    "unknown Bedrock operation {other:?} (invoke, invoke-with-response-stream)"
+                ),
+            };
             return shape.adapt(e.into_response());
         }
     };
     let shape = Inbound::Bedrock { model_id, stream };
-    let response = gw.forward(endpoint, shape.clone(), uri, headers, body).await;
+    let response = gw
+        .forward(endpoint, shape.clone(), uri, headers, body)
+        .await;
     shape.adapt(response)
 }
 
@@ -204,24 +249,49 @@ pub async fn inference_profiles() -> Response {
         .into_iter()
         .map(|id| serde_json::json!({"inferenceProfileId": id, "inferenceProfileName": id, "status": "ACTIVE", "type": "SYSTEM_DEFINED"}))
         .collect();
-    (StatusCode::OK, axum::Json(serde_json::json!({ "inferenceProfileSummaries": summaries }))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({ "inferenceProfileSummaries": summaries })),
+    )
+        .into_response()
 }
 
 /// `POST /projects/{p}/locations/{r}/publishers/anthropic/models/{model}:{action}`.
-pub async fn vertex(State(gw): State<Arc<Gateway>>, Path((_project, _location, model_action)): Path<(String, String, String)>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn vertex(
+    State(gw): State<Arc<Gateway>>,
+    Path((_project, _location, model_action)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some((model, action)) = model_action.rsplit_once(':') else {
-        let e = GatewayError::BadHeader { header: "path", reason: format!("{model_action:?} names no :rawPredict or :streamRawPredict") };
+        let e = GatewayError::BadHeader {
+            header: "path",
+            reason: format!("{model_action:?} names no :rawPredict or :streamRawPredict"),
+        };
         return e.into_response();
     };
     let endpoint = match (model, action) {
         ("count-tokens", "rawPredict") => Endpoint::CountTokens,
         (_, "rawPredict" | "streamRawPredict") => Endpoint::Messages,
         _ => {
-            let e = GatewayError::BadHeader { header: "path", reason: format!("unknown Vertex action {action:?} (rawPredict, streamRawPredict)") };
+            let e = GatewayError::BadHeader {
+                header: "path",
+                reason: format!("unknown Vertex action {action:?} (rawPredict, streamRawPredict)"),
+            };
             return e.into_response();
         }
     };
-    gw.forward(endpoint, Inbound::Vertex { model: model.to_owned() }, uri, headers, body).await
+    gw.forward(
+        endpoint,
+        Inbound::Vertex {
+            model: model.to_owned(),
+        },
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -231,14 +301,24 @@ mod tests {
     #[test]
     fn bedrock_body_becomes_anthropic_with_betas_in_the_header() {
         let mut headers = HeaderMap::new();
-        headers.insert("anthropic-beta", HeaderValue::from_static("claude-code-20250219"));
-        let shape = Inbound::Bedrock { model_id: "us.anthropic.claude-sonnet-4-5-20250929-v1:0".into(), stream: true };
+        headers.insert(
+            "anthropic-beta",
+            HeaderValue::from_static("claude-code-20250219"),
+        );
+        let shape = Inbound::Bedrock {
+            model_id: "us.anthropic.claude-sonnet-4-5-20250929-v1:0".into(),
+            stream: true,
+        };
         let body = Bytes::from_static(br#"{"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["interleaved-thinking-2025-05-14"],"max_tokens":5,"messages":[]}"#);
-        let out: Value = serde_json::from_slice(&shape.to_anthropic(body, &mut headers).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&shape.to_anthropic(body, &mut headers).unwrap()).unwrap();
         assert_eq!(out["model"], "claude-sonnet-4-5-20250929");
         assert_eq!(out["stream"], true);
         assert!(out.get("anthropic_version").is_none() && out.get("anthropic_beta").is_none());
-        assert_eq!(headers["anthropic-beta"], "claude-code-20250219,interleaved-thinking-2025-05-14");
+        assert_eq!(
+            headers["anthropic-beta"],
+            "claude-code-20250219,interleaved-thinking-2025-05-14"
+        );
     }
 
     #[test]

@@ -67,7 +67,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/", get(health).head(health))
         .route("/model/{id}/{action}", post(inbound::bedrock))
         .route("/inference-profiles", get(inbound::inference_profiles))
-        .route("/projects/{project}/locations/{location}/publishers/anthropic/models/{model_action}", post(inbound::vertex))
+        .route(
+            "/projects/{project}/locations/{location}/publishers/anthropic/models/{model_action}",
+            post(inbound::vertex),
+        )
         .with_state(gateway)
 }
 

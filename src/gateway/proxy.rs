@@ -12,9 +12,9 @@ use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::Gateway;
 use super::auth::Identity;
+use super::cache::{Capture, ResponseCache};
 use super::error::GatewayError;
 use super::headers::{RequestTags, downstream_headers, upstream_headers};
-use super::cache::{Capture, ResponseCache};
 use super::inbound::Inbound;
 use super::recording::Recording;
 use super::request_head::RequestHead;
@@ -30,7 +30,8 @@ pub async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    gw.forward(Endpoint::Messages, Inbound::Anthropic, uri, headers, body).await
+    gw.forward(Endpoint::Messages, Inbound::Anthropic, uri, headers, body)
+        .await
 }
 
 /// `POST /v1/messages/count_tokens`.
@@ -40,7 +41,14 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    gw.forward(Endpoint::CountTokens, Inbound::Anthropic, uri, headers, body).await
+    gw.forward(
+        Endpoint::CountTokens,
+        Inbound::Anthropic,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// The response header that returns the trace ID to the client.
@@ -51,7 +59,14 @@ const EVENT_HEADER: &str = "x-tollgate-event-id";
 impl Gateway {
     /// Authenticates, records, forwards and tees one request that arrived
     /// in the `inbound` API shape.
-    pub(super) async fn forward(&self, endpoint: Endpoint, inbound: Inbound, uri: Uri, mut headers: HeaderMap, body: Body) -> Response {
+    pub(super) async fn forward(
+        &self,
+        endpoint: Endpoint,
+        inbound: Inbound,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: Body,
+    ) -> Response {
         let started = Instant::now();
         let started_at = Utc::now();
         let identity = match self.keys.authenticate(&headers) {
@@ -101,7 +116,11 @@ impl Gateway {
         if endpoint == Endpoint::Messages {
             let max_tokens = head.max_tokens.unwrap_or(0);
             let model = head.model.as_deref().map(str::to_owned);
-            match self.admission.admit(&identity, model.as_deref(), max_tokens, &body, started_at).await {
+            match self
+                .admission
+                .admit(&identity, model.as_deref(), max_tokens, &body, started_at)
+                .await
+            {
                 Ok(ticket) => recording.admitted(self.admission.gateway_id(), ticket),
                 Err(refusal) => return refuse(recording, GatewayError::Refused(refusal)),
             }
@@ -128,22 +147,37 @@ impl Gateway {
             .unwrap_or_else(|| RouteConfig::single(&identity.provider));
         let route = match route::resolve(headers, &key_route, &self.routes) {
             Ok(route) => route,
-            Err((header, reason)) => return refuse(recording, GatewayError::BadHeader { header, reason }),
+            Err((header, reason)) => {
+                return refuse(recording, GatewayError::BadHeader { header, reason });
+            }
         };
         let mut up_headers = upstream_headers(headers);
         for name in &route.forward_headers {
-            if let (Ok(n), Some(v)) = (http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()), headers.get(name.as_str())) {
+            if let (Ok(n), Some(v)) = (
+                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                headers.get(name.as_str()),
+            ) {
                 up_headers.insert(n, v.clone());
             }
         }
         METRICS.overhead.observe(recording.elapsed().as_secs_f64());
         let facts_model = recording.event_mut().model_requested.clone();
         let facts_metadata = recording.event_mut().metadata.clone();
-        let plan = route.plan(&route::Facts { model: facts_model.as_deref(), metadata: &facts_metadata });
-        let cache_key = route.cache.as_ref().filter(|c| c.enabled() && endpoint == Endpoint::Messages).map(|c| {
-            let targets: Vec<&str> = plan.iter().map(|t| t.provider.as_str()).collect();
-            (ResponseCache::key(endpoint.as_str(), &targets, &body), Duration::from_secs(c.max_age))
+        let plan = route.plan(&route::Facts {
+            model: facts_model.as_deref(),
+            metadata: &facts_metadata,
         });
+        let cache_key = route
+            .cache
+            .as_ref()
+            .filter(|c| c.enabled() && endpoint == Endpoint::Messages)
+            .map(|c| {
+                let targets: Vec<&str> = plan.iter().map(|t| t.provider.as_str()).collect();
+                (
+                    ResponseCache::key(endpoint.as_str(), &targets, &body),
+                    Duration::from_secs(c.max_age),
+                )
+            });
         if let Some((key, _)) = &cache_key {
             if let Some(hit) = self.cache.get(key) {
                 METRICS.cache_lookups.with_label_values(&["hit"]).inc();
@@ -154,27 +188,43 @@ impl Gateway {
                 recording.emit(None);
                 let mut response = Response::new(Body::from(hit.body.clone()));
                 if let Some(ct) = &hit.content_type {
-                    response.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, ct.clone());
                 }
-                response.headers_mut().insert("x-tollgate-cache", HeaderValue::from_static("hit"));
+                response
+                    .headers_mut()
+                    .insert("x-tollgate-cache", HeaderValue::from_static("hit"));
                 set_trace_header(response.headers_mut(), &trace_id, event_id);
                 return response;
             }
             METRICS.cache_lookups.with_label_values(&["miss"]).inc();
         }
-        let retries = route.retry.as_ref().map(|r| (r.attempts.max(1), r.on_status_codes.clone())).unwrap_or((1, Vec::new()));
+        let retries = route
+            .retry
+            .as_ref()
+            .map(|r| (r.attempts.max(1), r.on_status_codes.clone()))
+            .unwrap_or((1, Vec::new()));
         let mut last: Option<Result<ProviderResponse, GatewayError>> = None;
         for (i, target) in plan.iter().enumerate() {
             let more_targets = i + 1 < plan.len();
             let Some(provider) = self.providers.get(&target.provider) else {
-                last = Some(Err(GatewayError::NoProvider { key_id: identity.key_id.clone(), provider: target.provider.clone() }));
+                last = Some(Err(GatewayError::NoProvider {
+                    key_id: identity.key_id.clone(),
+                    provider: target.provider.clone(),
+                }));
                 continue;
             };
             let (kind, name) = (provider.kind(), provider.target());
             let body = route::apply_overrides(&body, &target.override_params);
             for n in 1..=retries.0 {
                 let attempt_started = Instant::now();
-                let request = ProviderRequest { endpoint, query: uri.query().map(str::to_owned), headers: up_headers.clone(), body: body.clone() };
+                let request = ProviderRequest {
+                    endpoint,
+                    query: uri.query().map(str::to_owned),
+                    headers: up_headers.clone(),
+                    body: body.clone(),
+                };
                 let answer = provider.send(request).await;
                 let again = n < retries.0;
                 match answer {
@@ -182,7 +232,13 @@ impl Gateway {
                         let status = upstream.status.as_u16();
                         recording.push_attempt(kind, name, Some(status), attempt_started, None);
                         if again && retries.1.contains(&status) {
-                            let wait = route::backoff(n, upstream.headers.get("retry-after").and_then(|v| v.to_str().ok()));
+                            let wait = route::backoff(
+                                n,
+                                upstream
+                                    .headers
+                                    .get("retry-after")
+                                    .and_then(|v| v.to_str().ok()),
+                            );
                             drop(upstream);
                             tokio::time::sleep(wait).await;
                             continue;
@@ -190,7 +246,13 @@ impl Gateway {
                         last = Some(Ok(upstream));
                     }
                     Err(e) => {
-                        recording.push_attempt(kind, name, None, attempt_started, Some(e.error_type()));
+                        recording.push_attempt(
+                            kind,
+                            name,
+                            None,
+                            attempt_started,
+                            Some(e.error_type()),
+                        );
                         if again && !matches!(e, ProviderError::Misconfigured { .. }) {
                             tokio::time::sleep(route::backoff(n, None)).await;
                             continue;
@@ -212,13 +274,24 @@ impl Gateway {
         let upstream = match last {
             Some(Ok(upstream)) => upstream,
             Some(Err(e)) => return refuse(recording, e),
-            None => return refuse(recording, GatewayError::NoProvider { key_id: identity.key_id.clone(), provider: identity.provider.clone() }),
+            None => {
+                return refuse(
+                    recording,
+                    GatewayError::NoProvider {
+                        key_id: identity.key_id.clone(),
+                        provider: identity.provider.clone(),
+                    },
+                );
+            }
         };
         let kind = recording.event_mut().provider.clone();
         let kind = kind.as_str();
         let status = upstream.status;
         for d in &upstream.downgrades {
-            METRICS.downgrades.with_label_values(&[kind, d.split(':').next().unwrap_or("other")]).inc();
+            METRICS
+                .downgrades
+                .with_label_values(&[kind, d.split(':').next().unwrap_or("other")])
+                .inc();
         }
         recording.event_mut().downgrades.extend(upstream.downgrades);
         recording.event_mut().status = status.as_u16();
@@ -236,17 +309,20 @@ impl Gateway {
         // The body is re-framed here (chunked), so its length header goes.
         out_headers.remove(header::CONTENT_LENGTH);
         set_trace_header(&mut out_headers, recording.trace_id(), recording.event_id());
-        let capture = cache_key.filter(|_| status.is_success()).map(|(key, max_age)| Capture {
-            cache: self.cache.clone(),
-            key,
-            max_age,
-            content_type: upstream.headers.get(header::CONTENT_TYPE).cloned(),
-            body: bytes::BytesMut::new(),
-        });
+        let capture = cache_key
+            .filter(|_| status.is_success())
+            .map(|(key, max_age)| Capture {
+                cache: self.cache.clone(),
+                key,
+                max_age,
+                content_type: upstream.headers.get(header::CONTENT_TYPE).cloned(),
+                body: bytes::BytesMut::new(),
+            });
         if cache_key.is_some() {
             out_headers.insert("x-tollgate-cache", HeaderValue::from_static("miss"));
         }
-        let body = Body::from_stream(TeeBody::new(upstream.body, reader, recording).with_capture(capture));
+        let body =
+            Body::from_stream(TeeBody::new(upstream.body, reader, recording).with_capture(capture));
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = out_headers;
@@ -257,7 +333,10 @@ impl Gateway {
 /// Answers with tollgate's own error and records it.
 fn refuse(mut recording: Recording, error: GatewayError) -> Response {
     let (status, _) = error.status_and_type();
-    METRICS.client_errors.with_label_values(&[error.reason()]).inc();
+    METRICS
+        .client_errors
+        .with_label_values(&[error.reason()])
+        .inc();
     let e = recording.event_mut();
     e.status = status.as_u16();
     e.error_type = Some(error.reason().to_owned());
@@ -281,8 +360,8 @@ fn set_trace_header(headers: &mut HeaderMap, trace_id: &str, event_id: uuid::Uui
 
 /// Tells an over-long body from one that could not be read.
 fn body_error(err: axum::Error, limit: usize) -> GatewayError {
-    let too_large = std::error::Error::source(&err)
-        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    let too_large =
+        std::error::Error::source(&err).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
     if too_large || err.to_string().contains("length limit") {
         GatewayError::BodyTooLarge { limit }
     } else {

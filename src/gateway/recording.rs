@@ -87,7 +87,10 @@ impl Recording {
     /// gateway's origin, so the reservation is released once the
     /// accountant folded the event.
     pub fn admitted(&mut self, gateway: &str, ticket: Ticket) {
-        self.event.origin = Some(Origin { gateway: gateway.to_owned(), seq: ticket.seq() });
+        self.event.origin = Some(Origin {
+            gateway: gateway.to_owned(),
+            seq: ticket.seq(),
+        });
         self.ticket = Some(ticket);
     }
 
@@ -102,7 +105,14 @@ impl Recording {
     }
 
     /// Records one try at a target.
-    pub fn push_attempt(&mut self, provider: &str, target: &str, status: Option<u16>, since: Instant, error_type: Option<&str>) {
+    pub fn push_attempt(
+        &mut self,
+        provider: &str,
+        target: &str,
+        status: Option<u16>,
+        since: Instant,
+        error_type: Option<&str>,
+    ) {
         self.event.provider = provider.to_owned();
         self.event.target = target.to_owned();
         self.event.attempts.push(Attempt {
@@ -119,10 +129,14 @@ impl Recording {
         let elapsed = self.started.elapsed();
         let e = &mut self.event;
         e.latency_ms = millis(elapsed);
-        e.ended_at = e.started_at
-            + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero());
+        e.ended_at =
+            e.started_at + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero());
         e.ttft_ms = first_token.map(|t| millis(t.duration_since(self.started)));
-        observe(e, elapsed, first_token.map(|t| t.duration_since(self.started)));
+        observe(
+            e,
+            elapsed,
+            first_token.map(|t| t.duration_since(self.started)),
+        );
         if let Some(ticket) = self.ticket.take() {
             let model = e.model_served.as_deref().or(e.model_requested.as_deref());
             ticket.settle(&e.provider, model, &e.usage);
@@ -138,7 +152,11 @@ fn millis(d: Duration) -> u64 {
 /// Request, latency and token metrics of one finished event.
 fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
     let model = model_label(e.model_served.as_deref());
-    let provider = if e.provider.is_empty() { "none" } else { e.provider.as_str() };
+    let provider = if e.provider.is_empty() {
+        "none"
+    } else {
+        e.provider.as_str()
+    };
     let status = e.status.to_string();
     METRICS
         .requests

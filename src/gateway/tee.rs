@@ -204,7 +204,9 @@ impl SseReader {
                         self.facts.stop_reason = Some(r.to_owned());
                     }
                     if let Some(u) = v.get("usage") {
-                        self.facts.usage.merge_cumulative(&Usage::from_anthropic_json(u));
+                        self.facts
+                            .usage
+                            .merge_cumulative(&Usage::from_anthropic_json(u));
                     }
                 }
             }
@@ -266,7 +268,9 @@ impl AnswerReader {
     /// Picks the reader from the upstream `content-type`.
     pub fn for_content_type(content_type: Option<&str>) -> AnswerReader {
         match content_type {
-            Some(ct) if ct.starts_with("text/event-stream") => AnswerReader::Sse(SseReader::default()),
+            Some(ct) if ct.starts_with("text/event-stream") => {
+                AnswerReader::Sse(SseReader::default())
+            }
             _ => AnswerReader::Json(JsonReader::default()),
         }
     }
@@ -316,8 +320,13 @@ impl TeeBody {
         let Some((reader, mut recording)) = self.state.take() else {
             return;
         };
-        if let Some(c) = self.capture.take().filter(|c| error_type.is_none() && c.body.len() <= super::cache::MAX_ENTRY_BYTES) {
-            c.cache.put(c.key, c.content_type, c.body.freeze(), c.max_age);
+        if let Some(c) = self
+            .capture
+            .take()
+            .filter(|c| error_type.is_none() && c.body.len() <= super::cache::MAX_ENTRY_BYTES)
+        {
+            c.cache
+                .put(c.key, c.content_type, c.body.freeze(), c.max_age);
         }
         let facts = reader.finish();
         let first_token = facts.first_token;
@@ -412,7 +421,9 @@ mod tests {
     #[test]
     fn json_error_body_gives_error_type() {
         let mut r = JsonReader::default();
-        r.feed(&Bytes::from_static(b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}"));
+        r.feed(&Bytes::from_static(
+            b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
+        ));
         assert_eq!(r.finish().error_type.as_deref(), Some("overloaded_error"));
     }
 }

@@ -54,7 +54,10 @@ impl LakeLayout {
             Err(source) => return Err(LakeError::Io { path: dir, source }),
         };
         for day in days {
-            let day = day.map_err(|source| LakeError::Io { path: dir.clone(), source })?;
+            let day = day.map_err(|source| LakeError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let day_path = day.path();
             if !day_path.is_dir() {
                 continue;
@@ -132,7 +135,9 @@ pub fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<(), LakeErro
     let file = writer.into_inner().map_err(write)?;
     file.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     Ok(())
 }
 
@@ -145,7 +150,9 @@ mod tests {
         let layout = LakeLayout::new("/lake");
         let day = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
         let path = layout.file_path(day, 3, 10, 99);
-        assert!(path.ends_with("events/day=2026-11-22/p00003-00000000000000000010-00000000000000000099.parquet"));
+        assert!(path.ends_with(
+            "events/day=2026-11-22/p00003-00000000000000000010-00000000000000000099.parquet"
+        ));
         assert_eq!(parse_file_name(&path), Some((3, 10, 99)));
         assert_eq!(parse_file_name(Path::new(".p00003-1-2.parquet.tmp")), None);
     }

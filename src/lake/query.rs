@@ -209,7 +209,9 @@ fn rows_as_events(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, Lak
     writer
         .write_batches(&refs)
         .map_err(|e| LakeError::Encode(e.to_string()))?;
-    writer.finish().map_err(|e| LakeError::Encode(e.to_string()))?;
+    writer
+        .finish()
+        .map_err(|e| LakeError::Encode(e.to_string()))?;
     let raw = writer.into_inner();
     if raw.is_empty() {
         return Ok(Vec::new());
@@ -243,13 +245,11 @@ fn shape_row(mut row: serde_json::Map<String, serde_json::Value>) -> serde_json:
 
 fn cursor_of(row: &serde_json::Value) -> Option<Cursor> {
     let started = row.get("started_at")?.as_str()?;
-    let started = DateTime::parse_from_rfc3339(started)
-        .ok()
-        .or_else(|| {
-            chrono::NaiveDateTime::parse_from_str(started, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|n| n.and_utc().fixed_offset())
-        })?;
+    let started = DateTime::parse_from_rfc3339(started).ok().or_else(|| {
+        chrono::NaiveDateTime::parse_from_str(started, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()
+            .map(|n| n.and_utc().fixed_offset())
+    })?;
     Some(Cursor {
         started_at_ms: started.timestamp_millis(),
         event_id: row.get("event_id")?.as_str()?.to_owned(),

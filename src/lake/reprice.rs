@@ -10,15 +10,17 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::LakeError;
 use super::files::{LakeLayout, write_atomically};
+use crate::event::{COST_COLUMNS, CostColumns, Usage};
 use crate::pricing::cost::price_facts;
 use crate::pricing::{PriceBook, PriceQuery};
-use crate::event::{COST_COLUMNS, CostColumns, Usage};
 
 /// What a reprice did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,7 +30,12 @@ pub struct RepriceReport {
 }
 
 /// Reprices every lake file whose day is in `from..=to`.
-pub fn reprice(layout: &LakeLayout, book: &PriceBook, from: NaiveDate, to: NaiveDate) -> Result<RepriceReport, LakeError> {
+pub fn reprice(
+    layout: &LakeLayout,
+    book: &PriceBook,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<RepriceReport, LakeError> {
     let mut report = RepriceReport::default();
     for (path, ..) in layout.files()? {
         let Some(day) = day_of(&path) else { continue };
@@ -48,8 +55,14 @@ fn day_of(path: &Path) -> Option<NaiveDate> {
 }
 
 fn reprice_file(path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
-    let read_err = |message: String| LakeError::Write { path: path.to_owned(), message };
-    let file = File::open(path).map_err(|source| LakeError::Io { path: path.to_owned(), source })?;
+    let read_err = |message: String| LakeError::Write {
+        path: path.to_owned(),
+        message,
+    };
+    let file = File::open(path).map_err(|source| LakeError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
         .map_err(|e| read_err(e.to_string()))?;
@@ -59,7 +72,8 @@ fn reprice_file(path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
         batches.push(reprice_batch(&batch, book).map_err(read_err)?);
     }
     let schema = crate::event::arrow_schema();
-    let all = arrow::compute::concat_batches(&schema, &batches).map_err(|e| read_err(e.to_string()))?;
+    let all =
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| read_err(e.to_string()))?;
     write_atomically(path, &all)?;
     Ok(all.num_rows())
 }
@@ -80,7 +94,11 @@ fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, S
     let started = column::<TimestampMillisecondArray>(batch, "started_at")?;
     let count = |name: &str| column::<Int64Array>(batch, name);
     let (input, output) = (count("input_tokens")?, count("output_tokens")?);
-    let (w5, w1, read) = (count("cache_creation_5m_tokens")?, count("cache_creation_1h_tokens")?, count("cache_read_tokens")?);
+    let (w5, w1, read) = (
+        count("cache_creation_5m_tokens")?,
+        count("cache_creation_1h_tokens")?,
+        count("cache_read_tokens")?,
+    );
     let (search, fetch) = (count("web_search_requests")?, count("web_fetch_requests")?);
     let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     let n = |a: &Int64Array, i: usize| u64::try_from(a.value(i)).unwrap_or(0);
@@ -109,7 +127,9 @@ fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, S
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let schema = batch.schema();
     for (name, new) in COST_COLUMNS.iter().zip(costs.finish()) {
-        let (i, _) = schema.column_with_name(name).ok_or_else(|| format!("column {name} is missing"))?;
+        let (i, _) = schema
+            .column_with_name(name)
+            .ok_or_else(|| format!("column {name} is missing"))?;
         columns[i] = new;
     }
     RecordBatch::try_new(Arc::new(schema.as_ref().clone()), columns).map_err(|e| e.to_string())

@@ -149,7 +149,9 @@ impl Sink {
                 }
             }
         };
-        let Some((day, event, other_day)) = day else { return Ok(()) };
+        let Some((day, event, other_day)) = day else {
+            return Ok(());
+        };
         if other_day {
             self.flush(p).await?;
         }
@@ -161,7 +163,13 @@ impl Sink {
                 since: Instant::now(),
                 rows: Vec::new(),
             });
-            buffer.rows.push((BusPosition { partition: p, offset: record.offset }, event));
+            buffer.rows.push((
+                BusPosition {
+                    partition: p,
+                    offset: record.offset,
+                },
+                event,
+            ));
             part.consumed = part.consumed.max(consumed);
             buffer.rows.len() >= self.options.flush_rows
         };
@@ -182,7 +190,13 @@ impl Sink {
             .await
             .map_err(|e| LakeError::Worker(e.to_string()))??;
         let in_lake = max.get(&p).copied();
-        self.shared.partitions().insert(p, Partition { in_lake, ..Partition::default() });
+        self.shared.partitions().insert(
+            p,
+            Partition {
+                in_lake,
+                ..Partition::default()
+            },
+        );
         Ok(())
     }
 
@@ -231,7 +245,12 @@ impl Sink {
 
     /// Writes partition `p`'s buffer as one file, then commits.
     async fn flush(&mut self, p: u32) -> Result<(), LakeError> {
-        let Some(buffer) = self.shared.partitions().get_mut(&p).and_then(|part| part.buffer.take()) else {
+        let Some(buffer) = self
+            .shared
+            .partitions()
+            .get_mut(&p)
+            .and_then(|part| part.buffer.take())
+        else {
             return Ok(());
         };
         let layout = self.shared.layout.clone();
@@ -266,7 +285,8 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
     let (first, last) = (first.0.offset, last.0.offset);
     let path = layout.file_path(buffer.day, p, first, last);
     let started = Instant::now();
-    let refs: Vec<(BusPosition, &LlmEvent)> = buffer.rows.iter().map(|(pos, e)| (*pos, e)).collect();
+    let refs: Vec<(BusPosition, &LlmEvent)> =
+        buffer.rows.iter().map(|(pos, e)| (*pos, e)).collect();
     let batch = to_record_batch(&refs).map_err(|e| LakeError::Write {
         path: path.clone(),
         message: e.to_string(),
@@ -274,7 +294,9 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
     write_atomically(&path, &batch)?;
     METRICS.sink_files.inc();
     METRICS.sink_rows.inc_by(buffer.rows.len() as u64);
-    METRICS.sink_flush_seconds.observe(started.elapsed().as_secs_f64());
+    METRICS
+        .sink_flush_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(Some(last))
 }
 
@@ -286,7 +308,9 @@ fn revoke_hook(shared: Arc<Shared>) -> RevokeHook {
         let mut commits = Vec::new();
         let mut parts = shared.partitions();
         for p in revoked {
-            let Some(mut part) = parts.remove(p) else { continue };
+            let Some(mut part) = parts.remove(p) else {
+                continue;
+            };
             let mut next = part.consumed;
             if let Some(buffer) = part.buffer.take() {
                 match write_buffer(&shared.layout, *p, buffer) {

@@ -41,21 +41,48 @@ pub fn router(state: Arc<MockState>) -> Router {
         .with_state(state)
 }
 
-async fn messages(State(s): State<Arc<MockState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn messages(
+    State(s): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(refusal) = s.check(&method, &uri, &headers, &body) {
         return refusal;
     }
     let parsed: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("invalid JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("invalid JSON: {e}"),
+            );
+        }
     };
-    let Some(model) = parsed.get("model").and_then(|m| m.as_str()).map(str::to_owned) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "model: Field required");
+    let Some(model) = parsed
+        .get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_owned)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model: Field required",
+        );
     };
     if parsed.get("max_tokens").and_then(|m| m.as_u64()).is_none() {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "max_tokens: Field required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "max_tokens: Field required",
+        );
     }
-    let stream = parsed.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+    let stream = parsed
+        .get("stream")
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
     let scenario = s.scenario(&headers);
     match Scenario::parse(&scenario) {
         Scenario::Error(status) => scripted_error(status),
@@ -69,12 +96,22 @@ async fn messages(State(s): State<Arc<MockState>>, method: Method, uri: Uri, hea
     }
 }
 
-async fn count_tokens(State(s): State<Arc<MockState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn count_tokens(
+    State(s): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(refusal) = s.check(&method, &uri, &headers, &body) {
         return refusal;
     }
     if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid JSON");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid JSON",
+        );
     }
     let n = body.len() / 4;
     axum::Json(serde_json::json!({ "input_tokens": n })).into_response()
@@ -84,33 +121,61 @@ impl MockState {
     /// Keeps a copy of the request when recording.
     pub(super) fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
         if self.options.record {
-            record(&self.received, ReceivedRequest {
-                method: method.to_string(),
-                path_and_query: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                    .collect(),
-                body: body.clone(),
-            });
+            record(
+                &self.received,
+                ReceivedRequest {
+                    method: method.to_string(),
+                    path_and_query: uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_owned(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body: body.clone(),
+                },
+            );
         }
     }
 
     /// Records the request and checks what the real API checks first.
-    fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+    fn check(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Option<Response> {
         self.record(method, uri, headers, body);
         if let Some(expected) = &self.options.api_key {
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or(bearer);
+            let key = headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .or(bearer);
             if key != Some(expected.as_str()) {
-                return Some(error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key"));
+                return Some(error(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication_error",
+                    "invalid x-api-key",
+                ));
             }
         }
         if !headers.contains_key("anthropic-version") {
-            return Some(error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version: header is required"));
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "anthropic-version: header is required",
+            ));
         }
         None
     }
@@ -154,7 +219,10 @@ impl Scenario {
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
     let mut r = (status, axum::Json(body)).into_response();
-    r.headers_mut().insert("request-id", "req_mock_error".parse().expect("static header"));
+    r.headers_mut().insert(
+        "request-id",
+        "req_mock_error".parse().expect("static header"),
+    );
     r
 }
 
@@ -172,7 +240,8 @@ pub(super) fn scripted_error(status: u16) -> Response {
     };
     let mut r = error(status, kind, &format!("mock scripted {kind}"));
     if status == StatusCode::TOO_MANY_REQUESTS {
-        r.headers_mut().insert("retry-after", "1".parse().expect("static header"));
+        r.headers_mut()
+            .insert("retry-after", "1".parse().expect("static header"));
     }
     r
 }
@@ -211,16 +280,24 @@ pub fn sse_events(model: &str, request_body: &[u8]) -> Vec<String> {
         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
         "usage": {"output_tokens": USAGE_OUTPUT}});
     let (first, rest) = TEXT.split_at(5);
-    let text_delta = |t: &str| serde_json::json!({"type": "content_block_delta", "index": 0,
-        "delta": {"type": "text_delta", "text": t}});
+    let text_delta = |t: &str| {
+        serde_json::json!({"type": "content_block_delta", "index": 0,
+        "delta": {"type": "text_delta", "text": t}})
+    };
     let frame = |event: &str, data: serde_json::Value| format!("event: {event}\ndata: {data}\n\n");
     vec![
         frame("message_start", start),
-        frame("content_block_start", serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        frame(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
         frame("ping", serde_json::json!({"type": "ping"})),
         frame("content_block_delta", text_delta(first)),
         frame("content_block_delta", text_delta(rest)),
-        frame("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": 0})),
+        frame(
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": 0}),
+        ),
         frame("message_delta", delta),
         frame("message_stop", serde_json::json!({"type": "message_stop"})),
     ]
@@ -236,11 +313,20 @@ pub(super) fn answer_json(model: &str, request_body: &[u8]) -> Response {
         "usage": usage_json(USAGE_OUTPUT),
     });
     let mut r = axum::Json(body).into_response();
-    r.headers_mut().insert("request-id", "req_mock_json".parse().expect("static header"));
+    r.headers_mut().insert(
+        "request-id",
+        "req_mock_json".parse().expect("static header"),
+    );
     r
 }
 
-pub(super) fn answer(model: &str, stream: bool, request_body: &[u8], pause_ms: u64, cut: bool) -> Response {
+pub(super) fn answer(
+    model: &str,
+    stream: bool,
+    request_body: &[u8],
+    pause_ms: u64,
+    cut: bool,
+) -> Response {
     if !stream {
         return answer_json(model, request_body);
     }
@@ -248,17 +334,21 @@ pub(super) fn answer(model: &str, stream: bool, request_body: &[u8], pause_ms: u
     if cut {
         events.truncate(4);
     }
-    let chunks = futures::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
-        if pause_ms > 0 && i > 0 {
-            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        }
-        Ok::<Bytes, std::io::Error>(Bytes::from(e))
-    });
+    let chunks =
+        futures::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
+            if pause_ms > 0 && i > 0 {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+            Ok::<Bytes, std::io::Error>(Bytes::from(e))
+        });
     let body = if cut {
         let broken = futures::stream::once(async {
             // Let the head and the first events reach the client first.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock cut the stream"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "mock cut the stream",
+            ))
         });
         Body::from_stream(chunks.chain(broken))
     } else {

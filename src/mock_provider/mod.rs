@@ -66,7 +66,10 @@ pub struct MockHandle {
 impl MockHandle {
     /// Requests received so far.
     pub fn received(&self) -> Vec<ReceivedRequest> {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The base URL to configure as the upstream.
@@ -79,7 +82,10 @@ impl MockHandle {
 const RECORD_LIMIT: usize = 10_000;
 
 /// Serves the mock on `listener` until the runtime stops.
-pub fn spawn(listener: tokio::net::TcpListener, options: MockOptions) -> std::io::Result<MockHandle> {
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    options: MockOptions,
+) -> std::io::Result<MockHandle> {
     let addr = listener.local_addr()?;
     let received = Arc::new(Mutex::new(Vec::new()));
     let state = Arc::new(anthropic::MockState {

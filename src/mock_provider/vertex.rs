@@ -21,7 +21,12 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// `POST /token`: the JWT-bearer grant.
-pub async fn token(State(s): State<Arc<MockState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(s): State<Arc<MockState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     s.record(&Method::POST, &uri, &headers, &body);
     let Some(public_pem) = &s.options.google_public_key_pem else {
         return error(StatusCode::NOT_FOUND, "this mock has no service account");
@@ -29,32 +34,48 @@ pub async fn token(State(s): State<Arc<MockState>>, uri: Uri, headers: HeaderMap
     let form: Vec<(String, String)> = url_form(&body);
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if get("grant_type") != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
-        return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "unsupported_grant_type"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "unsupported_grant_type"})),
+        )
+            .into_response();
     }
     let Some(assertion) = get("assertion") else {
         return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "invalid_request", "error_description": "no assertion"}))).into_response();
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let audience = format!("http://{host}/token");
     match verify_jwt(assertion, public_pem, &audience) {
         Ok(claims) => {
             let token = format!("ya29.mock-{}", uuid::Uuid::new_v4().simple());
-            s.tokens.lock().unwrap_or_else(|p| p.into_inner()).push(token.clone());
+            s.tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(token.clone());
             tracing::debug!(iss = %claims.iss, "mock issued an access token");
             axum::Json(serde_json::json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "invalid_grant", "error_description": e}))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "invalid_grant", "error_description": e})),
+        )
+            .into_response(),
     }
 }
 
 /// Checks an RS256 service-account JWT: signature, audience, scope, and a
 /// lifetime of at most an hour.
 pub fn verify_jwt(assertion: &str, public_pem: &str, audience: &str) -> Result<Claims, String> {
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
-    let data = jsonwebtoken::decode::<Claims>(assertion, &key, &validation).map_err(|e| format!("invalid JWT: {e}"))?;
+    let data = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
+        .map_err(|e| format!("invalid JWT: {e}"))?;
     let c = data.claims;
     if c.scope != "https://www.googleapis.com/auth/cloud-platform" {
         return Err(format!("scope {} is not cloud-platform", c.scope));
@@ -70,11 +91,31 @@ fn url_form(body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// `POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m:action}`.
-pub async fn predict(State(s): State<Arc<MockState>>, Path((_project, location, model_action)): Path<(String, String, String)>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn predict(
+    State(s): State<Arc<MockState>>,
+    Path((_project, location, model_action)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     s.record(&method, &uri, &headers, &body);
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if !s.tokens.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|t| t == bearer) {
-        return error(StatusCode::UNAUTHORIZED, "Request had invalid authentication credentials.");
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !s
+        .tokens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|t| t == bearer)
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Request had invalid authentication credentials.",
+        );
     }
     let _ = location;
     let Some((model, action)) = model_action.rsplit_once(':') else {
@@ -85,7 +126,10 @@ pub async fn predict(State(s): State<Arc<MockState>>, Path((_project, location, 
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
     if parsed["anthropic_version"] != "vertex-2023-10-16" {
-        return error(StatusCode::BAD_REQUEST, "anthropic_version: must be vertex-2023-10-16");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "anthropic_version: must be vertex-2023-10-16",
+        );
     }
     if model == "count-tokens" {
         if parsed.get("model").is_none() {
@@ -94,7 +138,10 @@ pub async fn predict(State(s): State<Arc<MockState>>, Path((_project, location, 
         return axum::Json(serde_json::json!({"input_tokens": body.len() / 4})).into_response();
     }
     if parsed.get("model").is_some() {
-        return error(StatusCode::BAD_REQUEST, "model: not allowed in the body (it is in the URL)");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "model: not allowed in the body (it is in the URL)",
+        );
     }
     if let Scenario::Error(status) = Scenario::parse(&s.scenario(&headers)) {
         return scripted_error(status);
@@ -103,7 +150,10 @@ pub async fn predict(State(s): State<Arc<MockState>>, Path((_project, location, 
     match action {
         "streamRawPredict" if stream => answer(&anthropic_name(model), true, &body, 0, false),
         "rawPredict" if !stream => answer(&anthropic_name(model), false, &body, 0, false),
-        _ => error(StatusCode::BAD_REQUEST, &format!("{action} does not match stream={stream}")),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            &format!("{action} does not match stream={stream}"),
+        ),
     }
 }
 

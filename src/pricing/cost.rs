@@ -35,16 +35,16 @@ pub fn price<'a>(book: &'a PriceBook, q: &PriceQuery, usage: &Usage) -> Option<P
         .as_ref()
         .filter(|lc| prompt > lc.above_input_tokens);
     let rates: &Rates = long.map(|lc| &lc.rates).unwrap_or(&entry.rates);
-    let tokens = |n: u64, per_million: Decimal| {
-        Decimal::from(n) * per_million / MILLION * entry.multiplier
-    };
+    let tokens =
+        |n: u64, per_million: Decimal| Decimal::from(n) * per_million / MILLION * entry.multiplier;
     let mut lines = CostLines {
         input_usd: tokens(usage.input_tokens, rates.input),
         output_usd: tokens(usage.output_tokens, rates.output),
         cache_write_5m_usd: tokens(usage.cache_creation_5m_tokens, rates.cache_write_5m),
         cache_write_1h_usd: tokens(usage.cache_creation_1h_tokens, rates.cache_write_1h),
         cache_read_usd: tokens(usage.cache_read_tokens, rates.cache_read),
-        web_search_usd: Decimal::from(usage.web_search_requests) * entry.web_search_per_1k / THOUSAND,
+        web_search_usd: Decimal::from(usage.web_search_requests) * entry.web_search_per_1k
+            / THOUSAND,
         total_usd: Decimal::ZERO,
     };
     lines.total_usd = lines.input_usd
@@ -63,7 +63,11 @@ pub fn price<'a>(book: &'a PriceBook, q: &PriceQuery, usage: &Usage) -> Option<P
 impl Priced<'_> {
     /// The tier's name as stored on events.
     pub fn tier(&self) -> &'static str {
-        if self.long_context { "long_context" } else { "standard" }
+        if self.long_context {
+            "long_context"
+        } else {
+            "standard"
+        }
     }
 
     /// The price explained line by line, as `tollgate price` prints it.
@@ -74,7 +78,15 @@ impl Priced<'_> {
             _ => &e.rates,
         };
         let mut out = String::new();
-        let _ = writeln!(out, "entry     {} ({}:{}), effective from {}, {} tier", e.family, e.file, e.line, e.effective_from, self.tier());
+        let _ = writeln!(
+            out,
+            "entry     {} ({}:{}), effective from {}, {} tier",
+            e.family,
+            e.file,
+            e.line,
+            e.effective_from,
+            self.tier()
+        );
         if e.multiplier != Decimal::ONE {
             let _ = writeln!(out, "endpoint  token prices × {}", e.multiplier);
         }
@@ -82,13 +94,39 @@ impl Priced<'_> {
         for (name, n, rate, usd) in [
             ("input", usage.input_tokens, rates.input, l.input_usd),
             ("output", usage.output_tokens, rates.output, l.output_usd),
-            ("cache write 5m", usage.cache_creation_5m_tokens, rates.cache_write_5m, l.cache_write_5m_usd),
-            ("cache write 1h", usage.cache_creation_1h_tokens, rates.cache_write_1h, l.cache_write_1h_usd),
-            ("cache read", usage.cache_read_tokens, rates.cache_read, l.cache_read_usd),
+            (
+                "cache write 5m",
+                usage.cache_creation_5m_tokens,
+                rates.cache_write_5m,
+                l.cache_write_5m_usd,
+            ),
+            (
+                "cache write 1h",
+                usage.cache_creation_1h_tokens,
+                rates.cache_write_1h,
+                l.cache_write_1h_usd,
+            ),
+            (
+                "cache read",
+                usage.cache_read_tokens,
+                rates.cache_read,
+                l.cache_read_usd,
+            ),
         ] {
-            let _ = writeln!(out, "{name:<15} {n:>10} tok × ${rate}/M = ${}", usd.normalize());
+            let _ = writeln!(
+                out,
+                "{name:<15} {n:>10} tok × ${rate}/M = ${}",
+                usd.normalize()
+            );
         }
-        let _ = writeln!(out, "{:<15} {:>10} req × ${}/1000 = ${}", "web search", usage.web_search_requests, e.web_search_per_1k, l.web_search_usd.normalize());
+        let _ = writeln!(
+            out,
+            "{:<15} {:>10} req × ${}/1000 = ${}",
+            "web search",
+            usage.web_search_requests,
+            e.web_search_per_1k,
+            l.web_search_usd.normalize()
+        );
         let _ = writeln!(out, "total           ${}", l.total_usd.normalize());
         let _ = write!(out, "source    {}", e.source);
         out

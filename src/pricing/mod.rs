@@ -21,7 +21,10 @@ use sha2::{Digest, Sha256};
 
 /// The shipped tables, compiled in so the binary prices without the repo.
 const EMBEDDED: &[(&str, &str)] = &[
-    ("anthropic.toml", include_str!("../../pricing/anthropic.toml")),
+    (
+        "anthropic.toml",
+        include_str!("../../pricing/anthropic.toml"),
+    ),
     ("bedrock.toml", include_str!("../../pricing/bedrock.toml")),
     ("vertex.toml", include_str!("../../pricing/vertex.toml")),
 ];
@@ -267,7 +270,11 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, PricingError> {
             path: path.clone(),
             source,
         })?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_owned();
         files.push((name, text));
     }
     Ok(files)
@@ -275,7 +282,11 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, PricingError> {
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// A TOML date (`2025-09-29`), which reaches here as a datetime or, after
@@ -284,14 +295,23 @@ fn to_date(v: &toml::Value) -> Option<NaiveDate> {
     match v {
         toml::Value::Datetime(d) if d.time.is_none() => {
             let date = d.date?;
-            NaiveDate::from_ymd_opt(i32::from(date.year), u32::from(date.month), u32::from(date.day))
+            NaiveDate::from_ymd_opt(
+                i32::from(date.year),
+                u32::from(date.month),
+                u32::from(date.day),
+            )
         }
         toml::Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
         _ => None,
     }
 }
 
-fn parse_file(name: &str, text: &str, entries: &mut Vec<PriceEntry>, issues: &mut Vec<PricingIssue>) {
+fn parse_file(
+    name: &str,
+    text: &str,
+    entries: &mut Vec<PriceEntry>,
+    issues: &mut Vec<PricingIssue>,
+) {
     let issue = |line: usize, message: String| PricingIssue {
         file: name.to_owned(),
         line,
@@ -306,7 +326,14 @@ fn parse_file(name: &str, text: &str, entries: &mut Vec<PriceEntry>, issues: &mu
         }
     };
     if !PROVIDERS.contains(&table.provider.as_str()) {
-        issues.push(issue(1, format!("unknown provider {:?} (one of {})", table.provider, PROVIDERS.join(", "))));
+        issues.push(issue(
+            1,
+            format!(
+                "unknown provider {:?} (one of {})",
+                table.provider,
+                PROVIDERS.join(", ")
+            ),
+        ));
         return;
     }
     for spanned in table.price {
@@ -314,7 +341,10 @@ fn parse_file(name: &str, text: &str, entries: &mut Vec<PriceEntry>, issues: &mu
         let raw: RawEntry = match spanned.into_inner().try_into() {
             Ok(raw) => raw,
             Err(e) => {
-                issues.push(issue(line, format!("entry: {}", toml::de::Error::message(&e))));
+                issues.push(issue(
+                    line,
+                    format!("entry: {}", toml::de::Error::message(&e)),
+                ));
                 continue;
             }
         };
@@ -324,7 +354,13 @@ fn parse_file(name: &str, text: &str, entries: &mut Vec<PriceEntry>, issues: &mu
     }
 }
 
-fn compile_entry(provider: &str, file: &str, line: usize, raw: RawEntry, issues: &mut Vec<PricingIssue>) -> Option<PriceEntry> {
+fn compile_entry(
+    provider: &str,
+    file: &str,
+    line: usize,
+    raw: RawEntry,
+    issues: &mut Vec<PricingIssue>,
+) -> Option<PriceEntry> {
     let start = issues.len();
     let mut bad = |message: String| {
         issues.push(PricingIssue {
@@ -359,7 +395,9 @@ fn compile_entry(provider: &str, file: &str, line: usize, raw: RawEntry, issues:
     };
     if let (Some(from), Some(to)) = (effective_from, effective_to) {
         if to <= from {
-            bad(format!("effective_to {to} is not after effective_from {from}"));
+            bad(format!(
+                "effective_to {to} is not after effective_from {from}"
+            ));
         }
     }
     let multiplier = raw.multiplier.unwrap_or(Decimal::ONE);
@@ -415,7 +453,10 @@ fn compile_entry(provider: &str, file: &str, line: usize, raw: RawEntry, issues:
             issues.push(PricingIssue {
                 file: file.to_owned(),
                 line,
-                message: format!("{}: example {ex:?} does not match the entry's patterns", entry.family),
+                message: format!(
+                    "{}: example {ex:?} does not match the entry's patterns",
+                    entry.family
+                ),
             });
         }
     }
@@ -425,7 +466,8 @@ fn compile_entry(provider: &str, file: &str, line: usize, raw: RawEntry, issues:
 /// Whether two entries can apply to the same request (same provider,
 /// compatible endpoint).
 fn same_scope(a: &PriceEntry, b: &PriceEntry) -> bool {
-    a.provider == b.provider && (a.endpoint.is_none() || b.endpoint.is_none() || a.endpoint == b.endpoint)
+    a.provider == b.provider
+        && (a.endpoint.is_none() || b.endpoint.is_none() || a.endpoint == b.endpoint)
 }
 
 /// Overlaps and gaps between entries.
@@ -440,7 +482,15 @@ fn check_book(entries: &[PriceEntry], issues: &mut Vec<PricingIssue>) {
         for b in entries {
             if a.family != b.family && same_scope(a, b) {
                 if let Some(ex) = a.examples.iter().find(|ex| b.matches(ex)) {
-                    issues.push(at(a, format!("{}: model {ex:?} also matches {} at {}", a.family, b.family, b.where_())));
+                    issues.push(at(
+                        a,
+                        format!(
+                            "{}: model {ex:?} also matches {} at {}",
+                            a.family,
+                            b.family,
+                            b.where_()
+                        ),
+                    ));
                 }
             }
         }
@@ -459,12 +509,36 @@ fn check_book(entries: &[PriceEntry], issues: &mut Vec<PricingIssue>) {
                 continue;
             }
             if prev.effective_from == next.effective_from {
-                issues.push(at(next, format!("{}: overlaps {} (both effective from {})", next.family, prev.where_(), next.effective_from)));
+                issues.push(at(
+                    next,
+                    format!(
+                        "{}: overlaps {} (both effective from {})",
+                        next.family,
+                        prev.where_(),
+                        next.effective_from
+                    ),
+                ));
             } else if let Some(to) = prev.effective_to {
                 if to > next.effective_from {
-                    issues.push(at(next, format!("{}: overlaps {} (that one runs to {to}, this starts {})", next.family, prev.where_(), next.effective_from)));
+                    issues.push(at(
+                        next,
+                        format!(
+                            "{}: overlaps {} (that one runs to {to}, this starts {})",
+                            next.family,
+                            prev.where_(),
+                            next.effective_from
+                        ),
+                    ));
                 } else if to < next.effective_from {
-                    issues.push(at(next, format!("{}: gap: no price from {to} (end of {}) to {}", next.family, prev.where_(), next.effective_from)));
+                    issues.push(at(
+                        next,
+                        format!(
+                            "{}: gap: no price from {to} (end of {}) to {}",
+                            next.family,
+                            prev.where_(),
+                            next.effective_from
+                        ),
+                    ));
                 }
             }
         }
@@ -486,9 +560,18 @@ mod tests {
     fn bedrock_global_and_regional_ids_find_different_entries() {
         let book = PriceBook::embedded();
         let at = Utc::now();
-        let q = |model| PriceQuery { provider: "bedrock", model, region: None, at };
-        let global = book.find(&q("global.anthropic.claude-sonnet-4-5-20250929-v1:0")).unwrap();
-        let regional = book.find(&q("us.anthropic.claude-sonnet-4-5-20250929-v1:0")).unwrap();
+        let q = |model| PriceQuery {
+            provider: "bedrock",
+            model,
+            region: None,
+            at,
+        };
+        let global = book
+            .find(&q("global.anthropic.claude-sonnet-4-5-20250929-v1:0"))
+            .unwrap();
+        let regional = book
+            .find(&q("us.anthropic.claude-sonnet-4-5-20250929-v1:0"))
+            .unwrap();
         assert_eq!(global.multiplier, Decimal::ONE);
         assert_eq!(regional.multiplier, Decimal::new(11, 1));
     }

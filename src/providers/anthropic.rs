@@ -66,7 +66,10 @@ impl Provider for Anthropic {
         let mut headers = request.headers;
         headers.insert("x-api-key", api_key.clone());
         // The tee must read usage out of the answer, so ask for it plain.
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         let response = self
             .client
             .post(url)

@@ -17,7 +17,9 @@ use serde_json::Value;
 
 use super::eventstream::{self, Decoder};
 use super::translate::{Dialect, Family, body_object};
-use super::{BodyStream, Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse, json_answer};
+use super::{
+    BodyStream, Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse, json_answer,
+};
 use crate::config::ProviderConfig;
 
 /// How long Bedrock may be silent before a `ping` goes to the client.
@@ -49,12 +51,21 @@ impl Bedrock {
             cfg.base_url.trim_end_matches('/').to_owned()
         };
         let auth = if !cfg.bearer_token.is_empty() {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", cfg.bearer_token)).unwrap_or(HeaderValue::from_static(""));
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", cfg.bearer_token))
+                .unwrap_or(HeaderValue::from_static(""));
             v.set_sensitive(true);
             Auth::Bearer(v)
         } else {
             let token = (!cfg.session_token.is_empty()).then(|| cfg.session_token.clone());
-            Auth::SigV4 { credentials: Credentials::new(&cfg.access_key_id, &cfg.secret_access_key, token, None, "tollgate-config") }
+            Auth::SigV4 {
+                credentials: Credentials::new(
+                    &cfg.access_key_id,
+                    &cfg.secret_access_key,
+                    token,
+                    None,
+                    "tollgate-config",
+                ),
+            }
         };
         Bedrock {
             target: target.to_owned(),
@@ -69,15 +80,25 @@ impl Bedrock {
     /// The InvokeModel body: no `model` or `stream`, Bedrock's version,
     /// accepted betas as an array. Returns (model ID, stream?, body,
     /// downgrades).
-    fn translate(&self, request: &ProviderRequest) -> Result<(String, bool, Vec<u8>, Vec<String>), String> {
+    fn translate(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<(String, bool, Vec<u8>, Vec<String>), String> {
         let mut body = body_object(&request.body)?;
         let model = match body.remove("model") {
             Some(Value::String(m)) => m,
             _ => return Err("the request has no \"model\"".into()),
         };
         let stream = matches!(body.remove("stream"), Some(Value::Bool(true)));
-        body.insert("anthropic_version".into(), Value::String(BEDROCK_VERSION.into()));
-        let header_betas = request.headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok());
+        body.insert(
+            "anthropic_version".into(),
+            Value::String(BEDROCK_VERSION.into()),
+        );
+        let header_betas = request
+            .headers
+            .get_all("anthropic-beta")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
         let (betas, downgrades) = self.dialect.filter_betas(header_betas);
         if !betas.is_empty() {
             body.insert("anthropic_beta".into(), Value::from(betas));
@@ -89,7 +110,10 @@ impl Bedrock {
     /// Signs (or authorises) a POST of `body` to `url`.
     fn authorise(&self, url: &str, body: &[u8]) -> Result<HeaderMap, ProviderError> {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         match &self.auth {
             Auth::Bearer(v) => {
@@ -106,13 +130,26 @@ impl Bedrock {
                     .build()
                     .map_err(|e| self.misconfigured(e.to_string()))?
                     .into();
-                let pairs = headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("")));
-                let signable = SignableRequest::new("POST", url, pairs, SignableBody::Bytes(body)).map_err(|e| self.misconfigured(e.to_string()))?;
-                let (instructions, _) = sign(signable, &params).map_err(|e| self.misconfigured(e.to_string()))?.into_parts();
+                let pairs = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("")));
+                let signable = SignableRequest::new("POST", url, pairs, SignableBody::Bytes(body))
+                    .map_err(|e| self.misconfigured(e.to_string()))?;
+                let (instructions, _) = sign(signable, &params)
+                    .map_err(|e| self.misconfigured(e.to_string()))?
+                    .into_parts();
                 for (name, value) in instructions.headers() {
-                    let mut v = HeaderValue::from_str(value).map_err(|e| self.misconfigured(e.to_string()))?;
-                    v.set_sensitive(name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-amz-security-token"));
-                    headers.insert(http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| self.misconfigured(e.to_string()))?, v);
+                    let mut v = HeaderValue::from_str(value)
+                        .map_err(|e| self.misconfigured(e.to_string()))?;
+                    v.set_sensitive(
+                        name.eq_ignore_ascii_case("authorization")
+                            || name.eq_ignore_ascii_case("x-amz-security-token"),
+                    );
+                    headers.insert(
+                        http::HeaderName::from_bytes(name.as_bytes())
+                            .map_err(|e| self.misconfigured(e.to_string()))?,
+                        v,
+                    );
                 }
             }
         }
@@ -120,7 +157,10 @@ impl Bedrock {
     }
 
     fn misconfigured(&self, message: String) -> ProviderError {
-        ProviderError::Misconfigured { target: self.target.clone(), message }
+        ProviderError::Misconfigured {
+            target: self.target.clone(),
+            message,
+        }
     }
 
     fn url(&self, model_id: &str, action: &str) -> String {
@@ -131,7 +171,13 @@ impl Bedrock {
 
     async fn post(&self, url: String, body: Vec<u8>) -> Result<reqwest::Response, ProviderError> {
         let headers = self.authorise(&url, &body)?;
-        self.client.post(url).headers(headers).body(body).send().await.map_err(|e| super::classify(&self.target, e, false))
+        self.client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| super::classify(&self.target, e, false))
     }
 }
 
@@ -161,18 +207,33 @@ async fn error_answer(response: reqwest::Response, target: &str) -> ProviderResp
     let text = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<Value>(&text)
         .ok()
-        .and_then(|v| v["message"].as_str().or(v["Message"].as_str()).map(str::to_owned))
+        .and_then(|v| {
+            v["message"]
+                .as_str()
+                .or(v["Message"].as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or(text);
     let (code, error_type) = if kind.is_empty() {
-        (status.as_u16(), if status.as_u16() == 429 { "rate_limit_error" } else { "api_error" })
+        (
+            status.as_u16(),
+            if status.as_u16() == 429 {
+                "rate_limit_error"
+            } else {
+                "api_error"
+            },
+        )
     } else {
         eventstream::exception_status(&kind)
     };
     let name = kind.split(':').next().unwrap_or("").to_owned();
     let body = serde_json::json!({"type": "error", "error": {"type": error_type, "message": format!("bedrock ({target}) {name}: {message}")}});
-    json_answer(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY), Bytes::from(body.to_string()), Vec::new())
+    json_answer(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+        Bytes::from(body.to_string()),
+        Vec::new(),
+    )
 }
-
 
 /// Bedrock's event-stream body as Anthropic SSE, with pings while silent.
 fn sse_from_eventstream(upstream: reqwest::Response, target: String) -> BodyStream {
@@ -191,7 +252,12 @@ fn async_stream_sse(
         target: String,
         done: bool,
     }
-    let state = State { frames: Box::pin(frames), decoder: Decoder::default(), target, done: false };
+    let state = State {
+        frames: Box::pin(frames),
+        decoder: Decoder::default(),
+        target,
+        done: false,
+    };
     futures::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
@@ -209,7 +275,13 @@ fn async_stream_sse(
                         Ok(m) => m,
                         Err(message) => {
                             st.done = true;
-                            return Some((Err(ProviderError::Stream { target: st.target.clone(), message }), st));
+                            return Some((
+                                Err(ProviderError::Stream {
+                                    target: st.target.clone(),
+                                    message,
+                                }),
+                                st,
+                            ));
                         }
                     };
                     let mut out = Vec::new();
@@ -218,7 +290,13 @@ fn async_stream_sse(
                             Ok(b) => out.extend_from_slice(&b),
                             Err(message) => {
                                 st.done = true;
-                                return Some((Err(ProviderError::Stream { target: st.target.clone(), message }), st));
+                                return Some((
+                                    Err(ProviderError::Stream {
+                                        target: st.target.clone(),
+                                        message,
+                                    }),
+                                    st,
+                                ));
                             }
                         }
                     }
@@ -246,7 +324,11 @@ impl Provider for Bedrock {
             Ok(t) => t,
             Err(message) => {
                 let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
-                return Ok(json_answer(StatusCode::BAD_REQUEST, Bytes::from(body.to_string()), Vec::new()));
+                return Ok(json_answer(
+                    StatusCode::BAD_REQUEST,
+                    Bytes::from(body.to_string()),
+                    Vec::new(),
+                ));
             }
         };
         if request.endpoint == Endpoint::CountTokens {
@@ -256,15 +338,31 @@ impl Provider for Bedrock {
             invoke.entry("max_tokens").or_insert(Value::from(1));
             let invoke = serde_json::to_vec(&Value::Object(invoke)).unwrap_or_default();
             let wrapped = serde_json::json!({"input": {"invokeModel": {"body": base64::engine::general_purpose::STANDARD.encode(invoke)}}});
-            let response = self.post(self.url(&model_id, "count-tokens"), wrapped.to_string().into_bytes()).await?;
+            let response = self
+                .post(
+                    self.url(&model_id, "count-tokens"),
+                    wrapped.to_string().into_bytes(),
+                )
+                .await?;
             if !response.status().is_success() {
                 return Ok(error_answer(response, &self.target).await);
             }
-            let v: Value = response.json().await.map_err(|e| super::classify(&self.target, e, true))?;
+            let v: Value = response
+                .json()
+                .await
+                .map_err(|e| super::classify(&self.target, e, true))?;
             let n = v["inputTokens"].as_u64().unwrap_or(0);
-            return Ok(json_answer(StatusCode::OK, Bytes::from(serde_json::json!({"input_tokens": n}).to_string()), downgrades));
+            return Ok(json_answer(
+                StatusCode::OK,
+                Bytes::from(serde_json::json!({"input_tokens": n}).to_string()),
+                downgrades,
+            ));
         }
-        let action = if stream { "invoke-with-response-stream" } else { "invoke" };
+        let action = if stream {
+            "invoke-with-response-stream"
+        } else {
+            "invoke"
+        };
         let response = self.post(self.url(&model_id, action), body).await?;
         if !response.status().is_success() {
             return Ok(error_answer(response, &self.target).await);
@@ -275,14 +373,34 @@ impl Provider for Bedrock {
             headers.insert("request-id", id.clone());
         }
         if stream {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            Ok(ProviderResponse { status, headers, body: sse_from_eventstream(response, self.target.clone()), downgrades })
+            Ok(ProviderResponse {
+                status,
+                headers,
+                body: sse_from_eventstream(response, self.target.clone()),
+                downgrades,
+            })
         } else {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             let target = self.target.clone();
-            let body: BodyStream = Box::pin(response.bytes_stream().map(move |c| c.map_err(|e| super::classify(&target, e, true))));
-            Ok(ProviderResponse { status, headers, body, downgrades })
+            let body: BodyStream = Box::pin(
+                response
+                    .bytes_stream()
+                    .map(move |c| c.map_err(|e| super::classify(&target, e, true))),
+            );
+            Ok(ProviderResponse {
+                status,
+                headers,
+                body,
+                downgrades,
+            })
         }
     }
 }
@@ -299,19 +417,29 @@ mod tests {
     #[test]
     fn messages_body_becomes_an_invoke_body_with_betas_in_the_body() {
         let mut headers = HeaderMap::new();
-        headers.insert("anthropic-beta", HeaderValue::from_static("claude-code-20250219,interleaved-thinking-2025-05-14,no-such-beta-2099"));
+        headers.insert(
+            "anthropic-beta",
+            HeaderValue::from_static(
+                "claude-code-20250219,interleaved-thinking-2025-05-14,no-such-beta-2099",
+            ),
+        );
         let request = ProviderRequest {
             endpoint: Endpoint::Messages,
             query: None,
             headers,
-            body: Bytes::from_static(br#"{"model":"claude-sonnet-4-5","stream":true,"max_tokens":5,"messages":[]}"#),
+            body: Bytes::from_static(
+                br#"{"model":"claude-sonnet-4-5","stream":true,"max_tokens":5,"messages":[]}"#,
+            ),
         };
         let (model, stream, body, downgrades) = bedrock().translate(&request).unwrap();
         assert_eq!(model, "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
         assert!(stream);
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["anthropic_version"], "bedrock-2023-05-31");
-        assert_eq!(v["anthropic_beta"], serde_json::json!(["claude-code-20250219", "interleaved-thinking-2025-05-14"]));
+        assert_eq!(
+            v["anthropic_beta"],
+            serde_json::json!(["claude-code-20250219", "interleaved-thinking-2025-05-14"])
+        );
         assert!(v.get("model").is_none() && v.get("stream").is_none());
         assert_eq!(downgrades, ["anthropic-beta:no-such-beta-2099"]);
     }
@@ -326,9 +454,17 @@ mod tests {
 
     #[test]
     fn sigv4_headers_are_added() {
-        let h = bedrock().authorise("https://bedrock-runtime.us-east-1.amazonaws.com/model/x/invoke", b"{}").unwrap();
+        let h = bedrock()
+            .authorise(
+                "https://bedrock-runtime.us-east-1.amazonaws.com/model/x/invoke",
+                b"{}",
+            )
+            .unwrap();
         let auth = h["authorization"].to_str().unwrap();
-        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{auth}");
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+            "{auth}"
+        );
         assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
         assert!(h.contains_key("x-amz-date"));
     }

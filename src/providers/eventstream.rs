@@ -3,10 +3,10 @@
 //! Bedrock's answer into Anthropic SSE, and encoding Anthropic stream
 //! events as Bedrock chunks for clients in Bedrock mode.
 
-use base64::Engine;
-use bytes::{Bytes, BytesMut};
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder, write_message_to};
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
 
 /// Incremental decoder of an event-stream body.
 #[derive(Default)]
@@ -32,7 +32,11 @@ impl Decoder {
 
 /// A string header of a message.
 pub fn header<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
-    m.headers().iter().find(|h| h.name().as_str() == name).and_then(|h| h.value().as_string().ok()).map(|s| s.as_str())
+    m.headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| h.value().as_string().ok())
+        .map(|s| s.as_str())
 }
 
 /// One Bedrock message as Anthropic SSE: a chunk's decoded bytes are one
@@ -43,10 +47,16 @@ pub fn message_to_sse(m: &Message) -> Result<Bytes, String> {
             if header(m, ":event-type") != Some("chunk") {
                 return Ok(Bytes::new());
             }
-            let payload: serde_json::Value = serde_json::from_slice(m.payload()).map_err(|e| format!("chunk payload is not JSON: {e}"))?;
-            let b64 = payload["bytes"].as_str().ok_or("chunk payload has no \"bytes\"")?;
-            let json = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("chunk bytes are not base64: {e}"))?;
-            let event: serde_json::Value = serde_json::from_slice(&json).map_err(|e| format!("chunk is not an Anthropic event: {e}"))?;
+            let payload: serde_json::Value = serde_json::from_slice(m.payload())
+                .map_err(|e| format!("chunk payload is not JSON: {e}"))?;
+            let b64 = payload["bytes"]
+                .as_str()
+                .ok_or("chunk payload has no \"bytes\"")?;
+            let json = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("chunk bytes are not base64: {e}"))?;
+            let event: serde_json::Value = serde_json::from_slice(&json)
+                .map_err(|e| format!("chunk is not an Anthropic event: {e}"))?;
             let kind = event["type"].as_str().unwrap_or("message");
             Ok(sse(kind, &json))
         }
@@ -113,7 +123,10 @@ pub fn chunk_frame(event_json: &[u8]) -> Bytes {
     frame(
         vec![
             Header::new(":event-type", HeaderValue::String("chunk".into())),
-            Header::new(":content-type", HeaderValue::String("application/json".into())),
+            Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ),
             Header::new(":message-type", HeaderValue::String("event".into())),
         ],
         payload.to_string().into_bytes(),
@@ -124,15 +137,22 @@ pub fn chunk_frame(event_json: &[u8]) -> Bytes {
 pub fn exception_frame(kind: &str, message: &str) -> Bytes {
     let lower = {
         let mut c = kind.chars();
-        c.next().map(|f| f.to_ascii_lowercase().to_string() + c.as_str()).unwrap_or_default()
+        c.next()
+            .map(|f| f.to_ascii_lowercase().to_string() + c.as_str())
+            .unwrap_or_default()
     };
     frame(
         vec![
             Header::new(":exception-type", HeaderValue::String(lower.into())),
-            Header::new(":content-type", HeaderValue::String("application/json".into())),
+            Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ),
             Header::new(":message-type", HeaderValue::String("exception".into())),
         ],
-        serde_json::json!({ "message": message }).to_string().into_bytes(),
+        serde_json::json!({ "message": message })
+            .to_string()
+            .into_bytes(),
     )
 }
 
@@ -148,7 +168,8 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/claude-code/samples/response_bedrock_eventstream.bin");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/claude-code/samples/response_bedrock_eventstream.bin");
         std::fs::read(path).expect("the real Bedrock stream sample")
     }
 
@@ -163,7 +184,10 @@ mod tests {
                     sse_text.push_str(std::str::from_utf8(&message_to_sse(&m).unwrap()).unwrap());
                 }
             }
-            assert!(sse_text.starts_with("event: message_start\ndata: {"), "{sse_text}");
+            assert!(
+                sse_text.starts_with("event: message_start\ndata: {"),
+                "{sse_text}"
+            );
             assert!(sse_text.contains("event: message_stop"), "{sse_text}");
         }
     }
@@ -174,10 +198,20 @@ mod tests {
         let mut d = Decoder::default();
         let ms = d.feed(&chunk_frame(event)).unwrap();
         assert_eq!(ms.len(), 1);
-        assert_eq!(&message_to_sse(&ms[0]).unwrap()[..], b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
-        let ms = d.feed(&exception_frame("ThrottlingException", "slow down")).unwrap();
+        assert_eq!(
+            &message_to_sse(&ms[0]).unwrap()[..],
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        );
+        let ms = d
+            .feed(&exception_frame("ThrottlingException", "slow down"))
+            .unwrap();
         let text = String::from_utf8(message_to_sse(&ms[0]).unwrap().to_vec()).unwrap();
-        assert!(text.starts_with("event: error\n") && text.contains("rate_limit_error") && text.contains("slow down"), "{text}");
+        assert!(
+            text.starts_with("event: error\n")
+                && text.contains("rate_limit_error")
+                && text.contains("slow down"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -104,10 +104,22 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// A whole JSON answer (errors tollgate or a translation makes).
-pub(crate) fn json_answer(status: StatusCode, body: Bytes, downgrades: Vec<String>) -> ProviderResponse {
+pub(crate) fn json_answer(
+    status: StatusCode,
+    body: Bytes,
+    downgrades: Vec<String>,
+) -> ProviderResponse {
     let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    ProviderResponse { status, headers, body: Box::pin(futures::stream::once(async move { Ok(body) })), downgrades }
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    ProviderResponse {
+        status,
+        headers,
+        body: Box::pin(futures::stream::once(async move { Ok(body) })),
+        downgrades,
+    }
 }
 
 /// Builds every configured provider, sharing one HTTP client (one
@@ -132,8 +144,12 @@ pub fn from_config(
 /// decompression (the tee must see the bytes the client gets).
 fn http_client(cfg: &Config) -> Result<reqwest::Client, ProviderError> {
     reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_millis(cfg.server.upstream_connect_timeout_ms))
-        .timeout(std::time::Duration::from_secs(cfg.server.upstream_timeout_secs))
+        .connect_timeout(std::time::Duration::from_millis(
+            cfg.server.upstream_connect_timeout_ms,
+        ))
+        .timeout(std::time::Duration::from_secs(
+            cfg.server.upstream_timeout_secs,
+        ))
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()

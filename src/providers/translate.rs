@@ -25,7 +25,8 @@ struct ProviderCatalog {
 }
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
-    toml::from_str(include_str!("catalog.toml")).expect("catalog.toml is valid (checked by a unit test)")
+    toml::from_str(include_str!("catalog.toml"))
+        .expect("catalog.toml is valid (checked by a unit test)")
 });
 
 /// Which catalog section a provider uses.
@@ -50,22 +51,37 @@ impl Dialect {
         };
         let mut models = base.models.clone();
         models.extend(cfg.model_map.clone());
-        let betas = cfg.beta_allowlist.clone().unwrap_or_else(|| base.betas.clone()).into_iter().collect();
+        let betas = cfg
+            .beta_allowlist
+            .clone()
+            .unwrap_or_else(|| base.betas.clone())
+            .into_iter()
+            .collect();
         Dialect { models, betas }
     }
 
     /// The provider's ID for `model`; a name the catalog does not know is
     /// taken as already being one (so clients may send provider IDs).
     pub fn model_id(&self, model: &str) -> String {
-        self.models.get(model).cloned().unwrap_or_else(|| model.to_owned())
+        self.models
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| model.to_owned())
     }
 
     /// Splits an `anthropic-beta` header value into accepted flags and
     /// downgrades (`anthropic-beta:<flag>` for each removed one).
-    pub fn filter_betas<'a>(&self, header: impl Iterator<Item = &'a str>) -> (Vec<String>, Vec<String>) {
+    pub fn filter_betas<'a>(
+        &self,
+        header: impl Iterator<Item = &'a str>,
+    ) -> (Vec<String>, Vec<String>) {
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
-        for flag in header.flat_map(|v| v.split(',')).map(str::trim).filter(|f| !f.is_empty()) {
+        for flag in header
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
             if self.betas.contains(flag) {
                 kept.push(flag.to_owned());
             } else {
@@ -104,7 +120,10 @@ pub fn anthropic_name(provider_id: &str) -> String {
         None => id,
     };
     let id = id.split(':').next().unwrap_or(id);
-    let id = id.strip_suffix("-v1").or_else(|| id.strip_suffix("-v2")).unwrap_or(id);
+    let id = id
+        .strip_suffix("-v1")
+        .or_else(|| id.strip_suffix("-v2"))
+        .unwrap_or(id);
     id.replace('@', "-")
 }
 
@@ -119,32 +138,67 @@ mod tests {
     #[test]
     fn catalog_parses_and_maps_current_models() {
         let bedrock = Dialect::new(Family::Bedrock, &cfg());
-        assert_eq!(bedrock.model_id("claude-sonnet-4-5"), "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
-        assert_eq!(bedrock.model_id("eu.anthropic.claude-x-v1:0"), "eu.anthropic.claude-x-v1:0");
+        assert_eq!(
+            bedrock.model_id("claude-sonnet-4-5"),
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+        );
+        assert_eq!(
+            bedrock.model_id("eu.anthropic.claude-x-v1:0"),
+            "eu.anthropic.claude-x-v1:0"
+        );
         let vertex = Dialect::new(Family::Vertex, &cfg());
-        assert_eq!(vertex.model_id("claude-sonnet-4-5"), "claude-sonnet-4-5@20250929");
+        assert_eq!(
+            vertex.model_id("claude-sonnet-4-5"),
+            "claude-sonnet-4-5@20250929"
+        );
     }
 
     #[test]
     fn config_model_map_overrides_the_catalog() {
         let mut c = cfg();
-        c.model_map.insert("claude-sonnet-4-5".into(), "arn:aws:bedrock:us-east-1:1:inference-profile/x".into());
-        assert_eq!(Dialect::new(Family::Bedrock, &c).model_id("claude-sonnet-4-5"), "arn:aws:bedrock:us-east-1:1:inference-profile/x");
+        c.model_map.insert(
+            "claude-sonnet-4-5".into(),
+            "arn:aws:bedrock:us-east-1:1:inference-profile/x".into(),
+        );
+        assert_eq!(
+            Dialect::new(Family::Bedrock, &c).model_id("claude-sonnet-4-5"),
+            "arn:aws:bedrock:us-east-1:1:inference-profile/x"
+        );
     }
 
     #[test]
     fn betas_outside_the_allowlist_become_named_downgrades() {
         let d = Dialect::new(Family::Bedrock, &cfg());
-        let (kept, dropped) = d.filter_betas(["claude-code-20250219,interleaved-thinking-2025-05-14, made-up-2099-01-01"].into_iter());
-        assert_eq!(kept, ["claude-code-20250219", "interleaved-thinking-2025-05-14"]);
+        let (kept, dropped) = d.filter_betas(
+            ["claude-code-20250219,interleaved-thinking-2025-05-14, made-up-2099-01-01"]
+                .into_iter(),
+        );
+        assert_eq!(
+            kept,
+            ["claude-code-20250219", "interleaved-thinking-2025-05-14"]
+        );
         assert_eq!(dropped, ["anthropic-beta:made-up-2099-01-01"]);
     }
 
     #[test]
     fn provider_ids_map_back_to_anthropic_names() {
-        assert_eq!(anthropic_name("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), "claude-sonnet-4-5-20250929");
-        assert_eq!(anthropic_name("global.anthropic.claude-opus-4-6-v1"), "claude-opus-4-6");
-        assert_eq!(anthropic_name("arn:aws:bedrock:us-east-1:123:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0"), "claude-haiku-4-5-20251001");
-        assert_eq!(anthropic_name("claude-sonnet-4-5@20250929"), "claude-sonnet-4-5-20250929");
+        assert_eq!(
+            anthropic_name("us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            "claude-sonnet-4-5-20250929"
+        );
+        assert_eq!(
+            anthropic_name("global.anthropic.claude-opus-4-6-v1"),
+            "claude-opus-4-6"
+        );
+        assert_eq!(
+            anthropic_name(
+                "arn:aws:bedrock:us-east-1:123:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0"
+            ),
+            "claude-haiku-4-5-20251001"
+        );
+        assert_eq!(
+            anthropic_name("claude-sonnet-4-5@20250929"),
+            "claude-sonnet-4-5-20250929"
+        );
     }
 }

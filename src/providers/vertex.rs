@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::translate::{Dialect, Family, body_object};
-use super::{BodyStream, Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse, json_answer};
+use super::{
+    BodyStream, Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse, json_answer,
+};
 use crate::config::ProviderConfig;
 
 /// The body's `anthropic_version` Vertex requires.
@@ -73,7 +75,14 @@ impl Vertex {
         let account = match &cfg.credentials_file {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read credentials_file {}: {e}", path.display()))
-                .and_then(|text| serde_json::from_str::<ServiceAccount>(&text).map_err(|e| format!("credentials_file {} is not a service-account key: {e}", path.display()))),
+                .and_then(|text| {
+                    serde_json::from_str::<ServiceAccount>(&text).map_err(|e| {
+                        format!(
+                            "credentials_file {} is not a service-account key: {e}",
+                            path.display()
+                        )
+                    })
+                }),
             None => Err("no credentials_file configured".into()),
         };
         if let Err(e) = &account {
@@ -92,12 +101,18 @@ impl Vertex {
     }
 
     fn misconfigured(&self, message: String) -> ProviderError {
-        ProviderError::Misconfigured { target: self.target.clone(), message }
+        ProviderError::Misconfigured {
+            target: self.target.clone(),
+            message,
+        }
     }
 
     /// A valid access token, minted when the cached one is near expiry.
     async fn access_token(&self) -> Result<HeaderValue, ProviderError> {
-        let account = self.account.as_ref().map_err(|e| self.misconfigured(e.clone()))?;
+        let account = self
+            .account
+            .as_ref()
+            .map_err(|e| self.misconfigured(e.clone()))?;
         let mut cached = self.token.lock().await;
         if let Some((token, until)) = cached.as_ref() {
             if Instant::now() < *until {
@@ -105,30 +120,58 @@ impl Vertex {
             }
         }
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims { iss: account.client_email.clone(), scope: SCOPE.into(), aud: account.token_uri.clone(), iat: now, exp: now + 3600 };
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(account.private_key.as_bytes()).map_err(|e| self.misconfigured(format!("service-account private_key: {e}")))?;
-        let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).map_err(|e| self.misconfigured(format!("cannot sign the token request: {e}")))?;
+        let claims = Claims {
+            iss: account.client_email.clone(),
+            scope: SCOPE.into(),
+            aud: account.token_uri.clone(),
+            iat: now,
+            exp: now + 3600,
+        };
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(account.private_key.as_bytes())
+            .map_err(|e| self.misconfigured(format!("service-account private_key: {e}")))?;
+        let jwt = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .map_err(|e| self.misconfigured(format!("cannot sign the token request: {e}")))?;
         let response = self
             .client
             .post(&account.token_uri)
-            .form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", jwt.as_str())])
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", jwt.as_str()),
+            ])
             .send()
             .await
             .map_err(|e| super::classify(&self.target, e, false))?;
         let status = response.status();
-        let v: Value = response.json().await.map_err(|e| super::classify(&self.target, e, true))?;
+        let v: Value = response
+            .json()
+            .await
+            .map_err(|e| super::classify(&self.target, e, true))?;
         let (Some(token), true) = (v["access_token"].as_str(), status.is_success()) else {
-            return Err(ProviderError::Other { target: self.target.clone(), message: format!("token endpoint answered {status}: {v}") });
+            return Err(ProviderError::Other {
+                target: self.target.clone(),
+                message: format!("token endpoint answered {status}: {v}"),
+            });
         };
         let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| self.misconfigured(e.to_string()))?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| self.misconfigured(e.to_string()))?;
         value.set_sensitive(true);
-        *cached = Some((value.clone(), Instant::now() + lifetime.saturating_sub(RENEW_BEFORE)));
+        *cached = Some((
+            value.clone(),
+            Instant::now() + lifetime.saturating_sub(RENEW_BEFORE),
+        ));
         Ok(value)
     }
 
     /// The rawPredict body and URL; returns (url, body, downgrades).
-    fn translate(&self, request: &ProviderRequest) -> Result<(String, Vec<u8>, bool, Vec<String>), String> {
+    fn translate(
+        &self,
+        request: &ProviderRequest,
+    ) -> Result<(String, Vec<u8>, bool, Vec<String>), String> {
         let mut body = body_object(&request.body)?;
         let model = match body.get("model") {
             Some(Value::String(m)) => self.dialect.model_id(m),
@@ -140,16 +183,35 @@ impl Vertex {
             ("count-tokens".to_owned(), "rawPredict")
         } else {
             body.remove("model");
-            (model, if stream { "streamRawPredict" } else { "rawPredict" })
+            (
+                model,
+                if stream {
+                    "streamRawPredict"
+                } else {
+                    "rawPredict"
+                },
+            )
         };
-        body.insert("anthropic_version".into(), Value::String(VERTEX_VERSION.into()));
-        let header_betas = request.headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok());
+        body.insert(
+            "anthropic_version".into(),
+            Value::String(VERTEX_VERSION.into()),
+        );
+        let header_betas = request
+            .headers
+            .get_all("anthropic-beta")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
         let (_, downgrades) = self.dialect.filter_betas(header_betas);
         let url = format!(
             "{}/v1/projects/{}/locations/{}/publishers/anthropic/models/{model_path}:{action}",
             self.base_url, self.project, self.region
         );
-        Ok((url, serde_json::to_vec(&Value::Object(body)).map_err(|e| e.to_string())?, stream, downgrades))
+        Ok((
+            url,
+            serde_json::to_vec(&Value::Object(body)).map_err(|e| e.to_string())?,
+            stream,
+            downgrades,
+        ))
     }
 }
 
@@ -168,22 +230,45 @@ impl Provider for Vertex {
             Ok(t) => t,
             Err(message) => {
                 let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
-                return Ok(json_answer(StatusCode::BAD_REQUEST, Bytes::from(body.to_string()), Vec::new()));
+                return Ok(json_answer(
+                    StatusCode::BAD_REQUEST,
+                    Bytes::from(body.to_string()),
+                    Vec::new(),
+                ));
             }
         };
         let token = self.access_token().await?;
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, token);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         // Accepted betas stay in the header on Vertex.
-        let (kept, _) = self.dialect.filter_betas(request.headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()));
+        let (kept, _) = self.dialect.filter_betas(
+            request
+                .headers
+                .get_all("anthropic-beta")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
         if !kept.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&kept.join(",")) {
                 headers.insert("anthropic-beta", v);
             }
         }
-        let response = self.client.post(url).headers(headers).body(body).send().await.map_err(|e| super::classify(&self.target, e, false))?;
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| super::classify(&self.target, e, false))?;
         let status = response.status();
         let out_headers = response.headers().clone();
         if !status.is_success() {
@@ -193,7 +278,10 @@ impl Provider for Vertex {
             let body = if v["type"] == "error" {
                 text
             } else {
-                let message = v["error"]["message"].as_str().map(str::to_owned).unwrap_or(text);
+                let message = v["error"]["message"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or(text);
                 let error_type = match status.as_u16() {
                     400 => "invalid_request_error",
                     401 => "authentication_error",
@@ -208,7 +296,16 @@ impl Provider for Vertex {
             return Ok(json_answer(status, Bytes::from(body), downgrades));
         }
         let target = self.target.clone();
-        let body: BodyStream = Box::pin(response.bytes_stream().map(move |c| c.map_err(|e| super::classify(&target, e, true))));
-        Ok(ProviderResponse { status, headers: out_headers, body, downgrades })
+        let body: BodyStream = Box::pin(
+            response
+                .bytes_stream()
+                .map(move |c| c.map_err(|e| super::classify(&target, e, true))),
+        );
+        Ok(ProviderResponse {
+            status,
+            headers: out_headers,
+            body,
+            downgrades,
+        })
     }
 }

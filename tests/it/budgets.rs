@@ -19,7 +19,9 @@ use crate::support::{ADMIN, KEY, Tollgate, client, start_mock, write_config};
 const COST_PER_REQUEST: &str = "0.002256";
 
 pub fn budget(name: &str, limit: &str) -> String {
-    format!("\n[[budgets]]\nname = \"{name}\"\nscope = \"team\"\nsubject = \"eng\"\nperiod = \"daily\"\nlimit_usd = \"{limit}\"\n")
+    format!(
+        "\n[[budgets]]\nname = \"{name}\"\nscope = \"team\"\nsubject = \"eng\"\nperiod = \"daily\"\nlimit_usd = \"{limit}\"\n"
+    )
 }
 
 /// A Messages body of about `bytes` bytes of prose.
@@ -34,9 +36,17 @@ pub fn body_of(bytes: usize) -> String {
 }
 
 async fn budgets(tg: &Tollgate) -> Vec<serde_json::Value> {
-    let r = client().get(format!("{}/v1/budgets", tg.url)).bearer_auth(ADMIN).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/v1/budgets", tg.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    r.json::<serde_json::Value>().await.unwrap()["data"].as_array().cloned().unwrap_or_default()
+    r.json::<serde_json::Value>().await.unwrap()["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn dec(v: &serde_json::Value) -> Decimal {
@@ -55,7 +65,11 @@ async fn settled_spend(tg: &Tollgate, budget: &str) -> Decimal {
                 return dec(&row["spent_usd"]);
             }
         }
-        assert!(Instant::now() < deadline, "budget state did not settle: {all:?}\n{}", tg.log());
+        assert!(
+            Instant::now() < deadline,
+            "budget state did not settle: {all:?}\n{}",
+            tg.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -70,7 +84,8 @@ async fn two_hundred_concurrent_requests_overshoot_a_budget_by_at_most_one_reser
     let body = body_of(2000);
     // The largest reservation a request can hold: every body byte as a
     // token at the 1-hour cache-write rate ($6/M) + 64 output at $15/M.
-    let one_reservation = Decimal::from(body.len() as u64) * Decimal::from_str("0.000006").unwrap() + Decimal::from_str("0.00096").unwrap();
+    let one_reservation = Decimal::from(body.len() as u64) * Decimal::from_str("0.000006").unwrap()
+        + Decimal::from_str("0.00096").unwrap();
 
     let sends = (0..200).map(|_| {
         let r = tg.post("/v1/messages").body(body.clone());
@@ -88,15 +103,26 @@ async fn two_hundred_concurrent_requests_overshoot_a_budget_by_at_most_one_reser
                 let e: serde_json::Value = a.json().await.unwrap();
                 assert_eq!(e["type"], "error");
                 let msg = e["error"]["message"].as_str().unwrap();
-                assert!(msg.contains("eng-daily") && msg.contains("of $0.05") && msg.contains("resets"), "{msg}");
+                assert!(
+                    msg.contains("eng-daily") && msg.contains("of $0.05") && msg.contains("resets"),
+                    "{msg}"
+                );
             }
             other => panic!("unexpected status {other}"),
         }
     }
-    assert!(admitted > 0 && refused > 0, "admitted {admitted}, refused {refused}");
+    assert!(
+        admitted > 0 && refused > 0,
+        "admitted {admitted}, refused {refused}"
+    );
     // Then one at a time until the budget refuses: it fills up.
     for _ in 0..100 {
-        let r = tg.post("/v1/messages").body(body.clone()).send().await.unwrap();
+        let r = tg
+            .post("/v1/messages")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
         if r.status() == 403 {
             break;
         }
@@ -104,10 +130,20 @@ async fn two_hundred_concurrent_requests_overshoot_a_budget_by_at_most_one_reser
         settled_spend(&tg, "eng-daily").await;
     }
     let spent = settled_spend(&tg, "eng-daily").await;
-    assert!(spent <= limit + one_reservation, "spent {spent} overshoots {limit} by more than one reservation ({one_reservation})");
+    assert!(
+        spent <= limit + one_reservation,
+        "spent {spent} overshoots {limit} by more than one reservation ({one_reservation})"
+    );
     let per = Decimal::from_str(COST_PER_REQUEST).unwrap();
-    assert!(spent >= limit - one_reservation - per, "the budget was used up, not refused early: spent {spent}");
-    assert_eq!(spent % per, Decimal::ZERO, "spend is a whole number of requests: {spent}");
+    assert!(
+        spent >= limit - one_reservation - per,
+        "the budget was used up, not refused early: spent {spent}"
+    );
+    assert_eq!(
+        spent % per,
+        Decimal::ZERO,
+        "spend is a whole number of requests: {spent}"
+    );
     tg.stop();
 }
 
@@ -119,16 +155,46 @@ async fn rate_limited_requests_get_429_rate_limit_error_with_retry_after() {
     let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), extra));
     let body = body_of(100);
     for _ in 0..2 {
-        assert_eq!(tg.post("/v1/messages").body(body.clone()).send().await.unwrap().status(), 200);
+        assert_eq!(
+            tg.post("/v1/messages")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
-    let r = tg.post("/v1/messages").body(body.clone()).send().await.unwrap();
+    let r = tg
+        .post("/v1/messages")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry_after), "retry-after {retry_after} s");
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=60).contains(&retry_after),
+        "retry-after {retry_after} s"
+    );
     let e: serde_json::Value = r.json().await.unwrap();
     assert_eq!(e["error"]["type"], "rate_limit_error");
-    assert!(e["error"]["message"].as_str().unwrap().contains("2 requests per minute"), "{e}");
-    assert_eq!(mock.received().len(), 2, "the refused request never went upstream");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 requests per minute"),
+        "{e}"
+    );
+    assert_eq!(
+        mock.received().len(),
+        2,
+        "the refused request never went upstream"
+    );
     tg.stop();
 }
 
@@ -138,7 +204,9 @@ struct Receiver {
 }
 
 pub async fn start_receiver(port: u16, got: Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
@@ -156,7 +224,11 @@ pub async fn start_receiver(port: u16, got: Arc<Mutex<Vec<(http::HeaderMap, byte
 async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a_receiver_outage() {
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let extra = format!(
         "{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"s3cret\"\n",
         budget("eng-alerts", "0.01")
@@ -166,7 +238,15 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
     let body = body_of(100);
     // 3 × $0.002256 = 67.7% of $0.01: the 50% threshold.
     for _ in 0..3 {
-        assert_eq!(tg.post("/v1/messages").body(body.clone()).send().await.unwrap().status(), 200);
+        assert_eq!(
+            tg.post("/v1/messages")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         settled_spend(&tg, "eng-alerts").await;
     }
     // The receiver is down: the notifier retries; then it restarts.
@@ -174,14 +254,28 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
     assert!(tg.log().contains("alert delivery failed"), "{}", tg.log());
     tg.stop();
     let tg = Tollgate::start_with_config(dir.path(), config);
-    let receiver = Receiver { got: Arc::new(Mutex::new(Vec::new())) };
+    let receiver = Receiver {
+        got: Arc::new(Mutex::new(Vec::new())),
+    };
     start_receiver(port, receiver.got.clone()).await;
 
     // 4 × $0.002256 = 90.2%: the 80% threshold.
-    assert_eq!(tg.post("/v1/messages").body(body.clone()).send().await.unwrap().status(), 200);
+    assert_eq!(
+        tg.post("/v1/messages")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while receiver.got.lock().unwrap().len() < 2 {
-        assert!(Instant::now() < deadline, "alerts not delivered: {}", tg.log());
+        assert!(
+            Instant::now() < deadline,
+            "alerts not delivered: {}",
+            tg.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -189,12 +283,22 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
     let mut thresholds = Vec::new();
     for (headers, body) in &got {
         let expected = tollgate::notify::signature("s3cret", body);
-        assert_eq!(headers["x-tollgate-signature"], expected.as_str(), "HMAC-SHA256 of the body");
+        assert_eq!(
+            headers["x-tollgate-signature"],
+            expected.as_str(),
+            "HMAC-SHA256 of the body"
+        );
         let alert: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(alert["type"], "budget_alert");
         assert_eq!(alert["budget"], "eng-alerts");
-        assert_eq!(headers["x-tollgate-alert-id"], alert["alert_id"].as_str().unwrap());
-        assert!(alert["message"].as_str().unwrap().contains("eng-alerts"), "{alert}");
+        assert_eq!(
+            headers["x-tollgate-alert-id"],
+            alert["alert_id"].as_str().unwrap()
+        );
+        assert!(
+            alert["message"].as_str().unwrap().contains("eng-alerts"),
+            "{alert}"
+        );
         thresholds.push(alert["threshold"].as_u64().unwrap());
     }
     thresholds.sort_unstable();
@@ -214,42 +318,99 @@ async fn replay_rebuilds_the_ledgers_the_accountant_published() {
     let tg = Tollgate::start_with_config(dir.path(), config.clone());
     for i in 0..25 {
         let body = body_of(100 + i * 10);
-        assert_eq!(tg.post("/v1/messages").body(body).send().await.unwrap().status(), 200);
+        assert_eq!(
+            tg.post("/v1/messages")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     settled_spend(&tg, "eng-big").await;
     let live = budgets(&tg).await;
     tg.stop();
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate")).args(["replay", "--config"]).arg(&config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["replay", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let replayed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let key = |v: &serde_json::Value| (v["budget"].as_str().unwrap().to_owned(), v["subject"].as_str().unwrap().to_owned());
-    let mut a: Vec<_> = live.iter().map(|v| (key(v), dec(&v["spent_usd"]), v["spent_tokens"].as_u64().unwrap())).collect();
-    let mut b: Vec<_> = replayed.iter().map(|v| (key(v), dec(&v["spent_usd"]), v["spent_tokens"].as_u64().unwrap())).collect();
+    let key = |v: &serde_json::Value| {
+        (
+            v["budget"].as_str().unwrap().to_owned(),
+            v["subject"].as_str().unwrap().to_owned(),
+        )
+    };
+    let mut a: Vec<_> = live
+        .iter()
+        .map(|v| {
+            (
+                key(v),
+                dec(&v["spent_usd"]),
+                v["spent_tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut b: Vec<_> = replayed
+        .iter()
+        .map(|v| {
+            (
+                key(v),
+                dec(&v["spent_usd"]),
+                v["spent_tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     a.sort();
     b.sort();
     assert_eq!(a.len(), 2, "{live:?}");
     assert_eq!(a, b, "replay gives the same numbers");
-    assert_eq!(a[0].1, Decimal::from_str(COST_PER_REQUEST).unwrap() * Decimal::from(25));
+    assert_eq!(
+        a[0].1,
+        Decimal::from_str(COST_PER_REQUEST).unwrap() * Decimal::from(25)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_code_shows_a_budget_refusal_once_instead_of_retrying() {
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), &budget("eng-spent", "0.000001")));
+    let tg = Tollgate::start_with_config(
+        dir.path(),
+        write_config(dir.path(), &mock.url(), &budget("eng-spent", "0.000001")),
+    );
     let headers = "x-tollgate-trace-id: trace-budget-refusal";
     // Claude Code's default model (claude-opus-4-8) has no confirmed price
     // (it is unpriced, so only token budgets can hold it); platform teams
     // pin a priced model. Claude Code's own retry default (10) stays.
-    let out = run_claude_output(&tg.url, ("ANTHROPIC_AUTH_TOKEN", KEY), headers, &[("ANTHROPIC_MODEL", "claude-sonnet-4-5")]).await;
+    let out = run_claude_output(
+        &tg.url,
+        ("ANTHROPIC_AUTH_TOKEN", KEY),
+        headers,
+        &[("ANTHROPIC_MODEL", "claude-sonnet-4-5")],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("eng-spent"), "Claude Code shows the budget's message: {stdout}");
+    assert!(
+        stdout.contains("eng-spent"),
+        "Claude Code shows the budget's message: {stdout}"
+    );
     tg.wait_for_trace_at_least("trace-budget-refusal", 1).await;
     // Give retries, had there been any, time to land in the lake.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = tg.all_of_trace("trace-budget-refusal").await;
-    let refusals: Vec<_> = events.iter().filter(|e| e["error_type"] == "budget_exceeded").collect();
+    let refusals: Vec<_> = events
+        .iter()
+        .filter(|e| e["error_type"] == "budget_exceeded")
+        .collect();
     assert_eq!(refusals.len(), events.len(), "{events:?}");
     assert_eq!(refusals.len(), 1, "one request, no retries: {events:?}");
     assert!(mock.received().is_empty(), "nothing went upstream");

@@ -14,7 +14,9 @@ fn claude_bin() -> PathBuf {
     }
     let tools = std::env::var("TOLLGATE_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
+        });
     let bin = tools.join("claude-code/node_modules/.bin/claude");
     assert!(
         bin.exists(),
@@ -27,16 +29,32 @@ fn claude_bin() -> PathBuf {
 /// Runs `claude -p` against `base_url` with a fresh HOME; returns its
 /// parsed JSON output.
 async fn run_claude(base_url: &str, auth_env: (&str, &str), headers: &str) -> serde_json::Value {
-    let out = run_claude_output(base_url, auth_env, headers, &[("CLAUDE_CODE_MAX_RETRIES", "1")]).await;
+    let out = run_claude_output(
+        base_url,
+        auth_env,
+        headers,
+        &[("CLAUDE_CODE_MAX_RETRIES", "1")],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "claude failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("claude output is not JSON ({e}): {stdout}"))
+    assert!(
+        out.status.success(),
+        "claude failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("claude output is not JSON ({e}): {stdout}"))
 }
 
 /// Runs `claude -p "Say hello."` with `env` added and returns what it
 /// printed and its exit status.
-pub async fn run_claude_output(base_url: &str, auth_env: (&str, &str), headers: &str, env: &[(&str, &str)]) -> std::process::Output {
+pub async fn run_claude_output(
+    base_url: &str,
+    auth_env: (&str, &str),
+    headers: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = tokio::process::Command::new(claude_bin());
     cmd.args(["-p", "Say hello.", "--output-format", "json"])
@@ -68,17 +86,32 @@ async fn claude_code_print_mode_through_tollgate_is_recorded_under_its_trace() {
     let headers = "x-tollgate-trace-id: trace-claude-code\nx-tollgate-metadata: {\"env\":\"ci\"}";
     let out = run_claude(&tg.url, ("ANTHROPIC_AUTH_TOKEN", KEY), headers).await;
     assert_eq!(out["is_error"], false, "{out}");
-    assert!(out["result"].as_str().unwrap_or("").contains("Hello from the mock provider"), "{out}");
+    assert!(
+        out["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Hello from the mock provider"),
+        "{out}"
+    );
 
     let events = tg.wait_for_trace_at_least("trace-claude-code", 1).await;
-    let messages: Vec<_> = events.iter().filter(|e| e["endpoint"] == "messages").collect();
+    let messages: Vec<_> = events
+        .iter()
+        .filter(|e| e["endpoint"] == "messages")
+        .collect();
     assert!(!messages.is_empty(), "{events:?}");
     for e in &messages {
         assert_eq!(e["status"], 200, "{e}");
         assert_eq!(e["team"], "eng");
         assert_eq!(e["metadata"]["env"], "ci");
-        assert!(e["session_id"].is_string(), "Claude Code's session id is kept: {e}");
-        assert!(e["client"].as_str().unwrap().starts_with("claude-cli/"), "{e}");
+        assert!(
+            e["session_id"].is_string(),
+            "Claude Code's session id is kept: {e}"
+        );
+        assert!(
+            e["client"].as_str().unwrap().starts_with("claude-cli/"),
+            "{e}"
+        );
         assert!(e["usage"]["input_tokens"].as_u64().unwrap() > 0);
     }
     for seen in mock.received() {
@@ -90,6 +123,7 @@ async fn claude_code_print_mode_through_tollgate_is_recorded_under_its_trace() {
     let headers = "x-tollgate-trace-id: trace-claude-code-apikey";
     let out = run_claude(&tg.url, ("ANTHROPIC_API_KEY", KEY), headers).await;
     assert_eq!(out["is_error"], false, "{out}");
-    tg.wait_for_trace_at_least("trace-claude-code-apikey", 1).await;
+    tg.wait_for_trace_at_least("trace-claude-code-apikey", 1)
+        .await;
     tg.stop();
 }

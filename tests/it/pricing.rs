@@ -6,9 +6,9 @@ use std::process::Command;
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
+use tollgate::event::Usage;
 use tollgate::pricing::cost::price;
 use tollgate::pricing::{PriceBook, PriceQuery};
-use tollgate::event::Usage;
 
 use crate::support::{Tollgate, start_mock};
 
@@ -49,11 +49,27 @@ fn hand_priced_cases_match_exactly() {
     let mut failures = Vec::new();
     for c in &cases {
         let usage = Usage::from_anthropic_json(&serde_json::from_str(&c.usage).unwrap());
-        let q = PriceQuery { provider: &c.provider, model: &c.model, region: c.region.as_deref(), at: noon(c.at) };
+        let q = PriceQuery {
+            provider: &c.provider,
+            model: &c.model,
+            region: c.region.as_deref(),
+            at: noon(c.at),
+        };
         let got = price(&book, &q, &usage).map(|p| p.lines.total_usd.normalize());
-        let want = if c.unpriced { None } else { Some(c.expected_usd.expect("expected_usd or unpriced").normalize()) };
+        let want = if c.unpriced {
+            None
+        } else {
+            Some(
+                c.expected_usd
+                    .expect("expected_usd or unpriced")
+                    .normalize(),
+            )
+        };
         if got != want {
-            failures.push(format!("{}: got {got:?}, want {want:?} ({})", c.name, c.arithmetic));
+            failures.push(format!(
+                "{}: got {got:?}, want {want:?} ({})",
+                c.name, c.arithmetic
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -66,11 +82,21 @@ fn pricing_dir() -> std::path::PathBuf {
 #[test]
 fn shipped_tables_pass_pricing_check() {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["pricing", "check", "--dir"]).arg(pricing_dir())
-        .output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        .args(["pricing", "check", "--dir"])
+        .arg(pricing_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let book = PriceBook::load_dir(&pricing_dir()).unwrap();
-    assert_eq!(book.version(), PriceBook::embedded().version(), "the binary carries the tables in pricing/");
+    assert_eq!(
+        book.version(),
+        PriceBook::embedded().version(),
+        "the binary carries the tables in pricing/"
+    );
 }
 
 const ENTRY: &str = r#"
@@ -89,56 +115,108 @@ cache_read = "0.1"
 
 fn table(entries: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.toml"), format!("provider = \"anthropic\"\n{entries}")).unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        format!("provider = \"anthropic\"\n{entries}"),
+    )
+    .unwrap();
     dir
 }
 
 fn issues(entries: &str) -> Vec<String> {
     let dir = table(entries);
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["pricing", "check", "--dir"]).arg(dir.path())
-        .output().unwrap();
+        .args(["pricing", "check", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "broken tables must fail the check");
-    PriceBook::check_dir(dir.path()).unwrap().iter().map(|i| i.to_string()).collect()
+    PriceBook::check_dir(dir.path())
+        .unwrap()
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
 }
 
 #[test]
 fn broken_tables_are_reported_with_file_and_line() {
     let negative = ENTRY.replace("output = \"2\"", "output = \"-2\"");
     let found = issues(&negative);
-    assert!(found.iter().any(|i| i.starts_with("bad.toml:3:") && i.contains("negative price output")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("bad.toml:3:") && i.contains("negative price output")),
+        "{found:?}"
+    );
 
     let unparsable = ENTRY.replace("'^claude-test$'", "'^claude-(test'");
     let found = issues(&unparsable);
-    assert!(found.iter().any(|i| i.starts_with("bad.toml:3:") && i.contains("unparsable matcher")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("bad.toml:3:") && i.contains("unparsable matcher")),
+        "{found:?}"
+    );
 
     let overlap = format!("{ENTRY}{ENTRY}");
     let found = issues(&overlap);
-    assert!(found.iter().any(|i| i.starts_with("bad.toml:15:") && i.contains("overlaps bad.toml:3")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.starts_with("bad.toml:15:") && i.contains("overlaps bad.toml:3")),
+        "{found:?}"
+    );
 
-    let ended = ENTRY.replace("effective_from = 2026-01-01", "effective_from = 2026-01-01\neffective_to = 2026-03-01");
+    let ended = ENTRY.replace(
+        "effective_from = 2026-01-01",
+        "effective_from = 2026-01-01\neffective_to = 2026-03-01",
+    );
     let later = ENTRY.replace("2026-01-01", "2026-06-01");
     let found = issues(&format!("{ended}{later}"));
-    assert!(found.iter().any(|i| i.contains("gap: no price from 2026-03-01")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("gap: no price from 2026-03-01")),
+        "{found:?}"
+    );
 
-    let wrong_example = ENTRY.replace("examples = [\"claude-test\"]", "examples = [\"claude-tset\"]");
+    let wrong_example = ENTRY.replace(
+        "examples = [\"claude-test\"]",
+        "examples = [\"claude-tset\"]",
+    );
     let found = issues(&wrong_example);
-    assert!(found.iter().any(|i| i.contains("does not match")), "{found:?}");
+    assert!(
+        found.iter().any(|i| i.contains("does not match")),
+        "{found:?}"
+    );
 
     let syntax = "[[price]\nfamily = 1\n";
     let found = issues(syntax);
-    assert!(found.iter().any(|i| i.starts_with("bad.toml:2:")), "{found:?}");
+    assert!(
+        found.iter().any(|i| i.starts_with("bad.toml:2:")),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn price_change_applies_from_its_effective_date() {
-    let later = ENTRY.replace("2026-01-01", "2026-06-01").replace("input = \"1\"", "input = \"2\"");
+    let later = ENTRY
+        .replace("2026-01-01", "2026-06-01")
+        .replace("input = \"1\"", "input = \"2\"");
     let dir = table(&format!("{ENTRY}{later}"));
     let book = PriceBook::load_dir(dir.path()).unwrap();
-    let usage = Usage { input_tokens: 1000, ..Usage::default() };
+    let usage = Usage {
+        input_tokens: 1000,
+        ..Usage::default()
+    };
     let at = |d: &str| noon(NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap());
     let cost = |d: &str| {
-        let q = PriceQuery { provider: "anthropic", model: "claude-test", region: None, at: at(d) };
+        let q = PriceQuery {
+            provider: "anthropic",
+            model: "claude-test",
+            region: None,
+            at: at(d),
+        };
         price(&book, &q, &usage).map(|p| p.lines.total_usd.normalize().to_string())
     };
     // 1000 × $1/M = 0.001 before; 1000 × $2/M = 0.002 from 2026-06-01.
@@ -151,8 +229,16 @@ fn price_change_applies_from_its_effective_date() {
 fn price_cli_prints_a_decimal_total_or_unpriced() {
     let run = |model: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["price", "--model", model, "--usage", r#"{"input_tokens":1000,"output_tokens":500}"#, "--json"])
-            .output().unwrap();
+            .args([
+                "price",
+                "--model",
+                model,
+                "--usage",
+                r#"{"input_tokens":1000,"output_tokens":500}"#,
+                "--json",
+            ])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
@@ -160,8 +246,15 @@ fn price_cli_prints_a_decimal_total_or_unpriced() {
     assert_eq!(run("claude-sonnet-4-5")["total_usd"], "0.0105");
     assert_eq!(run("claude-opus-4-8")["unpriced"], true);
     let explained = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["price", "--model", "claude-sonnet-4-5", "--usage", r#"{"input_tokens":1000}"#])
-        .output().unwrap();
+        .args([
+            "price",
+            "--model",
+            "claude-sonnet-4-5",
+            "--usage",
+            r#"{"input_tokens":1000}"#,
+        ])
+        .output()
+        .unwrap();
     let text = String::from_utf8(explained.stdout).unwrap();
     assert!(text.contains("1000 tok × $3/M = $0.003"), "{text}");
 }
@@ -180,22 +273,47 @@ async fn lake_events_carry_their_cost_and_reprice_recomputes_it() {
     let dir = tempfile::tempdir().unwrap();
     let tg = Tollgate::start(dir.path(), &mock.url());
     let body = r#"{"model":"claude-sonnet-4-5","max_tokens":10,"stream":true,"messages":[]}"#;
-    let r = tg.post("/v1/messages").header("x-tollgate-trace-id", "trace-cost").body(body).send().await.unwrap();
+    let r = tg
+        .post("/v1/messages")
+        .header("x-tollgate-trace-id", "trace-cost")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     r.bytes().await.unwrap();
-    let r = tg.post("/v1/messages").header("x-tollgate-trace-id", "trace-cost").body(body.replace("claude-sonnet-4-5", "claude-unknown-9")).send().await.unwrap();
+    let r = tg
+        .post("/v1/messages")
+        .header("x-tollgate-trace-id", "trace-cost")
+        .body(body.replace("claude-sonnet-4-5", "claude-unknown-9"))
+        .send()
+        .await
+        .unwrap();
     r.bytes().await.unwrap();
     let events = tg.wait_for_trace("trace-cost", 2).await;
-    let known = events.iter().find(|e| e["model_served"] == "claude-sonnet-4-5").unwrap();
+    let known = events
+        .iter()
+        .find(|e| e["model_served"] == "claude-sonnet-4-5")
+        .unwrap();
     // Mock usage: 42 in × $3/M = 0.000126; 17 out × $15/M = 0.000255;
     // 100 5m × $3.75/M = 0.000375; 200 1h × $6/M = 0.0012; 1000 read ×
     // $0.30/M = 0.0003; total 0.002256.
-    assert_eq!(usd(&known["cost_usd"]), "0.002256".parse::<Decimal>().unwrap(), "{known}");
-    assert_eq!(usd(&known["cost_cache_write_1h_usd"]), "0.0012".parse::<Decimal>().unwrap());
+    assert_eq!(
+        usd(&known["cost_usd"]),
+        "0.002256".parse::<Decimal>().unwrap(),
+        "{known}"
+    );
+    assert_eq!(
+        usd(&known["cost_cache_write_1h_usd"]),
+        "0.0012".parse::<Decimal>().unwrap()
+    );
     assert_eq!(known["priced"], true);
     assert_eq!(known["pricing_tier"], "standard");
     let version = known["price_table_version"].as_str().unwrap().to_owned();
     assert_eq!(version, PriceBook::embedded().version());
-    let unknown = events.iter().find(|e| e["model_served"] == "claude-unknown-9").unwrap();
+    let unknown = events
+        .iter()
+        .find(|e| e["model_served"] == "claude-unknown-9")
+        .unwrap();
     assert_eq!(unknown["priced"], false, "never $0: {unknown}");
     assert!(unknown["cost_usd"].is_null());
     assert!(tg.metric("tollgate_unpriced_events_total").await >= 1.0);
@@ -204,7 +322,9 @@ async fn lake_events_carry_their_cost_and_reprice_recomputes_it() {
 
     // Twice the Sonnet 4.5 prices: every line doubles, total 0.004512.
     let prices = tempfile::tempdir().unwrap();
-    std::fs::write(prices.path().join("anthropic.toml"), r#"
+    std::fs::write(
+        prices.path().join("anthropic.toml"),
+        r#"
 provider = "anthropic"
 [[price]]
 family = "claude-sonnet-4-5"
@@ -216,19 +336,39 @@ output = "30"
 cache_write_5m = "7.5"
 cache_write_1h = "12"
 cache_read = "0.6"
-"#).unwrap();
+"#,
+    )
+    .unwrap();
     let today = Utc::now().date_naive().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["reprice", "--from", &today, "--to", &today, "--config"]).arg(&config)
-        .arg("--pricing-dir").arg(prices.path())
-        .output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("repriced 2 events"), "{}", String::from_utf8_lossy(&out.stdout));
+        .args(["reprice", "--from", &today, "--to", &today, "--config"])
+        .arg(&config)
+        .arg("--pricing-dir")
+        .arg(prices.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("repriced 2 events"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let tg = Tollgate::start_with_config(dir.path(), config);
     let events = tg.wait_for_trace("trace-cost", 2).await;
-    let known = events.iter().find(|e| e["model_served"] == "claude-sonnet-4-5").unwrap();
-    assert_eq!(usd(&known["cost_usd"]), "0.004512".parse::<Decimal>().unwrap(), "{known}");
+    let known = events
+        .iter()
+        .find(|e| e["model_served"] == "claude-sonnet-4-5")
+        .unwrap();
+    assert_eq!(
+        usd(&known["cost_usd"]),
+        "0.004512".parse::<Decimal>().unwrap(),
+        "{known}"
+    );
     assert_ne!(known["price_table_version"], version.as_str());
     assert_eq!(known["usage"]["input_tokens"], 42, "facts are untouched");
     tg.stop();

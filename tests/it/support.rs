@@ -115,12 +115,14 @@ impl Tollgate {
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            panic!(
-                "tollgate {command} did not report its address; log:\n{}",
-                std::fs::read_to_string(dir.join("tollgate.log")).unwrap_or_default()
-            )
-        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "tollgate {command} did not report its address; log:\n{}",
+                    std::fs::read_to_string(dir.join("tollgate.log")).unwrap_or_default()
+                )
+            });
         Tollgate {
             child,
             url,
@@ -129,13 +131,16 @@ impl Tollgate {
         }
     }
 
-
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = wait_exit(&mut self.child, Duration::from_secs(30));
-        assert!(status.success(), "tollgate exited with {status}; log:\n{}", self.log());
+        assert!(
+            status.success(),
+            "tollgate exited with {status}; log:\n{}",
+            self.log()
+        );
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -195,7 +200,12 @@ impl Tollgate {
             let page = self.logs(&format!("trace_id={trace_id}&limit=1000")).await;
             let data = page["data"].as_array().cloned().unwrap_or_default();
             if data.len() >= n || Instant::now() > deadline {
-                assert_eq!(data.len(), n, "events of trace {trace_id}; log:\n{}", self.log());
+                assert_eq!(
+                    data.len(),
+                    n,
+                    "events of trace {trace_id}; log:\n{}",
+                    self.log()
+                );
                 return data;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -203,7 +213,11 @@ impl Tollgate {
     }
 
     /// Waits until the trace has at least `n` events and returns them all.
-    pub async fn wait_for_trace_at_least(&self, trace_id: &str, n: usize) -> Vec<serde_json::Value> {
+    pub async fn wait_for_trace_at_least(
+        &self,
+        trace_id: &str,
+        n: usize,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let page = self.logs(&format!("trace_id={trace_id}&limit=1000")).await;
@@ -211,7 +225,12 @@ impl Tollgate {
             if data.len() >= n {
                 return data;
             }
-            assert!(Instant::now() < deadline, "trace {trace_id} has {} events, wanted {n}; log:\n{}", data.len(), self.log());
+            assert!(
+                Instant::now() < deadline,
+                "trace {trace_id} has {} events, wanted {n}; log:\n{}",
+                data.len(),
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -281,7 +300,12 @@ pub fn sample(name: &str) -> Sample {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h[0].as_str().unwrap().to_owned(), h[1].as_str().unwrap().to_owned()))
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_owned(),
+                h[1].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let body = match &v["body"] {
         serde_json::Value::String(s) => s.clone(),
@@ -301,8 +325,14 @@ impl Sample {
         let mut r = client().post(format!("{base}{}", self.path));
         for (k, v) in &self.headers {
             let lower = k.to_ascii_lowercase();
-            if ["host", "content-length", "connection", "authorization", "x-api-key"]
-                .contains(&lower.as_str())
+            if [
+                "host",
+                "content-length",
+                "connection",
+                "authorization",
+                "x-api-key",
+            ]
+            .contains(&lower.as_str())
             {
                 continue;
             }
