@@ -1,10 +1,9 @@
 //! Anthropic's API, first party: the request goes out as the client sent
 //! it, with the provider key in place of the tollgate key.
 
-use futures::StreamExt;
 use http::{HeaderValue, header};
 
-use super::{BodyStream, Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse};
+use super::{Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse};
 use crate::config::ProviderConfig;
 
 /// A configured Anthropic target.
@@ -80,12 +79,7 @@ impl Provider for Anthropic {
             .map_err(|e| super::classify(&self.target, e, false))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let target = self.target.clone();
-        let body: BodyStream = Box::pin(
-            response
-                .bytes_stream()
-                .map(move |chunk| chunk.map_err(|e| super::classify(&target, e, true))),
-        );
+        let body = super::body_stream(response, &self.target);
         Ok(ProviderResponse {
             status,
             headers,

@@ -389,12 +389,7 @@ impl Provider for Bedrock {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            let target = self.target.clone();
-            let body: BodyStream = Box::pin(
-                response
-                    .bytes_stream()
-                    .map(move |c| c.map_err(|e| super::classify(&target, e, true))),
-            );
+            let body = super::body_stream(response, &self.target);
             Ok(ProviderResponse {
                 status,
                 headers,

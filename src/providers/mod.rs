@@ -103,6 +103,17 @@ pub trait Provider: Send + Sync + 'static {
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError>;
 }
 
+/// An upstream body as it streams, its failures classified as mid-stream.
+pub(crate) fn body_stream(response: reqwest::Response, target: &str) -> BodyStream {
+    use futures::StreamExt;
+    let target = target.to_owned();
+    Box::pin(
+        response
+            .bytes_stream()
+            .map(move |chunk| chunk.map_err(|e| classify(&target, e, true))),
+    )
+}
+
 /// A whole JSON answer (errors tollgate or a translation makes).
 pub(crate) fn json_answer(
     status: StatusCode,

@@ -7,16 +7,13 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::translate::{Dialect, Family, body_object};
-use super::{
-    BodyStream, Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse, json_answer,
-};
+use super::{Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse, json_answer};
 use crate::config::ProviderConfig;
 
 /// The body's `anthropic_version` Vertex requires.
@@ -295,12 +292,7 @@ impl Provider for Vertex {
             };
             return Ok(json_answer(status, Bytes::from(body), downgrades));
         }
-        let target = self.target.clone();
-        let body: BodyStream = Box::pin(
-            response
-                .bytes_stream()
-                .map(move |c| c.map_err(|e| super::classify(&target, e, true))),
-        );
+        let body = super::body_stream(response, &self.target);
         Ok(ProviderResponse {
             status,
             headers: out_headers,
