@@ -241,30 +241,60 @@ async fn assert_exactly_once(api: &Tollgate, trace: &str, sent: &Sent, logs: &[&
     }
 }
 
+/// A broker, the mock provider and a directory in which each role runs as
+/// its own process on a config of its own: a gateway keeps its journal in
+/// its own directory, every other role shares the lake under `shared/`.
+struct Cluster {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    mock: tollgate::mock_provider::MockHandle,
+    /// Config appended to every role's (budgets, webhooks).
+    extra: String,
+}
+
+impl Cluster {
+    async fn start(extra: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start(dir.path());
+        Cluster {
+            broker,
+            mock: start_mock().await,
+            dir,
+            extra: extra.to_owned(),
+        }
+    }
+
+    /// Writes the config of process `name` running `role`.
+    fn config(&self, name: &str, role: &str) -> PathBuf {
+        let data = if role == "gateway" {
+            self.dir.path().join(name).join("data")
+        } else {
+            self.dir.path().join("shared")
+        };
+        kafka_config(
+            &self.dir.path().join(name),
+            &self.mock.url(),
+            &self.broker.addr,
+            &data,
+            &self.extra,
+        )
+    }
+
+    /// Starts process `name` running `role` on its config.
+    fn role(&self, name: &str, role: &str) -> Tollgate {
+        Tollgate::start_role(&self.dir.path().join(name), self.config(name, role), role)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_in_separate_processes_with_two_gateways_and_two_sinks_land_every_event_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    let mock = start_mock().await;
-    let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| {
-        kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "")
-    };
-    let accountant =
-        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
-    let sink1 = Tollgate::start_role(&dir.path().join("sink1"), cfg("sink1", &shared), "sink");
-    let sink2 = Tollgate::start_role(&dir.path().join("sink2"), cfg("sink2", &shared), "sink");
-    let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
-    let gw1 = Tollgate::start_role(
-        &dir.path().join("gw1"),
-        cfg("gw1", &dir.path().join("gw1/data")),
-        "gateway",
-    );
-    let gw2 = Tollgate::start_role(
-        &dir.path().join("gw2"),
-        cfg("gw2", &dir.path().join("gw2/data")),
-        "gateway",
-    );
+    let c = Cluster::start("").await;
+    let accountant = c.role("acc", "accountant");
+    let sink1 = c.role("sink1", "sink");
+    let sink2 = c.role("sink2", "sink");
+    let api = c.role("api", "api");
+    let gw1 = c.role("gw1", "gateway");
+    let gw2 = c.role("gw2", "gateway");
 
     let urls = Arc::new(Mutex::new(vec![gw1.url.clone(), gw2.url.clone()]));
     let stop = CancellationToken::new();
@@ -348,27 +378,16 @@ async fn broker_unreachable_for_20_seconds_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_killed_mid_batch_and_restarted_writes_every_event_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    let mock = start_mock().await;
-    let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| {
-        kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "")
-    };
-    let accountant =
-        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
-    let sink_cfg = cfg("sink", &shared);
+    let c = Cluster::start("").await;
+    let accountant = c.role("acc", "accountant");
+    let sink_cfg = c.config("sink", "sink");
     let small_batches = std::fs::read_to_string(&sink_cfg)
         .unwrap()
         .replace("flush_rows = 1000", "flush_rows = 25");
     std::fs::write(&sink_cfg, small_batches).unwrap();
-    let sink = Tollgate::start_role(&dir.path().join("sink"), sink_cfg.clone(), "sink");
-    let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
-    let gw = Tollgate::start_role(
-        &dir.path().join("gw"),
-        cfg("gw", &dir.path().join("gw/data")),
-        "gateway",
-    );
+    let sink = Tollgate::start_role(&c.dir.path().join("sink"), sink_cfg.clone(), "sink");
+    let api = c.role("api", "api");
+    let gw = c.role("gw", "gateway");
 
     let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
     let stop = CancellationToken::new();
@@ -380,7 +399,7 @@ async fn sink_killed_mid_batch_and_restarted_writes_every_event_once() {
     );
     sink.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let sink = Tollgate::start_role(&dir.path().join("sink"), sink_cfg, "sink");
+    let sink = Tollgate::start_role(&c.dir.path().join("sink"), sink_cfg, "sink");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
     handle.await.unwrap();
@@ -399,26 +418,19 @@ async fn sink_killed_mid_batch_and_restarted_writes_every_event_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_restarted_with_sigterm_under_load_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    let mock = start_mock().await;
-    let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| {
-        kafka_config(&dir.path().join(name), &mock.url(), &broker.addr, data, "")
-    };
-    let accountant =
-        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
-    let sink = Tollgate::start_role(&dir.path().join("sink"), cfg("sink", &shared), "sink");
-    let api = Tollgate::start_role(&dir.path().join("api"), cfg("api", &shared), "api");
-    let gw_cfg = cfg("gw", &dir.path().join("gw/data"));
-    let gw = Tollgate::start_role(&dir.path().join("gw"), gw_cfg.clone(), "gateway");
+    let c = Cluster::start("").await;
+    let accountant = c.role("acc", "accountant");
+    let sink = c.role("sink", "sink");
+    let api = c.role("api", "api");
+    let gw = c.role("gw", "gateway");
 
     let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
     let stop = CancellationToken::new();
     let (sent, handle) = load(urls.clone(), "kafka-gw-restart", 50, stop.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     gw.stop();
-    let gw = Tollgate::start_role(&dir.path().join("gw"), gw_cfg, "gateway");
+    // The same config and journal directory as before.
+    let gw = c.role("gw", "gateway");
     *urls.lock().unwrap() = vec![gw.url.clone()];
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
@@ -438,9 +450,6 @@ async fn gateway_restarted_with_sigterm_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn budgets_refuse_and_alert_once_across_kafka_roles() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    let mock = start_mock().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -452,28 +461,10 @@ async fn budgets_refuse_and_alert_once_across_kafka_roles() {
         "{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nformat = \"slack\"\n",
         crate::budgets::budget("eng-kafka", "0.01")
     );
-    let shared = dir.path().join("shared");
-    let cfg = |name: &str, data: &Path| {
-        kafka_config(
-            &dir.path().join(name),
-            &mock.url(),
-            &broker.addr,
-            data,
-            &extra,
-        )
-    };
-    let accountant =
-        Tollgate::start_role(&dir.path().join("acc"), cfg("acc", &shared), "accountant");
-    let notifier = Tollgate::start_role(
-        &dir.path().join("notifier"),
-        cfg("notifier", &shared),
-        "notifier",
-    );
-    let gw = Tollgate::start_role(
-        &dir.path().join("gw"),
-        cfg("gw", &dir.path().join("gw/data")),
-        "gateway",
-    );
+    let c = Cluster::start(&extra).await;
+    let accountant = c.role("acc", "accountant");
+    let notifier = c.role("notifier", "notifier");
+    let gw = c.role("gw", "gateway");
 
     let body = crate::budgets::body_of(100);
     let mut admitted = 0;
