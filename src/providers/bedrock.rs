@@ -322,14 +322,7 @@ impl Provider for Bedrock {
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError> {
         let (model_id, stream, body, downgrades) = match self.translate(&request) {
             Ok(t) => t,
-            Err(message) => {
-                let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
-                return Ok(json_answer(
-                    StatusCode::BAD_REQUEST,
-                    Bytes::from(body.to_string()),
-                    Vec::new(),
-                ));
-            }
+            Err(message) => return Ok(super::invalid_request(&message)),
         };
         if request.endpoint == Endpoint::CountTokens {
             // CountTokens takes the InvokeModel body, base64, minus fields

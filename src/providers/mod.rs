@@ -114,6 +114,17 @@ pub(crate) fn body_stream(response: reqwest::Response, target: &str) -> BodyStre
     )
 }
 
+/// The 400 answer to a request a translation could not read, in
+/// Anthropic's error shape.
+pub(crate) fn invalid_request(message: &str) -> ProviderResponse {
+    let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
+    json_answer(
+        StatusCode::BAD_REQUEST,
+        Bytes::from(body.to_string()),
+        Vec::new(),
+    )
+}
+
 /// A whole JSON answer (errors tollgate or a translation makes).
 pub(crate) fn json_answer(
     status: StatusCode,

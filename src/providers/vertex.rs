@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -225,14 +225,7 @@ impl Provider for Vertex {
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError> {
         let (url, body, _stream, downgrades) = match self.translate(&request) {
             Ok(t) => t,
-            Err(message) => {
-                let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
-                return Ok(json_answer(
-                    StatusCode::BAD_REQUEST,
-                    Bytes::from(body.to_string()),
-                    Vec::new(),
-                ));
-            }
+            Err(message) => return Ok(super::invalid_request(&message)),
         };
         let token = self.access_token().await?;
         let mut headers = HeaderMap::new();
