@@ -138,6 +138,16 @@ pub struct LlmEvent {
     pub downgrades: Vec<String>,
     /// The client's user-agent.
     pub client: Option<String>,
+    /// Who bills the request: tollgate's provider account (`api`), or the
+    /// client's own subscription or key passed through (`subscription`),
+    /// whose list price is a value figure, never spend.
+    #[serde(default)]
+    pub billed_by: BilledBy,
+    /// A non-reversible fingerprint of the client's own credential on
+    /// passthrough requests, so usage per credential can be told apart
+    /// without ever storing the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_fingerprint: Option<String>,
     /// What the request cost, added by the accountant (absent on raw
     /// events; derived, so `tollgate reprice` can recompute it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +157,28 @@ pub struct LlmEvent {
     /// gateway knows when a request's reservation is settled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+}
+
+/// Who pays the provider for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BilledBy {
+    /// tollgate's provider account: the list price is spend.
+    #[default]
+    Api,
+    /// The client's own credential (Claude Max, Anthropic OAuth, a user's
+    /// own key): Anthropic bills them; the list price is only a value.
+    Subscription,
+}
+
+impl BilledBy {
+    /// The lake's text form (`api`, `subscription`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BilledBy::Api => "api",
+            BilledBy::Subscription => "subscription",
+        }
+    }
 }
 
 /// A gateway process and the sequence number of one of its events.
@@ -166,6 +198,10 @@ pub struct CostLines {
     pub cache_read_usd: Decimal,
     pub web_search_usd: Decimal,
     pub total_usd: Decimal,
+    /// What the cache reads saved against paying full input price for
+    /// the same tokens (not part of the total).
+    #[serde(default)]
+    pub cache_savings_usd: Decimal,
 }
 
 /// The accountant's verdict on an event.
@@ -316,6 +352,8 @@ fn arrow_fields() -> Vec<Field> {
             false,
         ),
         s("client", true),
+        s("billed_by", true),
+        s("credential_fingerprint", true),
         Field::new("cost_usd", usd_type(), true),
         Field::new("cost_input_usd", usd_type(), true),
         Field::new("cost_output_usd", usd_type(), true),
@@ -323,6 +361,7 @@ fn arrow_fields() -> Vec<Field> {
         Field::new("cost_cache_write_1h_usd", usd_type(), true),
         Field::new("cost_cache_read_usd", usd_type(), true),
         Field::new("cost_web_search_usd", usd_type(), true),
+        Field::new("cost_cache_savings_usd", usd_type(), true),
         Field::new("priced", DataType::Boolean, true),
         s("price_table_version", true),
         s("pricing_family", true),
@@ -380,6 +419,8 @@ struct Columns {
     usage: [Int64Builder; 7],
     downgrades: ListBuilder<StringBuilder>,
     client: StringBuilder,
+    billed_by: StringBuilder,
+    credential_fingerprint: StringBuilder,
     cost: CostColumns,
     bus_partition: UInt32Builder,
     bus_offset: Int64Builder,
@@ -430,6 +471,8 @@ impl Columns {
             usage: std::array::from_fn(|_| i()),
             downgrades: ListBuilder::new(StringBuilder::new()),
             client: s(),
+            billed_by: s(),
+            credential_fingerprint: s(),
             cost: CostColumns::with_capacity(n),
             bus_partition: UInt32Builder::with_capacity(n),
             bus_offset: i(),
@@ -488,6 +531,9 @@ impl Columns {
         }
         self.downgrades.append(true);
         self.client.append_option(e.client.as_deref());
+        self.billed_by.append_value(e.billed_by.as_str());
+        self.credential_fingerprint
+            .append_option(e.credential_fingerprint.as_deref());
         self.cost.push(e.cost.as_ref());
         self.bus_partition.append_value(pos.partition);
         self.bus_offset.append_value(i64_of(pos.offset));
@@ -539,6 +585,8 @@ impl Columns {
         }
         cols.push(Arc::new(self.downgrades.finish()));
         cols.push(Arc::new(self.client.finish()));
+        cols.push(Arc::new(self.billed_by.finish()));
+        cols.push(Arc::new(self.credential_fingerprint.finish()));
         cols.extend(self.cost.finish());
         cols.push(Arc::new(self.bus_partition.finish()));
         cols.push(Arc::new(self.bus_offset.finish()));
@@ -556,6 +604,7 @@ pub const COST_COLUMNS: &[&str] = &[
     "cost_cache_write_1h_usd",
     "cost_cache_read_usd",
     "cost_web_search_usd",
+    "cost_cache_savings_usd",
     "priced",
     "price_table_version",
     "pricing_family",
@@ -564,7 +613,7 @@ pub const COST_COLUMNS: &[&str] = &[
 
 /// Builders of the cost columns (see [`COST_COLUMNS`]).
 pub struct CostColumns {
-    usd: [Decimal128Builder; 7],
+    usd: [Decimal128Builder; 8],
     priced: BooleanBuilder,
     price_table_version: StringBuilder,
     pricing_family: StringBuilder,
@@ -600,6 +649,7 @@ impl CostColumns {
                 l.cache_write_1h_usd,
                 l.cache_read_usd,
                 l.web_search_usd,
+                l.cache_savings_usd,
             ]
         });
         for (i, builder) in self.usd.iter_mut().enumerate() {
@@ -680,6 +730,8 @@ pub(crate) mod tests {
             },
             downgrades: vec!["anthropic-beta:foo".into()],
             client: Some("claude-cli/2.1.197".into()),
+            billed_by: BilledBy::Api,
+            credential_fingerprint: None,
             cost: None,
             origin: None,
         }

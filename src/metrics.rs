@@ -47,6 +47,7 @@ pub struct Metrics {
     pub sink_undecodable: IntCounter,
     pub sink_skipped_duplicates: IntCounter,
     pub cost_usd: prometheus::CounterVec,
+    pub subscription_value_usd: prometheus::CounterVec,
     pub unpriced: IntCounterVec,
     pub accountant_events: IntCounter,
 }
@@ -272,6 +273,20 @@ impl Metrics {
                 let c = prometheus::CounterVec::new(
                     Opts::new("tollgate_cost_usd_total", "Spend in USD by team and model"),
                     &["team", "model"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
+                c
+            },
+            subscription_value_usd: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new(
+                        "tollgate_subscription_value_usd_total",
+                        "List-price value in USD of requests billed to the client's own subscription (not spend), by team and user",
+                    ),
+                    &["team", "user"],
                 )
                 .expect("valid metric");
                 registry

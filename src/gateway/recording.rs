@@ -62,6 +62,8 @@ impl Recording {
             usage: Usage::default(),
             downgrades: Vec::new(),
             client: tags.client,
+            billed_by: crate::event::BilledBy::Api,
+            credential_fingerprint: None,
             cost: None,
             origin: None,
         };

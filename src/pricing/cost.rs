@@ -46,6 +46,8 @@ pub fn price<'a>(book: &'a PriceBook, q: &PriceQuery, usage: &Usage) -> Option<P
         web_search_usd: Decimal::from(usage.web_search_requests) * entry.web_search_per_1k
             / THOUSAND,
         total_usd: Decimal::ZERO,
+        cache_savings_usd: tokens(usage.cache_read_tokens, rates.input)
+            - tokens(usage.cache_read_tokens, rates.cache_read),
     };
     lines.total_usd = lines.input_usd
         + lines.output_usd
