@@ -57,4 +57,18 @@ if ! command -v docker-compose >/dev/null; then
 fi
 echo "install-test-deps: docker-compose: $(command -v docker-compose)"
 
-# --- prometheus (Debian), for the dashboard query tests: added with the metrics work.
+# --- prometheus (Debian), the real server the dashboard tests query -------
+# tests/it/dashboards.rs starts its own instance (temp dir, free port) at
+# /usr/bin/prometheus (or $TOLLGATE_PROMETHEUS); the packaged service is not
+# needed, so no recommends (node exporter) and no service start.
+if [ ! -x /usr/bin/prometheus ]; then
+  echo "install-test-deps: installing prometheus (Debian) for the dashboard tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package's own service is not used; stop it where an init started it.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl stop prometheus || true
+  fi
+fi
+echo "install-test-deps: prometheus: /usr/bin/prometheus ($(/usr/bin/prometheus --version 2>&1 | awk 'NR==1{print $3}'))"

@@ -5,10 +5,11 @@
 //! `other`; trace IDs never become labels.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric tollgate exports.
@@ -50,6 +51,16 @@ pub struct Metrics {
     pub subscription_value_usd: prometheus::CounterVec,
     pub unpriced: IntCounterVec,
     pub accountant_events: IntCounter,
+    pub in_flight: IntGauge,
+    pub upstream_duration: HistogramVec,
+    pub upstream_attempts: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub request_bytes: HistogramVec,
+    pub response_bytes: HistogramVec,
+    pub bus_consumer_lag: IntGaugeVec,
+    pub build_info: IntGaugeVec,
 }
 
 /// The process-wide metrics.
@@ -60,6 +71,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const OVERHEAD_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
+/// Body sizes: 256 B to 32 MiB (the default `max_body_bytes`), ×4.
+const BYTES_BUCKETS: &[f64] = &[
+    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 33554432.0,
 ];
 
 impl Metrics {
@@ -110,6 +125,16 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        registry
+            .register(Box::new(ProcessCollector::new()))
+            .expect("unique metric");
         Metrics {
             cache_lookups: counter_vec(
                 "tollgate_cache_lookups_total",
@@ -303,6 +328,62 @@ impl Metrics {
                 "tollgate_accountant_events_total",
                 "Events priced by the accountant",
             ),
+            in_flight: gauge(
+                "tollgate_requests_in_flight",
+                "Authenticated requests being handled whose answer has not ended yet",
+            ),
+            upstream_duration: histogram_vec(
+                "tollgate_upstream_duration_seconds",
+                "Time from sending one attempt upstream to its answer's head (or its failure), by provider and target",
+                &["provider", "target"],
+                LATENCY_BUCKETS,
+            ),
+            upstream_attempts: counter_vec(
+                "tollgate_upstream_attempts_total",
+                "Attempts sent upstream, by provider, target and outcome (the HTTP status, or the error type when none came)",
+                &["provider", "target", "outcome"],
+            ),
+            retries: counter_vec(
+                "tollgate_retries_total",
+                "Attempts retried on the same target by a route's retry policy, by target and the outcome retried",
+                &["target", "outcome"],
+            ),
+            fallbacks: counter_vec(
+                "tollgate_fallbacks_total",
+                "Times a fallback route left a target for the next one, by the target left and its outcome",
+                &["target", "outcome"],
+            ),
+            errors: counter_vec(
+                "tollgate_errors_total",
+                "Requests that ended in an error, by provider (none: refused before any) and error type",
+                &["provider", "error_type"],
+            ),
+            request_bytes: histogram_vec(
+                "tollgate_request_body_bytes",
+                "Size of request bodies as the client sent them, by endpoint",
+                &["endpoint"],
+                BYTES_BUCKETS,
+            ),
+            response_bytes: histogram_vec(
+                "tollgate_response_body_bytes",
+                "Size of upstream answers streamed to the client, by provider",
+                &["provider"],
+                BYTES_BUCKETS,
+            ),
+            bus_consumer_lag: gauge_vec(
+                "tollgate_bus_consumer_lag_records",
+                "Records on a topic that this process's consumers of a group have not read yet (end offset - position, summed over their partitions)",
+                &["topic", "group"],
+            ),
+            build_info: {
+                let g = gauge_vec(
+                    "tollgate_build_info",
+                    "Always 1; the labels name the running build",
+                    &["version"],
+                );
+                g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+                g
+            },
             registry,
         }
     }
@@ -329,6 +410,255 @@ pub fn model_label(served: Option<&str>) -> &str {
             m
         }
         _ => "other",
+    }
+}
+
+/// An error type fit to be a label: the Anthropic API's error types,
+/// tollgate's own reasons and the upstream failure types are kept; anything
+/// else an upstream sent becomes `other`.
+pub fn error_label(error_type: &str) -> &str {
+    const KNOWN: &[&str] = &[
+        // Anthropic API error types.
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "api_error",
+        "overloaded_error",
+        "timeout_error",
+        // tollgate's refusals (`GatewayError::reason`).
+        "missing_key",
+        "unknown_key",
+        "bad_header",
+        "body_too_large",
+        "body_read_error",
+        "bad_json",
+        "no_provider",
+        "budget_exceeded",
+        "budget_state_unknown",
+        "rate_limited",
+        // Reaching the provider (`ProviderError::error_type`) and the tee.
+        "upstream_connect_error",
+        "upstream_timeout",
+        "upstream_stream_error",
+        "upstream_error",
+        "provider_misconfigured",
+        "client_disconnected",
+    ];
+    if KNOWN.contains(&error_type) {
+        error_type
+    } else {
+        "other"
+    }
+}
+
+/// A consumer group fit to be a label: the per-process throwaway groups
+/// (`tollgate-budget-view-<uuid>`) lose their random suffix.
+pub fn group_label(group: &str) -> &str {
+    match group.rsplit_once('-') {
+        Some((base, id)) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => base,
+        _ => group,
+    }
+}
+
+/// Counts a request as in flight from its creation until it is dropped.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        METRICS.in_flight.inc();
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
+}
+
+/// One consumer's share of `tollgate_bus_consumer_lag_records{topic,group}`:
+/// several consumers of a group in one process add up, and a consumer that
+/// goes away takes its share with it.
+#[derive(Debug)]
+pub struct ConsumerLag {
+    gauge: IntGauge,
+    mine: AtomicI64,
+}
+
+impl ConsumerLag {
+    pub fn new(topic: &str, group: &str) -> ConsumerLag {
+        ConsumerLag {
+            gauge: METRICS
+                .bus_consumer_lag
+                .with_label_values(&[topic, group_label(group)]),
+            mine: AtomicI64::new(0),
+        }
+    }
+
+    /// Sets this consumer's lag (records not yet read).
+    pub fn set(&self, lag: u64) {
+        let lag = i64::try_from(lag).unwrap_or(i64::MAX);
+        let before = self.mine.swap(lag, Ordering::AcqRel);
+        self.gauge.add(lag - before);
+    }
+}
+
+impl Drop for ConsumerLag {
+    fn drop(&mut self) {
+        self.gauge.sub(self.mine.swap(0, Ordering::AcqRel));
+    }
+}
+
+/// The standard `process_*` metrics (CPU, memory, file descriptors, start
+/// time, threads), read from `/proc/self` at each scrape; nothing on
+/// systems without it. (The prometheus crate's own collector would pull in
+/// `procfs`.)
+struct ProcessCollector {
+    descs: Vec<prometheus::core::Desc>,
+    cpu: prometheus::Counter,
+    resident: prometheus::Gauge,
+    virtual_memory: prometheus::Gauge,
+    open_fds: prometheus::Gauge,
+    max_fds: prometheus::Gauge,
+    start_time: prometheus::Gauge,
+    threads: prometheus::Gauge,
+}
+
+impl ProcessCollector {
+    fn new() -> ProcessCollector {
+        let gauge = |name: &str, help: &str| prometheus::Gauge::new(name, help).expect("valid");
+        let cpu = prometheus::Counter::new(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds",
+        )
+        .expect("valid");
+        let resident = gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+        );
+        let virtual_memory = gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+        );
+        let open_fds = gauge("process_open_fds", "Number of open file descriptors");
+        let max_fds = gauge("process_max_fds", "Maximum number of open file descriptors");
+        let start_time = gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+        );
+        let threads = gauge("process_threads", "Number of OS threads in the process");
+        use prometheus::core::Collector;
+        let descs = [
+            cpu.desc(),
+            resident.desc(),
+            virtual_memory.desc(),
+            open_fds.desc(),
+            max_fds.desc(),
+            start_time.desc(),
+            threads.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        ProcessCollector {
+            descs,
+            cpu,
+            resident,
+            virtual_memory,
+            open_fds,
+            max_fds,
+            start_time,
+            threads,
+        }
+    }
+
+    /// Reads `/proc/self`; false where there is none.
+    fn refresh(&self) -> bool {
+        // Linux reports times in USER_HZ, which is 100 on every platform.
+        const TICKS: f64 = 100.0;
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return false;
+        };
+        // Fields after the command (which may hold spaces), from field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            let total = (utime + stime) / TICKS;
+            let delta = total - self.cpu.get();
+            if delta > 0.0 {
+                self.cpu.inc_by(delta);
+            }
+        }
+        if let Some(threads) = field(20) {
+            self.threads.set(threads);
+        }
+        if let Some(vsize) = field(23) {
+            self.virtual_memory.set(vsize);
+        }
+        let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        if let (Some(start), Some(boot)) = (field(22), boot_time) {
+            self.start_time.set(boot + start / TICKS);
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let rss_kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+            if let Some(kib) = rss_kib {
+                self.resident.set(kib * 1024.0);
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as f64);
+        }
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+            let max = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok());
+            if let Some(max) = max {
+                self.max_fds.set(max);
+            }
+        }
+        true
+    }
+}
+
+impl prometheus::core::Collector for ProcessCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        if !self.refresh() {
+            return Vec::new();
+        }
+        [
+            self.cpu.collect(),
+            self.resident.collect(),
+            self.virtual_memory.collect(),
+            self.open_fds.collect(),
+            self.max_fds.collect(),
+            self.start_time.collect(),
+            self.threads.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

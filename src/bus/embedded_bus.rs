@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::embedded::{EmbeddedLog, LogReader};
 use super::{BusError, BusRecord, Log, Subscription};
-use crate::metrics::METRICS;
+use crate::metrics::{ConsumerLag, METRICS};
 
 /// The embedded log, shared by every role of the process.
 pub struct EmbeddedBus {
@@ -167,6 +167,9 @@ impl Log for EmbeddedBus {
         .await
         .map_err(|e| worker(topic, e))?
         .map_err(|e| embedded(topic, e))?;
+        let lag = ConsumerLag::new(topic, group);
+        lag.set(self.end_offset(topic)?.saturating_sub(reader.position()));
+        METRICS.bus_consume_errors.with_label_values(&[topic]);
         Ok(Box::new(EmbeddedSubscription {
             log: self.log.clone(),
             group: group.to_owned(),
@@ -174,6 +177,7 @@ impl Log for EmbeddedBus {
             reader: Some(reader),
             end,
             delete_consumed: self.delete_consumed,
+            lag,
         }))
     }
 }
@@ -187,10 +191,32 @@ struct EmbeddedSubscription {
     reader: Option<LogReader>,
     end: watch::Receiver<u64>,
     delete_consumed: bool,
+    /// `tollgate_bus_consumer_lag_records`, set after every read.
+    lag: ConsumerLag,
 }
 
 impl EmbeddedSubscription {
     async fn read(&mut self, max: usize) -> Result<Vec<BusRecord>, BusError> {
+        let read = self.read_records(max).await;
+        match &read {
+            Ok(_) => {
+                if let (Some(reader), Ok(end)) = (&self.reader, self.log.end_offset(&self.topic)) {
+                    self.lag.set(end.saturating_sub(reader.position()));
+                }
+            }
+            Err(_) => self.count_error(),
+        }
+        read
+    }
+
+    fn count_error(&self) {
+        METRICS
+            .bus_consume_errors
+            .with_label_values(&[&self.topic])
+            .inc();
+    }
+
+    async fn read_records(&mut self, max: usize) -> Result<Vec<BusRecord>, BusError> {
         let Some(mut reader) = self.reader.take() else {
             return Err(BusError::Worker {
                 topic: self.topic.clone(),
@@ -249,7 +275,8 @@ impl Subscription for EmbeddedSubscription {
             Ok(())
         })
         .await
-        .map_err(|e| worker(&self.topic, e))?
-        .map_err(|e| embedded(&self.topic, e))
+        .map_err(|e| worker(&self.topic, e))
+        .and_then(|r| r.map_err(|e| embedded(&self.topic, e)))
+        .inspect_err(|_| self.count_error())
     }
 }

@@ -30,10 +30,13 @@ use super::{
     Subscription,
 };
 use crate::config::KafkaConfig;
-use crate::metrics::METRICS;
+use crate::metrics::{ConsumerLag, METRICS};
 
 /// How long metadata and admin calls may take before they count as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a group consumer's librdkafka statistics (its consumer lag)
+/// arrive, unless `statistics.interval.ms` is among the extra properties.
+const STATS_INTERVAL_MS: &str = "5000";
 
 /// Kafka behind the [`Log`] trait: one producer shared by every role of the
 /// process, and one consumer per subscription.
@@ -306,8 +309,14 @@ impl Log for KafkaBus {
             assigned: Mutex::new(HashSet::new()),
             revoked: Mutex::new(Vec::new()),
             hook: Mutex::new(None),
+            lag: ConsumerLag::new(topic, group),
         };
-        let consumer: StreamConsumer<GroupContext> = client_config(&self.cfg)
+        METRICS.bus_consume_errors.with_label_values(&[topic]);
+        let mut config = client_config(&self.cfg);
+        if !self.cfg.properties.contains_key("statistics.interval.ms") {
+            config.set("statistics.interval.ms", STATS_INTERVAL_MS);
+        }
+        let consumer: StreamConsumer<GroupContext> = config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -360,9 +369,49 @@ struct GroupContext {
     assigned: Mutex<HashSet<u32>>,
     revoked: Mutex<Vec<u32>>,
     hook: Mutex<Option<RevokeHook>>,
+    /// `tollgate_bus_consumer_lag_records`, set from librdkafka's statistics.
+    lag: ConsumerLag,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's periodic statistics (they arrive on the polling task):
+    /// the lag of the partitions this consumer owns, as end offset (last
+    /// stable, else high watermark) minus the position the application has
+    /// read to (else the committed offset). Read from the JSON directly:
+    /// only six numbers are needed.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let Some(partitions) = v
+            .get("topics")
+            .and_then(|t| t.get(&self.topic))
+            .and_then(|t| t.get("partitions"))
+            .and_then(|p| p.as_object())
+        else {
+            return;
+        };
+        let assigned = self
+            .assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut lag = 0u64;
+        for (id, p) in partitions {
+            let Ok(id) = id.parse::<u32>() else { continue };
+            if !assigned.contains(&id) {
+                continue;
+            }
+            let offset = |name: &str| p.get(name).and_then(|o| o.as_i64()).filter(|o| *o >= 0);
+            let end = offset("ls_offset").or_else(|| offset("hi_offset"));
+            let position = offset("app_offset").or_else(|| offset("committed_offset"));
+            if let (Some(end), Some(position)) = (end, position) {
+                lag += end.saturating_sub(position).max(0) as u64;
+            }
+        }
+        self.lag.set(lag);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -21,6 +21,8 @@ const BATCH: usize = 2048;
 /// that shutdown loses nothing the gateway accepted.
 pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
     let mut events: Vec<LlmEvent> = Vec::with_capacity(BATCH);
+    // The error series exists (at 0) before the first error.
+    METRICS.bus_append_errors.with_label_values(&[topic]);
     while queue.recv_many(&mut events, BATCH).await > 0 {
         METRICS.handoff_queue_depth.set(queue.len() as i64);
         let records: Vec<(Bytes, Bytes)> = events.drain(..).filter_map(encode).collect();

@@ -100,6 +100,10 @@ impl Gateway {
             Ok(body) => body,
             Err(e) => return refuse(recording, body_error(e, self.max_body_bytes)),
         };
+        METRICS
+            .request_bytes
+            .with_label_values(&[endpoint.as_str()])
+            .observe(body.len() as f64);
         let body = match inbound.to_anthropic(body, &mut headers) {
             Ok(body) => body,
             Err(e) => return refuse(recording, e),
@@ -232,6 +236,10 @@ impl Gateway {
                         let status = upstream.status.as_u16();
                         recording.push_attempt(kind, name, Some(status), attempt_started, None);
                         if again && retries.1.contains(&status) {
+                            METRICS
+                                .retries
+                                .with_label_values(&[name, &status.to_string()])
+                                .inc();
                             let wait = route::backoff(
                                 n,
                                 upstream
@@ -254,6 +262,10 @@ impl Gateway {
                             Some(e.error_type()),
                         );
                         if again && !matches!(e, ProviderError::Misconfigured { .. }) {
+                            METRICS
+                                .retries
+                                .with_label_values(&[name, e.error_type()])
+                                .inc();
                             tokio::time::sleep(route::backoff(n, None)).await;
                             continue;
                         }
@@ -270,6 +282,12 @@ impl Gateway {
             if !(fall_back && more_targets) {
                 break;
             }
+            let outcome = match &last {
+                Some(Ok(up)) => up.status.as_str().to_owned(),
+                Some(Err(e)) => e.reason().to_owned(),
+                None => "other".to_owned(),
+            };
+            METRICS.fallbacks.with_label_values(&[name, &outcome]).inc();
         }
         let upstream = match last {
             Some(Ok(upstream)) => upstream,

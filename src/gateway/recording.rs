@@ -10,7 +10,7 @@ use super::auth::Identity;
 use super::headers::RequestTags;
 use crate::event::{Attempt, LlmEvent, Origin, SCHEMA_VERSION, Usage};
 use crate::handoff::EventHandoff;
-use crate::metrics::{METRICS, model_label};
+use crate::metrics::{InFlight, METRICS, error_label, model_label};
 use crate::providers::Endpoint;
 
 /// An `LlmEvent` being filled in as the request goes; `emit` finishes it
@@ -21,6 +21,10 @@ pub struct Recording {
     handoff: EventHandoff,
     /// The request's budget reservation, settled when the event is emitted.
     ticket: Option<Ticket>,
+    /// Bytes of the answer passed to the client so far.
+    response_bytes: u64,
+    /// Counts the request in `tollgate_requests_in_flight` while it lives.
+    _in_flight: InFlight,
 }
 
 impl Recording {
@@ -72,6 +76,8 @@ impl Recording {
             started,
             handoff,
             ticket: None,
+            response_bytes: 0,
+            _in_flight: InFlight::start(),
         }
     }
 
@@ -115,15 +121,36 @@ impl Recording {
         since: Instant,
         error_type: Option<&str>,
     ) {
+        let took = since.elapsed();
+        if provider != "cache" {
+            let outcome = match (status, error_type) {
+                (Some(status), _) => status.to_string(),
+                (None, Some(e)) => error_label(e).to_owned(),
+                (None, None) => "other".to_owned(),
+            };
+            METRICS
+                .upstream_duration
+                .with_label_values(&[provider, target])
+                .observe(took.as_secs_f64());
+            METRICS
+                .upstream_attempts
+                .with_label_values(&[provider, target, &outcome])
+                .inc();
+        }
         self.event.provider = provider.to_owned();
         self.event.target = target.to_owned();
         self.event.attempts.push(Attempt {
             provider: provider.to_owned(),
             target: target.to_owned(),
             status,
-            latency_ms: millis(since.elapsed()),
+            latency_ms: millis(took),
             error_type: error_type.map(str::to_owned),
         });
+    }
+
+    /// Counts answer bytes passed to the client.
+    pub fn add_response_bytes(&mut self, n: usize) {
+        self.response_bytes += n as u64;
     }
 
     /// Finishes the event and hands it over without waiting.
@@ -139,6 +166,16 @@ impl Recording {
             elapsed,
             first_token.map(|t| t.duration_since(self.started)),
         );
+        if self.response_bytes > 0 {
+            METRICS
+                .response_bytes
+                .with_label_values(&[if e.provider.is_empty() {
+                    "none"
+                } else {
+                    e.provider.as_str()
+                }])
+                .observe(self.response_bytes as f64);
+        }
         if let Some(ticket) = self.ticket.take() {
             let model = e.model_served.as_deref().or(e.model_requested.as_deref());
             ticket.settle(&e.provider, model, &e.usage);
@@ -173,6 +210,12 @@ fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
             .ttft
             .with_label_values(&[provider, model])
             .observe(t.as_secs_f64());
+    }
+    if let Some(error_type) = &e.error_type {
+        METRICS
+            .errors
+            .with_label_values(&[provider, error_label(error_type)])
+            .inc();
     }
     let u = &e.usage;
     for (class, n) in [

@@ -346,8 +346,9 @@ impl Stream for TeeBody {
         let polled = self.upstream.as_mut().poll_next(cx);
         match &polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some((reader, _)) = self.state.as_mut() {
+                if let Some((reader, recording)) = self.state.as_mut() {
                     reader.feed(chunk, Instant::now());
+                    recording.add_response_bytes(chunk.len());
                 }
                 if let Some(c) = self.capture.as_mut() {
                     if c.body.len() + chunk.len() <= super::cache::MAX_ENTRY_BYTES {
