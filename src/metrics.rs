@@ -213,10 +213,16 @@ impl Metrics {
                 "tollgate_bus_spilled_events_total",
                 "Events that waited in the local journal through a Kafka outage or stall",
             ),
-            bus_broker_up: gauge(
-                "tollgate_bus_broker_up",
-                "1 while Kafka acknowledges the gateway's events, 0 during an outage",
-            ),
+            bus_broker_up: {
+                let g = gauge(
+                    "tollgate_bus_broker_up",
+                    "0 while a gateway's journal cannot deliver to Kafka (an outage), else 1",
+                );
+                // No outage seen yet: processes without a journal (other
+                // roles, the embedded bus) must not read as one.
+                g.set(1);
+                g
+            },
             accountant_duplicates: counter(
                 "tollgate_accountant_duplicate_events_total",
                 "Raw events seen twice on the bus (a re-sent journal batch) and priced once",
@@ -679,4 +685,77 @@ async fn scrape() -> ([(http::HeaderName, &'static str); 1], String) {
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         METRICS.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throwaway_group_ids_lose_their_random_suffix_and_other_names_stay() {
+        assert_eq!(
+            group_label("tollgate-budget-view-0123456789abcdef0123456789abcdef"),
+            "tollgate-budget-view"
+        );
+        assert_eq!(group_label("tollgate-sink"), "tollgate-sink");
+        assert_eq!(group_label("tollgate-restore-xyz"), "tollgate-restore-xyz");
+    }
+
+    #[test]
+    fn only_known_error_types_become_labels() {
+        assert_eq!(error_label("overloaded_error"), "overloaded_error");
+        assert_eq!(error_label("rate_limited"), "rate_limited");
+        assert_eq!(error_label("upstream_timeout"), "upstream_timeout");
+        assert_eq!(error_label("made_up_error_1234"), "other");
+    }
+
+    #[test]
+    fn consumers_of_one_group_add_up_and_take_their_share_when_dropped() {
+        let gauge = || {
+            METRICS
+                .bus_consumer_lag
+                .with_label_values(&["test.lag.v1", "test-group"])
+                .get()
+        };
+        let a = ConsumerLag::new("test.lag.v1", "test-group");
+        let b = ConsumerLag::new("test.lag.v1", "test-group");
+        a.set(10);
+        b.set(5);
+        assert_eq!(gauge(), 15);
+        a.set(3);
+        assert_eq!(gauge(), 8);
+        drop(b);
+        assert_eq!(gauge(), 3);
+        drop(a);
+        assert_eq!(gauge(), 0);
+    }
+
+    #[test]
+    fn exposition_has_build_info_and_process_metrics() {
+        let text = METRICS.render();
+        assert!(
+            text.contains(&format!(
+                "tollgate_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_bus_broker_up 1"), "{text}");
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_open_fds",
+                "process_start_time_seconds",
+                "process_threads",
+            ] {
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{name} ")))
+                    .unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+                let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+                assert!(value > 0.0 || name == "process_cpu_seconds_total", "{line}");
+            }
+        }
+    }
 }

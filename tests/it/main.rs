@@ -7,6 +7,7 @@ mod support;
 mod budgets;
 mod claude_code;
 mod compose;
+mod dashboards;
 mod kafka;
 mod pricing;
 mod providers;
