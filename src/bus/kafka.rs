@@ -409,6 +409,7 @@ impl ClientContext for GroupContext {
                 lag += end.saturating_sub(position).max(0) as u64;
             }
         }
+        tracing::debug!(topic = %self.topic, lag, "consumer lag from librdkafka statistics");
         self.lag.set(lag);
     }
 }

@@ -8,6 +8,7 @@
 //! each must return data. The dashboard JSON is checked for unique uids and
 //! panel ids and for datasource references that the provisioning files
 //! define, and the provisioning for the paths docker-compose mounts.
+//! `TOLLGATE_DASHBOARD_DEBUG=1` prints what every query returned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -831,6 +832,8 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_tollgate_un
                         let result = &body["data"]["result"];
                         if result.as_array().is_none_or(|r| r.is_empty()) {
                             failures.push(format!("{at}: no data"));
+                        } else if std::env::var("TOLLGATE_DASHBOARD_DEBUG").is_ok() {
+                            eprintln!("{at} => {result}");
                         }
                     }
                 }
