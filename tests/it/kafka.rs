@@ -324,6 +324,44 @@ async fn roles_in_separate_processes_with_two_gateways_and_two_sinks_land_every_
             .all(|e| e["cost_usd"].is_string() || e["cost_usd"].is_number()),
         "every event was priced by the accountant"
     );
+    // Every role serves /metrics with its own families: the build, the
+    // process, and the consumer lag of the group it reads in.
+    for (t, family) in [
+        (&gw1, "tollgate_upstream_duration_seconds_bucket{"),
+        (
+            &gw1,
+            "tollgate_bus_consumer_lag_records{group=\"tollgate-forwarder\"",
+        ),
+        (
+            &accountant,
+            "tollgate_bus_consumer_lag_records{group=\"tollgate-accountant\"",
+        ),
+        (
+            &sink1,
+            "tollgate_bus_consumer_lag_records{group=\"tollgate-sink\"",
+        ),
+        (&api, "tollgate_build_info{"),
+    ] {
+        let text = client()
+            .get(format!("{}/metrics", t.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for needle in [
+            family,
+            "tollgate_build_info{",
+            "process_resident_memory_bytes ",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{} serves no {needle} on /metrics:\n{text}",
+                t.url
+            );
+        }
+    }
     for t in [gw1, gw2, accountant, sink1, sink2, api] {
         t.stop();
     }
