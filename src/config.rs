@@ -326,6 +326,10 @@ impl Default for KafkaConfig {
 pub struct SinkConfig {
     pub flush_rows: usize,
     pub flush_interval_ms: u64,
+    /// How often the sink merges small lake files (0 turns it off).
+    pub compact_interval_secs: u64,
+    /// Fewest consecutive small files worth merging.
+    pub compact_min_files: usize,
 }
 
 impl Default for SinkConfig {
@@ -333,17 +337,63 @@ impl Default for SinkConfig {
         SinkConfig {
             flush_rows: 50_000,
             flush_interval_ms: 2_000,
+            compact_interval_secs: 600,
+            compact_min_files: 8,
         }
     }
 }
 
-/// Who may read the lake through the query API.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Who may read the lake through the query API, and how much one SQL
+/// query may take.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Bearer tokens with full read access; empty entries are ignored, so
     /// an unset `${TOLLGATE_ADMIN_TOKEN:-}` simply grants nothing.
     pub admin_tokens: Vec<String>,
+    /// Tokens that read one team's rows only, in every endpoint.
+    pub team_tokens: Vec<TeamTokenConfig>,
+    /// Most rows one `POST /v1/sql` returns.
+    pub sql_max_rows: usize,
+    /// Longest one `POST /v1/sql` may run before it is cancelled.
+    pub sql_timeout_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_tokens: Vec::new(),
+            team_tokens: Vec::new(),
+            sql_max_rows: 10_000,
+            sql_timeout_secs: 10,
+        }
+    }
+}
+
+/// A query-API token limited to one team's rows: the token itself (from
+/// the environment, say) or its `sha256:` hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamTokenConfig {
+    pub team: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+impl TeamTokenConfig {
+    /// The token's SHA-256 digest; `None` when unset (an empty `${VAR:-}`).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        match (&self.token, &self.hash) {
+            (Some(t), _) if !t.is_empty() => {
+                use sha2::Digest;
+                Some(sha2::Sha256::digest(t.as_bytes()).into())
+            }
+            (_, Some(h)) => parse_key_hash(h),
+            _ => None,
+        }
+    }
 }
 
 /// Which price tables the accountant uses.
@@ -601,6 +651,30 @@ impl Config {
         if !(self.admission.token_safety_factor >= 1.0) {
             return Err(invalid(
                 "admission.token_safety_factor must be at least 1.0".into(),
+            ));
+        }
+        for (i, t) in self.api.team_tokens.iter().enumerate() {
+            if t.team.is_empty() {
+                return Err(invalid(format!("api.team_tokens[{i}].team is empty")));
+            }
+            match (&t.token, &t.hash) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(format!(
+                        "api.team_tokens[{i}] (team {}) needs exactly one of token or hash",
+                        t.team
+                    )));
+                }
+                (None, Some(h)) if parse_key_hash(h).is_none() => {
+                    return Err(invalid(format!(
+                        "api.team_tokens[{i}].hash must be \"sha256:\" followed by 64 hex digits"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if self.api.sql_max_rows == 0 || self.api.sql_timeout_secs == 0 {
+            return Err(invalid(
+                "api.sql_max_rows and api.sql_timeout_secs must be at least 1".into(),
             ));
         }
         if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {

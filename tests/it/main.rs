@@ -9,5 +9,6 @@ mod claude_code;
 mod compose;
 mod kafka;
 mod pricing;
+mod query;
 mod providers;
 mod spine;
