@@ -357,6 +357,9 @@ pub struct ApiConfig {
     pub sql_max_rows: usize,
     /// Longest one `POST /v1/sql` may run before it is cancelled.
     pub sql_timeout_secs: u64,
+    /// Memory all lake queries of the process may hold together; a query
+    /// needing more fails with an error naming the limit.
+    pub query_memory_mb: usize,
 }
 
 impl Default for ApiConfig {
@@ -366,6 +369,7 @@ impl Default for ApiConfig {
             team_tokens: Vec::new(),
             sql_max_rows: 10_000,
             sql_timeout_secs: 10,
+            query_memory_mb: 2048,
         }
     }
 }

@@ -462,7 +462,8 @@ async fn listeners(
                 );
             }
             Some(api::router(Arc::new(ApiState::new(
-                Lake::open(layout).await?,
+                Lake::open_with_memory(layout, cfg.api.query_memory_mb.max(64) * 1024 * 1024)
+                    .await?,
                 &cfg.api,
                 budgets,
             ))))
@@ -534,7 +535,9 @@ async fn compact_periodically(
                 tracing::info!(?report, "lake compacted");
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "lake compaction failed; retrying next interval"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lake compaction failed; retrying next interval")
+            }
             Err(e) => tracing::error!(error = %e, "lake compaction panicked"),
         }
     }

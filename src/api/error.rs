@@ -31,10 +31,13 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNAUTHORIZED, "authentication_error")
             }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error"),
-            ApiError::BadParam { .. } | ApiError::Lake(LakeError::Refused(_) | LakeError::BadSql(_)) => {
+            ApiError::BadParam { .. }
+            | ApiError::Lake(LakeError::Refused(_) | LakeError::BadSql(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
-            ApiError::Lake(LakeError::TimedOut(_)) => (StatusCode::REQUEST_TIMEOUT, "timeout_error"),
+            ApiError::Lake(LakeError::TimedOut(_)) => {
+                (StatusCode::REQUEST_TIMEOUT, "timeout_error")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
             ApiError::Lake(e) => {
                 tracing::error!(error = %e, "lake query failed");

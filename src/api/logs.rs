@@ -122,7 +122,9 @@ pub async fn trace(
     let scope = api.authorize(&headers)?;
     match api.lake.trace(&scope, &trace_id).await? {
         Some(view) => Ok(Json(view)),
-        None => Err(ApiError::NotFound(format!("no events for trace {trace_id}"))),
+        None => Err(ApiError::NotFound(format!(
+            "no events for trace {trace_id}"
+        ))),
     }
 }
 
@@ -141,6 +143,11 @@ mod tests {
             sort_param(Some("latency_ms".into())).unwrap(),
             (SortKey::LatencyMs, false)
         );
-        assert!(sort_param(Some("price".into())).unwrap_err().to_string().contains("sort"));
+        assert!(
+            sort_param(Some("price".into()))
+                .unwrap_err()
+                .to_string()
+                .contains("sort")
+        );
     }
 }

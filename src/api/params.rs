@@ -61,7 +61,13 @@ impl<'a> Params<'a> {
     }
 
     /// An integer parameter within `min..=max`, or `default`.
-    pub fn int(&self, name: &str, min: usize, max: usize, default: usize) -> Result<usize, ApiError> {
+    pub fn int(
+        &self,
+        name: &str,
+        min: usize,
+        max: usize,
+        default: usize,
+    ) -> Result<usize, ApiError> {
         match self.map.get(name) {
             None => Ok(default),
             Some(v) => v
@@ -89,7 +95,10 @@ impl<'a> Params<'a> {
             .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_owned(), v.clone())))
             .collect();
         if let Some((k, _)) = metadata.iter().find(|(k, _)| k.is_empty()) {
-            return Err(bad(&format!("metadata.{k}"), "needs a key after `metadata.`"));
+            return Err(bad(
+                &format!("metadata.{k}"),
+                "needs a key after `metadata.`",
+            ));
         }
         metadata.sort();
         let team = match (scope, self.text("team")) {
@@ -187,7 +196,10 @@ mod tests {
         let f = Params::new(&none, &[]).unwrap().filter(&scope).unwrap();
         assert_eq!(f.team.as_deref(), Some("eng"));
         let other = params(&[("team", "sales")]);
-        let err = Params::new(&other, &[]).unwrap().filter(&scope).unwrap_err();
+        let err = Params::new(&other, &[])
+            .unwrap()
+            .filter(&scope)
+            .unwrap_err();
         assert!(matches!(err, ApiError::Forbidden(_)), "{err}");
     }
 

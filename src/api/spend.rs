@@ -136,9 +136,15 @@ mod tests {
         let g = group_by(Some("team, metadata.repo,day".into()), &[]).unwrap();
         assert_eq!(
             g,
-            vec![GroupBy::Team, GroupBy::Metadata("repo".into()), GroupBy::Day]
+            vec![
+                GroupBy::Team,
+                GroupBy::Metadata("repo".into()),
+                GroupBy::Day
+            ]
         );
-        let err = group_by(Some("team,colour".into()), &[]).unwrap_err().to_string();
+        let err = group_by(Some("team,colour".into()), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("colour") && err.contains("group_by"), "{err}");
     }
 }

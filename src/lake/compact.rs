@@ -94,10 +94,7 @@ fn delete_superseded(
     files.sort_by_key(|f| (f.first, std::cmp::Reverse(f.last)));
     let mut kept: Vec<LakeFile> = Vec::with_capacity(files.len());
     for f in files {
-        if kept
-            .iter()
-            .any(|k| k.first <= f.first && f.last <= k.last)
-        {
+        if kept.iter().any(|k| k.first <= f.first && f.last <= k.last) {
             remove(&f.path)?;
             report.leftovers_deleted += 1;
         } else {

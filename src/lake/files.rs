@@ -130,7 +130,9 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
                 _ => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
             })
             .collect();
-        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| read_err(e.to_string()))?);
+        out.push(
+            RecordBatch::try_new(schema.clone(), columns).map_err(|e| read_err(e.to_string()))?,
+        );
     }
     Ok(out)
 }

@@ -9,6 +9,6 @@ mod claude_code;
 mod compose;
 mod kafka;
 mod pricing;
-mod query;
 mod providers;
+mod query;
 mod spine;

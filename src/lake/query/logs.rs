@@ -9,7 +9,7 @@ use datafusion::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::{Lake, LakeError, Scope, filtered, rows_as_json, time_range};
+use super::{Lake, LakeError, Scope, collect, filtered, rows_as_json, time_range};
 
 /// Filters of a log query; every one present must match.
 #[derive(Debug, Clone, Default)]
@@ -104,11 +104,13 @@ impl SortKey {
                 cast(col("cost_usd"), arrow::datatypes::DataType::Float64),
                 lit(0f64),
             ]),
-            SortKey::TotalTokens => col("input_tokens")
-                + col("output_tokens")
-                + col("cache_creation_5m_tokens")
-                + col("cache_creation_1h_tokens")
-                + col("cache_read_tokens"),
+            SortKey::TotalTokens => {
+                col("input_tokens")
+                    + col("output_tokens")
+                    + col("cache_creation_5m_tokens")
+                    + col("cache_creation_1h_tokens")
+                    + col("cache_read_tokens")
+            }
         };
         cast(value, arrow::datatypes::DataType::Float64)
     }
@@ -230,15 +232,14 @@ impl Lake {
             });
         }
         let asc = !q.descending;
-        let batches = filtered(self.events(scope).await?, predicates)?
+        let df = filtered(self.events(scope).await?, predicates)?
             .with_column("sort_value", sort_value)?
             .sort(vec![
                 col("sort_value").sort(asc, false),
                 col("event_id").sort(asc, false),
             ])?
-            .limit(0, Some(q.limit + 1))?
-            .collect()
-            .await?;
+            .limit(0, Some(q.limit + 1))?;
+        let batches = collect(df, None).await?;
         let mut rows = rows_as_json(&batches)?;
         let more = rows.len() > q.limit;
         rows.truncate(q.limit);
@@ -266,13 +267,12 @@ impl Lake {
         scope: &Scope,
         event_id: &str,
     ) -> Result<Option<serde_json::Value>, LakeError> {
-        let batches = self
+        let df = self
             .events(scope)
             .await?
             .filter(col("event_id").eq(lit(event_id)))?
-            .limit(0, Some(1))?
-            .collect()
-            .await?;
+            .limit(0, Some(1))?;
+        let batches = collect(df, None).await?;
         Ok(rows_as_json(&batches)?.into_iter().next().map(shape_row))
     }
 
@@ -283,20 +283,17 @@ impl Lake {
         scope: &Scope,
         trace_id: &str,
     ) -> Result<Option<TraceView>, LakeError> {
-        let batches = self
+        let df = self
             .events(scope)
             .await?
             .filter(col("trace_id").eq(lit(trace_id)))?
             .sort(vec![
                 col("started_at").sort(true, false),
                 col("event_id").sort(true, false),
-            ])?
-            .collect()
-            .await?;
-        let events: Vec<serde_json::Value> = rows_as_json(&batches)?
-            .into_iter()
-            .map(shape_row)
-            .collect();
+            ])?;
+        let batches = collect(df, None).await?;
+        let events: Vec<serde_json::Value> =
+            rows_as_json(&batches)?.into_iter().map(shape_row).collect();
         if events.is_empty() {
             return Ok(None);
         }
@@ -326,7 +323,10 @@ fn totals(events: &[serde_json::Value]) -> TraceTotals {
         t.cache_creation_1h_tokens += n(&usage["cache_creation_1h_tokens"]);
         t.cache_read_tokens += n(&usage["cache_read_tokens"]);
         t.latency_ms += n(&e["latency_ms"]);
-        match e["cost_usd"].as_str().and_then(|c| Decimal::from_str(c).ok()) {
+        match e["cost_usd"]
+            .as_str()
+            .and_then(|c| Decimal::from_str(c).ok())
+        {
             Some(c) if e["billed_by"] == "subscription" => t.subscription_value_usd += c,
             Some(c) => t.spend_usd += c,
             None => t.unpriced_requests += 1,

@@ -5,7 +5,8 @@ mod logs;
 mod spend;
 mod sql;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
@@ -58,9 +59,19 @@ pub struct Lake {
 }
 
 impl Lake {
+    /// [`Lake::open_with_memory`] with the default 2 GiB query memory.
+    pub async fn open(layout: &LakeLayout) -> Result<Lake, LakeError> {
+        Lake::open_with_memory(layout, 2048 * 1024 * 1024).await
+    }
+
     /// Registers the `events` table over the lake directory. Files are
     /// listed at query time, so new files are seen without reopening.
-    pub async fn open(layout: &LakeLayout) -> Result<Lake, LakeError> {
+    /// Queries together may hold `memory_bytes`; one that needs more
+    /// fails with an error instead of taking the machine's memory.
+    pub async fn open_with_memory(
+        layout: &LakeLayout,
+        memory_bytes: usize,
+    ) -> Result<Lake, LakeError> {
         let dir = layout.events_dir();
         std::fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
             path: dir.clone(),
@@ -76,6 +87,7 @@ impl Lake {
         let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(cache)
+            .with_memory_limit(memory_bytes, 1.0)
             .build_arc()?;
         // Reads go through the store that hides files a compaction merged.
         runtime.register_object_store(
@@ -117,17 +129,48 @@ impl Lake {
             None => self.table.clone(),
             Some(p) => {
                 let source = datafusion::datasource::provider_as_source(self.table.clone());
-                let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
-                    "events", source, None,
-                )?
-                .filter(p)?
-                .build()?;
+                let plan =
+                    datafusion::logical_expr::LogicalPlanBuilder::scan("events", source, None)?
+                        .filter(p)?
+                        .build()?;
                 Arc::new(datafusion::catalog::view::ViewTable::new(plan, None))
             }
         };
         ctx.register_table("events", table)?;
         Ok(ctx)
     }
+}
+
+/// Lake queries run on their own threads: a heavy scan or a runaway SQL
+/// statement must never hold the gateway's threads, and a time limit must
+/// be able to answer while a query is still computing.
+static QUERY_RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("lake-query")
+        .enable_all()
+        .build()
+        .expect("the lake query runtime starts")
+});
+
+/// Runs `df` to completion on the query runtime, cancelling it after
+/// `limit` (the answer comes at once; the work stops at its next yield).
+async fn collect(df: DataFrame, limit: Option<Duration>) -> Result<Vec<RecordBatch>, LakeError> {
+    let mut handle = QUERY_RUNTIME.spawn(df.collect());
+    let joined = match limit {
+        None => handle.await,
+        Some(limit) => match tokio::time::timeout(limit, &mut handle).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                handle.abort();
+                return Err(LakeError::TimedOut(limit));
+            }
+        },
+    };
+    joined
+        .map_err(|e| LakeError::Worker(e.to_string()))?
+        .map_err(LakeError::Query)
 }
 
 /// A timestamp literal for comparisons with `started_at`.

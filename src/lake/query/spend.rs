@@ -12,7 +12,7 @@ use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 
 use super::logs::{LogFilter, metadata_value};
-use super::{Lake, LakeError, Scope, filtered, rows_as_json};
+use super::{Lake, LakeError, Scope, collect, filtered, rows_as_json};
 use crate::event::{USD_PRECISION, USD_SCALE};
 
 /// One dimension a spend query can group by.
@@ -335,7 +335,7 @@ impl Lake {
         limit: usize,
         sums: &[&str],
     ) -> Result<SpendResult, LakeError> {
-        let batches = df.collect().await?;
+        let batches = collect(df, None).await?;
         let mut rows = rows_as_json(&batches)?;
         let truncated = rows.len() > limit;
         rows.truncate(limit);

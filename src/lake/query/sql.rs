@@ -10,7 +10,7 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 use serde::Serialize;
 
-use super::{Lake, LakeError, Scope, rows_as_json};
+use super::{Lake, LakeError, Scope, collect, rows_as_json};
 
 /// How much one SQL query may return and take.
 #[derive(Debug, Clone, Copy)]
@@ -87,11 +87,11 @@ impl Lake {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let run = df.limit(0, Some(limits.max_rows + 1))?.collect();
-        let batches = tokio::time::timeout(limits.timeout, run)
-            .await
-            .map_err(|_| LakeError::TimedOut(limits.timeout))?
-            .map_err(|e| LakeError::BadSql(e.to_string()))?;
+        let df = df.limit(0, Some(limits.max_rows + 1))?;
+        let batches = match collect(df, Some(limits.timeout)).await {
+            Err(LakeError::Query(e)) => return Err(LakeError::BadSql(e.to_string())),
+            other => other?,
+        };
         let mut rows = rows_as_json(&batches)?;
         let truncated = rows.len() > limits.max_rows;
         rows.truncate(limits.max_rows);
@@ -117,7 +117,10 @@ mod tests {
             ("INSERT INTO events VALUES (1)", "INSERT INTO"),
             ("SELECT 1; SELECT 2", "one statement"),
             ("COPY events TO '/tmp/x' STORED AS CSV", "COPY"),
-            ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/'", "EXTERNAL"),
+            (
+                "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/'",
+                "EXTERNAL",
+            ),
             ("SELEC 1", "does not parse"),
             ("", "no SQL statement"),
         ] {
