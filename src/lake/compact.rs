@@ -227,6 +227,89 @@ mod tests {
         assert_eq!(runs, vec![(0, 19), (30, 59)]);
     }
 
+    /// Writes `n` files of `rows` events each for partition 0 of one day.
+    fn write_small_files(layout: &LakeLayout, n: u64, rows: u64) -> Vec<PathBuf> {
+        use crate::event::{BusPosition, to_record_batch};
+        let day = chrono::Utc::now().date_naive();
+        (0..n)
+            .map(|f| {
+                let events: Vec<_> = (0..rows)
+                    .map(|i| {
+                        let mut e = crate::event::tests::sample_event();
+                        e.trace_id = format!("trace-{}", (f * rows + i) % 7);
+                        e
+                    })
+                    .collect();
+                let with_pos: Vec<_> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let pos = BusPosition {
+                            partition: 0,
+                            offset: f * rows + i as u64,
+                        };
+                        (pos, e)
+                    })
+                    .collect();
+                let path = layout.file_path(day, 0, f * rows, f * rows + rows - 1);
+                write_atomically(&path, &to_record_batch(&with_pos).unwrap()).unwrap();
+                path
+            })
+            .collect()
+    }
+
+    async fn count_rows(layout: &LakeLayout) -> (usize, usize) {
+        let lake = crate::lake::query::Lake::open(layout).await.unwrap();
+        let limits = crate::lake::query::SqlLimits {
+            max_rows: 10,
+            timeout: std::time::Duration::from_secs(30),
+        };
+        let sql = "SELECT count(*) AS n, count(DISTINCT bus_offset) AS d FROM events";
+        let r = lake
+            .sql(&crate::lake::query::Scope::All, sql, limits)
+            .await
+            .unwrap();
+        let n = |k: &str| r.rows[0][k].as_u64().unwrap() as usize;
+        (n("n"), n("d"))
+    }
+
+    #[tokio::test]
+    async fn merged_files_are_sorted_and_inputs_left_by_a_crash_are_hidden_then_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LakeLayout::new(dir.path());
+        let inputs = write_small_files(&layout, 5, 20);
+        let saved = std::fs::read(&inputs[2]).unwrap();
+        let opts = CompactOptions {
+            min_files: 2,
+            ..CompactOptions::default()
+        };
+        let report = compact(&layout, &opts).unwrap();
+        assert_eq!((report.files_merged, report.files_written, report.rows), (5, 1, 100));
+        let files = layout.files().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].2, files[0].3), (0, 99));
+        let merged = read_file(&files[0].0).unwrap();
+        let traces = merged[0]
+            .column_by_name("trace_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap()
+            .iter()
+            .map(|t| t.unwrap().to_owned())
+            .collect::<Vec<_>>();
+        assert!(traces.windows(2).all(|w| w[0] <= w[1]), "sorted by trace");
+        assert_eq!(count_rows(&layout).await, (100, 100));
+
+        // A crash between writing the merged file and deleting an input.
+        std::fs::write(&inputs[2], saved).unwrap();
+        assert_eq!(count_rows(&layout).await, (100, 100), "no row twice");
+        let report = compact(&layout, &opts).unwrap();
+        assert_eq!(report.leftovers_deleted, 1);
+        assert!(!inputs[2].exists());
+        assert_eq!(count_rows(&layout).await, (100, 100));
+    }
+
     #[test]
     fn a_run_shorter_than_min_files_is_left_alone() {
         let opts = CompactOptions {
