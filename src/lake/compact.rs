@@ -284,7 +284,10 @@ mod tests {
             ..CompactOptions::default()
         };
         let report = compact(&layout, &opts).unwrap();
-        assert_eq!((report.files_merged, report.files_written, report.rows), (5, 1, 100));
+        assert_eq!(
+            (report.files_merged, report.files_written, report.rows),
+            (5, 1, 100)
+        );
         let files = layout.files().unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!((files[0].2, files[0].3), (0, 99));
