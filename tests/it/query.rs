@@ -733,6 +733,48 @@ async fn compaction_under_traffic_merges_small_files_without_losing_or_duplicati
     assert_eq!(tg.wait_for_trace("trace-c3-1", 1).await.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_lake_dashboard_panel_gets_rows_from_the_query_api() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_team_config(dir.path(), &mock.url());
+    let tg = Tollgate::start_with_config(dir.path(), config);
+    traffic(&tg).await;
+
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/tollgate-lake.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            assert_eq!(target["datasource"]["uid"], "tollgate-lake");
+            let url = target["url"]
+                .as_str()
+                .unwrap()
+                .replace("${__from}", &(now - 3_600_000).to_string())
+                .replace("${__to}", &(now + 3_600_000).to_string());
+            let (status, body) = get(&tg, ADMIN, &url).await;
+            let selector = target["root_selector"].as_str().unwrap();
+            let rows = body[selector].as_array().map_or(0, |r| r.len());
+            let title = panel["title"].as_str().unwrap();
+            if status != 200 || rows == 0 {
+                failures.push(format!("{title}: {url} → {status} {body}"));
+            }
+            for column in target["columns"].as_array().unwrap() {
+                let field = column["selector"].as_str().unwrap();
+                if rows > 0 && body[selector][0].get(field).is_none() {
+                    failures.push(format!("{title}: no field {field} in {url}"));
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 6);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
