@@ -565,5 +565,50 @@ async fn claude_code_with_its_own_oauth_token_and_a_tollgate_custom_header_is_pa
     }
     let log = tg.log();
     assert!(!log.contains(OAUTH_A), "the token is not logged");
+
+    // Claude Code's own subscription login (`claude setup-token`'s
+    // CLAUDE_CODE_OAUTH_TOKEN), the Max-plan mode proper: its OAuth beta
+    // and token reach Anthropic as sent.
+    let before = mock.received().len();
+    let headers = format!("x-tollgate-api-key: {SUB_KEY}\nx-tollgate-trace-id: trace-cc-oauth");
+    let out = run_claude_output(
+        &tg.url,
+        ("CLAUDE_CODE_OAUTH_TOKEN", OAUTH_B),
+        &headers,
+        &[("CLAUDE_CODE_MAX_RETRIES", "1")],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "claude failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = mock.received();
+    let oauth: Vec<_> = seen[before..]
+        .iter()
+        .filter(|r| r.path_and_query.starts_with("/v1/messages"))
+        .collect();
+    assert!(!oauth.is_empty());
+    for r in &oauth {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {OAUTH_B}").as_str())
+        );
+        assert!(
+            r.header("anthropic-beta")
+                .unwrap_or("")
+                .contains("oauth-2025-04-20"),
+            "{:?}",
+            r.header("anthropic-beta")
+        );
+    }
+    let events = tg.wait_for_trace_at_least("trace-cc-oauth", 1).await;
+    let fp_b = events[0]["credential_fingerprint"].as_str().unwrap();
+    let fp_a = tg.wait_for_trace_at_least("trace-cc-sub", 1).await[0]["credential_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fp_a, fp_b, "two logins, two fingerprints");
     tg.stop();
 }
