@@ -853,6 +853,8 @@ workspace = "default"
 team = "default"
 user = "default"
 provider = "anthropic"
+# passthrough = true             # clients keep their own Claude subscription / Anthropic key
+#                                # (tollgate key in x-tollgate-api-key); Anthropic bills them
 "#,
         hash = hash_key(key),
         bus = starter_bus(kafka),

@@ -82,7 +82,12 @@ fn claude_code_body() -> String {
 async fn passthrough_forwards_the_clients_own_credential_and_the_body_byte_for_byte() {
     let mock = subscription_mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &mock.url(), &sub_key());
+    let routing = format!(
+        "{}\n[providers.bedrock]\nkind = \"bedrock\"\nregion = \"us-east-1\"\nbase_url = \"{}\"\nbearer_token = \"br\"\n\n[routes.sub]\npassthrough = true\ntargets = [{{ provider = \"anthropic\" }}]\n",
+        sub_key(),
+        mock.url()
+    );
+    let config = write_config(dir.path(), &mock.url(), &routing);
     let tg = Tollgate::start_with_config(dir.path(), config);
 
     // Claude Code's own request, OAuth token as Bearer, the oauth beta on.
@@ -207,6 +212,31 @@ async fn passthrough_forwards_the_clients_own_credential_and_the_body_byte_for_b
         msg.contains("key_bob_sub") && msg.contains("no Anthropic credential"),
         "{msg}"
     );
+    // Per-request routing cannot send the client's credential elsewhere,
+    // nor move a plain key onto a passthrough route.
+    let r = sub_request(&tg, "/v1/messages", "trace-sub-bedrock")
+        .bearer_auth(OAUTH_A)
+        .header("x-tollgate-provider", "bedrock")
+        .body(small_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let msg = r.text().await.unwrap();
+    assert!(
+        msg.contains("bedrock") && msg.contains("Anthropic only"),
+        "{msg}"
+    );
+    let r = tg
+        .post("/v1/messages")
+        .header("x-tollgate-config", "sub")
+        .body(small_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let msg = r.text().await.unwrap();
+    assert!(msg.contains("passthrough route"), "{msg}");
     assert_eq!(mock.received().len(), before, "refusals never go upstream");
 
     let oauth = tg.wait_for_trace("trace-sub-oauth", 1).await;
@@ -611,4 +641,27 @@ async fn claude_code_with_its_own_oauth_token_and_a_tollgate_custom_header_is_pa
         .to_owned();
     assert_ne!(fp_a, fp_b, "two logins, two fingerprints");
     tg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_refuses_to_start_when_a_plain_key_reaches_anthropic_without_a_provider_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", &sub_key());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("api_key = \"{PROVIDER_KEY}\""), "api_key = \"\"");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("providers.anthropic.api_key")
+            && err.contains("key_alice")
+            && err.contains("passthrough = true"),
+        "{err}"
+    );
 }
