@@ -185,10 +185,11 @@ impl Gateway {
                 },
             );
         }
-        if passthrough {
-            if let Some(problem) = passthrough::route_problem(&route, &self.providers) {
-                return refuse(recording, GatewayError::PassthroughUnsupported(problem));
-            }
+        let problem = passthrough
+            .then(|| passthrough::route_problem(&route, &self.providers))
+            .flatten();
+        if let Some(problem) = problem {
+            return refuse(recording, GatewayError::PassthroughUnsupported(problem));
         }
         let mut up_headers = if passthrough {
             passthrough_upstream_headers(headers)

@@ -259,6 +259,16 @@ async fn passthrough_forwards_the_clients_own_credential_and_the_body_byte_for_b
     tg.stop();
 }
 
+/// One request of the leak test: trace, path, Bearer token, `x-api-key`,
+/// whether it streams.
+type Send = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    bool,
+);
+
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -300,7 +310,8 @@ async fn client_credentials_never_reach_events_logs_or_the_lake_only_their_finge
     // Everything the process can log, HTTP client and server included.
     let tg = Tollgate::start_role_env(dir.path(), config, "serve", &[("TOLLGATE_LOG", "trace")]);
 
-    let sends: [(&str, &str, Option<&str>, Option<&str>, bool); 5] = [
+    // (trace, path, Bearer, x-api-key, stream)
+    let sends: [Send; 5] = [
         ("trace-fp-a1", "/v1/messages", Some(OAUTH_A), None, true),
         ("trace-fp-a2", "/v1/messages", Some(OAUTH_A), None, false),
         ("trace-fp-b", "/v1/messages", Some(OAUTH_B), None, true),
