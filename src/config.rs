@@ -64,6 +64,23 @@ pub struct Config {
     /// `route` and the `x-tollgate-config` header.
     #[serde(default)]
     pub routes: BTreeMap<String, crate::route::RouteConfig>,
+    /// Subscription passthrough: how clients' own credentials are
+    /// fingerprinted.
+    #[serde(default)]
+    pub passthrough: PassthroughConfig,
+}
+
+/// Settings of subscription passthrough (keys or routes marked
+/// `passthrough = true`): the client's own Anthropic credential goes
+/// upstream and only its fingerprint is kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassthroughConfig {
+    /// The HMAC-SHA256 key of credential fingerprints. Empty: a random one
+    /// made at first start and kept in `data.dir/fingerprint.secret`.
+    /// Gateways on several machines need the same value here so one
+    /// credential has one fingerprint everywhere.
+    pub fingerprint_secret: String,
 }
 
 /// Who a budget or rate limit applies to.
@@ -475,6 +492,25 @@ pub struct KeyConfig {
     /// A `[routes.NAME]` to use instead of the plain provider.
     #[serde(default)]
     pub route: Option<String>,
+    /// Subscription passthrough: the client authenticates to tollgate with
+    /// `x-tollgate-api-key` only, and its own `Authorization` / `x-api-key`
+    /// (Claude Max or Anthropic OAuth token, or the user's own key) goes to
+    /// Anthropic unchanged; Anthropic bills the client, tollgate records.
+    #[serde(default)]
+    pub passthrough: bool,
+}
+
+impl KeyConfig {
+    /// Whether this key's requests are subscription passthrough: the key
+    /// says so, or the route it names does.
+    pub fn is_passthrough(&self, routes: &BTreeMap<String, crate::route::RouteConfig>) -> bool {
+        self.passthrough
+            || self
+                .route
+                .as_ref()
+                .and_then(|r| routes.get(r))
+                .is_some_and(|r| r.passthrough)
+    }
 }
 
 fn default_workspace() -> String {
@@ -629,6 +665,21 @@ impl Config {
                 }
             }
         }
+        for (name, r) in &self.routes {
+            if r.passthrough {
+                self.check_passthrough_route(&format!("routes.{name}"), r)
+                    .map_err(&invalid)?;
+            }
+        }
+        for k in self.keys.iter().filter(|k| k.is_passthrough(&self.routes)) {
+            let at = format!("keys[{}] (passthrough)", k.id);
+            match k.route.as_ref().and_then(|r| self.routes.get(r)) {
+                Some(r) => self.check_passthrough_route(&at, r).map_err(&invalid)?,
+                None => self
+                    .check_passthrough_provider(&at, &k.provider)
+                    .map_err(&invalid)?,
+            }
+        }
         for (i, r) in self.rate_limits.iter().enumerate() {
             if r.scope == BudgetScope::Workspace || r.scope == BudgetScope::All {
                 return Err(invalid(format!(
@@ -685,6 +736,64 @@ impl Config {
             return Err(invalid(
                 "bus.queue_capacity and sink.flush_rows must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// A passthrough route may only reach Anthropic (the client's
+    /// credential is Anthropic's), must not rewrite the body, and must not
+    /// cache (an answer would be served across credentials).
+    fn check_passthrough_route(
+        &self,
+        at: &str,
+        route: &crate::route::RouteConfig,
+    ) -> Result<(), String> {
+        if route.cache.is_some() {
+            return Err(format!(
+                "{at}: a passthrough route cannot have a cache (answers would be shared across the clients' own credentials)"
+            ));
+        }
+        for t in &route.targets {
+            self.check_passthrough_provider(at, &t.provider)?;
+            if !t.override_params.is_empty() {
+                return Err(format!(
+                    "{at}: target {:?} has override_params, but passthrough sends the client's body byte for byte",
+                    t.provider
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_passthrough_provider(&self, at: &str, provider: &str) -> Result<(), String> {
+        match self.providers.get(provider).map(|p| p.kind) {
+            Some(ProviderKind::Anthropic) | None => Ok(()),
+            Some(kind) => Err(format!(
+                "{at}: provider {provider:?} is kind {kind:?}, but passthrough forwards the client's own Anthropic credential and works with kind \"anthropic\" only"
+            )),
+        }
+    }
+
+    /// What a gateway checks before it starts: every key that is not
+    /// passthrough must reach Anthropic providers that hold an `api_key`
+    /// (a provider without one serves passthrough keys only).
+    pub fn check_gateway_credentials(&self) -> Result<(), String> {
+        for k in self.keys.iter().filter(|k| !k.is_passthrough(&self.routes)) {
+            let providers: Vec<&str> = match k.route.as_ref().and_then(|r| self.routes.get(r)) {
+                Some(r) => r.targets.iter().map(|t| t.provider.as_str()).collect(),
+                None => vec![k.provider.as_str()],
+            };
+            for name in providers {
+                let Some(p) = self.providers.get(name) else {
+                    continue;
+                };
+                if p.kind == ProviderKind::Anthropic && p.api_key.is_empty() {
+                    return Err(format!(
+                        "providers.{name}.api_key is empty, but key {:?} is not passthrough and sends its requests there: set the key (ANTHROPIC_API_KEY), or mark the key `passthrough = true` so clients use their own Claude subscription or Anthropic key",
+                        k.id
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -822,6 +931,8 @@ workspace = "default"
 team = "default"
 user = "default"
 provider = "anthropic"
+# passthrough = true             # clients keep their own Claude subscription / Anthropic key
+#                                # (tollgate key in x-tollgate-api-key); Anthropic bills them
 "#,
         hash = hash_key(key),
         bus = starter_bus(kafka),
@@ -959,5 +1070,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    fn passthrough_config(extra: &str) -> String {
+        format!(
+            r#"
+            [providers.anthropic]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            [providers.bedrock]
+            kind = "bedrock"
+            region = "us-east-1"
+            bearer_token = "b"
+            [[keys]]
+            id = "sub"
+            hash = "{}"
+            team = "t"
+            user = "u"
+            provider = "anthropic"
+            passthrough = true
+            {extra}
+            "#,
+            hash_key("x")
+        )
+    }
+
+    #[test]
+    fn passthrough_key_without_provider_key_is_fine_a_plain_one_is_named() {
+        let cfg = Config::parse(&passthrough_config(""), Path::new("t.toml")).unwrap();
+        assert!(cfg.keys[0].is_passthrough(&cfg.routes));
+        cfg.check_gateway_credentials().unwrap();
+        let plain = format!(
+            "[[keys]]\nid = \"api\"\nhash = \"{}\"\nteam = \"t\"\nuser = \"u\"\nprovider = \"anthropic\"\n",
+            hash_key("y")
+        );
+        let cfg = Config::parse(&passthrough_config(&plain), Path::new("t.toml")).unwrap();
+        let err = cfg.check_gateway_credentials().unwrap_err();
+        assert!(
+            err.contains("providers.anthropic.api_key")
+                && err.contains("\"api\"")
+                && err.contains("passthrough = true"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn passthrough_toward_bedrock_or_with_body_rewrites_is_rejected_by_name() {
+        let text = passthrough_config("").replace(
+            "provider = \"anthropic\"\n            passthrough",
+            "provider = \"bedrock\"\n            passthrough",
+        );
+        let err = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keys[sub]") && err.contains("bedrock") && err.contains("anthropic"),
+            "{err}"
+        );
+
+        let route = r#"
+            [routes.sub]
+            passthrough = true
+            targets = [{ provider = "anthropic", override_params = { model = "claude-haiku-4-5" } }]
+        "#;
+        let err = Config::parse(&passthrough_config(route), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes.sub") && err.contains("override_params"),
+            "{err}"
+        );
+
+        // A plain key on a passthrough route is passthrough.
+        let route = r#"
+            [routes.sub]
+            passthrough = true
+            targets = [{ provider = "anthropic" }]
+        "#;
+        let text = passthrough_config(route).replacen(
+            "            passthrough = true\n",
+            "            route = \"sub\"\n",
+            1,
+        );
+        let cfg = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(!cfg.keys[0].passthrough && cfg.keys[0].is_passthrough(&cfg.routes));
     }
 }

@@ -170,6 +170,11 @@ enum KeyCommand {
         /// The key's non-secret id (defaults to a random one).
         #[arg(long)]
         id: Option<String>,
+        /// Subscription passthrough: the client sends this key as
+        /// `x-tollgate-api-key` and its own Claude subscription / Anthropic
+        /// credential goes to Anthropic.
+        #[arg(long)]
+        passthrough: bool,
     },
 }
 
@@ -192,15 +197,26 @@ fn main() -> anyhow::Result<()> {
                     workspace,
                     provider,
                     id,
+                    passthrough,
                 },
         } => {
             let key = generate_key();
             let id = id.unwrap_or_else(|| format!("key_{}", &hash_key(&key)[7..19]));
             println!("# add to tollgate.toml:");
             println!(
-                "[[keys]]\nid = \"{id}\"\nhash = \"{}\"\nworkspace = \"{workspace}\"\nteam = \"{team}\"\nuser = \"{user}\"\nprovider = \"{provider}\"\n",
-                hash_key(&key)
+                "[[keys]]\nid = \"{id}\"\nhash = \"{}\"\nworkspace = \"{workspace}\"\nteam = \"{team}\"\nuser = \"{user}\"\nprovider = \"{provider}\"\n{}",
+                hash_key(&key),
+                if passthrough {
+                    "passthrough = true\n"
+                } else {
+                    ""
+                }
             );
+            if passthrough {
+                println!(
+                    "# send it as ANTHROPIC_CUSTOM_HEADERS=\"x-tollgate-api-key: <key>\"; Claude Code keeps its own login"
+                );
+            }
             println!("# the key (shown once):");
             println!("{key}");
             Ok(())

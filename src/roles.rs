@@ -87,6 +87,8 @@ pub enum RoleError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Pricing(#[from] crate::pricing::PricingError),
+    #[error(transparent)]
+    Passthrough(#[from] gateway::passthrough::PassthroughError),
 }
 
 /// The bus a process talks through.
@@ -180,6 +182,9 @@ pub async fn run(
             return Err(RoleError::NeedsKafka { role });
         }
     }
+    if has(Role::Gateway) {
+        cfg.check_gateway_credentials().map_err(RoleError::Config)?;
+    }
     let stopping = CancellationToken::new();
     {
         let stopping = stopping.clone();
@@ -270,7 +275,7 @@ pub async fn run(
             providers::from_config(&cfg)?,
             admission.clone(),
             handoff,
-        )));
+        )?));
     }
     if has(Role::Accountant) {
         tracing::info!(version = book.version(), "price tables loaded");

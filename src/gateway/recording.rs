@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::admission::Ticket;
 use super::auth::Identity;
 use super::headers::RequestTags;
-use crate::event::{Attempt, LlmEvent, Origin, SCHEMA_VERSION, Usage};
+use crate::event::{Attempt, BilledBy, LlmEvent, Origin, SCHEMA_VERSION, Usage};
 use crate::handoff::EventHandoff;
 use crate::metrics::{METRICS, model_label};
 use crate::providers::Endpoint;
@@ -62,7 +62,13 @@ impl Recording {
             usage: Usage::default(),
             downgrades: Vec::new(),
             client: tags.client,
-            billed_by: crate::event::BilledBy::Api,
+            // A passthrough key's requests are billed to the client's own
+            // credential; the proxy adds that credential's fingerprint.
+            billed_by: if identity.passthrough {
+                BilledBy::Subscription
+            } else {
+                BilledBy::Api
+            },
             credential_fingerprint: None,
             cost: None,
             origin: None,

@@ -8,6 +8,7 @@ mod budgets;
 mod claude_code;
 mod compose;
 mod kafka;
+mod passthrough;
 mod pricing;
 mod providers;
 mod query;
