@@ -532,6 +532,35 @@ async fn subscription_requests_are_held_by_token_budgets_but_spend_nothing_in_us
     );
     assert!(tg.metric("tollgate_subscription_value_usd_total").await > 0.0);
     assert_eq!(tg.metric("tollgate_cost_usd_total").await, 0.0);
+
+    // The spend API shows the value per team and user as its own figure.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let bob = loop {
+        let spend: serde_json::Value = crate::support::client()
+            .get(format!("{}/v1/spend?group_by=team,user", tg.url))
+            .bearer_auth(crate::support::ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let row = spend["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["user"] == "bob" && r["requests"].as_u64() >= Some(admitted))
+            .cloned();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "no spend row for bob: {spend}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(bob["spend_usd"], "0", "{bob}");
+    let value = Decimal::from_str(bob["subscription_value_usd"].as_str().unwrap()).unwrap();
+    assert!(value > Decimal::ZERO, "{bob}");
+    assert_eq!(bob["total_tokens"].as_u64(), Some(admitted * per_request));
     tg.stop();
 }
 
