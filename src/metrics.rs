@@ -50,6 +50,16 @@ pub struct Metrics {
     pub subscription_value_usd: prometheus::CounterVec,
     pub unpriced: IntCounterVec,
     pub accountant_events: IntCounter,
+    pub upstream_duration: HistogramVec,
+    pub upstream_attempts: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub request_bytes: Histogram,
+    pub consumer_lag: prometheus::IntGaugeVec,
+    pub api_requests: IntCounterVec,
+    pub api_duration: HistogramVec,
+    pub lake_compacted_files: IntCounter,
+    pub build_info: prometheus::IntGaugeVec,
 }
 
 /// The process-wide metrics.
@@ -303,6 +313,74 @@ impl Metrics {
                 "tollgate_accountant_events_total",
                 "Events priced by the accountant",
             ),
+            upstream_duration: histogram_vec(
+                "tollgate_upstream_duration_seconds",
+                "Time from sending one attempt upstream to its answer's headers, by provider",
+                &["provider"],
+                LATENCY_BUCKETS,
+            ),
+            upstream_attempts: counter_vec(
+                "tollgate_upstream_attempts_total",
+                "Tries at a provider, by provider, kind (first, retry, fallback) and outcome (2xx, 4xx, 5xx, error)",
+                &["provider", "kind", "outcome"],
+            ),
+            request_errors: counter_vec(
+                "tollgate_request_errors_total",
+                "Requests that did not end normally, by provider and error type",
+                &["provider", "error_type"],
+            ),
+            in_flight: gauge(
+                "tollgate_requests_in_flight",
+                "Requests the gateway is serving right now",
+            ),
+            request_bytes: histogram(
+                "tollgate_request_body_bytes",
+                "Size of request bodies the gateway received",
+                &[
+                    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+                ],
+            ),
+            consumer_lag: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "tollgate_bus_consumer_lag_records",
+                        "Records on the bus a consumer group has not read yet, by topic and group",
+                    ),
+                    &["topic", "group"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            api_requests: counter_vec(
+                "tollgate_api_requests_total",
+                "Query API requests, by endpoint and status",
+                &["endpoint", "status"],
+            ),
+            api_duration: histogram_vec(
+                "tollgate_api_request_duration_seconds",
+                "Query API answer time, by endpoint",
+                &["endpoint"],
+                LATENCY_BUCKETS,
+            ),
+            lake_compacted_files: counter(
+                "tollgate_lake_compacted_files_total",
+                "Small lake files merged into larger sorted ones",
+            ),
+            build_info: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new("tollgate_build_info", "Always 1; the version as a label"),
+                    &["version"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+                g
+            },
             registry,
         }
     }
@@ -329,6 +407,20 @@ pub fn model_label(served: Option<&str>) -> &str {
             m
         }
         _ => "other",
+    }
+}
+
+/// An error type fit to be a label: provider error types and tollgate's
+/// own reasons are short snake_case words; anything else is `other`.
+pub fn error_label(error_type: &str) -> &str {
+    if error_type.len() <= 48
+        && error_type
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        error_type
+    } else {
+        "other"
     }
 }
 

@@ -102,7 +102,30 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sql", post(sql::run))
         .route("/v1/budgets", get(budgets))
         .route("/openapi.json", get(openapi::serve))
+        .route_layer(axum::middleware::from_fn(track))
         .with_state(state)
+}
+
+/// Counts and times every API request by its route (never its raw path:
+/// trace IDs in paths must not become labels).
+async fn track(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let m = &crate::metrics::METRICS;
+    m.api_requests
+        .with_label_values(&[&endpoint, response.status().as_str()])
+        .inc();
+    m.api_duration
+        .with_label_values(&[&endpoint])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// `GET /v1/budgets`: every budget ledger of the current periods with

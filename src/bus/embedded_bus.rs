@@ -190,6 +190,19 @@ struct EmbeddedSubscription {
 }
 
 impl EmbeddedSubscription {
+    /// Sets the group's lag: what the log holds past the last record read
+    /// (an empty read means it is caught up).
+    fn report_lag(&self, records: &[BusRecord]) {
+        let lag = match records.last() {
+            Some(last) => self.end.borrow().saturating_sub(last.offset + 1),
+            None => 0,
+        };
+        crate::metrics::METRICS
+            .consumer_lag
+            .with_label_values(&[&self.topic, &self.group])
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
     async fn read(&mut self, max: usize) -> Result<Vec<BusRecord>, BusError> {
         let Some(mut reader) = self.reader.take() else {
             return Err(BusError::Worker {
@@ -223,17 +236,14 @@ impl Subscription for EmbeddedSubscription {
         // Mark the current end as seen first: an append landing after the
         // read below then wakes the wait instead of being missed.
         self.end.borrow_and_update();
-        let records = self.read(max).await?;
-        if !records.is_empty() || wait.is_zero() {
-            return Ok(records);
+        let mut records = self.read(max).await?;
+        if records.is_empty() && !wait.is_zero() {
+            if tokio::time::timeout(wait, self.end.changed()).await.is_ok() {
+                records = self.read(max).await?;
+            }
         }
-        if tokio::time::timeout(wait, self.end.changed())
-            .await
-            .is_err()
-        {
-            return Ok(Vec::new());
-        }
-        self.read(max).await
+        self.report_lag(&records);
+        Ok(records)
     }
 
     async fn commit(&mut self, _partition: u32, next_offset: u64) -> Result<(), BusError> {

@@ -302,6 +302,7 @@ impl Log for KafkaBus {
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
         let context = GroupContext {
+            group: group.to_owned(),
             topic: topic.to_owned(),
             assigned: Mutex::new(HashSet::new()),
             revoked: Mutex::new(Vec::new()),
@@ -312,6 +313,9 @@ impl Log for KafkaBus {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // librdkafka reports per-partition consumer lag in its
+            // statistics: read off the callback, no broker round-trip.
+            .set("statistics.interval.ms", "5000")
             .set(
                 "session.timeout.ms",
                 self.cfg.session_timeout_ms.to_string(),
@@ -356,13 +360,31 @@ fn to_record<M: Message>(m: &M) -> BusRecord {
 /// Rebalance callbacks run inside `recv`, on the task that polls, so the
 /// consumer's own work is never in the middle of a batch when they do.
 struct GroupContext {
+    group: String,
     topic: String,
     assigned: Mutex<HashSet<u32>>,
     revoked: Mutex<Vec<u32>>,
     hook: Mutex<Option<RevokeHook>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        // Partition -1 is librdkafka's internal one; unknown lag is -1.
+        let lag: i64 = topic
+            .partitions
+            .iter()
+            .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
+            .map(|(_, part)| part.consumer_lag)
+            .sum();
+        crate::metrics::METRICS
+            .consumer_lag
+            .with_label_values(&[&self.topic, &self.group])
+            .set(lag);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

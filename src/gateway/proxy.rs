@@ -123,6 +123,7 @@ impl Gateway {
             Ok(body) => body,
             Err(e) => return refuse(recording, body_error(e, self.max_body_bytes)),
         };
+        METRICS.request_bytes.observe(body.len() as f64);
         let body = match inbound.to_anthropic(body, &mut headers) {
             Ok(body) => body,
             Err(e) => return refuse(recording, e),

@@ -10,7 +10,7 @@ use super::auth::Identity;
 use super::headers::RequestTags;
 use crate::event::{Attempt, BilledBy, LlmEvent, Origin, SCHEMA_VERSION, Usage};
 use crate::handoff::EventHandoff;
-use crate::metrics::{METRICS, model_label};
+use crate::metrics::{METRICS, error_label, model_label};
 use crate::providers::Endpoint;
 
 /// An `LlmEvent` being filled in as the request goes; `emit` finishes it
@@ -21,6 +21,24 @@ pub struct Recording {
     handoff: EventHandoff,
     /// The request's budget reservation, settled when the event is emitted.
     ticket: Option<Ticket>,
+    /// Counts the request in `tollgate_requests_in_flight` while it lives.
+    _in_flight: InFlight,
+}
+
+/// One request in `tollgate_requests_in_flight`, however it ends.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        METRICS.in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
 }
 
 impl Recording {
@@ -78,6 +96,7 @@ impl Recording {
             started,
             handoff,
             ticket: None,
+            _in_flight: InFlight::new(),
         }
     }
 
@@ -121,6 +140,26 @@ impl Recording {
         since: Instant,
         error_type: Option<&str>,
     ) {
+        let kind = match self.event.attempts.last() {
+            None => "first",
+            Some(previous) if previous.target == target => "retry",
+            Some(_) => "fallback",
+        };
+        let outcome = match status {
+            Some(s) if s < 300 => "2xx",
+            Some(s) if s < 400 => "3xx",
+            Some(s) if s < 500 => "4xx",
+            Some(_) => "5xx",
+            None => "error",
+        };
+        METRICS
+            .upstream_attempts
+            .with_label_values(&[provider, kind, outcome])
+            .inc();
+        METRICS
+            .upstream_duration
+            .with_label_values(&[provider])
+            .observe(since.elapsed().as_secs_f64());
         self.event.provider = provider.to_owned();
         self.event.target = target.to_owned();
         self.event.attempts.push(Attempt {
@@ -166,6 +205,12 @@ fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
         e.provider.as_str()
     };
     let status = e.status.to_string();
+    if let Some(error) = &e.error_type {
+        METRICS
+            .request_errors
+            .with_label_values(&[provider, error_label(error)])
+            .inc();
+    }
     METRICS
         .requests
         .with_label_values(&[provider, model, &status, &e.team])

@@ -82,6 +82,9 @@ pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactRepo
             merge(&dir, partition, run, &mut report)?;
         }
     }
+    crate::metrics::METRICS
+        .lake_compacted_files
+        .inc_by(report.files_merged as u64);
     Ok(report)
 }
 
