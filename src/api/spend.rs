@@ -10,7 +10,7 @@ use http::HeaderMap;
 use super::openapi::ErrorBody;
 use super::params::{Params, bad};
 use super::{ApiError, ApiState};
-use crate::lake::query::{GroupBy, SpendQuery, SpendResult, TopSessionsQuery};
+use crate::lake::query::{GroupBy, Scope, SpendQuery, SpendResult, TopSessionsQuery};
 
 /// Largest number of groups or sessions one answer holds.
 const MAX_ROWS: usize = 10_000;
@@ -35,6 +35,17 @@ fn group_by(text: Option<String>, default: &[GroupBy]) -> Result<Vec<GroupBy>, A
     Ok(out)
 }
 
+/// The grouping, filters and row cap of `/v1/spend` and its cousins
+/// (grouped by team unless `group_by` says otherwise).
+fn spend_query(params: &HashMap<String, String>, scope: &Scope) -> Result<SpendQuery, ApiError> {
+    let p = Params::new(params, &["group_by", "limit"])?;
+    Ok(SpendQuery {
+        group_by: group_by(p.text("group_by"), &[GroupBy::Team])?,
+        filter: p.filter(scope)?,
+        limit: p.int("limit", 1, MAX_ROWS, 1000)?,
+    })
+}
+
 /// Cost per token class and tokens, grouped; spend counts API-billed
 /// events only, and subscription-billed list-price value is its own column.
 #[utoipa::path(get, path = "/v1/spend", tag = "spend",
@@ -56,12 +67,7 @@ pub async fn spend(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SpendResult>, ApiError> {
     let scope = api.authorize(&headers)?;
-    let p = Params::new(&params, &["group_by", "limit"])?;
-    let q = SpendQuery {
-        group_by: group_by(p.text("group_by"), &[GroupBy::Team])?,
-        filter: p.filter(&scope)?,
-        limit: p.int("limit", 1, MAX_ROWS, 1000)?,
-    };
+    let q = spend_query(&params, &scope)?;
     Ok(Json(api.lake.spend(&scope, &q).await?))
 }
 
@@ -118,12 +124,7 @@ pub async fn cache_savings(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SpendResult>, ApiError> {
     let scope = api.authorize(&headers)?;
-    let p = Params::new(&params, &["group_by", "limit"])?;
-    let q = SpendQuery {
-        group_by: group_by(p.text("group_by"), &[GroupBy::Team])?,
-        filter: p.filter(&scope)?,
-        limit: p.int("limit", 1, MAX_ROWS, 1000)?,
-    };
+    let q = spend_query(&params, &scope)?;
     Ok(Json(api.lake.cache_savings(&scope, &q).await?))
 }
 

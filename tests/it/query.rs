@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tollgate::config::hash_key;
+use tollgate::mock_provider;
 
 use crate::support::{ADMIN, Tollgate, client, start_mock, write_config};
 
@@ -200,13 +201,20 @@ async fn traffic(tg: &Tollgate) {
     wait_for_events(tg, 11).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn logs_filter_by_every_field_sort_and_page_without_gaps_or_repeats() {
+/// A running tollgate over two teams that has served [`traffic`]; the
+/// mock and the data directory live as long as the returned handles.
+async fn two_teams_with_traffic() -> (mock_provider::MockHandle, tempfile::TempDir, Tollgate) {
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let config = two_team_config(dir.path(), &mock.url());
     let tg = Tollgate::start_with_config(dir.path(), config);
     traffic(&tg).await;
+    (mock, dir, tg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_filter_by_every_field_sort_and_page_without_gaps_or_repeats() {
+    let (_mock, _dir, tg) = two_teams_with_traffic().await;
 
     let count = |q: &'static str| {
         let tg = &tg;
@@ -275,11 +283,7 @@ async fn logs_filter_by_every_field_sort_and_page_without_gaps_or_repeats() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trace_view_spend_group_bys_top_sessions_and_cache_savings_add_up() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = two_team_config(dir.path(), &mock.url());
-    let tg = Tollgate::start_with_config(dir.path(), config);
-    traffic(&tg).await;
+    let (_mock, _dir, tg) = two_teams_with_traffic().await;
 
     // Trace view: events oldest first, totals are the sums of the events.
     let (status, trace) = get(&tg, ADMIN, "/v1/traces/trace-q1").await;
@@ -413,11 +417,7 @@ async fn trace_view_spend_group_bys_top_sessions_and_cache_savings_add_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_runs_one_select_and_refuses_writes_with_the_reason_caps_rows_and_times_out() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = two_team_config(dir.path(), &mock.url());
-    let tg = Tollgate::start_with_config(dir.path(), config);
-    traffic(&tg).await;
+    let (_mock, _dir, tg) = two_teams_with_traffic().await;
 
     let (status, body) = sql(&tg, ADMIN, serde_json::json!({
         "sql": "SELECT team, count(*) AS n, sum(cost_usd) AS usd FROM events GROUP BY team ORDER BY team"
@@ -504,11 +504,7 @@ async fn sql_runs_one_select_and_refuses_writes_with_the_reason_caps_rows_and_ti
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_team_token_sees_only_its_team_in_every_endpoint_including_sql() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = two_team_config(dir.path(), &mock.url());
-    let tg = Tollgate::start_with_config(dir.path(), config);
-    traffic(&tg).await;
+    let (_mock, _dir, tg) = two_teams_with_traffic().await;
 
     let (status, logs) = get(&tg, SALES_TOKEN, "/v1/logs?limit=1000").await;
     assert_eq!(status, 200);
@@ -735,11 +731,7 @@ async fn compaction_under_traffic_merges_small_files_without_losing_or_duplicati
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_lake_dashboard_panel_gets_rows_from_the_query_api() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = two_team_config(dir.path(), &mock.url());
-    let tg = Tollgate::start_with_config(dir.path(), config);
-    traffic(&tg).await;
+    let (_mock, _dir, tg) = two_teams_with_traffic().await;
 
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/tollgate-lake.json");

@@ -364,7 +364,8 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         })
 }
 
-const USAGE_COLUMNS: &[&str] = &[
+/// The usage columns of the lake, gathered under `usage` in event rows.
+pub(super) const USAGE_COLUMNS: &[&str] = &[
     "input_tokens",
     "output_tokens",
     "cache_creation_5m_tokens",

@@ -11,7 +11,7 @@ use datafusion::prelude::*;
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 
-use super::logs::{LogFilter, metadata_value};
+use super::logs::{LogFilter, USAGE_COLUMNS as TOKEN_COLUMNS, metadata_value};
 use super::{Lake, LakeError, Scope, collect, filtered, rows_as_json};
 use crate::event::{USD_PRECISION, USD_SCALE};
 
@@ -116,16 +116,6 @@ pub struct SpendResult {
     /// More groups matched than the limit returned.
     pub truncated: bool,
 }
-
-const TOKEN_COLUMNS: &[&str] = &[
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-    "web_fetch_requests",
-];
 
 /// Cost lines: `(lake column, result name)`.
 const COST_LINES: &[(&str, &str)] = &[
