@@ -64,6 +64,23 @@ pub struct Config {
     /// `route` and the `x-tollgate-config` header.
     #[serde(default)]
     pub routes: BTreeMap<String, crate::route::RouteConfig>,
+    /// Subscription passthrough: how clients' own credentials are
+    /// fingerprinted.
+    #[serde(default)]
+    pub passthrough: PassthroughConfig,
+}
+
+/// Settings of subscription passthrough (keys or routes marked
+/// `passthrough = true`): the client's own Anthropic credential goes
+/// upstream and only its fingerprint is kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassthroughConfig {
+    /// The HMAC-SHA256 key of credential fingerprints. Empty: a random one
+    /// made at first start and kept in `data.dir/fingerprint.secret`.
+    /// Gateways on several machines need the same value here so one
+    /// credential has one fingerprint everywhere.
+    pub fingerprint_secret: String,
 }
 
 /// Who a budget or rate limit applies to.
@@ -326,6 +343,10 @@ impl Default for KafkaConfig {
 pub struct SinkConfig {
     pub flush_rows: usize,
     pub flush_interval_ms: u64,
+    /// How often the sink merges small lake files (0 turns it off).
+    pub compact_interval_secs: u64,
+    /// Fewest consecutive small files worth merging.
+    pub compact_min_files: usize,
 }
 
 impl Default for SinkConfig {
@@ -333,17 +354,67 @@ impl Default for SinkConfig {
         SinkConfig {
             flush_rows: 50_000,
             flush_interval_ms: 2_000,
+            compact_interval_secs: 600,
+            compact_min_files: 8,
         }
     }
 }
 
-/// Who may read the lake through the query API.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Who may read the lake through the query API, and how much one SQL
+/// query may take.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Bearer tokens with full read access; empty entries are ignored, so
     /// an unset `${TOLLGATE_ADMIN_TOKEN:-}` simply grants nothing.
     pub admin_tokens: Vec<String>,
+    /// Tokens that read one team's rows only, in every endpoint.
+    pub team_tokens: Vec<TeamTokenConfig>,
+    /// Most rows one `POST /v1/sql` returns.
+    pub sql_max_rows: usize,
+    /// Longest one `POST /v1/sql` may run before it is cancelled.
+    pub sql_timeout_secs: u64,
+    /// Memory all lake queries of the process may hold together; a query
+    /// needing more fails with an error naming the limit.
+    pub query_memory_mb: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_tokens: Vec::new(),
+            team_tokens: Vec::new(),
+            sql_max_rows: 10_000,
+            sql_timeout_secs: 10,
+            query_memory_mb: 2048,
+        }
+    }
+}
+
+/// A query-API token limited to one team's rows: the token itself (from
+/// the environment, say) or its `sha256:` hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamTokenConfig {
+    pub team: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+impl TeamTokenConfig {
+    /// The token's SHA-256 digest; `None` when unset (an empty `${VAR:-}`).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        match (&self.token, &self.hash) {
+            (Some(t), _) if !t.is_empty() => {
+                use sha2::Digest;
+                Some(sha2::Sha256::digest(t.as_bytes()).into())
+            }
+            (_, Some(h)) => parse_key_hash(h),
+            _ => None,
+        }
+    }
 }
 
 /// Which price tables the accountant uses.
@@ -421,6 +492,25 @@ pub struct KeyConfig {
     /// A `[routes.NAME]` to use instead of the plain provider.
     #[serde(default)]
     pub route: Option<String>,
+    /// Subscription passthrough: the client authenticates to tollgate with
+    /// `x-tollgate-api-key` only, and its own `Authorization` / `x-api-key`
+    /// (Claude Max or Anthropic OAuth token, or the user's own key) goes to
+    /// Anthropic unchanged; Anthropic bills the client, tollgate records.
+    #[serde(default)]
+    pub passthrough: bool,
+}
+
+impl KeyConfig {
+    /// Whether this key's requests are subscription passthrough: the key
+    /// says so, or the route it names does.
+    pub fn is_passthrough(&self, routes: &BTreeMap<String, crate::route::RouteConfig>) -> bool {
+        self.passthrough
+            || self
+                .route
+                .as_ref()
+                .and_then(|r| routes.get(r))
+                .is_some_and(|r| r.passthrough)
+    }
 }
 
 fn default_workspace() -> String {
@@ -575,6 +665,21 @@ impl Config {
                 }
             }
         }
+        for (name, r) in &self.routes {
+            if r.passthrough {
+                self.check_passthrough_route(&format!("routes.{name}"), r)
+                    .map_err(&invalid)?;
+            }
+        }
+        for k in self.keys.iter().filter(|k| k.is_passthrough(&self.routes)) {
+            let at = format!("keys[{}] (passthrough)", k.id);
+            match k.route.as_ref().and_then(|r| self.routes.get(r)) {
+                Some(r) => self.check_passthrough_route(&at, r).map_err(&invalid)?,
+                None => self
+                    .check_passthrough_provider(&at, &k.provider)
+                    .map_err(&invalid)?,
+            }
+        }
         for (i, r) in self.rate_limits.iter().enumerate() {
             if r.scope == BudgetScope::Workspace || r.scope == BudgetScope::All {
                 return Err(invalid(format!(
@@ -603,10 +708,92 @@ impl Config {
                 "admission.token_safety_factor must be at least 1.0".into(),
             ));
         }
+        for (i, t) in self.api.team_tokens.iter().enumerate() {
+            if t.team.is_empty() {
+                return Err(invalid(format!("api.team_tokens[{i}].team is empty")));
+            }
+            match (&t.token, &t.hash) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(format!(
+                        "api.team_tokens[{i}] (team {}) needs exactly one of token or hash",
+                        t.team
+                    )));
+                }
+                (None, Some(h)) if parse_key_hash(h).is_none() => {
+                    return Err(invalid(format!(
+                        "api.team_tokens[{i}].hash must be \"sha256:\" followed by 64 hex digits"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if self.api.sql_max_rows == 0 || self.api.sql_timeout_secs == 0 {
+            return Err(invalid(
+                "api.sql_max_rows and api.sql_timeout_secs must be at least 1".into(),
+            ));
+        }
         if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {
             return Err(invalid(
                 "bus.queue_capacity and sink.flush_rows must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// A passthrough route may only reach Anthropic (the client's
+    /// credential is Anthropic's), must not rewrite the body, and must not
+    /// cache (an answer would be served across credentials).
+    fn check_passthrough_route(
+        &self,
+        at: &str,
+        route: &crate::route::RouteConfig,
+    ) -> Result<(), String> {
+        if route.cache.is_some() {
+            return Err(format!(
+                "{at}: a passthrough route cannot have a cache (answers would be shared across the clients' own credentials)"
+            ));
+        }
+        for t in &route.targets {
+            self.check_passthrough_provider(at, &t.provider)?;
+            if !t.override_params.is_empty() {
+                return Err(format!(
+                    "{at}: target {:?} has override_params, but passthrough sends the client's body byte for byte",
+                    t.provider
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_passthrough_provider(&self, at: &str, provider: &str) -> Result<(), String> {
+        match self.providers.get(provider).map(|p| p.kind) {
+            Some(ProviderKind::Anthropic) | None => Ok(()),
+            Some(kind) => Err(format!(
+                "{at}: provider {provider:?} is kind {kind:?}, but passthrough forwards the client's own Anthropic credential and works with kind \"anthropic\" only"
+            )),
+        }
+    }
+
+    /// What a gateway checks before it starts: every key that is not
+    /// passthrough must reach Anthropic providers that hold an `api_key`
+    /// (a provider without one serves passthrough keys only).
+    pub fn check_gateway_credentials(&self) -> Result<(), String> {
+        for k in self.keys.iter().filter(|k| !k.is_passthrough(&self.routes)) {
+            let providers: Vec<&str> = match k.route.as_ref().and_then(|r| self.routes.get(r)) {
+                Some(r) => r.targets.iter().map(|t| t.provider.as_str()).collect(),
+                None => vec![k.provider.as_str()],
+            };
+            for name in providers {
+                let Some(p) = self.providers.get(name) else {
+                    continue;
+                };
+                if p.kind == ProviderKind::Anthropic && p.api_key.is_empty() {
+                    return Err(format!(
+                        "providers.{name}.api_key is empty, but key {:?} is not passthrough and sends its requests there: set the key (ANTHROPIC_API_KEY), or mark the key `passthrough = true` so clients use their own Claude subscription or Anthropic key",
+                        k.id
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -744,6 +931,8 @@ workspace = "default"
 team = "default"
 user = "default"
 provider = "anthropic"
+# passthrough = true             # clients keep their own Claude subscription / Anthropic key
+#                                # (tollgate key in x-tollgate-api-key); Anthropic bills them
 "#,
         hash = hash_key(key),
         bus = starter_bus(kafka),
@@ -881,5 +1070,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    fn passthrough_config(extra: &str) -> String {
+        format!(
+            r#"
+            [providers.anthropic]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            [providers.bedrock]
+            kind = "bedrock"
+            region = "us-east-1"
+            bearer_token = "b"
+            [[keys]]
+            id = "sub"
+            hash = "{}"
+            team = "t"
+            user = "u"
+            provider = "anthropic"
+            passthrough = true
+            {extra}
+            "#,
+            hash_key("x")
+        )
+    }
+
+    #[test]
+    fn passthrough_key_without_provider_key_is_fine_a_plain_one_is_named() {
+        let cfg = Config::parse(&passthrough_config(""), Path::new("t.toml")).unwrap();
+        assert!(cfg.keys[0].is_passthrough(&cfg.routes));
+        cfg.check_gateway_credentials().unwrap();
+        let plain = format!(
+            "[[keys]]\nid = \"api\"\nhash = \"{}\"\nteam = \"t\"\nuser = \"u\"\nprovider = \"anthropic\"\n",
+            hash_key("y")
+        );
+        let cfg = Config::parse(&passthrough_config(&plain), Path::new("t.toml")).unwrap();
+        let err = cfg.check_gateway_credentials().unwrap_err();
+        assert!(
+            err.contains("providers.anthropic.api_key")
+                && err.contains("\"api\"")
+                && err.contains("passthrough = true"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn passthrough_toward_bedrock_or_with_body_rewrites_is_rejected_by_name() {
+        let text = passthrough_config("").replace(
+            "provider = \"anthropic\"\n            passthrough",
+            "provider = \"bedrock\"\n            passthrough",
+        );
+        let err = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keys[sub]") && err.contains("bedrock") && err.contains("anthropic"),
+            "{err}"
+        );
+
+        let route = r#"
+            [routes.sub]
+            passthrough = true
+            targets = [{ provider = "anthropic", override_params = { model = "claude-haiku-4-5" } }]
+        "#;
+        let err = Config::parse(&passthrough_config(route), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes.sub") && err.contains("override_params"),
+            "{err}"
+        );
+
+        // A plain key on a passthrough route is passthrough.
+        let route = r#"
+            [routes.sub]
+            passthrough = true
+            targets = [{ provider = "anthropic" }]
+        "#;
+        let text = passthrough_config(route).replacen(
+            "            passthrough = true\n",
+            "            route = \"sub\"\n",
+            1,
+        );
+        let cfg = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(!cfg.keys[0].passthrough && cfg.keys[0].is_passthrough(&cfg.routes));
     }
 }

@@ -108,7 +108,16 @@ enum Command {
         #[arg(long)]
         pricing_dir: Option<PathBuf>,
     },
-    /// Show every request of a trace, from the query API.
+    /// Merge small lake files into large sorted ones (the sink also does
+    /// this periodically).
+    Compact {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Fewest consecutive small files worth merging.
+        #[arg(long, default_value_t = 2)]
+        min_files: usize,
+    },
+    /// Show every request of a trace with its totals, from the query API.
     Logs {
         #[arg(long)]
         trace_id: String,
@@ -161,6 +170,11 @@ enum KeyCommand {
         /// The key's non-secret id (defaults to a random one).
         #[arg(long)]
         id: Option<String>,
+        /// Subscription passthrough: the client sends this key as
+        /// `x-tollgate-api-key` and its own Claude subscription / Anthropic
+        /// credential goes to Anthropic.
+        #[arg(long)]
+        passthrough: bool,
     },
 }
 
@@ -183,15 +197,26 @@ fn main() -> anyhow::Result<()> {
                     workspace,
                     provider,
                     id,
+                    passthrough,
                 },
         } => {
             let key = generate_key();
             let id = id.unwrap_or_else(|| format!("key_{}", &hash_key(&key)[7..19]));
             println!("# add to tollgate.toml:");
             println!(
-                "[[keys]]\nid = \"{id}\"\nhash = \"{}\"\nworkspace = \"{workspace}\"\nteam = \"{team}\"\nuser = \"{user}\"\nprovider = \"{provider}\"\n",
-                hash_key(&key)
+                "[[keys]]\nid = \"{id}\"\nhash = \"{}\"\nworkspace = \"{workspace}\"\nteam = \"{team}\"\nuser = \"{user}\"\nprovider = \"{provider}\"\n{}",
+                hash_key(&key),
+                if passthrough {
+                    "passthrough = true\n"
+                } else {
+                    ""
+                }
             );
+            if passthrough {
+                println!(
+                    "# send it as ANTHROPIC_CUSTOM_HEADERS=\"x-tollgate-api-key: <key>\"; Claude Code keeps its own login"
+                );
+            }
             println!("# the key (shown once):");
             println!("{key}");
             Ok(())
@@ -270,6 +295,17 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&states)?);
             Ok(())
         }),
+        Command::Compact { config, min_files } => {
+            let cfg = Config::load(&config)?;
+            let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
+            let options = tollgate::lake::compact::CompactOptions {
+                min_files: min_files.max(2),
+                ..Default::default()
+            };
+            let report = tollgate::lake::compact::compact(&layout, &options)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Logs {
             trace_id,
             url,
@@ -429,10 +465,13 @@ async fn run_roles(config: PathBuf, which: &[Role]) -> anyhow::Result<()> {
 }
 
 async fn logs(trace_id: String, url: String, token: String) -> anyhow::Result<()> {
-    let url = format!("{}/v1/logs", url.trim_end_matches('/'));
+    let mut url = reqwest::Url::parse(&url).with_context(|| format!("{url} is not a URL"))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("the API URL cannot take a path"))?
+        .pop_if_empty()
+        .extend(["v1", "traces", trace_id.as_str()]);
     let response = reqwest::Client::new()
-        .get(&url)
-        .query(&[("trace_id", trace_id.as_str())])
+        .get(url.clone())
         .bearer_auth(token)
         .send()
         .await

@@ -31,6 +31,7 @@ use crate::gateway::admission::Admission;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
 use crate::lake::LakeError;
+use crate::lake::compact::{CompactOptions, compact};
 use crate::lake::files::LakeLayout;
 use crate::lake::query::Lake;
 use crate::lake::sink::{Sink, SinkOptions};
@@ -86,6 +87,8 @@ pub enum RoleError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Pricing(#[from] crate::pricing::PricingError),
+    #[error(transparent)]
+    Passthrough(#[from] gateway::passthrough::PassthroughError),
 }
 
 /// The bus a process talks through.
@@ -179,6 +182,9 @@ pub async fn run(
             return Err(RoleError::NeedsKafka { role });
         }
     }
+    if has(Role::Gateway) {
+        cfg.check_gateway_credentials().map_err(RoleError::Config)?;
+    }
     let stopping = CancellationToken::new();
     {
         let stopping = stopping.clone();
@@ -269,7 +275,7 @@ pub async fn run(
             providers::from_config(&cfg)?,
             admission.clone(),
             handoff,
-        )));
+        )?));
     }
     if has(Role::Accountant) {
         tracing::info!(version = book.version(), "price tables loaded");
@@ -295,6 +301,17 @@ pub async fn run(
             sink.run(stop).await?;
             Ok(())
         }));
+        if cfg.sink.compact_interval_secs > 0 {
+            let every = Duration::from_secs(cfg.sink.compact_interval_secs);
+            let options = CompactOptions {
+                min_files: cfg.sink.compact_min_files.max(2),
+                ..CompactOptions::default()
+            };
+            let layout = layout.clone();
+            pipeline.push(Task::spawn("compactor", move |stop| {
+                compact_periodically(layout, options, every, stop)
+            }));
+        }
     }
 
     if has(Role::Notifier) {
@@ -444,14 +461,15 @@ async fn listeners(
 ) -> Result<Vec<(Vec<&'static str>, TcpListener, axum::Router)>, RoleError> {
     let api = match api_budgets {
         Some(budgets) => {
-            if cfg.admin_tokens().next().is_none() {
+            if cfg.admin_tokens().next().is_none() && cfg.api.team_tokens.is_empty() {
                 tracing::warn!(
-                    "no admin token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)"
+                    "no API token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)"
                 );
             }
             Some(api::router(Arc::new(ApiState::new(
-                Lake::open(layout).await?,
-                cfg.admin_tokens(),
+                Lake::open_with_memory(layout, cfg.api.query_memory_mb.max(64) * 1024 * 1024)
+                    .await?,
+                &cfg.api,
                 budgets,
             ))))
         }
@@ -501,6 +519,35 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RoleError> {
 }
 
 /// Serves `app` until `stop` is cancelled, then waits for open requests.
+/// Merges small lake files every `every` until stopped. A failed run is
+/// logged and tried again next time: the lake stays correct either way.
+async fn compact_periodically(
+    layout: LakeLayout,
+    options: CompactOptions,
+    every: Duration,
+    stop: CancellationToken,
+) -> Result<(), RoleError> {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let (layout, options) = (layout.clone(), options.clone());
+        match tokio::task::spawn_blocking(move || compact(&layout, &options)).await {
+            Ok(Ok(report)) if report.files_merged > 0 || report.leftovers_deleted > 0 => {
+                tracing::info!(?report, "lake compacted");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lake compaction failed; retrying next interval")
+            }
+            Err(e) => tracing::error!(error = %e, "lake compaction panicked"),
+        }
+    }
+}
+
 fn spawn_http(
     listener: TcpListener,
     app: axum::Router,

@@ -130,6 +130,12 @@ pub struct RouteConfig {
     /// Exact-match response cache.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// Subscription passthrough for every key whose `route` names this
+    /// one (see `KeyConfig::passthrough`); Anthropic targets only. A
+    /// per-request `x-tollgate-config` cannot switch a request to it: who
+    /// pays is decided by the key.
+    #[serde(default)]
+    pub passthrough: bool,
 }
 
 /// `cache = { mode = "simple", max_age = 3600 }` (Portkey's shape).
@@ -199,6 +205,7 @@ impl RouteConfig {
             conditions: Vec::new(),
             default: None,
             cache: None,
+            passthrough: false,
         }
     }
 
@@ -231,6 +238,7 @@ impl RouteConfig {
             conditions,
             default,
             cache: p.cache,
+            passthrough: false,
         })
     }
 

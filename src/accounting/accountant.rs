@@ -8,6 +8,8 @@
 //! number as their raw event, so "what did I already publish" is one look
 //! at the last costed record of that partition. A raw event that appears
 //! twice (a journal batch re-sent after a gateway crash) is priced once.
+//! Subscription-billed events are priced too (what they would have cost
+//! on the API) but counted as subscription value, never as spend.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use crate::budget::{BudgetRecord, BudgetSpec};
 use crate::bus::{
     ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, Subscription,
 };
-use crate::event::{BusPosition, LlmEvent};
+use crate::event::{BilledBy, BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
 use crate::pricing::PriceBook;
 use crate::pricing::cost::price_event;
@@ -239,6 +241,12 @@ impl Accountant {
         });
         let model = model_label(event.model_served.as_deref()).to_owned();
         match &cost.lines {
+            // The client's subscription pays: the list price is a value
+            // figure, kept apart from spend.
+            Some(lines) if event.billed_by == BilledBy::Subscription => METRICS
+                .subscription_value_usd
+                .with_label_values(&[&event.team, &event.user])
+                .inc_by(lines.total_usd.to_f64().unwrap_or(0.0)),
             Some(lines) => METRICS
                 .cost_usd
                 .with_label_values(&[&event.team, &model])

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::budget::{BudgetRecord, BudgetSpec, LedgerId, LedgerState, Progress, Who};
-use crate::event::LlmEvent;
+use crate::event::{BilledBy, LlmEvent};
 use crate::metrics::METRICS;
 
 /// A budget threshold crossed: what the notifier delivers.
@@ -142,10 +142,13 @@ impl Ledgers {
                 part.progress_changed = true;
             }
         }
+        // A subscription-billed event's list price is not spend: USD
+        // budgets do not count it; token budgets count its tokens.
         let usd = event
             .cost
             .as_ref()
             .and_then(|c| c.lines.as_ref())
+            .filter(|_| event.billed_by != BilledBy::Subscription)
             .map(|l| l.total_usd)
             .unwrap_or_default();
         let tokens = event.usage.total_tokens();
@@ -369,5 +372,25 @@ mod tests {
         };
         assert_eq!(Alert::id_for(&id, 80), Alert::id_for(&id.clone(), 80));
         assert_ne!(Alert::id_for(&id, 80), Alert::id_for(&id, 100));
+    }
+
+    #[test]
+    fn subscription_events_count_tokens_but_no_spend() {
+        let mut both = spec(10);
+        both.limit_tokens = Some(1000);
+        let mut ledgers = Ledgers::new(vec![both]);
+        let mut alerts = Vec::new();
+        let mut sub = event("2026-11-23T10:00:00Z", 9);
+        sub.billed_by = BilledBy::Subscription;
+        ledgers.fold(0, 1, &sub, &mut alerts);
+        ledgers.fold(0, 2, &event("2026-11-23T10:00:00Z", 1), &mut alerts);
+        let state = &ledgers.states()[0];
+        assert_eq!(
+            state.spent_usd,
+            Decimal::new(1, 0),
+            "only the api event is spend"
+        );
+        assert_eq!(state.spent_tokens, 30, "both events' tokens count");
+        assert!(alerts.is_empty(), "$9 of subscription value alerts nothing");
     }
 }

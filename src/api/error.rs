@@ -8,15 +8,17 @@ use crate::lake::LakeError;
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("send an admin token as `Authorization: Bearer <token>`")]
+    #[error("send an admin or team token as `Authorization: Bearer <token>`")]
     Unauthorized,
     #[error(
-        "the query API has no admin token configured (set TOLLGATE_ADMIN_TOKEN, or api.admin_tokens in the config)"
+        "the query API has no token configured (set TOLLGATE_ADMIN_TOKEN, or api.admin_tokens / api.team_tokens in the config)"
     )]
-    NoAdminToken,
+    NoToken,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("invalid query parameter {name}: {reason}")]
     BadParam { name: String, reason: String },
-    #[error("no event with id {0}")]
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Lake(#[from] LakeError),
@@ -25,10 +27,17 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
-            ApiError::Unauthorized | ApiError::NoAdminToken => {
+            ApiError::Unauthorized | ApiError::NoToken => {
                 (StatusCode::UNAUTHORIZED, "authentication_error")
             }
-            ApiError::BadParam { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error"),
+            ApiError::BadParam { .. }
+            | ApiError::Lake(LakeError::Refused(_) | LakeError::BadSql(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            ApiError::Lake(LakeError::TimedOut(_)) => {
+                (StatusCode::REQUEST_TIMEOUT, "timeout_error")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
             ApiError::Lake(e) => {
                 tracing::error!(error = %e, "lake query failed");

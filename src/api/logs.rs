@@ -1,192 +1,153 @@
-//! `GET /v1/logs` and `GET /v1/logs/{event_id}`.
+//! `GET /v1/logs`, `GET /v1/logs/{event_id}` and `GET /v1/traces/{trace_id}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use chrono::{DateTime, NaiveDate, Utc};
 use http::HeaderMap;
 
+use super::openapi::ErrorBody;
+use super::params::{Params, bad};
 use super::{ApiError, ApiState};
-use crate::lake::query::{Cursor, LogFilter, LogPage};
+use crate::lake::query::{Cursor, LogPage, LogQuery, SortKey, TraceView};
 
 /// Default and largest page size.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-const KNOWN_PARAMS: &[&str] = &[
-    "trace_id",
-    "session_id",
-    "team",
-    "user",
-    "model",
-    "status",
-    "from",
-    "to",
-    "limit",
-    "cursor",
-];
-
-/// Lists events matching the filters, newest first.
+/// Lists events matching the filters, newest first unless `sort` says
+/// otherwise.
+#[utoipa::path(get, path = "/v1/logs", tag = "logs",
+    params(
+        ("trace_id" = Option<String>, Query, description = "Events of one trace"),
+        ("session_id" = Option<String>, Query, description = "Events of one Claude Code session"),
+        ("team" = Option<String>, Query, description = "Team (a team token may only name its own)"),
+        ("user" = Option<String>, Query), ("key" = Option<String>, Query, description = "Key id"),
+        ("model" = Option<String>, Query, description = "Model asked for or served"),
+        ("provider" = Option<String>, Query, description = "anthropic, bedrock, vertex or cache"),
+        ("status" = Option<u16>, Query, description = "HTTP status answered"),
+        ("metadata.<key>" = Option<String>, Query, description = "Metadata key = value (any number)"),
+        ("from" = Option<String>, Query, description = "Start, inclusive: RFC 3339, a date, or epoch ms"),
+        ("to" = Option<String>, Query, description = "End, exclusive"),
+        ("sort" = Option<String>, Query, description = "started_at, latency_ms, cost_usd or total_tokens; prefix `-` for descending (default -started_at)"),
+        ("limit" = Option<usize>, Query, description = "Page size, 1-1000 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses((status = 200, description = "A page of events", body = LogPage),
+        (status = 400, description = "An invalid parameter, named", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "A team token asked for another team", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<LogPage>, ApiError> {
-    api.authorize(&headers)?;
-    let query = LogQuery::parse(&params)?;
-    let page = api
-        .lake
-        .logs(&query.filter, query.limit, query.cursor.as_ref())
-        .await?;
-    Ok(Json(page))
+    let scope = api.authorize(&headers)?;
+    let p = Params::new(&params, &["sort", "limit", "cursor"])?;
+    let (sort, descending) = sort_param(p.text("sort"))?;
+    let cursor = match p.text("cursor") {
+        Some(c) => Some(
+            Cursor::decode(&c)
+                .filter(|c| c.key == sort && c.descending == descending)
+                .ok_or_else(|| bad("cursor", "is not a cursor this API returned for this sort"))?,
+        ),
+        None => None,
+    };
+    let query = LogQuery {
+        filter: p.filter(&scope)?,
+        sort,
+        descending,
+        limit: p.int("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)?,
+        cursor,
+    };
+    Ok(Json(api.lake.logs(&scope, &query).await?))
+}
+
+/// `sort=-cost_usd` → (cost, descending); absent → newest first.
+fn sort_param(sort: Option<String>) -> Result<(SortKey, bool), ApiError> {
+    let Some(sort) = sort else {
+        return Ok((SortKey::StartedAt, true));
+    };
+    let (name, descending) = match sort.strip_prefix('-') {
+        Some(name) => (name, true),
+        None => (sort.as_str(), false),
+    };
+    SortKey::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| (*k, descending))
+        .ok_or_else(|| {
+            bad(
+                "sort",
+                "must be started_at, latency_ms, cost_usd or total_tokens, with `-` for descending",
+            )
+        })
 }
 
 /// One event by id.
+#[utoipa::path(get, path = "/v1/logs/{event_id}", tag = "logs",
+    params(("event_id" = String, Path, description = "The event's UUID (x-tollgate-event-id)")),
+    responses((status = 200, description = "The event", body = serde_json::Value),
+        (status = 404, description = "No such event (or not visible to this token)", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn one(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(event_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    api.authorize(&headers)?;
+    let scope = api.authorize(&headers)?;
     if uuid::Uuid::parse_str(&event_id).is_err() {
         return Err(bad("event_id", "must be a UUID"));
     }
-    match api.lake.event(&event_id).await? {
+    match api.lake.event(&scope, &event_id).await? {
         Some(event) => Ok(Json(event)),
-        None => Err(ApiError::NotFound(event_id)),
+        None => Err(ApiError::NotFound(format!("no event with id {event_id}"))),
     }
 }
 
-/// A validated `/v1/logs` query.
-#[derive(Debug)]
-struct LogQuery {
-    filter: LogFilter,
-    limit: usize,
-    cursor: Option<Cursor>,
-}
-
-fn bad(name: &str, reason: &str) -> ApiError {
-    ApiError::BadParam {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
+/// Every event of a trace, oldest first, with totals of tokens, cost and
+/// latency.
+#[utoipa::path(get, path = "/v1/traces/{trace_id}", tag = "logs",
+    params(("trace_id" = String, Path, description = "The trace id (x-tollgate-trace-id)")),
+    responses((status = 200, description = "The trace", body = TraceView),
+        (status = 404, description = "No events for this trace (or none visible to this token)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn trace(
+    State(api): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(trace_id): Path<String>,
+) -> Result<Json<TraceView>, ApiError> {
+    let scope = api.authorize(&headers)?;
+    match api.lake.trace(&scope, &trace_id).await? {
+        Some(view) => Ok(Json(view)),
+        None => Err(ApiError::NotFound(format!(
+            "no events for trace {trace_id}"
+        ))),
     }
-}
-
-impl LogQuery {
-    fn parse(params: &HashMap<String, String>) -> Result<LogQuery, ApiError> {
-        if let Some(unknown) = params.keys().find(|k| !KNOWN_PARAMS.contains(&k.as_str())) {
-            return Err(bad(
-                unknown,
-                &format!("unknown parameter; known: {}", KNOWN_PARAMS.join(", ")),
-            ));
-        }
-        let text = |name: &str| params.get(name).filter(|v| !v.is_empty()).cloned();
-        let status = match params.get("status") {
-            Some(s) => Some(
-                s.parse::<u16>()
-                    .ok()
-                    .filter(|s| (100..=599).contains(s))
-                    .ok_or_else(|| bad("status", "must be an HTTP status code (100-599)"))?,
-            ),
-            None => None,
-        };
-        let limit = match params.get("limit") {
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| {
-                    bad(
-                        "limit",
-                        &format!("must be an integer from 1 to {MAX_LIMIT}"),
-                    )
-                })?,
-            None => DEFAULT_LIMIT,
-        };
-        let cursor = match params.get("cursor") {
-            Some(c) => Some(
-                Cursor::decode(c)
-                    .ok_or_else(|| bad("cursor", "is not a cursor this API returned"))?,
-            ),
-            None => None,
-        };
-        let filter = LogFilter {
-            trace_id: text("trace_id"),
-            session_id: text("session_id"),
-            team: text("team"),
-            user: text("user"),
-            model: text("model"),
-            status,
-            from: time_param(params, "from")?,
-            to: time_param(params, "to")?,
-        };
-        if let (Some(from), Some(to)) = (filter.from, filter.to) {
-            if from > to {
-                return Err(bad("from", "must not be after `to`"));
-            }
-        }
-        Ok(LogQuery {
-            filter,
-            limit,
-            cursor,
-        })
-    }
-}
-
-/// RFC 3339 time or a plain date (midnight UTC).
-fn time_param(
-    params: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(v) = params.get(name) else {
-        return Ok(None);
-    };
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Ok(Some(t.with_timezone(&Utc)));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
-    }
-    Err(bad(
-        name,
-        "must be an RFC 3339 time (2026-11-22T10:00:00Z) or a date (2026-11-22)",
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
-    fn bad_parameters_are_named() {
-        for (p, v) in [
-            ("status", "abc"),
-            ("limit", "0"),
-            ("from", "yesterday"),
-            ("cursor", "x"),
-            ("trace", "t"),
-        ] {
-            let err = LogQuery::parse(&params(&[(p, v)])).unwrap_err().to_string();
-            assert!(err.contains(p), "{p}: {err}");
-        }
-    }
-
-    #[test]
-    fn dates_and_times_are_both_accepted() {
-        let q = LogQuery::parse(&params(&[
-            ("from", "2026-11-01"),
-            ("to", "2026-11-22T10:00:00Z"),
-        ]))
-        .unwrap();
-        assert!(q.filter.from.unwrap() < q.filter.to.unwrap());
+    fn sort_parameter_reads_direction_and_names_bad_values() {
+        assert_eq!(sort_param(None).unwrap(), (SortKey::StartedAt, true));
+        assert_eq!(
+            sort_param(Some("-cost_usd".into())).unwrap(),
+            (SortKey::CostUsd, true)
+        );
+        assert_eq!(
+            sort_param(Some("latency_ms".into())).unwrap(),
+            (SortKey::LatencyMs, false)
+        );
+        assert!(
+            sort_param(Some("price".into()))
+                .unwrap_err()
+                .to_string()
+                .contains("sort")
+        );
     }
 }

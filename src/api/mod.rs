@@ -1,45 +1,68 @@
-//! The query API: logs from the lake over HTTP.
+//! The query API: logs, traces, spend and read-only SQL over the lake,
+//! budgets from the live state, and its own OpenAPI description.
+//!
+//! Every data endpoint starts with [`ApiState::authorize`], which turns the
+//! bearer token into a [`Scope`]: admin tokens see every row, a team token
+//! only its team's, and the lake applies that scope to every query.
 
 mod error;
 mod logs;
+pub mod openapi;
+mod params;
+mod spend;
+mod sql;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use error::ApiError;
 
+use crate::config::ApiConfig;
 use crate::gateway::admission::Admission;
-use crate::lake::query::Lake;
+use crate::lake::query::{Lake, Scope, SqlLimits};
 
 /// What the API handlers share.
 pub struct ApiState {
     pub lake: Lake,
-    /// SHA-256 digests of the admin tokens (compared in constant time).
-    admin_digests: Vec<[u8; 32]>,
+    /// SHA-256 digests of the tokens and the rows each may read (compared
+    /// in constant time; plaintext tokens are not kept).
+    tokens: Vec<([u8; 32], Scope)>,
     /// Live budget state (what gateways admit against).
     pub budgets: Arc<Admission>,
+    /// Caps of `POST /v1/sql`.
+    pub sql_limits: SqlLimits,
 }
 
 impl ApiState {
-    /// State over an opened lake and the configured admin tokens.
-    pub fn new<'a>(
-        lake: Lake,
-        admin_tokens: impl Iterator<Item = &'a str>,
-        budgets: Arc<Admission>,
-    ) -> ApiState {
+    /// State over an opened lake and the configured tokens.
+    pub fn new(lake: Lake, config: &ApiConfig, budgets: Arc<Admission>) -> ApiState {
+        let admins = config
+            .admin_tokens
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| (digest(t), Scope::All));
+        let teams = config
+            .team_tokens
+            .iter()
+            .filter_map(|t| Some((t.digest()?, Scope::Team(t.team.clone()))));
         ApiState {
             lake,
-            admin_digests: admin_tokens.map(digest).collect(),
+            tokens: admins.chain(teams).collect(),
             budgets,
+            sql_limits: SqlLimits {
+                max_rows: config.sql_max_rows,
+                timeout: Duration::from_secs(config.sql_timeout_secs),
+            },
         }
     }
 
-    /// Checks `Authorization: Bearer <admin token>`.
-    fn authorize(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
-        if self.admin_digests.is_empty() {
-            return Err(ApiError::NoAdminToken);
+    /// The rows the caller's `Authorization: Bearer <token>` may read.
+    fn authorize(&self, headers: &http::HeaderMap) -> Result<Scope, ApiError> {
+        if self.tokens.is_empty() {
+            return Err(ApiError::NoToken);
         }
         let token = headers
             .get(http::header::AUTHORIZATION)
@@ -48,14 +71,17 @@ impl ApiState {
             .ok_or(ApiError::Unauthorized)?;
         let presented = digest(token);
         // Comparing fixed-size digests keeps timing independent of where a
-        // guess first differs from the real token.
-        let ok = self.admin_digests.iter().any(|d| {
-            d.iter()
-                .zip(presented.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-        });
-        ok.then_some(()).ok_or(ApiError::Unauthorized)
+        // guess first differs from a real token.
+        self.tokens
+            .iter()
+            .find(|(d, _)| {
+                d.iter()
+                    .zip(presented.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            })
+            .map(|(_, scope)| scope.clone())
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -69,21 +95,59 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/logs", get(logs::list))
         .route("/v1/logs/{event_id}", get(logs::one))
+        .route("/v1/traces/{trace_id}", get(logs::trace))
+        .route("/v1/spend", get(spend::spend))
+        .route("/v1/spend/top-sessions", get(spend::top_sessions))
+        .route("/v1/spend/cache-savings", get(spend::cache_savings))
+        .route("/v1/sql", post(sql::run))
         .route("/v1/budgets", get(budgets))
+        .route("/openapi.json", get(openapi::serve))
+        .route_layer(axum::middleware::from_fn(track))
         .with_state(state)
 }
 
+/// Counts and times every API request by its route (never its raw path:
+/// trace IDs in paths must not become labels).
+async fn track(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let m = &crate::metrics::METRICS;
+    m.api_requests
+        .with_label_values(&[&endpoint, response.status().as_str()])
+        .inc();
+    m.api_duration
+        .with_label_values(&[&endpoint])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
 /// `GET /v1/budgets`: every budget ledger of the current periods with
-/// spend (from the accountant's state) and what this process reserved.
+/// spend (from the accountant's state) and what this process reserved. A
+/// team token sees the ledgers whose subject is its team.
+#[utoipa::path(get, path = "/v1/budgets", tag = "budgets",
+    responses((status = 200, description = "Budget ledgers of the current periods", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown token", body = openapi::ErrorBody)),
+    security(("bearer" = [])))]
 async fn budgets(
     axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
     headers: http::HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    state.authorize(&headers)?;
+    let scope = state.authorize(&headers)?;
     let data: Vec<serde_json::Value> = state
         .budgets
         .ledgers()
         .into_iter()
+        .filter(|(id, ..)| match &scope {
+            Scope::All => true,
+            Scope::Team(team) => id.subject == *team,
+        })
         .map(|(id, total, reserved)| {
             serde_json::json!({
                 "budget": id.budget,

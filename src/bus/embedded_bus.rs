@@ -249,17 +249,13 @@ impl Subscription for EmbeddedSubscription {
         // Mark the current end as seen first: an append landing after the
         // read below then wakes the wait instead of being missed.
         self.end.borrow_and_update();
-        let records = self.read(max).await?;
-        if !records.is_empty() || wait.is_zero() {
-            return Ok(records);
+        let mut records = self.read(max).await?;
+        if records.is_empty() && !wait.is_zero() {
+            if tokio::time::timeout(wait, self.end.changed()).await.is_ok() {
+                records = self.read(max).await?;
+            }
         }
-        if tokio::time::timeout(wait, self.end.changed())
-            .await
-            .is_err()
-        {
-            return Ok(Vec::new());
-        }
-        self.read(max).await
+        Ok(records)
     }
 
     async fn commit(&mut self, _partition: u32, next_offset: u64) -> Result<(), BusError> {

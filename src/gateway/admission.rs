@@ -10,6 +10,11 @@
 //! so a request's cost is always counted once: reserved, or spent. Checks
 //! and reservations happen under one lock that is never held across an
 //! await, so concurrent requests cannot all squeeze into the same room.
+//!
+//! Subscription passthrough requests are billed by Anthropic to the client:
+//! they reserve and count no USD (a USD budget neither holds them back nor
+//! is used up by them), while token budgets and rate limits apply as to
+//! any request.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -61,6 +66,9 @@ pub struct Ticket {
     seq: u64,
     team: String,
     done: bool,
+    /// Whether the request's cost is spend (false on passthrough: the
+    /// client's subscription pays, so nothing is reserved in USD).
+    spends_usd: bool,
 }
 
 impl Ticket {
@@ -73,7 +81,11 @@ impl Ticket {
     /// until the accountant's state includes the event.
     pub fn settle(mut self, provider: &str, model: Option<&str>, usage: &Usage) {
         self.done = true;
-        let usd = self.admission.actual_usd(provider, model, usage);
+        let usd = if self.spends_usd {
+            self.admission.actual_usd(provider, model, usage)
+        } else {
+            Decimal::ZERO
+        };
         let tokens = usage.total_tokens();
         let mut state = self.admission.lock();
         if let Some(r) = state.reservations.get_mut(&self.seq) {
@@ -284,6 +296,7 @@ impl Admission {
             seq,
             team: who.team.clone(),
             done: false,
+            spends_usd: !who.passthrough,
         };
         let w = Who {
             key_id: &who.key_id,
@@ -342,7 +355,11 @@ impl Admission {
         input: u64,
         max_tokens: u64,
     ) -> Result<(), Refusal> {
-        let usd = self.worst_case_usd(model, input, max_tokens);
+        let usd = if ticket.spends_usd {
+            self.worst_case_usd(model, input, max_tokens)
+        } else {
+            Decimal::ZERO
+        };
         let tokens = input + max_tokens;
         let mut state = self.lock();
         if !state.caught_up && self.config.on_unknown_state == UnknownStatePolicy::Closed {
@@ -359,7 +376,7 @@ impl Admission {
                     )
                 })
                 .unwrap_or_default();
-            if let Some(limit) = spec.limit_usd {
+            if let Some(limit) = spec.limit_usd.filter(|_| ticket.spends_usd) {
                 if spent.spent_usd + reserved_usd + usd > limit {
                     METRICS
                         .budget_refusals

@@ -1,6 +1,10 @@
 //! Who is calling: the tollgate key, looked up by its hash.
+//!
+//! `x-tollgate-api-key` (alias `x-portkey-api-key`), when sent, is the only
+//! header tried: the request's `Authorization` / `x-api-key` then belong to
+//! the client (subscription passthrough) and are never looked up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -20,18 +24,28 @@ pub struct Identity {
     pub provider: String,
     /// The key's `[routes.NAME]`, if it has one.
     pub route: Option<String>,
+    /// Subscription passthrough: the client's own credential goes to
+    /// Anthropic, which bills the client (the key or its route says so).
+    pub passthrough: bool,
 }
 
 /// The configured keys by SHA-256 digest: plaintext keys are never held.
 #[derive(Debug, Default)]
 pub struct KeyRing {
     by_digest: HashMap<[u8; 32], Arc<Identity>>,
+    /// Whether any key is passthrough: a client then may have sent its own
+    /// credential where a key was expected, and is told where the key goes.
+    any_passthrough: bool,
 }
 
 impl KeyRing {
-    /// Indexes the config's keys (their hashes were validated at load).
-    pub fn new(keys: &[KeyConfig]) -> KeyRing {
-        let by_digest = keys
+    /// Indexes the config's keys (their hashes were validated at load);
+    /// `routes` tell which keys are passthrough through their route.
+    pub fn new(
+        keys: &[KeyConfig],
+        routes: &BTreeMap<String, crate::route::RouteConfig>,
+    ) -> KeyRing {
+        let by_digest: HashMap<[u8; 32], Arc<Identity>> = keys
             .iter()
             .filter_map(|k| {
                 let digest = parse_key_hash(&k.hash)?;
@@ -42,38 +56,62 @@ impl KeyRing {
                     user: k.user.clone(),
                     provider: k.provider.clone(),
                     route: k.route.clone(),
+                    passthrough: k.is_passthrough(routes),
                 };
                 Some((digest, Arc::new(identity)))
             })
             .collect();
-        KeyRing { by_digest }
+        let any_passthrough = by_digest.values().any(|i| i.passthrough);
+        KeyRing {
+            by_digest,
+            any_passthrough,
+        }
     }
 
     /// Finds the caller from the request headers.
     ///
     /// Claude Code sends `ANTHROPIC_AUTH_TOKEN` as `Authorization: Bearer`
     /// and `ANTHROPIC_API_KEY` as `x-api-key`; `x-tollgate-api-key` (alias
-    /// `x-portkey-api-key`) serves modes that send no Authorization.
+    /// `x-portkey-api-key`) serves modes that send no Authorization and
+    /// passthrough, where Authorization is the client's own. A passthrough
+    /// key is accepted from `x-tollgate-api-key` only: sent as
+    /// Authorization it would be the credential forwarded to Anthropic.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, GatewayError> {
+        if let Some(key) = ["x-tollgate-api-key", "x-portkey-api-key"]
+            .iter()
+            .find_map(|n| headers.get(*n))
+        {
+            return self.lookup(key.as_bytes()).ok_or(GatewayError::UnknownKey);
+        }
         let candidates = presented_keys(headers);
         if candidates.is_empty() {
             return Err(GatewayError::MissingKey);
         }
-        candidates
-            .into_iter()
-            .find_map(|key| self.by_digest.get(&<[u8; 32]>::from(Sha256::digest(key))))
+        match candidates.into_iter().find_map(|key| self.lookup(key)) {
+            Some(identity) if identity.passthrough => Err(GatewayError::PassthroughKeyHeader),
+            Some(identity) => Ok(identity),
+            // Likely the client's own token with the tollgate key left out.
+            None if self.any_passthrough => Err(GatewayError::PassthroughKeyHeader),
+            None => Err(GatewayError::UnknownKey),
+        }
+    }
+
+    fn lookup(&self, key: &[u8]) -> Option<Arc<Identity>> {
+        if key.is_empty() {
+            return None;
+        }
+        self.by_digest
+            .get(&<[u8; 32]>::from(Sha256::digest(key)))
             .cloned()
-            .ok_or(GatewayError::UnknownKey)
     }
 }
 
-/// Every key-like credential on the request, tollgate's own header first.
+/// The credentials a client without `x-tollgate-api-key` may have sent
+/// its tollgate key in.
 fn presented_keys(headers: &HeaderMap) -> Vec<&[u8]> {
     let mut keys = Vec::with_capacity(2);
-    for name in ["x-tollgate-api-key", "x-portkey-api-key", "x-api-key"] {
-        if let Some(v) = headers.get(name) {
-            keys.push(v.as_bytes());
-        }
+    if let Some(v) = headers.get("x-api-key") {
+        keys.push(v.as_bytes());
     }
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
         let v = v.as_bytes();
@@ -92,16 +130,21 @@ mod tests {
     use super::*;
     use crate::config::hash_key;
 
-    fn ring() -> KeyRing {
-        KeyRing::new(&[KeyConfig {
-            id: "k1".into(),
-            hash: hash_key("tg-secret"),
+    fn key(id: &str, secret: &str, passthrough: bool) -> KeyConfig {
+        KeyConfig {
+            id: id.into(),
+            hash: hash_key(secret),
             workspace: "w".into(),
             team: "t".into(),
             user: "u".into(),
             provider: "anthropic".into(),
             route: None,
-        }])
+            passthrough,
+        }
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing::new(&[key("k1", "tg-secret", false)], &BTreeMap::new())
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -132,5 +175,43 @@ mod tests {
             ring.authenticate(&headers(&[("x-api-key", "tg-wrong")])),
             Err(GatewayError::UnknownKey)
         ));
+    }
+
+    #[test]
+    fn tollgate_header_alone_decides_and_passthrough_keys_need_it() {
+        let ring = KeyRing::new(
+            &[key("k1", "tg-secret", false), key("sub", "tg-sub", true)],
+            &BTreeMap::new(),
+        );
+        // With x-tollgate-api-key, Authorization is the client's: a wrong
+        // tollgate header is not rescued by it.
+        let wrong = ring.authenticate(&headers(&[
+            ("x-tollgate-api-key", "tg-nope"),
+            ("authorization", "Bearer tg-secret"),
+        ]));
+        assert!(matches!(wrong, Err(GatewayError::UnknownKey)));
+        let sub = ring
+            .authenticate(&headers(&[
+                ("x-portkey-api-key", "tg-sub"),
+                ("authorization", "Bearer sk-ant-oat01-client"),
+            ]))
+            .unwrap();
+        assert!(sub.passthrough);
+        // A passthrough key as Authorization, or a client token with the
+        // tollgate header left out: told to use x-tollgate-api-key.
+        for h in [
+            headers(&[("authorization", "Bearer tg-sub")]),
+            headers(&[("authorization", "Bearer sk-ant-oat01-client")]),
+        ] {
+            let err = ring.authenticate(&h).unwrap_err();
+            assert!(matches!(err, GatewayError::PassthroughKeyHeader));
+            assert!(err.to_string().contains("x-tollgate-api-key"), "{err}");
+        }
+        assert!(
+            !ring
+                .authenticate(&headers(&[("x-api-key", "tg-secret")]))
+                .unwrap()
+                .passthrough
+        );
     }
 }

@@ -16,6 +16,16 @@ pub enum GatewayError {
     MissingKey,
     #[error("invalid tollgate key")]
     UnknownKey,
+    #[error(
+        "no valid tollgate key in x-tollgate-api-key: with passthrough (your own Claude subscription, Anthropic OAuth or Anthropic key), send the tollgate key as `x-tollgate-api-key: <key>` (alias x-portkey-api-key) in ANTHROPIC_CUSTOM_HEADERS; Authorization / x-api-key are your own credential and go to Anthropic"
+    )]
+    PassthroughKeyHeader,
+    #[error(
+        "key {key_id} is a passthrough key, but the request carries no Anthropic credential of its own (Authorization: Bearer, or x-api-key) to forward"
+    )]
+    PassthroughNoCredential { key_id: String },
+    #[error("passthrough request refused: {0}")]
+    PassthroughUnsupported(String),
     #[error("header {header} is invalid: {reason}")]
     BadHeader {
         header: &'static str,
@@ -40,8 +50,10 @@ impl GatewayError {
     pub fn status_and_type(&self) -> (StatusCode, &'static str) {
         use GatewayError::*;
         match self {
-            MissingKey | UnknownKey => (StatusCode::UNAUTHORIZED, "authentication_error"),
-            BadHeader { .. } | BodyRead(_) | BadJson(_) => {
+            MissingKey | UnknownKey | PassthroughKeyHeader | PassthroughNoCredential { .. } => {
+                (StatusCode::UNAUTHORIZED, "authentication_error")
+            }
+            BadHeader { .. } | BodyRead(_) | BadJson(_) | PassthroughUnsupported(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
@@ -65,6 +77,9 @@ impl GatewayError {
         match self {
             MissingKey => "missing_key",
             UnknownKey => "unknown_key",
+            PassthroughKeyHeader => "passthrough_key_header",
+            PassthroughNoCredential { .. } => "passthrough_no_credential",
+            PassthroughUnsupported(_) => "passthrough_unsupported",
             BadHeader { .. } => "bad_header",
             BodyTooLarge { .. } => "body_too_large",
             BodyRead(_) => "body_read_error",

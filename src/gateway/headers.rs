@@ -138,23 +138,47 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 /// credentials, tollgate's own (`x-tollgate-*`, `x-portkey-*`), and those
 /// the HTTP client sets itself (`host`, `content-length`, `accept-encoding`).
 pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
+    filtered(client, false)
+}
+
+/// The client headers that go upstream on a passthrough request: as
+/// [`upstream_headers`], but the client's own `Authorization` and
+/// `x-api-key` go too, unchanged, marked sensitive so no debug output of
+/// the request shows them. tollgate's key header never does.
+pub fn passthrough_upstream_headers(client: &HeaderMap) -> HeaderMap {
+    filtered(client, true)
+}
+
+fn filtered(client: &HeaderMap, keep_credentials: bool) -> HeaderMap {
     let listed = connection_listed(client);
     let mut out = HeaderMap::with_capacity(client.len());
     for (name, value) in client {
         let n = name.as_str();
+        let credential = n == "authorization" || n == "x-api-key";
         let drop = is_hop_by_hop(name, &listed)
             || n == "host"
             || n == "content-length"
             || n == "accept-encoding"
-            || n == "authorization"
-            || n == "x-api-key"
+            || (credential && !keep_credentials)
             || n.starts_with("x-tollgate-")
             || n.starts_with("x-portkey-");
         if !drop {
-            out.append(name.clone(), value.clone());
+            let mut value = value.clone();
+            if credential {
+                value.set_sensitive(true);
+            }
+            out.append(name.clone(), value);
         }
     }
     out
+}
+
+/// Headers a route's `forward_headers` can never forward: tollgate's own
+/// key would otherwise reach the provider.
+pub fn never_forwarded(name: &str) -> bool {
+    ["x-tollgate-api-key", "x-portkey-api-key"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// The upstream answer's headers that go back to the client: all but
@@ -227,5 +251,21 @@ mod tests {
         ]));
         let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["anthropic-beta", "anthropic-version", "x-custom"]);
+    }
+
+    #[test]
+    fn passthrough_keeps_the_client_credentials_but_never_the_tollgate_key() {
+        let out = passthrough_upstream_headers(&headers(&[
+            ("authorization", "Bearer sk-ant-oat01-client"),
+            ("x-api-key", "sk-ant-api03-client"),
+            ("anthropic-beta", "oauth-2025-04-20"),
+            ("x-tollgate-api-key", "tg"),
+            ("x-portkey-api-key", "tg"),
+        ]));
+        let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-api-key", "anthropic-beta"]);
+        assert_eq!(out["authorization"], "Bearer sk-ant-oat01-client");
+        assert!(out["authorization"].is_sensitive() && out["x-api-key"].is_sensitive());
+        assert!(never_forwarded("X-Tollgate-Api-Key") && !never_forwarded("x-request-source"));
     }
 }

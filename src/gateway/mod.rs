@@ -11,6 +11,7 @@ pub mod cache;
 pub mod error;
 pub mod headers;
 pub mod inbound;
+pub mod passthrough;
 mod proxy;
 pub mod recording;
 pub mod request_head;
@@ -36,26 +37,30 @@ pub struct Gateway {
     admission: Arc<admission::Admission>,
     routes: std::collections::BTreeMap<String, crate::route::RouteConfig>,
     cache: Arc<cache::ResponseCache>,
+    /// Fingerprints the client credentials of passthrough requests.
+    fingerprints: passthrough::Fingerprinter,
 }
 
 impl Gateway {
     /// Builds the gateway from config, providers, admission control and
-    /// the event queue.
+    /// the event queue; fails if the credential fingerprint secret cannot
+    /// be read or made.
     pub fn new(
         cfg: &Config,
         providers: HashMap<String, Arc<dyn Provider>>,
         admission: Arc<admission::Admission>,
         handoff: EventHandoff,
-    ) -> Gateway {
-        Gateway {
-            keys: auth::KeyRing::new(&cfg.keys),
+    ) -> Result<Gateway, passthrough::PassthroughError> {
+        Ok(Gateway {
+            keys: auth::KeyRing::new(&cfg.keys, &cfg.routes),
             providers,
             handoff,
             max_body_bytes: cfg.server.max_body_bytes,
             admission,
             routes: cfg.routes.clone(),
             cache: Arc::new(cache::ResponseCache::default()),
-        }
+            fingerprints: passthrough::Fingerprinter::from_config(cfg)?,
+        })
     }
 }
 

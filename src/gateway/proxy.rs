@@ -14,8 +14,12 @@ use super::Gateway;
 use super::auth::Identity;
 use super::cache::{Capture, ResponseCache};
 use super::error::GatewayError;
-use super::headers::{RequestTags, downstream_headers, upstream_headers};
+use super::headers::{
+    RequestTags, downstream_headers, never_forwarded, passthrough_upstream_headers,
+    upstream_headers,
+};
 use super::inbound::Inbound;
+use super::passthrough;
 use super::recording::Recording;
 use super::request_head::RequestHead;
 use super::tee::{AnswerReader, TeeBody};
@@ -96,14 +100,30 @@ impl Gateway {
         if let Some(e) = tag_error {
             return refuse(recording, e);
         }
+        if identity.passthrough {
+            if inbound != Inbound::Anthropic {
+                let e = GatewayError::PassthroughUnsupported(format!(
+                    "key {} is a passthrough key: it forwards the client's own Anthropic credential, so it speaks Anthropic's API only (not Claude Code's Bedrock or Vertex mode)",
+                    identity.key_id
+                ));
+                return refuse(recording, e);
+            }
+            // Only the credential's fingerprint is kept; the credential
+            // itself stays in the request headers on their way upstream.
+            let Some(credential) = passthrough::client_credential(&headers) else {
+                let e = GatewayError::PassthroughNoCredential {
+                    key_id: identity.key_id.clone(),
+                };
+                return refuse(recording, e);
+            };
+            recording.event_mut().credential_fingerprint =
+                Some(self.fingerprints.fingerprint(credential));
+        }
         let body = match axum::body::to_bytes(body, self.max_body_bytes).await {
             Ok(body) => body,
             Err(e) => return refuse(recording, body_error(e, self.max_body_bytes)),
         };
-        METRICS
-            .request_bytes
-            .with_label_values(&[endpoint.as_str()])
-            .observe(body.len() as f64);
+        METRICS.request_bytes.observe(body.len() as f64);
         let body = match inbound.to_anthropic(body, &mut headers) {
             Ok(body) => body,
             Err(e) => return refuse(recording, e),
@@ -155,8 +175,29 @@ impl Gateway {
                 return refuse(recording, GatewayError::BadHeader { header, reason });
             }
         };
-        let mut up_headers = upstream_headers(headers);
-        for name in &route.forward_headers {
+        let passthrough = identity.passthrough;
+        if route.passthrough && !passthrough {
+            let reason = "the route is a passthrough route: only keys configured for passthrough (passthrough = true, or a key route that is) use it".to_owned();
+            return refuse(
+                recording,
+                GatewayError::BadHeader {
+                    header: "x-tollgate-config",
+                    reason,
+                },
+            );
+        }
+        let problem = passthrough
+            .then(|| passthrough::route_problem(&route, &self.providers))
+            .flatten();
+        if let Some(problem) = problem {
+            return refuse(recording, GatewayError::PassthroughUnsupported(problem));
+        }
+        let mut up_headers = if passthrough {
+            passthrough_upstream_headers(headers)
+        } else {
+            upstream_headers(headers)
+        };
+        for name in route.forward_headers.iter().filter(|n| !never_forwarded(n)) {
             if let (Ok(n), Some(v)) = (
                 http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
                 headers.get(name.as_str()),
@@ -171,10 +212,11 @@ impl Gateway {
             model: facts_model.as_deref(),
             metadata: &facts_metadata,
         });
+        // Never on passthrough: an answer would cross credentials.
         let cache_key = route
             .cache
             .as_ref()
-            .filter(|c| c.enabled() && endpoint == Endpoint::Messages)
+            .filter(|c| c.enabled() && endpoint == Endpoint::Messages && !passthrough)
             .map(|c| {
                 let targets: Vec<&str> = plan.iter().map(|t| t.provider.as_str()).collect();
                 (
@@ -220,7 +262,13 @@ impl Gateway {
                 continue;
             };
             let (kind, name) = (provider.kind(), provider.target());
-            let body = route::apply_overrides(&body, &target.override_params);
+            // A passthrough body goes byte for byte (its routes have no
+            // overrides; this holds even if one did).
+            let body = if passthrough {
+                body.clone()
+            } else {
+                route::apply_overrides(&body, &target.override_params)
+            };
             for n in 1..=retries.0 {
                 let attempt_started = Instant::now();
                 let request = ProviderRequest {
@@ -228,6 +276,7 @@ impl Gateway {
                     query: uri.query().map(str::to_owned),
                     headers: up_headers.clone(),
                     body: body.clone(),
+                    passthrough,
                 };
                 let answer = provider.send(request).await;
                 let again = n < retries.0;
@@ -236,10 +285,6 @@ impl Gateway {
                         let status = upstream.status.as_u16();
                         recording.push_attempt(kind, name, Some(status), attempt_started, None);
                         if again && retries.1.contains(&status) {
-                            METRICS
-                                .retries
-                                .with_label_values(&[name, &status.to_string()])
-                                .inc();
                             let wait = route::backoff(
                                 n,
                                 upstream
@@ -262,10 +307,6 @@ impl Gateway {
                             Some(e.error_type()),
                         );
                         if again && !matches!(e, ProviderError::Misconfigured { .. }) {
-                            METRICS
-                                .retries
-                                .with_label_values(&[name, e.error_type()])
-                                .inc();
                             tokio::time::sleep(route::backoff(n, None)).await;
                             continue;
                         }
@@ -282,12 +323,6 @@ impl Gateway {
             if !(fall_back && more_targets) {
                 break;
             }
-            let outcome = match &last {
-                Some(Ok(up)) => up.status.as_str().to_owned(),
-                Some(Err(e)) => e.reason().to_owned(),
-                None => "other".to_owned(),
-            };
-            METRICS.fallbacks.with_label_values(&[name, &outcome]).inc();
         }
         let upstream = match last {
             Some(Ok(upstream)) => upstream,

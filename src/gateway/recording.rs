@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use super::admission::Ticket;
 use super::auth::Identity;
 use super::headers::RequestTags;
-use crate::event::{Attempt, LlmEvent, Origin, SCHEMA_VERSION, Usage};
+use crate::event::{Attempt, BilledBy, LlmEvent, Origin, SCHEMA_VERSION, Usage};
 use crate::handoff::EventHandoff;
-use crate::metrics::{InFlight, METRICS, error_label, model_label};
+use crate::metrics::{METRICS, error_label, model_label};
 use crate::providers::Endpoint;
 
 /// An `LlmEvent` being filled in as the request goes; `emit` finishes it
@@ -25,6 +25,22 @@ pub struct Recording {
     response_bytes: u64,
     /// Counts the request in `tollgate_requests_in_flight` while it lives.
     _in_flight: InFlight,
+}
+
+/// One request in `tollgate_requests_in_flight`, however it ends.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        METRICS.in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
 }
 
 impl Recording {
@@ -66,7 +82,13 @@ impl Recording {
             usage: Usage::default(),
             downgrades: Vec::new(),
             client: tags.client,
-            billed_by: crate::event::BilledBy::Api,
+            // A passthrough key's requests are billed to the client's own
+            // credential; the proxy adds that credential's fingerprint.
+            billed_by: if identity.passthrough {
+                BilledBy::Subscription
+            } else {
+                BilledBy::Api
+            },
             credential_fingerprint: None,
             cost: None,
             origin: None,
@@ -77,7 +99,7 @@ impl Recording {
             handoff,
             ticket: None,
             response_bytes: 0,
-            _in_flight: InFlight::start(),
+            _in_flight: InFlight::new(),
         }
     }
 
@@ -122,20 +144,26 @@ impl Recording {
         error_type: Option<&str>,
     ) {
         let took = since.elapsed();
+        // A cache hit is recorded as an attempt, but nothing went upstream.
         if provider != "cache" {
+            let kind = match self.event.attempts.last() {
+                None => "first",
+                Some(previous) if previous.target == target => "retry",
+                Some(_) => "fallback",
+            };
             let outcome = match (status, error_type) {
                 (Some(status), _) => status.to_string(),
                 (None, Some(e)) => error_label(e).to_owned(),
-                (None, None) => "other".to_owned(),
+                (None, None) => "error".to_owned(),
             };
+            METRICS
+                .upstream_attempts
+                .with_label_values(&[provider, target, kind, &outcome])
+                .inc();
             METRICS
                 .upstream_duration
                 .with_label_values(&[provider, target])
                 .observe(took.as_secs_f64());
-            METRICS
-                .upstream_attempts
-                .with_label_values(&[provider, target, &outcome])
-                .inc();
         }
         self.event.provider = provider.to_owned();
         self.event.target = target.to_owned();
@@ -197,6 +225,12 @@ fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
         e.provider.as_str()
     };
     let status = e.status.to_string();
+    if let Some(error) = &e.error_type {
+        METRICS
+            .request_errors
+            .with_label_values(&[provider, error_label(error)])
+            .inc();
+    }
     METRICS
         .requests
         .with_label_values(&[provider, model, &status, &e.team])
@@ -210,12 +244,6 @@ fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
             .ttft
             .with_label_values(&[provider, model])
             .observe(t.as_secs_f64());
-    }
-    if let Some(error_type) = &e.error_type {
-        METRICS
-            .errors
-            .with_label_values(&[provider, error_label(error_type)])
-            .inc();
     }
     let u = &e.usage;
     for (class, n) in [

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
@@ -41,7 +42,7 @@ impl LakeLayout {
     pub fn file_path(&self, day: NaiveDate, partition: u32, first: u64, last: u64) -> PathBuf {
         self.events_dir()
             .join(format!("day={day}"))
-            .join(format!("p{partition:05}-{first:020}-{last:020}.parquet"))
+            .join(file_name(partition, first, last))
     }
 
     /// Every lake file with its `(partition, first, last)`.
@@ -87,8 +88,13 @@ impl LakeLayout {
     }
 }
 
+/// The name of the file holding offsets `first..=last` of `partition`.
+pub fn file_name(partition: u32, first: u64, last: u64) -> String {
+    format!("p{partition:05}-{first:020}-{last:020}.parquet")
+}
+
 /// `p00000-<first>-<last>.parquet` → `(partition, first, last)`.
-fn parse_file_name(path: &Path) -> Option<(u32, u64, u64)> {
+pub(crate) fn parse_file_name(path: &Path) -> Option<(u32, u64, u64)> {
     let name = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
     let mut parts = name.strip_prefix('p')?.split('-');
     let p = parts.next()?.parse().ok()?;
@@ -97,13 +103,50 @@ fn parse_file_name(path: &Path) -> Option<(u32, u64, u64)> {
     parts.next().is_none().then_some((p, first, last))
 }
 
+/// Reads a lake file as batches in the current event schema: columns a
+/// file written before they existed come back as nulls, so old files can
+/// be rewritten (reprice, compaction) without losing them.
+pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
+    let read_err = |message: String| LakeError::Write {
+        path: path.to_owned(),
+        message,
+    };
+    let file = File::open(path).map_err(|source| LakeError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| read_err(e.to_string()))?;
+    let schema = crate::event::arrow_schema();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| read_err(e.to_string()))?;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match batch.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => c.clone(),
+                _ => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+            })
+            .collect();
+        out.push(
+            RecordBatch::try_new(schema.clone(), columns).map_err(|e| read_err(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
 /// Parquet settings for lake files: zstd, page statistics (page index) and
 /// bloom filters sized for the file's row count.
 pub fn writer_properties(rows: usize) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(128 * 1024));
+        .set_max_row_group_row_count(Some(128 * 1024))
+        // Small pages make the page index worth having: a trace lookup in
+        // a sorted file reads a few pages, not a whole column chunk.
+        .set_data_page_row_count_limit(8 * 1024);
     for c in BLOOM_COLUMNS {
         b = b
             .set_column_bloom_filter_enabled((*c).into(), true)

@@ -1,10 +1,12 @@
 //! The lake: costed events as Parquet files, partitioned by day, and the
 //! DataFusion queries over them.
 
+pub mod compact;
 pub mod files;
 pub mod query;
 pub mod reprice;
 pub mod sink;
+pub mod store;
 
 /// Why a lake operation failed; names the file or query involved.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,12 @@ pub enum LakeError {
     Encode(String),
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    #[error("SQL refused: {0}")]
+    Refused(String),
+    #[error("SQL failed: {0}")]
+    BadSql(String),
+    #[error("query ran longer than its {0:?} time limit and was cancelled")]
+    TimedOut(std::time::Duration),
     #[error("lake worker stopped unexpectedly: {0}")]
     Worker(String),
 }

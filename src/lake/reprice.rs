@@ -6,7 +6,6 @@
 //! the same name (temp file + rename), so readers see the old file or the
 //! new one, never a mix, and the offset-named layout stays as it was.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,10 +13,9 @@ use arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::LakeError;
-use super::files::{LakeLayout, write_atomically};
+use super::files::{LakeLayout, read_file, write_atomically};
 use crate::event::{COST_COLUMNS, CostColumns, Usage};
 use crate::pricing::cost::price_facts;
 use crate::pricing::{PriceBook, PriceQuery};
@@ -59,16 +57,8 @@ fn reprice_file(path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
         path: path.to_owned(),
         message,
     };
-    let file = File::open(path).map_err(|source| LakeError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| read_err(e.to_string()))?;
     let mut batches = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| read_err(e.to_string()))?;
+    for batch in read_file(path)? {
         batches.push(reprice_batch(&batch, book).map_err(read_err)?);
     }
     let schema = crate::event::arrow_schema();

@@ -153,7 +153,8 @@ impl MockState {
         body: &Bytes,
     ) -> Option<Response> {
         self.record(method, uri, headers, body);
-        if let Some(expected) = &self.options.api_key {
+        let o = &self.options;
+        if o.api_key.is_some() || !o.credentials.is_empty() {
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -162,7 +163,10 @@ impl MockState {
                 .get("x-api-key")
                 .and_then(|v| v.to_str().ok())
                 .or(bearer);
-            if key != Some(expected.as_str()) {
+            let accepted = key.is_some_and(|k| {
+                o.api_key.as_deref() == Some(k) || o.credentials.iter().any(|c| c == k)
+            });
+            if !accepted {
                 return Some(error(
                     StatusCode::UNAUTHORIZED,
                     "authentication_error",

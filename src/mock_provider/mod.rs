@@ -40,8 +40,12 @@ impl ReceivedRequest {
 #[derive(Debug, Clone, Default)]
 pub struct MockOptions {
     /// The credential the mock expects (`x-api-key` or Bearer); `None`
-    /// accepts anything, as a subscription passthrough test needs.
+    /// (with no `credentials`) accepts anything.
     pub api_key: Option<String>,
+    /// More accepted credentials (`x-api-key`, else Bearer): a
+    /// subscription passthrough test lists the clients' own tokens here
+    /// and no `api_key`, so tollgate's provider key is refused.
+    pub credentials: Vec<String>,
     /// Scenario for requests that name none.
     pub default_scenario: Option<String>,
     /// Keep a copy of every request (off for benchmarks).

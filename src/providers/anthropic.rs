@@ -1,5 +1,6 @@
 //! Anthropic's API, first party: the request goes out as the client sent
-//! it, with the provider key in place of the tollgate key.
+//! it, with the provider key in place of the tollgate key — or, on
+//! subscription passthrough, with the client's own credential untouched.
 
 use http::{HeaderValue, header};
 
@@ -55,15 +56,17 @@ impl Provider for Anthropic {
     }
 
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError> {
-        let Some(api_key) = &self.api_key else {
-            return Err(ProviderError::Misconfigured {
-                target: self.target.clone(),
-                message: "no api_key configured (is ANTHROPIC_API_KEY set?)".into(),
-            });
-        };
         let url = self.url(&request);
         let mut headers = request.headers;
-        headers.insert("x-api-key", api_key.clone());
+        if !request.passthrough {
+            let Some(api_key) = &self.api_key else {
+                return Err(ProviderError::Misconfigured {
+                    target: self.target.clone(),
+                    message: "no api_key configured (is ANTHROPIC_API_KEY set?)".into(),
+                });
+            };
+            headers.insert("x-api-key", api_key.clone());
+        }
         // The tee must read usage out of the answer, so ask for it plain.
         headers.insert(
             header::ACCEPT_ENCODING,

@@ -320,6 +320,9 @@ impl Provider for Bedrock {
     }
 
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError> {
+        if request.passthrough {
+            return Err(super::passthrough_refused(&self.target));
+        }
         let (model_id, stream, body, downgrades) = match self.translate(&request) {
             Ok(t) => t,
             Err(message) => return Ok(super::invalid_request(&message)),
@@ -418,6 +421,7 @@ mod tests {
             body: Bytes::from_static(
                 br#"{"model":"claude-sonnet-4-5","stream":true,"max_tokens":5,"messages":[]}"#,
             ),
+            passthrough: false,
         };
         let (model, stream, body, downgrades) = bedrock().translate(&request).unwrap();
         assert_eq!(model, "us.anthropic.claude-sonnet-4-5-20250929-v1:0");

@@ -48,6 +48,10 @@ pub struct ProviderRequest {
     pub headers: HeaderMap,
     /// The client's body, untouched.
     pub body: Bytes,
+    /// Subscription passthrough: `headers` carry the client's own
+    /// Anthropic credential, and the provider adds none of its own (only
+    /// Anthropic targets take such a request).
+    pub passthrough: bool,
 }
 
 /// A body arriving from upstream, chunk by chunk.
@@ -112,6 +116,16 @@ pub(crate) fn body_stream(response: reqwest::Response, target: &str) -> BodyStre
             .bytes_stream()
             .map(move |chunk| chunk.map_err(|e| classify(&target, e, true))),
     )
+}
+
+/// The refusal of a passthrough request by a provider that is not
+/// Anthropic: the client's credential is Anthropic's, so it cannot be sent
+/// elsewhere (config validation and the gateway keep it from coming here).
+pub(crate) fn passthrough_refused(target: &str) -> ProviderError {
+    ProviderError::Misconfigured {
+        target: target.to_owned(),
+        message: "a passthrough request carries the client's Anthropic credential and goes to kind \"anthropic\" only".into(),
+    }
 }
 
 /// The 400 answer to a request a translation could not read, in

@@ -223,6 +223,9 @@ impl Provider for Vertex {
     }
 
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError> {
+        if request.passthrough {
+            return Err(super::passthrough_refused(&self.target));
+        }
         let (url, body, _stream, downgrades) = match self.translate(&request) {
             Ok(t) => t,
             Err(message) => return Ok(super::invalid_request(&message)),

@@ -55,6 +55,26 @@ fn dec(v: &serde_json::Value) -> Decimal {
 
 /// Waits until nothing is reserved any more and returns the spend of
 /// `budget` (the state has caught up with every request).
+/// Posts `body`; while the gateway has not read budget state yet (503,
+/// fail closed just after start) it waits and posts again.
+async fn post_once_admitting(tg: &Tollgate, body: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = tg
+            .post("/v1/messages")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status != 503 || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn settled_spend(tg: &Tollgate, budget: &str) -> Decimal {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -238,20 +258,15 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
     let body = body_of(100);
     // 3 × $0.002256 = 67.7% of $0.01: the 50% threshold.
     for _ in 0..3 {
-        assert_eq!(
-            tg.post("/v1/messages")
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(post_once_admitting(&tg, &body).await, 200);
         settled_spend(&tg, "eng-alerts").await;
     }
     // The receiver is down: the notifier retries; then it restarts.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(tg.log().contains("alert delivery failed"), "{}", tg.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tg.log().contains("alert delivery failed") {
+        assert!(Instant::now() < deadline, "{}", tg.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tg.stop();
     let tg = Tollgate::start_with_config(dir.path(), config);
     let receiver = Receiver {
@@ -260,15 +275,7 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
     start_receiver(port, receiver.got.clone()).await;
 
     // 4 × $0.002256 = 90.2%: the 80% threshold.
-    assert_eq!(
-        tg.post("/v1/messages")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post_once_admitting(&tg, &body).await, 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     while receiver.got.lock().unwrap().len() < 2 {
         assert!(

@@ -9,6 +9,8 @@ mod claude_code;
 mod compose;
 mod dashboards;
 mod kafka;
+mod passthrough;
 mod pricing;
 mod providers;
+mod query;
 mod spine;

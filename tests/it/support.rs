@@ -1,6 +1,6 @@
 //! Starting and driving a real `tollgate serve` process in tests.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,6 +93,16 @@ impl Tollgate {
     /// api) on `config`, logging to `dir/tollgate.log`; returns once it
     /// listens, with `url` the first address it announced.
     pub fn start_role(dir: &Path, config: PathBuf, command: &str) -> Tollgate {
+        Tollgate::start_role_env(dir, config, command, &[])
+    }
+
+    /// [`Tollgate::start_role`] with extra environment (e.g. `TOLLGATE_LOG`).
+    pub fn start_role_env(
+        dir: &Path,
+        config: PathBuf,
+        command: &str,
+        env: &[(&str, &str)],
+    ) -> Tollgate {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -104,12 +114,21 @@ impl Tollgate {
             .arg(&config)
             .stdout(Stdio::piped())
             .stderr(log)
+            .envs(env.iter().copied())
             .spawn()
             .expect("tollgate binary starts");
         let stdout = child.stdout.take().unwrap();
+        // What it prints is kept too (`tollgate.stdout`), for tests that
+        // search everything a process wrote.
+        let mut printed = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tollgate.stdout"))
+            .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(printed, "{line}");
                 if let Some((_, url)) = line.split_once(" listening on ") {
                     let _ = tx.send(url.to_owned());
                 }

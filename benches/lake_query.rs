@@ -1,0 +1,337 @@
+//! Lake query benchmark: trace lookups and team-spend group-bys on a lake
+//! of 10M synthetic events, through tollgate's query layer (DataFusion) and
+//! through DuckDB (PyPI `duckdb`) on the very same Parquet files.
+//!
+//! Run with `cargo bench --bench lake_query`. The lake is generated once
+//! (30 days × 4 partitions, each file compacted and sorted by trace as
+//! `tollgate compact` leaves it) under `$TOLLGATE_BENCH_LAKE` or
+//! `target/lake-bench-<N>`; `TOLLGATE_BENCH_EVENTS` changes N. DuckDB is
+//! installed with pip into `$TOLLGATE_TOOLS_DIR/duckdb` when missing.
+//! Prints figures; asserts nothing about speed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tollgate::event::{
+    Attempt, BilledBy, BusPosition, LlmEvent, SCHEMA_VERSION, Usage, to_record_batch,
+};
+use tollgate::lake::compact::sorted;
+use tollgate::lake::files::{LakeLayout, write_atomically};
+use tollgate::lake::query::{GroupBy, Lake, LogFilter, LogQuery, Scope, SortKey, SpendQuery};
+use tollgate::pricing::cost::price_facts;
+use tollgate::pricing::{PriceBook, PriceQuery};
+
+const DAYS: u64 = 30;
+const PARTITIONS: u32 = 4;
+const EVENTS_PER_TRACE: u64 = 5;
+const EVENTS_PER_SESSION: u64 = 50;
+const LOOKUPS: usize = 200;
+const MODELS: &[&str] = &[
+    "claude-sonnet-4-5-20250929",
+    "claude-haiku-4-5-20251001",
+    "claude-opus-4-1-20250805",
+    "claude-sonnet-4-20250514",
+];
+
+fn main() {
+    let total: u64 = std::env::var("TOLLGATE_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000_000);
+    let root = std::env::var_os("TOLLGATE_BENCH_LAKE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join(format!("lake-bench-{total}")));
+    let layout = LakeLayout::new(&root);
+    let done = root.join("GENERATED");
+    if !done.exists() {
+        let t = Instant::now();
+        generate(&layout, total);
+        std::fs::write(&done, total.to_string()).unwrap();
+        println!(
+            "generated {total} events in {:.1} s under {}",
+            t.elapsed().as_secs_f64(),
+            root.display()
+        );
+    }
+    let files = layout.files().unwrap();
+    let bytes: u64 = files
+        .iter()
+        .map(|(p, ..)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    println!(
+        "lake: {total} events, {} files, {:.0} MiB",
+        files.len(),
+        bytes as f64 / 1048576.0
+    );
+
+    let traces = lookup_ids(total, "trace", EVENTS_PER_TRACE);
+    let sessions = lookup_ids(total, "session", EVENTS_PER_SESSION);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ours = rt.block_on(measure_tollgate(&layout, &traces, &sessions));
+    let ids_file = root.join("lookup-ids.json");
+    std::fs::write(
+        &ids_file,
+        serde_json::to_string(&serde_json::json!({"traces": traces, "sessions": sessions}))
+            .unwrap(),
+    )
+    .unwrap();
+    let duck = measure_duckdb(&layout, &ids_file);
+
+    println!();
+    println!("| query | tollgate (DataFusion) | DuckDB |");
+    println!("|---|---|---|");
+    for (name, ms) in &ours {
+        let theirs = duck
+            .as_ref()
+            .and_then(|d| d.get(name.as_str()))
+            .and_then(|v| v.as_f64())
+            .map(|v| format!("{v:.1} ms"))
+            .unwrap_or_else(|| "n/a".into());
+        println!("| {name} | {ms:.1} ms | {theirs} |");
+    }
+}
+
+/// Where cargo builds: benches run with the manifest dir as cwd.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Trace (or session) IDs spread over the whole lake.
+fn lookup_ids(total: u64, kind: &str, per: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(7);
+    (0..LOOKUPS)
+        .map(|_| format!("{kind}-{:08}", rng.gen_range(0..total / per)))
+        .collect()
+}
+
+/// Writes the synthetic lake, one sorted file per day and partition.
+fn generate(layout: &LakeLayout, total: u64) {
+    let book = PriceBook::embedded();
+    let per_file = total / (DAYS * PARTITIONS as u64);
+    let start = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+    let mut seq = 0u64;
+    let mut next_offset = [0u64; PARTITIONS as usize];
+    for day in 0..DAYS {
+        let mut by_partition: Vec<Vec<(BusPosition, LlmEvent)>> =
+            (0..PARTITIONS).map(|_| Vec::new()).collect();
+        let mut rng = StdRng::seed_from_u64(day);
+        for _ in 0..per_file * PARTITIONS as u64 {
+            let team = rng.gen_range(0..20u32);
+            let partition = team % PARTITIONS;
+            let at = start
+                + chrono::Duration::days(day as i64)
+                + chrono::Duration::milliseconds(rng.gen_range(0..86_400_000));
+            let event = synthetic(&book, seq, team, at, &mut rng);
+            let offset = next_offset[partition as usize];
+            next_offset[partition as usize] += 1;
+            by_partition[partition as usize].push((BusPosition { partition, offset }, event));
+            seq += 1;
+        }
+        for (p, rows) in by_partition.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let refs: Vec<(BusPosition, &LlmEvent)> = rows.iter().map(|(b, e)| (*b, e)).collect();
+            let batch = sorted(&[to_record_batch(&refs).unwrap()]).unwrap();
+            let date = (start + chrono::Duration::days(day as i64)).date_naive();
+            let (first, last) = (rows[0].0.offset, rows[rows.len() - 1].0.offset);
+            write_atomically(&layout.file_path(date, p as u32, first, last), &batch).unwrap();
+        }
+        eprint!("\rgenerating: day {}/{DAYS}", day + 1);
+    }
+    eprintln!();
+}
+
+/// One plausible Claude Code request: sessions of 50 calls, traces of 5.
+fn synthetic(
+    book: &PriceBook,
+    seq: u64,
+    team: u32,
+    at: chrono::DateTime<Utc>,
+    rng: &mut StdRng,
+) -> LlmEvent {
+    let model = MODELS[rng.gen_range(0..MODELS.len())];
+    let usage = Usage {
+        input_tokens: rng.gen_range(1..5_000),
+        output_tokens: rng.gen_range(1..4_000),
+        cache_creation_5m_tokens: rng.gen_range(0..20_000),
+        cache_creation_1h_tokens: 0,
+        cache_read_tokens: rng.gen_range(0..150_000),
+        web_search_requests: 0,
+        web_fetch_requests: 0,
+    };
+    let latency = rng.gen_range(300..30_000u64);
+    let q = PriceQuery {
+        provider: "anthropic",
+        model,
+        region: None,
+        at,
+    };
+    let status = if rng.gen_ratio(1, 50) { 529 } else { 200 };
+    LlmEvent {
+        event_id: uuid::Uuid::from_u64_pair(seq, rng.r#gen()),
+        schema_version: SCHEMA_VERSION,
+        trace_id: format!("trace-{:08}", seq / EVENTS_PER_TRACE),
+        session_id: Some(format!("session-{:08}", seq / EVENTS_PER_SESSION)),
+        request_id: Some(format!("req_{seq:012}")),
+        started_at: at,
+        ended_at: at + chrono::Duration::milliseconds(latency as i64),
+        ttft_ms: Some(latency / 10),
+        latency_ms: latency,
+        workspace: "acme".into(),
+        team: format!("team-{team:02}"),
+        user: format!("user-{:03}", team * 10 + rng.gen_range(0..10)),
+        key_id: format!("key-{:03}", team * 10 + rng.gen_range(0..10)),
+        metadata: BTreeMap::from([("repo".into(), format!("repo-{}", rng.gen_range(0..50)))]),
+        endpoint: "messages".into(),
+        provider: "anthropic".into(),
+        target: "anthropic".into(),
+        region: None,
+        model_requested: Some(model.into()),
+        model_served: Some(model.into()),
+        stream: true,
+        status,
+        error_type: (status != 200).then(|| "overloaded_error".into()),
+        stop_reason: Some("end_turn".into()),
+        attempts: vec![Attempt {
+            provider: "anthropic".into(),
+            target: "anthropic".into(),
+            status: Some(status),
+            latency_ms: latency,
+            error_type: None,
+        }],
+        cost: Some(price_facts(book, Some(&q), &usage)),
+        usage,
+        downgrades: Vec::new(),
+        client: Some("claude-cli/2.1.197 (external, cli)".into()),
+        billed_by: BilledBy::Api,
+        credential_fingerprint: None,
+        origin: None,
+    }
+}
+
+/// Milliseconds at the given percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn measure_tollgate(
+    layout: &LakeLayout,
+    traces: &[String],
+    sessions: &[String],
+) -> Vec<(String, f64)> {
+    let lake = Lake::open(layout).await.unwrap();
+    let mut out = Vec::new();
+    // Warm-up: the OS page cache and DataFusion's first planning.
+    lake.trace(&Scope::All, &traces[0]).await.unwrap();
+    let mut times = Vec::new();
+    for id in traces {
+        let t = Instant::now();
+        let view = lake
+            .trace(&Scope::All, id)
+            .await
+            .unwrap()
+            .expect("trace exists");
+        times.push(t.elapsed());
+        assert_eq!(view.events.len() as u64, EVENTS_PER_TRACE);
+    }
+    times.sort();
+    out.push(("trace lookup p50".into(), percentile(&times, 0.5)));
+    out.push(("trace lookup p99".into(), percentile(&times, 0.99)));
+
+    let mut times = Vec::new();
+    for id in sessions.iter().take(50) {
+        let q = LogQuery {
+            filter: LogFilter {
+                session_id: Some(id.clone()),
+                ..LogFilter::default()
+            },
+            sort: SortKey::StartedAt,
+            descending: true,
+            limit: 100,
+            cursor: None,
+        };
+        let t = Instant::now();
+        let page = lake.logs(&Scope::All, &q).await.unwrap();
+        times.push(t.elapsed());
+        assert_eq!(page.data.len() as u64, EVENTS_PER_SESSION);
+    }
+    times.sort();
+    out.push(("session logs p50".into(), percentile(&times, 0.5)));
+
+    let spend = SpendQuery {
+        group_by: vec![GroupBy::Team],
+        filter: LogFilter::default(),
+        limit: 1000,
+    };
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = lake.spend(&Scope::All, &spend).await.unwrap();
+        times.push(t.elapsed());
+        assert_eq!(r.data.len(), 20);
+    }
+    times.sort();
+    out.push((
+        "team spend group-by (all 30 days), median of 5".into(),
+        percentile(&times, 0.5),
+    ));
+    out
+}
+
+/// Runs `benches/lake_query_duckdb.py`; `None` (with a note) if DuckDB is
+/// not available.
+fn measure_duckdb(layout: &LakeLayout, ids: &Path) -> Option<serde_json::Value> {
+    let tools = std::env::var_os("TOLLGATE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
+        });
+    let site = tools.join("duckdb");
+    if !site.join("duckdb").exists() || !site.join("pytz").exists() {
+        let ok = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--root-user-action=ignore", "--target"])
+            .arg(&site)
+            .args(["duckdb==1.4.2", "pytz"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("DuckDB could not be installed with pip; skipping its column");
+            return None;
+        }
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/lake_query_duckdb.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(layout.events_dir())
+        .arg(ids)
+        .env("PYTHONPATH", &site)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "DuckDB run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("duckdb: {}", text.trim());
+    serde_json::from_str(text.lines().last()?).ok()
+}

@@ -1,0 +1,329 @@
+//! Compaction: many small sink files become a few large sorted ones.
+//!
+//! The sink writes one file per flush, so a busy day holds hundreds of
+//! small files, each needing its own footer read and bloom filter probe.
+//! Compaction merges a run of consecutive files of one partition and day
+//! into one file named by the run's whole offset range, sorted by
+//! `trace_id` then `started_at` so the page index narrows a trace lookup
+//! to a few pages.
+//!
+//! Nothing is lost or doubled at any point: the merged file is complete
+//! (temp file, fsync, rename) before its inputs are deleted, and readers
+//! ([`super::store::LakeStore`]) never list a file whose range another file
+//! covers. Inputs left behind by a crash are deleted by the next run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take};
+
+use super::LakeError;
+use super::files::{LakeLayout, file_name, read_file, write_atomically};
+
+/// What counts as small and how large a merged file may grow.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Files at least this large are left alone.
+    pub small_file_bytes: u64,
+    /// A merged file holds at most this many rows.
+    pub max_rows: usize,
+    /// Fewer small files than this in a run are not worth a rewrite.
+    pub min_files: usize,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions {
+            small_file_bytes: 32 * 1024 * 1024,
+            max_rows: 1_000_000,
+            min_files: 4,
+        }
+    }
+}
+
+/// What one compaction run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CompactReport {
+    pub files_merged: usize,
+    pub files_written: usize,
+    pub rows: usize,
+    /// Inputs of an earlier, interrupted run that were deleted.
+    pub leftovers_deleted: usize,
+}
+
+/// One lake file as compaction sees it.
+#[derive(Debug, Clone)]
+struct LakeFile {
+    path: PathBuf,
+    first: u64,
+    last: u64,
+    bytes: u64,
+}
+
+/// Compacts every day and partition of the lake.
+pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactReport, LakeError> {
+    let mut report = CompactReport::default();
+    let mut groups: BTreeMap<(PathBuf, u32), Vec<LakeFile>> = BTreeMap::new();
+    for (path, partition, first, last) in layout.files()? {
+        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        groups.entry((dir, partition)).or_default().push(LakeFile {
+            path,
+            first,
+            last,
+            bytes,
+        });
+    }
+    for ((dir, partition), files) in groups {
+        let files = delete_superseded(files, &mut report)?;
+        for run in runs(&files, opts) {
+            merge(&dir, partition, run, &mut report)?;
+        }
+    }
+    crate::metrics::METRICS
+        .lake_compacted_files
+        .inc_by(report.files_merged as u64);
+    Ok(report)
+}
+
+/// Deletes files another file covers (what an interrupted run left) and
+/// returns the rest in offset order.
+fn delete_superseded(
+    mut files: Vec<LakeFile>,
+    report: &mut CompactReport,
+) -> Result<Vec<LakeFile>, LakeError> {
+    files.sort_by_key(|f| (f.first, std::cmp::Reverse(f.last)));
+    let mut kept: Vec<LakeFile> = Vec::with_capacity(files.len());
+    for f in files {
+        if kept.iter().any(|k| k.first <= f.first && f.last <= k.last) {
+            remove(&f.path)?;
+            report.leftovers_deleted += 1;
+        } else {
+            kept.push(f);
+        }
+    }
+    Ok(kept)
+}
+
+/// Runs of consecutive small files worth merging. A large file breaks a
+/// run: the merged range must never cover a file that is not merged.
+fn runs<'a>(files: &'a [LakeFile], opts: &CompactOptions) -> Vec<&'a [LakeFile]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    // Rows are unknown without opening files; bytes bound the run instead,
+    // at a generous ~100 bytes per compressed row.
+    let max_bytes = (opts.max_rows as u64).saturating_mul(100);
+    let mut run_bytes = 0u64;
+    for (i, f) in files.iter().enumerate() {
+        let small = f.bytes < opts.small_file_bytes;
+        if !small || run_bytes + f.bytes > max_bytes {
+            if i - start >= opts.min_files {
+                out.push(&files[start..i]);
+            }
+            start = if small { i } else { i + 1 };
+            run_bytes = if small { f.bytes } else { 0 };
+            continue;
+        }
+        run_bytes += f.bytes;
+    }
+    if files.len() - start >= opts.min_files {
+        out.push(&files[start..]);
+    }
+    out
+}
+
+/// Writes the run as one sorted file, then deletes its inputs.
+fn merge(
+    dir: &std::path::Path,
+    partition: u32,
+    run: &[LakeFile],
+    report: &mut CompactReport,
+) -> Result<(), LakeError> {
+    let (first, last) = (run[0].first, run[run.len() - 1].last);
+    let mut batches = Vec::new();
+    for f in run {
+        batches.extend(read_file(&f.path)?);
+    }
+    let merged = sorted(&batches).map_err(|message| LakeError::Write {
+        path: dir.to_owned(),
+        message,
+    })?;
+    write_atomically(&dir.join(file_name(partition, first, last)), &merged)?;
+    for f in run {
+        remove(&f.path)?;
+    }
+    report.files_merged += run.len();
+    report.files_written += 1;
+    report.rows += merged.num_rows();
+    Ok(())
+}
+
+/// All rows in one batch sorted by `trace_id`, `started_at`.
+pub fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, String> {
+    let schema = crate::event::arrow_schema();
+    let all = concat_batches(&schema, batches).map_err(|e| e.to_string())?;
+    let key = |name: &str| -> Result<SortColumn, String> {
+        Ok(SortColumn {
+            values: Arc::clone(
+                all.column_by_name(name)
+                    .ok_or_else(|| format!("column {name} missing"))?,
+            ),
+            options: Some(SortOptions::default()),
+        })
+    };
+    let indices = lexsort_to_indices(&[key("trace_id")?, key("started_at")?], None)
+        .map_err(|e| e.to_string())?;
+    let columns = all
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &indices, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+}
+
+fn remove(path: &std::path::Path) -> Result<(), LakeError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LakeError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(first: u64, last: u64, bytes: u64) -> LakeFile {
+        LakeFile {
+            path: PathBuf::from(format!("p0-{first}-{last}")),
+            first,
+            last,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_large_file_splits_runs_so_no_merged_range_covers_it() {
+        let opts = CompactOptions {
+            small_file_bytes: 100,
+            max_rows: 1_000_000,
+            min_files: 2,
+        };
+        let files = [
+            file(0, 9, 10),
+            file(10, 19, 10),
+            file(20, 29, 500),
+            file(30, 39, 10),
+            file(40, 49, 10),
+            file(50, 59, 10),
+        ];
+        let runs: Vec<(u64, u64)> = runs(&files, &opts)
+            .iter()
+            .map(|r| (r[0].first, r[r.len() - 1].last))
+            .collect();
+        assert_eq!(runs, vec![(0, 19), (30, 59)]);
+    }
+
+    /// Writes `n` files of `rows` events each for partition 0 of one day.
+    fn write_small_files(layout: &LakeLayout, n: u64, rows: u64) -> Vec<PathBuf> {
+        use crate::event::{BusPosition, to_record_batch};
+        let day = chrono::Utc::now().date_naive();
+        (0..n)
+            .map(|f| {
+                let events: Vec<_> = (0..rows)
+                    .map(|i| {
+                        let mut e = crate::event::tests::sample_event();
+                        e.trace_id = format!("trace-{}", (f * rows + i) % 7);
+                        e
+                    })
+                    .collect();
+                let with_pos: Vec<_> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let pos = BusPosition {
+                            partition: 0,
+                            offset: f * rows + i as u64,
+                        };
+                        (pos, e)
+                    })
+                    .collect();
+                let path = layout.file_path(day, 0, f * rows, f * rows + rows - 1);
+                write_atomically(&path, &to_record_batch(&with_pos).unwrap()).unwrap();
+                path
+            })
+            .collect()
+    }
+
+    async fn count_rows(layout: &LakeLayout) -> (usize, usize) {
+        let lake = crate::lake::query::Lake::open(layout).await.unwrap();
+        let limits = crate::lake::query::SqlLimits {
+            max_rows: 10,
+            timeout: std::time::Duration::from_secs(30),
+        };
+        let sql = "SELECT count(*) AS n, count(DISTINCT bus_offset) AS d FROM events";
+        let r = lake
+            .sql(&crate::lake::query::Scope::All, sql, limits)
+            .await
+            .unwrap();
+        let n = |k: &str| r.rows[0][k].as_u64().unwrap() as usize;
+        (n("n"), n("d"))
+    }
+
+    #[tokio::test]
+    async fn merged_files_are_sorted_and_inputs_left_by_a_crash_are_hidden_then_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LakeLayout::new(dir.path());
+        let inputs = write_small_files(&layout, 5, 20);
+        let saved = std::fs::read(&inputs[2]).unwrap();
+        let opts = CompactOptions {
+            min_files: 2,
+            ..CompactOptions::default()
+        };
+        let report = compact(&layout, &opts).unwrap();
+        assert_eq!(
+            (report.files_merged, report.files_written, report.rows),
+            (5, 1, 100)
+        );
+        let files = layout.files().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].2, files[0].3), (0, 99));
+        let merged = read_file(&files[0].0).unwrap();
+        let traces = merged[0]
+            .column_by_name("trace_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap()
+            .iter()
+            .map(|t| t.unwrap().to_owned())
+            .collect::<Vec<_>>();
+        assert!(traces.windows(2).all(|w| w[0] <= w[1]), "sorted by trace");
+        assert_eq!(count_rows(&layout).await, (100, 100));
+
+        // A crash between writing the merged file and deleting an input.
+        std::fs::write(&inputs[2], saved).unwrap();
+        assert_eq!(count_rows(&layout).await, (100, 100), "no row twice");
+        let report = compact(&layout, &opts).unwrap();
+        assert_eq!(report.leftovers_deleted, 1);
+        assert!(!inputs[2].exists());
+        assert_eq!(count_rows(&layout).await, (100, 100));
+    }
+
+    #[test]
+    fn a_run_shorter_than_min_files_is_left_alone() {
+        let opts = CompactOptions {
+            small_file_bytes: 100,
+            max_rows: 1_000_000,
+            min_files: 3,
+        };
+        let files = [file(0, 9, 10), file(10, 19, 10), file(20, 29, 500)];
+        assert!(runs(&files, &opts).is_empty());
+    }
+}

@@ -1,0 +1,238 @@
+//! Reading the lake with DataFusion: the `events` table, who may see which
+//! rows of it, and the queries of the API (logs, traces, spend, SQL).
+
+mod logs;
+mod spend;
+mod sql;
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use chrono::{DateTime, Utc};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::*;
+use datafusion::scalar::ScalarValue;
+
+pub use logs::{Cursor, LogFilter, LogPage, LogQuery, SortKey, TraceTotals, TraceView};
+pub use spend::{GroupBy, SpendQuery, SpendResult, TopSessionsQuery};
+pub use sql::{SqlLimits, SqlResult};
+
+use super::LakeError;
+use super::files::LakeLayout;
+use super::store::LakeStore;
+use crate::event::arrow_schema;
+
+/// Which rows a caller may read: everything, or one team's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Team(String),
+}
+
+impl Scope {
+    /// The row filter the scope adds to every query.
+    fn predicate(&self) -> Option<Expr> {
+        match self {
+            Scope::All => None,
+            Scope::Team(team) => Some(col("team").eq(lit(team.clone()))),
+        }
+    }
+}
+
+/// The lake opened for queries.
+pub struct Lake {
+    ctx: SessionContext,
+    /// The `events` table itself, for per-request SQL sessions that must
+    /// see it only through a scope.
+    table: Arc<ListingTable>,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl Lake {
+    /// [`Lake::open_with_memory`] with the default 2 GiB query memory.
+    pub async fn open(layout: &LakeLayout) -> Result<Lake, LakeError> {
+        Lake::open_with_memory(layout, 2048 * 1024 * 1024).await
+    }
+
+    /// Registers the `events` table over the lake directory. Files are
+    /// listed at query time, so new files are seen without reopening.
+    /// Queries together may hold `memory_bytes`; one that needs more
+    /// fails with an error instead of taking the machine's memory.
+    pub async fn open_with_memory(
+        layout: &LakeLayout,
+        memory_bytes: usize,
+    ) -> Result<Lake, LakeError> {
+        let dir = layout.events_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let config = SessionConfig::new()
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true)
+            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
+            .set_bool("datafusion.execution.parquet.enable_page_index", true);
+        // The sink adds files all the time: list them on every query rather
+        // than serve a cached listing that misses the newest events.
+        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(cache)
+            .with_memory_limit(memory_bytes, 1.0)
+            .build_arc()?;
+        // Reads go through the store that hides files a compaction merged.
+        runtime.register_object_store(
+            ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(LakeStore::new()),
+        );
+        let ctx = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("day".to_owned(), DataType::Utf8)]);
+        let listing = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(arrow_schema());
+        let table = Arc::new(ListingTable::try_new(listing)?);
+        ctx.register_table("events", table.clone())?;
+        Ok(Lake {
+            ctx,
+            table,
+            config,
+            runtime,
+        })
+    }
+
+    /// The `events` rows `scope` may read.
+    async fn events(&self, scope: &Scope) -> Result<DataFrame, LakeError> {
+        let df = self.ctx.table("events").await?;
+        Ok(match scope.predicate() {
+            Some(p) => df.filter(p)?,
+            None => df,
+        })
+    }
+
+    /// A fresh session whose only table is `events` as `scope` sees it:
+    /// what user SQL runs in, so no statement can reach other rows.
+    fn scoped_session(&self, scope: &Scope) -> Result<SessionContext, LakeError> {
+        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+        let table: Arc<dyn TableProvider> = match scope.predicate() {
+            None => self.table.clone(),
+            Some(p) => {
+                let source = datafusion::datasource::provider_as_source(self.table.clone());
+                let plan =
+                    datafusion::logical_expr::LogicalPlanBuilder::scan("events", source, None)?
+                        .filter(p)?
+                        .build()?;
+                Arc::new(datafusion::catalog::view::ViewTable::new(plan, None))
+            }
+        };
+        ctx.register_table("events", table)?;
+        Ok(ctx)
+    }
+}
+
+/// Lake queries run on their own threads: a heavy scan or a runaway SQL
+/// statement must never hold the gateway's threads, and a time limit must
+/// be able to answer while a query is still computing.
+static QUERY_RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("lake-query")
+        .enable_all()
+        .build()
+        .expect("the lake query runtime starts")
+});
+
+/// Runs `df` to completion on the query runtime, cancelling it after
+/// `limit` (the answer comes at once; the work stops at its next yield).
+async fn collect(df: DataFrame, limit: Option<Duration>) -> Result<Vec<RecordBatch>, LakeError> {
+    let mut handle = QUERY_RUNTIME.spawn(df.collect());
+    let joined = match limit {
+        None => handle.await,
+        Some(limit) => match tokio::time::timeout(limit, &mut handle).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                handle.abort();
+                return Err(LakeError::TimedOut(limit));
+            }
+        },
+    };
+    joined
+        .map_err(|e| LakeError::Worker(e.to_string()))?
+        .map_err(LakeError::Query)
+}
+
+/// A timestamp literal for comparisons with `started_at`.
+fn ts_lit(t: &DateTime<Utc>) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(t.timestamp_millis()),
+        Some("UTC".into()),
+    ))
+}
+
+/// Time bounds as predicates; they also prune whole `day=` directories.
+fn time_range(from: Option<&DateTime<Utc>>, to: Option<&DateTime<Utc>>) -> Vec<Expr> {
+    let mut out = Vec::new();
+    if let Some(from) = from {
+        out.push(col("started_at").gt_eq(ts_lit(from)));
+        out.push(col("day").gt_eq(lit(from.date_naive().to_string())));
+    }
+    if let Some(to) = to {
+        out.push(col("started_at").lt(ts_lit(to)));
+        out.push(col("day").lt_eq(lit(to.date_naive().to_string())));
+    }
+    out
+}
+
+/// Applies every predicate to `df`.
+fn filtered(df: DataFrame, predicates: Vec<Expr>) -> Result<DataFrame, LakeError> {
+    Ok(match predicates.into_iter().reduce(Expr::and) {
+        Some(p) => df.filter(p)?,
+        None => df,
+    })
+}
+
+/// Rows as JSON objects. Dollar amounts become strings with every decimal
+/// place (a JSON number would round them through a float).
+fn rows_as_json(
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, LakeError> {
+    let encode = |e: arrow::error::ArrowError| LakeError::Encode(e.to_string());
+    let mut exact = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let schema = batch.schema();
+        let mut fields = Vec::with_capacity(schema.fields().len());
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            if matches!(field.data_type(), DataType::Decimal128(..)) {
+                columns.push(arrow::compute::cast(column, &DataType::Utf8).map_err(encode)?);
+                fields.push(field.as_ref().clone().with_data_type(DataType::Utf8));
+            } else {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone());
+            }
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        exact.push(RecordBatch::try_new(schema, columns).map_err(encode)?);
+    }
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<&RecordBatch> = exact.iter().collect();
+    writer.write_batches(&refs).map_err(encode)?;
+    writer.finish().map_err(encode)?;
+    let raw = writer.into_inner();
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&raw).map_err(|e| LakeError::Encode(e.to_string()))
+}
