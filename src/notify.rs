@@ -8,7 +8,7 @@
 //! is delivered once: the IDs delivered before the group's committed offset
 //! are re-read from the topic at start-up.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::ledger::Alert;
-use crate::bus::{ALERTS_TOPIC, BusError, BusRecord, Log, Subscription};
+use crate::bus::{ALERTS_TOPIC, BusError, BusRecord, Log, Subscription, history};
 use crate::config::{WebhookConfig, WebhookFormat};
 use crate::metrics::METRICS;
 
@@ -69,7 +69,9 @@ impl Notifier {
             };
             if let Some(first) = records.first() {
                 if self.delivered.is_none() {
-                    self.delivered = Some(delivered_before(self.log.as_ref(), first.offset).await?);
+                    self.delivered = Some(
+                        delivered_before(self.log.as_ref(), first.partition, first.offset).await?,
+                    );
                 }
             }
             for record in records {
@@ -135,36 +137,23 @@ impl Notifier {
 }
 
 /// IDs of the alerts before `offset` (delivered by an earlier run).
-async fn delivered_before(log: &dyn Log, offset: u64) -> Result<HashSet<String>, BusError> {
+async fn delivered_before(
+    log: &dyn Log,
+    partition: u32,
+    offset: u64,
+) -> Result<HashSet<String>, BusError> {
     let mut ids = HashSet::new();
-    if offset == 0 {
+    let Some(end) = offset.checked_sub(1) else {
         return Ok(ids);
-    }
-    let group = format!(
-        "tollgate-notifier-history-{}",
-        uuid::Uuid::new_v4().simple()
-    );
-    let mut history = log.subscribe(&group, ALERTS_TOPIC).await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        for r in history.poll(1000, Duration::from_millis(500)).await? {
-            if r.offset >= offset {
-                return Ok(ids);
-            }
-            if let Ok(a) = serde_json::from_slice::<Alert>(&r.payload) {
-                ids.insert(a.alert_id);
-            }
-            if r.offset + 1 == offset {
-                return Ok(ids);
-            }
+    };
+    let ends = HashMap::from([(partition, end)]);
+    history::read_history(log, ALERTS_TOPIC, "notifier-history", ends, |r| {
+        if let Ok(a) = serde_json::from_slice::<Alert>(&r.payload) {
+            ids.insert(a.alert_id);
         }
-        if std::time::Instant::now() > deadline {
-            return Err(BusError::Worker {
-                topic: ALERTS_TOPIC.into(),
-                message: "could not read alert history within 60 s".into(),
-            });
-        }
-    }
+    })
+    .await?;
+    Ok(ids)
 }
 
 fn format_label(f: WebhookFormat) -> &'static str {

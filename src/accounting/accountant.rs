@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::{Alert, Ledgers};
 use crate::budget::{BudgetRecord, BudgetSpec};
 use crate::bus::{
-    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, Subscription,
+    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log,
+    Subscription, history,
 };
 use crate::event::{BilledBy, BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
@@ -271,41 +272,22 @@ impl Accountant {
 }
 
 /// Every record of the budgets topic from its start (compacted on Kafka),
-/// to restore ledgers: read with a throwaway consumer group up to the
-/// record that was last when the read began.
+/// to restore ledgers: up to the record that was last when the read began.
 pub async fn read_budget_records(log: &dyn Log) -> Result<Vec<BudgetRecord>, BusError> {
-    let Some(last) = log.last_in(BUDGETS_TOPIC, 0).await? else {
-        return Ok(Vec::new());
-    };
-    let group = format!("tollgate-restore-{}", uuid::Uuid::new_v4().simple());
-    let mut subscription = log.subscribe(&group, BUDGETS_TOPIC).await?;
+    let ends = history::last_offsets(log, BUDGETS_TOPIC).await?;
     let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let records = subscription
-            .poll(10_000, Duration::from_millis(500))
-            .await?;
-        let mut done = false;
-        for r in records {
-            done |= r.offset >= last.offset;
-            match serde_json::from_slice::<BudgetRecord>(&r.payload) {
-                Ok(record) => out.push(record),
-                Err(e) => {
-                    tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped")
-                }
+    history::read_history(
+        log,
+        BUDGETS_TOPIC,
+        "restore",
+        ends,
+        |r| match serde_json::from_slice::<BudgetRecord>(&r.payload) {
+            Ok(record) => out.push(record),
+            Err(e) => {
+                tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped")
             }
-        }
-        if done {
-            return Ok(out);
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(BusError::Worker {
-                topic: BUDGETS_TOPIC.into(),
-                message: format!(
-                    "could not read the budget state up to offset {} within 60 s",
-                    last.offset
-                ),
-            });
-        }
-    }
+        },
+    )
+    .await?;
+    Ok(out)
 }

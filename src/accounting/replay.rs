@@ -6,7 +6,6 @@
 //! are the ones the running accountant publishes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -15,7 +14,7 @@ use serde::Serialize;
 use super::accountant::RecentIds;
 use super::ledger::{Alert, Ledgers};
 use crate::budget::{BudgetSpec, LedgerId};
-use crate::bus::{BusError, EVENTS_TOPIC, Log};
+use crate::bus::{BusError, EVENTS_TOPIC, Log, history};
 use crate::event::LlmEvent;
 use crate::pricing::PriceBook;
 use crate::pricing::cost::price_event;
@@ -39,52 +38,21 @@ pub async fn replay(
     book: &PriceBook,
     specs: Vec<BudgetSpec>,
 ) -> Result<Vec<LedgerSummary>, BusError> {
-    let mut ends = HashMap::new();
-    for p in 0..log.partitions(EVENTS_TOPIC).await? {
-        if let Some(last) = log.last_in(EVENTS_TOPIC, p).await? {
-            ends.insert(p, last.offset);
-        }
-    }
+    let ends = history::last_offsets(log, EVENTS_TOPIC).await?;
     let mut ledgers = Ledgers::new(specs);
-    let mut remaining = ends.len();
-    if remaining > 0 {
-        let group = format!("tollgate-replay-{}", uuid::Uuid::new_v4().simple());
-        let mut subscription = log.subscribe(&group, EVENTS_TOPIC).await?;
-        let mut seen: HashMap<u32, RecentIds> = HashMap::new();
-        let mut alerts: Vec<Alert> = Vec::new();
-        let mut idle = 0;
-        while remaining > 0 {
-            let records = subscription
-                .poll(10_000, Duration::from_millis(500))
-                .await?;
-            idle = if records.is_empty() { idle + 1 } else { 0 };
-            if idle > 120 {
-                return Err(BusError::Worker {
-                    topic: EVENTS_TOPIC.into(),
-                    message: "replay stopped receiving events before the end of the log".into(),
-                });
-            }
-            for r in records {
-                let Some(end) = ends.get(&r.partition).copied() else {
-                    continue;
-                };
-                if r.offset > end {
-                    continue;
-                }
-                if r.offset == end {
-                    remaining -= 1;
-                }
-                let Ok(mut event) = serde_json::from_slice::<LlmEvent>(&r.payload) else {
-                    continue;
-                };
-                if !seen.entry(r.partition).or_default().insert(event.event_id) {
-                    continue;
-                }
-                event.cost = Some(price_event(book, &event));
-                ledgers.fold(r.partition, r.offset, &event, &mut alerts);
-            }
+    let mut seen: HashMap<u32, RecentIds> = HashMap::new();
+    let mut alerts: Vec<Alert> = Vec::new();
+    history::read_history(log, EVENTS_TOPIC, "replay", ends, |r| {
+        let Ok(mut event) = serde_json::from_slice::<LlmEvent>(&r.payload) else {
+            return;
+        };
+        if !seen.entry(r.partition).or_default().insert(event.event_id) {
+            return;
         }
-    }
+        event.cost = Some(price_event(book, &event));
+        ledgers.fold(r.partition, r.offset, &event, &mut alerts);
+    })
+    .await?;
     let mut totals: BTreeMap<LedgerId, LedgerSummary> = BTreeMap::new();
     for s in ledgers.states() {
         let t = totals.entry(s.id.clone()).or_insert_with(|| LedgerSummary {

@@ -7,6 +7,7 @@
 pub mod embedded;
 pub mod embedded_bus;
 pub mod forwarder;
+pub mod history;
 pub mod kafka;
 pub mod publisher;
 
