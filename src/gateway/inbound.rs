@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::Gateway;
 use super::error::GatewayError;
 use crate::providers::Endpoint;
+use crate::providers::error_types::status_for_error_type;
 use crate::providers::eventstream::{chunk_frame, exception_frame, status_exception};
 use crate::providers::translate::{anthropic_name, body_object};
 
@@ -134,17 +135,9 @@ impl Inbound {
     }
 }
 
-/// The HTTP status an Anthropic error type stands for.
+/// The HTTP status an Anthropic error answer's type stands for.
 fn error_status(v: &Value) -> u16 {
-    match v["error"]["type"].as_str().unwrap_or("") {
-        "invalid_request_error" => 400,
-        "authentication_error" => 401,
-        "permission_error" => 403,
-        "not_found_error" => 404,
-        "rate_limit_error" => 429,
-        "overloaded_error" => 529,
-        _ => 500,
-    }
+    status_for_error_type(v["error"]["type"].as_str().unwrap_or(""))
 }
 
 /// An Anthropic-shaped error answer re-shaped as Bedrock's.

@@ -232,16 +232,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
 
 pub(super) fn scripted_error(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = match status.as_u16() {
-        400 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        529 => "overloaded_error",
-        _ => "api_error",
-    };
+    let kind = crate::providers::error_types::error_type_for_status(status.as_u16());
     let mut r = error(status, kind, &format!("mock scripted {kind}"));
     if status == StatusCode::TOO_MANY_REQUESTS {
         r.headers_mut()

@@ -89,17 +89,17 @@ pub fn sse(kind: &str, data: &[u8]) -> Bytes {
 /// (`ThrottlingException` or `throttlingException`).
 pub fn exception_status(kind: &str) -> (u16, &'static str) {
     let k = kind.split(':').next().unwrap_or(kind).to_ascii_lowercase();
-    match k.as_str() {
-        "throttlingexception" => (429, "rate_limit_error"),
-        "validationexception" => (400, "invalid_request_error"),
-        "accessdeniedexception" => (403, "permission_error"),
-        "resourcenotfoundexception" => (404, "not_found_error"),
-        "modeltimeoutexception" => (504, "api_error"),
-        "servicequotaexceededexception" => (429, "rate_limit_error"),
-        "serviceunavailableexception" | "modelnotreadyexception" => (529, "overloaded_error"),
-        "unrecognizedclientexception" | "expiredtokenexception" => (401, "authentication_error"),
-        _ => (500, "api_error"),
-    }
+    let status = match k.as_str() {
+        "throttlingexception" | "servicequotaexceededexception" => 429,
+        "validationexception" => 400,
+        "accessdeniedexception" => 403,
+        "resourcenotfoundexception" => 404,
+        "modeltimeoutexception" => 504,
+        "serviceunavailableexception" | "modelnotreadyexception" => 529,
+        "unrecognizedclientexception" | "expiredtokenexception" => 401,
+        _ => 500,
+    };
+    (status, super::error_types::error_type_for_status(status))
 }
 
 /// The Bedrock exception name for an HTTP status, for errors answered to

@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod error_types;
 pub mod eventstream;
 pub mod translate;
 pub mod vertex;

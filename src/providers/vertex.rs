@@ -275,15 +275,7 @@ impl Provider for Vertex {
                     .as_str()
                     .map(str::to_owned)
                     .unwrap_or(text);
-                let error_type = match status.as_u16() {
-                    400 => "invalid_request_error",
-                    401 => "authentication_error",
-                    403 => "permission_error",
-                    404 => "not_found_error",
-                    429 => "rate_limit_error",
-                    529 | 503 => "overloaded_error",
-                    _ => "api_error",
-                };
+                let error_type = super::error_types::error_type_for_status(status.as_u16());
                 serde_json::json!({"type": "error", "error": {"type": error_type, "message": format!("vertex ({}): {message}", self.target)}}).to_string()
             };
             return Ok(json_answer(status, Bytes::from(body), downgrades));
