@@ -12,6 +12,13 @@ use tollgate::mock_provider::{self, MockOptions};
 use tollgate::pricing::{PriceBook, PriceQuery};
 use tollgate::roles::{self, Role};
 
+/// mimalloc instead of the system allocator: the hot path allocates and
+/// frees many small buffers per request (headers, JSON, events), where
+/// glibc's malloc showed up as the largest user-space cost in profiles and
+/// fragmented the heap under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Gateway and cost-accounting pipeline for Claude Code.
 #[derive(Parser)]
 #[command(name = "tollgate", version, about)]

@@ -34,6 +34,11 @@ use crate::pricing::cost::price_event;
 pub const ACCOUNTANT_GROUP: &str = "tollgate-accountant";
 /// Most events priced per batch.
 const BATCH: usize = 4096;
+/// Longest time between offset commits while events keep coming. A commit
+/// is two fsyncs and a rename; what it records is only where a restart
+/// resumes, and a restart re-reads from there without re-publishing or
+/// re-folding anything (see the module doc), so one per interval is enough.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Event IDs remembered per partition to drop re-sent duplicates; a
 /// re-send follows its original within one journal batch, far fewer.
 const RECENT_IDS: usize = 65_536;
@@ -80,6 +85,10 @@ pub struct Accountant {
     warned: HashSet<String>,
     /// Budget ledgers of the partitions this accountant owns.
     ledgers: Ledgers,
+    /// Next offsets handled but not yet committed, per partition.
+    uncommitted: HashMap<u32, u64>,
+    /// When offsets were last committed.
+    last_commit: std::time::Instant,
 }
 
 impl Accountant {
@@ -96,6 +105,8 @@ impl Accountant {
             partitions: HashMap::new(),
             warned: HashSet::new(),
             ledgers: Ledgers::new(budgets),
+            uncommitted: HashMap::new(),
+            last_commit: std::time::Instant::now(),
         })
     }
 
@@ -129,7 +140,11 @@ impl Accountant {
                 .subscription
                 .poll(BATCH, Duration::from_millis(250))
                 .await?;
+            let idle = records.is_empty();
             self.handle(records).await?;
+            if idle || self.last_commit.elapsed() >= COMMIT_INTERVAL {
+                self.commit().await?;
+            }
         }
         loop {
             let records = self.subscription.poll(BATCH, Duration::ZERO).await?;
@@ -138,6 +153,7 @@ impl Accountant {
             }
             self.handle(records).await?;
         }
+        self.commit().await?;
         tracing::info!("accountant priced everything on the bus and stopped");
         Ok(())
     }
@@ -146,15 +162,11 @@ impl Accountant {
         if records.is_empty() {
             return Ok(());
         }
-        for p in self.subscription.take_revoked() {
-            self.partitions.remove(&p);
-            self.ledgers.forget(p);
-        }
+        self.forget_revoked();
         let mut out: HashMap<u32, Vec<(Bytes, Bytes)>> = HashMap::new();
-        let mut next: HashMap<u32, u64> = HashMap::new();
         let mut alerts: Vec<Alert> = Vec::new();
         for record in records {
-            next.insert(record.partition, record.offset + 1);
+            self.uncommitted.insert(record.partition, record.offset + 1);
             let state = self.partition(record.partition).await?;
             // Priced again after a crash (pricing is deterministic) so the
             // ledgers can fold what their published state lacks; published
@@ -211,9 +223,29 @@ impl Accountant {
         if !states.is_empty() {
             self.log.append(BUDGETS_TOPIC, states).await?;
         }
-        for (partition, offset) in next {
+        Ok(())
+    }
+
+    /// Drops what this accountant kept for partitions taken from it: their
+    /// next owner resumes from what was committed before, and restores
+    /// their ledgers itself.
+    fn forget_revoked(&mut self) {
+        for p in self.subscription.take_revoked() {
+            self.partitions.remove(&p);
+            self.ledgers.forget(p);
+            self.uncommitted.remove(&p);
+        }
+    }
+
+    /// Commits the offsets of everything handled so far: called at most
+    /// once per [`COMMIT_INTERVAL`] under load, when the bus goes quiet,
+    /// and at shutdown.
+    async fn commit(&mut self) -> Result<(), BusError> {
+        self.forget_revoked();
+        for (partition, offset) in self.uncommitted.drain() {
             self.subscription.commit(partition, offset).await?;
         }
+        self.last_commit = std::time::Instant::now();
         Ok(())
     }
 

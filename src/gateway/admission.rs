@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -463,7 +463,6 @@ impl Admission {
         body_bytes: u64,
         max_tokens: u64,
     ) -> Result<(), Refusal> {
-        let clock = DefaultClock::default();
         for l in &self.limiters {
             let (scope, subject) = match l.scope {
                 BudgetScope::Key => ("key", &who.key_id),
@@ -489,7 +488,7 @@ impl Admission {
                 if let Err(not_until) = limiter.check_key(subject) {
                     return Err(refuse(
                         format!("{n} requests per minute"),
-                        not_until.wait_time_from(clock.now()),
+                        not_until.wait_time_from(limiter.clock().now()),
                         "requests",
                     ));
                 }
@@ -502,7 +501,7 @@ impl Admission {
                     Ok(Err(not_until)) => {
                         return Err(refuse(
                             format!("{n} tokens per minute"),
-                            not_until.wait_time_from(clock.now()),
+                            not_until.wait_time_from(limiter.clock().now()),
                             "tokens",
                         ));
                     }
