@@ -28,23 +28,24 @@ pub async fn last_offsets(log: &dyn Log, topic: &str) -> Result<HashMap<u32, u64
 
 /// Hands every record of `topic` up to and including `ends[partition]` to
 /// `each`, in log order per partition; records of other partitions and
-/// past the end are skipped. `purpose` names the throwaway group and the
-/// error when the read stalls for a minute.
+/// past the end are skipped. A partition is done at the first record at or
+/// past its end, so a gap (compaction, retention) cannot stall the read.
+/// `purpose` names the throwaway group and the error when the read stalls
+/// for a minute.
 pub async fn read_history(
     log: &dyn Log,
     topic: &str,
     purpose: &str,
-    ends: HashMap<u32, u64>,
+    mut ends: HashMap<u32, u64>,
     mut each: impl FnMut(BusRecord),
 ) -> Result<(), BusError> {
-    let mut remaining = ends.len();
-    if remaining == 0 {
+    if ends.is_empty() {
         return Ok(());
     }
     let group = format!("tollgate-{purpose}-{}", uuid::Uuid::new_v4().simple());
     let mut subscription = log.subscribe(&group, topic).await?;
     let mut last_progress = Instant::now();
-    while remaining > 0 {
+    while !ends.is_empty() {
         let records = subscription
             .poll(10_000, Duration::from_millis(500))
             .await?;
@@ -54,8 +55,9 @@ pub async fn read_history(
             return Err(BusError::Worker {
                 topic: topic.into(),
                 message: format!(
-                    "{purpose}: no record for {} s before the end of the history ({remaining} partition(s) short)",
-                    IDLE_LIMIT.as_secs()
+                    "{purpose}: no record for {} s before the end of the history ({} partition(s) short)",
+                    IDLE_LIMIT.as_secs(),
+                    ends.len()
                 ),
             });
         }
@@ -63,14 +65,56 @@ pub async fn read_history(
             let Some(&end) = ends.get(&r.partition) else {
                 continue;
             };
-            if r.offset > end {
-                continue;
+            let partition = r.partition;
+            let reached = r.offset >= end;
+            if r.offset <= end {
+                each(r);
             }
-            if r.offset == end {
-                remaining -= 1;
+            if reached {
+                ends.remove(&partition);
             }
-            each(r);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::bus::embedded_bus::EmbeddedBus;
+
+    #[tokio::test]
+    async fn a_history_read_hands_over_records_up_to_the_end_it_was_given_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let records = (0..5)
+            .map(|i| (Bytes::from("k"), Bytes::from(format!("r{i}"))))
+            .collect();
+        bus.append("t.history", records).await.unwrap();
+
+        let ends = last_offsets(bus.as_ref(), "t.history").await.unwrap();
+        assert_eq!(ends, HashMap::from([(0, 4)]));
+
+        let mut seen = Vec::new();
+        read_history(
+            bus.as_ref(),
+            "t.history",
+            "test",
+            HashMap::from([(0, 2)]),
+            |r| seen.push(r.payload),
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen, vec!["r0", "r1", "r2"]);
+
+        let mut none = 0;
+        read_history(bus.as_ref(), "t.empty", "test", HashMap::new(), |_| {
+            none += 1
+        })
+        .await
+        .unwrap();
+        assert_eq!(none, 0);
+    }
 }
