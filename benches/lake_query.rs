@@ -213,6 +213,7 @@ fn synthetic(
         client: Some("claude-cli/2.1.197 (external, cli)".into()),
         billed_by: BilledBy::Api,
         credential_fingerprint: None,
+        usage_estimated: false,
         origin: None,
     }
 }

@@ -64,6 +64,9 @@ pub struct Config {
     /// `route` and the `x-tollgate-config` header.
     #[serde(default)]
     pub routes: BTreeMap<String, crate::route::RouteConfig>,
+    /// Bounds every route is held to (attempts per request, cache age).
+    #[serde(default)]
+    pub routing: crate::route::RoutingConfig,
     /// Subscription passthrough: how clients' own credentials are
     /// fingerprinted.
     #[serde(default)]
@@ -498,6 +501,15 @@ pub struct KeyConfig {
     /// Anthropic unchanged; Anthropic bills the client, tollgate records.
     #[serde(default)]
     pub passthrough: bool,
+    /// Whether the key's requests may carry their own routing config
+    /// (`x-tollgate-config` JSON, `x-tollgate-provider`): off by default,
+    /// since such a config picks providers and the number of upstream calls.
+    #[serde(default)]
+    pub allow_client_config: bool,
+    /// The `[routes.NAME]` a request of this key may name in
+    /// `x-tollgate-config`.
+    #[serde(default)]
+    pub client_routes: Vec<String>,
 }
 
 impl KeyConfig {
@@ -621,6 +633,12 @@ impl Config {
                     )));
                 }
             }
+            if let Some(route) = k.client_routes.iter().find(|r| !self.routes.contains_key(*r)) {
+                return Err(invalid(format!(
+                    "keys[{}].client_routes names {route:?}, which is not a [routes.*] entry",
+                    k.id
+                )));
+            }
             if !self.providers.contains_key(&k.provider) {
                 return Err(invalid(format!(
                     "keys[{}].provider names {:?}, which is not a [providers.*] entry",
@@ -652,10 +670,12 @@ impl Config {
             }
         }
         crate::budget::BudgetSpec::from_config(&self.budgets).map_err(invalid)?;
+        if self.routing.max_attempts == 0 {
+            return Err(invalid("routing.max_attempts must be at least 1".into()));
+        }
         for (name, r) in &self.routes {
-            if r.targets.is_empty() {
-                return Err(invalid(format!("routes.{name} has no targets")));
-            }
+            r.validated()
+                .map_err(|reason| invalid(format!("routes.{name}: {reason}")))?;
             for t in &r.targets {
                 if !self.providers.contains_key(&t.provider) {
                     return Err(invalid(format!(

@@ -148,6 +148,11 @@ pub struct LlmEvent {
     /// without ever storing the credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_fingerprint: Option<String>,
+    /// The usage is tollgate's estimate, not the provider's report: the
+    /// client went away mid-stream and the rest of the answer could not be
+    /// read. The estimate is never below what was forwarded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     /// What the request cost, added by the accountant (absent on raw
     /// events; derived, so `tollgate reprice` can recompute it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +235,18 @@ impl Usage {
             + self.cache_creation_5m_tokens
             + self.cache_creation_1h_tokens
             + self.cache_read_tokens
+    }
+
+    /// Adds another call's usage (an attempt whose answer was discarded
+    /// is still billed by the provider).
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_creation_5m_tokens += other.cache_creation_5m_tokens;
+        self.cache_creation_1h_tokens += other.cache_creation_1h_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.web_search_requests += other.web_search_requests;
+        self.web_fetch_requests += other.web_fetch_requests;
     }
 }
 
@@ -354,6 +371,7 @@ fn arrow_fields() -> Vec<Field> {
         s("client", true),
         s("billed_by", true),
         s("credential_fingerprint", true),
+        Field::new("usage_estimated", DataType::Boolean, true),
         Field::new("cost_usd", usd_type(), true),
         Field::new("cost_input_usd", usd_type(), true),
         Field::new("cost_output_usd", usd_type(), true),
@@ -421,6 +439,7 @@ struct Columns {
     client: StringBuilder,
     billed_by: StringBuilder,
     credential_fingerprint: StringBuilder,
+    usage_estimated: BooleanBuilder,
     cost: CostColumns,
     bus_partition: UInt32Builder,
     bus_offset: Int64Builder,
@@ -473,6 +492,7 @@ impl Columns {
             client: s(),
             billed_by: s(),
             credential_fingerprint: s(),
+            usage_estimated: BooleanBuilder::with_capacity(n),
             cost: CostColumns::with_capacity(n),
             bus_partition: UInt32Builder::with_capacity(n),
             bus_offset: i(),
@@ -534,6 +554,7 @@ impl Columns {
         self.billed_by.append_value(e.billed_by.as_str());
         self.credential_fingerprint
             .append_option(e.credential_fingerprint.as_deref());
+        self.usage_estimated.append_value(e.usage_estimated);
         self.cost.push(e.cost.as_ref());
         self.bus_partition.append_value(pos.partition);
         self.bus_offset.append_value(i64_of(pos.offset));
@@ -587,6 +608,7 @@ impl Columns {
         cols.push(Arc::new(self.client.finish()));
         cols.push(Arc::new(self.billed_by.finish()));
         cols.push(Arc::new(self.credential_fingerprint.finish()));
+        cols.push(Arc::new(self.usage_estimated.finish()));
         cols.extend(self.cost.finish());
         cols.push(Arc::new(self.bus_partition.finish()));
         cols.push(Arc::new(self.bus_offset.finish()));
@@ -732,6 +754,7 @@ pub(crate) mod tests {
             client: Some("claude-cli/2.1.197".into()),
             billed_by: BilledBy::Api,
             credential_fingerprint: None,
+            usage_estimated: false,
             cost: None,
             origin: None,
         }

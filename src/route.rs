@@ -95,6 +95,13 @@ fn one() -> f64 {
     1.0
 }
 
+/// A weight as the draw uses it: negative or absurd weights (a client's
+/// `1e308` twice would sum to infinity, which no range can draw from)
+/// are clamped to 0..=1e9.
+fn usable_weight(w: f64) -> f64 {
+    if w.is_finite() { w.clamp(0.0, 1e9) } else { 0.0 }
+}
+
 /// Retries of one target.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Retry {
@@ -265,10 +272,10 @@ impl RouteConfig {
             Mode::Single => self.targets.iter().take(1).collect(),
             Mode::Fallback => self.targets.iter().collect(),
             Mode::Loadbalance => {
-                let total: f64 = self.targets.iter().map(|t| t.weight.max(0.0)).sum();
+                let total: f64 = self.targets.iter().map(|t| usable_weight(t.weight)).sum();
                 let mut pick = rand::thread_rng().gen_range(0.0..total.max(f64::MIN_POSITIVE));
                 for t in &self.targets {
-                    pick -= t.weight.max(0.0);
+                    pick -= usable_weight(t.weight);
                     if pick < 0.0 {
                         return vec![t];
                     }
@@ -280,8 +287,48 @@ impl RouteConfig {
 
     /// Whether a status sends a fallback to its next target.
     pub fn falls_back_on(&self, status: u16) -> bool {
-        self.strategy == Mode::Fallback && self.on_status_codes.contains(&status)
+        self.strategy == Mode::Fallback
+            && !is_answer(status)
+            && self.on_status_codes.contains(&status)
     }
+
+    /// Whether a status sends the same target another try.
+    pub fn retries_on(&self, status: u16) -> bool {
+        !is_answer(status)
+            && self
+                .retry
+                .as_ref()
+                .is_some_and(|r| r.on_status_codes.contains(&status))
+    }
+
+    /// Tries of each target the route asks for (at least one).
+    pub fn tries_per_target(&self) -> u32 {
+        self.retry.as_ref().map_or(1, |r| r.attempts.max(1))
+    }
+
+    /// Refuses what no route may ask: moving on after a success (the
+    /// provider bills every answered call) or a config with no target.
+    pub fn validated(&self) -> Result<(), String> {
+        if self.targets.is_empty() {
+            return Err("config has no targets".into());
+        }
+        let listed = self.on_status_codes.iter().chain(
+            self.retry
+                .iter()
+                .flat_map(|r| r.on_status_codes.iter()),
+        );
+        if let Some(s) = listed.copied().find(|s| is_answer(*s)) {
+            return Err(format!(
+                "on_status_codes lists {s}: a 2xx answer is billed and final, never retried or fallen back from"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A 2xx: the provider answered (and billed); no route moves past it.
+fn is_answer(status: u16) -> bool {
+    (200..300).contains(&status)
 }
 
 /// The first value of the first of `names` present.
@@ -292,42 +339,133 @@ fn first_of<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// The route of one request: the per-request headers win over the key's.
-/// An error names the header and what is wrong with it.
+/// What a key lets its requests say about their own routing. A client
+/// config can multiply upstream calls, pick any provider and rewrite the
+/// body, so it is a permission each key is given, never a default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientRouting {
+    /// `allow_client_config`: JSON configs and `x-tollgate-provider`.
+    pub allow_config: bool,
+    /// `client_routes`: the `[routes.NAME]` the key may name.
+    pub routes: Vec<String>,
+}
+
+/// Why a request's routing headers were not followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The header is well formed but the key may not use it.
+    #[error("{header} is not allowed for this key: {reason}")]
+    Forbidden {
+        header: &'static str,
+        reason: String,
+    },
+    /// The header could not be used as a route.
+    #[error("{header} is invalid: {reason}")]
+    Invalid {
+        header: &'static str,
+        reason: String,
+    },
+}
+
+/// The route of one request: the per-request headers win over the key's
+/// where the key allows them. An error names the header, and for a
+/// refusal the key setting that would allow it.
 pub fn resolve(
     headers: &HeaderMap,
     key_route: &RouteConfig,
     routes: &BTreeMap<String, RouteConfig>,
-) -> Result<RouteConfig, (&'static str, String)> {
+    allowed: &ClientRouting,
+) -> Result<RouteConfig, RouteError> {
     if let Some(provider) = first_of(headers, &["x-tollgate-provider", "x-portkey-provider"]) {
+        if !allowed.allow_config {
+            return Err(forbidden(
+                "x-tollgate-provider",
+                "choosing a provider per request needs `allow_client_config = true` on the key",
+            ));
+        }
         return Ok(RouteConfig::single(provider.trim()));
     }
     match first_of(headers, &["x-tollgate-config", "x-portkey-config"]) {
         None => Ok(key_route.clone()),
-        Some(v) if !v.trim_start().starts_with('{') => {
-            routes.get(v.trim()).cloned().ok_or_else(|| {
-                (
-                    "x-tollgate-config",
-                    format!("no route named {:?}", v.trim()),
-                )
-            })
-        }
-        Some(v) => {
-            RouteConfig::from_portkey_json(v).map_err(|reason| ("x-tollgate-config", reason))
+        Some(v) if !v.trim_start().starts_with('{') => named_route(v.trim(), routes, allowed),
+        Some(_) if !allowed.allow_config => Err(forbidden(
+            "x-tollgate-config",
+            "a routing config sent with the request needs `allow_client_config = true` on the key",
+        )),
+        Some(v) => RouteConfig::from_portkey_json(v)
+            .and_then(|r| r.validated().map(|()| r))
+            .map_err(|reason| RouteError::Invalid {
+                header: "x-tollgate-config",
+                reason,
+            }),
+    }
+}
+
+/// A route the request names, if the key lists it in `client_routes`.
+fn named_route(
+    name: &str,
+    routes: &BTreeMap<String, RouteConfig>,
+    allowed: &ClientRouting,
+) -> Result<RouteConfig, RouteError> {
+    if !allowed.routes.iter().any(|r| r == name) {
+        return Err(forbidden(
+            "x-tollgate-config",
+            &format!("route {name:?} is not in the key's `client_routes`"),
+        ));
+    }
+    routes.get(name).cloned().ok_or_else(|| RouteError::Invalid {
+        header: "x-tollgate-config",
+        reason: format!("no route named {name:?}"),
+    })
+}
+
+fn forbidden(header: &'static str, reason: &str) -> RouteError {
+    RouteError::Forbidden {
+        header,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Gateway-wide bounds on what any route may make tollgate do for one
+/// request (`[routing]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Upstream calls per request, retries and fallbacks together.
+    pub max_attempts: u32,
+    /// Longest any cached answer is served, whatever a route asks.
+    pub cache_max_age_secs: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            max_attempts: 5,
+            cache_max_age_secs: 24 * 3600,
         }
     }
 }
 
 /// How long to wait before retry `n` (1-based): the answer's
-/// `retry-after` when it gives one (up to 60 s), else exponential backoff
-/// from 250 ms with up to 25 % jitter.
+/// `retry-after` when it gives a usable number of seconds (up to 60 s),
+/// else exponential backoff from 250 ms with up to 25 % jitter.
 pub fn backoff(n: u32, retry_after: Option<&str>) -> Duration {
-    if let Some(secs) = retry_after.and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Duration::from_secs_f64(secs.clamp(0.0, 60.0));
+    if let Some(wait) = retry_after.and_then(retry_after_secs) {
+        return wait;
     }
-    let base = 250.0 * 2f64.powi(n.saturating_sub(1) as i32);
+    let base = 250.0 * 2f64.powi(n.saturating_sub(1).min(16) as i32);
     let jitter = rand::thread_rng().gen_range(0.0..0.25);
     Duration::from_millis((base * (1.0 + jitter)).min(8000.0) as u64)
+}
+
+/// A `retry-after` in seconds, capped at 60; `None` for anything that is
+/// not a finite, non-negative number (`nan`, `inf`, `-1`, an HTTP date):
+/// an upstream header must never decide a panic or an endless wait.
+fn retry_after_secs(value: &str) -> Option<Duration> {
+    let secs = value.trim().parse::<f64>().ok()?;
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::try_from_secs_f64(secs.min(60.0)).ok())
+        .flatten()
 }
 
 /// The body with `override_params` applied (unchanged if none).
@@ -433,6 +571,87 @@ mod tests {
             b >= Duration::from_millis(1000) && b <= Duration::from_millis(1250),
             "{b:?}"
         );
+    }
+
+    #[test]
+    fn retry_after_that_is_not_a_finite_number_falls_back_to_backoff() {
+        for hostile in ["nan", "NaN", "inf", "-inf", "-1", "1e400", "Wed, 21 Oct 2015 07:28:00 GMT", ""] {
+            let b = backoff(1, Some(hostile));
+            assert!(b <= Duration::from_millis(313), "{hostile:?} gave {b:?}");
+        }
+        assert_eq!(backoff(1, Some("0.5")), Duration::from_millis(500));
+        assert!(backoff(u32::MAX, None) <= Duration::from_secs(8));
+    }
+
+    fn with(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn client_routing_headers_need_the_keys_permission() {
+        let key_route = RouteConfig::single("anthropic");
+        let mut routes = BTreeMap::new();
+        routes.insert("cheap".to_owned(), RouteConfig::single("bedrock"));
+        let none = ClientRouting::default();
+        for (name, value) in [
+            ("x-tollgate-provider", "bedrock"),
+            ("x-portkey-provider", "bedrock"),
+            ("x-tollgate-config", r#"{"provider":"bedrock"}"#),
+            ("x-portkey-config", r#"{"provider":"bedrock"}"#),
+            ("x-tollgate-config", "cheap"),
+        ] {
+            let err = resolve(&with(name, value), &key_route, &routes, &none).unwrap_err();
+            assert!(matches!(err, RouteError::Forbidden { .. }), "{name}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("allow_client_config") || text.contains("client_routes"),
+                "{text}"
+            );
+        }
+        let listed = ClientRouting {
+            allow_config: false,
+            routes: vec!["cheap".into()],
+        };
+        let r = resolve(&with("x-tollgate-config", "cheap"), &key_route, &routes, &listed).unwrap();
+        assert_eq!(r.targets[0].provider, "bedrock");
+        let r = resolve(&HeaderMap::new(), &key_route, &routes, &none).unwrap();
+        assert_eq!(r.targets[0].provider, "anthropic");
+    }
+
+    #[test]
+    fn no_config_may_retry_or_fall_back_on_a_success() {
+        let allowed = ClientRouting {
+            allow_config: true,
+            routes: Vec::new(),
+        };
+        for config in [
+            r#"{"strategy":{"mode":"fallback","on_status_codes":[200]},"targets":[{"provider":"a"},{"provider":"a"}]}"#,
+            r#"{"provider":"a","retry":{"attempts":30,"on_status_codes":[201,529]}}"#,
+        ] {
+            let err = resolve(
+                &with("x-tollgate-config", config),
+                &RouteConfig::single("a"),
+                &BTreeMap::new(),
+                &allowed,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("2xx"), "{err}");
+        }
+        // A TOML route that lists 200 still never moves on from one.
+        let mut c = RouteConfig::single("a");
+        c.strategy = Mode::Fallback;
+        c.on_status_codes = vec![200, 529];
+        assert!(!c.falls_back_on(200) && c.falls_back_on(529));
+    }
+
+    #[test]
+    fn loadbalance_survives_weights_that_sum_to_infinity() {
+        let c = RouteConfig::from_portkey_json(r#"{"strategy":{"mode":"loadbalance"},"targets":[{"provider":"a","weight":1e308},{"provider":"b","weight":1e308},{"provider":"c","weight":-5}]}"#).unwrap();
+        for _ in 0..100 {
+            assert_ne!(c.plan(&facts())[0].provider, "c");
+        }
     }
 
     #[test]

@@ -426,7 +426,7 @@ impl Admission {
     /// The most a request can cost: every input token at the dearest input
     /// rate (the 1-hour cache write), `max_tokens` of output. An unknown
     /// model prices at zero, as the accountant would (it marks it unpriced).
-    fn worst_case_usd(&self, model: Option<&str>, input: u64, max_tokens: u64) -> Decimal {
+    pub fn worst_case_usd(&self, model: Option<&str>, input: u64, max_tokens: u64) -> Decimal {
         let usage = Usage {
             cache_creation_1h_tokens: input,
             output_tokens: max_tokens,

@@ -27,6 +27,8 @@ pub struct Identity {
     /// Subscription passthrough: the client's own credential goes to
     /// Anthropic, which bills the client (the key or its route says so).
     pub passthrough: bool,
+    /// What the key's requests may say about their own routing.
+    pub client_routing: crate::route::ClientRouting,
 }
 
 /// The configured keys by SHA-256 digest: plaintext keys are never held.
@@ -57,6 +59,10 @@ impl KeyRing {
                     provider: k.provider.clone(),
                     route: k.route.clone(),
                     passthrough: k.is_passthrough(routes),
+                    client_routing: crate::route::ClientRouting {
+                        allow_config: k.allow_client_config,
+                        routes: k.client_routes.clone(),
+                    },
                 };
                 Some((digest, Arc::new(identity)))
             })
@@ -140,6 +146,8 @@ mod tests {
             provider: "anthropic".into(),
             route: None,
             passthrough,
+            allow_client_config: false,
+            client_routes: Vec::new(),
         }
     }
 

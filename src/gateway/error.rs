@@ -6,6 +6,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::admission::Refusal;
 use crate::providers::ProviderError;
+use crate::route::RouteError;
 
 /// Why the gateway answered instead of the provider.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum GatewayError {
     Upstream(#[from] ProviderError),
     #[error(transparent)]
     Refused(#[from] Refusal),
+    #[error(transparent)]
+    Route(#[from] RouteError),
 }
 
 impl GatewayError {
@@ -68,6 +71,8 @@ impl GatewayError {
             Refused(Refusal::RateLimited { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
             }
+            Route(RouteError::Forbidden { .. }) => (StatusCode::FORBIDDEN, "permission_error"),
+            Route(RouteError::Invalid { .. }) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
         }
     }
 
@@ -89,6 +94,8 @@ impl GatewayError {
             Refused(Refusal::Budget { .. }) => "budget_exceeded",
             Refused(Refusal::StateUnknown) => "budget_state_unknown",
             Refused(Refusal::RateLimited { .. }) => "rate_limited",
+            Route(RouteError::Forbidden { .. }) => "client_config_forbidden",
+            Route(RouteError::Invalid { .. }) => "bad_header",
         }
     }
 }
@@ -117,7 +124,8 @@ impl IntoResponse for GatewayError {
         match &self {
             // A spent budget does not come back by retrying: Claude Code
             // shows the message once instead of retrying ten times.
-            GatewayError::Refused(Refusal::Budget { .. }) => {
+            GatewayError::Refused(Refusal::Budget { .. })
+            | GatewayError::Route(RouteError::Forbidden { .. }) => {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             GatewayError::Refused(Refusal::StateUnknown) => {

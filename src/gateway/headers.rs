@@ -173,12 +173,34 @@ fn filtered(client: &HeaderMap, keep_credentials: bool) -> HeaderMap {
     out
 }
 
-/// Headers a route's `forward_headers` can never forward: tollgate's own
-/// key would otherwise reach the provider.
-pub fn never_forwarded(name: &str) -> bool {
-    ["x-tollgate-api-key", "x-portkey-api-key"]
-        .iter()
-        .any(|n| n.eq_ignore_ascii_case(name))
+/// Headers a route's `forward_headers` can never forward, whatever it
+/// lists: credentials (tollgate's key in Bearer mode is the client's
+/// `authorization`), tollgate's own headers, hop-by-hop ones (including
+/// those the client's `Connection` names) and the framing headers the
+/// HTTP client sets itself.
+pub fn never_forwarded(name: &str, client: &HeaderMap) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    let credential = ["authorization", "x-api-key", "proxy-authorization", "cookie"];
+    let framing = ["host", "content-length", "accept-encoding"];
+    credential.contains(&n.as_str())
+        || framing.contains(&n.as_str())
+        || HOP_BY_HOP.contains(&n.as_str())
+        || connection_listed(client).contains(&n)
+        || n.starts_with("x-tollgate-")
+        || n.starts_with("x-portkey-")
+}
+
+/// Adds the client headers a route's `forward_headers` names to the
+/// upstream headers, except those [`never_forwarded`] keeps back.
+pub fn add_forwarded(up: &mut HeaderMap, client: &HeaderMap, names: &[String]) {
+    for name in names.iter().filter(|n| !never_forwarded(n, client)) {
+        let Ok(n) = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()) else {
+            continue;
+        };
+        for v in client.get_all(&n) {
+            up.append(n.clone(), v.clone());
+        }
+    }
 }
 
 /// The upstream answer's headers that go back to the client: all but
@@ -266,6 +288,33 @@ mod tests {
         assert_eq!(names, ["authorization", "x-api-key", "anthropic-beta"]);
         assert_eq!(out["authorization"], "Bearer sk-ant-oat01-client");
         assert!(out["authorization"].is_sensitive() && out["x-api-key"].is_sensitive());
-        assert!(never_forwarded("X-Tollgate-Api-Key") && !never_forwarded("x-request-source"));
+        let none = HeaderMap::new();
+        assert!(
+            never_forwarded("X-Tollgate-Api-Key", &none) && !never_forwarded("x-request-source", &none)
+        );
+    }
+
+    #[test]
+    fn forward_headers_never_forwards_credentials_host_hop_by_hop_or_tollgates_own() {
+        let client = headers(&[
+            ("host", "evil.example"),
+            ("authorization", "Bearer tg-key"),
+            ("x-api-key", "tg-key"),
+            ("proxy-authorization", "p"),
+            ("cookie", "c"),
+            ("connection", "x-private"),
+            ("x-private", "p"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("x-tollgate-api-key", "tg"),
+            ("x-tollgate-provider", "b"),
+            ("content-length", "1"),
+            ("x-team-tag", "ok"),
+        ]);
+        let names: Vec<String> = client.keys().map(|k| k.as_str().to_uppercase()).collect();
+        let mut up = HeaderMap::new();
+        add_forwarded(&mut up, &client, &names);
+        let sent: Vec<_> = up.keys().map(|k| k.as_str()).collect();
+        assert_eq!(sent, ["x-team-tag"]);
     }
 }

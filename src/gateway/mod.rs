@@ -12,6 +12,8 @@ pub mod error;
 pub mod headers;
 pub mod inbound;
 pub mod passthrough;
+mod attempts;
+mod plan;
 mod proxy;
 pub mod recording;
 pub mod request_head;
@@ -36,6 +38,8 @@ pub struct Gateway {
     max_body_bytes: usize,
     admission: Arc<admission::Admission>,
     routes: std::collections::BTreeMap<String, crate::route::RouteConfig>,
+    /// Bounds every route is held to.
+    routing: crate::route::RoutingConfig,
     cache: Arc<cache::ResponseCache>,
     /// Fingerprints the client credentials of passthrough requests.
     fingerprints: passthrough::Fingerprinter,
@@ -58,6 +62,7 @@ impl Gateway {
             max_body_bytes: cfg.server.max_body_bytes,
             admission,
             routes: cfg.routes.clone(),
+            routing: cfg.routing.clone(),
             cache: Arc::new(cache::ResponseCache::default()),
             fingerprints: passthrough::Fingerprinter::from_config(cfg)?,
         })

@@ -1,4 +1,5 @@
-//! The forwarding handlers: thin axum entry points over `Gateway::forward`.
+//! The forwarding handlers: thin axum entry points over `Gateway::forward`,
+//! and the request path's steps in order.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,19 +13,21 @@ use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::Gateway;
 use super::auth::Identity;
-use super::cache::{Capture, ResponseCache};
+use super::attempts::Attempts;
+use super::cache::{Cached, Capture, ResponseCache};
 use super::error::GatewayError;
 use super::headers::{
-    RequestTags, downstream_headers, never_forwarded, passthrough_upstream_headers,
+    RequestTags, add_forwarded, downstream_headers, passthrough_upstream_headers,
     upstream_headers,
 };
 use super::inbound::Inbound;
 use super::passthrough;
+use super::plan::{Plan, WorstCase};
 use super::recording::Recording;
 use super::request_head::RequestHead;
 use super::tee::{AnswerReader, TeeBody};
 use crate::metrics::METRICS;
-use crate::providers::{Endpoint, ProviderError, ProviderRequest, ProviderResponse};
+use crate::providers::{Endpoint, ProviderResponse};
 use crate::route::{self, RouteConfig};
 
 /// `POST /v1/messages` (with or without `?beta=true`).
@@ -62,7 +65,9 @@ const EVENT_HEADER: &str = "x-tollgate-event-id";
 
 impl Gateway {
     /// Authenticates, records, forwards and tees one request that arrived
-    /// in the `inbound` API shape.
+    /// in the `inbound` API shape. The steps: who is calling → what they
+    /// send → which route (and whether the key may choose it) → admission
+    /// of what will really be sent → cache → attempts → the answer.
     pub(super) async fn forward(
         &self,
         endpoint: Endpoint,
@@ -100,280 +105,242 @@ impl Gateway {
         if let Some(e) = tag_error {
             return refuse(recording, e);
         }
-        if identity.passthrough {
-            if inbound != Inbound::Anthropic {
-                let e = GatewayError::PassthroughUnsupported(format!(
-                    "key {} is a passthrough key: it forwards the client's own Anthropic credential, so it speaks Anthropic's API only (not Claude Code's Bedrock or Vertex mode)",
-                    identity.key_id
-                ));
-                return refuse(recording, e);
-            }
-            // Only the credential's fingerprint is kept; the credential
-            // itself stays in the request headers on their way upstream.
-            let Some(credential) = passthrough::client_credential(&headers) else {
-                let e = GatewayError::PassthroughNoCredential {
-                    key_id: identity.key_id.clone(),
-                };
-                return refuse(recording, e);
-            };
-            recording.event_mut().credential_fingerprint =
-                Some(self.fingerprints.fingerprint(credential));
+        if let Err(e) = self.check_passthrough(&identity, inbound, &headers, &mut recording) {
+            return refuse(recording, e);
         }
-        let body = match axum::body::to_bytes(body, self.max_body_bytes).await {
-            Ok(body) => body,
-            Err(e) => return refuse(recording, body_error(e, self.max_body_bytes)),
-        };
-        METRICS.request_bytes.observe(body.len() as f64);
-        let body = match inbound.to_anthropic(body, &mut headers) {
+        let body = match self.read_body(inbound, body, &mut headers, &mut recording).await {
             Ok(body) => body,
             Err(e) => return refuse(recording, e),
         };
-        let head = match RequestHead::parse(&body) {
-            Ok(head) => head,
+        let (route, plan) = match self.route_and_plan(&identity, &headers, &body, &mut recording) {
+            Ok(planned) => planned,
             Err(e) => return refuse(recording, e),
         };
-        {
-            let e = recording.event_mut();
-            e.model_requested = head.model.as_deref().map(str::to_owned);
-            e.stream = head.is_stream();
-        }
         if endpoint == Endpoint::Messages {
-            let max_tokens = head.max_tokens.unwrap_or(0);
-            let model = head.model.as_deref().map(str::to_owned);
-            match self
-                .admission
-                .admit(&identity, model.as_deref(), max_tokens, &body, started_at)
-                .await
-            {
-                Ok(ticket) => recording.admitted(self.admission.gateway_id(), ticket),
-                Err(refusal) => return refuse(recording, GatewayError::Refused(refusal)),
+            if let Err(e) = self.admit(&identity, &plan, started_at, &mut recording).await {
+                return refuse(recording, e);
             }
         }
-        self.send_upstream(endpoint, &identity, uri, &headers, body, recording)
+        self.send_upstream(endpoint, &identity, uri, &headers, &route, &plan, recording)
             .await
     }
 
-    /// Sends the admitted request to the key's provider and returns its
-    /// answer through the tee.
+    /// A passthrough key speaks Anthropic's API with the client's own
+    /// credential; only that credential's fingerprint is kept (the
+    /// credential itself stays in the headers on their way upstream).
+    fn check_passthrough(
+        &self,
+        identity: &Identity,
+        inbound: Inbound,
+        headers: &HeaderMap,
+        recording: &mut Recording,
+    ) -> Result<(), GatewayError> {
+        if !identity.passthrough {
+            return Ok(());
+        }
+        if inbound != Inbound::Anthropic {
+            return Err(GatewayError::PassthroughUnsupported(format!(
+                "key {} is a passthrough key: it forwards the client's own Anthropic credential, so it speaks Anthropic's API only (not Claude Code's Bedrock or Vertex mode)",
+                identity.key_id
+            )));
+        }
+        let credential = passthrough::client_credential(headers).ok_or_else(|| {
+            GatewayError::PassthroughNoCredential {
+                key_id: identity.key_id.clone(),
+            }
+        })?;
+        recording.event_mut().credential_fingerprint =
+            Some(self.fingerprints.fingerprint(credential));
+        Ok(())
+    }
+
+    /// Reads the body (bounded), brings it to Anthropic's shape and notes
+    /// what the event needs from its head.
+    async fn read_body(
+        &self,
+        inbound: Inbound,
+        body: Body,
+        headers: &mut HeaderMap,
+        recording: &mut Recording,
+    ) -> Result<Bytes, GatewayError> {
+        let body = axum::body::to_bytes(body, self.max_body_bytes)
+            .await
+            .map_err(|e| body_error(e, self.max_body_bytes))?;
+        METRICS.request_bytes.observe(body.len() as f64);
+        let body = inbound.to_anthropic(body, headers)?;
+        let head = RequestHead::parse(&body)?;
+        let e = recording.event_mut();
+        e.model_requested = head.model.as_deref().map(str::to_owned);
+        e.stream = head.is_stream();
+        Ok(body)
+    }
+
+    /// The request's route (the key's, or one its headers choose where the
+    /// key allows it) and the targets it will try with their bodies.
+    fn route_and_plan(
+        &self,
+        identity: &Identity,
+        headers: &HeaderMap,
+        body: &Bytes,
+        recording: &mut Recording,
+    ) -> Result<(RouteConfig, Plan), GatewayError> {
+        let key_route = identity
+            .route
+            .as_ref()
+            .and_then(|r| self.routes.get(r).cloned())
+            .unwrap_or_else(|| RouteConfig::single(&identity.provider));
+        let route = route::resolve(headers, &key_route, &self.routes, &identity.client_routing)?;
+        if route.passthrough && !identity.passthrough {
+            let reason = "the route is a passthrough route: only keys configured for passthrough (passthrough = true, or a key route that is) use it".to_owned();
+            return Err(GatewayError::BadHeader {
+                header: "x-tollgate-config",
+                reason,
+            });
+        }
+        if identity.passthrough {
+            if let Some(problem) = passthrough::route_problem(&route, &self.providers) {
+                return Err(GatewayError::PassthroughUnsupported(problem));
+            }
+        }
+        let e = recording.event_mut();
+        let facts = route::Facts {
+            model: e.model_requested.as_deref(),
+            metadata: &e.metadata,
+        };
+        let plan = Plan::new(&route, &facts, body, identity.passthrough);
+        Ok((route, plan))
+    }
+
+    /// Reserves the worst case of the dearest planned target against the
+    /// key's budgets and limits.
+    async fn admit(
+        &self,
+        identity: &Identity,
+        plan: &Plan,
+        at: chrono::DateTime<Utc>,
+        recording: &mut Recording,
+    ) -> Result<(), GatewayError> {
+        let bound = |c: &WorstCase| {
+            self.admission
+                .worst_case_usd(c.model.as_deref(), c.body.len() as u64, c.max_tokens)
+        };
+        let Some(worst) = plan.candidates().max_by_key(|c| (bound(c), c.max_tokens)) else {
+            return Ok(());
+        };
+        let ticket = self
+            .admission
+            .admit(identity, worst.model.as_deref(), worst.max_tokens, &worst.body, at)
+            .await?;
+        recording.admitted(self.admission.gateway_id(), ticket);
+        Ok(())
+    }
+
+    /// Sends the admitted request along its plan and returns the answer
+    /// through the tee: cache → attempts → respond.
+    #[allow(clippy::too_many_arguments)]
     async fn send_upstream(
         &self,
         endpoint: Endpoint,
         identity: &Identity,
         uri: Uri,
         headers: &HeaderMap,
-        body: Bytes,
+        route: &RouteConfig,
+        plan: &Plan,
         mut recording: Recording,
     ) -> Response {
-        let key_route = identity
-            .route
-            .as_ref()
-            .and_then(|r| self.routes.get(r).cloned())
-            .unwrap_or_else(|| RouteConfig::single(&identity.provider));
-        let route = match route::resolve(headers, &key_route, &self.routes) {
-            Ok(route) => route,
-            Err((header, reason)) => {
-                return refuse(recording, GatewayError::BadHeader { header, reason });
-            }
-        };
         let passthrough = identity.passthrough;
-        if route.passthrough && !passthrough {
-            let reason = "the route is a passthrough route: only keys configured for passthrough (passthrough = true, or a key route that is) use it".to_owned();
-            return refuse(
-                recording,
-                GatewayError::BadHeader {
-                    header: "x-tollgate-config",
-                    reason,
-                },
-            );
-        }
-        let problem = passthrough
-            .then(|| passthrough::route_problem(&route, &self.providers))
-            .flatten();
-        if let Some(problem) = problem {
-            return refuse(recording, GatewayError::PassthroughUnsupported(problem));
-        }
         let mut up_headers = if passthrough {
             passthrough_upstream_headers(headers)
         } else {
             upstream_headers(headers)
         };
-        for name in route.forward_headers.iter().filter(|n| !never_forwarded(n)) {
-            if let (Ok(n), Some(v)) = (
-                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
-                headers.get(name.as_str()),
-            ) {
-                up_headers.insert(n, v.clone());
-            }
-        }
+        add_forwarded(&mut up_headers, headers, &route.forward_headers);
         METRICS.overhead.observe(recording.elapsed().as_secs_f64());
-        let facts_model = recording.event_mut().model_requested.clone();
-        let facts_metadata = recording.event_mut().metadata.clone();
-        let plan = route.plan(&route::Facts {
-            model: facts_model.as_deref(),
-            metadata: &facts_metadata,
-        });
-        // Never on passthrough: an answer would cross credentials.
-        let cache_key = route
-            .cache
-            .as_ref()
-            .filter(|c| c.enabled() && endpoint == Endpoint::Messages && !passthrough)
-            .map(|c| {
-                let targets: Vec<&str> = plan.iter().map(|t| t.provider.as_str()).collect();
-                (
-                    ResponseCache::key(endpoint.as_str(), &targets, &body),
-                    Duration::from_secs(c.max_age),
-                )
-            });
-        if let Some((key, _)) = &cache_key {
-            if let Some(hit) = self.cache.get(key) {
+        let cache = self.cache_slot(endpoint, identity, route, plan, &up_headers);
+        if let Some(slot) = &cache {
+            if let Some(hit) = self.cache.get(&slot.0, slot.1) {
                 METRICS.cache_lookups.with_label_values(&["hit"]).inc();
-                recording.push_attempt("cache", "cache", Some(200), Instant::now(), None);
-                recording.event_mut().status = 200;
-                let trace_id = recording.trace_id().to_owned();
-                let event_id = recording.event_id();
-                recording.emit(None);
-                let mut response = Response::new(Body::from(hit.body.clone()));
-                if let Some(ct) = &hit.content_type {
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, ct.clone());
-                }
-                response
-                    .headers_mut()
-                    .insert("x-tollgate-cache", HeaderValue::from_static("hit"));
-                set_trace_header(response.headers_mut(), &trace_id, event_id);
-                return response;
+                return cached_answer(recording, &hit);
             }
             METRICS.cache_lookups.with_label_values(&["miss"]).inc();
         }
-        let retries = route
-            .retry
-            .as_ref()
-            .map(|r| (r.attempts.max(1), r.on_status_codes.clone()))
-            .unwrap_or((1, Vec::new()));
-        let mut last: Option<Result<ProviderResponse, GatewayError>> = None;
-        for (i, target) in plan.iter().enumerate() {
-            let more_targets = i + 1 < plan.len();
-            let Some(provider) = self.providers.get(&target.provider) else {
-                last = Some(Err(GatewayError::NoProvider {
-                    key_id: identity.key_id.clone(),
-                    provider: target.provider.clone(),
-                }));
-                continue;
-            };
-            let (kind, name) = (provider.kind(), provider.target());
-            // A passthrough body goes byte for byte (its routes have no
-            // overrides; this holds even if one did).
-            let body = if passthrough {
-                body.clone()
-            } else {
-                route::apply_overrides(&body, &target.override_params)
-            };
-            for n in 1..=retries.0 {
-                let attempt_started = Instant::now();
-                let request = ProviderRequest {
-                    endpoint,
-                    query: uri.query().map(str::to_owned),
-                    headers: up_headers.clone(),
-                    body: body.clone(),
-                    passthrough,
-                };
-                let answer = provider.send(request).await;
-                let again = n < retries.0;
-                match answer {
-                    Ok(upstream) => {
-                        let status = upstream.status.as_u16();
-                        recording.push_attempt(kind, name, Some(status), attempt_started, None);
-                        if again && retries.1.contains(&status) {
-                            let wait = route::backoff(
-                                n,
-                                upstream
-                                    .headers
-                                    .get("retry-after")
-                                    .and_then(|v| v.to_str().ok()),
-                            );
-                            drop(upstream);
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        last = Some(Ok(upstream));
-                    }
-                    Err(e) => {
-                        recording.push_attempt(
-                            kind,
-                            name,
-                            None,
-                            attempt_started,
-                            Some(e.error_type()),
-                        );
-                        if again && !matches!(e, ProviderError::Misconfigured { .. }) {
-                            tokio::time::sleep(route::backoff(n, None)).await;
-                            continue;
-                        }
-                        last = Some(Err(GatewayError::Upstream(e)));
-                    }
-                }
-                break;
-            }
-            let fall_back = match &last {
-                Some(Ok(up)) => route.falls_back_on(up.status.as_u16()),
-                Some(Err(_)) => route.strategy == route::Mode::Fallback,
-                None => false,
-            };
-            if !(fall_back && more_targets) {
-                break;
-            }
-        }
-        let upstream = match last {
-            Some(Ok(upstream)) => upstream,
-            Some(Err(e)) => return refuse(recording, e),
-            None => {
-                return refuse(
-                    recording,
-                    GatewayError::NoProvider {
-                        key_id: identity.key_id.clone(),
-                        provider: identity.provider.clone(),
-                    },
-                );
-            }
+        let mut attempts = Attempts {
+            providers: &self.providers,
+            endpoint,
+            query: uri.query().map(str::to_owned),
+            headers: up_headers,
+            passthrough,
+            route,
+            remaining: self.routing.max_attempts,
+            key_id: &identity.key_id,
         };
-        let kind = recording.event_mut().provider.clone();
-        let kind = kind.as_str();
+        match attempts.run(plan, &mut recording).await {
+            Ok(upstream) => self.respond(upstream, cache, recording),
+            Err(e) => refuse(recording, e),
+        }
+    }
+
+    /// The cache key and the freshness the route asks for, when the route
+    /// caches this request (never on passthrough: an answer would cross
+    /// credentials).
+    fn cache_slot(
+        &self,
+        endpoint: Endpoint,
+        identity: &Identity,
+        route: &RouteConfig,
+        plan: &Plan,
+        up_headers: &HeaderMap,
+    ) -> Option<([u8; 32], Duration)> {
+        let c = route.cache.as_ref()?;
+        if !c.enabled() || endpoint != Endpoint::Messages || identity.passthrough {
+            return None;
+        }
+        let key = ResponseCache::key(endpoint.as_str(), &identity.team, &plan.parts(), up_headers);
+        let max_age = Duration::from_secs(c.max_age.min(self.routing.cache_max_age_secs));
+        Some((key, max_age))
+    }
+
+    /// The upstream answer, streamed to the client through the tee.
+    fn respond(
+        &self,
+        upstream: ProviderResponse,
+        cache: Option<([u8; 32], Duration)>,
+        mut recording: Recording,
+    ) -> Response {
         let status = upstream.status;
+        let kind = recording.event_mut().provider.clone();
         for d in &upstream.downgrades {
             METRICS
                 .downgrades
-                .with_label_values(&[kind, d.split(':').next().unwrap_or("other")])
+                .with_label_values(&[kind.as_str(), d.split(':').next().unwrap_or("other")])
                 .inc();
         }
-        recording.event_mut().downgrades.extend(upstream.downgrades);
-        recording.event_mut().status = status.as_u16();
-        recording.event_mut().request_id = upstream
+        let e = recording.event_mut();
+        e.downgrades.extend(upstream.downgrades);
+        e.status = status.as_u16();
+        e.request_id = upstream
             .headers
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let content_type = upstream
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let reader = AnswerReader::for_content_type(content_type);
+        let content_type = upstream.headers.get(header::CONTENT_TYPE).cloned();
+        let reader = AnswerReader::for_content_type(content_type.as_ref().and_then(|v| v.to_str().ok()));
         let mut out_headers = downstream_headers(&upstream.headers);
         // The body is re-framed here (chunked), so its length header goes.
         out_headers.remove(header::CONTENT_LENGTH);
         set_trace_header(&mut out_headers, recording.trace_id(), recording.event_id());
-        let capture = cache_key
+        if cache.is_some() {
+            out_headers.insert("x-tollgate-cache", HeaderValue::from_static("miss"));
+        }
+        let capture = cache
             .filter(|_| status.is_success())
             .map(|(key, max_age)| Capture {
                 cache: self.cache.clone(),
                 key,
                 max_age,
-                content_type: upstream.headers.get(header::CONTENT_TYPE).cloned(),
+                content_type,
                 body: bytes::BytesMut::new(),
             });
-        if cache_key.is_some() {
-            out_headers.insert("x-tollgate-cache", HeaderValue::from_static("miss"));
-        }
         let body =
             Body::from_stream(TeeBody::new(upstream.body, reader, recording).with_capture(capture));
         let mut response = Response::new(body);
@@ -381,6 +348,26 @@ impl Gateway {
         *response.headers_mut() = out_headers;
         response
     }
+}
+
+/// Answers from the cache and records the hit.
+fn cached_answer(mut recording: Recording, hit: &Cached) -> Response {
+    recording.push_attempt("cache", "cache", Some(200), Instant::now(), None);
+    recording.event_mut().status = 200;
+    let trace_id = recording.trace_id().to_owned();
+    let event_id = recording.event_id();
+    recording.emit(None);
+    let mut response = Response::new(Body::from(hit.body.clone()));
+    if let Some(ct) = &hit.content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, ct.clone());
+    }
+    response
+        .headers_mut()
+        .insert("x-tollgate-cache", HeaderValue::from_static("hit"));
+    set_trace_header(response.headers_mut(), &trace_id, event_id);
+    response
 }
 
 /// Answers with tollgate's own error and records it.

@@ -23,6 +23,9 @@ pub struct Recording {
     ticket: Option<Ticket>,
     /// Bytes of the answer passed to the client so far.
     response_bytes: u64,
+    /// Usage reported in answers that were discarded for a retry or a
+    /// fallback: the provider bills those calls too.
+    discarded_usage: Usage,
     /// Counts the request in `tollgate_requests_in_flight` while it lives.
     _in_flight: InFlight,
 }
@@ -90,6 +93,7 @@ impl Recording {
                 BilledBy::Api
             },
             credential_fingerprint: None,
+            usage_estimated: false,
             cost: None,
             origin: None,
         };
@@ -99,6 +103,7 @@ impl Recording {
             handoff,
             ticket: None,
             response_bytes: 0,
+            discarded_usage: Usage::default(),
             _in_flight: InFlight::new(),
         }
     }
@@ -176,6 +181,12 @@ impl Recording {
         });
     }
 
+    /// Adds the usage of an answer that was discarded for a retry or a
+    /// fallback.
+    pub fn add_discarded_usage(&mut self, usage: &Usage) {
+        self.discarded_usage.add(usage);
+    }
+
     /// Counts answer bytes passed to the client.
     pub fn add_response_bytes(&mut self, n: usize) {
         self.response_bytes += n as u64;
@@ -185,6 +196,7 @@ impl Recording {
     pub fn emit(mut self, first_token: Option<Instant>) {
         let elapsed = self.started.elapsed();
         let e = &mut self.event;
+        e.usage.add(&self.discarded_usage);
         e.latency_ms = millis(elapsed);
         e.ended_at =
             e.started_at + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero());

@@ -4,8 +4,14 @@
 //! The client's bytes are never held back or rewritten; the reader looks
 //! only at the SSE lines that carry usage (`message_start`,
 //! `message_delta`), the stop reason and errors, and notes when the first
-//! content delta passed (time to first token). When the stream ends, breaks
-//! or is dropped by a disconnecting client, the event is emitted once.
+//! content delta passed (time to first token). When the stream ends or
+//! breaks, the event is emitted once.
+//!
+//! A client that goes away mid-answer does not stop the provider's meter:
+//! the provider bills what it generated. So a dropped body hands the
+//! upstream stream to a drain task that reads it to its end (bounded in
+//! time and bytes) for the final usage; if that fails, the event carries
+//! an estimate, never below what was forwarded, marked `usage_estimated`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,6 +28,17 @@ use crate::providers::{BodyStream, ProviderError};
 /// reader stops looking (the client still gets every byte).
 const READ_LIMIT: usize = 16 * 1024 * 1024;
 
+/// Longest a drain reads a disconnected client's answer for its usage.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(300);
+/// Most bytes a drain reads (Claude's largest answers are a few MB).
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+/// The fewest bytes of JSON around one content delta's payload: the
+/// compact text delta `{"type":"content_block_delta","index":0,"delta":
+/// {"type":"text_delta","text":""}}` (other delta types are longer).
+/// Subtracting no more than the real envelope keeps the estimate an upper
+/// bound of the payload bytes, and a token is at least one byte.
+const DELTA_ENVELOPE_BYTES: u64 = 80;
+
 /// What the reader has learned from an answer.
 #[derive(Debug, Default)]
 pub struct AnswerFacts {
@@ -33,6 +50,9 @@ pub struct AnswerFacts {
     pub first_token: Option<Instant>,
     /// The answer arrived whole (`message_stop`, or a complete JSON body).
     pub complete: bool,
+    /// An upper bound of the output tokens forwarded so far, for the
+    /// estimate when the real usage never arrives.
+    pub forwarded_output_bound: u64,
 }
 
 impl AnswerFacts {
@@ -59,9 +79,16 @@ impl AnswerFacts {
         self.error_type = Some(t.unwrap_or("api_error").to_owned());
     }
 
-    /// Copies the facts onto the event.
+    /// Copies the facts onto the event. An answer that never arrived
+    /// whole but produced output gets the estimate: the provider billed at
+    /// least what reached the client.
     pub fn apply(self, e: &mut LlmEvent) {
+        let estimate = !self.complete && self.forwarded_output_bound > self.usage.output_tokens;
         e.usage = self.usage;
+        if estimate {
+            e.usage.output_tokens = self.forwarded_output_bound;
+            e.usage_estimated = true;
+        }
         e.model_served = self.model;
         if e.request_id.is_none() {
             e.request_id = self.message_id;
@@ -190,6 +217,9 @@ impl SseReader {
         match kind {
             SseKind::ContentDelta => {
                 self.facts.first_token.get_or_insert(now);
+                self.facts.forwarded_output_bound += (data.len() as u64)
+                    .saturating_sub(DELTA_ENVELOPE_BYTES)
+                    .max(1);
             }
             SseKind::MessageStart => {
                 if let Some(v) = json() {
@@ -238,7 +268,10 @@ impl JsonReader {
 
     /// Reads a Messages body or an error body.
     fn finish(self) -> AnswerFacts {
-        let mut facts = AnswerFacts::default();
+        let mut facts = AnswerFacts {
+            forwarded_output_bound: self.len as u64,
+            ..AnswerFacts::default()
+        };
         if self.len > READ_LIMIT {
             return facts;
         }
@@ -286,6 +319,14 @@ impl AnswerReader {
         match self {
             AnswerReader::Sse(r) => r.facts,
             AnswerReader::Json(r) => r.finish(),
+        }
+    }
+
+    /// Whether the answer already arrived whole.
+    fn complete(&self) -> bool {
+        match self {
+            AnswerReader::Sse(r) => r.facts.complete,
+            AnswerReader::Json(_) => false,
         }
     }
 }
@@ -371,16 +412,55 @@ impl Stream for TeeBody {
 
 impl Drop for TeeBody {
     /// A body dropped before its end means the client went away; if the
-    /// answer was already whole, nothing was lost.
+    /// answer was already whole, nothing was lost. Otherwise the rest is
+    /// drained for the usage the provider bills.
     fn drop(&mut self) {
-        let complete = match &self.state {
-            Some((AnswerReader::Sse(r), _)) => r.facts.complete,
-            _ => false,
+        let Some((reader, recording)) = self.state.take() else {
+            return;
         };
-        if self.state.is_some() {
-            self.finish((!complete).then_some("client_disconnected"));
+        if reader.complete() {
+            self.state = Some((reader, recording));
+            self.finish(None);
+            return;
+        }
+        let upstream = std::mem::replace(&mut self.upstream, Box::pin(futures::stream::empty()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(drain(upstream, reader, recording));
+            }
+            Err(_) => emit_disconnected(reader, recording),
         }
     }
+}
+
+/// Reads the rest of an answer whose client went away, bounded by
+/// [`DRAIN_TIME`] and [`DRAIN_BYTES`], then emits the event with the usage
+/// it found (or the estimate).
+async fn drain(mut upstream: BodyStream, mut reader: AnswerReader, recording: Recording) {
+    use futures::StreamExt;
+    let mut read = 0usize;
+    let reading = async {
+        while let Some(Ok(chunk)) = upstream.next().await {
+            read += chunk.len();
+            if read > DRAIN_BYTES {
+                break;
+            }
+            reader.feed(&chunk, Instant::now());
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, reading).await;
+    drop(upstream);
+    emit_disconnected(reader, recording);
+}
+
+/// Emits the event of an answer whose client disconnected.
+fn emit_disconnected(reader: AnswerReader, mut recording: Recording) {
+    let facts = reader.finish();
+    let first_token = facts.first_token;
+    let e = recording.event_mut();
+    e.error_type = Some("client_disconnected".to_owned());
+    facts.apply(e);
+    recording.emit(first_token);
 }
 
 #[cfg(test)]

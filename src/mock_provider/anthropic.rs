@@ -86,6 +86,16 @@ async fn messages(
     let scenario = s.scenario(&headers);
     match Scenario::parse(&scenario) {
         Scenario::Error(status) => scripted_error(status),
+        Scenario::RetryAfter(value) => {
+            let mut r = scripted_error(429);
+            match value.parse() {
+                Ok(v) => {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                Err(_) => return r,
+            }
+            r
+        }
         Scenario::Delay(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             answer(&model, stream, &body, 0, false)
@@ -205,6 +215,8 @@ pub(super) enum Scenario {
     SlowStream(u64),
     /// Break the stream after the first delta, without `message_stop`.
     Cut,
+    /// A 429 whose `retry-after` is this text (`retry-after:nan`).
+    RetryAfter(String),
 }
 
 impl Scenario {
@@ -213,6 +225,7 @@ impl Scenario {
             Some(("error", v)) => v.parse().map(Scenario::Error).unwrap_or(Scenario::Ok),
             Some(("delay", v)) => v.parse().map(Scenario::Delay).unwrap_or(Scenario::Ok),
             Some(("slow-stream", v)) => v.parse().map(Scenario::SlowStream).unwrap_or(Scenario::Ok),
+            Some(("retry-after", v)) => Scenario::RetryAfter(v.to_owned()),
             _ if s == "cut" => Scenario::Cut,
             _ => Scenario::Ok,
         }

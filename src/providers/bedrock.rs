@@ -165,7 +165,7 @@ impl Bedrock {
 
     fn url(&self, model_id: &str, action: &str) -> String {
         // The ID's colon and slashes (ARNs) are path-encoded, as AWS SDKs do.
-        let id: String = url_path_segment(model_id);
+        let id = super::path_segment(model_id);
         format!("{}/model/{id}/{action}", self.base_url)
     }
 
@@ -179,19 +179,6 @@ impl Bedrock {
             .await
             .map_err(|e| super::classify(&self.target, e, false))
     }
-}
-
-/// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
-fn url_path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A Bedrock error answer as Anthropic's error shape, with the status

@@ -21,6 +21,34 @@ use http::{HeaderMap, StatusCode};
 
 use crate::config::{Config, ProviderKind};
 
+/// RFC 3986's unreserved characters: all a path segment keeps as is.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes one URL path segment: everything but the unreserved
+/// characters (`/`, `?`, `#`, `%`, `:` included), and a segment of dots
+/// too, so a value taken from a request can never leave its segment.
+pub fn path_segment(s: &str) -> String {
+    encode_segment(s, UNRESERVED)
+}
+
+/// As [`path_segment`], but `@` stays: Vertex model IDs carry their date
+/// after it (`claude-3-5-sonnet@20240620`), and `@` is valid in a segment.
+pub fn model_version_segment(s: &str) -> String {
+    const WITH_AT: &percent_encoding::AsciiSet = &UNRESERVED.remove(b'@');
+    encode_segment(s, WITH_AT)
+}
+
+fn encode_segment(s: &str, set: &'static percent_encoding::AsciiSet) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b == b'.') {
+        return s.replace('.', "%2E");
+    }
+    percent_encoding::utf8_percent_encode(s, set).to_string()
+}
+
 /// The Anthropic API operations tollgate forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -222,4 +250,31 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_never_leave_their_segment() {
+        for hostile in ["../../v1/projects/other", "..", ".", "a/b", "a?b#c", "%2e%2e"] {
+            for encoded in [path_segment(hostile), model_version_segment(hostile)] {
+                assert!(
+                    !encoded.contains('/') && !encoded.contains('?') && !encoded.contains('#'),
+                    "{hostile:?} -> {encoded}"
+                );
+                assert!(encoded != ".." && encoded != ".", "{hostile:?} -> {encoded}");
+                assert!(!encoded.contains("%2e%2e"), "{hostile:?} -> {encoded}");
+            }
+        }
+        assert_eq!(
+            model_version_segment("claude-3-5-sonnet@20240620"),
+            "claude-3-5-sonnet@20240620"
+        );
+        assert_eq!(
+            path_segment("us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0"
+        );
+    }
 }

@@ -199,9 +199,14 @@ impl Vertex {
             .iter()
             .filter_map(|v| v.to_str().ok());
         let (_, downgrades) = self.dialect.filter_betas(header_betas);
+        // Every segment is encoded: a body's `model` of `../..` must not
+        // reach another path of Google's endpoint with our token.
         let url = format!(
-            "{}/v1/projects/{}/locations/{}/publishers/anthropic/models/{model_path}:{action}",
-            self.base_url, self.project, self.region
+            "{}/v1/projects/{}/locations/{}/publishers/anthropic/models/{}:{action}",
+            self.base_url,
+            super::path_segment(&self.project),
+            super::path_segment(&self.region),
+            super::model_version_segment(&model_path),
         );
         Ok((
             url,

@@ -418,7 +418,8 @@ const FRANK_OAUTH: &str = "sk-ant-oat01-FAKEffffffffffffffffffffffffffffffffffff
 /// The teams, providers, routes, budgets, limits and webhook of the test.
 fn extra_config(upstream: &str, overloaded: &str, webhook: &str) -> String {
     format!(
-        r#"
+        r#"client_routes = ["resilient", "patient", "cached"]
+
 [[keys]]
 id = "key_bob"
 hash = "{bob}"

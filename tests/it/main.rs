@@ -4,12 +4,14 @@
 
 mod support;
 
+mod abuse;
 mod budgets;
 mod claude_code;
 mod compose;
 mod dashboards;
 mod kafka;
 mod passthrough;
+mod properties;
 mod pricing;
 mod providers;
 mod query;

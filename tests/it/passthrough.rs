@@ -82,9 +82,11 @@ fn claude_code_body() -> String {
 async fn passthrough_forwards_the_clients_own_credential_and_the_body_byte_for_byte() {
     let mock = subscription_mock().await;
     let dir = tempfile::tempdir().unwrap();
+    // Both keys may route per request, so what is checked below is that
+    // routing still cannot move credentials across.
     let routing = format!(
-        "{}\n[providers.bedrock]\nkind = \"bedrock\"\nregion = \"us-east-1\"\nbase_url = \"{}\"\nbearer_token = \"br\"\n\n[routes.sub]\npassthrough = true\ntargets = [{{ provider = \"anthropic\" }}]\n",
-        sub_key(),
+        "client_routes = [\"sub\"]\n{}\n[providers.bedrock]\nkind = \"bedrock\"\nregion = \"us-east-1\"\nbase_url = \"{}\"\nbearer_token = \"br\"\n\n[routes.sub]\npassthrough = true\ntargets = [{{ provider = \"anthropic\" }}]\n",
+        sub_key().replace("passthrough = true\n", "passthrough = true\nallow_client_config = true\n"),
         mock.url()
     );
     let config = write_config(dir.path(), &mock.url(), &routing);

@@ -63,7 +63,8 @@ credentials_file = "{key}"
         url = mock.url(),
         key = key_path.display()
     );
-    let config = write_config(dir, &mock.url(), "");
+    // The tests name routes and providers per request: the key may.
+    let config = write_config(dir, &mock.url(), "allow_client_config = true\n");
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "provider = \"anthropic\"",
         &format!("provider = \"{target}\""),
@@ -348,9 +349,18 @@ async fn first_party_claude_code_is_routed_to_the_bedrock_mock() {
     tg.stop();
 }
 
-/// A route config appended to a cloud config.
+/// A route config appended to a cloud config; the test key may name it.
 fn with_route(config: &Path, route: &str) {
-    let text = std::fs::read_to_string(config).unwrap();
+    let name = route
+        .strip_prefix("[routes.")
+        .and_then(|r| r.split_once(']'))
+        .map(|(name, _)| name)
+        .expect("a [routes.NAME] table");
+    let text = std::fs::read_to_string(config).unwrap().replacen(
+        "allow_client_config = true\n",
+        &format!("allow_client_config = true\nclient_routes = [\"{name}\"]\n"),
+        1,
+    );
     std::fs::write(config, format!("{text}\n{route}\n")).unwrap();
 }
 
@@ -471,8 +481,8 @@ async fn retry_honours_retry_after_and_provider_header_picks_a_target() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("no route named"));
+    assert_eq!(r.status(), 403, "a route the key does not list is refused");
+    assert!(r.text().await.unwrap().contains("client_routes"));
     tg.stop();
 }
 

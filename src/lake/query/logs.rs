@@ -155,7 +155,8 @@ impl Cursor {
         Some(Cursor {
             key,
             descending,
-            value: parts.next()?.parse().ok()?,
+            // NaN or infinity would compare with nothing: not a position.
+            value: parts.next()?.parse().ok().filter(|v: &f64| v.is_finite())?,
             event_id: parts.next()?.to_owned(),
         })
     }

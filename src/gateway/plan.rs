@@ -1,0 +1,108 @@
+//! The route of one request made concrete: which targets it tries, in
+//! order, each with the exact body it would be sent (overrides applied).
+//!
+//! Built before admission, so a budget reserves what the request will
+//! really ask for: an override that swaps in a dearer model or a larger
+//! `max_tokens` is priced, not the body the client sent.
+
+use bytes::Bytes;
+
+use super::request_head::RequestHead;
+use crate::route::{self, RouteConfig};
+
+/// One target of the plan and the body it gets.
+pub struct PlannedTarget {
+    /// The `[providers.NAME]` to send to.
+    pub provider: String,
+    /// The request body after this target's `override_params`.
+    pub body: Bytes,
+}
+
+/// What admission reserves for: the model and output bound of the
+/// dearest target, and the body whose size bounds the input.
+pub struct WorstCase {
+    pub model: Option<String>,
+    pub max_tokens: u64,
+    pub body: Bytes,
+}
+
+/// The targets a request tries, in order.
+pub struct Plan {
+    pub targets: Vec<PlannedTarget>,
+}
+
+impl Plan {
+    /// Picks the targets (`facts` decide conditional and load-balanced
+    /// routes) and applies each one's overrides. A passthrough body goes
+    /// byte for byte: its routes have no overrides, and this holds even if
+    /// one did.
+    pub fn new(route: &RouteConfig, facts: &route::Facts<'_>, body: &Bytes, passthrough: bool) -> Plan {
+        let targets = route
+            .plan(facts)
+            .into_iter()
+            .map(|t| PlannedTarget {
+                provider: t.provider.clone(),
+                body: if passthrough {
+                    body.clone()
+                } else {
+                    route::apply_overrides(body, &t.override_params)
+                },
+            })
+            .collect();
+        Plan { targets }
+    }
+
+    /// Each target's (model, max_tokens, body) as it would be sent; the
+    /// caller prices them and reserves for the dearest.
+    pub fn candidates(&self) -> impl Iterator<Item = WorstCase> + '_ {
+        self.targets.iter().map(|t| {
+            let head = RequestHead::parse(&t.body).ok();
+            WorstCase {
+                model: head.as_ref().and_then(|h| h.model.as_deref().map(str::to_owned)),
+                max_tokens: head.and_then(|h| h.max_tokens).unwrap_or(0),
+                body: t.body.clone(),
+            }
+        })
+    }
+
+    /// The providers in order, for the cache key and messages.
+    pub fn parts(&self) -> Vec<(&str, &[u8])> {
+        self.targets
+            .iter()
+            .map(|t| (t.provider.as_str(), t.body.as_ref()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn candidates_see_the_overridden_model_and_max_tokens() {
+        let route = RouteConfig::from_portkey_json(
+            r#"{"strategy":{"mode":"fallback"},"targets":[{"provider":"a"},{"provider":"b","override_params":{"model":"claude-opus-4-8","max_tokens":64000}}]}"#,
+        )
+        .unwrap();
+        let body = Bytes::from_static(br#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[]}"#);
+        let metadata = BTreeMap::new();
+        let facts = route::Facts {
+            model: Some("claude-haiku-4-5"),
+            metadata: &metadata,
+        };
+        let plan = Plan::new(&route, &facts, &body, false);
+        let seen: Vec<(Option<String>, u64)> =
+            plan.candidates().map(|c| (c.model, c.max_tokens)).collect();
+        assert_eq!(
+            seen,
+            [
+                (Some("claude-haiku-4-5".to_owned()), 10),
+                (Some("claude-opus-4-8".to_owned()), 64000)
+            ]
+        );
+        // Passthrough bodies are never rewritten.
+        let plan = Plan::new(&route, &facts, &body, true);
+        assert!(plan.targets.iter().all(|t| t.body == body));
+    }
+}
