@@ -105,7 +105,7 @@ impl Gateway {
         if let Some(e) = tag_error {
             return refuse(recording, e);
         }
-        if let Err(e) = self.check_passthrough(&identity, inbound, &headers, &mut recording) {
+        if let Err(e) = self.check_passthrough(&identity, &inbound, &headers, &mut recording) {
             return refuse(recording, e);
         }
         let body = match self.read_body(inbound, body, &mut headers, &mut recording).await {
@@ -131,14 +131,14 @@ impl Gateway {
     fn check_passthrough(
         &self,
         identity: &Identity,
-        inbound: Inbound,
+        inbound: &Inbound,
         headers: &HeaderMap,
         recording: &mut Recording,
     ) -> Result<(), GatewayError> {
         if !identity.passthrough {
             return Ok(());
         }
-        if inbound != Inbound::Anthropic {
+        if *inbound != Inbound::Anthropic {
             return Err(GatewayError::PassthroughUnsupported(format!(
                 "key {} is a passthrough key: it forwards the client's own Anthropic credential, so it speaks Anthropic's API only (not Claude Code's Bedrock or Vertex mode)",
                 identity.key_id

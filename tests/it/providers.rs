@@ -556,3 +556,25 @@ async fn cached_route_answers_a_repeat_from_memory_recorded_as_a_hit_at_zero_cos
     assert_eq!(cost, Some(0.0), "a hit costs nothing: {hit}");
     tg.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_name_cannot_walk_out_of_the_vertex_url_path() {
+    let mock = start_cloud_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tg = Tollgate::start_with_config(dir.path(), cloud_config(dir.path(), &mock, "vertex"));
+    let hostile = r#"{"model":"../../../../v1/projects/other-project/locations/x/publishers/anthropic/models/claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = tg.post("/v1/messages").body(hostile).send().await.unwrap();
+    let _ = r.bytes().await;
+    let own = "/v1/projects/tollgate-test/locations/us-east5/publishers/anthropic/models/";
+    let received = mock.received();
+    assert!(!received.is_empty(), "the request reached the mock: {}", tg.log());
+    for got in received.iter().filter(|g| g.path_and_query != "/token") {
+        assert!(
+            got.path_and_query.starts_with(own) && got.path_and_query.contains("%2F"),
+            "left its segment: {}",
+            got.path_and_query
+        );
+        assert!(!got.path_and_query.contains("other-project/"), "{}", got.path_and_query);
+    }
+    tg.stop();
+}
