@@ -281,7 +281,7 @@ fn row(label: &str, direct: &[Duration], via: &[Duration]) {
 
 fn claude_code_body() -> &'static str {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/claude-code/samples/anthropic_first_request_authtoken.json");
+        .join("tests/data/claude-code/anthropic_first_request_authtoken.json");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("sample")).expect("json");
     Box::leak(v["body"].to_string().into_boxed_str())

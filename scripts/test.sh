@@ -4,13 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Reuse a build directory outside the clone when one exists: a clean debug
-# build with DataFusion takes 15+ minutes on 2 cores.
-if [ -z "${CARGO_TARGET_DIR:-}" ]; then
-  for dir in /work/target "$HOME/.cache/tollgate-target"; do
-    if [ -d "$dir" ] && [ -w "$dir" ]; then export CARGO_TARGET_DIR="$dir"; break; fi
-  done
-fi
+# CARGO_TARGET_DIR when set; otherwise one build cache under $HOME, kept
+# between runs: a clean debug build with DataFusion takes 15+ minutes on
+# 2 cores, and a fresh clone's own target/ would start from nothing.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tollgate-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 

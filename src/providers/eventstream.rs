@@ -169,7 +169,7 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/claude-code/samples/response_bedrock_eventstream.bin");
+            .join("tests/data/claude-code/response_bedrock_eventstream.bin");
         std::fs::read(path).expect("the real Bedrock stream sample")
     }
 

@@ -300,7 +300,7 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// One captured Claude Code request from `../shared/claude-code/samples`.
+/// One captured Claude Code request from `tests/data/claude-code` (copied from the wire captures).
 pub struct Sample {
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -310,7 +310,7 @@ pub struct Sample {
 /// Loads a sample by file name.
 pub fn sample(name: &str) -> Sample {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/claude-code/samples")
+        .join("tests/data/claude-code")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read sample {}: {e}", path.display()));
