@@ -10,6 +10,7 @@ pub mod budget;
 pub mod config;
 pub mod event;
 pub mod handoff;
+pub mod http_headers;
 pub mod metrics;
 pub mod pricing;
 pub mod route;

@@ -331,12 +331,9 @@ fn is_answer(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
-/// The first value of the first of `names` present.
-fn first_of<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|n| headers.get(*n))
-        .and_then(|v| v.to_str().ok())
+/// The text of the first of `names` present.
+fn first_of<'a>(headers: &'a HeaderMap, names: &[&'static str]) -> Option<&'a str> {
+    crate::http_headers::first_of(headers, names).and_then(|(_, v)| v.to_str().ok())
 }
 
 /// What a key lets its requests say about their own routing. A client

@@ -43,7 +43,7 @@ impl ApiState {
             .admin_tokens
             .iter()
             .filter(|t| !t.is_empty())
-            .map(|t| (digest(t), Scope::All));
+            .map(|t| (digest(t.as_bytes()), Scope::All));
         let teams = config
             .team_tokens
             .iter()
@@ -64,11 +64,7 @@ impl ApiState {
         if self.tokens.is_empty() {
             return Err(ApiError::NoToken);
         }
-        let token = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
+        let token = crate::http_headers::bearer_token(headers).ok_or(ApiError::Unauthorized)?;
         let presented = digest(token);
         // Comparing fixed-size digests keeps timing independent of where a
         // guess first differs from a real token.
@@ -85,9 +81,9 @@ impl ApiState {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+fn digest(token: &[u8]) -> [u8; 32] {
     use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).into()
+    sha2::Sha256::digest(token).into()
 }
 
 /// The API's routes.

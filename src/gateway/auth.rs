@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::GatewayError;
 use crate::config::{KeyConfig, parse_key_hash};
+use crate::http_headers::bearer_token;
 
 /// What a key says about its holder; stored on every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,12 +121,8 @@ fn presented_keys(headers: &HeaderMap) -> Vec<&[u8]> {
         keys.push(v.as_bytes());
     }
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v.as_bytes();
-        let token = v
-            .strip_prefix(b"Bearer ")
-            .or_else(|| v.strip_prefix(b"bearer "))
-            .unwrap_or(v);
-        keys.push(token);
+        // A bare key (no scheme) is accepted too, as clients send it.
+        keys.push(bearer_token(headers).unwrap_or(v.as_bytes()));
     }
     keys.retain(|k| !k.is_empty());
     keys

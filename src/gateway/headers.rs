@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use http::{HeaderMap, HeaderName, header};
 
 use super::error::GatewayError;
+use crate::http_headers::first_of;
 
 /// Per-request facts the client supplies in headers.
 #[derive(Debug, Clone, Default)]
@@ -70,12 +71,6 @@ fn bad(header: &'static str, reason: &str) -> GatewayError {
     }
 }
 
-fn first_of<'h>(
-    headers: &'h HeaderMap,
-    names: &[&'static str],
-) -> Option<(&'static str, &'h http::HeaderValue)> {
-    names.iter().find_map(|n| headers.get(*n).map(|v| (*n, v)))
-}
 
 /// Metadata must be a JSON object whose values are all strings.
 fn parse_metadata(

@@ -127,12 +127,9 @@ fn installation_secret(dir: &Path) -> Result<Vec<u8>, PassthroughError> {
 /// Code's `ANTHROPIC_AUTH_TOKEN` or its OAuth login), else `x-api-key`.
 /// `None`: the request carries no credential of its own.
 pub fn client_credential(headers: &HeaderMap) -> Option<&[u8]> {
-    let bearer = headers.get(header::AUTHORIZATION).map(|v| {
-        let v = v.as_bytes();
-        v.strip_prefix(b"Bearer ")
-            .or_else(|| v.strip_prefix(b"bearer "))
-            .unwrap_or(v)
-    });
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| crate::http_headers::bearer_token(headers).unwrap_or(v.as_bytes()));
     bearer
         .into_iter()
         .chain(headers.get("x-api-key").map(|v| v.as_bytes()))
