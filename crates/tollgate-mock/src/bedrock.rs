@@ -42,7 +42,11 @@ pub async fn invoke(
 ) -> Response {
     s.record(&method, &uri, &headers, &body);
     if let Err(message) = s.check_aws(&method, &uri, &headers, &body) {
-        return error(StatusCode::FORBIDDEN, "UnrecognizedClientException", &message);
+        return error(
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            &message,
+        );
     }
     let Some(model) = catalog::bedrock_model(&id) else {
         return error(
@@ -122,7 +126,10 @@ fn scripted_error(status: u16) -> Response {
 fn event_stream_answer(model: &str, request_body: &[u8]) -> Response {
     let frames: Vec<Bytes> = sse_events(model, request_body)
         .iter()
-        .filter_map(|e| e.split_once("\ndata: ").map(|(_, d)| d.trim_end().to_owned()))
+        .filter_map(|e| {
+            e.split_once("\ndata: ")
+                .map(|(_, d)| d.trim_end().to_owned())
+        })
         .map(|data| {
             let mut v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
             if v["type"] == "message_stop" {

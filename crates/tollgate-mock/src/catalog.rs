@@ -9,6 +9,7 @@
 /// Bedrock foundation-model IDs and the Anthropic model each one serves.
 /// Requests may prefix an ID with a cross-region inference profile
 /// (`us.`, `eu.`, `apac.`, `jp.`, `au.`, `global.`) or send its ARN.
+#[rustfmt::skip]
 const BEDROCK_MODELS: &[(&str, &str)] = &[
     ("anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
     ("anthropic.claude-sonnet-4-6", "claude-sonnet-4-6"),
@@ -29,6 +30,7 @@ const BEDROCK_REGION_PREFIXES: &[&str] = &["us.", "eu.", "apac.", "jp.", "au.", 
 
 /// Vertex AI model IDs (`name@version`, or the bare name for models
 /// published without one) and the Anthropic model each one serves.
+#[rustfmt::skip]
 const VERTEX_MODELS: &[(&str, &str)] = &[
     ("claude-opus-4-6", "claude-opus-4-6"),
     ("claude-sonnet-4-6", "claude-sonnet-4-6"),
@@ -115,21 +117,37 @@ mod tests {
     #[test]
     fn bedrock_ids_resolve_with_a_region_prefix_or_as_an_arn() {
         let sonnet = Some("claude-sonnet-4-5-20250929");
-        assert_eq!(bedrock_model("anthropic.claude-sonnet-4-5-20250929-v1:0"), sonnet);
-        assert_eq!(bedrock_model("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), sonnet);
+        assert_eq!(
+            bedrock_model("anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            sonnet
+        );
+        assert_eq!(
+            bedrock_model("us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            sonnet
+        );
         assert_eq!(
             bedrock_model(
                 "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
             ),
             sonnet
         );
-        assert_eq!(bedrock_model("claude-sonnet-4-5"), None, "an Anthropic name is not a Bedrock ID");
-        assert_eq!(bedrock_model("xx.anthropic.claude-sonnet-4-5-20250929-v1:0"), None);
+        assert_eq!(
+            bedrock_model("claude-sonnet-4-5"),
+            None,
+            "an Anthropic name is not a Bedrock ID"
+        );
+        assert_eq!(
+            bedrock_model("xx.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            None
+        );
     }
 
     #[test]
     fn vertex_ids_are_versioned_with_an_at_sign() {
-        assert_eq!(vertex_model("claude-sonnet-4-5@20250929"), Some("claude-sonnet-4-5-20250929"));
+        assert_eq!(
+            vertex_model("claude-sonnet-4-5@20250929"),
+            Some("claude-sonnet-4-5-20250929")
+        );
         assert_eq!(vertex_model("claude-sonnet-4-5-20250929"), None);
     }
 

@@ -95,7 +95,12 @@ pub fn verify_sigv4(
     }
     let time = request_time(headers)?;
     // The signer adds these itself; passing them too would sign them twice.
-    let added_by_signer = ["host", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"];
+    let added_by_signer = [
+        "host",
+        "x-amz-date",
+        "x-amz-security-token",
+        "x-amz-content-sha256",
+    ];
     let pairs: Vec<(&str, &str)> = auth
         .signed_headers
         .split(';')
@@ -119,11 +124,16 @@ pub fn verify_sigv4(
         .into();
     let signable = SignableRequest::new(method, url, pairs.into_iter(), SignableBody::Bytes(body))
         .map_err(|e| signing(&e))?;
-    let (_, expected) = sign(signable, &params).map_err(|e| signing(&e))?.into_parts();
+    let (_, expected) = sign(signable, &params)
+        .map_err(|e| signing(&e))?
+        .into_parts();
     if expected == auth.signature {
         Ok(())
     } else {
-        Err(SigV4Error::Mismatch { expected, got: auth.signature })
+        Err(SigV4Error::Mismatch {
+            expected,
+            got: auth.signature,
+        })
     }
 }
 

@@ -98,8 +98,8 @@ pub fn verify_jwt(assertion: &str, public_pem: &str, audience: &str) -> Result<C
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
-    let data = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
-        .map_err(JwtError::Invalid)?;
+    let data =
+        jsonwebtoken::decode::<Claims>(assertion, &key, &validation).map_err(JwtError::Invalid)?;
     let c = data.claims;
     if c.scope != "https://www.googleapis.com/auth/cloud-platform" {
         return Err(JwtError::Scope(c.scope));
@@ -147,7 +147,10 @@ pub async fn predict(
     }
     let _ = location;
     if let Some(flag) = refused_beta(&headers) {
-        return error(StatusCode::BAD_REQUEST, &format!("invalid beta flag {flag}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid beta flag {flag}"),
+        );
     }
     let Some((model, action)) = model_action.rsplit_once(':') else {
         return error(StatusCode::NOT_FOUND, "no :rawPredict or :streamRawPredict");
@@ -178,7 +181,8 @@ pub async fn predict(
         return scripted_error(status);
     }
     let Some(served) = catalog::vertex_model(model) else {
-        let message = format!("Publisher Model `publishers/anthropic/models/{model}` was not found");
+        let message =
+            format!("Publisher Model `publishers/anthropic/models/{model}` was not found");
         return error(StatusCode::NOT_FOUND, &message);
     };
     let stream = parsed["stream"].as_bool().unwrap_or(false);
