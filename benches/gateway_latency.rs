@@ -5,6 +5,8 @@
 //! role, events recorded to its lake) is pinned to core 0; the mock and this
 //! load generator to core 1, as in ../shared/PERFORMANCE.md. "Added" is the
 //! same percentile through tollgate minus straight to the mock, same run.
+//! The mock (the `tollgate-mock` crate) runs in a process of its own: this
+//! benchmark binary started again with `mock-provider` as its argument.
 //! Prints figures; asserts nothing about speed.
 
 use std::io::{BufRead, BufReader};
@@ -18,13 +20,38 @@ const PROVIDER_KEY: &str = "sk-bench";
 const SMALL_BODY: &str =
     r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
 
+/// The argument that makes this binary serve the mock instead.
+const MOCK_ROLE: &str = "mock-provider";
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(MOCK_ROLE) {
+        serve_mock();
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(run());
+}
+
+/// The mock provider, in this (re-executed) process, until it is killed;
+/// prints its address as the `tollgate-mock` binary does.
+fn serve_mock() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let options = tollgate_mock::MockOptions {
+            api_key: Some(PROVIDER_KEY.to_owned()),
+            ..tollgate_mock::MockOptions::default()
+        };
+        let mock = tollgate_mock::spawn(listener, options).expect("mock");
+        println!("mock provider listening on {}", mock.url());
+        std::future::pending::<()>().await;
+    });
 }
 
 struct Proc {
@@ -41,14 +68,14 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `tollgate ARGS` pinned to `core`, returning the URL it prints.
-fn start(core: &str, args: &[&str], prefix: &str, dir: &Path) -> Proc {
+/// Starts `PROGRAM ARGS` pinned to `core`, returning the URL it prints.
+fn start(core: &str, program: &Path, args: &[&str], prefix: &str, dir: &Path) -> Proc {
     let mut cmd = if has_taskset() {
         let mut c = Command::new("taskset");
-        c.args(["-c", core, env!("CARGO_BIN_EXE_tollgate")]);
+        c.args(["-c", core]).arg(program);
         c
     } else {
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        Command::new(program)
     };
     let mut child = cmd
         .args(args)
@@ -57,7 +84,7 @@ fn start(core: &str, args: &[&str], prefix: &str, dir: &Path) -> Proc {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start tollgate");
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let url = loop {
         let line = lines
@@ -289,15 +316,11 @@ fn claude_code_body() -> &'static str {
 
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let this = std::env::current_exe().expect("this benchmark's path");
     let mock = start(
         "1",
-        &[
-            "mock-provider",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            PROVIDER_KEY,
-        ],
+        &this,
+        &[MOCK_ROLE],
         "mock provider listening on ",
         dir.path(),
     );
@@ -309,6 +332,7 @@ async fn run() {
     std::fs::write(dir.path().join("tollgate.toml"), config).expect("config");
     let tg = start(
         "0",
+        Path::new(env!("CARGO_BIN_EXE_tollgate")),
         &["serve", "--config", "tollgate.toml"],
         "tollgate gateway listening on ",
         dir.path(),

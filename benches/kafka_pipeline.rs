@@ -161,11 +161,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_tansu, brokers) = start_tansu(dir.path());
-    let mock = tollgate::mock_provider::spawn(
+    let mock = tollgate_mock::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind"),
-        tollgate::mock_provider::MockOptions::default(),
+        tollgate_mock::MockOptions::default(),
     )
     .expect("mock");
     let config = dir.path().join("tollgate.toml");

@@ -13,4 +13,4 @@ mkdir -p "$CARGO_TARGET_DIR"
 export TOLLGATE_TOOLS_DIR="${TOLLGATE_TOOLS_DIR:-$HOME/.cache/tollgate-tools}"
 bash scripts/install-test-deps.sh
 echo "== cargo test (target dir $CARGO_TARGET_DIR)"
-cargo test --locked --lib --bins --tests "$@"
+cargo test --locked --workspace --lib --bins --tests "$@"

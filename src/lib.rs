@@ -23,5 +23,4 @@ pub mod lake;
 pub mod notify;
 pub mod providers;
 
-pub mod mock_provider;
 pub mod roles;

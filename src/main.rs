@@ -1,14 +1,12 @@
 //! The `tollgate` command line.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tollgate::config::{Config, generate_key, hash_key, starter_config};
 use tollgate::event::Usage;
-use tollgate::mock_provider::{self, MockOptions};
 use tollgate::pricing::{PriceBook, PriceQuery};
 use tollgate::roles::{self, Role};
 
@@ -138,18 +136,6 @@ enum Command {
         url: String,
         #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: String,
-    },
-    /// Run the mock LLM provider (tests and benchmarks).
-    #[command(hide = true)]
-    MockProvider {
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Credential the mock requires; none accepts any.
-        #[arg(long)]
-        api_key: Option<String>,
-        /// Scenario for requests that name none (e.g. `delay:20`).
-        #[arg(long)]
-        scenario: Option<String>,
     },
 }
 
@@ -319,25 +305,6 @@ fn main() -> anyhow::Result<()> {
             url,
             token,
         } => runtime()?.block_on(logs(trace_id, url, token)),
-        Command::MockProvider {
-            listen,
-            api_key,
-            scenario,
-        } => runtime()?.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let options = MockOptions {
-                api_key,
-                default_scenario: scenario,
-                ..MockOptions::default()
-            };
-            let mock = mock_provider::spawn(listener, options)?;
-            println!("mock provider listening on {}", mock.url());
-            std::io::stdout().flush()?;
-            roles::shutdown_signal().await;
-            Ok(())
-        }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Anthropic's error types and the HTTP statuses they go with: one table
 //! for every place that turns one into the other (the Bedrock and Vertex
-//! error maps, answers in Claude Code's Bedrock mode, the mock provider).
+//! error maps, answers in Claude Code's Bedrock mode).
 
 /// `(status, error type)` as Anthropic's API answers them; the first row
 /// of a type is its status.

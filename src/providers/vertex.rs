@@ -37,13 +37,13 @@ fn default_token_uri() -> String {
 }
 
 /// The JWT claims of the token request.
-#[derive(serde::Serialize, Deserialize, Debug)]
-pub struct Claims {
-    pub iss: String,
-    pub scope: String,
-    pub aud: String,
-    pub iat: i64,
-    pub exp: i64,
+#[derive(serde::Serialize, Debug)]
+struct Claims {
+    iss: String,
+    scope: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
 }
 
 /// A configured Vertex target.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tollgate::config::hash_key;
-use tollgate::mock_provider::anthropic::USAGE_OUTPUT;
+use tollgate_mock::USAGE_OUTPUT;
 
 use crate::support::{KEY, PROVIDER_KEY, Tollgate, client, start_mock, write_config};
 

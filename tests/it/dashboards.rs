@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tollgate::config::hash_key;
-use tollgate::mock_provider::{self, MockOptions};
+use tollgate_mock::MockOptions;
 
 use crate::support::{ADMIN, KEY, PROVIDER_KEY, Tollgate, client, write_config};
 
@@ -694,7 +694,7 @@ fn substitute(expr: &str, variables: &BTreeMap<String, String>) -> String {
 async fn every_dashboard_query_returns_data_from_prometheus_scraping_tollgate_under_traffic() {
     let dir = tempfile::tempdir().unwrap();
     // The provider: tollgate's own key, or a passthrough client's token.
-    let mock = mock_provider::spawn(
+    let mock = tollgate_mock::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         MockOptions {
             api_key: Some(PROVIDER_KEY.into()),
@@ -703,7 +703,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_tollgate_un
         },
     )
     .unwrap();
-    let overloaded = mock_provider::spawn(
+    let overloaded = tollgate_mock::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         MockOptions {
             api_key: Some(PROVIDER_KEY.into()),

@@ -247,7 +247,7 @@ async fn assert_exactly_once(api: &Tollgate, trace: &str, sent: &Sent, logs: &[&
 struct Cluster {
     dir: tempfile::TempDir,
     broker: Broker,
-    mock: tollgate::mock_provider::MockHandle,
+    mock: tollgate_mock::MockHandle,
     /// Config appended to every role's (budgets, webhooks).
     extra: String,
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use tollgate::config::hash_key;
-use tollgate::mock_provider::{self, MockHandle, MockOptions};
+use tollgate_mock::{MockHandle, MockOptions};
 
 use crate::claude_code::run_claude_output;
 use crate::support::{ADMIN, PROVIDER_KEY, Tollgate, client, sample, write_config};
@@ -34,7 +34,7 @@ fn sub_key() -> String {
 /// A mock that accepts the clients' own credentials only.
 async fn subscription_mock() -> MockHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    mock_provider::spawn(
+    tollgate_mock::spawn(
         listener,
         MockOptions {
             credentials: vec![OAUTH_A.into(), OAUTH_B.into(), USER_KEY.into()],

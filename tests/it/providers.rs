@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tollgate::mock_provider::{self, MockHandle, MockOptions};
+use tollgate_mock::{MockHandle, MockOptions};
 
 use crate::claude_code::run_claude_output;
 use crate::support::{KEY, Tollgate, write_config};
@@ -18,7 +18,7 @@ const AWS_SECRET: &str = "tollgate/test/secret/key/EXAMPLE";
 async fn start_cloud_mock() -> MockHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = std::fs::read_to_string(data("vertex-test-key.pub.pem")).unwrap();
-    mock_provider::spawn(
+    tollgate_mock::spawn(
         listener,
         MockOptions {
             record: true,
@@ -367,7 +367,7 @@ fn with_route(config: &Path, route: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn fallback_from_anthropic_to_bedrock_on_529_records_both_attempts() {
     let cloud = start_cloud_mock().await;
-    let overloaded = mock_provider::spawn(
+    let overloaded = tollgate_mock::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         MockOptions {
             default_scenario: Some("error:529".into()),

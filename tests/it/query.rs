@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tollgate::config::hash_key;
-use tollgate::mock_provider;
 
 use crate::support::{ADMIN, Tollgate, client, start_mock, write_config};
 
@@ -203,7 +202,7 @@ async fn traffic(tg: &Tollgate) {
 
 /// A running tollgate over two teams that has served [`traffic`]; the
 /// mock and the data directory live as long as the returned handles.
-async fn two_teams_with_traffic() -> (mock_provider::MockHandle, tempfile::TempDir, Tollgate) {
+async fn two_teams_with_traffic() -> (tollgate_mock::MockHandle, tempfile::TempDir, Tollgate) {
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let config = two_team_config(dir.path(), &mock.url());

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tollgate::mock_provider::anthropic::{
+use tollgate_mock::{
     USAGE_CACHE_1H, USAGE_CACHE_5M, USAGE_CACHE_READ, USAGE_INPUT, USAGE_OUTPUT,
 };
 

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollgate::config::hash_key;
-use tollgate::mock_provider::{self, MockHandle, MockOptions};
+use tollgate_mock::{MockHandle, MockOptions};
 
 /// The tollgate key every test config holds.
 pub const KEY: &str = "tg-test-key-0123456789";
@@ -18,7 +18,7 @@ pub const PROVIDER_KEY: &str = "sk-ant-provider-test";
 /// Starts a recording mock provider that requires `PROVIDER_KEY`.
 pub async fn start_mock() -> MockHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    mock_provider::spawn(
+    tollgate_mock::spawn(
         listener,
         MockOptions {
             api_key: Some(PROVIDER_KEY.into()),

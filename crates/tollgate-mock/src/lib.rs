@@ -1,14 +1,24 @@
-//! A mock of the LLM providers, speaking their wire formats.
+//! A mock of the LLM providers tollgate talks to, speaking their wire
+//! formats: Anthropic's Messages API, Bedrock's runtime API and Vertex AI
+//! (with its OAuth token endpoint), on one server.
 //!
-//! Providers cannot be reached from CI, so tests, benchmarks and the
-//! real-Claude-Code test run against this instead. It checks what the real
-//! service checks (credential, version header, body shape) and answers with
-//! Anthropic's exact SSE or JSON, including every cache token class.
-//! Behaviour is scripted per request with the `x-mock-scenario` header
-//! (which tollgate forwards like any unknown header) or per server.
+//! Providers cannot be reached from CI, so tollgate's tests, benchmarks and
+//! the real-Claude-Code test run against this instead. It checks what the
+//! real service checks (credential, version header, body shape, model IDs,
+//! beta flags) and answers with Anthropic's exact SSE or JSON, including
+//! every cache token class. Behaviour is scripted per request with the
+//! `x-mock-scenario` header (which tollgate forwards like any unknown
+//! header) or per server.
+//!
+//! This crate shares no code with tollgate: its event-stream writer, error
+//! types, model and beta tables are its own, so a framing or catalogue bug
+//! in tollgate cannot hide by being the same on both sides.
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod catalog;
+pub mod eventstream;
+pub mod sigv4;
 pub mod vertex;
 
 use std::net::SocketAddr;
@@ -16,7 +26,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// One request as the mock received it.
+pub use anthropic::{
+    USAGE_CACHE_1H, USAGE_CACHE_5M, USAGE_CACHE_READ, USAGE_INPUT, USAGE_OUTPUT, sse_events,
+};
+
+/// One request as the mock received it, so tests can check what tollgate
+/// sent upstream.
 #[derive(Debug, Clone)]
 pub struct ReceivedRequest {
     pub method: String,
@@ -60,7 +75,7 @@ pub struct MockOptions {
     pub google_public_key_pem: Option<String>,
 }
 
-/// A running mock.
+/// A running mock: its address and what it received.
 #[derive(Clone)]
 pub struct MockHandle {
     pub addr: SocketAddr,
@@ -82,7 +97,7 @@ impl MockHandle {
     }
 }
 
-/// Most requests kept when recording.
+/// Most requests kept when recording, so a long run cannot exhaust memory.
 const RECORD_LIMIT: usize = 10_000;
 
 /// Serves the mock on `listener` until the runtime stops.
@@ -106,6 +121,7 @@ pub fn spawn(
     Ok(MockHandle { addr, received })
 }
 
+/// Keeps `request`, unless `RECORD_LIMIT` requests are kept already.
 fn record(received: &Mutex<Vec<ReceivedRequest>>, request: ReceivedRequest) {
     let mut all = received.lock().unwrap_or_else(|p| p.into_inner());
     if all.len() < RECORD_LIMIT {

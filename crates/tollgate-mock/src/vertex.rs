@@ -10,9 +10,31 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 
-use super::anthropic::{MockState, Scenario, answer, scripted_error};
-use crate::providers::translate::anthropic_name;
-use crate::providers::vertex::Claims;
+use crate::anthropic::{MockState, Scenario, answer, scripted_error};
+use crate::catalog;
+
+/// The claims of a service account's token request, as Google reads them.
+#[derive(Debug, serde::Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub scope: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Why a token request's JWT was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("the service account's public key is not an RSA PEM: {0}")]
+    Key(jsonwebtoken::errors::Error),
+    #[error("invalid JWT: {0}")]
+    Invalid(jsonwebtoken::errors::Error),
+    #[error("scope {0} is not cloud-platform")]
+    Scope(String),
+    #[error("token lifetime over one hour")]
+    Lifetime,
+}
 
 /// Google's error shape.
 fn error(status: StatusCode, message: &str) -> Response {
@@ -60,7 +82,9 @@ pub async fn token(
         }
         Err(e) => (
             StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({"error": "invalid_grant", "error_description": e})),
+            axum::Json(
+                serde_json::json!({"error": "invalid_grant", "error_description": e.to_string()}),
+            ),
         )
             .into_response(),
     }
@@ -68,29 +92,33 @@ pub async fn token(
 
 /// Checks an RS256 service-account JWT: signature, audience, scope, and a
 /// lifetime of at most an hour.
-pub fn verify_jwt(assertion: &str, public_pem: &str, audience: &str) -> Result<Claims, String> {
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem.as_bytes())
-        .map_err(|e| e.to_string())?;
+pub fn verify_jwt(assertion: &str, public_pem: &str, audience: &str) -> Result<Claims, JwtError> {
+    let key =
+        jsonwebtoken::DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(JwtError::Key)?;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
-    let data = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
-        .map_err(|e| format!("invalid JWT: {e}"))?;
+    let data =
+        jsonwebtoken::decode::<Claims>(assertion, &key, &validation).map_err(JwtError::Invalid)?;
     let c = data.claims;
     if c.scope != "https://www.googleapis.com/auth/cloud-platform" {
-        return Err(format!("scope {} is not cloud-platform", c.scope));
+        return Err(JwtError::Scope(c.scope));
     }
     if c.exp - c.iat > 3600 {
-        return Err("token lifetime over one hour".into());
+        return Err(JwtError::Lifetime);
     }
     Ok(c)
 }
 
+/// The fields of an `application/x-www-form-urlencoded` body (none when
+/// it is not one).
 fn url_form(body: &[u8]) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
 
-/// `POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m:action}`.
+/// `POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m:action}`:
+/// checks the access token, model ID, betas and body as Vertex does, then
+/// answers like Anthropic.
 pub async fn predict(
     State(s): State<Arc<MockState>>,
     Path((_project, location, model_action)): Path<(String, String, String)>,
@@ -118,6 +146,12 @@ pub async fn predict(
         );
     }
     let _ = location;
+    if let Some(flag) = refused_beta(&headers) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid beta flag {flag}"),
+        );
+    }
     let Some((model, action)) = model_action.rsplit_once(':') else {
         return error(StatusCode::NOT_FOUND, "no :rawPredict or :streamRawPredict");
     };
@@ -146,10 +180,15 @@ pub async fn predict(
     if let Scenario::Error(status) = Scenario::parse(&s.scenario(&headers)) {
         return scripted_error(status);
     }
+    let Some(served) = catalog::vertex_model(model) else {
+        let message =
+            format!("Publisher Model `publishers/anthropic/models/{model}` was not found");
+        return error(StatusCode::NOT_FOUND, &message);
+    };
     let stream = parsed["stream"].as_bool().unwrap_or(false);
     match action {
-        "streamRawPredict" if stream => answer(&anthropic_name(model), true, &body, 0, false),
-        "rawPredict" if !stream => answer(&anthropic_name(model), false, &body, 0, false),
+        "streamRawPredict" if stream => answer(served, true, &body, 0, false),
+        "rawPredict" if !stream => answer(served, false, &body, 0, false),
         _ => error(
             StatusCode::BAD_REQUEST,
             &format!("{action} does not match stream={stream}"),
@@ -157,10 +196,22 @@ pub async fn predict(
     }
 }
 
+/// The first `anthropic-beta` flag Vertex does not accept, if any.
+fn refused_beta(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|f| !f.is_empty() && !catalog::vertex_accepts_beta(f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A form-encoded body as Google's token endpoint receives it.
     #[test]
     fn form_values_are_percent_decoded() {
         let f = url_form(b"grant_type=urn%3Aietf%3Aparams&assertion=a.b.c");

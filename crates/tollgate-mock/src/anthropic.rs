@@ -11,9 +11,10 @@ use axum::routing::post;
 use futures::StreamExt;
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 
-use super::{MockOptions, ReceivedRequest, record};
+use crate::{MockOptions, ReceivedRequest, record};
 
-/// The mock's shared state.
+/// The mock's shared state: its options, what it received and the
+/// Vertex access tokens it issued.
 pub struct MockState {
     pub options: MockOptions,
     pub received: Arc<Mutex<Vec<ReceivedRequest>>>,
@@ -35,12 +36,14 @@ pub fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
-        .route("/model/{id}/{action}", post(super::bedrock::invoke))
-        .route("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model_action}", post(super::vertex::predict))
-        .route("/token", post(super::vertex::token))
+        .route("/model/{id}/{action}", post(crate::bedrock::invoke))
+        .route("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model_action}", post(crate::vertex::predict))
+        .route("/token", post(crate::vertex::token))
         .with_state(state)
 }
 
+/// `POST /v1/messages`: checks the request as Anthropic does, then plays
+/// the scenario it names.
 async fn messages(
     State(s): State<Arc<MockState>>,
     method: Method,
@@ -106,6 +109,8 @@ async fn messages(
     }
 }
 
+/// `POST /v1/messages/count_tokens`: a rough count (a token per four
+/// bytes), enough for tollgate to pass it through.
 async fn count_tokens(
     State(s): State<Arc<MockState>>,
     method: Method,
@@ -129,7 +134,7 @@ async fn count_tokens(
 
 impl MockState {
     /// Keeps a copy of the request when recording.
-    pub(super) fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+    pub(crate) fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
         if self.options.record {
             record(
                 &self.received,
@@ -194,7 +199,9 @@ impl MockState {
         None
     }
 
-    pub(super) fn scenario(&self, headers: &HeaderMap) -> String {
+    /// The scenario the request names (`x-mock-scenario`), else the
+    /// server's default, else none.
+    pub(crate) fn scenario(&self, headers: &HeaderMap) -> String {
         headers
             .get("x-mock-scenario")
             .and_then(|v| v.to_str().ok())
@@ -205,7 +212,7 @@ impl MockState {
 }
 
 /// What a request asks the mock to do.
-pub(super) enum Scenario {
+pub(crate) enum Scenario {
     Ok,
     /// Answer with this error status (`error:529`).
     Error(u16),
@@ -220,7 +227,8 @@ pub(super) enum Scenario {
 }
 
 impl Scenario {
-    pub(super) fn parse(s: &str) -> Scenario {
+    /// Reads a scenario name; anything unknown is a plain answer.
+    pub(crate) fn parse(s: &str) -> Scenario {
         match s.split_once(':') {
             Some(("error", v)) => v.parse().map(Scenario::Error).unwrap_or(Scenario::Ok),
             Some(("delay", v)) => v.parse().map(Scenario::Delay).unwrap_or(Scenario::Ok),
@@ -230,6 +238,30 @@ impl Scenario {
             _ => Scenario::Ok,
         }
     }
+}
+
+/// Anthropic's error type for each HTTP status it answers errors with,
+/// as its API documentation lists them; written here, not taken from
+/// tollgate, so tollgate's own mapping is checked against it.
+const ERROR_TYPES: &[(u16, &str)] = &[
+    (400, "invalid_request_error"),
+    (401, "authentication_error"),
+    (403, "permission_error"),
+    (404, "not_found_error"),
+    (413, "request_too_large"),
+    (429, "rate_limit_error"),
+    (500, "api_error"),
+    (503, "overloaded_error"),
+    (529, "overloaded_error"),
+];
+
+/// The error type Anthropic answers `status` with (`api_error` for a
+/// status it does not document).
+pub fn error_type(status: u16) -> &'static str {
+    ERROR_TYPES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or("api_error", |(_, t)| t)
 }
 
 /// An Anthropic-shaped error.
@@ -243,9 +275,11 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     r
 }
 
-pub(super) fn scripted_error(status: u16) -> Response {
+/// The error a scenario asks for, shaped as Anthropic shapes it (with
+/// `retry-after` on a 429, as Anthropic sends one).
+pub(crate) fn scripted_error(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = crate::providers::error_types::error_type_for_status(status.as_u16());
+    let kind = error_type(status.as_u16());
     let mut r = error(status, kind, &format!("mock scripted {kind}"));
     if status == StatusCode::TOO_MANY_REQUESTS {
         r.headers_mut()
@@ -254,8 +288,10 @@ pub(super) fn scripted_error(status: u16) -> Response {
     r
 }
 
+/// The text of every mocked answer.
 const TEXT: &str = "Hello from the mock provider.";
 
+/// The `usage` object of an answer, every token class present.
 fn usage_json(output_tokens: u64) -> serde_json::Value {
     serde_json::json!({
         "input_tokens": USAGE_INPUT,
@@ -312,7 +348,7 @@ pub fn sse_events(model: &str, request_body: &[u8]) -> Vec<String> {
 }
 
 /// A whole (non-streaming) Messages answer.
-pub(super) fn answer_json(model: &str, request_body: &[u8]) -> Response {
+pub(crate) fn answer_json(model: &str, request_body: &[u8]) -> Response {
     let body = serde_json::json!({
         "id": message_id(request_body),
         "type": "message", "role": "assistant", "model": model,
@@ -328,7 +364,9 @@ pub(super) fn answer_json(model: &str, request_body: &[u8]) -> Response {
     r
 }
 
-pub(super) fn answer(
+/// A Messages answer, streamed (with `pause_ms` between events, or cut
+/// after the first delta) or whole.
+pub(crate) fn answer(
     model: &str,
     stream: bool,
     request_body: &[u8],
@@ -368,4 +406,26 @@ pub(super) fn answer(
         .header("request-id", "req_mock_stream")
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_types_follow_anthropics_documented_statuses() {
+        assert_eq!(error_type(529), "overloaded_error");
+        assert_eq!(error_type(503), "overloaded_error");
+        assert_eq!(error_type(429), "rate_limit_error");
+        assert_eq!(error_type(502), "api_error", "an undocumented status");
+    }
+
+    #[test]
+    fn scenarios_parse_and_unknown_ones_answer_normally() {
+        assert!(matches!(Scenario::parse("error:529"), Scenario::Error(529)));
+        assert!(matches!(Scenario::parse("delay:20"), Scenario::Delay(20)));
+        assert!(matches!(Scenario::parse("cut"), Scenario::Cut));
+        assert!(matches!(Scenario::parse("error:x"), Scenario::Ok));
+        assert!(matches!(Scenario::parse("dance"), Scenario::Ok));
+    }
 }
