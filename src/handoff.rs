@@ -119,7 +119,9 @@ mod tests {
         assert_eq!(count(Handed::Waiting), 4);
         assert_eq!(count(Handed::Lost), 992);
         // Tasks alive: this test's own plus at most the overflow room.
-        let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let alive = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
         assert!(alive <= 4, "{alive} tasks wait for room");
         // The parked events arrive once room is made.
         let mut received = 0;

@@ -5,8 +5,8 @@
 //! `other`; trace IDs never become labels.
 
 use std::collections::HashSet;
-use std::sync::{LazyLock, RwLock};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, RwLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -731,7 +731,11 @@ mod tests {
         let distinct: HashSet<String> = (0..1000)
             .map(|i| model_label(Some(&format!("label-test-dated-{i}"))).to_owned())
             .collect();
-        assert!(distinct.len() <= MAX_PATTERN_MODEL_LABELS + 1, "{}", distinct.len());
+        assert!(
+            distinct.len() <= MAX_PATTERN_MODEL_LABELS + 1,
+            "{}",
+            distinct.len()
+        );
         assert!(distinct.contains("label-test-dated-0"));
         assert!(distinct.contains("other"));
     }

@@ -185,7 +185,11 @@ impl KafkaBus {
                 small.map(|s| (key.clone(), s))
             })
             .collect();
-        tracing::warn!(topic, records = retry.len(), "the broker refused records for their size; sending them cut down");
+        tracing::warn!(
+            topic,
+            records = retry.len(),
+            "the broker refused records for their size; sending them cut down"
+        );
         for i in self.produce_batch(topic, partition, &retry).await? {
             oversize::lose(topic, retry[i].1.len(), self.max_record_bytes);
         }

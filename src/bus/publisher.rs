@@ -41,10 +41,8 @@ pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
             }
         }
         METRICS.handoff_queue_depth.set(queue.len() as i64);
-        let records: Vec<(Bytes, Bytes)> = events
-            .drain(..)
-            .filter_map(|e| encode(e, topic))
-            .collect();
+        let records: Vec<(Bytes, Bytes)> =
+            events.drain(..).filter_map(|e| encode(e, topic)).collect();
         append_until_done(log.as_ref(), topic, records).await;
     }
     tracing::info!(topic, "event publisher drained its queue and stopped");

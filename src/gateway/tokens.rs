@@ -118,7 +118,10 @@ impl TokenCounter {
     /// count at its next chunk.
     pub async fn upper_bound(&self, body: &Bytes) -> Option<u64> {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            tracing::debug!(bytes = body.len(), "token counters busy; admitting on the byte bound");
+            tracing::debug!(
+                bytes = body.len(),
+                "token counters busy; admitting on the byte bound"
+            );
             return None;
         };
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
@@ -157,9 +160,17 @@ mod tests {
 
     #[test]
     fn a_megabyte_run_of_one_character_is_cut_into_bounded_chunks() {
-        for run in ["a".repeat(1 << 20), " ".repeat(1 << 20), "é".repeat(1 << 19)] {
+        for run in [
+            "a".repeat(1 << 20),
+            " ".repeat(1 << 20),
+            "é".repeat(1 << 19),
+        ] {
             let pieces: Vec<&str> = chunks(&run, MAX_CHUNK_BYTES).collect();
-            assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= MAX_CHUNK_BYTES));
+            assert!(
+                pieces
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= MAX_CHUNK_BYTES)
+            );
             assert_eq!(pieces.concat(), run);
             assert!(pieces.len() <= run.len() / (MAX_CHUNK_BYTES - 1) + 1);
         }
@@ -167,7 +178,9 @@ mod tests {
 
     #[test]
     fn ordinary_text_counts_the_same_in_chunks_as_whole() {
-        let text = "The quick brown fox jumps over the lazy dog, twice.\n  Then: {\"a\": [1, 22, 333]} ".repeat(200);
+        let text =
+            "The quick brown fox jumps over the lazy dog, twice.\n  Then: {\"a\": [1, 22, 333]} "
+                .repeat(200);
         let cancel = AtomicBool::new(false);
         assert!(chunks(&text, MAX_CHUNK_BYTES).count() > 50);
         assert_eq!(count(&text, &cancel), Some(whole(&text)));
@@ -180,7 +193,10 @@ mod tests {
             let exact = whole(&run);
             let chunked = count(&run, &AtomicBool::new(false)).unwrap();
             assert!(chunked >= exact, "{chunked} < {exact}");
-            assert!((chunked as f64) <= exact as f64 * 1.3, "{chunked} vs {exact}");
+            assert!(
+                (chunked as f64) <= exact as f64 * 1.3,
+                "{chunked} vs {exact}"
+            );
         }
     }
 
@@ -194,8 +210,18 @@ mod tests {
     async fn a_saturated_counter_falls_back_to_the_byte_bound() {
         let counter = TokenCounter::new(1, 1.3);
         let held = counter.permits.clone().try_acquire_owned().unwrap();
-        assert_eq!(counter.upper_bound(&Bytes::from_static(b"hello world")).await, None);
+        assert_eq!(
+            counter
+                .upper_bound(&Bytes::from_static(b"hello world"))
+                .await,
+            None
+        );
         drop(held);
-        assert_eq!(counter.upper_bound(&Bytes::from_static(b"hello world")).await, Some(3));
+        assert_eq!(
+            counter
+                .upper_bound(&Bytes::from_static(b"hello world"))
+                .await,
+            Some(3)
+        );
     }
 }

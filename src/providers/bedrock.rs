@@ -345,8 +345,7 @@ impl Provider for Bedrock {
             if !response.status().is_success() {
                 return Ok(error_answer(response, &self.target).await);
             }
-            let text =
-                super::capped_text(response, super::MAX_ERROR_BODY, &self.target).await?;
+            let text = super::capped_text(response, super::MAX_ERROR_BODY, &self.target).await?;
             let v: Value = serde_json::from_str(&text).map_err(|e| ProviderError::Stream {
                 target: self.target.clone(),
                 message: format!("count-tokens answer is not JSON: {e}"),

@@ -254,7 +254,10 @@ mod tests {
 
     /// A Vertex target whose service account's token URI is `token_uri`.
     fn vertex(dir: &std::path::Path, token_uri: &str) -> Vertex {
-        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vertex-test-key.json");
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/vertex-test-key.json"
+        );
         let mut v: Value = serde_json::from_str(&std::fs::read_to_string(key).unwrap()).unwrap();
         v["token_uri"] = Value::from(token_uri);
         let path = dir.join("key.json");

@@ -580,7 +580,7 @@ async fn single_role_on_the_embedded_bus_is_refused_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_over_the_kafka_record_limit_is_cut_down_and_lands_instead_of_blocking_the_journal()
-{
+ {
     let c = Cluster::start("").await;
     let accountant = c.role("acc", "accountant");
     let sink = c.role("sink", "sink");
