@@ -19,8 +19,11 @@ pub struct FieldCaps {
     pub text: usize,
     /// The client's user agent.
     pub client: usize,
+    /// Each metadata key.
     pub metadata_key: usize,
+    /// Each metadata value.
     pub metadata_value: usize,
+    /// Metadata entries kept (the first ones, by key order).
     pub metadata_entries: usize,
     /// Entries kept of a list (downgrades).
     pub list_items: usize,
@@ -65,10 +68,12 @@ pub fn truncate(s: &mut String, max: usize) -> Option<usize> {
     Some(cut)
 }
 
+/// The text that ends a cut field.
 fn marker(cut: usize) -> String {
     format!("…[truncated {cut} bytes]")
 }
 
+/// The largest char boundary of `s` at or below `i`.
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     while !s.is_char_boundary(i) {
         i -= 1;

@@ -436,8 +436,10 @@ struct ModelLabels {
 /// A test of model names (whether a price table prices the name).
 pub type ModelPattern = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// The process's model label registry (filled at start-up).
 static MODEL_LABELS: LazyLock<RwLock<ModelLabels>> = LazyLock::new(RwLock::default);
 
+/// Reads the registry (a poisoned lock still holds valid sets).
 fn model_labels() -> std::sync::RwLockReadGuard<'static, ModelLabels> {
     MODEL_LABELS.read().unwrap_or_else(|p| p.into_inner())
 }

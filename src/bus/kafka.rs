@@ -533,6 +533,7 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
+    /// A context owning no partitions yet, with no hook.
     fn new(topic: &str, group: &str) -> GroupContext {
         GroupContext {
             topic: topic.to_owned(),

@@ -42,8 +42,12 @@ struct Token {
 
 /// Mints tokens for one target.
 pub struct Minter {
+    /// The target's name, for errors.
     pub target: String,
+    /// The service account, or why it could not be read (every mint then
+    /// fails with that reason).
     pub account: Result<ServiceAccount, String>,
+    /// The shared upstream HTTP client.
     pub client: reqwest::Client,
 }
 
@@ -52,11 +56,14 @@ pub struct Minter {
 struct Generation {
     token: OnceCell<Token>,
     fallback: Option<Token>,
+    /// Its background mint failed: a new generation may retry after
+    /// [`RETRY_AFTER`].
     failed: AtomicBool,
     born: Instant,
 }
 
 impl Generation {
+    /// A generation with nothing minted yet.
     fn new(fallback: Option<Token>) -> Arc<Generation> {
         Arc::new(Generation {
             token: OnceCell::new(),
@@ -74,6 +81,7 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// An empty cache: the first request mints.
     pub fn new(minter: Minter) -> TokenCache {
         TokenCache {
             minter: Arc::new(minter),
