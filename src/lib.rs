@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod config;
 pub mod event;
+pub mod field_caps;
 pub mod handoff;
 pub mod http_headers;
 pub mod metrics;

@@ -4,8 +4,9 @@
 //! Labels are bounded: teams and models come from config or are folded into
 //! `other`; trace IDs never become labels.
 
-use std::sync::LazyLock;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, RwLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -25,6 +26,8 @@ pub struct Metrics {
     pub handoff_queue_depth: IntGauge,
     pub handoff_overflow: IntCounter,
     pub events_lost: IntCounter,
+    pub event_fields_truncated: IntCounterVec,
+    pub handoff_overflow_lost: IntCounter,
     pub bus_appended: IntCounterVec,
     pub bus_append_errors: IntCounterVec,
     pub bus_delivery_failures: IntCounter,
@@ -273,6 +276,15 @@ impl Metrics {
                 "tollgate_events_lost_total",
                 "Events that could not be recorded at all",
             ),
+            event_fields_truncated: counter_vec(
+                "tollgate_event_fields_truncated_total",
+                "Event fields cut to their length cap (from a request or an upstream answer), by field",
+                &["field"],
+            ),
+            handoff_overflow_lost: counter(
+                "tollgate_events_handoff_overflow_lost_total",
+                "Events lost because the hand-off queue and its overflow room were both full (also in tollgate_events_lost_total)",
+            ),
             bus_appended: counter_vec(
                 "tollgate_bus_appended_total",
                 "Records appended to the bus, by topic",
@@ -408,19 +420,69 @@ impl Metrics {
     }
 }
 
-/// A model name fit to be a label. Callers pass the model the provider
-/// served (a bounded set), never the one a client asked for, which could be
-/// anything; what is missing or odd-looking becomes `other`.
+/// Most model names outside the exact set that a pattern admits as labels.
+const MAX_PATTERN_MODEL_LABELS: usize = 64;
+
+/// Which model names may be label values: the configured and catalogued
+/// names exactly, and names a pattern (the price tables) accepts, up to
+/// [`MAX_PATTERN_MODEL_LABELS`] distinct ones. Anything else is `other`.
+#[derive(Default)]
+struct ModelLabels {
+    exact: HashSet<String>,
+    patterns: Vec<ModelPattern>,
+    admitted: HashSet<String>,
+}
+
+/// A test of model names (whether a price table prices the name).
+pub type ModelPattern = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The process's model label registry (filled at start-up).
+static MODEL_LABELS: LazyLock<RwLock<ModelLabels>> = LazyLock::new(RwLock::default);
+
+/// Reads the registry (a poisoned lock still holds valid sets).
+fn model_labels() -> std::sync::RwLockReadGuard<'static, ModelLabels> {
+    MODEL_LABELS.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Adds model names that may be label values as they are (the catalog's,
+/// the configuration's). Called once at start-up by each process.
+pub fn allow_model_labels(names: impl IntoIterator<Item = String>) {
+    let mut labels = MODEL_LABELS.write().unwrap_or_else(|p| p.into_inner());
+    labels.exact.extend(names);
+}
+
+/// Adds a test admitting further model names (a price table's pattern):
+/// the first [`MAX_PATTERN_MODEL_LABELS`] distinct names it accepts become
+/// labels.
+pub fn allow_model_label_pattern(pattern: ModelPattern) {
+    let mut labels = MODEL_LABELS.write().unwrap_or_else(|p| p.into_inner());
+    labels.patterns.push(pattern);
+}
+
+/// A model name fit to be a label: a configured or catalogued model, or
+/// one of a bounded number a price table knows; whatever an upstream (or
+/// a client) makes up becomes `other`, so label values stay bounded.
 pub fn model_label(served: Option<&str>) -> &str {
-    match served {
-        Some(m)
-            if m.len() <= 96
-                && m.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._:@/".contains(&b)) =>
-        {
-            m
+    let Some(m) = served.filter(|m| m.len() <= 96) else {
+        return "other";
+    };
+    {
+        let labels = model_labels();
+        if labels.exact.contains(m) || labels.admitted.contains(m) {
+            return m;
         }
-        _ => "other",
+        if labels.admitted.len() >= MAX_PATTERN_MODEL_LABELS
+            || !labels.patterns.iter().any(|p| p(m))
+        {
+            return "other";
+        }
+    }
+    let mut labels = MODEL_LABELS.write().unwrap_or_else(|p| p.into_inner());
+    if labels.admitted.len() < MAX_PATTERN_MODEL_LABELS {
+        labels.admitted.insert(m.to_owned());
+        m
+    } else {
+        "other"
     }
 }
 
@@ -659,6 +721,25 @@ mod tests {
         );
         assert_eq!(group_label("tollgate-sink"), "tollgate-sink");
         assert_eq!(group_label("tollgate-restore-xyz"), "tollgate-restore-xyz");
+    }
+
+    #[test]
+    fn only_known_models_become_labels_and_patterns_admit_a_bounded_number() {
+        allow_model_labels(["label-test-model".to_owned()]);
+        allow_model_label_pattern(Box::new(|m| m.starts_with("label-test-dated-")));
+        assert_eq!(model_label(Some("label-test-model")), "label-test-model");
+        assert_eq!(model_label(Some("made-up-by-upstream-1")), "other");
+        assert_eq!(model_label(None), "other");
+        let distinct: HashSet<String> = (0..1000)
+            .map(|i| model_label(Some(&format!("label-test-dated-{i}"))).to_owned())
+            .collect();
+        assert!(
+            distinct.len() <= MAX_PATTERN_MODEL_LABELS + 1,
+            "{}",
+            distinct.len()
+        );
+        assert!(distinct.contains("label-test-dated-0"));
+        assert!(distinct.contains("other"));
     }
 
     #[test]

@@ -218,6 +218,7 @@ pub async fn run(
         Some(dir) => PriceBook::load_dir(dir)?,
         None => PriceBook::embedded(),
     });
+    register_model_labels(&cfg, &book);
     let budgets =
         crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
     let admission = Admission::new(
@@ -368,6 +369,25 @@ pub async fn run(
         kafka.flush(Duration::from_secs(5));
     }
     Ok(())
+}
+
+/// Tells the metrics which model names may be label values: the
+/// catalog's, the configuration's model maps, the price tables' examples,
+/// and (a bounded number of) names the price tables price.
+fn register_model_labels(cfg: &Config, book: &Arc<PriceBook>) {
+    let configured = cfg
+        .providers
+        .values()
+        .flat_map(|p| p.model_map.iter())
+        .flat_map(|(name, id)| [name.clone(), id.clone()]);
+    metrics::allow_model_labels(
+        providers::translate::catalog_model_names()
+            .into_iter()
+            .chain(configured)
+            .chain(book.example_models().map(str::to_owned)),
+    );
+    let book = book.clone();
+    metrics::allow_model_label_pattern(Box::new(move |m| book.knows_model(m)));
 }
 
 /// `tollgate replay`: every budget ledger rebuilt from the event log.

@@ -25,6 +25,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::oversize::{self, Fitted};
 use super::{
     ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log, RevokeHook,
     Subscription,
@@ -43,6 +44,8 @@ const STATS_INTERVAL_MS: &str = "5000";
 pub struct KafkaBus {
     cfg: KafkaConfig,
     producer: FutureProducer,
+    /// Records above this are cut down before they are sent.
+    max_record_bytes: usize,
 }
 
 impl KafkaBus {
@@ -60,6 +63,7 @@ impl KafkaBus {
         Ok(Arc::new(KafkaBus {
             cfg: cfg.clone(),
             producer,
+            max_record_bytes: max_record_bytes(cfg),
         }))
     }
 
@@ -155,14 +159,69 @@ impl KafkaBus {
 
     /// Produces `records` (to `partition` if given) and waits for every
     /// acknowledgement; the first failure is returned after all settle.
+    /// A record too big for the producer's limit is cut down before it is
+    /// sent; one the broker refuses for its size (a lower topic limit) is
+    /// cut down and sent again, after the rest of its batch: never retried
+    /// as it is (see [`super::oversize`]).
     async fn produce(
         &self,
         topic: &str,
         partition: Option<u32>,
         records: Vec<(Bytes, Bytes)>,
     ) -> Result<(), BusError> {
+        let records = self.fit_records(topic, records);
+        let refused = self.produce_batch(topic, partition, &records).await?;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let retry: Vec<(Bytes, Bytes)> = refused
+            .into_iter()
+            .filter_map(|i| {
+                let (key, payload) = &records[i];
+                let small = oversize::shrink(payload);
+                if small.is_none() {
+                    oversize::lose(topic, payload.len(), self.max_record_bytes);
+                }
+                small.map(|s| (key.clone(), s))
+            })
+            .collect();
+        tracing::warn!(
+            topic,
+            records = retry.len(),
+            "the broker refused records for their size; sending them cut down"
+        );
+        for i in self.produce_batch(topic, partition, &retry).await? {
+            oversize::lose(topic, retry[i].1.len(), self.max_record_bytes);
+        }
+        Ok(())
+    }
+
+    /// Cuts down (or drops, counted) records over the producer's limit.
+    fn fit_records(&self, topic: &str, records: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
+        records
+            .into_iter()
+            .filter_map(|(key, payload)| {
+                match oversize::fit(topic, &key, &payload, self.max_record_bytes) {
+                    Fitted::AsIs => Some((key, payload)),
+                    Fitted::Shrunk(small) => Some((key, small)),
+                    Fitted::Lost => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Produces `records` and waits for every acknowledgement. Returns the
+    /// indices of records refused for their size; any other failure is
+    /// returned (after all settle) as the error.
+    async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: &[(Bytes, Bytes)],
+    ) -> Result<Vec<usize>, BusError> {
+        let mut refused = Vec::new();
         let mut deliveries = Vec::with_capacity(records.len());
-        for (key, payload) in &records {
+        for (i, (key, payload)) in records.iter().enumerate() {
             let mut record = FutureRecord::to(topic)
                 .key(key.as_ref())
                 .payload(payload.as_ref());
@@ -172,13 +231,17 @@ impl KafkaBus {
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
-                        deliveries.push(delivery);
+                        deliveries.push((i, delivery));
                         break;
                     }
                     // librdkafka's own queue is full: wait for it to drain.
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) if is_size_refusal(&e) => {
+                        refused.push(i);
+                        break;
                     }
                     Err((e, _)) => {
                         METRICS.bus_delivery_failures.inc();
@@ -192,9 +255,13 @@ impl KafkaBus {
             }
         }
         let mut first_error = None;
-        for delivery in deliveries {
+        for (i, delivery) in deliveries {
             let failure = match delivery.await {
                 Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) if is_size_refusal(&e) => {
+                    refused.push(i);
+                    continue;
+                }
                 Ok(Err((e, _))) => e.to_string(),
                 Err(_) => "the producer dropped the delivery report".to_owned(),
             };
@@ -206,8 +273,8 @@ impl KafkaBus {
                 METRICS
                     .bus_appended
                     .with_label_values(&[topic])
-                    .inc_by(records.len() as u64);
-                Ok(())
+                    .inc_by((records.len() - refused.len()) as u64);
+                Ok(refused)
             }
             Some(message) => Err(kafka_err(
                 &self.cfg,
@@ -223,6 +290,28 @@ impl KafkaBus {
             tracing::warn!(error = %e, "kafka producer did not flush before shutdown");
         }
     }
+}
+
+/// Whether Kafka refused a record for its size (the producer's
+/// `message.max.bytes` or the broker's limit): sending it again as it is
+/// can never succeed.
+fn is_size_refusal(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    )
+}
+
+/// The most key + payload bytes one record may have: the producer's
+/// `message.max.bytes` (librdkafka's default unless set) less room for the
+/// record's framing.
+fn max_record_bytes(cfg: &KafkaConfig) -> usize {
+    const FRAMING: usize = 256;
+    cfg.properties
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000)
+        .saturating_sub(FRAMING)
 }
 
 /// Settings every client shares: brokers, then the operator's extras.
@@ -304,13 +393,7 @@ impl Log for KafkaBus {
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
-        let context = GroupContext {
-            topic: topic.to_owned(),
-            assigned: Mutex::new(HashSet::new()),
-            revoked: Mutex::new(Vec::new()),
-            hook: Mutex::new(None),
-            lag: ConsumerLag::new(topic, group),
-        };
+        let context = GroupContext::new(topic, group);
         METRICS.bus_consume_errors.with_label_values(&[topic]);
         let mut config = client_config(&self.cfg);
         if !self.cfg.properties.contains_key("statistics.interval.ms") {
@@ -425,34 +508,7 @@ impl ConsumerContext for GroupContext {
             .filter(|e| e.topic() == self.topic)
             .map(|e| e.partition() as u32)
             .collect();
-        {
-            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-            for p in &partitions {
-                assigned.remove(p);
-            }
-        }
-        self.revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(&partitions);
-        let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(hook) = hook else { return };
-        let commits = hook(&partitions);
-        if commits.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, next) in &commits {
-            let _ = tpl.add_partition_offset(&self.topic, *p as i32, Offset::Offset(*next as i64));
-        }
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                tracing::info!(topic = %self.topic, ?commits, "flushed and committed partitions before giving them up")
-            }
-            Err(e) => {
-                tracing::error!(topic = %self.topic, error = %e, "commit before revocation failed; the next owner re-reads (the lake skips what it holds)")
-            }
-        }
+        self.revoke(&partitions, |tpl| consumer.commit(tpl, CommitMode::Sync));
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -473,6 +529,77 @@ impl ConsumerContext for GroupContext {
         if let Err(e) = result {
             tracing::warn!(topic = %self.topic, error = %e, "offset commit failed");
         }
+    }
+}
+
+impl GroupContext {
+    /// A context owning no partitions yet, with no hook.
+    fn new(topic: &str, group: &str) -> GroupContext {
+        GroupContext {
+            topic: topic.to_owned(),
+            assigned: Mutex::new(HashSet::new()),
+            revoked: Mutex::new(Vec::new()),
+            hook: Mutex::new(None),
+            lag: ConsumerLag::new(topic, group),
+        }
+    }
+
+    /// Gives up `partitions`: forgets them, runs the consumer's hook (it
+    /// writes what it buffered for them) and commits what it returns, all
+    /// before returning, so the next owner starts exactly after. The hook's
+    /// file writes and fsyncs and the synchronous commit block, and this
+    /// runs inside librdkafka's callback on the task polling the consumer,
+    /// so it runs through [`off_runtime`].
+    fn revoke(
+        &self,
+        partitions: &[u32],
+        commit: impl FnOnce(&TopicPartitionList) -> rdkafka::error::KafkaResult<()>,
+    ) {
+        {
+            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+            for p in partitions {
+                assigned.remove(p);
+            }
+        }
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(partitions);
+        let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(hook) = hook else { return };
+        off_runtime(|| {
+            let commits = hook(partitions);
+            if commits.is_empty() {
+                return;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for (p, next) in &commits {
+                let _ =
+                    tpl.add_partition_offset(&self.topic, *p as i32, Offset::Offset(*next as i64));
+            }
+            match commit(&tpl) {
+                Ok(()) => {
+                    tracing::info!(topic = %self.topic, ?commits, "flushed and committed partitions before giving them up")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %self.topic, error = %e, "commit before revocation failed; the next owner re-reads (the lake skips what it holds)")
+                }
+            }
+        });
+    }
+}
+
+/// Runs blocking work that must finish before a librdkafka callback
+/// returns. The callback runs on whichever thread polls the consumer, a
+/// runtime worker: on a multi-thread runtime `block_in_place` first hands
+/// that worker's other tasks to another thread, so they keep running;
+/// elsewhere (a current-thread runtime, no runtime) it runs in place.
+fn off_runtime<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
@@ -597,5 +724,52 @@ impl Subscription for KafkaSubscription {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The revoke hook runs inside librdkafka's callback on a runtime
+    /// worker; here its blocking work needs another task of the same
+    /// runtime to make progress, which it can only if the worker was handed
+    /// off first.
+    #[test]
+    fn a_blocking_revoke_hook_does_not_stall_the_runtime() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let committed = runtime.block_on(async {
+            tokio::spawn(async {
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                let rx = Mutex::new(rx);
+                let context = GroupContext::new("test.revoke.v1", "test-revoke");
+                let hook: RevokeHook = Arc::new(move |partitions: &[u32]| {
+                    let rx = rx.lock().unwrap();
+                    match rx.recv_timeout(Duration::from_secs(10)) {
+                        Ok(()) => partitions.iter().map(|p| (*p, 42)).collect(),
+                        Err(_) => Vec::new(),
+                    }
+                });
+                *context.hook.lock().unwrap() = Some(hook);
+                let _other = tokio::spawn(async move { tx.send(()) });
+                let mut committed = Vec::new();
+                context.revoke(&[3], |tpl| {
+                    committed = tpl
+                        .elements()
+                        .iter()
+                        .map(|e| (e.partition(), e.offset()))
+                        .collect();
+                    Ok(())
+                });
+                committed
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(committed, vec![(3, Offset::Offset(42))]);
     }
 }

@@ -9,6 +9,7 @@ pub mod embedded_bus;
 pub mod forwarder;
 pub mod history;
 pub mod kafka;
+pub mod oversize;
 pub mod publisher;
 
 use std::sync::Arc;

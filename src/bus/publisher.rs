@@ -10,6 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Log;
+use super::embedded::MAX_RECORD_BYTES;
+use super::oversize::{self, Fitted};
 use crate::event::LlmEvent;
 use crate::handoff::EventQueue;
 use crate::metrics::METRICS;
@@ -39,17 +41,27 @@ pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
             }
         }
         METRICS.handoff_queue_depth.set(queue.len() as i64);
-        let records: Vec<(Bytes, Bytes)> = events.drain(..).filter_map(encode).collect();
+        let records: Vec<(Bytes, Bytes)> =
+            events.drain(..).filter_map(|e| encode(e, topic)).collect();
         append_until_done(log.as_ref(), topic, records).await;
     }
     tracing::info!(topic, "event publisher drained its queue and stopped");
 }
 
-/// Serialises one event; a failure is a bug worth shouting about, and the
-/// event is counted as lost rather than dropped silently.
-fn encode(event: LlmEvent) -> Option<(Bytes, Bytes)> {
+/// Serialises one event, cut down if it is over the embedded log's record
+/// limit (an append holding it would fail forever); a failure is a bug
+/// worth shouting about, and the event is counted as lost rather than
+/// dropped silently.
+fn encode(event: LlmEvent, topic: &str) -> Option<(Bytes, Bytes)> {
     match serde_json::to_vec(&event) {
-        Ok(json) => Some((Bytes::copy_from_slice(event.bus_key()), Bytes::from(json))),
+        Ok(json) => {
+            let key = Bytes::copy_from_slice(event.bus_key());
+            match oversize::fit(topic, &key, &json, MAX_RECORD_BYTES) {
+                Fitted::AsIs => Some((key, Bytes::from(json))),
+                Fitted::Shrunk(small) => Some((key, small)),
+                Fitted::Lost => None,
+            }
+        }
         Err(e) => {
             METRICS.events_lost.inc();
             tracing::error!(event_id = %event.event_id, error = %e, "event could not be encoded: lost");

@@ -3,8 +3,8 @@
 //! Budgets are reserve-then-settle. Admitting a request reserves its worst
 //! case against every budget covering it: estimated input tokens (the body's
 //! byte count, a free upper bound; near a limit, tiktoken's count times the
-//! safety factor) priced at the model's dearest input rate (the 1-hour cache
-//! write), plus `max_tokens` of output. When the request ends, the
+//! safety factor, counted by [`super::tokens`]) priced at the model's
+//! dearest input rate (the 1-hour cache write), plus `max_tokens` of output. When the request ends, the
 //! reservation shrinks to the real cost; it is released once the budget state
 //! from the accountant shows the event folded in (the `progress` record),
 //! so a request's cost is always counted once: reserved, or spent. Checks
@@ -30,6 +30,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::auth::Identity;
+use super::tokens::TokenCounter;
 use crate::budget::{BudgetRecord, BudgetSpec, BudgetStates, LedgerId, Who};
 use crate::config::{AdmissionConfig, BudgetScope, RateLimitConfig, UnknownStatePolicy};
 use crate::event::Usage;
@@ -174,6 +175,8 @@ pub struct Admission {
     book: Arc<PriceBook>,
     config: AdmissionConfig,
     limiters: Vec<Limiter>,
+    /// Counts tokens of requests near a limit.
+    counter: TokenCounter,
     state: Mutex<State>,
 }
 
@@ -208,8 +211,12 @@ impl Admission {
             next_seq: AtomicU64::new(1),
             specs,
             book,
-            config,
             limiters,
+            counter: TokenCounter::new(
+                TokenCounter::default_concurrency(),
+                config.token_safety_factor,
+            ),
+            config,
             state: Mutex::new(State {
                 caught_up,
                 ..State::default()
@@ -331,16 +338,9 @@ impl Admission {
             Err(Refusal::StateUnknown) => return Err(Refusal::StateUnknown),
             Err(_) => {}
         }
-        // Near a limit: count tokens properly (off the async threads).
-        let text = body.clone();
-        let factor = self.config.token_safety_factor;
-        let counted = tokio::task::spawn_blocking(move || {
-            let bpe = tiktoken_rs::cl100k_base_singleton();
-            let n = bpe.encode_ordinary(&String::from_utf8_lossy(&text)).len();
-            (n as f64 * factor).ceil() as u64
-        })
-        .await
-        .unwrap_or(bound);
+        // Near a limit: count tokens properly (off the async threads, a
+        // bounded number at a time; busy counters keep the byte bound).
+        let counted = self.counter.upper_bound(body).await.unwrap_or(bound);
         self.try_reserve(&ticket, &covering, model, counted.min(bound), max_tokens)?;
         Ok(ticket)
     }

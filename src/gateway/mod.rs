@@ -18,6 +18,7 @@ mod proxy;
 pub mod recording;
 pub mod request_head;
 pub mod tee;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;

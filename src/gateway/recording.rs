@@ -9,6 +9,7 @@ use super::admission::Ticket;
 use super::auth::Identity;
 use super::headers::RequestTags;
 use crate::event::{Attempt, BilledBy, LlmEvent, Origin, SCHEMA_VERSION, Usage};
+use crate::field_caps::{RECORDING, cap_event};
 use crate::handoff::EventHandoff;
 use crate::metrics::{METRICS, error_label, model_label};
 use crate::providers::Endpoint;
@@ -220,6 +221,10 @@ impl Recording {
             let model = e.model_served.as_deref().or(e.model_requested.as_deref());
             ticket.settle(&e.provider, model, &e.usage);
         }
+        // After settling (the price needs the full model name), before the
+        // event leaves: no field copied from the request or an upstream
+        // answer may make it too big for the bus.
+        cap_event(e, &RECORDING);
         self.handoff.send(self.event);
     }
 }
@@ -271,5 +276,59 @@ fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
                 .with_label_values(&[class, &e.team, model])
                 .inc_by(n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn request_supplied_fields_are_capped_with_a_marker_and_counted() {
+        let (handoff, mut queue) = crate::handoff::channel(4);
+        let identity = Arc::new(Identity {
+            key_id: "k".into(),
+            workspace: "w".into(),
+            team: "t".into(),
+            user: "u".into(),
+            provider: "anthropic".into(),
+            route: None,
+            passthrough: false,
+        });
+        let huge = "x".repeat(1 << 20);
+        let tags = RequestTags {
+            trace_id: "trace".into(),
+            metadata: [("k".repeat(1000), huge.clone())].into_iter().collect(),
+            session_id: Some(huge.clone()),
+            client: Some(huge.clone()),
+        };
+        let cut = || {
+            METRICS
+                .event_fields_truncated
+                .with_label_values(&["model_requested"])
+                .get()
+        };
+        let before = cut();
+        let mut recording = Recording::start(
+            handoff,
+            Instant::now(),
+            Utc::now(),
+            &identity,
+            tags,
+            Endpoint::Messages,
+        );
+        let e = recording.event_mut();
+        e.model_requested = Some(huge.clone());
+        e.request_id = Some("é".repeat(1 << 19));
+        e.downgrades = vec![huge.clone(); 1000];
+        recording.emit(None);
+        let e = queue.recv().await.unwrap();
+        let json = serde_json::to_vec(&e).unwrap();
+        assert!(json.len() < 64 * 1024, "event of {} bytes", json.len());
+        let model = e.model_requested.unwrap();
+        assert!(model.len() <= 256 && model.ends_with("bytes]"), "{model}");
+        assert!(e.session_id.unwrap().contains("…[truncated "));
+        assert!(e.request_id.unwrap().len() <= 256);
+        assert!(cut() > before);
     }
 }

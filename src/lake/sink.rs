@@ -302,7 +302,9 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
 
 /// Before partitions are taken away, write what is buffered for them and
 /// say what to commit, so the next owner starts exactly after it. Runs on
-/// the sink's own task (inside its poll), so it never races a flush.
+/// the sink's own task (inside its poll), so it never races a flush; it
+/// writes and fsyncs synchronously, so the bus runs it off the runtime
+/// (Kafka: `block_in_place`) and commits before the partitions go.
 fn revoke_hook(shared: Arc<Shared>) -> RevokeHook {
     Arc::new(move |revoked: &[u32]| {
         let mut commits = Vec::new();

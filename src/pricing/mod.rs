@@ -222,6 +222,18 @@ impl PriceBook {
         &self.version
     }
 
+    /// Whether any entry, of any provider and time, prices `model`.
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.entries.iter().any(|e| e.matches(model))
+    }
+
+    /// The model names the tables give as examples.
+    pub fn example_models(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.examples.iter().map(String::as_str))
+    }
+
     /// The entry in force for a model at a time, if any.
     pub fn find(&self, q: &PriceQuery) -> Option<&PriceEntry> {
         let day = q.at.date_naive();

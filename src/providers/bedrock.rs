@@ -191,7 +191,9 @@ async fn error_answer(response: reqwest::Response, target: &str) -> ProviderResp
         .unwrap_or("")
         .to_owned();
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let text = super::capped_text(response, super::MAX_ERROR_BODY, target)
+        .await
+        .unwrap_or_else(|e| format!("(the error answer could not be read: {e})"));
     let message = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| {
@@ -330,10 +332,11 @@ impl Provider for Bedrock {
             if !response.status().is_success() {
                 return Ok(error_answer(response, &self.target).await);
             }
-            let v: Value = response
-                .json()
-                .await
-                .map_err(|e| super::classify(&self.target, e, true))?;
+            let text = super::capped_text(response, super::MAX_ERROR_BODY, &self.target).await?;
+            let v: Value = serde_json::from_str(&text).map_err(|e| ProviderError::Stream {
+                target: self.target.clone(),
+                message: format!("count-tokens answer is not JSON: {e}"),
+            })?;
             let n = v["inputTokens"].as_u64().unwrap_or(0);
             return Ok(json_answer(
                 StatusCode::OK,
@@ -429,6 +432,29 @@ mod tests {
             bedrock().url("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "invoke"),
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"
         );
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_read_only_up_to_the_cap() {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                (StatusCode::INTERNAL_SERVER_ERROR, "x".repeat(10 << 20))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let response = reqwest::get(format!("http://{addr}/")).await.unwrap();
+        let mut answer = error_answer(response, "bedrock").await;
+        let body = futures::StreamExt::next(&mut answer.body)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(body.len() < 70 * 1024, "{} bytes", body.len());
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.ends_with("cut at 65536 bytes: longer than tollgate reads]"));
     }
 
     #[test]

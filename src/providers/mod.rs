@@ -11,6 +11,7 @@ pub mod error_types;
 pub mod eventstream;
 pub mod translate;
 pub mod vertex;
+pub mod vertex_token;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -222,6 +223,45 @@ fn http_client(cfg: &Config) -> Result<reqwest::Client, ProviderError> {
             target: "http-client".into(),
             message: e.to_string(),
         })
+}
+
+/// The most bytes of an upstream error answer read: a provider (or
+/// whatever answers at its URL) cannot make tollgate buffer more.
+pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// An upstream answer's body as text, at most `max` bytes of it; a longer
+/// one is cut (on a char boundary) and says so.
+pub(crate) async fn capped_text(
+    mut response: reqwest::Response,
+    max: usize,
+    target: &str,
+) -> Result<String, ProviderError> {
+    let mut body = Vec::new();
+    let mut cut = false;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| classify(target, e, true))?
+    {
+        let room = max - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            cut = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    if cut {
+        // A cut inside a UTF-8 sequence reads as U+FFFD; drop it.
+        if text.ends_with('\u{FFFD}') {
+            text.pop();
+        }
+        text.push_str(&format!(
+            "…[answer from {target} cut at {max} bytes: longer than tollgate reads]"
+        ));
+    }
+    Ok(text)
 }
 
 /// Maps a reqwest failure to what it means for the request.

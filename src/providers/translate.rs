@@ -92,6 +92,16 @@ impl Dialect {
     }
 }
 
+/// Every model name in the catalog, Anthropic's and the providers' IDs
+/// (the model names that may become metric labels).
+pub fn catalog_model_names() -> Vec<String> {
+    [&CATALOG.bedrock, &CATALOG.vertex]
+        .iter()
+        .flat_map(|c| c.models.iter())
+        .flat_map(|(name, id)| [name.clone(), id.clone()])
+        .collect()
+}
+
 /// Every Bedrock model ID in the catalog (for `GET /inference-profiles`).
 pub fn bedrock_profiles() -> Vec<String> {
     let mut ids: Vec<String> = CATALOG.bedrock.models.values().cloned().collect();

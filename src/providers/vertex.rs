@@ -4,24 +4,18 @@
 //! at the key's token URI) and cached until shortly before it expires.
 //! The stream is Anthropic SSE already; it passes through.
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use super::translate::{Dialect, Family, body_object};
+use super::vertex_token::{Minter, TokenCache};
 use super::{Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse, json_answer};
 use crate::config::ProviderConfig;
 
 /// The body's `anthropic_version` Vertex requires.
 const VERTEX_VERSION: &str = "vertex-2023-10-16";
-/// The OAuth scope tollgate asks for.
-const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-/// A cached token is renewed this long before it expires.
-const RENEW_BEFORE: Duration = Duration::from_secs(300);
 
 /// The fields of a service-account JSON key tollgate uses.
 #[derive(Clone, Deserialize)]
@@ -52,12 +46,10 @@ pub struct Vertex {
     base_url: String,
     project: String,
     region: String,
-    account: Result<ServiceAccount, String>,
     dialect: Dialect,
     client: reqwest::Client,
-    /// The cached token; the async lock makes concurrent requests wait for
-    /// one refresh instead of each minting a token.
-    token: Mutex<Option<(HeaderValue, Instant)>>,
+    /// The shared access token, renewed by one request's mint.
+    token: TokenCache,
 }
 
 impl Vertex {
@@ -90,78 +82,19 @@ impl Vertex {
             base_url,
             project: cfg.project_id.clone(),
             region: cfg.region.clone(),
-            account,
             dialect: Dialect::new(Family::Vertex, cfg),
+            token: TokenCache::new(Minter {
+                target: target.to_owned(),
+                account,
+                client: client.clone(),
+            }),
             client,
-            token: Mutex::new(None),
         }
     }
 
-    fn misconfigured(&self, message: String) -> ProviderError {
-        ProviderError::Misconfigured {
-            target: self.target.clone(),
-            message,
-        }
-    }
-
-    /// A valid access token, minted when the cached one is near expiry.
+    /// A valid access token (renewed ahead of expiry, single flight).
     async fn access_token(&self) -> Result<HeaderValue, ProviderError> {
-        let account = self
-            .account
-            .as_ref()
-            .map_err(|e| self.misconfigured(e.clone()))?;
-        let mut cached = self.token.lock().await;
-        if let Some((token, until)) = cached.as_ref() {
-            if Instant::now() < *until {
-                return Ok(token.clone());
-            }
-        }
-        let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            iss: account.client_email.clone(),
-            scope: SCOPE.into(),
-            aud: account.token_uri.clone(),
-            iat: now,
-            exp: now + 3600,
-        };
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(account.private_key.as_bytes())
-            .map_err(|e| self.misconfigured(format!("service-account private_key: {e}")))?;
-        let jwt = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-            &claims,
-            &key,
-        )
-        .map_err(|e| self.misconfigured(format!("cannot sign the token request: {e}")))?;
-        let response = self
-            .client
-            .post(&account.token_uri)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", jwt.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(|e| super::classify(&self.target, e, false))?;
-        let status = response.status();
-        let v: Value = response
-            .json()
-            .await
-            .map_err(|e| super::classify(&self.target, e, true))?;
-        let (Some(token), true) = (v["access_token"].as_str(), status.is_success()) else {
-            return Err(ProviderError::Other {
-                target: self.target.clone(),
-                message: format!("token endpoint answered {status}: {v}"),
-            });
-        };
-        let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|e| self.misconfigured(e.to_string()))?;
-        value.set_sensitive(true);
-        *cached = Some((
-            value.clone(),
-            Instant::now() + lifetime.saturating_sub(RENEW_BEFORE),
-        ));
-        Ok(value)
+        self.token.get().await
     }
 
     /// The rawPredict body and URL; returns (url, body, downgrades).
@@ -271,7 +204,7 @@ impl Provider for Vertex {
         let out_headers = response.headers().clone();
         if !status.is_success() {
             // Google's error shape → Anthropic's, same status.
-            let text = response.text().await.unwrap_or_default();
+            let text = super::capped_text(response, super::MAX_ERROR_BODY, &self.target).await?;
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let body = if v["type"] == "error" {
                 text
@@ -292,5 +225,83 @@ impl Provider for Vertex {
             body,
             downgrades,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A token endpoint whose first answer is a token already due for
+    /// renewal (valid five more minutes) and which never answers again.
+    async fn slow_token_endpoint(hits: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let hits = hits.clone();
+                async move {
+                    if hits.fetch_add(1, Ordering::SeqCst) > 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    axum::Json(serde_json::json!({"access_token": "first", "expires_in": 300}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/token")
+    }
+
+    /// A Vertex target whose service account's token URI is `token_uri`.
+    fn vertex(dir: &std::path::Path, token_uri: &str) -> Vertex {
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/vertex-test-key.json"
+        );
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(key).unwrap()).unwrap();
+        v["token_uri"] = Value::from(token_uri);
+        let path = dir.join("key.json");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let cfg: ProviderConfig = toml::from_str(&format!(
+            "kind = \"vertex\"\nproject_id = \"p\"\nregion = \"us-east5\"\ncredentials_file = {:?}",
+            path.display().to_string()
+        ))
+        .unwrap();
+        Vertex::new("vertex", &cfg, reqwest::Client::new())
+    }
+
+    #[tokio::test]
+    async fn a_hanging_token_renewal_holds_up_no_request_while_the_old_token_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let vertex = Arc::new(vertex(dir.path(), &slow_token_endpoint(hits.clone()).await));
+        assert_eq!(vertex.access_token().await.unwrap(), "Bearer first");
+        // Due for renewal: the renewal hangs, yet every request is served.
+        let requests: Vec<_> = (0..20)
+            .map(|_| {
+                let vertex = vertex.clone();
+                tokio::spawn(async move { vertex.access_token().await })
+            })
+            .collect();
+        for r in requests {
+            let token = tokio::time::timeout(Duration::from_secs(10), r)
+                .await
+                .expect("a request waited on the token renewal")
+                .unwrap()
+                .unwrap();
+            assert_eq!(token, "Bearer first");
+        }
+        // One renewal in flight, not one per request.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while hits.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the renewal never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 }

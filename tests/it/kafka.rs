@@ -577,3 +577,49 @@ async fn single_role_on_the_embedded_bus_is_refused_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bus.kind = \"kafka\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_the_kafka_record_limit_is_cut_down_and_lands_instead_of_blocking_the_journal()
+ {
+    let c = Cluster::start("").await;
+    let accountant = c.role("acc", "accountant");
+    let sink = c.role("sink", "sink");
+    let api = c.role("api", "api");
+    // This gateway's producer takes records of at most 2000 bytes.
+    let gw_dir = c.dir.path().join("gw");
+    let config = kafka_config(
+        &gw_dir,
+        &c.mock.url(),
+        &c.broker.addr,
+        &gw_dir.join("data"),
+        "\n[bus.kafka.properties]\n\"message.max.bytes\" = \"2000\"\n",
+    );
+    let gw = Tollgate::start_role(&gw_dir, config, "gateway");
+    let send = |trace: &'static str, metadata: String| {
+        let url = gw.url.clone();
+        async move {
+            client()
+                .post(format!("{url}/v1/messages"))
+                .bearer_auth(KEY)
+                .header("anthropic-version", "2023-06-01")
+                .header("content-type", "application/json")
+                .header("x-tollgate-trace-id", trace)
+                .header("x-tollgate-metadata", metadata)
+                .body(r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let big = serde_json::json!({"note": "n".repeat(3000)}).to_string();
+    assert_eq!(send("trace-oversize", big).await, 200);
+    assert_eq!(send("trace-after-oversize", "{}".into()).await, 200);
+    let rows = api.wait_for_trace_at_least("trace-oversize", 1).await;
+    let note = rows[0]["metadata"]["note"].as_str().unwrap().to_owned();
+    assert!(note.len() <= 64 && note.contains("[truncated"), "{note}");
+    api.wait_for_trace_at_least("trace-after-oversize", 1).await;
+    for t in [gw, accountant, sink, api] {
+        t.stop();
+    }
+}
