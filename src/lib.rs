@@ -12,6 +12,7 @@ pub mod event;
 pub mod handoff;
 pub mod metrics;
 pub mod pricing;
+pub mod private_fs;
 pub mod route;
 
 pub mod accounting;

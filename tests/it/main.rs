@@ -9,6 +9,7 @@ mod claude_code;
 mod compose;
 mod dashboards;
 mod kafka;
+mod ops;
 mod passthrough;
 mod pricing;
 mod providers;
