@@ -45,7 +45,7 @@
 //! directory open at a time (an advisory lock on `<root>/LOCK`).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1198,6 +1198,8 @@ fn gap_allowed(segment_base: u64, active_base: u64, next: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+
     use super::*;
 
     /// Offsets and payloads (as text) of up to `max` records from `from`.
