@@ -1010,7 +1010,10 @@ mod tests {
     fn webhook_urls_are_redacted_to_scheme_and_host_in_logs_and_debug() {
         let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET?token=abc";
         assert_eq!(redact_url(url), "https://hooks.slack.com/…");
-        assert_eq!(redact_url("http://127.0.0.1:9000/"), "http://127.0.0.1:9000");
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000/"),
+            "http://127.0.0.1:9000"
+        );
         assert_eq!(redact_url("not a url XXXXSECRET"), "<unparsable URL>");
         let hook = WebhookConfig {
             url: url.into(),
@@ -1018,7 +1021,10 @@ mod tests {
             secret: Some("hmac-secret".into()),
         };
         let shown = format!("{hook:?}");
-        assert!(!shown.contains("XXXXSECRET") && !shown.contains("abc"), "{shown}");
+        assert!(
+            !shown.contains("XXXXSECRET") && !shown.contains("abc"),
+            "{shown}"
+        );
         assert!(!shown.contains("hmac-secret"), "{shown}");
         assert!(shown.contains("hooks.slack.com"), "{shown}");
     }

@@ -226,7 +226,10 @@ impl Notifier {
                     mpsc::error::TrySendError::Full(_) => "queue_full",
                     mpsc::error::TrySendError::Closed(_) => "receiver_stopped",
                 };
-                METRICS.alert_drops.with_label_values(&[r.format, reason]).inc();
+                METRICS
+                    .alert_drops
+                    .with_label_values(&[r.format, reason])
+                    .inc();
                 tracing::error!(alert_id = %alert.alert_id, url = %r.url, reason,
                     "alert dropped for this webhook: its delivery queue is full (the receiver is down or slow)");
                 ticket.finish();
@@ -311,10 +314,16 @@ impl DeliveryTask {
                 }
                 Err(e) => e,
             };
-            METRICS.alert_delivery_failures.with_label_values(&[format]).inc();
+            METRICS
+                .alert_delivery_failures
+                .with_label_values(&[format])
+                .inc();
             let left = self.options.give_up_after.saturating_sub(started.elapsed());
             if left.is_zero() {
-                METRICS.alert_drops.with_label_values(&[format, "retries_exhausted"]).inc();
+                METRICS
+                    .alert_drops
+                    .with_label_values(&[format, "retries_exhausted"])
+                    .inc();
                 tracing::error!(alert_id = %alert.alert_id, %url, error = %error,
                     retried_s = started.elapsed().as_secs(), "alert dropped for this webhook: it kept failing");
                 return true;
@@ -422,7 +431,9 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
 pub enum SignatureError {
     #[error("x-tollgate-timestamp is not a Unix time in seconds")]
     BadTimestamp,
-    #[error("delivery signed {age_s} s from now, beyond the {tolerance_s} s tolerance (replayed or clock skew)")]
+    #[error(
+        "delivery signed {age_s} s from now, beyond the {tolerance_s} s tolerance (replayed or clock skew)"
+    )]
     Stale { age_s: i64, tolerance_s: i64 },
     #[error("x-tollgate-signature is not v1=<hex HMAC-SHA256>")]
     BadSignatureHeader,
@@ -442,7 +453,10 @@ pub fn verify(
     now: i64,
     tolerance: Duration,
 ) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     let tolerance_s = tolerance.as_secs() as i64;
     let age_s = now.saturating_sub(ts);
     if age_s.abs() > tolerance_s {
@@ -456,7 +470,9 @@ pub fn verify(
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     check.update(format!("{ts}.").as_bytes());
     check.update(body);
-    check.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
+    check
+        .verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// One attempt: POSTs the alert, signed at this moment. Errors never
@@ -514,7 +530,10 @@ mod tests {
         let body = br#"{"type":"budget_alert"}"#;
         let sig = signature("s3cret", 1_000, body);
         let five_min = Duration::from_secs(300);
-        assert_eq!(verify("s3cret", "1000", &sig, body, 1_100, five_min), Ok(()));
+        assert_eq!(
+            verify("s3cret", "1000", &sig, body, 1_100, five_min),
+            Ok(())
+        );
         // The same delivery replayed an hour later.
         assert!(matches!(
             verify("s3cret", "1000", &sig, body, 4_600, five_min),
@@ -576,7 +595,12 @@ mod tests {
 
     async fn publish(bus: &EmbeddedBus, n: u32) {
         let records = (0..n)
-            .map(|i| (Bytes::from("k"), Bytes::from(serde_json::to_vec(&alert(i)).unwrap())))
+            .map(|i| {
+                (
+                    Bytes::from("k"),
+                    Bytes::from(serde_json::to_vec(&alert(i)).unwrap()),
+                )
+            })
             .collect();
         bus.append(ALERTS_TOPIC, records).await.unwrap();
     }
@@ -610,7 +634,10 @@ mod tests {
             .unwrap();
         let stop = CancellationToken::new();
         let task = tokio::spawn(notifier.run(stop.clone()));
-        until("every alert at the healthy receiver", || up_got.lock().unwrap().len() == 3).await;
+        until("every alert at the healthy receiver", || {
+            up_got.lock().unwrap().len() == 3
+        })
+        .await;
         assert!(!down_got.lock().unwrap().is_empty());
         let now = chrono::Utc::now().timestamp();
         for (headers, body) in up_got.lock().unwrap().iter() {
@@ -619,7 +646,10 @@ mod tests {
             verify("s3cret", ts, sig, body, now, Duration::from_secs(300)).unwrap();
         }
         // The down receiver still has them: nothing is committed yet.
-        assert_eq!(bus.committed(NOTIFIER_GROUP, ALERTS_TOPIC).await.unwrap(), 0);
+        assert_eq!(
+            bus.committed(NOTIFIER_GROUP, ALERTS_TOPIC).await.unwrap(),
+            0
+        );
         stop.cancel();
         task.await.unwrap().unwrap();
     }
@@ -629,7 +659,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bus = EmbeddedBus::open(dir.path()).unwrap();
         let (down, _) = receiver(500).await;
-        let drops = |reason: &str| METRICS.alert_drops.with_label_values(&["json", reason]).get();
+        let drops = |reason: &str| {
+            METRICS
+                .alert_drops
+                .with_label_values(&["json", reason])
+                .get()
+        };
         let (full_before, exhausted_before) = (drops("queue_full"), drops("retries_exhausted"));
         publish(&bus, 5).await;
         let options = NotifierOptions {

@@ -198,7 +198,8 @@ impl Task {
 ///
 /// `on_listening` is told what listens where once every listener accepts
 /// connections (the CLI prints it; tests read it), as `(what, address)`:
-/// `gateway`, `query API`, or `metrics` for a process with neither.
+/// `gateway`, `query API`, and `metrics` for `server.metrics_listen` (last)
+/// or for a process with neither.
 pub async fn run(
     cfg: Config,
     roles: &[Role],
@@ -303,8 +304,7 @@ pub async fn run(
                 }));
             }
             Some(kafka) => {
-                let journal =
-                    EmbeddedBus::open_journal_recovered(&cfg.data.journal_dir()).await?;
+                let journal = EmbeddedBus::open_journal_recovered(&cfg.data.journal_dir()).await?;
                 let to_journal: Arc<dyn Log> = journal.clone();
                 pipeline.push(Task::spawn("publisher", |_| async move {
                     bus::publisher::run(queue, to_journal, EVENTS_TOPIC).await;

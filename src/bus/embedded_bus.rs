@@ -132,7 +132,12 @@ impl EmbeddedBus {
     /// The topic's end-offset channel; a topic's first use opens (and
     /// recovers) it on a blocking thread.
     async fn end_watch(&self, topic: &str) -> Result<watch::Sender<u64>, BusError> {
-        if let Some(tx) = self.ends.lock().unwrap_or_else(|p| p.into_inner()).get(topic) {
+        if let Some(tx) = self
+            .ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
             return Ok(tx.clone());
         }
         let (log, owned) = (self.log.clone(), topic.to_owned());
@@ -158,8 +163,13 @@ fn run_maintenance(log: &EmbeddedLog, maintenance: &Maintenance) -> Result<(), B
                 .compact(&topic, maintenance.roll_above)
                 .map_err(|e| embedded(&topic, e))?;
             if report.segments > 0 {
-                tracing::info!(topic, segments = report.segments, records_read = report.records_read,
-                    records_kept = report.records_kept, "embedded log: compacted");
+                tracing::info!(
+                    topic,
+                    segments = report.segments,
+                    records_read = report.records_read,
+                    records_kept = report.records_kept,
+                    "embedded log: compacted"
+                );
             }
         } else if let Some(retention) = maintenance.retention {
             let cutoff = SystemTime::now()
@@ -397,7 +407,10 @@ mod tests {
         for log in [&bus.log, &journal.log] {
             let threads = log.recovered_on.lock().unwrap().clone();
             assert!(!threads.is_empty());
-            assert!(!threads.contains(&me), "a topic was recovered on the runtime thread");
+            assert!(
+                !threads.contains(&me),
+                "a topic was recovered on the runtime thread"
+            );
         }
     }
 
@@ -416,7 +429,10 @@ mod tests {
             let records = (0..50u32)
                 .map(|i| {
                     let n = batch * 50 + i;
-                    (Bytes::from(format!("ledger-{}", n % 4)), Bytes::from(format!("{n}")))
+                    (
+                        Bytes::from(format!("ledger-{}", n % 4)),
+                        Bytes::from(format!("{n}")),
+                    )
                 })
                 .collect();
             bus.append("t.state", records).await.unwrap();
@@ -424,8 +440,12 @@ mod tests {
         bus.maintain().await.unwrap();
         drop(bus);
         // The next start: a history read as the accountant's restore does.
-        let bus = EmbeddedBus::open_maintained(dir.path(), maintenance).await.unwrap();
-        let ends = history::last_offsets(bus.as_ref(), "t.state").await.unwrap();
+        let bus = EmbeddedBus::open_maintained(dir.path(), maintenance)
+            .await
+            .unwrap();
+        let ends = history::last_offsets(bus.as_ref(), "t.state")
+            .await
+            .unwrap();
         let mut latest = std::collections::BTreeMap::new();
         let mut read = 0;
         history::read_history(bus.as_ref(), "t.state", "test", ends, |r| {
@@ -443,21 +463,53 @@ mod tests {
     async fn maintenance_deletes_consumed_segments_older_than_the_retention() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = EmbeddedLog::open_with(dir.path(), crate::bus::embedded::LogOptions { segment_bytes: 200 }).unwrap();
+            let log = EmbeddedLog::open_with(
+                dir.path(),
+                crate::bus::embedded::LogOptions { segment_bytes: 200 },
+            )
+            .unwrap();
             for i in 0..50u32 {
-                log.append("t.events", &[(b"", format!("e{i}").as_bytes())]).unwrap();
+                log.append("t.events", &[(b"", format!("e{i}").as_bytes())])
+                    .unwrap();
             }
             log.commit("consumer", "t.events", 50).unwrap();
         }
-        let segments = || std::fs::read_dir(dir.path().join("t.events")).unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
-            .count();
+        let segments = || {
+            std::fs::read_dir(dir.path().join("t.events"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".log")
+                })
+                .count()
+        };
         assert!(segments() > 2);
-        let keep_all = Maintenance { retention: Some(Duration::from_secs(3600)), ..Maintenance::default() };
-        drop(EmbeddedBus::open_maintained(dir.path(), keep_all).await.unwrap());
+        let keep_all = Maintenance {
+            retention: Some(Duration::from_secs(3600)),
+            ..Maintenance::default()
+        };
+        drop(
+            EmbeddedBus::open_maintained(dir.path(), keep_all)
+                .await
+                .unwrap(),
+        );
         assert!(segments() > 2, "nothing is an hour old");
-        let expire = Maintenance { retention: Some(Duration::ZERO), ..Maintenance::default() };
-        drop(EmbeddedBus::open_maintained(dir.path(), expire).await.unwrap());
-        assert_eq!(segments(), 1, "consumed and old: only the active segment stays");
+        let expire = Maintenance {
+            retention: Some(Duration::ZERO),
+            ..Maintenance::default()
+        };
+        drop(
+            EmbeddedBus::open_maintained(dir.path(), expire)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            segments(),
+            1,
+            "consumed and old: only the active segment stays"
+        );
     }
 }

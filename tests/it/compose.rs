@@ -99,10 +99,17 @@ fn resolved(env: &[(&str, &str)]) -> Result<serde_yaml::Value, String> {
     command
         .args(["-f", "docker-compose.yml", "config"])
         .current_dir(repo());
-    for var in ["GRAFANA_ADMIN_PASSWORD", "TOLLGATE_PUBLISH_ADDR", "TOLLGATE_ADMIN_TOKEN"] {
+    for var in [
+        "GRAFANA_ADMIN_PASSWORD",
+        "TOLLGATE_PUBLISH_ADDR",
+        "TOLLGATE_ADMIN_TOKEN",
+    ] {
         command.env_remove(var);
     }
-    let out = command.envs(env.iter().copied()).output().expect("docker-compose runs");
+    let out = command
+        .envs(env.iter().copied())
+        .output()
+        .expect("docker-compose runs");
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -113,9 +120,16 @@ fn resolved(env: &[(&str, &str)]) -> Result<serde_yaml::Value, String> {
 fn compose_refuses_to_start_grafana_without_a_generated_password() {
     let err = resolved(&[("ANTHROPIC_API_KEY", "x")]).unwrap_err();
     assert!(err.contains("GRAFANA_ADMIN_PASSWORD"), "{err}");
-    let doc = resolved(&[("ANTHROPIC_API_KEY", "x"), ("GRAFANA_ADMIN_PASSWORD", "pw-from-env")]).unwrap();
+    let doc = resolved(&[
+        ("ANTHROPIC_API_KEY", "x"),
+        ("GRAFANA_ADMIN_PASSWORD", "pw-from-env"),
+    ])
+    .unwrap();
     let env = &doc["services"]["grafana"]["environment"];
-    assert_eq!(env["GF_SECURITY_ADMIN_PASSWORD"].as_str(), Some("pw-from-env"));
+    assert_eq!(
+        env["GF_SECURITY_ADMIN_PASSWORD"].as_str(),
+        Some("pw-from-env")
+    );
     assert_eq!(env["GF_AUTH_ANONYMOUS_ENABLED"].as_str(), Some("false"));
 }
 
@@ -125,8 +139,16 @@ fn every_published_port_is_bound_to_loopback_unless_asked() {
     let published = |doc: &serde_yaml::Value| -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (name, service) in doc["services"].as_mapping().unwrap() {
-            for port in service.get("ports").and_then(|p| p.as_sequence()).into_iter().flatten() {
-                out.push((name.as_str().unwrap().to_owned(), port.as_str().unwrap().to_owned()));
+            for port in service
+                .get("ports")
+                .and_then(|p| p.as_sequence())
+                .into_iter()
+                .flatten()
+            {
+                out.push((
+                    name.as_str().unwrap().to_owned(),
+                    port.as_str().unwrap().to_owned(),
+                ));
             }
         }
         out
@@ -135,9 +157,15 @@ fn every_published_port_is_bound_to_loopback_unless_asked() {
     let ports = published(&doc);
     assert!(ports.len() >= 4, "{ports:?}");
     for (service, port) in &ports {
-        assert!(port.starts_with("127.0.0.1:"), "{service} publishes {port} beyond loopback");
+        assert!(
+            port.starts_with("127.0.0.1:"),
+            "{service} publishes {port} beyond loopback"
+        );
     }
-    assert!(doc["services"]["kafka"].get("ports").is_none(), "Kafka is not published");
+    assert!(
+        doc["services"]["kafka"].get("ports").is_none(),
+        "Kafka is not published"
+    );
     // Asked: the gateway and query API only; monitoring stays on loopback.
     let mut asked = base.to_vec();
     asked.push(("TOLLGATE_PUBLISH_ADDR", "0.0.0.0"));
@@ -175,5 +203,8 @@ fn prometheus_scrapes_the_metrics_listener_not_the_gateway_port() {
         Path::new("deploy/tollgate.kafka.toml"),
     )
     .unwrap();
-    assert_eq!(cfg.server.metrics_listen.map(|a| a.port().to_string()), Some(port.to_owned()));
+    assert_eq!(
+        cfg.server.metrics_listen.map(|a| a.port().to_string()),
+        Some(port.to_owned())
+    );
 }

@@ -16,7 +16,10 @@ fn announced(tg: &Tollgate, what: &str) -> String {
         if let Some(line) = printed.lines().find(|l| l.starts_with(&needle)) {
             return line[needle.len()..].trim().to_owned();
         }
-        assert!(Instant::now() < deadline, "no {what} listener announced:\n{printed}");
+        assert!(
+            Instant::now() < deadline,
+            "no {what} listener announced:\n{printed}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -49,18 +52,46 @@ async fn with_metrics_listen_set_metrics_are_served_only_on_their_own_listener()
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let on_gateway = client().get(format!("{}/metrics", tg.url)).send().await.unwrap();
-    assert_eq!(on_gateway.status(), 404, "the gateway port must not show /metrics");
-    let health = client().get(format!("{}/health", tg.url)).send().await.unwrap();
-    assert_eq!(health.status(), 200, "health checks stay on the gateway port");
+    let on_gateway = client()
+        .get(format!("{}/metrics", tg.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        on_gateway.status(),
+        404,
+        "the gateway port must not show /metrics"
+    );
+    let health = client()
+        .get(format!("{}/health", tg.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        health.status(),
+        200,
+        "health checks stay on the gateway port"
+    );
 
-    let scraped = client().get(format!("{metrics}/metrics")).send().await.unwrap();
+    let scraped = client()
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(scraped.status(), 200);
     let text = scraped.text().await.unwrap();
     assert!(text.contains("tollgate_requests_total"), "{text}");
     assert!(text.contains("team=\"eng\""), "{text}");
-    let other = client().get(format!("{metrics}/v1/messages")).send().await.unwrap();
-    assert_eq!(other.status(), 404, "the metrics listener serves nothing else");
+    let other = client()
+        .get(format!("{metrics}/v1/messages"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics listener serves nothing else"
+    );
 
     // What the process wrote is its owner's only.
     let data = dir.path().join("data");
@@ -94,6 +125,10 @@ fn tollgate_init_writes_a_config_only_its_owner_can_read() {
         .env_remove("TOLLGATE_KAFKA_BROKERS")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(mode(&dir.path().join("tollgate.toml")), 0o600);
 }

@@ -53,7 +53,10 @@ impl EmbeddedLog {
         t.roll_if_above(roll_above)?;
         let (sealed, active_base, end) = {
             let p = t.published();
-            let sealed: Vec<u64> = p.segments[..p.segments.len() - 1].iter().map(|s| s.base).collect();
+            let sealed: Vec<u64> = p.segments[..p.segments.len() - 1]
+                .iter()
+                .map(|s| s.base)
+                .collect();
             (sealed, p.active_base, p.end)
         };
         let done_before = *t.compacted.lock().unwrap_or_else(|p| p.into_inner());
@@ -75,7 +78,11 @@ impl EmbeddedLog {
     /// Deletes the sealed segments of `topic` last written before `cutoff`
     /// that every consumer group has committed past (see the module doc).
     /// Returns how many were deleted.
-    pub fn delete_expired(&self, topic: &str, cutoff: SystemTime) -> Result<usize, EmbeddedLogError> {
+    pub fn delete_expired(
+        &self,
+        topic: &str,
+        cutoff: SystemTime,
+    ) -> Result<usize, EmbeddedLogError> {
         self.delete_segments(topic, Some(cutoff))
     }
 
@@ -112,8 +119,13 @@ impl EmbeddedLog {
         }
         t.forget_segments(&bases[..n], None)?;
         if n > 0 {
-            tracing::info!(topic, segments = n, below = floor, retention = cutoff.is_some(),
-                "embedded log: deleted old segments");
+            tracing::info!(
+                topic,
+                segments = n,
+                below = floor,
+                retention = cutoff.is_some(),
+                "embedded log: deleted old segments"
+            );
         }
         Ok(n)
     }
@@ -139,8 +151,15 @@ impl EmbeddedLog {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root).map_err(io_err("list", &self.root))? {
             let entry = entry.map_err(io_err("list", &self.root))?;
-            let is_dir = entry.file_type().map_err(io_err("stat", &entry.path()))?.is_dir();
-            if let Some(name) = entry.file_name().to_str().filter(|n| is_dir && valid_name(n)) {
+            let is_dir = entry
+                .file_type()
+                .map_err(io_err("stat", &entry.path()))?
+                .is_dir();
+            if let Some(name) = entry
+                .file_name()
+                .to_str()
+                .filter(|n| is_dir && valid_name(n))
+            {
                 out.push(name.to_owned());
             }
         }
@@ -160,7 +179,11 @@ impl EmbeddedLog {
 }
 
 /// The offset of the newest record of each key in `[from, end)`.
-fn latest_offsets(t: &Arc<Topic>, from: u64, end: u64) -> Result<HashMap<Bytes, u64>, EmbeddedLogError> {
+fn latest_offsets(
+    t: &Arc<Topic>,
+    from: u64,
+    end: u64,
+) -> Result<HashMap<Bytes, u64>, EmbeddedLogError> {
     let mut latest = HashMap::new();
     let mut reader = LogReader {
         topic: t.clone(),
@@ -218,7 +241,9 @@ fn write_kept(
             kept += 1;
         }
     }
-    let file = out.into_inner().map_err(|e| io_err("write", tmp)(e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_err("write", tmp)(e.into_error()))?;
     file.sync_all().map_err(io_err("fsync", tmp))?;
     Ok((first, read, kept))
 }
@@ -267,7 +292,11 @@ impl Topic {
     /// Drops the sealed segments `bases` from the published list (adding
     /// `replacement` in their place) and deletes their files, except the
     /// replacement's, which now holds the compacted records.
-    fn forget_segments(&self, bases: &[u64], replacement: Option<u64>) -> Result<(), EmbeddedLogError> {
+    fn forget_segments(
+        &self,
+        bases: &[u64],
+        replacement: Option<u64>,
+    ) -> Result<(), EmbeddedLogError> {
         if bases.is_empty() {
             return Ok(());
         }
@@ -276,7 +305,13 @@ impl Topic {
             p.segments.retain(|s| !bases.contains(&s.base));
             if let Some(base) = replacement {
                 let at = p.segments.partition_point(|s| s.base < base);
-                p.segments.insert(at, SegmentIndex { base, entries: Vec::new() });
+                p.segments.insert(
+                    at,
+                    SegmentIndex {
+                        base,
+                        entries: Vec::new(),
+                    },
+                );
             }
             p.generation += 1;
         }
@@ -361,7 +396,10 @@ mod tests {
         drop(log);
         let log = EmbeddedLog::open_with(dir.path(), small_segments()).unwrap();
         let reopened = all(&log, "s", 0);
-        assert_eq!(reopened.iter().map(|r| r.0).collect::<Vec<_>>(), [207, 208, 209]);
+        assert_eq!(
+            reopened.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [207, 208, 209]
+        );
         assert_eq!(log.append("s", &[(b"k0", b"new")]).unwrap(), 210);
     }
 
@@ -371,7 +409,10 @@ mod tests {
         let log = EmbeddedLog::open_with(dir.path(), small_segments()).unwrap();
         append_keyed(&log, "s", 0..50, 2);
         log.compact("s", 0).unwrap();
-        assert_eq!(log.compact("s", u64::MAX).unwrap(), CompactReport::default());
+        assert_eq!(
+            log.compact("s", u64::MAX).unwrap(),
+            CompactReport::default()
+        );
     }
 
     #[test]
