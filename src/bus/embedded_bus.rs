@@ -512,4 +512,54 @@ mod tests {
             "consumed and old: only the active segment stays"
         );
     }
+
+    /// How long a start's read of a budgets-like topic takes before and
+    /// after compaction (printed; run by hand with `--ignored --nocapture`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement run by hand"]
+    async fn state_topic_start_up_read_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let maintenance = Maintenance {
+            compacted: vec!["t.state".into()],
+            retention: None,
+            roll_above: 4 * 1024 * 1024,
+        };
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let payload = "x".repeat(150);
+        for batch in 0..200u32 {
+            let records = (0..1000u32)
+                .map(|i| {
+                    (
+                        Bytes::from(format!("ledger-{}", (batch * 1000 + i) % 200)),
+                        Bytes::from(payload.clone()),
+                    )
+                })
+                .collect();
+            bus.append("t.state", records).await.unwrap();
+        }
+        drop(bus);
+        for label in ["before compaction", "after compaction"] {
+            let started = std::time::Instant::now();
+            let bus = if label.starts_with("before") {
+                EmbeddedBus::open(dir.path()).unwrap()
+            } else {
+                EmbeddedBus::open_maintained(dir.path(), maintenance.clone())
+                    .await
+                    .unwrap()
+            };
+            let opened = started.elapsed();
+            let started = std::time::Instant::now();
+            let ends = history::last_offsets(bus.as_ref(), "t.state")
+                .await
+                .unwrap();
+            let mut read = 0u64;
+            history::read_history(bus.as_ref(), "t.state", "m", ends, |_| read += 1)
+                .await
+                .unwrap();
+            println!(
+                "{label}: open {opened:?}, read {read} records in {:?}",
+                started.elapsed()
+            );
+        }
+    }
 }
