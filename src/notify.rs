@@ -80,6 +80,7 @@ impl Ticket {
         }
     }
 
+    /// Every receiver is done with the alert: it may be committed.
     fn is_done(&self) -> bool {
         self.remaining.load(Ordering::Acquire) == 0
     }
@@ -284,6 +285,7 @@ struct DeliveryTask {
 }
 
 impl DeliveryTask {
+    /// Takes alerts off the queue one at a time until stopped.
     async fn run(self, mut queue: mpsc::Receiver<Delivery>) {
         loop {
             let delivery = tokio::select! {
@@ -360,6 +362,7 @@ async fn delivered_before(
     Ok(ids)
 }
 
+/// The `format` label of delivery metrics.
 fn format_label(f: WebhookFormat) -> &'static str {
     match f {
         WebhookFormat::Json => "json",
