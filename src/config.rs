@@ -195,15 +195,52 @@ pub enum WebhookFormat {
 }
 
 /// Where budget alerts are delivered.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// A secret in itself for Slack (the path is the credential): only
+    /// [`WebhookConfig::redacted_url`] is ever logged.
     pub url: String,
     #[serde(default)]
     pub format: WebhookFormat,
     /// Shared secret of the `x-tollgate-signature` HMAC-SHA256 header.
     #[serde(default)]
     pub secret: Option<String>,
+}
+
+impl WebhookConfig {
+    /// The URL as logs may show it: scheme, host and port; the path and
+    /// query (where Slack and others keep the credential) become `…`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `Debug` that never prints the URL's path or the secret.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.redacted_url())
+            .field("format", &self.format)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `scheme://host[:port]` of `url`, with `/…` when it had a path or query
+/// beyond `/`; a URL that does not parse is shown as `<unparsable URL>`.
+pub fn redact_url(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return "<unparsable URL>".into();
+    };
+    let mut out = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
+    if let Some(port) = parsed.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
+        out.push_str("/…");
+    }
+    out
 }
 
 /// Where the gateway listens and how it bounds what clients send.
@@ -213,6 +250,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The query API's own address; absent means it shares `listen`.
     pub api_listen: Option<SocketAddr>,
+    /// Where `/metrics` is served, alone: its labels name every team and
+    /// user and their spend, so it should not be reachable by whoever can
+    /// reach the gateway. Absent: `/metrics` is served on every listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// Request bodies above this get a 413 (Claude Code sends ~120 KB).
     pub max_body_bytes: usize,
     pub upstream_connect_timeout_ms: u64,
@@ -227,6 +268,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             api_listen: None,
+            metrics_listen: None,
             max_body_bytes: 32 * 1024 * 1024,
             upstream_connect_timeout_ms: 10_000,
             upstream_timeout_secs: 600,
@@ -287,6 +329,11 @@ pub struct BusConfig {
     pub queue_capacity: usize,
     /// Required when `kind = "kafka"`.
     pub kafka: Option<KafkaConfig>,
+    /// Embedded log: segments of the events, costed and alerts topics last
+    /// written more than this many days ago are deleted once every consumer
+    /// has committed past them (0 keeps everything). The budgets topic is
+    /// compacted instead: it keeps the latest state of every ledger.
+    pub retention_days: u32,
 }
 
 impl Default for BusConfig {
@@ -295,6 +342,7 @@ impl Default for BusConfig {
             kind: BusKind::Embedded,
             queue_capacity: 65_536,
             kafka: None,
+            retention_days: 30,
         }
     }
 }
@@ -921,6 +969,9 @@ pub fn starter_config(key: &str, key_id: &str, kafka: bool) -> String {
 # the same port unless api_listen is set.
 listen = "127.0.0.1:8787"
 # api_listen = "127.0.0.1:8788"
+# Prometheus metrics (every team's and user's spend) on their own, loopback
+# address, never on the gateway port that clients reach.
+metrics_listen = "127.0.0.1:9464"
 max_body_bytes = 33554432        # larger request bodies get a 413
 upstream_timeout_secs = 600      # a whole answer, streams included
 shutdown_grace_secs = 30
@@ -973,6 +1024,37 @@ mod tests {
         );
         assert_eq!(cfg.providers["anthropic"].kind, ProviderKind::Anthropic);
         assert_eq!(cfg.bus.kind, BusKind::Embedded);
+    }
+
+    #[test]
+    fn webhook_urls_are_redacted_to_scheme_and_host_in_logs_and_debug() {
+        let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET?token=abc";
+        assert_eq!(redact_url(url), "https://hooks.slack.com/…");
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000/"),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(redact_url("not a url XXXXSECRET"), "<unparsable URL>");
+        let hook = WebhookConfig {
+            url: url.into(),
+            format: WebhookFormat::Slack,
+            secret: Some("hmac-secret".into()),
+        };
+        let shown = format!("{hook:?}");
+        assert!(
+            !shown.contains("XXXXSECRET") && !shown.contains("abc"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hmac-secret"), "{shown}");
+        assert!(shown.contains("hooks.slack.com"), "{shown}");
+    }
+
+    #[test]
+    fn starter_config_serves_metrics_on_their_own_loopback_listener() {
+        let cfg = Config::parse(&starter_config("tg-x", "k1", false), Path::new("t.toml")).unwrap();
+        let metrics = cfg.server.metrics_listen.expect("metrics_listen is set");
+        assert!(metrics.ip().is_loopback(), "{metrics}");
+        assert_ne!(metrics, cfg.server.listen);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod handoff;
 pub mod http_headers;
 pub mod metrics;
 pub mod pricing;
+pub mod private_fs;
 pub mod route;
 
 pub mod accounting;

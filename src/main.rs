@@ -395,7 +395,7 @@ fn init() -> anyhow::Result<()> {
     let path = PathBuf::from("tollgate.toml");
     let key = generate_key();
     let id = format!("key_{}", &hash_key(&key)[7..19]);
-    let mut file = match std::fs::OpenOptions::new()
+    let mut file = match tollgate::private_fs::open_options()
         .write(true)
         .create_new(true)
         .open(&path)

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub reserved_usd: prometheus::Gauge,
     pub alerts_delivered: IntCounterVec,
     pub alert_delivery_failures: IntCounterVec,
+    pub alert_drops: IntCounterVec,
     pub sink_rows: IntCounter,
     pub sink_files: IntCounter,
     pub sink_flush_seconds: Histogram,
@@ -199,6 +200,11 @@ impl Metrics {
                 "tollgate_alert_delivery_failures_total",
                 "Failed webhook deliveries (retried), by format",
                 &["format"],
+            ),
+            alert_drops: counter_vec(
+                "tollgate_alert_drops_total",
+                "Alerts a webhook never got, by format and reason (queue_full, retries_exhausted, receiver_stopped)",
+                &["format", "reason"],
             ),
             bus_delivery_failures: counter(
                 "tollgate_bus_delivery_failures_total",
@@ -690,14 +696,19 @@ impl prometheus::core::Collector for ProcessCollector {
     }
 }
 
-/// `/metrics` and `/health`, served by every role on its listener.
+/// `/metrics` and `/health`, served by every role on its listener (or
+/// on `server.metrics_listen` alone, see [`health_router`]).
 pub fn router() -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", axum::routing::get(scrape))
-        .route(
-            "/health",
-            axum::routing::get(|| async { http::StatusCode::OK }),
-        )
+    health_router().route("/metrics", axum::routing::get(scrape))
+}
+
+/// `/health` alone: what the gateway and API listeners keep when metrics
+/// have their own listener (a health check reveals nothing).
+pub fn health_router() -> axum::Router {
+    axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async { http::StatusCode::OK }),
+    )
 }
 
 /// Prometheus scrape endpoint (unauthenticated, like most exporters;

@@ -1,20 +1,27 @@
 //! The notifier role: budget alerts from the bus to webhooks.
 //!
-//! It reads `tollgate.alerts.v1` in order and delivers each alert to every
-//! configured webhook (a generic JSON body or a Slack-compatible one, signed
-//! with HMAC-SHA256 when a secret is set), retrying with backoff for as long
-//! as it takes, and commits an alert only once every webhook took it. An
-//! alert ID seen before (a crossing re-published after an accountant crash)
-//! is delivered once: the IDs delivered before the group's committed offset
+//! It reads `tollgate.alerts.v1` in order and hands each alert to one
+//! delivery task per configured webhook (a generic JSON body or a
+//! Slack-compatible one, signed when a secret is set, see [`signature`]).
+//! Each task has its own bounded queue and retries with backoff, so a
+//! receiver that is down holds back only its own deliveries. An alert is
+//! committed once every receiver is done with it: delivered, or dropped
+//! (its queue was full, or it kept failing for [`NotifierOptions::give_up_after`])
+//! — a drop is logged as an error and counted in
+//! `tollgate_alert_drops_total{format,reason}`, never silent. An alert ID
+//! seen before (a crossing re-published after an accountant crash) is
+//! delivered once: the IDs delivered before the group's committed offset
 //! are re-read from the topic at start-up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::ledger::Alert;
@@ -24,23 +31,100 @@ use crate::metrics::METRICS;
 
 /// Consumer group of the notifier.
 pub const NOTIFIER_GROUP: &str = "tollgate-notifier";
-/// Longest wait between delivery attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Header with the Unix time (seconds) a delivery was signed at.
+pub const TIMESTAMP_HEADER: &str = "x-tollgate-timestamp";
+/// Header with `v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`.
+pub const SIGNATURE_HEADER: &str = "x-tollgate-signature";
+/// Alerts read but not yet done by every receiver, at most: past this the
+/// notifier stops reading until receivers catch up (or give up).
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Delivery tuning; `Default` is what production uses.
+#[derive(Debug, Clone)]
+pub struct NotifierOptions {
+    /// Alerts waiting per receiver; more are dropped (counted).
+    pub queue_capacity: usize,
+    /// Wait before the first retry; doubles up to `max_backoff`.
+    pub first_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// How long one alert is retried before it is dropped (counted).
+    pub give_up_after: Duration,
+}
+
+impl Default for NotifierOptions {
+    /// 256 queued alerts per receiver, backoff 1 s to 30 s, retried for an hour.
+    fn default() -> Self {
+        NotifierOptions {
+            queue_capacity: 256,
+            first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            give_up_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How many receivers still have to finish an alert; the notifier commits
+/// an alert once this reaches zero.
+struct Ticket {
+    remaining: AtomicUsize,
+    /// Woken when a ticket reaches zero (shared by all tickets).
+    done: Arc<Notify>,
+}
+
+impl Ticket {
+    /// One receiver is done with the alert (delivered or dropped).
+    fn finish(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    /// Every receiver is done with the alert: it may be committed.
+    fn is_done(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+}
+
+/// One alert queued for one receiver.
+struct Delivery {
+    alert: Arc<Alert>,
+    ticket: Arc<Ticket>,
+}
+
+/// The notifier's end of one receiver's queue.
+struct Receiver {
+    queue: mpsc::Sender<Delivery>,
+    format: &'static str,
+    /// For logs: never the full URL.
+    url: String,
+}
 
 /// The running notifier.
 pub struct Notifier {
     log: Arc<dyn Log>,
     subscription: Box<dyn Subscription>,
     webhooks: Vec<WebhookConfig>,
+    options: NotifierOptions,
     http: reqwest::Client,
     /// Alert IDs already delivered; `None` until read at the first batch.
     delivered: Option<HashSet<String>>,
 }
 
 impl Notifier {
+    /// Joins the notifier group with the default [`NotifierOptions`].
     pub async fn new(
         log: Arc<dyn Log>,
         webhooks: Vec<WebhookConfig>,
+    ) -> Result<Notifier, BusError> {
+        Notifier::with_options(log, webhooks, NotifierOptions::default()).await
+    }
+
+    /// Joins the notifier group with explicit delivery tuning.
+    pub async fn with_options(
+        log: Arc<dyn Log>,
+        webhooks: Vec<WebhookConfig>,
+        options: NotifierOptions,
     ) -> Result<Notifier, BusError> {
         if webhooks.is_empty() {
             tracing::warn!(
@@ -51,6 +135,7 @@ impl Notifier {
             subscription: log.subscribe(NOTIFIER_GROUP, ALERTS_TOPIC).await?,
             log,
             webhooks,
+            options,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -59,10 +144,23 @@ impl Notifier {
         })
     }
 
-    /// Runs until `stop`; an alert being retried when it comes stays
-    /// uncommitted and is delivered after the next start.
+    /// Runs until `stop`; alerts not yet done by every receiver then stay
+    /// uncommitted and are delivered again after the next start (receivers
+    /// may see one twice: `x-tollgate-alert-id` tells them).
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), BusError> {
+        let done = Arc::new(Notify::new());
+        let receivers = self.spawn_receivers(&stop);
+        let mut in_flight: VecDeque<(u32, u64, Arc<Ticket>)> = VecDeque::new();
         while !stop.is_cancelled() {
+            commit_done(self.subscription.as_mut(), &mut in_flight).await?;
+            if in_flight.len() >= MAX_IN_FLIGHT {
+                tokio::select! {
+                    _ = done.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.cancelled() => break,
+                }
+                continue;
+            }
             let records = tokio::select! {
                 r = self.subscription.poll(100, Duration::from_millis(250)) => r?,
                 _ = stop.cancelled() => break,
@@ -75,64 +173,172 @@ impl Notifier {
                 }
             }
             for record in records {
-                if !self.handle(&record, &stop).await {
-                    return Ok(());
-                }
-                self.subscription
-                    .commit(record.partition, record.offset + 1)
-                    .await?;
+                let ticket = self.dispatch(&record, &receivers, &done);
+                in_flight.push_back((record.partition, record.offset, ticket));
             }
         }
         Ok(())
     }
 
-    /// Delivers one alert everywhere; false if `stop` came first.
-    async fn handle(&mut self, record: &BusRecord, stop: &CancellationToken) -> bool {
+    /// One delivery task per webhook, each with its bounded queue.
+    fn spawn_receivers(&self, stop: &CancellationToken) -> Vec<Receiver> {
+        self.webhooks
+            .iter()
+            .map(|hook| {
+                let (tx, rx) = mpsc::channel(self.options.queue_capacity.max(1));
+                let task = DeliveryTask {
+                    http: self.http.clone(),
+                    hook: hook.clone(),
+                    options: self.options.clone(),
+                    stop: stop.clone(),
+                };
+                tokio::spawn(task.run(rx));
+                Receiver {
+                    queue: tx,
+                    format: format_label(hook.format),
+                    url: hook.redacted_url(),
+                }
+            })
+            .collect()
+    }
+
+    /// Queues one alert for every receiver; the ticket says when all are
+    /// done with it (at once for a record that is unreadable or seen before).
+    fn dispatch(
+        &mut self,
+        record: &BusRecord,
+        receivers: &[Receiver],
+        done: &Arc<Notify>,
+    ) -> Arc<Ticket> {
+        let alert = self.new_alert(record);
+        let ticket = Arc::new(Ticket {
+            remaining: AtomicUsize::new(if alert.is_some() { receivers.len() } else { 0 }),
+            done: done.clone(),
+        });
+        let Some(alert) = alert else { return ticket };
+        let alert = Arc::new(alert);
+        for r in receivers {
+            let delivery = Delivery {
+                alert: alert.clone(),
+                ticket: ticket.clone(),
+            };
+            if let Err(e) = r.queue.try_send(delivery) {
+                let reason = match e {
+                    mpsc::error::TrySendError::Full(_) => "queue_full",
+                    mpsc::error::TrySendError::Closed(_) => "receiver_stopped",
+                };
+                METRICS
+                    .alert_drops
+                    .with_label_values(&[r.format, reason])
+                    .inc();
+                tracing::error!(alert_id = %alert.alert_id, url = %r.url, reason,
+                    "alert dropped for this webhook: its delivery queue is full (the receiver is down or slow)");
+                ticket.finish();
+            }
+        }
+        ticket
+    }
+
+    /// The alert a record holds, unless unreadable or delivered before.
+    fn new_alert(&mut self, record: &BusRecord) -> Option<Alert> {
         let alert: Alert = match serde_json::from_slice(&record.payload) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(offset = record.offset, error = %e, "alert record unreadable; skipped");
-                return true;
+                return None;
             }
         };
         let delivered = self.delivered.get_or_insert_with(HashSet::new);
         if !delivered.insert(alert.alert_id.clone()) {
             tracing::info!(alert_id = %alert.alert_id, "alert already delivered; not sent again");
-            return true;
+            return None;
         }
-        let mut pending: Vec<usize> = (0..self.webhooks.len()).collect();
-        let mut backoff = Duration::from_secs(1);
-        while !pending.is_empty() {
-            let mut failed = Vec::new();
-            for i in pending {
-                let hook = &self.webhooks[i];
-                let format = format_label(hook.format);
-                match deliver(&self.http, hook, &alert).await {
-                    Ok(()) => {
-                        METRICS.alerts_delivered.with_label_values(&[format]).inc();
-                        tracing::info!(alert_id = %alert.alert_id, url = %hook.url, "alert delivered");
-                    }
-                    Err(e) => {
-                        METRICS
-                            .alert_delivery_failures
-                            .with_label_values(&[format])
-                            .inc();
-                        tracing::warn!(alert_id = %alert.alert_id, url = %hook.url, error = %e,
-                            retry_in_s = backoff.as_secs(), "alert delivery failed; retrying");
-                        failed.push(i);
-                    }
-                }
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return false,
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        Some(alert)
+    }
+}
+
+/// Commits, per partition, past the longest prefix of `in_flight` that
+/// every receiver is done with.
+async fn commit_done(
+    subscription: &mut dyn Subscription,
+    in_flight: &mut VecDeque<(u32, u64, Arc<Ticket>)>,
+) -> Result<(), BusError> {
+    let mut next: HashMap<u32, u64> = HashMap::new();
+    while in_flight.front().is_some_and(|(_, _, t)| t.is_done()) {
+        if let Some((partition, offset, _)) = in_flight.pop_front() {
+            next.insert(partition, offset + 1);
         }
-        true
+    }
+    for (partition, offset) in next {
+        subscription.commit(partition, offset).await?;
+    }
+    Ok(())
+}
+
+/// Delivers one receiver's queue in order, retrying each alert with
+/// backoff until it is taken or `give_up_after` passes.
+struct DeliveryTask {
+    http: reqwest::Client,
+    hook: WebhookConfig,
+    options: NotifierOptions,
+    stop: CancellationToken,
+}
+
+impl DeliveryTask {
+    /// Takes alerts off the queue one at a time until stopped.
+    async fn run(self, mut queue: mpsc::Receiver<Delivery>) {
+        loop {
+            let delivery = tokio::select! {
+                d = queue.recv() => d,
+                _ = self.stop.cancelled() => None,
+            };
+            let Some(delivery) = delivery else { return };
+            if !self.deliver_with_retries(&delivery.alert).await {
+                // Stopping: the ticket stays open, the alert uncommitted.
+                return;
+            }
+            delivery.ticket.finish();
+        }
+    }
+
+    /// True once the alert is delivered or dropped; false if stopped first.
+    async fn deliver_with_retries(&self, alert: &Alert) -> bool {
+        let format = format_label(self.hook.format);
+        let url = self.hook.redacted_url();
+        let started = Instant::now();
+        let mut backoff = self.options.first_backoff;
+        loop {
+            let error = match deliver(&self.http, &self.hook, alert).await {
+                Ok(()) => {
+                    METRICS.alerts_delivered.with_label_values(&[format]).inc();
+                    tracing::info!(alert_id = %alert.alert_id, %url, "alert delivered");
+                    return true;
+                }
+                Err(e) => e,
+            };
+            METRICS
+                .alert_delivery_failures
+                .with_label_values(&[format])
+                .inc();
+            let left = self.options.give_up_after.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                METRICS
+                    .alert_drops
+                    .with_label_values(&[format, "retries_exhausted"])
+                    .inc();
+                tracing::error!(alert_id = %alert.alert_id, %url, error = %error,
+                    retried_s = started.elapsed().as_secs(), "alert dropped for this webhook: it kept failing");
+                return true;
+            }
+            let wait = backoff.min(left);
+            tracing::warn!(alert_id = %alert.alert_id, %url, error = %error,
+                retry_in_ms = wait.as_millis() as u64, "alert delivery failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.cancelled() => return false,
+            }
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        }
     }
 }
 
@@ -156,6 +362,7 @@ async fn delivered_before(
     Ok(ids)
 }
 
+/// The `format` label of delivery metrics.
 fn format_label(f: WebhookFormat) -> &'static str {
     match f {
         WebhookFormat::Json => "json",
@@ -206,14 +413,73 @@ pub fn body(format: WebhookFormat, a: &Alert) -> Bytes {
     Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
 }
 
-/// `sha256=<hex>` of HMAC-SHA256(secret, body).
-pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+/// `v1=<hex>` of HMAC-SHA256(secret, "{timestamp}.{body}"): the
+/// timestamp is signed with the body, so a receiver that checks it is
+/// recent (see [`verify`]) cannot be fed a captured delivery again later.
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    format!("v1={}", hex::encode(mac(secret, timestamp, body)))
 }
 
+/// The raw HMAC of a signed delivery.
+fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Why a receiver should reject a delivery.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("x-tollgate-timestamp is not a Unix time in seconds")]
+    BadTimestamp,
+    #[error(
+        "delivery signed {age_s} s from now, beyond the {tolerance_s} s tolerance (replayed or clock skew)"
+    )]
+    Stale { age_s: i64, tolerance_s: i64 },
+    #[error("x-tollgate-signature is not v1=<hex HMAC-SHA256>")]
+    BadSignatureHeader,
+    #[error("x-tollgate-signature does not match the body and timestamp")]
+    Mismatch,
+}
+
+/// What a receiver does with a delivery (the reference for README's
+/// receiver check): the timestamp header must be within `tolerance` of
+/// `now` (Unix seconds) and the signature must be the HMAC of
+/// `"{timestamp}.{body}"`, compared in constant time.
+pub fn verify(
+    secret: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now: i64,
+    tolerance: Duration,
+) -> Result<(), SignatureError> {
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
+    let tolerance_s = tolerance.as_secs() as i64;
+    let age_s = now.saturating_sub(ts);
+    if age_s.abs() > tolerance_s {
+        return Err(SignatureError::Stale { age_s, tolerance_s });
+    }
+    let given = signature
+        .strip_prefix("v1=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(SignatureError::BadSignatureHeader)?;
+    let mut check =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    check.update(format!("{ts}.").as_bytes());
+    check.update(body);
+    check
+        .verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+/// One attempt: POSTs the alert, signed at this moment. Errors never
+/// carry the URL (it may hold the receiver's credential).
 async fn deliver(
     http: &reqwest::Client,
     hook: &WebhookConfig,
@@ -225,9 +491,16 @@ async fn deliver(
         .header("content-type", "application/json")
         .header("x-tollgate-alert-id", &alert.alert_id);
     if let Some(secret) = hook.secret.as_deref().filter(|s| !s.is_empty()) {
-        request = request.header("x-tollgate-signature", signature(secret, &body));
+        let now = chrono::Utc::now().timestamp();
+        request = request
+            .header(TIMESTAMP_HEADER, now.to_string())
+            .header(SIGNATURE_HEADER, signature(secret, now, &body));
     }
-    let response = request.body(body).send().await.map_err(|e| e.to_string())?;
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -237,14 +510,188 @@ async fn deliver(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::bus::embedded_bus::EmbeddedBus;
 
     #[test]
-    fn signature_is_hmac_sha256_hex_of_the_body() {
-        // RFC 4231 test case 2.
+    fn signature_covers_the_timestamp_and_the_body() {
+        // Python: hmac.new(b"Jefe", b'1700000000.{"a":1}', sha256).hexdigest()
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature("Jefe", 1_700_000_000, br#"{"a":1}"#),
+            "v1=fa5f6481efc59da48b19c9dc10196c9953e5651f8304b3a318b6b87d70272e0a"
         );
+        assert_ne!(
+            signature("Jefe", 1_700_000_001, br#"{"a":1}"#),
+            signature("Jefe", 1_700_000_000, br#"{"a":1}"#)
+        );
+    }
+
+    #[test]
+    fn receivers_reject_old_or_tampered_deliveries() {
+        let body = br#"{"type":"budget_alert"}"#;
+        let sig = signature("s3cret", 1_000, body);
+        let five_min = Duration::from_secs(300);
+        assert_eq!(
+            verify("s3cret", "1000", &sig, body, 1_100, five_min),
+            Ok(())
+        );
+        // The same delivery replayed an hour later.
+        assert!(matches!(
+            verify("s3cret", "1000", &sig, body, 4_600, five_min),
+            Err(SignatureError::Stale { age_s: 3600, .. })
+        ));
+        // A fresh timestamp on an old signature.
+        assert_eq!(
+            verify("s3cret", "4600", &sig, body, 4_600, five_min),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify("s3cret", "1000", &sig, b"{}", 1_000, five_min),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify("s3cret", "soon", &sig, body, 1_000, five_min),
+            Err(SignatureError::BadTimestamp)
+        );
+    }
+
+    /// Bodies a test receiver got, in order.
+    type Got = Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>>;
+
+    /// A receiver answering `status` to every delivery, recording them.
+    async fn receiver(status: u16) -> (String, Got) {
+        let got: Got = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook/SECRETPATH", listener.local_addr().unwrap());
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/hook/SECRETPATH",
+            axum::routing::post(move |headers: http::HeaderMap, body: Bytes| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((headers, body));
+                    http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, got)
+    }
+
+    fn alert(n: u32) -> Alert {
+        Alert {
+            alert_id: format!("alert-{n}"),
+            budget: "b".into(),
+            subject: "eng".into(),
+            period_start: chrono::Utc::now(),
+            period_end: None,
+            threshold: n,
+            spent_usd: rust_decimal::Decimal::ONE,
+            limit_usd: Some(rust_decimal::Decimal::TWO),
+            spent_tokens: 0,
+            limit_tokens: None,
+            crossed_at: chrono::Utc::now(),
+        }
+    }
+
+    async fn publish(bus: &EmbeddedBus, n: u32) {
+        let records = (0..n)
+            .map(|i| {
+                (
+                    Bytes::from("k"),
+                    Bytes::from(serde_json::to_vec(&alert(i)).unwrap()),
+                )
+            })
+            .collect();
+        bus.append(ALERTS_TOPIC, records).await.unwrap();
+    }
+
+    fn hook(url: &str) -> WebhookConfig {
+        WebhookConfig {
+            url: url.into(),
+            format: WebhookFormat::Json,
+            secret: Some("s3cret".into()),
+        }
+    }
+
+    /// Waits (up to 20 s) until `check` holds.
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_that_is_down_does_not_hold_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let (down, down_got) = receiver(503).await;
+        let (up, up_got) = receiver(200).await;
+        publish(&bus, 3).await;
+        let notifier = Notifier::new(bus.clone(), vec![hook(&down), hook(&up)])
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(notifier.run(stop.clone()));
+        until("every alert at the healthy receiver", || {
+            up_got.lock().unwrap().len() == 3
+        })
+        .await;
+        assert!(!down_got.lock().unwrap().is_empty());
+        let now = chrono::Utc::now().timestamp();
+        for (headers, body) in up_got.lock().unwrap().iter() {
+            let ts = headers[TIMESTAMP_HEADER].to_str().unwrap();
+            let sig = headers[SIGNATURE_HEADER].to_str().unwrap();
+            verify("s3cret", ts, sig, body, now, Duration::from_secs(300)).unwrap();
+        }
+        // The down receiver still has them: nothing is committed yet.
+        assert_eq!(
+            bus.committed(NOTIFIER_GROUP, ALERTS_TOPIC).await.unwrap(),
+            0
+        );
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_and_a_receiver_that_keeps_failing_drop_alerts_counted_then_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let (down, _) = receiver(500).await;
+        let drops = |reason: &str| {
+            METRICS
+                .alert_drops
+                .with_label_values(&["json", reason])
+                .get()
+        };
+        let (full_before, exhausted_before) = (drops("queue_full"), drops("retries_exhausted"));
+        publish(&bus, 5).await;
+        let options = NotifierOptions {
+            queue_capacity: 1,
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+            give_up_after: Duration::from_millis(100),
+        };
+        let notifier = Notifier::with_options(bus.clone(), vec![hook(&down)], options)
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(notifier.run(stop.clone()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while bus.committed(NOTIFIER_GROUP, ALERTS_TOPIC).await.unwrap() < 5 {
+            assert!(Instant::now() < deadline, "alerts never committed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let full = drops("queue_full") - full_before;
+        let exhausted = drops("retries_exhausted") - exhausted_before;
+        assert!(full >= 1, "a queue of 1 cannot hold 5 alerts");
+        assert!(exhausted >= 1, "the receiver never took one");
+        assert!(full + exhausted >= 5, "every alert is accounted for");
+        stop.cancel();
+        task.await.unwrap().unwrap();
     }
 }

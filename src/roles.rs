@@ -97,22 +97,62 @@ struct Bus {
     /// Set on Kafka: the forwarder produces through it, start-up creates
     /// topics through it.
     kafka: Option<Arc<KafkaBus>>,
+    /// Set on the embedded bus: compacted and trimmed periodically.
+    embedded: Option<Arc<EmbeddedBus>>,
 }
 
 impl Bus {
-    fn open(cfg: &Config) -> Result<Bus, RoleError> {
+    /// Opens the configured bus; the embedded log is opened, recovered and
+    /// maintained once on a blocking thread.
+    async fn open(cfg: &Config) -> Result<Bus, RoleError> {
         match (cfg.bus.kind, &cfg.bus.kafka) {
             (BusKind::Kafka, Some(kafka)) => {
                 let kafka = KafkaBus::new(kafka)?;
                 Ok(Bus {
                     log: kafka.clone(),
                     kafka: Some(kafka),
+                    embedded: None,
                 })
             }
-            _ => Ok(Bus {
-                log: EmbeddedBus::open(&cfg.data.log_dir())?,
-                kafka: None,
-            }),
+            _ => {
+                let embedded =
+                    EmbeddedBus::open_maintained(&cfg.data.log_dir(), maintenance(cfg)).await?;
+                Ok(Bus {
+                    log: embedded.clone(),
+                    kafka: None,
+                    embedded: Some(embedded),
+                })
+            }
+        }
+    }
+}
+
+/// How often the embedded log is compacted and old segments deleted.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// The budgets topic's active segment is sealed for compaction past this.
+const BUDGETS_ROLL_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The embedded log's upkeep: the budgets topic compacted, the others kept
+/// `bus.retention_days`.
+fn maintenance(cfg: &Config) -> crate::bus::embedded_bus::Maintenance {
+    crate::bus::embedded_bus::Maintenance {
+        compacted: vec![BUDGETS_TOPIC.to_owned()],
+        retention: (cfg.bus.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(cfg.bus.retention_days) * 86_400)),
+        roll_above: BUDGETS_ROLL_BYTES,
+    }
+}
+
+/// Runs the embedded log's upkeep every [`MAINTENANCE_INTERVAL`] until
+/// stopped; a failed pass is logged and tried again next time.
+async fn maintain_periodically(bus: Arc<EmbeddedBus>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+        }
+        if let Err(e) = bus.maintain().await {
+            tracing::warn!(error = %e, "embedded log compaction or retention failed; retrying next interval");
         }
     }
 }
@@ -158,7 +198,8 @@ impl Task {
 ///
 /// `on_listening` is told what listens where once every listener accepts
 /// connections (the CLI prints it; tests read it), as `(what, address)`:
-/// `gateway`, `query API`, or `metrics` for a process with neither.
+/// `gateway`, `query API`, and `metrics` for `server.metrics_listen` (last)
+/// or for a process with neither.
 pub async fn run(
     cfg: Config,
     roles: &[Role],
@@ -197,7 +238,7 @@ pub async fn run(
     let needs_bus =
         has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier);
     let bus = if needs_bus {
-        Some(Bus::open(&cfg)?)
+        Some(Bus::open(&cfg).await?)
     } else {
         None
     };
@@ -233,7 +274,7 @@ pub async fn run(
     // serving process holds it), so it shows no live budget state.
     let state_log = match &bus {
         Some(b) => Some(b.log.clone()),
-        None if cfg.bus.kind == BusKind::Kafka => Some(Bus::open(&cfg)?.log),
+        None if cfg.bus.kind == BusKind::Kafka => Some(Bus::open(&cfg).await?.log),
         None => None,
     };
     if let Some(log) =
@@ -242,6 +283,12 @@ pub async fn run(
         let admission = admission.clone();
         feeds.push(Task::spawn("budget state feed", move |stop| async move {
             feed_budget_state(log, admission, stop).await?;
+            Ok(())
+        }));
+    }
+    if let Some(embedded) = bus.as_ref().and_then(|b| b.embedded.clone()) {
+        feeds.push(Task::spawn("log maintenance", move |stop| async move {
+            maintain_periodically(embedded, stop).await;
             Ok(())
         }));
     }
@@ -258,7 +305,7 @@ pub async fn run(
                 }));
             }
             Some(kafka) => {
-                let journal = EmbeddedBus::open_journal(&cfg.data.journal_dir())?;
+                let journal = EmbeddedBus::open_journal_recovered(&cfg.data.journal_dir()).await?;
                 let to_journal: Arc<dyn Log> = journal.clone();
                 pipeline.push(Task::spawn("publisher", |_| async move {
                     bus::publisher::run(queue, to_journal, EVENTS_TOPIC).await;
@@ -337,11 +384,7 @@ pub async fn run(
     for (names, listener, app) in listeners {
         let addr = local_addr(&listener)?;
         announced.extend(names.iter().map(|n| (*n, addr)));
-        servers.push(spawn_http(
-            listener,
-            app.merge(metrics::router()),
-            stop_http.clone(),
-        ));
+        servers.push(spawn_http(listener, app, stop_http.clone()));
     }
     on_listening(&announced);
 
@@ -394,7 +437,7 @@ fn register_model_labels(cfg: &Config, book: &Arc<PriceBook>) {
 pub async fn replay(
     cfg: &Config,
 ) -> Result<Vec<crate::accounting::replay::LedgerSummary>, RoleError> {
-    let bus = Bus::open(cfg)?;
+    let bus = Bus::open(cfg).await?;
     let book = match &cfg.pricing.dir {
         Some(dir) => PriceBook::load_dir(dir)?,
         None => PriceBook::embedded(),
@@ -470,15 +513,45 @@ async fn wait_for_topics(kafka: &KafkaBus, stopping: &CancellationToken) -> bool
     }
 }
 
+/// One HTTP listener: the names it is announced by, the socket, the app.
+type Listener = (Vec<&'static str>, TcpListener, axum::Router);
+
 /// The HTTP listeners of the process, each with what it serves: the
 /// gateway on `server.listen`; the query API beside it, or on
 /// `server.api_listen`; a process with neither serves only metrics there.
+/// `/metrics` goes on every one of them, or only on its own listener when
+/// `server.metrics_listen` is set (announced last, as `metrics`).
 async fn listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
     api_budgets: Option<Arc<Admission>>,
     layout: &LakeLayout,
-) -> Result<Vec<(Vec<&'static str>, TcpListener, axum::Router)>, RoleError> {
+) -> Result<Vec<Listener>, RoleError> {
+    let mut out = app_listeners(cfg, gateway, api_budgets, layout).await?;
+    match cfg.server.metrics_listen {
+        Some(addr) => {
+            for (_, _, app) in &mut out {
+                *app = std::mem::take(app).merge(metrics::health_router());
+            }
+            out.push((vec!["metrics"], bind(addr).await?, metrics::router()));
+        }
+        None => {
+            for (_, _, app) in &mut out {
+                *app = std::mem::take(app).merge(metrics::router());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The gateway and query API listeners (or, for a process with neither and
+/// no `metrics_listen`, an empty one on `server.listen` for metrics).
+async fn app_listeners(
+    cfg: &Config,
+    gateway: Option<Arc<Gateway>>,
+    api_budgets: Option<Arc<Admission>>,
+    layout: &LakeLayout,
+) -> Result<Vec<Listener>, RoleError> {
     let api = match api_budgets {
         Some(budgets) => {
             if cfg.admin_tokens().next().is_none() && cfg.api.team_tokens.is_empty() {
@@ -518,7 +591,7 @@ async fn listeners(
             }
         }
     }
-    if out.is_empty() {
+    if out.is_empty() && cfg.server.metrics_listen.is_none() {
         out.push((
             vec!["metrics"],
             bind(cfg.server.listen).await?,

@@ -45,13 +45,17 @@
 //! directory open at a time (an advisory lock on `<root>/LOCK`).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+
+mod maintenance;
+
+pub use maintenance::CompactReport;
 
 /// Bytes of a frame before its key: len, crc, offset, key length.
 const HEADER_LEN: usize = 4 + 4 + 8 + 4;
@@ -209,6 +213,10 @@ pub struct EmbeddedLog {
     /// Held open for its advisory lock: two processes appending to the same
     /// files would interleave frames and corrupt the log.
     _lock: File,
+    /// Threads topics were recovered on, for tests that check recovery
+    /// stays off async runtime threads.
+    #[cfg(test)]
+    pub(crate) recovered_on: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 /// A topic's place in [`EmbeddedLog::topics`]: empty until the topic has
@@ -228,6 +236,12 @@ struct Topic {
     published: Mutex<Published>,
     /// Copy of `published.end` for lock-free [`EmbeddedLog::end_offset`].
     end: AtomicU64,
+    /// Serialises what rewrites or deletes sealed segments (compaction,
+    /// retention), which readers and appends never wait on.
+    maintenance: Mutex<()>,
+    /// Base of the segment the last compaction wrote, so an unchanged
+    /// topic is not rewritten again.
+    compacted: Mutex<Option<u64>>,
 }
 
 /// The writable tail segment of a topic.
@@ -260,6 +274,10 @@ struct Published {
     active_len: u64,
     /// Every segment known, ascending by base; the last is the active one.
     segments: Vec<SegmentIndex>,
+    /// Bumped whenever sealed segments are rewritten or deleted: a reader
+    /// that opened a segment under an older generation finds its next one
+    /// by offset again, since the file it read may have been replaced.
+    generation: u64,
 }
 
 /// Sparse index of one segment.
@@ -347,7 +365,7 @@ fn sync_dir(_dir: &Path) -> Result<(), EmbeddedLogError> {
 
 /// Creates `dir` if missing, making its entry in `parent` durable.
 fn ensure_dir(dir: &Path, parent: &Path) -> Result<(), EmbeddedLogError> {
-    match std::fs::create_dir(dir) {
+    match crate::private_fs::create_dir(dir) {
         Ok(()) => sync_dir(parent),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io_err("create directory", dir)(e)),
@@ -426,6 +444,8 @@ struct SegmentCursor {
     file_pos: u64,
     /// Length of the segment once known to be sealed (it no longer changes).
     sealed_len: Option<u64>,
+    /// [`Published::generation`] when it was opened.
+    generation: u64,
 }
 
 impl SegmentCursor {
@@ -445,6 +465,7 @@ impl SegmentCursor {
             end: 0,
             file_pos: pos,
             sealed_len: None,
+            generation: 0,
         })
     }
 
@@ -599,7 +620,7 @@ impl Topic {
         }
         let base = bases[bases.len() - 1];
         let path = dir.join(segment_name(base));
-        let file = OpenOptions::new()
+        let file = crate::private_fs::open_options()
             .create(true)
             .append(true)
             .open(&path)
@@ -671,6 +692,7 @@ impl Topic {
                 active_base: base,
                 active_len: good_len,
                 segments,
+                generation: 0,
             }),
             writer: Mutex::new(Writer {
                 file,
@@ -682,6 +704,8 @@ impl Topic {
                 scratch: Vec::new(),
                 failed: false,
             }),
+            maintenance: Mutex::new(()),
+            compacted: Mutex::new(None),
         })
     }
 
@@ -793,7 +817,7 @@ impl Topic {
     /// durable; the new one's directory entry is made durable too.
     fn roll(&self, w: &mut Writer) -> Result<(), EmbeddedLogError> {
         let path = self.dir.join(segment_name(w.next_offset));
-        let file = OpenOptions::new()
+        let file = crate::private_fs::open_options()
             .create(true)
             .append(true)
             .open(&path)
@@ -817,18 +841,80 @@ impl Topic {
         Ok(())
     }
 
-    /// Where a reader starting at `offset` should open: segment base and a
-    /// byte position at or before the offset's frame.
-    fn locate(&self, offset: u64) -> (u64, u64) {
+    /// Where a reader starting at `offset` should open: segment base, a
+    /// byte position at or before the offset's frame, and the generation
+    /// of the segment list it was found in. Before the first segment (its
+    /// records deleted by retention) means the first segment's start.
+    fn locate(&self, offset: u64) -> (u64, u64, u64) {
         let p = self.published();
         let i = p.segments.partition_point(|s| s.base <= offset);
         let Some(seg) = p.segments.get(i.saturating_sub(1)) else {
-            return (0, 0);
+            return (0, 0, p.generation);
         };
         let j = seg.entries.partition_point(|&(o, _)| o <= offset);
         match j.checked_sub(1).map(|j| seg.entries[j]) {
-            Some((_, pos)) => (seg.base, pos),
-            None => (seg.base, 0),
+            Some((_, pos)) => (seg.base, pos, p.generation),
+            None => (seg.base, 0, p.generation),
+        }
+    }
+
+    /// Opens a cursor for a reader whose next record is `offset`. A
+    /// segment deleted between finding and opening it (compaction,
+    /// retention) is looked up again.
+    fn open_cursor(&self, offset: u64) -> Result<SegmentCursor, EmbeddedLogError> {
+        let mut tries = 0;
+        loop {
+            let (base, pos, generation) = self.locate(offset);
+            match SegmentCursor::open(self.dir.join(segment_name(base)), base, pos) {
+                Ok(mut cursor) => {
+                    cursor.generation = generation;
+                    return Ok(cursor);
+                }
+                Err(EmbeddedLogError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The segment a reader goes on to once it read all of the sealed
+    /// segment `cursor`: the next one by base, or, if segments were
+    /// rewritten since the cursor opened, wherever `next` now is.
+    fn next_cursor(
+        &self,
+        cursor: &SegmentCursor,
+        next: u64,
+    ) -> Result<Option<SegmentCursor>, EmbeddedLogError> {
+        let following = {
+            let p = self.published();
+            if p.generation != cursor.generation {
+                None
+            } else {
+                match p.segments.iter().find(|s| s.base > cursor.base) {
+                    Some(s) => Some((s.base, p.generation)),
+                    None => return Ok(None),
+                }
+            }
+        };
+        match following {
+            None => self.open_cursor(next).map(Some),
+            Some((base, generation)) => {
+                match SegmentCursor::open(self.dir.join(segment_name(base)), base, 0) {
+                    Ok(mut c) => {
+                        c.generation = generation;
+                        Ok(Some(c))
+                    }
+                    Err(EmbeddedLogError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        self.open_cursor(next).map(Some)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         }
     }
 }
@@ -844,9 +930,9 @@ impl EmbeddedLog {
     /// use small segments). Fails with [`EmbeddedLogError::Locked`] if the
     /// directory is already open elsewhere.
     pub fn open_with(dir: &Path, options: LogOptions) -> Result<EmbeddedLog, EmbeddedLogError> {
-        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        crate::private_fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
+        let lock = crate::private_fs::open_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -868,6 +954,8 @@ impl EmbeddedLog {
             topics: Mutex::new(HashMap::new()),
             commit_lock: Mutex::new(()),
             _lock: lock,
+            #[cfg(test)]
+            recovered_on: Mutex::new(Vec::new()),
         })
     }
 
@@ -890,6 +978,11 @@ impl EmbeddedLog {
             return Ok(topic.clone());
         }
         let topic = Arc::new(Topic::open(&self.root, name)?);
+        #[cfg(test)]
+        self.recovered_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(std::thread::current().id());
         *slot = Some(topic.clone());
         Ok(topic)
     }
@@ -955,7 +1048,7 @@ impl EmbeddedLog {
         let tmp = dir.join(format!("{group}{OFFSET_SUFFIX}.tmp"));
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         ensure_dir(&dir, &self.root)?;
-        let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let mut file = crate::private_fs::create_file(&tmp).map_err(io_err("create", &tmp))?;
         file.write_all(format!("{next_offset}\n").as_bytes())
             .map_err(io_err("write", &tmp))?;
         file.sync_all().map_err(io_err("fsync", &tmp))?;
@@ -988,45 +1081,7 @@ impl EmbeddedLog {
     /// A topic no group has committed on keeps everything. Returns how many
     /// segments were deleted.
     pub fn delete_consumed(&self, topic: &str) -> Result<usize, EmbeddedLogError> {
-        let t = self.topic(topic)?;
-        if t.published().segments.len() < 2 {
-            return Ok(0);
-        }
-        let mut low: Option<u64> = None;
-        for entry in std::fs::read_dir(&t.dir).map_err(io_err("list", &t.dir))? {
-            let entry = entry.map_err(io_err("list", &t.dir))?;
-            let name = entry.file_name();
-            let Some(group) = name.to_str().and_then(|n| n.strip_suffix(OFFSET_SUFFIX)) else {
-                continue;
-            };
-            let next = self.committed(group, topic)?;
-            low = Some(low.map_or(next, |l| l.min(next)));
-        }
-        let Some(low) = low else { return Ok(0) };
-        let doomed: Vec<u64> = {
-            let mut p = t.published();
-            // Segment i holds only offsets below segment i+1's base; the
-            // active (last) segment is never deleted.
-            let mut n = 0;
-            while n + 1 < p.segments.len() && p.segments[n + 1].base <= low {
-                n += 1;
-            }
-            p.segments.drain(..n).map(|seg| seg.base).collect()
-        };
-        for base in &doomed {
-            let path = t.dir.join(segment_name(*base));
-            std::fs::remove_file(&path).map_err(io_err("delete consumed segment", &path))?;
-        }
-        if !doomed.is_empty() {
-            sync_dir(&t.dir)?;
-            tracing::debug!(
-                topic,
-                segments = doomed.len(),
-                below = low,
-                "embedded log: deleted consumed segments"
-            );
-        }
-        Ok(doomed.len())
+        self.delete_segments(topic, None)
     }
 }
 
@@ -1059,11 +1114,7 @@ impl LogReader {
         while out.len() < max && self.next < end {
             let cursor = match self.cursor.as_mut() {
                 Some(c) => c,
-                None => {
-                    let (base, pos) = self.topic.locate(self.next);
-                    let path = self.topic.dir.join(segment_name(base));
-                    self.cursor.insert(SegmentCursor::open(path, base, pos)?)
-                }
+                None => self.cursor.insert(self.topic.open_cursor(self.next)?),
             };
             let limit = if cursor.base == active_base {
                 active_len
@@ -1087,8 +1138,10 @@ impl LogReader {
                     offset,
                     record: Some(record),
                     ..
-                } if offset == self.next => {
-                    self.next += 1;
+                } if offset == self.next
+                    || (offset > self.next && gap_allowed(cursor.base, active_base, self.next)) =>
+                {
+                    self.next = offset + 1;
                     out.push(record);
                 }
                 Frame::Whole { offset, pos, .. } => {
@@ -1113,20 +1166,21 @@ impl LogReader {
                             reason: format!("record {} missing before the durable end", self.next),
                         });
                     }
-                    // Sealed segment done: the next one is named by the
-                    // offset it starts at.
-                    let path = self.topic.dir.join(segment_name(self.next));
-                    if !path.exists() {
-                        return Err(EmbeddedLogError::Corrupt {
-                            path: cursor.path.clone(),
-                            position: cursor.pos(),
-                            reason: format!(
-                                "segment ends before offset {} and no segment starts there",
-                                self.next
-                            ),
-                        });
+                    // Sealed segment done: on to the next one (compaction
+                    // and retention leave gaps between segments).
+                    match self.topic.next_cursor(cursor, self.next)? {
+                        Some(next) => self.cursor = Some(next),
+                        None => {
+                            return Err(EmbeddedLogError::Corrupt {
+                                path: cursor.path.clone(),
+                                position: cursor.pos(),
+                                reason: format!(
+                                    "segment ends before offset {} and no segment follows",
+                                    self.next
+                                ),
+                            });
+                        }
                     }
-                    self.cursor = Some(SegmentCursor::open(path, self.next, 0)?);
                 }
             }
         }
@@ -1134,8 +1188,18 @@ impl LogReader {
     }
 }
 
+/// Whether a reader may find a record past the one it expects: in a
+/// sealed segment (compaction keeps only some records of a key), or at
+/// the start of a segment when earlier ones were deleted (retention). In
+/// the active segment, never: its offsets are contiguous by construction.
+fn gap_allowed(segment_base: u64, active_base: u64, next: u64) -> bool {
+    segment_base != active_base || next <= segment_base
+}
+
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+
     use super::*;
 
     /// Offsets and payloads (as text) of up to `max` records from `from`.
@@ -1218,6 +1282,28 @@ mod tests {
         // Topics are independent.
         assert_eq!(log.append("other", &[(b"", b"x")]).unwrap(), 0);
         assert_eq!(read_text(&log, "other", 0, 10), [(0, "x".into())]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_log_creates_owner_only_directories_and_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data").join("log");
+        let log = EmbeddedLog::open_with(&dir, small_segments()).unwrap();
+        append_numbered(&log, "t", 0..20);
+        log.commit("g", "t", 3).unwrap();
+        assert_eq!(mode(&root.path().join("data")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("t")), 0o700);
+        assert_eq!(mode(&dir.join("LOCK")), 0o600);
+        assert_eq!(mode(&dir.join("t").join("g.offset")), 0o600);
+        let segments = list_segments(&dir.join("t")).unwrap();
+        assert!(segments.len() > 1, "rolled: {segments:?}");
+        for base in segments {
+            assert_eq!(mode(&dir.join("t").join(segment_name(base))), 0o600);
+        }
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! [`Log`] over the embedded on-disk log, for roles in one process.
 //!
-//! File work runs on tokio's blocking pool; a watch channel per topic wakes
-//! waiting consumers when an append lands, so a consumer never spins.
+//! File work runs on tokio's blocking pool (opening the log recovers every
+//! topic there, and a topic first used later is opened there too); a watch
+//! channel per topic wakes waiting consumers when an append lands, so a
+//! consumer never spins. [`Maintenance`] keeps the log's size in check:
+//! the budgets topic is compacted (a start reads about one record per
+//! ledger, not its history) and other topics lose consumed segments older
+//! than `bus.retention_days`.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -23,6 +28,22 @@ pub struct EmbeddedBus {
     ends: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Whether commits delete the segments every group is past.
     delete_consumed: bool,
+    /// Compaction and retention, for [`EmbeddedBus::maintain`].
+    maintenance: Maintenance,
+}
+
+/// How the embedded log is kept from growing without bound (see
+/// `embedded::maintenance`).
+#[derive(Debug, Clone, Default)]
+pub struct Maintenance {
+    /// Topics where only the newest record of a key matters: compacted.
+    pub compacted: Vec<String>,
+    /// Other topics' sealed segments last written longer ago than this
+    /// are deleted once every consumer group is past them; `None` keeps them.
+    pub retention: Option<Duration>,
+    /// A compacted topic's active segment is sealed (so it can be
+    /// compacted) once it holds more bytes than this.
+    pub roll_above: u64,
 }
 
 impl EmbeddedBus {
@@ -30,28 +51,67 @@ impl EmbeddedBus {
     /// embedded bus the log is the truth that `tollgate replay` rebuilds
     /// ledgers from.
     pub fn open(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
-        Self::open_with_retention(dir, false)
+        Self::open_plain(dir, false, Maintenance::default()).map(Arc::new)
     }
 
     /// Opens a journal in front of another bus: segments every consumer
     /// group has committed past are deleted (Kafka holds them now).
     pub fn open_journal(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
-        Self::open_with_retention(dir, true)
+        Self::open_plain(dir, true, Maintenance::default()).map(Arc::new)
     }
 
-    fn open_with_retention(
+    /// Opens the log (blocking) with its retention settings.
+    fn open_plain(
         dir: &Path,
         delete_consumed: bool,
-    ) -> Result<Arc<EmbeddedBus>, BusError> {
-        let log = EmbeddedLog::open(dir).map_err(|source| BusError::Embedded {
-            topic: "*".into(),
-            source,
-        })?;
-        Ok(Arc::new(EmbeddedBus {
+        maintenance: Maintenance,
+    ) -> Result<EmbeddedBus, BusError> {
+        let log = EmbeddedLog::open(dir).map_err(|e| embedded("*", e))?;
+        Ok(EmbeddedBus {
             log: Arc::new(log),
             ends: Mutex::new(HashMap::new()),
             delete_consumed,
-        }))
+            maintenance,
+        })
+    }
+
+    /// [`EmbeddedBus::open`] on a blocking thread that also recovers every
+    /// topic on disk and runs `maintenance` once, before any role reads.
+    pub async fn open_maintained(
+        dir: &Path,
+        maintenance: Maintenance,
+    ) -> Result<Arc<EmbeddedBus>, BusError> {
+        let dir = dir.to_owned();
+        let bus = tokio::task::spawn_blocking(move || {
+            let bus = Self::open_plain(&dir, false, maintenance)?;
+            bus.log.recover_all().map_err(|e| embedded("*", e))?;
+            run_maintenance(&bus.log, &bus.maintenance)?;
+            Ok::<_, BusError>(Arc::new(bus))
+        })
+        .await
+        .map_err(|e| worker("*", e))??;
+        Ok(bus)
+    }
+
+    /// [`EmbeddedBus::open_journal`] on a blocking thread, recovering every
+    /// topic on disk there.
+    pub async fn open_journal_recovered(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let bus = Self::open_journal(&dir)?;
+            bus.log.recover_all().map_err(|e| embedded("*", e))?;
+            Ok(bus)
+        })
+        .await
+        .map_err(|e| worker("*", e))?
+    }
+
+    /// Compacts and applies retention once (on a blocking thread).
+    pub async fn maintain(&self) -> Result<(), BusError> {
+        let (log, maintenance) = (self.log.clone(), self.maintenance.clone());
+        tokio::task::spawn_blocking(move || run_maintenance(&log, &maintenance))
+            .await
+            .map_err(|e| worker("*", e))?
     }
 
     /// Records ever appended to `topic` (its next offset); cheap.
@@ -69,16 +129,57 @@ impl EmbeddedBus {
             .map_err(|e| embedded(topic, e))
     }
 
-    fn end_watch(&self, topic: &str) -> Result<watch::Sender<u64>, BusError> {
-        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = ends.get(topic) {
+    /// The topic's end-offset channel; a topic's first use opens (and
+    /// recovers) it on a blocking thread.
+    async fn end_watch(&self, topic: &str) -> Result<watch::Sender<u64>, BusError> {
+        if let Some(tx) = self
+            .ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
             return Ok(tx.clone());
         }
-        let end = self.log.end_offset(topic).map_err(|e| embedded(topic, e))?;
-        let tx = watch::Sender::new(end);
-        ends.insert(topic.to_owned(), tx.clone());
-        Ok(tx)
+        let (log, owned) = (self.log.clone(), topic.to_owned());
+        let end = tokio::task::spawn_blocking(move || log.end_offset(&owned))
+            .await
+            .map_err(|e| worker(topic, e))?
+            .map_err(|e| embedded(topic, e))?;
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ends
+            .entry(topic.to_owned())
+            .or_insert_with(|| watch::Sender::new(end))
+            .clone())
     }
+}
+
+/// One pass of compaction (for `maintenance.compacted`) and retention (the
+/// other topics), logging what it did; blocking.
+fn run_maintenance(log: &EmbeddedLog, maintenance: &Maintenance) -> Result<(), BusError> {
+    let topics = log.topics_on_disk().map_err(|e| embedded("*", e))?;
+    for topic in topics {
+        if maintenance.compacted.contains(&topic) {
+            let report = log
+                .compact(&topic, maintenance.roll_above)
+                .map_err(|e| embedded(&topic, e))?;
+            if report.segments > 0 {
+                tracing::info!(
+                    topic,
+                    segments = report.segments,
+                    records_read = report.records_read,
+                    records_kept = report.records_kept,
+                    "embedded log: compacted"
+                );
+            }
+        } else if let Some(retention) = maintenance.retention {
+            let cutoff = SystemTime::now()
+                .checked_sub(retention)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            log.delete_expired(&topic, cutoff)
+                .map_err(|e| embedded(&topic, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn embedded(topic: &str, source: super::embedded::EmbeddedLogError) -> BusError {
@@ -115,7 +216,7 @@ impl Log for EmbeddedBus {
         .map_err(|e| worker(topic, e))?
         .map_err(|e| embedded(topic, e))?;
         METRICS.bus_appended.with_label_values(&[topic]).inc_by(n);
-        self.end_watch(topic)?.send_replace(first + n);
+        self.end_watch(topic).await?.send_replace(first + n);
         Ok(())
     }
 
@@ -157,7 +258,7 @@ impl Log for EmbeddedBus {
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
-        let end = self.end_watch(topic)?.subscribe();
+        let end = self.end_watch(topic).await?.subscribe();
         let log = self.log.clone();
         let (g, t) = (group.to_owned(), topic.to_owned());
         let reader = tokio::task::spawn_blocking(move || {
@@ -274,5 +375,191 @@ impl Subscription for EmbeddedSubscription {
         .map_err(|e| worker(&self.topic, e))
         .and_then(|r| r.map_err(|e| embedded(&self.topic, e)))
         .inspect_err(|_| self.count_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::history;
+
+    #[tokio::test]
+    async fn topics_are_opened_and_recovered_off_the_async_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            log.append("t.old", &[(b"k", b"v")]).unwrap();
+        }
+        let bus = EmbeddedBus::open_maintained(dir.path(), Maintenance::default())
+            .await
+            .unwrap();
+        bus.subscribe("g", "t.old").await.unwrap();
+        bus.subscribe("g", "t.new").await.unwrap();
+        bus.append("t.appended", vec![(Bytes::from("k"), Bytes::from("v"))])
+            .await
+            .unwrap();
+        let journal = EmbeddedBus::open_journal_recovered(&dir.path().join("j"))
+            .await
+            .unwrap();
+        journal.subscribe("g", "t.j").await.unwrap();
+        // This test runs on a current-thread runtime: its own thread.
+        let me = std::thread::current().id();
+        for log in [&bus.log, &journal.log] {
+            let threads = log.recovered_on.lock().unwrap().clone();
+            assert!(!threads.is_empty());
+            assert!(
+                !threads.contains(&me),
+                "a topic was recovered on the runtime thread"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_compaction_a_start_reads_the_budgets_topic_in_about_one_record_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let maintenance = Maintenance {
+            compacted: vec!["t.state".into()],
+            retention: None,
+            roll_above: 0,
+        };
+        let bus = EmbeddedBus::open_maintained(dir.path(), maintenance.clone())
+            .await
+            .unwrap();
+        for batch in 0..20u32 {
+            let records = (0..50u32)
+                .map(|i| {
+                    let n = batch * 50 + i;
+                    (
+                        Bytes::from(format!("ledger-{}", n % 4)),
+                        Bytes::from(format!("{n}")),
+                    )
+                })
+                .collect();
+            bus.append("t.state", records).await.unwrap();
+        }
+        bus.maintain().await.unwrap();
+        drop(bus);
+        // The next start: a history read as the accountant's restore does.
+        let bus = EmbeddedBus::open_maintained(dir.path(), maintenance)
+            .await
+            .unwrap();
+        let ends = history::last_offsets(bus.as_ref(), "t.state")
+            .await
+            .unwrap();
+        let mut latest = std::collections::BTreeMap::new();
+        let mut read = 0;
+        history::read_history(bus.as_ref(), "t.state", "test", ends, |r| {
+            read += 1;
+            latest.insert(r.key, r.payload);
+        })
+        .await
+        .unwrap();
+        assert_eq!(read, 4, "1000 records over 4 keys read as 4");
+        assert_eq!(latest[&Bytes::from("ledger-3")], Bytes::from("999"));
+        assert_eq!(latest[&Bytes::from("ledger-0")], Bytes::from("996"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn maintenance_deletes_consumed_segments_older_than_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EmbeddedLog::open_with(
+                dir.path(),
+                crate::bus::embedded::LogOptions { segment_bytes: 200 },
+            )
+            .unwrap();
+            for i in 0..50u32 {
+                log.append("t.events", &[(b"", format!("e{i}").as_bytes())])
+                    .unwrap();
+            }
+            log.commit("consumer", "t.events", 50).unwrap();
+        }
+        let segments = || {
+            std::fs::read_dir(dir.path().join("t.events"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".log")
+                })
+                .count()
+        };
+        assert!(segments() > 2);
+        let keep_all = Maintenance {
+            retention: Some(Duration::from_secs(3600)),
+            ..Maintenance::default()
+        };
+        drop(
+            EmbeddedBus::open_maintained(dir.path(), keep_all)
+                .await
+                .unwrap(),
+        );
+        assert!(segments() > 2, "nothing is an hour old");
+        let expire = Maintenance {
+            retention: Some(Duration::ZERO),
+            ..Maintenance::default()
+        };
+        drop(
+            EmbeddedBus::open_maintained(dir.path(), expire)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            segments(),
+            1,
+            "consumed and old: only the active segment stays"
+        );
+    }
+
+    /// How long a start's read of a budgets-like topic takes before and
+    /// after compaction (printed; run by hand with `--ignored --nocapture`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement run by hand"]
+    async fn state_topic_start_up_read_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let maintenance = Maintenance {
+            compacted: vec!["t.state".into()],
+            retention: None,
+            roll_above: 4 * 1024 * 1024,
+        };
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let payload = "x".repeat(150);
+        for batch in 0..200u32 {
+            let records = (0..1000u32)
+                .map(|i| {
+                    (
+                        Bytes::from(format!("ledger-{}", (batch * 1000 + i) % 200)),
+                        Bytes::from(payload.clone()),
+                    )
+                })
+                .collect();
+            bus.append("t.state", records).await.unwrap();
+        }
+        drop(bus);
+        for label in ["before compaction", "after compaction"] {
+            let started = std::time::Instant::now();
+            let bus = if label.starts_with("before") {
+                EmbeddedBus::open(dir.path()).unwrap()
+            } else {
+                EmbeddedBus::open_maintained(dir.path(), maintenance.clone())
+                    .await
+                    .unwrap()
+            };
+            let opened = started.elapsed();
+            let started = std::time::Instant::now();
+            let ends = history::last_offsets(bus.as_ref(), "t.state")
+                .await
+                .unwrap();
+            let mut read = 0u64;
+            history::read_history(bus.as_ref(), "t.state", "m", ends, |_| read += 1)
+                .await
+                .unwrap();
+            println!(
+                "{label}: open {opened:?}, read {read} records in {:?}",
+                started.elapsed()
+            );
+        }
     }
 }

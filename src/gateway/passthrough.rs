@@ -97,14 +97,14 @@ fn installation_secret(dir: &Path) -> Result<Vec<u8>, PassthroughError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::private_fs::create_dir_all(dir).map_err(io)?;
     let mut fresh = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut fresh);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
+    match crate::private_fs::open_options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
         Ok(mut file) => {
             use std::io::Write;
             file.write_all(hex::encode(fresh).as_bytes())

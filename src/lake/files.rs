@@ -164,10 +164,10 @@ pub fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<(), LakeErro
         let p = p.to_owned();
         move |source| LakeError::Io { path: p, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::private_fs::create_dir_all(dir).map_err(io(dir))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp"));
-    let file = File::create(&tmp).map_err(io(&tmp))?;
+    let file = crate::private_fs::create_file(&tmp).map_err(io(&tmp))?;
     let write = |e: parquet::errors::ParquetError| LakeError::Write {
         path: path.to_owned(),
         message: e.to_string(),

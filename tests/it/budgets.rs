@@ -289,11 +289,12 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
     let got = receiver.got.lock().unwrap().clone();
     let mut thresholds = Vec::new();
     for (headers, body) in &got {
-        let expected = tollgate::notify::signature("s3cret", body);
+        let timestamp = headers["x-tollgate-timestamp"].to_str().unwrap();
+        let expected = tollgate::notify::signature("s3cret", timestamp.parse().unwrap(), body);
         assert_eq!(
             headers["x-tollgate-signature"],
             expected.as_str(),
-            "HMAC-SHA256 of the body"
+            "HMAC-SHA256 of timestamp.body"
         );
         let alert: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(alert["type"], "budget_alert");

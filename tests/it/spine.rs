@@ -579,8 +579,11 @@ async fn init_writes_a_config_that_serves_with_the_printed_key() {
         "init refuses to overwrite"
     );
 
-    // Serve it on a free port against the mock, with the env the starter reads.
-    let text = text.replace("127.0.0.1:8787", "127.0.0.1:0");
+    // Serve it on free ports (gateway and metrics) against the mock, with
+    // the env the starter reads.
+    let text = text
+        .replace("127.0.0.1:8787", "127.0.0.1:0")
+        .replace("127.0.0.1:9464", "127.0.0.1:0");
     std::fs::write(dir.path().join("tollgate.toml"), text).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("serve")

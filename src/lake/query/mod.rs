@@ -73,7 +73,7 @@ impl Lake {
         memory_bytes: usize,
     ) -> Result<Lake, LakeError> {
         let dir = layout.events_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
+        crate::private_fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
             path: dir.clone(),
             source,
         })?;
