@@ -147,6 +147,22 @@ impl State {
         (usd, tokens)
     }
 
+    /// What the requests that ended but are not yet in the state really
+    /// cost on `id`: spend the accountant has not folded in yet.
+    fn ended_unfolded(&self, id: &LedgerId) -> (Decimal, u64) {
+        let mut usd = Decimal::ZERO;
+        let mut tokens = 0;
+        for r in self.reservations.values().filter(|r| r.settled) {
+            for (lid, u, t) in &r.ledgers {
+                if lid == id {
+                    usd += *u;
+                    tokens += *t;
+                }
+            }
+        }
+        (usd, tokens)
+    }
+
     fn report(&self) {
         let total: Decimal = self
             .reservations
@@ -163,11 +179,11 @@ pub struct BudgetStanding {
     pub budget: String,
     pub subject: String,
     pub period: crate::config::BudgetPeriod,
-    /// Spent plus reserved as a fraction of the limit (the larger of the
-    /// USD and token fractions when the budget has both); above 1 once
-    /// over.
+    /// Spent (in flight not counted) as a fraction of the limit (the
+    /// larger of the USD and token fractions when the budget has both);
+    /// above 1 once over.
     pub utilisation: f64,
-    /// USD spent plus reserved in this period.
+    /// USD spent in this period (in flight not counted).
     pub used_usd: Decimal,
     /// The USD limit, when the budget has one that applies to the caller.
     pub limit_usd: Option<Decimal>,
@@ -386,8 +402,12 @@ impl Admission {
     }
 
     /// Read-only: where `who` stands against every budget covering a
-    /// request at `at` (spent plus reserved against the limit), for
-    /// Claude Code's usage-limit headers and `/api/oauth/usage`. Reserves
+    /// request at `at`, for Claude Code's usage-limit headers and
+    /// `/api/oauth/usage`: what was really spent (folded, plus requests
+    /// that ended and await folding) against the limit. Worst-case
+    /// reservations of requests still in flight are left out: a Claude
+    /// Code request reserves ~$1.5 (88 KB body, 64k `max_tokens`), which
+    /// would show a $5 cap 30 % used before anything was spent. Reserves
     /// nothing and decides nothing; admission alone refuses. USD limits
     /// count only for requests that spend USD (not passthrough).
     pub fn standings(&self, who: &Identity, at: DateTime<Utc>) -> Vec<BudgetStanding> {
@@ -397,9 +417,9 @@ impl Admission {
             .into_iter()
             .filter_map(|(spec, id, resets_at)| {
                 let spent = state.states.total(&id);
-                let (reserved_usd, reserved_tokens) = state.reserved(&id);
-                let used_usd = spent.spent_usd + reserved_usd;
-                let used_tokens = spent.spent_tokens + reserved_tokens;
+                let (ended_usd, ended_tokens) = state.ended_unfolded(&id);
+                let used_usd = spent.spent_usd + ended_usd;
+                let used_tokens = spent.spent_tokens + ended_tokens;
                 let limit_usd = spec.limit_usd.filter(|_| !who.passthrough);
                 let usd = limit_usd.map(|l| fraction(used_usd, l));
                 let tokens = spec
@@ -694,6 +714,35 @@ limit_usd = "1"
         );
         assert_eq!(tight.limit_usd, Some(Decimal::from(10)));
         assert!(a.lock().reservations.is_empty(), "reading reserves nothing");
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_do_not_count_until_they_end_with_their_real_cost() {
+        let a = admission(
+            r#"
+[[budgets]]
+name = "alice-day"
+scope = "user"
+subject = "alice"
+period = "daily"
+limit_usd = "10"
+"#,
+        );
+        let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        spent(&a, "alice-day", "alice", at, "8");
+        let body = Bytes::from_static(b"{\"model\":\"claude-sonnet-4-5\"}");
+        let ticket = a
+            .admit(&alice(), Some("claude-sonnet-4-5"), 1000, &body, at)
+            .await
+            .unwrap();
+        let u = |a: &Admission| a.tightest_budget(&alice(), at).unwrap().utilisation;
+        assert!((u(&a) - 0.8).abs() < 1e-9, "the reservation is not spend");
+        let usage = Usage {
+            input_tokens: 100_000,
+            ..Usage::default()
+        };
+        ticket.settle("anthropic", Some("claude-sonnet-4-5"), &usage);
+        assert!((u(&a) - 0.83).abs() < 1e-9, "ended: its $0.30 counts: {}", u(&a));
     }
 
     #[test]

@@ -407,8 +407,8 @@ async fn claude_code_shows_a_budget_refusal_once_instead_of_retrying() {
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("eng-spent"),
-        "Claude Code shows the budget's message: {stdout}"
+        stdout.contains("eng-spent") && stdout.contains("spent of") && stdout.contains("resets"),
+        "Claude Code shows the budget, its spend and its reset: {stdout}"
     );
     tg.wait_for_trace_at_least("trace-budget-refusal", 1).await;
     // Give retries, had there been any, time to land in the lake.
