@@ -180,6 +180,8 @@ fn synthetic(
         schema_version: SCHEMA_VERSION,
         trace_id: format!("trace-{:08}", seq / EVENTS_PER_TRACE),
         session_id: Some(format!("session-{:08}", seq / EVENTS_PER_SESSION)),
+        agent_id: None,
+        parent_agent_id: None,
         request_id: Some(format!("req_{seq:012}")),
         started_at: at,
         ended_at: at + chrono::Duration::milliseconds(latency as i64),

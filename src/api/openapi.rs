@@ -26,6 +26,7 @@ pub struct ErrorBody {
         super::logs::list,
         super::logs::one,
         super::logs::trace,
+        super::logs::session,
         super::spend::spend,
         super::spend::top_sessions,
         super::spend::cache_savings,

@@ -50,7 +50,7 @@ fn spend_query(params: &HashMap<String, String>, scope: &Scope) -> Result<SpendQ
 /// events only, and subscription-billed list-price value is its own column.
 #[utoipa::path(get, path = "/v1/spend", tag = "spend",
     params(
-        ("group_by" = Option<String>, Query, description = "Comma-separated: team, user, key, model, provider, day, hour, session, billed_by, metadata.<key> (default team)"),
+        ("group_by" = Option<String>, Query, description = "Comma-separated: team, user, key, model, provider, day, hour, session, agent, billed_by, metadata.<key> (default team)"),
         ("limit" = Option<usize>, Query, description = "Most groups returned, 1-10000 (default 1000)"),
         ("from" = Option<String>, Query), ("to" = Option<String>, Query),
         ("team" = Option<String>, Query), ("user" = Option<String>, Query), ("key" = Option<String>, Query),

@@ -148,6 +148,22 @@ impl State {
         (usd, tokens)
     }
 
+    /// What the requests that ended but are not yet in the state really
+    /// cost on `id`: spend the accountant has not folded in yet.
+    fn ended_unfolded(&self, id: &LedgerId) -> (Decimal, u64) {
+        let mut usd = Decimal::ZERO;
+        let mut tokens = 0;
+        for r in self.reservations.values().filter(|r| r.settled) {
+            for (lid, u, t) in &r.ledgers {
+                if lid == id {
+                    usd += *u;
+                    tokens += *t;
+                }
+            }
+        }
+        (usd, tokens)
+    }
+
     fn report(&self) {
         let total: Decimal = self
             .reservations
@@ -156,6 +172,32 @@ impl State {
             .sum();
         METRICS.reserved_usd.set(total.to_f64().unwrap_or(0.0));
     }
+}
+
+/// Where a caller stands against one budget (see [`Admission::standings`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetStanding {
+    pub budget: String,
+    pub subject: String,
+    pub period: crate::config::BudgetPeriod,
+    /// Spent (in flight not counted) as a fraction of the limit (the
+    /// larger of the USD and token fractions when the budget has both);
+    /// above 1 once over.
+    pub utilisation: f64,
+    /// USD spent in this period (in flight not counted).
+    pub used_usd: Decimal,
+    /// The USD limit, when the budget has one that applies to the caller.
+    pub limit_usd: Option<Decimal>,
+    /// When the period ends; `None` for a `total` budget.
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// `used / limit` as a float; a zero limit is used up at once.
+fn fraction(used: Decimal, limit: Decimal) -> f64 {
+    if limit <= Decimal::ZERO {
+        return 1.0;
+    }
+    (used / limit).to_f64().unwrap_or(1.0)
 }
 
 /// One configured rate limit with its limiters.
@@ -227,6 +269,11 @@ impl Admission {
     /// Whether any budget is configured (the state feed is needed).
     pub fn has_budgets(&self) -> bool {
         !self.specs.is_empty()
+    }
+
+    /// The price tables admission prices with.
+    pub fn price_book(&self) -> &Arc<PriceBook> {
+        &self.book
     }
 
     /// This gateway's ID on event origins.
@@ -305,29 +352,7 @@ impl Admission {
             done: false,
             spends_usd: !who.passthrough,
         };
-        let w = Who {
-            key_id: &who.key_id,
-            user: &who.user,
-            team: &who.team,
-            workspace: &who.workspace,
-        };
-        let covering: Vec<(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)> = self
-            .specs
-            .iter()
-            .filter_map(|spec| {
-                let subject = spec.subject_of(w)?;
-                let (period_start, end) = spec.period_of(at);
-                Some((
-                    spec,
-                    LedgerId {
-                        budget: spec.name.clone(),
-                        subject,
-                        period_start,
-                    },
-                    end,
-                ))
-            })
-            .collect();
+        let covering = self.covering(who, at);
         if covering.is_empty() {
             return Ok(ticket);
         }
@@ -343,6 +368,83 @@ impl Admission {
         let counted = self.counter.upper_bound(body).await.unwrap_or(bound);
         self.try_reserve(&ticket, &covering, model, counted.min(bound), max_tokens)?;
         Ok(ticket)
+    }
+
+    /// Every budget covering `who` at `at`: the spec, its ledger for the
+    /// period holding `at`, and when that period ends.
+    fn covering(
+        &self,
+        who: &Identity,
+        at: DateTime<Utc>,
+    ) -> Vec<(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)> {
+        let w = Who {
+            key_id: &who.key_id,
+            user: &who.user,
+            team: &who.team,
+            workspace: &who.workspace,
+        };
+        self.specs
+            .iter()
+            .filter_map(|spec| {
+                let subject = spec.subject_of(w)?;
+                let (period_start, end) = spec.period_of(at);
+                Some((
+                    spec,
+                    LedgerId {
+                        budget: spec.name.clone(),
+                        subject,
+                        period_start,
+                    },
+                    end,
+                ))
+            })
+            .collect()
+    }
+
+    /// Read-only: where `who` stands against every budget covering a
+    /// request at `at`, for Claude Code's usage-limit headers and
+    /// `/api/oauth/usage`: what was really spent (folded, plus requests
+    /// that ended and await folding) against the limit. Worst-case
+    /// reservations of requests still in flight are left out: a Claude
+    /// Code request reserves ~$1.5 (88 KB body, 64k `max_tokens`), which
+    /// would show a $5 cap 30 % used before anything was spent. Reserves
+    /// nothing and decides nothing; admission alone refuses. USD limits
+    /// count only for requests that spend USD (not passthrough).
+    pub fn standings(&self, who: &Identity, at: DateTime<Utc>) -> Vec<BudgetStanding> {
+        let covering = self.covering(who, at);
+        let state = self.lock();
+        covering
+            .into_iter()
+            .filter_map(|(spec, id, resets_at)| {
+                let spent = state.states.total(&id);
+                let (ended_usd, ended_tokens) = state.ended_unfolded(&id);
+                let used_usd = spent.spent_usd + ended_usd;
+                let used_tokens = spent.spent_tokens + ended_tokens;
+                let limit_usd = spec.limit_usd.filter(|_| !who.passthrough);
+                let usd = limit_usd.map(|l| fraction(used_usd, l));
+                let tokens = spec
+                    .limit_tokens
+                    .map(|l| fraction(Decimal::from(used_tokens), Decimal::from(l)));
+                let utilisation = usd.into_iter().chain(tokens).reduce(f64::max)?;
+                Some(BudgetStanding {
+                    budget: spec.name.clone(),
+                    subject: id.subject,
+                    period: spec.period,
+                    utilisation,
+                    used_usd,
+                    limit_usd,
+                    resets_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The tightest budget covering `who` at `at`: the one used furthest
+    /// towards its limit ([`Admission::standings`]).
+    pub fn tightest_budget(&self, who: &Identity, at: DateTime<Utc>) -> Option<BudgetStanding> {
+        self.standings(who, at)
+            .into_iter()
+            .max_by(|a, b| a.utilisation.total_cmp(&b.utilisation))
     }
 
     /// Checks every covering ledger under the lock and reserves on all of
@@ -516,5 +618,148 @@ impl Admission {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::LedgerState;
+    use crate::config::BudgetConfig;
+
+    fn admission(budgets: &str) -> Arc<Admission> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            budgets: Vec<BudgetConfig>,
+        }
+        let file: File = toml::from_str(budgets).unwrap();
+        let specs = BudgetSpec::from_config(&file.budgets).unwrap();
+        let a = Admission::new(
+            specs,
+            Arc::new(PriceBook::embedded()),
+            AdmissionConfig::default(),
+            &[],
+        );
+        a.caught_up();
+        a
+    }
+
+    fn alice() -> Identity {
+        Identity {
+            key_id: "key_alice".into(),
+            workspace: "acme".into(),
+            team: "eng".into(),
+            user: "alice".into(),
+            provider: "anthropic".into(),
+            route: None,
+            passthrough: false,
+            client_routing: Default::default(),
+        }
+    }
+
+    fn spent(a: &Admission, budget: &str, subject: &str, at: DateTime<Utc>, usd: &str) {
+        let spec = a.specs.iter().find(|s| s.name == budget).unwrap();
+        let (period_start, period_end) = spec.period_of(at);
+        a.apply(BudgetRecord::State(LedgerState {
+            id: LedgerId {
+                budget: budget.into(),
+                subject: subject.into(),
+                period_start,
+            },
+            period_end,
+            partition: 0,
+            through_offset: 1,
+            spent_usd: usd.parse().unwrap(),
+            spent_tokens: 0,
+            limit_usd: None,
+            limit_tokens: None,
+            alerted: Vec::new(),
+        }));
+    }
+
+    #[test]
+    fn the_tightest_budget_is_the_one_used_furthest_and_nothing_is_reserved() {
+        let a = admission(
+            r#"
+[[budgets]]
+name = "team-month"
+scope = "team"
+period = "monthly"
+limit_usd = "100"
+[[budgets]]
+name = "alice-day"
+scope = "user"
+subject = "alice"
+period = "daily"
+limit_usd = "10"
+[[budgets]]
+name = "bob-day"
+scope = "user"
+subject = "bob"
+period = "daily"
+limit_usd = "1"
+"#,
+        );
+        let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        spent(&a, "team-month", "eng", at, "50");
+        spent(&a, "alice-day", "alice", at, "8.1");
+        let standings = a.standings(&alice(), at);
+        assert_eq!(standings.len(), 2, "bob's budget does not cover alice");
+        let tight = a.tightest_budget(&alice(), at).unwrap();
+        assert_eq!(tight.budget, "alice-day");
+        assert!((tight.utilisation - 0.81).abs() < 1e-9, "{tight:?}");
+        assert_eq!(
+            tight.resets_at,
+            Some("2026-12-02T00:00:00Z".parse().unwrap())
+        );
+        assert_eq!(tight.limit_usd, Some(Decimal::from(10)));
+        assert!(a.lock().reservations.is_empty(), "reading reserves nothing");
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_do_not_count_until_they_end_with_their_real_cost() {
+        let a = admission(
+            r#"
+[[budgets]]
+name = "alice-day"
+scope = "user"
+subject = "alice"
+period = "daily"
+limit_usd = "10"
+"#,
+        );
+        let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        spent(&a, "alice-day", "alice", at, "8");
+        let body = Bytes::from_static(b"{\"model\":\"claude-sonnet-4-5\"}");
+        let ticket = a
+            .admit(&alice(), Some("claude-sonnet-4-5"), 1000, &body, at)
+            .await
+            .unwrap();
+        let u = |a: &Admission| a.tightest_budget(&alice(), at).unwrap().utilisation;
+        assert!((u(&a) - 0.8).abs() < 1e-9, "the reservation is not spend");
+        let usage = Usage {
+            input_tokens: 100_000,
+            ..Usage::default()
+        };
+        ticket.settle("anthropic", Some("claude-sonnet-4-5"), &usage);
+        assert!((u(&a) - 0.83).abs() < 1e-9, "ended: its $0.30 counts: {}", u(&a));
+    }
+
+    #[test]
+    fn usd_budgets_do_not_stand_against_passthrough_requests() {
+        let a = admission(
+            r#"
+[[budgets]]
+name = "team-month"
+scope = "team"
+period = "monthly"
+limit_usd = "100"
+"#,
+        );
+        let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        let mut who = alice();
+        who.passthrough = true;
+        assert!(a.tightest_budget(&who, at).is_none());
+        assert!(a.tightest_budget(&alice(), at).is_some());
     }
 }

@@ -66,7 +66,9 @@ impl GatewayError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "api_error")
             }
             Upstream(_) => (StatusCode::BAD_GATEWAY, "api_error"),
-            Refused(Refusal::Budget { .. }) => (StatusCode::FORBIDDEN, "permission_error"),
+            // Claude Code's gateway contract: a spent cap is 429
+            // `billing_error` (not retried, shown as the client's own).
+            Refused(Refusal::Budget { .. }) => (StatusCode::TOO_MANY_REQUESTS, "billing_error"),
             Refused(Refusal::StateUnknown) => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
             Refused(Refusal::RateLimited { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
@@ -120,6 +122,15 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, error_type) = self.status_and_type();
         let mut response = anthropic_error(status, error_type, &format!("tollgate: {self}"));
+        if let GatewayError::Refused(Refusal::Budget {
+            budget, subject, ..
+        }) = &self
+        {
+            response.extensions_mut().insert(super::usage_limits::RefusedBy {
+                budget: budget.clone(),
+                subject: subject.clone(),
+            });
+        }
         let headers = response.headers_mut();
         match &self {
             // A spent budget does not come back by retrying: Claude Code

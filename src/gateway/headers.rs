@@ -14,6 +14,10 @@ pub struct RequestTags {
     pub trace_id: String,
     pub metadata: BTreeMap<String, String>,
     pub session_id: Option<String>,
+    /// `x-claude-code-agent-id`: which of the session's agents sent it.
+    pub agent_id: Option<String>,
+    /// `x-claude-code-parent-agent-id`: the agent that started that one.
+    pub parent_agent_id: Option<String>,
     pub client: Option<String>,
 }
 
@@ -51,6 +55,8 @@ impl RequestTags {
             trace_id,
             metadata,
             session_id: text("x-claude-code-session-id"),
+            agent_id: text("x-claude-code-agent-id"),
+            parent_agent_id: text("x-claude-code-parent-agent-id"),
             client: text(header::USER_AGENT.as_str()),
         })
     }
@@ -232,6 +238,19 @@ mod tests {
         .unwrap();
         assert_eq!(tags.trace_id, "t-9");
         assert_eq!(tags.metadata["env"], "ci");
+    }
+
+    #[test]
+    fn claude_code_session_and_agent_ids_are_kept() {
+        let tags = RequestTags::from_headers(&headers(&[
+            ("x-claude-code-session-id", "s-1"),
+            ("x-claude-code-agent-id", "agent-b"),
+            ("x-claude-code-parent-agent-id", "agent-a"),
+        ]))
+        .unwrap();
+        assert_eq!(tags.session_id.as_deref(), Some("s-1"));
+        assert_eq!(tags.agent_id.as_deref(), Some("agent-b"));
+        assert_eq!(tags.parent_agent_id.as_deref(), Some("agent-a"));
     }
 
     #[test]

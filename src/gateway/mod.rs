@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod auth;
 pub mod cache;
+pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod inbound;
@@ -19,6 +20,7 @@ pub mod recording;
 pub mod request_head;
 pub mod tee;
 pub mod tokens;
+pub mod usage_limits;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,6 +77,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/messages", post(proxy::messages))
         .route("/v1/messages/count_tokens", post(proxy::count_tokens))
+        .route("/v1/models", get(discovery::models))
+        .route("/api/oauth/usage", get(discovery::usage))
         .route("/", get(health).head(health))
         .route("/model/{id}/{action}", post(inbound::bedrock))
         .route("/inference-profiles", get(inbound::inference_profiles))
@@ -82,6 +86,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/projects/{project}/locations/{location}/publishers/anthropic/models/{model_action}",
             post(inbound::vertex),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            usage_limits::add_usage_headers,
+        ))
         .with_state(gateway)
 }
 

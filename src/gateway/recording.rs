@@ -62,6 +62,8 @@ impl Recording {
             schema_version: SCHEMA_VERSION,
             trace_id: tags.trace_id,
             session_id: tags.session_id,
+            agent_id: tags.agent_id,
+            parent_agent_id: tags.parent_agent_id,
             request_id: None,
             started_at,
             ended_at: started_at,

@@ -234,6 +234,17 @@ impl PriceBook {
             .flat_map(|e| e.examples.iter().map(String::as_str))
     }
 
+    /// The model families `provider` has a price for on `day`, each with
+    /// the day its price took effect: what a key on that provider may be
+    /// offered (`GET /v1/models`).
+    pub fn families_in_force(&self, provider: &str, day: NaiveDate) -> Vec<(&str, NaiveDate)> {
+        self.entries
+            .iter()
+            .filter(|e| e.provider == provider && e.in_force(day))
+            .map(|e| (e.family.as_str(), e.effective_from))
+            .collect()
+    }
+
     /// The entry in force for a model at a time, if any.
     pub fn find(&self, q: &PriceQuery) -> Option<&PriceEntry> {
         let day = q.at.date_naive();

@@ -57,7 +57,7 @@ fn dec(v: &serde_json::Value) -> Decimal {
 /// `budget` (the state has caught up with every request).
 /// Posts `body`; while the gateway has not read budget state yet (503,
 /// fail closed just after start) it waits and posts again.
-async fn post_once_admitting(tg: &Tollgate, body: &str) -> u16 {
+pub async fn post_once_admitting(tg: &Tollgate, body: &str) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = tg
@@ -75,7 +75,7 @@ async fn post_once_admitting(tg: &Tollgate, body: &str) -> u16 {
     }
 }
 
-async fn settled_spend(tg: &Tollgate, budget: &str) -> Decimal {
+pub async fn settled_spend(tg: &Tollgate, budget: &str) -> Decimal {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = budgets(tg).await;
@@ -117,7 +117,7 @@ async fn two_hundred_concurrent_requests_overshoot_a_budget_by_at_most_one_reser
     for a in answers {
         match a.status().as_u16() {
             200 => admitted += 1,
-            403 => {
+            429 => {
                 refused += 1;
                 assert_eq!(a.headers()["x-should-retry"], "false");
                 let e: serde_json::Value = a.json().await.unwrap();
@@ -143,7 +143,7 @@ async fn two_hundred_concurrent_requests_overshoot_a_budget_by_at_most_one_reser
             .send()
             .await
             .unwrap();
-        if r.status() == 403 {
+        if r.status() == 429 {
             break;
         }
         assert_eq!(r.status(), 200);
@@ -408,8 +408,8 @@ async fn claude_code_shows_a_budget_refusal_once_instead_of_retrying() {
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("eng-spent"),
-        "Claude Code shows the budget's message: {stdout}"
+        stdout.contains("eng-spent") && stdout.contains("spent of") && stdout.contains("resets"),
+        "Claude Code shows the budget, its spend and its reset: {stdout}"
     );
     tg.wait_for_trace_at_least("trace-budget-refusal", 1).await;
     // Give retries, had there been any, time to land in the lake.

@@ -2,34 +2,65 @@
 //! scripts/install-test-deps.sh) through tollgate to the mock provider.
 //! A missing Claude Code fails the test: it never skips.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::{KEY, PROVIDER_KEY, Tollgate, start_mock};
 
-/// Where the test command installed Claude Code.
-fn claude_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("TOLLGATE_CLAUDE_BIN") {
-        return PathBuf::from(bin);
-    }
+/// The Claude Code versions the real-client tests check, newest first, read
+/// from the one line of scripts/install-test-deps.sh that installs them, so
+/// moving the pin is a change of that line only.
+pub fn claude_versions() -> Vec<String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/install-test-deps.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CLAUDE_CODE_VERSIONS="))
+        .unwrap_or_else(|| panic!("no CLAUDE_CODE_VERSIONS= line in {}", script.display()));
+    let versions: Vec<String> = line
+        .trim_matches('"')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(!versions.is_empty(), "CLAUDE_CODE_VERSIONS is empty");
+    versions
+}
+
+/// Where the test command installed Claude Code `version`.
+pub fn claude_bin_of(version: &str) -> PathBuf {
     let tools = std::env::var("TOLLGATE_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
         });
-    let bin = tools.join("claude-code/node_modules/.bin/claude");
+    let bin = tools.join(format!("claude-code-{version}/node_modules/.bin/claude"));
     assert!(
         bin.exists(),
-        "Claude Code is not installed at {}: run scripts/install-test-deps.sh (scripts/test.sh does)",
+        "Claude Code {version} is not installed at {}: run scripts/install-test-deps.sh (scripts/test.sh does)",
         bin.display()
     );
     bin
 }
 
-/// Runs `claude -p` against `base_url` with a fresh HOME; returns its
-/// parsed JSON output.
-async fn run_claude(base_url: &str, auth_env: (&str, &str), headers: &str) -> serde_json::Value {
-    let out = run_claude_output(
+/// The client every real-client test drives: `TOLLGATE_CLAUDE_BIN` when
+/// set, else the newest listed version.
+pub fn claude_bin() -> PathBuf {
+    match std::env::var("TOLLGATE_CLAUDE_BIN") {
+        Ok(bin) => PathBuf::from(bin),
+        Err(_) => claude_bin_of(&claude_versions()[0]),
+    }
+}
+
+/// Runs `claude -p` (binary `bin`) against `base_url` with a fresh HOME;
+/// returns its parsed JSON output.
+async fn run_claude(
+    bin: &Path,
+    base_url: &str,
+    auth_env: (&str, &str),
+    headers: &str,
+) -> serde_json::Value {
+    let out = run_claude_bin(
+        bin,
         base_url,
         auth_env,
         headers,
@@ -47,16 +78,27 @@ async fn run_claude(base_url: &str, auth_env: (&str, &str), headers: &str) -> se
         .unwrap_or_else(|e| panic!("claude output is not JSON ({e}): {stdout}"))
 }
 
-/// Runs `claude -p "Say hello."` with `env` added and returns what it
-/// printed and its exit status.
+/// Runs the default client's `claude -p "Say hello."` with `env` added and
+/// returns what it printed and its exit status.
 pub async fn run_claude_output(
     base_url: &str,
     auth_env: (&str, &str),
     headers: &str,
     env: &[(&str, &str)],
 ) -> std::process::Output {
+    run_claude_bin(&claude_bin(), base_url, auth_env, headers, env).await
+}
+
+/// Runs `bin -p "Say hello."` with a fresh HOME and `env` added.
+pub async fn run_claude_bin(
+    bin: &Path,
+    base_url: &str,
+    auth_env: (&str, &str),
+    headers: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(claude_bin());
+    let mut cmd = tokio::process::Command::new(bin);
     cmd.args(["-p", "Say hello.", "--output-format", "json"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -79,13 +121,21 @@ pub async fn run_claude_output(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_code_print_mode_through_tollgate_is_recorded_under_its_trace() {
+    for version in claude_versions() {
+        smoke_test_one_version(&version).await;
+    }
+}
+
+/// The real-client smoke test against Claude Code `version`.
+async fn smoke_test_one_version(version: &str) {
+    let bin = claude_bin_of(version);
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let tg = Tollgate::start(dir.path(), &mock.url());
 
     let headers = "x-tollgate-trace-id: trace-claude-code\nx-tollgate-metadata: {\"env\":\"ci\"}";
-    let out = run_claude(&tg.url, ("ANTHROPIC_AUTH_TOKEN", KEY), headers).await;
-    assert_eq!(out["is_error"], false, "{out}");
+    let out = run_claude(&bin, &tg.url, ("ANTHROPIC_AUTH_TOKEN", KEY), headers).await;
+    assert_eq!(out["is_error"], false, "Claude Code {version}: {out}");
     assert!(
         out["result"]
             .as_str()
@@ -121,8 +171,8 @@ async fn claude_code_print_mode_through_tollgate_is_recorded_under_its_trace() {
 
     // The same with ANTHROPIC_API_KEY (sent as x-api-key).
     let headers = "x-tollgate-trace-id: trace-claude-code-apikey";
-    let out = run_claude(&tg.url, ("ANTHROPIC_API_KEY", KEY), headers).await;
-    assert_eq!(out["is_error"], false, "{out}");
+    let out = run_claude(&bin, &tg.url, ("ANTHROPIC_API_KEY", KEY), headers).await;
+    assert_eq!(out["is_error"], false, "Claude Code {version}: {out}");
     tg.wait_for_trace_at_least("trace-claude-code-apikey", 1)
         .await;
     tg.stop();

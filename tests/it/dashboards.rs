@@ -752,7 +752,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_tollgate_un
             &[],
         )
         .await;
-        if status == 403 {
+        if status == 429 {
             break;
         }
         assert!(

@@ -517,7 +517,7 @@ async fn budgets_refuse_and_alert_once_across_kafka_roles() {
             200 => admitted += 1,
             // Fail closed until the gateway has read the budget state.
             503 => tokio::time::sleep(Duration::from_millis(200)).await,
-            403 => break r.json::<serde_json::Value>().await.unwrap(),
+            429 => break r.json::<serde_json::Value>().await.unwrap(),
             other => panic!("unexpected {other}: {}", gw.log()),
         }
         assert!(admitted < 20, "the budget never refused");

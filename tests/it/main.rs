@@ -9,6 +9,7 @@ mod budgets;
 mod claude_code;
 mod compose;
 mod dashboards;
+mod gateway_protocol;
 mod kafka;
 mod ops;
 mod passthrough;

@@ -498,7 +498,7 @@ async fn subscription_requests_are_held_by_token_budgets_but_spend_nothing_in_us
             }
             // Budget state not read yet right after start: retried.
             503 => tokio::time::sleep(Duration::from_millis(200)).await,
-            403 => break r.json::<serde_json::Value>().await.unwrap(),
+            429 => break r.json::<serde_json::Value>().await.unwrap(),
             other => panic!("unexpected {other}: {}", r.text().await.unwrap()),
         }
         assert!(admitted < 10, "the token budget never refused");
@@ -526,7 +526,7 @@ async fn subscription_requests_are_held_by_token_budgets_but_spend_nothing_in_us
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 429);
     let e: serde_json::Value = r.json().await.unwrap();
     assert!(
         e["error"]["message"].as_str().unwrap().contains("eng-usd"),

@@ -184,6 +184,9 @@ pub struct LogPage {
 pub struct TraceView {
     pub trace_id: String,
     pub totals: TraceTotals,
+    /// The trace's events by Claude Code agent, subagents under their
+    /// parents, with spend per agent.
+    pub agents: super::sessions::AgentNode,
     pub events: Vec<serde_json::Value>,
 }
 
@@ -301,13 +304,14 @@ impl Lake {
         Ok(Some(TraceView {
             trace_id: trace_id.to_owned(),
             totals: totals(&events),
+            agents: super::sessions::agent_tree(&events),
             events,
         }))
     }
 }
 
 /// Adds up a trace's events.
-fn totals(events: &[serde_json::Value]) -> TraceTotals {
+pub(super) fn totals(events: &[serde_json::Value]) -> TraceTotals {
     let mut t = TraceTotals::default();
     let mut first: Option<DateTime<Utc>> = None;
     let mut last: Option<DateTime<Utc>> = None;
@@ -378,7 +382,7 @@ pub(super) const USAGE_COLUMNS: &[&str] = &[
 
 /// A row shaped like `LlmEvent`: usage classes gathered under `usage`,
 /// query-only and storage-only columns (`sort_value`, `day`) left out.
-fn shape_row(mut row: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+pub(super) fn shape_row(mut row: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
     let mut usage = serde_json::Map::new();
     for c in USAGE_COLUMNS {
         if let Some(v) = row.remove(*c) {

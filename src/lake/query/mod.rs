@@ -2,6 +2,7 @@
 //! rows of it, and the queries of the API (logs, traces, spend, SQL).
 
 mod logs;
+mod sessions;
 mod spend;
 mod sql;
 
@@ -23,6 +24,7 @@ use datafusion::prelude::*;
 use datafusion::scalar::ScalarValue;
 
 pub use logs::{Cursor, LogFilter, LogPage, LogQuery, SortKey, TraceTotals, TraceView};
+pub use sessions::{AgentNode, SessionView};
 pub use spend::{GroupBy, SpendQuery, SpendResult, TopSessionsQuery};
 pub use sql::{SqlLimits, SqlResult};
 

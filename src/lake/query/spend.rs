@@ -26,6 +26,9 @@ pub enum GroupBy {
     Day,
     Hour,
     Session,
+    /// Claude Code's agent (`x-claude-code-agent-id`); the main agent,
+    /// which sends none, is the null group.
+    Agent,
     BilledBy,
     /// A metadata key: events without it form their own (null) group.
     Metadata(String),
@@ -43,6 +46,7 @@ impl GroupBy {
             "day" => GroupBy::Day,
             "hour" => GroupBy::Hour,
             "session" => GroupBy::Session,
+            "agent" => GroupBy::Agent,
             "billed_by" => GroupBy::BilledBy,
             other => {
                 let key = other.strip_prefix("metadata.")?;
@@ -56,7 +60,7 @@ impl GroupBy {
 
     /// The API names, for error messages and the OpenAPI description.
     pub const NAMES: &'static str =
-        "team, user, key, model, provider, day, hour, session, billed_by, metadata.<key>";
+        "team, user, key, model, provider, day, hour, session, agent, billed_by, metadata.<key>";
 
     /// The column name in results.
     fn name(&self) -> String {
@@ -69,6 +73,7 @@ impl GroupBy {
             GroupBy::Day => "day".into(),
             GroupBy::Hour => "hour".into(),
             GroupBy::Session => "session".into(),
+            GroupBy::Agent => "agent".into(),
             GroupBy::BilledBy => "billed_by".into(),
             GroupBy::Metadata(k) => format!("metadata.{k}"),
         }
@@ -85,6 +90,7 @@ impl GroupBy {
             GroupBy::Day => col("day"),
             GroupBy::Hour => date_trunc(lit("hour"), col("started_at")),
             GroupBy::Session => col("session_id"),
+            GroupBy::Agent => col("agent_id"),
             GroupBy::BilledBy => coalesce(vec![col("billed_by"), lit("api")]),
             GroupBy::Metadata(k) => metadata_value(k),
         };
@@ -347,6 +353,7 @@ mod tests {
     #[test]
     fn group_names_parse_including_metadata_keys() {
         assert_eq!(GroupBy::parse("team"), Some(GroupBy::Team));
+        assert_eq!(GroupBy::parse("agent"), Some(GroupBy::Agent));
         assert_eq!(
             GroupBy::parse("metadata.repo"),
             Some(GroupBy::Metadata("repo".into()))
