@@ -97,6 +97,8 @@ pub fn cap_event(e: &mut LlmEvent, caps: &FieldCaps) -> usize {
     count("trace_id", truncate(&mut e.trace_id, caps.text));
     for (field, value) in [
         ("session_id", &mut e.session_id),
+        ("agent_id", &mut e.agent_id),
+        ("parent_agent_id", &mut e.parent_agent_id),
         ("request_id", &mut e.request_id),
         ("model_requested", &mut e.model_requested),
         ("model_served", &mut e.model_served),

@@ -296,12 +296,15 @@ mod tests {
             provider: "anthropic".into(),
             route: None,
             passthrough: false,
+            client_routing: Default::default(),
         });
         let huge = "x".repeat(1 << 20);
         let tags = RequestTags {
             trace_id: "trace".into(),
             metadata: [("k".repeat(1000), huge.clone())].into_iter().collect(),
             session_id: Some(huge.clone()),
+            agent_id: Some(huge.clone()),
+            parent_agent_id: None,
             client: Some(huge.clone()),
         };
         let cut = || {

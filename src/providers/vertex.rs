@@ -32,12 +32,12 @@ fn default_token_uri() -> String {
 
 /// The JWT claims of the token request.
 #[derive(serde::Serialize, Debug)]
-struct Claims {
-    iss: String,
-    scope: String,
-    aud: String,
-    iat: i64,
-    exp: i64,
+pub(super) struct Claims {
+    pub(super) iss: String,
+    pub(super) scope: String,
+    pub(super) aud: String,
+    pub(super) iat: i64,
+    pub(super) exp: i64,
 }
 
 /// A configured Vertex target.
