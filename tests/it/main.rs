@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse_sql;
 mod budgets;
 mod claude_code;
 mod compose;
