@@ -5,6 +5,7 @@
 mod support;
 
 mod abuse;
+mod abuse_sql;
 mod budgets;
 mod claude_code;
 mod compose;

@@ -1,10 +1,12 @@
 //! Reading the lake with DataFusion: the `events` table, who may see which
 //! rows of it, and the queries of the API (logs, traces, spend, SQL).
 
+mod allowlist;
 mod logs;
 mod sessions;
 mod spend;
 mod sql;
+mod yielding;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -96,6 +98,9 @@ impl Lake {
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(cache)
             .with_memory_limit(memory_bytes, 1.0)
+            // What does not fit spills to disk, but no more than fits in
+            // memory (DataFusion's default is 100 GiB of temporary files).
+            .with_max_temp_directory_size(memory_bytes as u64)
             .build_arc()?;
         // Reads go through the store that hides files a compaction merged.
         runtime.register_object_store(
@@ -132,7 +137,9 @@ impl Lake {
     /// A fresh session whose only table is `events` as `scope` sees it:
     /// what user SQL runs in, so no statement can reach other rows.
     fn scoped_session(&self, scope: &Scope) -> Result<SessionContext, LakeError> {
-        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+        let config = self.config.clone().with_batch_size(SQL_BATCH_ROWS);
+        let state = yielding::yielding_state(config, self.runtime.clone());
+        let ctx = SessionContext::new_with_state(state);
         let table: Arc<dyn TableProvider> = match scope.predicate() {
             None => self.table.clone(),
             Some(p) => {
@@ -162,22 +169,49 @@ static QUERY_RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("the lake query runtime starts")
 });
 
+/// Rows per batch in user SQL sessions (DataFusion's default is 8192).
+/// A literal or a scalar function's output is materialised for a whole
+/// batch without passing the memory pool, so smaller batches bound what
+/// one expression can allocate (see [`allowlist`]).
+const SQL_BATCH_ROWS: usize = 2048;
+
+/// A query task that is aborted when its handle is dropped: when the
+/// caller goes away (client disconnected, handler dropped) the query stops
+/// too instead of running on, detached, to its end.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `df` to completion on the query runtime, cancelling it after
-/// `limit` (the answer comes at once; the work stops at its next yield).
+/// `limit`. The limit is applied inside the task too, so the query stops
+/// at the limit even if nobody waits for it, and the task is aborted when
+/// the caller stops waiting. Either way the work stops at its next yield:
+/// DataFusion's operators yield cooperatively between batches, and
+/// dropping the plan's stream aborts the tasks it spawned.
 async fn collect(df: DataFrame, limit: Option<Duration>) -> Result<Vec<RecordBatch>, LakeError> {
-    let mut handle = QUERY_RUNTIME.spawn(df.collect());
+    let run = async move {
+        match limit {
+            None => Ok(df.collect().await),
+            Some(limit) => tokio::time::timeout(limit, df.collect())
+                .await
+                .map_err(|_| LakeError::TimedOut(limit)),
+        }
+    };
+    let mut task = AbortOnDrop(QUERY_RUNTIME.spawn(run));
     let joined = match limit {
-        None => handle.await,
-        Some(limit) => match tokio::time::timeout(limit, &mut handle).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                handle.abort();
-                return Err(LakeError::TimedOut(limit));
-            }
-        },
+        None => (&mut task.0).await,
+        // The caller's own clock answers even if the query runtime is
+        // too busy to notice its limit.
+        Some(limit) => tokio::time::timeout(limit, &mut task.0)
+            .await
+            .map_err(|_| LakeError::TimedOut(limit))?,
     };
     joined
-        .map_err(|e| LakeError::Worker(e.to_string()))?
+        .map_err(|e| LakeError::Worker(e.to_string()))??
         .map_err(LakeError::Query)
 }
 
