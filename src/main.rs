@@ -275,10 +275,7 @@ fn main() -> anyhow::Result<()> {
             pricing_dir,
         } => {
             let cfg = Config::load(&config)?;
-            let book = match pricing_dir.or(cfg.pricing.dir.clone()) {
-                Some(dir) => PriceBook::load_dir(&dir)?,
-                None => PriceBook::embedded(),
-            };
+            let book = roles::load_price_book(&cfg, pricing_dir.as_deref())?;
             let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
             let report = tollgate::lake::reprice::reprice(&layout, &book, from, to)?;
             println!(
@@ -381,38 +378,29 @@ fn price(
         region,
         at,
     };
-    let priced = tollgate::pricing::cost::price(&book, &q, &usage);
-    match (priced, json) {
-        (Some(p), true) => {
-            let l = &p.lines;
-            let s = |d: rust_decimal::Decimal| d.normalize().to_string();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "model": model, "provider": provider, "region": region,
-                    "family": p.entry.family, "tier": p.tier(), "effective_from": p.entry.effective_from.to_string(),
-                    "multiplier": s(p.entry.multiplier), "source": p.entry.source,
-                    "input_usd": s(l.input_usd), "output_usd": s(l.output_usd),
-                    "cache_write_5m_usd": s(l.cache_write_5m_usd), "cache_write_1h_usd": s(l.cache_write_1h_usd),
-                    "cache_read_usd": s(l.cache_read_usd), "web_search_usd": s(l.web_search_usd),
-                    "total_usd": s(l.total_usd), "unpriced": false, "price_table_version": book.version(),
-                })
-            );
-        }
-        (Some(p), false) => println!(
+    let p = tollgate::pricing::cost::quote(&book, &q, &usage);
+    if json {
+        let l = &p.lines;
+        let s = |d: rust_decimal::Decimal| d.normalize().to_string();
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model, "provider": provider, "region": region, "at": at.to_rfc3339(),
+                "family": p.entry.family, "tier": p.tier(), "effective_from": p.entry.effective_from.to_string(),
+                "multiplier": s(p.multiplier), "source": p.entry.source,
+                "input_usd": s(l.input_usd), "output_usd": s(l.output_usd),
+                "cache_write_5m_usd": s(l.cache_write_5m_usd), "cache_write_1h_usd": s(l.cache_write_1h_usd),
+                "cache_read_usd": s(l.cache_read_usd), "web_search_usd": s(l.web_search_usd),
+                "total_usd": s(l.total_usd), "pricing_basis": p.basis(), "pricing_notes": p.notes,
+                "price_table_version": book.version(),
+            })
+        );
+    } else {
+        println!(
             "{model} ({provider})\n{}\nprice tables {}",
             p.explain(&usage),
             book.version()
-        ),
-        (None, true) => println!(
-            "{}",
-            serde_json::json!({
-                "model": model, "provider": provider, "unpriced": true, "price_table_version": book.version(),
-            })
-        ),
-        (None, false) => println!(
-            "{model} ({provider}): unpriced: no price table entry matches this model at {at}"
-        ),
+        );
     }
     Ok(())
 }

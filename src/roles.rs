@@ -214,10 +214,7 @@ pub async fn run(
         }
     }
 
-    let book = Arc::new(match &cfg.pricing.dir {
-        Some(dir) => PriceBook::load_dir(dir)?,
-        None => PriceBook::embedded(),
-    });
+    let book = Arc::new(load_price_book(&cfg, None)?);
     let budgets =
         crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
     let admission = Admission::new(
@@ -375,10 +372,7 @@ pub async fn replay(
     cfg: &Config,
 ) -> Result<Vec<crate::accounting::replay::LedgerSummary>, RoleError> {
     let bus = Bus::open(cfg)?;
-    let book = match &cfg.pricing.dir {
-        Some(dir) => PriceBook::load_dir(dir)?,
-        None => PriceBook::embedded(),
-    };
+    let book = load_price_book(cfg, None)?;
     let specs = crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
     Ok(crate::accounting::replay::replay(bus.log.as_ref(), &book, specs).await?)
 }
@@ -592,4 +586,17 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// The price tables the config names (or `dir` instead, or the built-in
+/// ones), with its `[pricing] unknown_model_rates`.
+pub fn load_price_book(
+    cfg: &Config,
+    dir: Option<&std::path::Path>,
+) -> Result<PriceBook, crate::pricing::PricingError> {
+    let book = match dir.or(cfg.pricing.dir.as_deref()) {
+        Some(dir) => PriceBook::load_dir(dir)?,
+        None => PriceBook::embedded(),
+    };
+    Ok(book.with_unknown_model_rates(cfg.pricing.unknown_model_rates.clone()))
 }
