@@ -26,9 +26,14 @@ struct Case {
     at: NaiveDate,
     usage: String,
     arithmetic: String,
-    expected_usd: Option<Decimal>,
-    #[serde(default)]
-    unpriced: bool,
+    expected_usd: Decimal,
+    /// `table` unless the case says `provisional`.
+    #[serde(default = "table_basis")]
+    expected_basis: String,
+}
+
+fn table_basis() -> String {
+    "table".to_owned()
 }
 
 fn cases() -> Vec<Case> {
@@ -41,34 +46,37 @@ fn noon(d: NaiveDate) -> chrono::DateTime<Utc> {
     d.and_hms_opt(12, 0, 0).unwrap().and_utc()
 }
 
+/// `tollgate price --json` for one case.
+fn price_cli(c: &Case) -> serde_json::Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(["price", "--json", "--model", &c.model, "--usage", &c.usage])
+        .args(["--provider", &c.provider, "--at", &c.at.to_string()]);
+    if let Some(region) = &c.region {
+        cmd.args(["--region", region]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        c.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn hand_priced_cases_match_exactly() {
-    let book = PriceBook::embedded();
     let cases = cases();
-    assert!(cases.len() >= 40, "at least 40 cases, got {}", cases.len());
+    assert!(cases.len() >= 100, "at least 100 cases, got {}", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
-        let usage = Usage::from_anthropic_json(&serde_json::from_str(&c.usage).unwrap());
-        let q = PriceQuery {
-            provider: &c.provider,
-            model: &c.model,
-            region: c.region.as_deref(),
-            at: noon(c.at),
-        };
-        let got = price(&book, &q, &usage).map(|p| p.lines.total_usd.normalize());
-        let want = if c.unpriced {
-            None
-        } else {
-            Some(
-                c.expected_usd
-                    .expect("expected_usd or unpriced")
-                    .normalize(),
-            )
-        };
-        if got != want {
+        let got = price_cli(c);
+        let total = got["total_usd"].as_str().and_then(|t| t.parse::<Decimal>().ok());
+        let want = c.expected_usd.normalize();
+        if total.map(|t| t.normalize()) != Some(want) || got["pricing_basis"] != c.expected_basis.as_str() {
             failures.push(format!(
-                "{}: got {got:?}, want {want:?} ({})",
-                c.name, c.arithmetic
+                "{}: got {} ({}), want {want} ({}) ({}) notes {}",
+                c.name, got["total_usd"], got["pricing_basis"], c.expected_basis, c.arithmetic, got["pricing_notes"]
             ));
         }
     }
@@ -226,7 +234,7 @@ fn price_change_applies_from_its_effective_date() {
 }
 
 #[test]
-fn price_cli_prints_a_decimal_total_or_unpriced() {
+fn price_cli_prints_a_decimal_total_and_its_basis() {
     let run = |model: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args([
@@ -244,7 +252,17 @@ fn price_cli_prints_a_decimal_total_or_unpriced() {
     };
     // 1000 × $3/M + 500 × $15/M = 0.003 + 0.0075.
     assert_eq!(run("claude-sonnet-4-5")["total_usd"], "0.0105");
-    assert_eq!(run("claude-opus-4-8")["unpriced"], true);
+    // 1000 × $5/M + 500 × $25/M = 0.005 + 0.0125.
+    assert_eq!(run("claude-opus-4-8")["total_usd"], "0.0175");
+    assert_eq!(run("claude-opus-4-8")["pricing_basis"], "table");
+    let unknown = run("claude-opus-9");
+    assert_eq!(unknown["pricing_basis"], "provisional");
+    assert!(
+        unknown["pricing_notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("claude-opus-5-5")),
+        "{unknown}"
+    );
     let explained = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args([
             "price",
@@ -314,9 +332,18 @@ async fn lake_events_carry_their_cost_and_reprice_recomputes_it() {
         .iter()
         .find(|e| e["model_served"] == "claude-unknown-9")
         .unwrap();
-    assert_eq!(unknown["priced"], false, "never $0: {unknown}");
-    assert!(unknown["cost_usd"].is_null());
-    assert!(tg.metric("tollgate_unpriced_events_total").await >= 1.0);
+    // No line, so the dearest rates in force (Opus 4/4.1): 42 in × $15/M =
+    // 0.00063; 17 out × $75/M = 0.001275; 100 5m × $18.75/M = 0.001875;
+    // 200 1h × $30/M = 0.006; 1000 read × $1.50/M = 0.0015; total 0.01128.
+    assert_eq!(unknown["priced"], true, "never $0: {unknown}");
+    assert_eq!(unknown["pricing_basis"], "provisional");
+    assert_eq!(
+        usd(&unknown["cost_usd"]),
+        "0.01128".parse::<Decimal>().unwrap(),
+        "{unknown}"
+    );
+    assert_eq!(known["pricing_basis"], "table");
+    assert!(tg.metric("tollgate_provisional_events_total").await >= 1.0);
     let config = tg.config.clone();
     tg.stop();
 
