@@ -960,6 +960,79 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn usage_billing_facts_are_read() {
+        let u = Usage::from_anthropic_json(&serde_json::json!({
+            "input_tokens": 5, "output_tokens": 9, "speed": "fast", "inference_geo": "us",
+            "service_tier": "batch", "output_tokens_details": {"thinking_tokens": 4},
+            "fallback_credit": {"redeemed": true},
+            "iterations": [
+                {"type": "compaction", "model": "claude-opus-4-8", "input_tokens": 100, "output_tokens": 7},
+                {"type": "message", "input_tokens": 5, "output_tokens": 9,
+                 "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 3}}
+            ]
+        }));
+        assert_eq!(u.speed.as_deref(), Some("fast"));
+        assert_eq!(u.inference_geo.as_deref(), Some("us"));
+        assert_eq!(u.service_tier.as_deref(), Some("batch"));
+        assert!(u.fallback_credit_redeemed);
+        assert_eq!(u.output_tokens, 9, "thinking is part of output_tokens");
+        assert_eq!(u.iterations.len(), 2);
+        assert_eq!(u.iterations[0].kind, "compaction");
+        assert_eq!(u.iterations[0].model.as_deref(), Some("claude-opus-4-8"));
+        assert_eq!(u.iterations[1].usage.cache_creation_1h_tokens, 3);
+        // Token budgets count the iterations: 100 + 7 + 5 + 9 + 3.
+        assert_eq!(u.total_tokens(), 124);
+    }
+
+    #[test]
+    fn old_events_without_billing_facts_still_parse() {
+        let e = sample_event();
+        let mut v = serde_json::to_value(&e).unwrap();
+        let usage = v["usage"].as_object_mut().unwrap();
+        usage.retain(|k, _| !matches!(k.as_str(), "speed" | "inference_geo" | "service_tier" | "iterations" | "fallback_credit_redeemed"));
+        let back: LlmEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back.usage.speed, None);
+        assert!(back.usage.iterations.is_empty());
+    }
+
+    #[test]
+    fn billing_facts_and_pricing_basis_reach_the_lake_columns() {
+        let mut e = sample_event();
+        e.usage.speed = Some("fast".into());
+        e.usage.iterations = vec![Iteration {
+            kind: "compaction".into(),
+            model: Some("claude-opus-4-8".into()),
+            usage: Usage::default(),
+        }];
+        e.cost = Some(Cost {
+            price_table_version: "v".into(),
+            lines: Some(CostLines::default()),
+            family: Some("claude-opus-5-5".into()),
+            tier: Some("standard".into()),
+            basis: Some("provisional".into()),
+            notes: vec!["a".into(), "b".into()],
+            source: None,
+        });
+        let pos = BusPosition {
+            partition: 0,
+            offset: 1,
+        };
+        let batch = to_record_batch(&[(pos, &e)]).unwrap();
+        let text = |name: &str| {
+            let c = batch.column_by_name(name).unwrap();
+            c.as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap()
+                .value(0)
+                .to_owned()
+        };
+        assert_eq!(text("speed"), "fast");
+        assert!(text("usage_iterations").contains("claude-opus-4-8"));
+        assert_eq!(text("pricing_basis"), "provisional");
+        assert_eq!(text("pricing_notes"), "a; b");
+    }
+
+    #[test]
     fn cumulative_usage_keeps_the_latest_nonzero_value() {
         let mut u = Usage {
             input_tokens: 10,

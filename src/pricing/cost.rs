@@ -435,3 +435,93 @@ pub fn price_facts(book: &PriceBook, q: Option<&PriceQuery>, usage: &Usage) -> C
         lines: Some(p.lines),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, Utc};
+
+    fn at(day: &str) -> chrono::DateTime<Utc> {
+        NaiveDate::parse_from_str(day, "%Y-%m-%d")
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+    }
+
+    fn q<'a>(model: &'a str, day: &str) -> PriceQuery<'a> {
+        PriceQuery {
+            provider: "anthropic",
+            model,
+            region: None,
+            at: at(day),
+        }
+    }
+
+    fn input(n: u64) -> Usage {
+        Usage {
+            input_tokens: n,
+            ..Usage::default()
+        }
+    }
+
+    #[test]
+    fn unknown_model_takes_its_lines_latest_release_not_its_latest_price_change() {
+        // On 2026-05-01 Sonnet 4.5's newest entry (2026-04-30, end of long
+        // context) starts after Sonnet 4.6's (2026-02-17), but 4.6 is the
+        // later release.
+        let book = PriceBook::embedded();
+        let p = quote(&book, &q("claude-sonnet-4-9", "2026-05-01"), &input(1000));
+        assert!(p.provisional);
+        assert_eq!(p.entry.family, "claude-sonnet-4-6");
+    }
+
+    #[test]
+    fn configured_unknown_model_rates_price_a_model_of_no_line() {
+        let rates = Rates {
+            input: Decimal::new(7, 0),
+            output: Decimal::new(70, 0),
+            cache_write_5m: Decimal::new(875, 2),
+            cache_write_1h: Decimal::new(14, 0),
+            cache_read: Decimal::new(7, 1),
+        };
+        let book = PriceBook::embedded().with_unknown_model_rates(Some(rates));
+        assert_ne!(book.version(), PriceBook::embedded().version());
+        let p = quote(&book, &q("gpt-9", "2026-11-22"), &input(1000));
+        // 1000 × $7/M = 0.007.
+        assert_eq!(p.lines.total_usd.normalize().to_string(), "0.007");
+        assert_eq!(p.basis(), BASIS_PROVISIONAL);
+        assert_eq!(p.entry.family, "unknown_model_rates");
+    }
+
+    #[test]
+    fn an_event_with_usage_is_never_free_and_says_why() {
+        let book = PriceBook::embedded();
+        let cost = price_facts(&book, Some(&q("claude-opus-9", "2026-11-22")), &input(1000));
+        // Latest Opus is 5.5: 1000 × $4/M = 0.004.
+        let lines = cost.lines.unwrap();
+        assert_eq!(lines.total_usd.normalize().to_string(), "0.004");
+        assert_eq!(cost.basis.as_deref(), Some(BASIS_PROVISIONAL));
+        assert!(cost.notes[0].contains("claude-opus-5-5"), "{:?}", cost.notes);
+        let nothing = price_facts(&book, Some(&q("claude-opus-9", "2026-11-22")), &Usage::default());
+        assert_eq!(nothing.tier.as_deref(), Some("no_usage"));
+        assert_eq!(nothing.basis, None, "nothing counted: not provisional");
+    }
+
+    #[test]
+    fn an_iteration_of_an_unknown_model_makes_the_request_provisional() {
+        let book = PriceBook::embedded();
+        let usage = Usage::from_anthropic_json(&serde_json::json!({
+            "input_tokens": 10, "iterations": [
+                {"type": "advisor_message", "model": "claude-opus-9", "input_tokens": 1000},
+                {"type": "message", "input_tokens": 10}
+            ]
+        }));
+        let p = quote(&book, &q("claude-sonnet-5", "2026-11-22"), &usage);
+        assert!(p.provisional);
+        assert_eq!(p.tier, "iterations");
+        // 1000 × $4/M (Opus 5.5) + 10 × $2/M (Sonnet 5) = 0.00402.
+        assert_eq!(p.lines.total_usd.normalize().to_string(), "0.00402");
+        assert!(price(&book, &q("claude-sonnet-5", "2026-11-22"), &usage).is_none());
+    }
+}
