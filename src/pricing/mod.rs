@@ -10,6 +10,7 @@
 //! gateway prices a request's worst case before admitting it.
 
 pub mod cost;
+pub mod import;
 
 use std::path::{Path, PathBuf};
 
@@ -170,6 +171,11 @@ impl PriceEntry {
 
     fn in_force(&self, day: NaiveDate) -> bool {
         self.effective_from <= day && self.effective_to.is_none_or(|to| day < to)
+    }
+
+    /// The entry's `match` regexes as written.
+    pub fn patterns(&self) -> Vec<&str> {
+        self.matchers.iter().map(|m| m.as_str()).collect()
     }
 
     /// Where the entry is written (`file:line`).

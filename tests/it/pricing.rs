@@ -400,3 +400,78 @@ cache_read = "0.6"
     assert_eq!(known["usage"]["input_tokens"], 42, "facts are untouched");
     tg.stop();
 }
+
+/// A copy of the shipped tables to import into.
+fn tables_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(pricing_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn import(dir: &Path, fixture: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["pricing", "import", "--effective-from", "2026-12-01", "--from"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/import").join(fixture))
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn price_with(dir: &Path, model: &str, at: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["price", "--json", "--model", model, "--at", at, "--pricing-dir"])
+        .arg(dir)
+        .args(["--usage", r#"{"input_tokens":1000,"cache_creation_input_tokens":1000,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":1000}}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn litellm_import_shows_a_diff_and_refuses_contradictions_unless_accepted() {
+    let dir = tables_copy();
+    let before = std::fs::read_to_string(dir.path().join("anthropic.toml")).unwrap();
+    let out = import(dir.path(), "model_prices_and_context_window.json", &[]);
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{diff}");
+    // LiteLLM's known error: Claude 3 Haiku's 1-hour write at $6/M.
+    assert!(diff.contains("~ anthropic claude-3-haiku-20240307 (entry claude-3-haiku): cache_write_1h $0.5/M -> $6/M"), "{diff}");
+    assert!(diff.contains("+ anthropic claude-opus-9: new entry from 2026-12-01"), "{diff}");
+    // Sonnet 4.5, Bedrock us. Opus 4.8 at ×1.1, Vertex Opus 4.8 agree; gpt-4o is not Claude.
+    assert!(diff.contains("= 3 model(s) agree"), "{diff}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-changes"));
+    let after = std::fs::read_to_string(dir.path().join("anthropic.toml")).unwrap();
+    assert_eq!(before, after, "nothing written when refused");
+
+    let out = import(dir.path(), "model_prices_and_context_window.json", &["--accept-changes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // 1000 × $6/M + 1000 1h × $12/M = 0.018, from the table now.
+    let opus9 = price_with(dir.path(), "claude-opus-9", "2026-12-02");
+    assert_eq!(opus9["total_usd"], "0.018");
+    assert_eq!(opus9["pricing_basis"], "table");
+    // The accepted change applies from its date; the past keeps the old
+    // price: 1000 × $0.25/M + 1000 × $0.50/M = 0.00075 before,
+    // 1000 × $0.25/M + 1000 × $6/M = 0.00625 from 2026-12-01.
+    assert_eq!(price_with(dir.path(), "claude-3-haiku-20240307", "2026-11-30")["total_usd"], "0.00075");
+    assert_eq!(price_with(dir.path(), "claude-3-haiku-20240307", "2026-12-01")["total_usd"], "0.00625");
+}
+
+#[test]
+fn portkey_import_adds_missing_models_from_cents_per_token() {
+    let dir = tables_copy();
+    let out = import(dir.path(), "portkey/anthropic.json", &[]);
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{diff}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(diff.contains("+ anthropic claude-sonnet-6: new entry from 2026-12-01: input $2.5/M"), "{diff}");
+    assert!(diff.contains("= 1 model(s) agree"), "{diff}");
+    // 1000 × $2.5/M + 1000 1h × $5/M = 0.0075.
+    let sonnet6 = price_with(dir.path(), "claude-sonnet-6", "2026-12-02");
+    assert_eq!(sonnet6["total_usd"], "0.0075");
+    assert_eq!(sonnet6["pricing_basis"], "table");
+}
