@@ -347,6 +347,27 @@ async fn lake_events_carry_their_cost_and_reprice_recomputes_it() {
     let config = tg.config.clone();
     tg.stop();
 
+    // The lake has a model no entry matches: `pricing check --lake` names it.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["pricing", "check", "--lake", "--dir"])
+        .arg(pricing_dir())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{warnings}");
+    assert!(
+        warnings.contains("anthropic model \"claude-unknown-9\" seen in the lake"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("claude-sonnet-4-5"), "{warnings}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 without an entry"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // Twice the Sonnet 4.5 prices: every line doubles, total 0.004512.
     let prices = tempfile::tempdir().unwrap();
     std::fs::write(
