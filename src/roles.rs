@@ -36,7 +36,7 @@ use crate::lake::files::LakeLayout;
 use crate::lake::query::Lake;
 use crate::lake::sink::{Sink, SinkOptions};
 use crate::metrics;
-use crate::pricing::PriceBook;
+use crate::pricing::{PriceBook, SharedBook};
 use crate::providers::{self, ProviderError};
 
 /// Consumer group of the lake sink.
@@ -214,7 +214,7 @@ pub async fn run(
         }
     }
 
-    let book = Arc::new(load_price_book(&cfg, None)?);
+    let book = SharedBook::new(load_price_book(&cfg, None)?);
     let budgets =
         crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
     let admission = Admission::new(
@@ -225,6 +225,12 @@ pub async fn run(
     );
     let mut pipeline: Vec<Task> = Vec::new();
     let mut feeds: Vec<Task> = Vec::new();
+    {
+        let (book, cfg) = (book.clone(), cfg.clone());
+        feeds.push(Task::spawn("price table reload", move |stop| {
+            reload_on_hangup(book, cfg, stop)
+        }));
+    }
     // An API-only process on the embedded bus cannot open the log (the
     // serving process holds it), so it shows no live budget state.
     let state_log = match &bus {
@@ -275,9 +281,9 @@ pub async fn run(
         )?));
     }
     if has(Role::Accountant) {
-        tracing::info!(version = book.version(), "price tables loaded");
+        tracing::info!(version = book.current().version(), "price tables loaded");
         let log = bus.as_ref().expect("opened for the accountant").log.clone();
-        let accountant = Accountant::new((*book).clone(), budgets, log).await?;
+        let accountant = Accountant::new(book.clone(), budgets, log).await?;
         pipeline.push(Task::spawn("accountant", |stop| async move {
             accountant.run(stop).await?;
             Ok(())
@@ -599,4 +605,47 @@ pub fn load_price_book(
         None => PriceBook::embedded(),
     };
     Ok(book.with_unknown_model_rates(cfg.pricing.unknown_model_rates.clone()))
+}
+
+/// Reloads the price tables on SIGHUP: the new book prices everything
+/// from then on (its version is on each event); tables that do not load
+/// are logged and the old ones kept.
+async fn reload_on_hangup(
+    book: SharedBook,
+    cfg: Config,
+    stop: CancellationToken,
+) -> Result<(), RoleError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: price tables reload only on restart");
+                return Ok(());
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = hangups.recv() => {}
+            }
+            let cfg = cfg.clone();
+            // Reading the tables is file I/O: off the runtime threads.
+            match tokio::task::spawn_blocking(move || load_price_book(&cfg, None)).await {
+                Ok(Ok(new)) => {
+                    let (old, version) = (book.current().version().to_owned(), new.version().to_owned());
+                    book.replace(new);
+                    tracing::info!(old = %old, version = %version, "price tables reloaded");
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "price tables not reloaded; the old ones stay in use"),
+                Err(e) => tracing::error!(error = %e, "price table reload failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        stop.cancelled().await;
+        Ok(())
+    }
 }

@@ -27,7 +27,7 @@ use crate::bus::{
 };
 use crate::event::{BilledBy, BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
-use crate::pricing::PriceBook;
+use crate::pricing::SharedBook;
 use crate::pricing::cost::{BASIS_PROVISIONAL, price_event};
 
 /// Consumer group of the accountant.
@@ -76,7 +76,9 @@ impl RecentIds {
 
 /// The running accountant.
 pub struct Accountant {
-    book: PriceBook,
+    /// The price tables, replaced on reload; each event is priced by
+    /// the book current when it is handled.
+    book: SharedBook,
     log: Arc<dyn Log>,
     subscription: Box<dyn Subscription>,
     /// Partitions this accountant has seen since it got them.
@@ -94,7 +96,7 @@ pub struct Accountant {
 impl Accountant {
     /// Joins the accountant group.
     pub async fn new(
-        book: PriceBook,
+        book: SharedBook,
         budgets: Vec<BudgetSpec>,
         log: Arc<dyn Log>,
     ) -> Result<Accountant, BusError> {
@@ -267,7 +269,7 @@ impl Accountant {
                 "event seen twice on the bus (re-sent); priced once");
             return None;
         }
-        let mut cost = price_event(&self.book, &event);
+        let mut cost = price_event(&self.book.current(), &event);
         cost.source = Some(BusPosition {
             partition: record.partition,
             offset: record.offset,

@@ -35,7 +35,7 @@ use crate::config::{AdmissionConfig, BudgetScope, RateLimitConfig, UnknownStateP
 use crate::event::Usage;
 use crate::metrics::METRICS;
 use crate::pricing::cost::quote;
-use crate::pricing::{PriceBook, PriceQuery};
+use crate::pricing::{PriceQuery, SharedBook};
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -171,7 +171,7 @@ pub struct Admission {
     gateway_id: String,
     next_seq: AtomicU64,
     specs: Vec<BudgetSpec>,
-    book: Arc<PriceBook>,
+    book: SharedBook,
     config: AdmissionConfig,
     limiters: Vec<Limiter>,
     state: Mutex<State>,
@@ -180,7 +180,7 @@ pub struct Admission {
 impl Admission {
     pub fn new(
         specs: Vec<BudgetSpec>,
-        book: Arc<PriceBook>,
+        book: SharedBook,
         config: AdmissionConfig,
         limits: &[RateLimitConfig],
     ) -> Arc<Admission> {
@@ -448,7 +448,7 @@ impl Admission {
             region: None,
             at: Utc::now(),
         };
-        quote(&self.book, &q, usage).lines.total_usd
+        quote(&self.book.current(), &q, usage).lines.total_usd
     }
 
     /// Requests and tokens per minute; tokens are estimated as body bytes

@@ -229,6 +229,36 @@ pub struct PriceBook {
     unknown_rates: Option<Rates>,
 }
 
+/// The price tables in use, shared by admission and the accountant and
+/// replaced whole on reload (SIGHUP): readers take the current book and
+/// price with it, so an event is priced by exactly one version.
+#[derive(Debug, Clone)]
+pub struct SharedBook(std::sync::Arc<std::sync::RwLock<std::sync::Arc<PriceBook>>>);
+
+impl SharedBook {
+    /// Shares `book`.
+    pub fn new(book: PriceBook) -> SharedBook {
+        SharedBook(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(book))))
+    }
+
+    /// The book in use now (the lock is held only to clone the pointer).
+    pub fn current(&self) -> std::sync::Arc<PriceBook> {
+        match self.0.read() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `book` in use for everything priced from now on.
+    pub fn replace(&self, book: PriceBook) {
+        let book = std::sync::Arc::new(book);
+        match self.0.write() {
+            Ok(mut b) => *b = book,
+            Err(poisoned) => *poisoned.into_inner() = book,
+        }
+    }
+}
+
 /// Model lines whose unknown members are priced like their latest release.
 const MODEL_LINES: &[&str] = &["opus", "sonnet", "haiku", "fable", "mythos"];
 

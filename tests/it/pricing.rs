@@ -496,3 +496,52 @@ fn portkey_import_adds_missing_models_from_cents_per_token() {
     assert_eq!(sonnet6["total_usd"], "0.0075");
     assert_eq!(sonnet6["pricing_basis"], "table");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_price_tables_and_events_name_the_version() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tables = tables_copy();
+    let extra = format!("\n[pricing]\ndir = {:?}\n", tables.path().display().to_string());
+    let config = crate::support::write_config(dir.path(), &mock.url(), &extra);
+    let tg = Tollgate::start_with_config(dir.path(), config);
+    let body = r#"{"model":"claude-opus-9","max_tokens":10,"messages":[]}"#;
+    let send = |trace: &'static str| {
+        tg.post("/v1/messages")
+            .header("x-tollgate-trace-id", trace)
+            .body(body)
+            .send()
+    };
+    send("trace-before-reload").await.unwrap().bytes().await.unwrap();
+    let before = tg.wait_for_trace("trace-before-reload", 1).await;
+    assert_eq!(before[0]["pricing_basis"], "provisional", "{}", before[0]);
+    let old_version = before[0]["price_table_version"].as_str().unwrap().to_owned();
+
+    let path = tables.path().join("anthropic.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(
+        "\n[[price]]\nfamily = \"claude-opus-9\"\nmatch = ['^claude-opus-9$']\nexamples = [\"claude-opus-9\"]\neffective_from = 2026-01-01\nsource = \"https://example.com/opus-9\"\ninput = \"6\"\noutput = \"30\"\ncache_write_5m = \"7.5\"\ncache_write_1h = \"12\"\ncache_read = \"0.6\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let new_version = PriceBook::load_dir(tables.path()).unwrap().version().to_owned();
+    Command::new("kill")
+        .args(["-HUP", &tg.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !tg.log().contains("price tables reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no reload logged:\n{}", tg.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    send("trace-after-reload").await.unwrap().bytes().await.unwrap();
+    let after = tg.wait_for_trace("trace-after-reload", 1).await;
+    let e = &after[0];
+    assert_eq!(e["pricing_basis"], "table", "{e}");
+    assert_eq!(e["price_table_version"], new_version.as_str());
+    assert_ne!(new_version, old_version);
+    // Mock usage at the new entry: 42 × 6 + 17 × 30 + 100 × 7.5 + 200 × 12
+    // + 1000 × 0.6 = 4512 per million.
+    assert_eq!(usd(&e["cost_usd"]), "0.004512".parse::<Decimal>().unwrap());
+    tg.stop();
+}
