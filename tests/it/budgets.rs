@@ -500,3 +500,18 @@ async fn claude_code_default_opus_4_8_is_priced_counted_and_refused_when_spent()
     assert_eq!(dec(&priced["cost_usd"]), per);
     tg.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_no_table_has_is_reserved_at_provisional_rates_not_zero() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Far below any worst case: 1 output token of the latest Opus is $0.00002.
+    let tg = Tollgate::start_with_config(
+        dir.path(),
+        write_config(dir.path(), &mock.url(), &budget("eng-tiny", "0.00001")),
+    );
+    let body = r#"{"model":"claude-opus-9","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(post_once_admitting(&tg, body).await, 403);
+    assert!(mock.received().is_empty(), "nothing went upstream");
+    tg.stop();
+}
