@@ -475,6 +475,10 @@ pub struct PricingConfig {
     /// A directory of price tables (like the repo's `pricing/`); absent
     /// means the tables compiled into the binary.
     pub dir: Option<PathBuf>,
+    /// What a model of no known line costs until a table has it (USD per
+    /// million tokens: input, output, cache_write_5m, cache_write_1h,
+    /// cache_read); absent means the dearest rates in force.
+    pub unknown_model_rates: Option<crate::pricing::Rates>,
 }
 
 /// The kinds of upstream tollgate can forward to.

@@ -24,7 +24,9 @@ use uuid::Uuid;
 pub const SCHEMA_VERSION: u16 = 1;
 
 /// Token and request counts of one call, every class kept apart so that
-/// pricing can be recomputed from facts (`tollgate reprice`).
+/// pricing can be recomputed from facts (`tollgate reprice`), with the
+/// billing facts the response states (speed, inference geography, service
+/// tier, per-iteration usage).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
@@ -34,6 +36,57 @@ pub struct Usage {
     pub cache_read_tokens: u64,
     pub web_search_requests: u64,
     pub web_fetch_requests: u64,
+    /// `usage.speed` (`standard` / `fast`): fast mode has its own rates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<String>,
+    /// `usage.inference_geo` (`us` is US-only inference, at a premium).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_geo: Option<String>,
+    /// `usage.service_tier` (`standard` / `priority` / `batch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
+    /// `usage.iterations`: sampling steps (compaction, advisor, fallback,
+    /// message) each naming its own model, billed at that model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iterations: Vec<Iteration>,
+    /// `usage.fallback_credit` was redeemed: the request is billed as if
+    /// wholly on the retry model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback_credit_redeemed: bool,
+}
+
+/// One entry of `usage.iterations`: its kind (`type`), the model that ran
+/// it (absent: the request's model) and its token counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iteration {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub usage: Usage,
+}
+
+/// A JSON number as a count (absent or not a count: 0).
+fn count(v: Option<&serde_json::Value>) -> u64 {
+    v.and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+/// A JSON string field as an owned string.
+fn text(v: Option<&serde_json::Value>) -> Option<String> {
+    v.and_then(|x| x.as_str()).map(str::to_owned)
+}
+
+/// Whether `usage.fallback_credit` says the credit was redeemed: `true`,
+/// an object whose `redeemed` is true (or that has no `redeemed` flag), or
+/// a positive amount.
+fn redeemed(v: Option<&serde_json::Value>) -> bool {
+    match v {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::Object(o)) => o
+            .get("redeemed")
+            .map_or(!o.is_empty(), |r| r.as_bool().unwrap_or(false)),
+        Some(serde_json::Value::Number(n)) => n.as_f64().is_some_and(|f| f > 0.0),
+        _ => false,
+    }
 }
 
 impl Usage {
@@ -43,25 +96,52 @@ impl Usage {
     /// split is used; otherwise every cache write counts as 5-minute, which
     /// is what the API bills when no TTL is given.
     pub fn from_anthropic_json(v: &serde_json::Value) -> Usage {
-        let n = |v: Option<&serde_json::Value>| v.and_then(|x| x.as_u64()).unwrap_or(0);
+        let mut u = Usage::token_counts(v);
+        u.speed = text(v.get("speed"));
+        u.inference_geo = text(v.get("inference_geo"));
+        u.service_tier = text(v.get("service_tier"));
+        u.iterations = v
+            .get("iterations")
+            .and_then(|i| i.as_array())
+            .map(|items| items.iter().map(Iteration::from_json).collect())
+            .unwrap_or_default();
+        u.fallback_credit_redeemed = redeemed(v.get("fallback_credit"));
+        u
+    }
+
+    /// The token and request counts of a `usage` object (or an iteration).
+    fn token_counts(v: &serde_json::Value) -> Usage {
         let split = v.get("cache_creation").filter(|c| c.is_object());
         let (cache_5m, cache_1h) = match split {
             Some(c) => (
-                n(c.get("ephemeral_5m_input_tokens")),
-                n(c.get("ephemeral_1h_input_tokens")),
+                count(c.get("ephemeral_5m_input_tokens")),
+                count(c.get("ephemeral_1h_input_tokens")),
             ),
-            None => (n(v.get("cache_creation_input_tokens")), 0),
+            None => (count(v.get("cache_creation_input_tokens")), 0),
         };
         let server = v.get("server_tool_use");
         Usage {
-            input_tokens: n(v.get("input_tokens")),
-            output_tokens: n(v.get("output_tokens")),
+            input_tokens: count(v.get("input_tokens")),
+            output_tokens: count(v.get("output_tokens")),
             cache_creation_5m_tokens: cache_5m,
             cache_creation_1h_tokens: cache_1h,
-            cache_read_tokens: n(v.get("cache_read_input_tokens")),
-            web_search_requests: n(server.and_then(|s| s.get("web_search_requests"))),
-            web_fetch_requests: n(server.and_then(|s| s.get("web_fetch_requests"))),
+            cache_read_tokens: count(v.get("cache_read_input_tokens")),
+            web_search_requests: count(server.and_then(|s| s.get("web_search_requests"))),
+            web_fetch_requests: count(server.and_then(|s| s.get("web_fetch_requests"))),
+            ..Usage::default()
         }
+    }
+
+    /// Whether anything was counted: tokens, tool requests or iterations.
+    pub fn is_empty(&self) -> bool {
+        self.input_tokens == 0
+            && self.output_tokens == 0
+            && self.cache_creation_5m_tokens == 0
+            && self.cache_creation_1h_tokens == 0
+            && self.cache_read_tokens == 0
+            && self.web_search_requests == 0
+            && self.web_fetch_requests == 0
+            && self.iterations.is_empty()
     }
 
     /// Folds a later usage report of the same message into this one.
@@ -87,6 +167,29 @@ impl Usage {
         take(&mut self.cache_read_tokens, later.cache_read_tokens);
         take(&mut self.web_search_requests, later.web_search_requests);
         take(&mut self.web_fetch_requests, later.web_fetch_requests);
+        let text = |mine: &mut Option<String>, theirs: &Option<String>| {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        };
+        text(&mut self.speed, &later.speed);
+        text(&mut self.inference_geo, &later.inference_geo);
+        text(&mut self.service_tier, &later.service_tier);
+        if !later.iterations.is_empty() {
+            self.iterations.clone_from(&later.iterations);
+        }
+        self.fallback_credit_redeemed |= later.fallback_credit_redeemed;
+    }
+}
+
+impl Iteration {
+    /// One entry of `usage.iterations`.
+    fn from_json(v: &serde_json::Value) -> Iteration {
+        Iteration {
+            kind: text(v.get("type")).unwrap_or_else(|| "message".to_owned()),
+            model: text(v.get("model")),
+            usage: Usage::token_counts(v),
+        }
     }
 }
 
@@ -229,6 +332,17 @@ pub struct Cost {
     /// The price entry's family and tier (`standard`, `long_context`).
     pub family: Option<String>,
     pub tier: Option<String>,
+    /// `table` (an entry matches the model) or `provisional` (none does:
+    /// priced from its family's most recent entry or the configured
+    /// unknown-model rates until a table has it; `tollgate reprice` fixes
+    /// it). Absent on events priced before the policy existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<String>,
+    /// Choices the calculator made that the price depends on (provisional
+    /// basis, fast mode, US-only inference, batch, iterations, fallback
+    /// credit), in words, so a bill can be explained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Where the raw event sat on the bus: lets a restarted accountant
     /// skip what it already priced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,13 +351,24 @@ pub struct Cost {
 
 impl Usage {
     /// Tokens counted against token budgets: every input class and the
-    /// output.
+    /// output. With iterations, their sum (the top level leaves out
+    /// compaction and advisor steps), plus the top level when no
+    /// iteration is the message itself.
     pub fn total_tokens(&self) -> u64 {
-        self.input_tokens
+        let own = self.input_tokens
             + self.output_tokens
             + self.cache_creation_5m_tokens
             + self.cache_creation_1h_tokens
-            + self.cache_read_tokens
+            + self.cache_read_tokens;
+        if self.iterations.is_empty() {
+            return own;
+        }
+        let steps: u64 = self.iterations.iter().map(|i| i.usage.total_tokens()).sum();
+        if self.iterations.iter().any(|i| i.kind == "message") {
+            steps
+        } else {
+            steps + own
+        }
     }
 
     /// Adds another call's usage (an attempt whose answer was discarded
@@ -383,6 +508,11 @@ fn arrow_fields() -> Vec<Field> {
         s("billed_by", true),
         s("credential_fingerprint", true),
         Field::new("usage_estimated", DataType::Boolean, true),
+        s("speed", true),
+        s("inference_geo", true),
+        s("service_tier", true),
+        s("usage_iterations", true),
+        Field::new("fallback_credit_redeemed", DataType::Boolean, true),
         Field::new("cost_usd", usd_type(), true),
         Field::new("cost_input_usd", usd_type(), true),
         Field::new("cost_output_usd", usd_type(), true),
@@ -395,6 +525,8 @@ fn arrow_fields() -> Vec<Field> {
         s("price_table_version", true),
         s("pricing_family", true),
         s("pricing_tier", true),
+        s("pricing_basis", true),
+        s("pricing_notes", true),
         Field::new("bus_partition", DataType::UInt32, false),
         i("bus_offset", false),
     ]
@@ -453,6 +585,7 @@ struct Columns {
     billed_by: StringBuilder,
     credential_fingerprint: StringBuilder,
     usage_estimated: BooleanBuilder,
+    billing: BillingColumns,
     cost: CostColumns,
     bus_partition: UInt32Builder,
     bus_offset: Int64Builder,
@@ -508,6 +641,7 @@ impl Columns {
             billed_by: s(),
             credential_fingerprint: s(),
             usage_estimated: BooleanBuilder::with_capacity(n),
+            billing: BillingColumns::with_capacity(n),
             cost: CostColumns::with_capacity(n),
             bus_partition: UInt32Builder::with_capacity(n),
             bus_offset: i(),
@@ -573,6 +707,7 @@ impl Columns {
         self.credential_fingerprint
             .append_option(e.credential_fingerprint.as_deref());
         self.usage_estimated.append_value(e.usage_estimated);
+        self.billing.push(&e.usage);
         self.cost.push(e.cost.as_ref());
         self.bus_partition.append_value(pos.partition);
         self.bus_offset.append_value(i64_of(pos.offset));
@@ -629,6 +764,7 @@ impl Columns {
         cols.push(Arc::new(self.billed_by.finish()));
         cols.push(Arc::new(self.credential_fingerprint.finish()));
         cols.push(Arc::new(self.usage_estimated.finish()));
+        cols.extend(self.billing.finish());
         cols.extend(self.cost.finish());
         cols.push(Arc::new(self.bus_partition.finish()));
         cols.push(Arc::new(self.bus_offset.finish()));
@@ -651,7 +787,56 @@ pub const COST_COLUMNS: &[&str] = &[
     "price_table_version",
     "pricing_family",
     "pricing_tier",
+    "pricing_basis",
+    "pricing_notes",
 ];
+
+/// Builders of the usage columns that carry billing facts beyond token
+/// counts (speed, inference geography, service tier, iterations as JSON,
+/// fallback credit); nullable, so lake files written before them read back
+/// with nulls.
+struct BillingColumns {
+    speed: StringBuilder,
+    inference_geo: StringBuilder,
+    service_tier: StringBuilder,
+    iterations: StringBuilder,
+    fallback_credit_redeemed: BooleanBuilder,
+}
+
+impl BillingColumns {
+    fn with_capacity(n: usize) -> BillingColumns {
+        let s = || StringBuilder::with_capacity(n, n * 8);
+        BillingColumns {
+            speed: s(),
+            inference_geo: s(),
+            service_tier: s(),
+            iterations: s(),
+            fallback_credit_redeemed: BooleanBuilder::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, u: &Usage) {
+        self.speed.append_option(u.speed.as_deref());
+        self.inference_geo.append_option(u.inference_geo.as_deref());
+        self.service_tier.append_option(u.service_tier.as_deref());
+        let iterations = (!u.iterations.is_empty())
+            .then(|| serde_json::to_string(&u.iterations).ok())
+            .flatten();
+        self.iterations.append_option(iterations);
+        self.fallback_credit_redeemed
+            .append_option(u.fallback_credit_redeemed.then_some(true));
+    }
+
+    fn finish(mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.speed.finish()),
+            Arc::new(self.inference_geo.finish()),
+            Arc::new(self.service_tier.finish()),
+            Arc::new(self.iterations.finish()),
+            Arc::new(self.fallback_credit_redeemed.finish()),
+        ]
+    }
+}
 
 /// Builders of the cost columns (see [`COST_COLUMNS`]).
 pub struct CostColumns {
@@ -660,6 +845,8 @@ pub struct CostColumns {
     price_table_version: StringBuilder,
     pricing_family: StringBuilder,
     pricing_tier: StringBuilder,
+    pricing_basis: StringBuilder,
+    pricing_notes: StringBuilder,
 }
 
 impl CostColumns {
@@ -676,6 +863,8 @@ impl CostColumns {
             price_table_version: s(),
             pricing_family: s(),
             pricing_tier: s(),
+            pricing_basis: s(),
+            pricing_notes: s(),
         }
     }
 
@@ -704,6 +893,12 @@ impl CostColumns {
             .append_option(cost.and_then(|c| c.family.as_deref()));
         self.pricing_tier
             .append_option(cost.and_then(|c| c.tier.as_deref()));
+        self.pricing_basis
+            .append_option(cost.and_then(|c| c.basis.as_deref()));
+        self.pricing_notes.append_option(
+            cost.filter(|c| !c.notes.is_empty())
+                .map(|c| c.notes.join("; ")),
+        );
     }
 
     /// The finished columns, in [`COST_COLUMNS`] order.
@@ -716,6 +911,8 @@ impl CostColumns {
         cols.push(Arc::new(self.price_table_version.finish()));
         cols.push(Arc::new(self.pricing_family.finish()));
         cols.push(Arc::new(self.pricing_tier.finish()));
+        cols.push(Arc::new(self.pricing_basis.finish()));
+        cols.push(Arc::new(self.pricing_notes.finish()));
         cols
     }
 }
@@ -805,6 +1002,79 @@ pub(crate) mod tests {
             (30, 70)
         );
         assert_eq!(u.web_search_requests, 2);
+    }
+
+    #[test]
+    fn usage_billing_facts_are_read() {
+        let u = Usage::from_anthropic_json(&serde_json::json!({
+            "input_tokens": 5, "output_tokens": 9, "speed": "fast", "inference_geo": "us",
+            "service_tier": "batch", "output_tokens_details": {"thinking_tokens": 4},
+            "fallback_credit": {"redeemed": true},
+            "iterations": [
+                {"type": "compaction", "model": "claude-opus-4-8", "input_tokens": 100, "output_tokens": 7},
+                {"type": "message", "input_tokens": 5, "output_tokens": 9,
+                 "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 3}}
+            ]
+        }));
+        assert_eq!(u.speed.as_deref(), Some("fast"));
+        assert_eq!(u.inference_geo.as_deref(), Some("us"));
+        assert_eq!(u.service_tier.as_deref(), Some("batch"));
+        assert!(u.fallback_credit_redeemed);
+        assert_eq!(u.output_tokens, 9, "thinking is part of output_tokens");
+        assert_eq!(u.iterations.len(), 2);
+        assert_eq!(u.iterations[0].kind, "compaction");
+        assert_eq!(u.iterations[0].model.as_deref(), Some("claude-opus-4-8"));
+        assert_eq!(u.iterations[1].usage.cache_creation_1h_tokens, 3);
+        // Token budgets count the iterations: 100 + 7 + 5 + 9 + 3.
+        assert_eq!(u.total_tokens(), 124);
+    }
+
+    #[test]
+    fn old_events_without_billing_facts_still_parse() {
+        let e = sample_event();
+        let mut v = serde_json::to_value(&e).unwrap();
+        let usage = v["usage"].as_object_mut().unwrap();
+        usage.retain(|k, _| !matches!(k.as_str(), "speed" | "inference_geo" | "service_tier" | "iterations" | "fallback_credit_redeemed"));
+        let back: LlmEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back.usage.speed, None);
+        assert!(back.usage.iterations.is_empty());
+    }
+
+    #[test]
+    fn billing_facts_and_pricing_basis_reach_the_lake_columns() {
+        let mut e = sample_event();
+        e.usage.speed = Some("fast".into());
+        e.usage.iterations = vec![Iteration {
+            kind: "compaction".into(),
+            model: Some("claude-opus-4-8".into()),
+            usage: Usage::default(),
+        }];
+        e.cost = Some(Cost {
+            price_table_version: "v".into(),
+            lines: Some(CostLines::default()),
+            family: Some("claude-opus-5-5".into()),
+            tier: Some("standard".into()),
+            basis: Some("provisional".into()),
+            notes: vec!["a".into(), "b".into()],
+            source: None,
+        });
+        let pos = BusPosition {
+            partition: 0,
+            offset: 1,
+        };
+        let batch = to_record_batch(&[(pos, &e)]).unwrap();
+        let text = |name: &str| {
+            let c = batch.column_by_name(name).unwrap();
+            c.as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap()
+                .value(0)
+                .to_owned()
+        };
+        assert_eq!(text("speed"), "fast");
+        assert!(text("usage_iterations").contains("claude-opus-4-8"));
+        assert_eq!(text("pricing_basis"), "provisional");
+        assert_eq!(text("pricing_notes"), "a; b");
     }
 
     #[test]

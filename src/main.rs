@@ -146,6 +146,34 @@ enum PricingCommand {
     Check {
         #[arg(long, default_value = "pricing")]
         dir: PathBuf,
+        /// Also warn about models seen in the lake in the last 30 days that
+        /// no entry matches (they are priced provisionally).
+        #[arg(long)]
+        lake: bool,
+        /// The config naming the lake (with --lake).
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Add or update Claude entries from a published price catalogue
+    /// (LiteLLM's model_prices_and_context_window.json or a Portkey
+    /// models pricing/*.json), printing the diff first. Prices that
+    /// contradict an entry in force are refused unless --accept-changes.
+    Import {
+        /// The catalogue file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The tables to update.
+        #[arg(long, default_value = "pricing")]
+        dir: PathBuf,
+        /// The provider a Portkey file prices (default: from its name).
+        #[arg(long, value_parser = ["anthropic", "bedrock", "vertex"])]
+        provider: Option<String>,
+        /// When imported prices take effect (default today).
+        #[arg(long)]
+        effective_from: Option<chrono::NaiveDate>,
+        /// Write contradicting prices as new entries from --effective-from.
+        #[arg(long)]
+        accept_changes: bool,
     },
 }
 
@@ -216,8 +244,21 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pricing {
-            command: PricingCommand::Check { dir },
+            command:
+                PricingCommand::Import {
+                    from,
+                    dir,
+                    provider,
+                    effective_from,
+                    accept_changes,
+                },
+        } => pricing_import(&from, &dir, provider.as_deref(), effective_from, accept_changes),
+        Command::Pricing {
+            command: PricingCommand::Check { dir, lake, config },
         } => {
+            if lake {
+                lake_check(&dir, &config)?;
+            }
             let issues = PriceBook::check_dir(&dir)?;
             if issues.is_empty() {
                 let book = PriceBook::load_dir(&dir)?;
@@ -261,10 +302,7 @@ fn main() -> anyhow::Result<()> {
             pricing_dir,
         } => {
             let cfg = Config::load(&config)?;
-            let book = match pricing_dir.or(cfg.pricing.dir.clone()) {
-                Some(dir) => PriceBook::load_dir(&dir)?,
-                None => PriceBook::embedded(),
-            };
+            let book = roles::load_price_book(&cfg, pricing_dir.as_deref())?;
             let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
             let report = tollgate::lake::reprice::reprice(&layout, &book, from, to)?;
             println!(
@@ -348,39 +386,131 @@ fn price(
         region,
         at,
     };
-    let priced = tollgate::pricing::cost::price(&book, &q, &usage);
-    match (priced, json) {
-        (Some(p), true) => {
-            let l = &p.lines;
-            let s = |d: rust_decimal::Decimal| d.normalize().to_string();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "model": model, "provider": provider, "region": region,
-                    "family": p.entry.family, "tier": p.tier(), "effective_from": p.entry.effective_from.to_string(),
-                    "multiplier": s(p.entry.multiplier), "source": p.entry.source,
-                    "input_usd": s(l.input_usd), "output_usd": s(l.output_usd),
-                    "cache_write_5m_usd": s(l.cache_write_5m_usd), "cache_write_1h_usd": s(l.cache_write_1h_usd),
-                    "cache_read_usd": s(l.cache_read_usd), "web_search_usd": s(l.web_search_usd),
-                    "total_usd": s(l.total_usd), "unpriced": false, "price_table_version": book.version(),
-                })
-            );
-        }
-        (Some(p), false) => println!(
+    let p = tollgate::pricing::cost::quote(&book, &q, &usage);
+    if json {
+        let l = &p.lines;
+        let s = |d: rust_decimal::Decimal| d.normalize().to_string();
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model, "provider": provider, "region": region, "at": at.to_rfc3339(),
+                "family": p.entry.family, "tier": p.tier(), "effective_from": p.entry.effective_from.to_string(),
+                "multiplier": s(p.multiplier), "source": p.entry.source,
+                "input_usd": s(l.input_usd), "output_usd": s(l.output_usd),
+                "cache_write_5m_usd": s(l.cache_write_5m_usd), "cache_write_1h_usd": s(l.cache_write_1h_usd),
+                "cache_read_usd": s(l.cache_read_usd), "web_search_usd": s(l.web_search_usd),
+                "total_usd": s(l.total_usd), "pricing_basis": p.basis(), "pricing_notes": p.notes,
+                "price_table_version": book.version(),
+            })
+        );
+    } else {
+        println!(
             "{model} ({provider})\n{}\nprice tables {}",
             p.explain(&usage),
             book.version()
-        ),
-        (None, true) => println!(
-            "{}",
-            serde_json::json!({
-                "model": model, "provider": provider, "unpriced": true, "price_table_version": book.version(),
-            })
-        ),
-        (None, false) => println!(
-            "{model} ({provider}): unpriced: no price table entry matches this model at {at}"
-        ),
+        );
     }
+    Ok(())
+}
+
+/// Where a catalogue format is published, for the entries' `source`.
+fn catalogue_url(format: tollgate::pricing::import::Format, from: &std::path::Path) -> String {
+    let name = from.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+    match format {
+        tollgate::pricing::import::Format::LiteLlm => {
+            "https://github.com/BerriAI/litellm/blob/main/model_prices_and_context_window.json".to_owned()
+        }
+        tollgate::pricing::import::Format::Portkey => {
+            format!("https://github.com/Portkey-AI/models/blob/main/pricing/{name}")
+        }
+    }
+}
+
+/// `tollgate pricing import`: diff, refuse contradictions unless accepted,
+/// append entries, and keep the old files if the result does not check.
+fn pricing_import(
+    from: &std::path::Path,
+    dir: &std::path::Path,
+    provider: Option<&str>,
+    effective_from: Option<chrono::NaiveDate>,
+    accept_changes: bool,
+) -> anyhow::Result<()> {
+    use tollgate::pricing::import;
+    let text = std::fs::read_to_string(from)
+        .with_context(|| format!("cannot read {}", from.display()))?;
+    let name = from.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let (format, offers) = import::read_offers(&text, name, provider)?;
+    let book = PriceBook::load_dir(dir)?;
+    let day = effective_from.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let changes = import::compare(&book, &offers, day);
+    println!("{}", import::render_diff(&changes, day));
+    let contradicting = changes
+        .iter()
+        .filter(|c| matches!(c, import::Change::Changed { .. }))
+        .count();
+    if contradicting > 0 && !accept_changes {
+        bail!(
+            "{contradicting} imported price(s) contradict the entries in force (marked ~); nothing written. \
+             Check them against Anthropic's pricing page, then rerun with --accept-changes to add them as new entries from {day}"
+        );
+    }
+    let entries = import::new_entries(&book, &changes, day, &catalogue_url(format, from), accept_changes);
+    if entries.is_empty() {
+        println!("nothing to write");
+        return Ok(());
+    }
+    let mut originals = Vec::new();
+    for (provider, add) in &entries {
+        let path = dir.join(format!("{provider}.toml"));
+        let old = std::fs::read_to_string(&path).unwrap_or_else(|_| format!("provider = \"{provider}\"\n"));
+        std::fs::write(&path, format!("{}\n{add}", old.trim_end()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        originals.push((path, old));
+    }
+    if let Err(e) = PriceBook::load_dir(dir) {
+        for (path, old) in &originals {
+            std::fs::write(path, old).with_context(|| format!("cannot restore {}", path.display()))?;
+        }
+        bail!("the imported entries do not check, tables left as they were: {e}");
+    }
+    let book = PriceBook::load_dir(dir)?;
+    println!(
+        "wrote {} provider table(s) under {}; price tables now {}",
+        entries.len(),
+        dir.display(),
+        book.version()
+    );
+    Ok(())
+}
+
+/// `tollgate pricing check --lake`: models in the lake's last 30 days that
+/// no entry matches, each named once with its provider.
+fn lake_check(dir: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let book = PriceBook::load_dir(dir)?;
+    let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
+    let since = chrono::Utc::now().date_naive() - chrono::Days::new(30);
+    let seen = tollgate::lake::files::models_seen_since(&layout, since)?;
+    let at = chrono::Utc::now();
+    let mut unmatched = 0;
+    for (provider, model, region) in &seen {
+        let q = PriceQuery {
+            provider,
+            model,
+            region: region.as_deref(),
+            at,
+        };
+        if book.find(&q).is_none() {
+            unmatched += 1;
+            eprintln!(
+                "warning: {provider} model {model:?} seen in the lake since {since} matches no entry: its events are priced provisionally"
+            );
+        }
+    }
+    println!(
+        "lake: {} model(s) seen since {since}, {unmatched} without an entry",
+        seen.len()
+    );
     Ok(())
 }
 

@@ -53,7 +53,7 @@ pub struct Metrics {
     pub sink_skipped_duplicates: IntCounter,
     pub cost_usd: prometheus::CounterVec,
     pub subscription_value_usd: prometheus::CounterVec,
-    pub unpriced: IntCounterVec,
+    pub provisional: IntCounterVec,
     pub accountant_events: IntCounter,
     pub upstream_duration: HistogramVec,
     pub upstream_attempts: IntCounterVec,
@@ -344,9 +344,9 @@ impl Metrics {
                     .expect("unique metric");
                 c
             },
-            unpriced: counter_vec(
-                "tollgate_unpriced_events_total",
-                "Events with usage whose model no price table matches",
+            provisional: counter_vec(
+                "tollgate_provisional_events_total",
+                "Events priced provisionally: no price table entry matches their model (priced at its line's latest entry or the unknown-model rates, and counted in budgets)",
                 &["model"],
             ),
             accountant_events: counter(

@@ -36,7 +36,7 @@ use crate::lake::files::LakeLayout;
 use crate::lake::query::Lake;
 use crate::lake::sink::{Sink, SinkOptions};
 use crate::metrics;
-use crate::pricing::PriceBook;
+use crate::pricing::{PriceBook, SharedBook};
 use crate::providers::{self, ProviderError};
 
 /// Consumer group of the lake sink.
@@ -255,10 +255,7 @@ pub async fn run(
         }
     }
 
-    let book = Arc::new(match &cfg.pricing.dir {
-        Some(dir) => PriceBook::load_dir(dir)?,
-        None => PriceBook::embedded(),
-    });
+    let book = SharedBook::new(load_price_book(&cfg, None)?);
     register_model_labels(&cfg, &book);
     let budgets =
         crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
@@ -270,6 +267,12 @@ pub async fn run(
     );
     let mut pipeline: Vec<Task> = Vec::new();
     let mut feeds: Vec<Task> = Vec::new();
+    {
+        let (book, cfg) = (book.clone(), cfg.clone());
+        feeds.push(Task::spawn("price table reload", move |stop| {
+            reload_on_hangup(book, cfg, stop)
+        }));
+    }
     // An API-only process on the embedded bus cannot open the log (the
     // serving process holds it), so it shows no live budget state.
     let state_log = match &bus {
@@ -326,9 +329,9 @@ pub async fn run(
         )?));
     }
     if has(Role::Accountant) {
-        tracing::info!(version = book.version(), "price tables loaded");
+        tracing::info!(version = book.current().version(), "price tables loaded");
         let log = bus.as_ref().expect("opened for the accountant").log.clone();
-        let accountant = Accountant::new((*book).clone(), budgets, log).await?;
+        let accountant = Accountant::new(book.clone(), budgets, log).await?;
         pipeline.push(Task::spawn("accountant", |stop| async move {
             accountant.run(stop).await?;
             Ok(())
@@ -417,7 +420,7 @@ pub async fn run(
 /// Tells the metrics which model names may be label values: the
 /// catalog's, the configuration's model maps, the price tables' examples,
 /// and (a bounded number of) names the price tables price.
-fn register_model_labels(cfg: &Config, book: &Arc<PriceBook>) {
+fn register_model_labels(cfg: &Config, book: &SharedBook) {
     let configured = cfg
         .providers
         .values()
@@ -427,10 +430,10 @@ fn register_model_labels(cfg: &Config, book: &Arc<PriceBook>) {
         providers::translate::catalog_model_names()
             .into_iter()
             .chain(configured)
-            .chain(book.example_models().map(str::to_owned)),
+            .chain(book.current().example_models().map(str::to_owned)),
     );
     let book = book.clone();
-    metrics::allow_model_label_pattern(Box::new(move |m| book.knows_model(m)));
+    metrics::allow_model_label_pattern(Box::new(move |m| book.current().knows_model(m)));
 }
 
 /// `tollgate replay`: every budget ledger rebuilt from the event log.
@@ -438,10 +441,7 @@ pub async fn replay(
     cfg: &Config,
 ) -> Result<Vec<crate::accounting::replay::LedgerSummary>, RoleError> {
     let bus = Bus::open(cfg).await?;
-    let book = match &cfg.pricing.dir {
-        Some(dir) => PriceBook::load_dir(dir)?,
-        None => PriceBook::embedded(),
-    };
+    let book = load_price_book(cfg, None)?;
     let specs = crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
     Ok(crate::accounting::replay::replay(bus.log.as_ref(), &book, specs).await?)
 }
@@ -684,5 +684,61 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// The price tables the config names (or `dir` instead, or the built-in
+/// ones), with its `[pricing] unknown_model_rates`.
+pub fn load_price_book(
+    cfg: &Config,
+    dir: Option<&std::path::Path>,
+) -> Result<PriceBook, crate::pricing::PricingError> {
+    let book = match dir.or(cfg.pricing.dir.as_deref()) {
+        Some(dir) => PriceBook::load_dir(dir)?,
+        None => PriceBook::embedded(),
+    };
+    Ok(book.with_unknown_model_rates(cfg.pricing.unknown_model_rates.clone()))
+}
+
+/// Reloads the price tables on SIGHUP: the new book prices everything
+/// from then on (its version is on each event); tables that do not load
+/// are logged and the old ones kept.
+async fn reload_on_hangup(
+    book: SharedBook,
+    cfg: Config,
+    stop: CancellationToken,
+) -> Result<(), RoleError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: price tables reload only on restart");
+                return Ok(());
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = hangups.recv() => {}
+            }
+            let cfg = cfg.clone();
+            // Reading the tables is file I/O: off the runtime threads.
+            match tokio::task::spawn_blocking(move || load_price_book(&cfg, None)).await {
+                Ok(Ok(new)) => {
+                    let (old, version) = (book.current().version().to_owned(), new.version().to_owned());
+                    book.replace(new);
+                    tracing::info!(old = %old, version = %version, "price tables reloaded");
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "price tables not reloaded; the old ones stay in use"),
+                Err(e) => tracing::error!(error = %e, "price table reload failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        stop.cancelled().await;
+        Ok(())
     }
 }

@@ -27,8 +27,8 @@ use crate::bus::{
 };
 use crate::event::{BilledBy, BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
-use crate::pricing::PriceBook;
-use crate::pricing::cost::price_event;
+use crate::pricing::SharedBook;
+use crate::pricing::cost::{BASIS_PROVISIONAL, price_event};
 
 /// Consumer group of the accountant.
 pub const ACCOUNTANT_GROUP: &str = "tollgate-accountant";
@@ -76,7 +76,9 @@ impl RecentIds {
 
 /// The running accountant.
 pub struct Accountant {
-    book: PriceBook,
+    /// The price tables, replaced on reload; each event is priced by
+    /// the book current when it is handled.
+    book: SharedBook,
     log: Arc<dyn Log>,
     subscription: Box<dyn Subscription>,
     /// Partitions this accountant has seen since it got them.
@@ -94,7 +96,7 @@ pub struct Accountant {
 impl Accountant {
     /// Joins the accountant group.
     pub async fn new(
-        book: PriceBook,
+        book: SharedBook,
         budgets: Vec<BudgetSpec>,
         log: Arc<dyn Log>,
     ) -> Result<Accountant, BusError> {
@@ -267,12 +269,15 @@ impl Accountant {
                 "event seen twice on the bus (re-sent); priced once");
             return None;
         }
-        let mut cost = price_event(&self.book, &event);
+        let mut cost = price_event(&self.book.current(), &event);
         cost.source = Some(BusPosition {
             partition: record.partition,
             offset: record.offset,
         });
         let model = model_label(event.model_served.as_deref()).to_owned();
+        if cost.basis.as_deref() == Some(BASIS_PROVISIONAL) {
+            self.note_provisional(&event, &cost, &model);
+        }
         match &cost.lines {
             // The client's subscription pays: the list price is a value
             // figure, kept apart from spend.
@@ -284,22 +289,28 @@ impl Accountant {
                 .cost_usd
                 .with_label_values(&[&event.team, &model])
                 .inc_by(lines.total_usd.to_f64().unwrap_or(0.0)),
-            None => {
-                METRICS.unpriced.with_label_values(&[&model]).inc();
-                let name = event
-                    .model_served
-                    .clone()
-                    .or(event.model_requested.clone())
-                    .unwrap_or_default();
-                if self.warned.insert(name.clone()) {
-                    tracing::warn!(model = %name, provider = %event.provider,
-                        "no price table matches this model: its events are marked unpriced");
-                }
-            }
+            None => {}
         }
         METRICS.accountant_events.inc();
         event.cost = Some(cost);
         Some(event)
+    }
+}
+
+impl Accountant {
+    /// Counts a provisionally priced event and logs its model once.
+    fn note_provisional(&mut self, event: &LlmEvent, cost: &crate::event::Cost, model: &str) {
+        METRICS.provisional.with_label_values(&[model]).inc();
+        let name = event
+            .model_served
+            .clone()
+            .or(event.model_requested.clone())
+            .unwrap_or_default();
+        if self.warned.insert(name.clone()) {
+            tracing::warn!(model = %name, provider = %event.provider,
+                priced_as = cost.family.as_deref().unwrap_or("?"),
+                "no price table matches this model: its events are priced provisionally and counted in budgets; add it to the tables and run `tollgate reprice`");
+        }
     }
 }
 

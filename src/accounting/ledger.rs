@@ -305,6 +305,8 @@ mod tests {
             family: None,
             tier: None,
             source: None,
+            basis: None,
+            notes: Vec::new(),
         });
         e
     }

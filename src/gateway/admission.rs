@@ -35,8 +35,8 @@ use crate::budget::{BudgetRecord, BudgetSpec, BudgetStates, LedgerId, Who};
 use crate::config::{AdmissionConfig, BudgetScope, RateLimitConfig, UnknownStatePolicy};
 use crate::event::Usage;
 use crate::metrics::METRICS;
-use crate::pricing::cost::price;
-use crate::pricing::{PriceBook, PriceQuery};
+use crate::pricing::cost::quote;
+use crate::pricing::{PriceQuery, SharedBook};
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -214,7 +214,7 @@ pub struct Admission {
     gateway_id: String,
     next_seq: AtomicU64,
     specs: Vec<BudgetSpec>,
-    book: Arc<PriceBook>,
+    book: SharedBook,
     config: AdmissionConfig,
     limiters: Vec<Limiter>,
     /// Counts tokens of requests near a limit.
@@ -225,7 +225,7 @@ pub struct Admission {
 impl Admission {
     pub fn new(
         specs: Vec<BudgetSpec>,
-        book: Arc<PriceBook>,
+        book: SharedBook,
         config: AdmissionConfig,
         limits: &[RateLimitConfig],
     ) -> Arc<Admission> {
@@ -526,8 +526,9 @@ impl Admission {
     }
 
     /// The most a request can cost: every input token at the dearest input
-    /// rate (the 1-hour cache write), `max_tokens` of output. An unknown
-    /// model prices at zero, as the accountant would (it marks it unpriced).
+    /// rate (the 1-hour cache write), `max_tokens` of output. A model no
+    /// table has is priced as the accountant will price it (provisionally:
+    /// its line's latest entry, else the unknown-model rates), never at $0.
     pub fn worst_case_usd(&self, model: Option<&str>, input: u64, max_tokens: u64) -> Decimal {
         let usage = Usage {
             cache_creation_1h_tokens: input,
@@ -538,9 +539,6 @@ impl Admission {
     }
 
     fn actual_usd(&self, provider: &str, model: Option<&str>, usage: &Usage) -> Decimal {
-        let Some(model) = model else {
-            return Decimal::ZERO;
-        };
         let provider = if provider.is_empty() {
             "anthropic"
         } else {
@@ -548,13 +546,11 @@ impl Admission {
         };
         let q = PriceQuery {
             provider,
-            model,
+            model: model.unwrap_or(""),
             region: None,
             at: Utc::now(),
         };
-        price(&self.book, &q, usage)
-            .map(|p| p.lines.total_usd)
-            .unwrap_or_default()
+        quote(&self.book.current(), &q, usage).lines.total_usd
     }
 
     /// Requests and tokens per minute; tokens are estimated as body bytes

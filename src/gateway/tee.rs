@@ -500,6 +500,21 @@ mod tests {
     }
 
     #[test]
+    fn billing_facts_of_a_stream_are_read_from_the_last_usage() {
+        let mut r = SseReader::default();
+        r.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"claude-opus-5-5\",\"usage\":{\"input_tokens\":40,\"output_tokens\":1,\"service_tier\":\"standard\",\"inference_geo\":\"us\"}}}\n\n", Instant::now());
+        r.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":40,\"output_tokens\":9,\"speed\":\"fast\",\"server_tool_use\":{\"web_search_requests\":2},\"iterations\":[{\"type\":\"compaction\",\"input_tokens\":500,\"output_tokens\":20},{\"type\":\"message\",\"input_tokens\":40,\"output_tokens\":9}]}}\n\n", Instant::now());
+        let u = &r.facts.usage;
+        assert_eq!((u.input_tokens, u.output_tokens), (40, 9));
+        assert_eq!(u.speed.as_deref(), Some("fast"));
+        assert_eq!(u.inference_geo.as_deref(), Some("us"), "kept from message_start");
+        assert_eq!(u.service_tier.as_deref(), Some("standard"));
+        assert_eq!(u.web_search_requests, 2);
+        assert_eq!(u.iterations.len(), 2);
+        assert_eq!(u.iterations[0].usage.input_tokens, 500);
+    }
+
+    #[test]
     fn json_error_body_gives_error_type() {
         let mut r = JsonReader::default();
         r.feed(&Bytes::from_static(

@@ -90,11 +90,12 @@ fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, S
         count("cache_read_tokens")?,
     );
     let (search, fetch) = (count("web_search_requests")?, count("web_fetch_requests")?);
+    let billing = BillingFacts::of(batch)?;
     let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     let n = |a: &Int64Array, i: usize| u64::try_from(a.value(i)).unwrap_or(0);
     let mut costs = CostColumns::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let usage = Usage {
+        let mut usage = Usage {
             input_tokens: n(input, i),
             output_tokens: n(output, i),
             cache_creation_5m_tokens: n(w5, i),
@@ -102,17 +103,19 @@ fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, S
             cache_read_tokens: n(read, i),
             web_search_requests: n(search, i),
             web_fetch_requests: n(fetch, i),
+            ..Usage::default()
         };
+        billing.fill(i, &mut usage);
         let model = opt(served, i).or_else(|| opt(requested, i));
         let region = opt(region, i);
         let at = DateTime::<Utc>::from_timestamp_millis(started.value(i)).unwrap_or_default();
-        let q = model.as_deref().map(|model| PriceQuery {
+        let q = PriceQuery {
             provider: provider.value(i),
-            model,
+            model: model.as_deref().unwrap_or(""),
             region: region.as_deref(),
             at,
-        });
-        costs.push(Some(&price_facts(book, q.as_ref(), &usage)));
+        };
+        costs.push(Some(&price_facts(book, Some(&q), &usage)));
     }
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let schema = batch.schema();
@@ -123,4 +126,39 @@ fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, S
         columns[i] = new;
     }
     RecordBatch::try_new(Arc::new(schema.as_ref().clone()), columns).map_err(|e| e.to_string())
+}
+
+/// The billing-fact columns of a batch (speed, inference geography,
+/// service tier, iterations, fallback credit): null in files written
+/// before they existed, which read back as "not stated".
+struct BillingFacts<'a> {
+    speed: &'a StringArray,
+    inference_geo: &'a StringArray,
+    service_tier: &'a StringArray,
+    iterations: &'a StringArray,
+    fallback: &'a arrow::array::BooleanArray,
+}
+
+impl<'a> BillingFacts<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<BillingFacts<'a>, String> {
+        Ok(BillingFacts {
+            speed: column(batch, "speed")?,
+            inference_geo: column(batch, "inference_geo")?,
+            service_tier: column(batch, "service_tier")?,
+            iterations: column(batch, "usage_iterations")?,
+            fallback: column(batch, "fallback_credit_redeemed")?,
+        })
+    }
+
+    /// Copies row `i`'s facts into `usage`.
+    fn fill(&self, i: usize, usage: &mut Usage) {
+        let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
+        usage.speed = opt(self.speed);
+        usage.inference_geo = opt(self.inference_geo);
+        usage.service_tier = opt(self.service_tier);
+        usage.iterations = opt(self.iterations)
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        usage.fallback_credit_redeemed = !self.fallback.is_null(i) && self.fallback.value(i);
+    }
 }

@@ -10,6 +10,7 @@
 //! gateway prices a request's worst case before admitting it.
 
 pub mod cost;
+pub mod import;
 
 use std::path::{Path, PathBuf};
 
@@ -109,8 +110,16 @@ struct RawEntry {
     rates: Rates,
     #[serde(default)]
     web_search_per_1k: Decimal,
-    #[serde(default)]
+    /// The whole request above a prompt length (Sonnet 4/4.5's 200K long
+    /// context, Haiku 5.5's 100K tier); `prompt_tier` is the same thing.
+    #[serde(default, alias = "prompt_tier")]
     long_context: Option<LongContext>,
+    #[serde(default)]
+    fast: Option<Rates>,
+    #[serde(default)]
+    us_inference_multiplier: Option<Decimal>,
+    #[serde(default)]
+    batch_multiplier: Option<Decimal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +145,21 @@ pub struct PriceEntry {
     pub rates: Rates,
     pub web_search_per_1k: Decimal,
     pub long_context: Option<LongContext>,
+    /// Fast-mode rates (`usage.speed = "fast"`), cache classes included;
+    /// other multipliers apply on top. None: the model has no fast mode.
+    pub fast: Option<Rates>,
+    /// Premium for US-only inference (`usage.inference_geo = "us"`), on
+    /// every token class; None: the model or provider has none.
+    pub us_inference_multiplier: Option<Decimal>,
+    /// Factor for batch requests (`usage.service_tier = "batch"`): 0.5
+    /// unless the entry says otherwise.
+    pub batch_multiplier: Decimal,
+    /// The model line (`opus`, `sonnet`, `haiku`, `fable`, `mythos`) the
+    /// family belongs to, for pricing unknown models of the same line.
+    pub model_line: Option<&'static str>,
+    /// When the family first had a price in this scope: the most recent
+    /// release of a line is the one with the latest date.
+    pub released: NaiveDate,
     pub file: String,
     pub line: usize,
 }
@@ -149,8 +173,40 @@ impl PriceEntry {
         self.effective_from <= day && self.effective_to.is_none_or(|to| day < to)
     }
 
-    fn where_(&self) -> String {
+    /// The entry's `match` regexes as written.
+    pub fn patterns(&self) -> Vec<&str> {
+        self.matchers.iter().map(|m| m.as_str()).collect()
+    }
+
+    /// Where the entry is written (`file:line`).
+    pub fn where_(&self) -> String {
         format!("{}:{}", self.file, self.line)
+    }
+
+    /// A stand-in entry carrying fallback rates for a model no table
+    /// knows (`name` says where the rates come from).
+    pub fn fallback(provider: &str, name: &str, rates: Rates, day: NaiveDate) -> PriceEntry {
+        PriceEntry {
+            provider: provider.to_owned(),
+            family: name.to_owned(),
+            matchers: Vec::new(),
+            examples: Vec::new(),
+            effective_from: day,
+            effective_to: None,
+            source: format!("tollgate unknown-model policy ({name})"),
+            endpoint: None,
+            multiplier: Decimal::ONE,
+            rates,
+            web_search_per_1k: Decimal::TEN,
+            long_context: None,
+            fast: None,
+            us_inference_multiplier: None,
+            batch_multiplier: Decimal::new(5, 1),
+            model_line: None,
+            released: day,
+            file: "config".to_owned(),
+            line: 0,
+        }
     }
 }
 
@@ -168,6 +224,51 @@ pub struct PriceQuery<'a> {
 pub struct PriceBook {
     entries: Vec<PriceEntry>,
     version: String,
+    /// `[pricing] unknown_model_rates`: what a model of no known line costs
+    /// (None: the dearest rates in force).
+    unknown_rates: Option<Rates>,
+}
+
+/// The price tables in use, shared by admission and the accountant and
+/// replaced whole on reload (SIGHUP): readers take the current book and
+/// price with it, so an event is priced by exactly one version.
+#[derive(Debug, Clone)]
+pub struct SharedBook(std::sync::Arc<std::sync::RwLock<std::sync::Arc<PriceBook>>>);
+
+impl SharedBook {
+    /// Shares `book`.
+    pub fn new(book: PriceBook) -> SharedBook {
+        SharedBook(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(book))))
+    }
+
+    /// The book in use now (the lock is held only to clone the pointer).
+    pub fn current(&self) -> std::sync::Arc<PriceBook> {
+        match self.0.read() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `book` in use for everything priced from now on.
+    pub fn replace(&self, book: PriceBook) {
+        let book = std::sync::Arc::new(book);
+        match self.0.write() {
+            Ok(mut b) => *b = book,
+            Err(poisoned) => *poisoned.into_inner() = book,
+        }
+    }
+}
+
+/// Model lines whose unknown members are priced like their latest release.
+const MODEL_LINES: &[&str] = &["opus", "sonnet", "haiku", "fable", "mythos"];
+
+/// The model line a model ID or family name belongs to: `claude-opus-9`,
+/// `us.anthropic.claude-opus-9-v1` and `claude-3-7-sonnet` name one.
+pub fn model_line(id: &str) -> Option<&'static str> {
+    let at = id.find("claude-")? + "claude-".len();
+    id[at..]
+        .split(['-', '@', '.', ':'])
+        .find_map(|part| MODEL_LINES.iter().find(|l| **l == part).copied())
 }
 
 impl PriceBook {
@@ -213,8 +314,69 @@ impl PriceBook {
         if !issues.is_empty() {
             return Err(PricingError::Invalid(issues));
         }
+        set_release_dates(&mut entries);
         let version = format!("sha256:{}", &hex::encode(hash.finalize())[..16]);
-        Ok(PriceBook { entries, version })
+        Ok(PriceBook {
+            entries,
+            version,
+            unknown_rates: None,
+        })
+    }
+
+    /// The book with `[pricing] unknown_model_rates` set: part of what
+    /// prices events, so part of the version.
+    pub fn with_unknown_model_rates(mut self, rates: Option<Rates>) -> PriceBook {
+        if let Some(r) = &rates {
+            let mut hash = Sha256::new();
+            hash.update(self.version.as_bytes());
+            hash.update(format!("{r:?}").as_bytes());
+            self.version = format!("sha256:{}", &hex::encode(hash.finalize())[..16]);
+        }
+        self.unknown_rates = rates;
+        self
+    }
+
+    /// The configured unknown-model rates, if any.
+    pub fn unknown_model_rates(&self) -> Option<&Rates> {
+        self.unknown_rates.as_ref()
+    }
+
+    /// For a model no entry matches: the entry in force of the most
+    /// recently released family of its line (`claude-opus-*` at the latest
+    /// Opus), for the same provider and endpoint kind.
+    pub fn find_provisional(&self, q: &PriceQuery) -> Option<&PriceEntry> {
+        let line = model_line(q.model)?;
+        let day = q.at.date_naive();
+        let endpoint = endpoint_kind(q.provider, q.model, q.region);
+        self.entries
+            .iter()
+            .filter(|e| e.provider == q.provider && e.in_force(day))
+            .filter(|e| e.model_line == Some(line))
+            .filter(|e| e.endpoint.is_none() || e.endpoint == endpoint)
+            .max_by_key(|e| (e.released, e.effective_from))
+    }
+
+    /// The dearest rate of each class among entries in force on `day`
+    /// (endpoint multipliers included): the default price of a model of no
+    /// known line, so an unknown model is never cheaper than any known one.
+    pub fn dearest_rates(&self, day: NaiveDate) -> Rates {
+        let zero = Decimal::ZERO;
+        let mut r = Rates {
+            input: zero,
+            output: zero,
+            cache_write_5m: zero,
+            cache_write_1h: zero,
+            cache_read: zero,
+        };
+        for e in self.entries.iter().filter(|e| e.in_force(day)) {
+            let m = e.multiplier;
+            r.input = r.input.max(e.rates.input * m);
+            r.output = r.output.max(e.rates.output * m);
+            r.cache_write_5m = r.cache_write_5m.max(e.rates.cache_write_5m * m);
+            r.cache_write_1h = r.cache_write_1h.max(e.rates.cache_write_1h * m);
+            r.cache_read = r.cache_read.max(e.rates.cache_read * m);
+        }
+        r
     }
 
     /// The content hash identifying these tables.
@@ -275,6 +437,26 @@ fn endpoint_kind(provider: &str, model: &str, region: Option<&str>) -> Option<En
             Some(_) => EndpointKind::Regional,
         }),
         _ => None,
+    }
+}
+
+/// Sets each entry's `released`: the first `effective_from` of its family
+/// with the same provider and endpoint kind.
+fn set_release_dates(entries: &mut [PriceEntry]) {
+    let firsts: Vec<NaiveDate> = entries
+        .iter()
+        .map(|a| {
+            entries
+                .iter()
+                .filter(|b| b.family == a.family && b.provider == a.provider)
+                .filter(|b| b.endpoint == a.endpoint)
+                .map(|b| b.effective_from)
+                .min()
+                .unwrap_or(a.effective_from)
+        })
+        .collect();
+    for (e, first) in entries.iter_mut().zip(firsts) {
+        e.released = first;
     }
 }
 
@@ -432,6 +614,15 @@ fn compile_entry(
         ("cache_read", raw.rates.cache_read),
         ("web_search_per_1k", raw.web_search_per_1k),
     ];
+    if let Some(f) = &raw.fast {
+        prices.extend([
+            ("fast.input", f.input),
+            ("fast.output", f.output),
+            ("fast.cache_write_5m", f.cache_write_5m),
+            ("fast.cache_write_1h", f.cache_write_1h),
+            ("fast.cache_read", f.cache_read),
+        ]);
+    }
     if let Some(lc) = &raw.long_context {
         prices.extend([
             ("long_context.input", lc.rates.input),
@@ -446,8 +637,15 @@ fn compile_entry(
             bad(format!("negative price {name} = {v}"));
         }
     }
-    if multiplier <= Decimal::ZERO {
-        bad(format!("multiplier must be positive, got {multiplier}"));
+    let batch_multiplier = raw.batch_multiplier.unwrap_or(Decimal::new(5, 1));
+    for (name, m) in [
+        ("multiplier", Some(multiplier)),
+        ("us_inference_multiplier", raw.us_inference_multiplier),
+        ("batch_multiplier", Some(batch_multiplier)),
+    ] {
+        if m.is_some_and(|m| m <= Decimal::ZERO) {
+            bad(format!("{name} must be positive, got {}", m.unwrap_or_default()));
+        }
     }
     if !raw.source.starts_with("http") {
         bad("source must be the URL the prices come from".into());
@@ -457,7 +655,7 @@ fn compile_entry(
     }
     let entry = PriceEntry {
         provider: provider.to_owned(),
-        family: raw.family,
+        family: raw.family.clone(),
         matchers,
         examples: raw.examples,
         effective_from: effective_from?,
@@ -468,6 +666,11 @@ fn compile_entry(
         rates: raw.rates,
         web_search_per_1k: raw.web_search_per_1k,
         long_context: raw.long_context,
+        fast: raw.fast,
+        us_inference_multiplier: raw.us_inference_multiplier,
+        batch_multiplier,
+        model_line: model_line(&raw.family),
+        released: effective_from?,
         file: file.to_owned(),
         line,
     };

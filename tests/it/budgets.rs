@@ -1,8 +1,9 @@
 //! Budgets, rate limits and alerts through a real `tollgate serve`: the
 //! overshoot bound under 200 concurrent requests, 429 with retry-after,
 //! alerts delivered once across a notifier restart and a receiver outage,
-//! `tollgate replay` rebuilding the live ledgers, and real Claude Code
-//! seeing a refusal once instead of retrying.
+//! `tollgate replay` rebuilding the live ledgers, real Claude Code
+//! seeing a refusal once instead of retrying, and Claude Code's
+//! `claude-opus-4-8` priced and held by a USD budget.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -396,9 +397,8 @@ async fn claude_code_shows_a_budget_refusal_once_instead_of_retrying() {
         write_config(dir.path(), &mock.url(), &budget("eng-spent", "0.000001")),
     );
     let headers = "x-tollgate-trace-id: trace-budget-refusal";
-    // Claude Code's default model (claude-opus-4-8) has no confirmed price
-    // (it is unpriced, so only token budgets can hold it); platform teams
-    // pin a priced model. Claude Code's own retry default (10) stays.
+    // A pinned model keeps the per-request cost known. Claude Code's own
+    // retry default (10) stays.
     let out = run_claude_output(
         &tg.url,
         ("ANTHROPIC_AUTH_TOKEN", KEY),
@@ -421,6 +421,98 @@ async fn claude_code_shows_a_budget_refusal_once_instead_of_retrying() {
         .collect();
     assert_eq!(refusals.len(), events.len(), "{events:?}");
     assert_eq!(refusals.len(), 1, "one request, no retries: {events:?}");
+    assert!(mock.received().is_empty(), "nothing went upstream");
+    tg.stop();
+}
+
+/// What one mock answer costs on claude-opus-4-8 (same mock usage), by
+/// hand: 42·5 + 17·25 + 100·6.25 + 200·10 + 1000·0.50 = 3760 per million.
+const OPUS_4_8_COST: &str = "0.00376";
+
+/// A request body shaped like Claude Code's: system blocks with cache
+/// control, a tool, metadata, streaming, on `claude-opus-4-8`.
+fn claude_code_opus_body() -> String {
+    serde_json::json!({
+        "model": "claude-opus-4-8",
+        "max_tokens": 1000,
+        "stream": true,
+        "metadata": {"user_id": "user_abc_account__session_1"},
+        "system": [
+            {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+            {"type": "text", "text": "Use the tools to help the user with software engineering tasks.",
+             "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ],
+        "tools": [{"name": "Read", "description": "Reads a file", "input_schema":
+            {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "fix the failing test",
+            "cache_control": {"type": "ephemeral"}}]}],
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_default_opus_4_8_is_priced_counted_and_refused_when_spent() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = claude_code_opus_body();
+    // The worst case admission reserves: every body byte at the 1-hour
+    // write rate ($10/M) plus max_tokens at $25/M; room for it plus about
+    // 2.5 requests, so the budget runs out after a few.
+    let worst = Decimal::from(body.len()) * Decimal::from(10) / Decimal::from(1_000_000)
+        + Decimal::from(1000 * 25) / Decimal::from(1_000_000);
+    let per = Decimal::from_str(OPUS_4_8_COST).unwrap();
+    let limit = worst + per * Decimal::from_str("2.5").unwrap();
+    let tg = Tollgate::start_with_config(
+        dir.path(),
+        write_config(dir.path(), &mock.url(), &budget("eng-opus", &limit.to_string())),
+    );
+    assert_eq!(post_once_admitting(&tg, &body).await, 200);
+    let mut admitted = 1u32;
+    let mut refusal = None;
+    for _ in 0..50 {
+        settled_spend(&tg, "eng-opus").await;
+        let r = tg
+            .post("/v1/messages")
+            .header("x-tollgate-trace-id", "trace-opus-4-8")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            refusal = Some((r.status().as_u16(), r.text().await.unwrap()));
+            break;
+        }
+        r.bytes().await.unwrap();
+        admitted += 1;
+    }
+    let (status, text) = refusal.expect("the USD budget never refused claude-opus-4-8");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("eng-opus"), "{text}");
+    let spent = settled_spend(&tg, "eng-opus").await;
+    assert_eq!(spent, per * Decimal::from(admitted), "every admitted request counted");
+    assert!(spent + worst > limit, "refused only once the next worst case no longer fits");
+    let events = tg.wait_for_trace_at_least("trace-opus-4-8", 1).await;
+    let priced = events
+        .iter()
+        .find(|e| e["status"] == 200)
+        .expect("an admitted request in the lake");
+    assert_eq!(priced["pricing_family"], "claude-opus-4-8", "{priced}");
+    assert_eq!(priced["pricing_basis"], "table");
+    assert_eq!(dec(&priced["cost_usd"]), per);
+    tg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_no_table_has_is_reserved_at_provisional_rates_not_zero() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Far below any worst case: 1 output token of the latest Opus is $0.00002.
+    let tg = Tollgate::start_with_config(
+        dir.path(),
+        write_config(dir.path(), &mock.url(), &budget("eng-tiny", "0.00001")),
+    );
+    let body = r#"{"model":"claude-opus-9","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(post_once_admitting(&tg, body).await, 403);
     assert!(mock.received().is_empty(), "nothing went upstream");
     tg.stop();
 }

@@ -3,7 +3,7 @@
 //! `scripts/install-test-deps.sh`) scrapes a real `tollgate serve` under
 //! traffic that makes every metric move (teams, a budget that fills up,
 //! a rate limit, the response cache, upstream errors, retries, fallbacks,
-//! Bedrock downgrades, an unpriced model, streams, subscription passthrough,
+//! Bedrock downgrades, a model no table has (priced provisionally), streams, subscription passthrough,
 //! alert webhooks, the query API), and every
 //! PromQL query of every panel is evaluated through Prometheus's HTTP API:
 //! each must return data. The dashboard JSON is checked for unique uids and
@@ -768,7 +768,7 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_tollgate_un
     let deadline = Instant::now() + Duration::from_secs(120);
     for metric in [
         "tollgate_accountant_events_total",
-        "tollgate_unpriced_events_total",
+        "tollgate_provisional_events_total",
         "tollgate_budget_alerts_total",
         "tollgate_alert_delivery_failures_total",
         "tollgate_alert_deliveries_total",

@@ -169,6 +169,13 @@ fn unpriced() -> Expr {
         .expect("a complete CASE expression")
 }
 
+/// Events priced provisionally (no table entry matched their model).
+fn provisional() -> Expr {
+    when(col("pricing_basis").eq(lit("provisional")), lit(1i64))
+        .otherwise(lit(0i64))
+        .expect("a complete CASE expression")
+}
+
 fn errors() -> Expr {
     when(col("status").gt_eq(lit(400u16)), lit(1i64))
         .otherwise(lit(0i64))
@@ -192,6 +199,7 @@ fn spend_aggregates() -> Vec<Expr> {
     out.push(sum(value_of("cost_usd")).alias("subscription_value_usd"));
     out.push(sum(spend_of("cost_cache_savings_usd")).alias("cache_savings_usd"));
     out.push(sum(unpriced()).alias("unpriced_requests"));
+    out.push(sum(provisional()).alias("provisional_requests"));
     out
 }
 
@@ -218,6 +226,7 @@ fn spend_fields() -> Vec<&'static str> {
         "subscription_value_usd",
         "cache_savings_usd",
         "unpriced_requests",
+        "provisional_requests",
     ]);
     names
 }
