@@ -271,9 +271,9 @@ impl Admission {
         !self.specs.is_empty()
     }
 
-    /// The price tables admission prices with.
-    pub fn price_book(&self) -> &Arc<PriceBook> {
-        &self.book
+    /// The price tables admission prices with now (they may be reloaded).
+    pub fn price_book(&self) -> Arc<crate::pricing::PriceBook> {
+        self.book.current()
     }
 
     /// This gateway's ID on event origins.
@@ -632,7 +632,7 @@ mod tests {
         let specs = BudgetSpec::from_config(&file.budgets).unwrap();
         let a = Admission::new(
             specs,
-            Arc::new(PriceBook::embedded()),
+            SharedBook::new(crate::pricing::PriceBook::embedded()),
             AdmissionConfig::default(),
             &[],
         );

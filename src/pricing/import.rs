@@ -353,8 +353,6 @@ pub fn new_entries(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn catalogue_numbers_become_exact_prices_per_million() {
         let litellm = serde_json::json!({"claude-x": {"litellm_provider": "anthropic",

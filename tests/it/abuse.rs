@@ -143,7 +143,7 @@ async fn admission_prices_the_body_after_override_params() {
     let dearer = r#"{"provider":"anthropic","override_params":{"model":"claude-opus-4-6","max_tokens":100000}}"#;
     let before = mock.received().len();
     let r = as_mallory(&tg).header("x-tollgate-config", dearer).body(BODY).send().await.unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 429);
     let text = r.text().await.unwrap();
     assert!(text.contains("red-daily"), "{text}");
     assert_eq!(mock.received().len(), before, "refused before going upstream");

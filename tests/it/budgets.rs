@@ -486,7 +486,7 @@ async fn claude_code_default_opus_4_8_is_priced_counted_and_refused_when_spent()
         admitted += 1;
     }
     let (status, text) = refusal.expect("the USD budget never refused claude-opus-4-8");
-    assert_eq!(status, 403, "{text}");
+    assert_eq!(status, 429, "{text}");
     assert!(text.contains("eng-opus"), "{text}");
     let spent = settled_spend(&tg, "eng-opus").await;
     assert_eq!(spent, per * Decimal::from(admitted), "every admitted request counted");
@@ -512,7 +512,7 @@ async fn a_model_no_table_has_is_reserved_at_provisional_rates_not_zero() {
         write_config(dir.path(), &mock.url(), &budget("eng-tiny", "0.00001")),
     );
     let body = r#"{"model":"claude-opus-9","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
-    assert_eq!(post_once_admitting(&tg, body).await, 403);
+    assert_eq!(post_once_admitting(&tg, body).await, 429);
     assert!(mock.received().is_empty(), "nothing went upstream");
     tg.stop();
 }
