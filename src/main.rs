@@ -279,7 +279,9 @@ fn main() -> anyhow::Result<()> {
                 Some(dir) => PriceBook::load_dir(&dir)?,
                 None => PriceBook::embedded(),
             };
-            let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
+            let rt = runtime()?;
+            let layout =
+                rt.block_on(async { tollgate::lake::files::LakeLayout::from_config(&cfg) })?;
             let report = tollgate::lake::reprice::reprice(&layout, &book, from, to)?;
             println!(
                 "repriced {} events in {} files with price tables {}",
@@ -305,7 +307,9 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Compact { config, min_files } => {
             let cfg = Config::load(&config)?;
-            let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
+            let rt = runtime()?;
+            let layout =
+                rt.block_on(async { tollgate::lake::files::LakeLayout::from_config(&cfg) })?;
             let options = tollgate::lake::compact::CompactOptions {
                 min_files: min_files.max(2),
                 ..Default::default()

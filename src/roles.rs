@@ -201,7 +201,7 @@ pub async fn run(
     } else {
         None
     };
-    let layout = LakeLayout::new(cfg.data.lake_dir());
+    let layout = LakeLayout::from_config(&cfg)?;
 
     // Consumers need their topics; wait for the broker (retrying, logged)
     // rather than fail, so roles can start in any order.

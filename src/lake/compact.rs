@@ -11,6 +11,11 @@
 //! (temp file, fsync, rename) before its inputs are deleted, and readers
 //! ([`super::store::LakeStore`]) never list a file whose range another file
 //! covers. Inputs left behind by a crash are deleted by the next run.
+//!
+//! In a bucket, the merged file is one complete upload (the commit point)
+//! and its inputs are left for the next run to delete: query processes
+//! may reuse a file listing for up to the sink's flush interval, and one
+//! taken just before the merge must still find the files it names.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +25,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take};
 
 use super::LakeError;
-use super::files::{LakeLayout, file_name, read_file, write_atomically};
+use super::files::{LakeLayout, WriteMode, file_name};
 
 /// What counts as small and how large a merged file may grow.
 #[derive(Debug, Clone)]
@@ -66,20 +71,22 @@ struct LakeFile {
 pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactReport, LakeError> {
     let mut report = CompactReport::default();
     let mut groups: BTreeMap<(PathBuf, u32), Vec<LakeFile>> = BTreeMap::new();
-    for (path, partition, first, last) in layout.files()? {
-        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        groups.entry((dir, partition)).or_default().push(LakeFile {
-            path,
-            first,
-            last,
-            bytes,
-        });
+    for f in layout.listing()? {
+        let dir = f.path.parent().map(PathBuf::from).unwrap_or_default();
+        groups
+            .entry((dir, f.partition))
+            .or_default()
+            .push(LakeFile {
+                path: f.path,
+                first: f.first,
+                last: f.last,
+                bytes: f.bytes,
+            });
     }
     for ((dir, partition), files) in groups {
-        let files = delete_superseded(files, &mut report)?;
+        let files = delete_superseded(layout, files, &mut report)?;
         for run in runs(&files, opts) {
-            merge(&dir, partition, run, &mut report)?;
+            merge(layout, &dir, partition, run, &mut report)?;
         }
     }
     crate::metrics::METRICS
@@ -91,6 +98,7 @@ pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactRepo
 /// Deletes files another file covers (what an interrupted run left) and
 /// returns the rest in offset order.
 fn delete_superseded(
+    layout: &LakeLayout,
     mut files: Vec<LakeFile>,
     report: &mut CompactReport,
 ) -> Result<Vec<LakeFile>, LakeError> {
@@ -98,7 +106,7 @@ fn delete_superseded(
     let mut kept: Vec<LakeFile> = Vec::with_capacity(files.len());
     for f in files {
         if kept.iter().any(|k| k.first <= f.first && f.last <= k.last) {
-            remove(&f.path)?;
+            layout.remove(&f.path)?;
             report.leftovers_deleted += 1;
         } else {
             kept.push(f);
@@ -134,8 +142,10 @@ fn runs<'a>(files: &'a [LakeFile], opts: &CompactOptions) -> Vec<&'a [LakeFile]>
     out
 }
 
-/// Writes the run as one sorted file, then deletes its inputs.
+/// Writes the run as one sorted file, then deletes its inputs (locally;
+/// in a bucket the next run does, see the module docs).
 fn merge(
+    layout: &LakeLayout,
     dir: &std::path::Path,
     partition: u32,
     run: &[LakeFile],
@@ -144,15 +154,18 @@ fn merge(
     let (first, last) = (run[0].first, run[run.len() - 1].last);
     let mut batches = Vec::new();
     for f in run {
-        batches.extend(read_file(&f.path)?);
+        batches.extend(layout.read(&f.path)?);
     }
     let merged = sorted(&batches).map_err(|message| LakeError::Write {
         path: dir.to_owned(),
         message,
     })?;
-    write_atomically(&dir.join(file_name(partition, first, last)), &merged)?;
-    for f in run {
-        remove(&f.path)?;
+    let path = dir.join(file_name(partition, first, last));
+    layout.write(&path, &merged, WriteMode::New)?;
+    if layout.remote().is_none() {
+        for f in run {
+            layout.remove(&f.path)?;
+        }
     }
     report.files_merged += run.len();
     report.files_written += 1;
@@ -184,20 +197,10 @@ pub fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, String> {
     RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
-fn remove(path: &std::path::Path) -> Result<(), LakeError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(LakeError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lake::files::{read_file, write_atomically};
 
     fn file(first: u64, last: u64, bytes: u64) -> LakeFile {
         LakeFile {

@@ -15,7 +15,7 @@ use arrow::array::{
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::LakeError;
-use super::files::{LakeLayout, read_file, write_atomically};
+use super::files::{LakeLayout, WriteMode};
 use crate::event::{COST_COLUMNS, CostColumns, Usage};
 use crate::pricing::cost::price_facts;
 use crate::pricing::{PriceBook, PriceQuery};
@@ -40,7 +40,7 @@ pub fn reprice(
         if day < from || day > to {
             continue;
         }
-        report.rows += reprice_file(&path, book)?;
+        report.rows += reprice_file(layout, &path, book)?;
         report.files += 1;
     }
     Ok(report)
@@ -52,19 +52,19 @@ fn day_of(path: &Path) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(dir.strip_prefix("day=")?, "%Y-%m-%d").ok()
 }
 
-fn reprice_file(path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
+fn reprice_file(layout: &LakeLayout, path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
     let read_err = |message: String| LakeError::Write {
         path: path.to_owned(),
         message,
     };
     let mut batches = Vec::new();
-    for batch in read_file(path)? {
+    for batch in layout.read(path)? {
         batches.push(reprice_batch(&batch, book).map_err(read_err)?);
     }
     let schema = crate::event::arrow_schema();
     let all =
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| read_err(e.to_string()))?;
-    write_atomically(path, &all)?;
+    layout.write(path, &all, WriteMode::Replace)?;
     Ok(all.num_rows())
 }
 

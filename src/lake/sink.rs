@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use tokio_util::sync::CancellationToken;
 
 use super::LakeError;
-use super::files::{LakeLayout, write_atomically};
+use super::files::{LakeLayout, WriteMode};
 use crate::bus::{BusRecord, RevokeHook, Subscription};
 use crate::event::{BusPosition, LlmEvent, to_record_batch};
 use crate::metrics::METRICS;
@@ -276,7 +276,8 @@ impl Sink {
     }
 }
 
-/// Writes one buffer as one lake file (renamed into place); returns the
+/// Writes one buffer as one lake file (renamed into place, or uploaded
+/// whole to a bucket); returns the
 /// last offset it holds, or `None` for an empty buffer.
 fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u64>, LakeError> {
     let (Some(first), Some(last)) = (buffer.rows.first(), buffer.rows.last()) else {
@@ -291,7 +292,7 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
         path: path.clone(),
         message: e.to_string(),
     })?;
-    write_atomically(&path, &batch)?;
+    layout.write(&path, &batch, WriteMode::New)?;
     METRICS.sink_files.inc();
     METRICS.sink_rows.inc_by(buffer.rows.len() as u64);
     METRICS

@@ -10,6 +10,7 @@ mod claude_code;
 mod compose;
 mod dashboards;
 mod kafka;
+mod lake_s3;
 mod passthrough;
 mod properties;
 mod pricing;
