@@ -67,8 +67,21 @@ struct LakeFile {
     bytes: u64,
 }
 
-/// Compacts every day and partition of the lake.
+/// Compacts every day and partition of the lake (`tollgate compact`).
 pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactReport, LakeError> {
+    compact_owned(layout, opts, &|_| true)
+}
+
+/// Compacts the partitions `owned` says this process owns, and no other:
+/// sinks on many machines share one lake, and each compacts only the bus
+/// partitions it is assigned, so no two compactors work on the same
+/// files. Ownership is asked again for each partition and day, just
+/// before its files are merged.
+pub fn compact_owned(
+    layout: &LakeLayout,
+    opts: &CompactOptions,
+    owned: &dyn Fn(u32) -> bool,
+) -> Result<CompactReport, LakeError> {
     let mut report = CompactReport::default();
     let mut groups: BTreeMap<(PathBuf, u32), Vec<LakeFile>> = BTreeMap::new();
     for f in layout.listing()? {
@@ -84,6 +97,9 @@ pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactRepo
             });
     }
     for ((dir, partition), files) in groups {
+        if !owned(partition) {
+            continue;
+        }
         let files = delete_superseded(layout, files, &mut report)?;
         for run in runs(&files, opts) {
             merge(layout, &dir, partition, run, &mut report)?;
@@ -317,6 +333,96 @@ mod tests {
         assert_eq!(report.leftovers_deleted, 1);
         assert!(!inputs[2].exists());
         assert_eq!(count_rows(&layout).await, (100, 100));
+    }
+
+    #[test]
+    fn a_sink_compacts_only_the_partitions_it_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LakeLayout::new(dir.path());
+        write_small_files(&layout, 3, 5);
+        let day = chrono::Utc::now().date_naive();
+        for f in 0..3u64 {
+            let e = crate::event::tests::sample_event();
+            let pos = crate::event::BusPosition {
+                partition: 1,
+                offset: f,
+            };
+            let batch = crate::event::to_record_batch(&[(pos, &e)]).unwrap();
+            write_atomically(&layout.file_path(day, 1, f, f), &batch).unwrap();
+        }
+        let opts = CompactOptions {
+            min_files: 2,
+            ..CompactOptions::default()
+        };
+        let report = compact_owned(&layout, &opts, &|p| p == 1).unwrap();
+        assert_eq!((report.files_merged, report.rows), (3, 3));
+        let mut left: Vec<(u32, u64, u64)> = layout
+            .files()
+            .unwrap()
+            .into_iter()
+            .map(|(_, p, f, l)| (p, f, l))
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![(0, 0, 4), (0, 5, 9), (0, 10, 14), (1, 0, 2)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_bucket_merged_inputs_stay_hidden_until_the_next_run_deletes_them() {
+        let store = Arc::new(datafusion::object_store::memory::InMemory::new());
+        let lake = crate::lake::object::ObjectLake::new(
+            store,
+            "memory://lake",
+            datafusion::object_store::path::Path::from("pre"),
+        )
+        .unwrap();
+        let layout = LakeLayout::on_object_store(lake);
+        let l = layout.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            for f in 0..4u64 {
+                let events: Vec<_> = (0..5u64)
+                    .map(|i| {
+                        let mut e = crate::event::tests::sample_event();
+                        e.trace_id = format!("trace-{}", (f * 5 + i) % 3);
+                        e
+                    })
+                    .collect();
+                let rows: Vec<_> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let pos = crate::event::BusPosition {
+                            partition: 0,
+                            offset: f * 5 + i as u64,
+                        };
+                        (pos, e)
+                    })
+                    .collect();
+                let batch = crate::event::to_record_batch(&rows).unwrap();
+                let path = l.file_path(chrono::Utc::now().date_naive(), 0, f * 5, f * 5 + 4);
+                l.write(&path, &batch, WriteMode::New).unwrap();
+            }
+            let opts = CompactOptions {
+                min_files: 2,
+                ..CompactOptions::default()
+            };
+            compact(&l, &opts).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!((first.files_merged, first.rows), (4, 20));
+        assert_eq!(layout.remote().map(|_| ()), Some(()));
+        assert_eq!(count_rows(&layout).await, (20, 20), "inputs hidden");
+        let l = layout.clone();
+        let (second, left) = tokio::task::spawn_blocking(move || {
+            let r = compact(&l, &CompactOptions::default()).unwrap();
+            (r, l.files().unwrap())
+        })
+        .await
+        .unwrap();
+        assert_eq!(second.leftovers_deleted, 4);
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].2, left[0].3), (0, 19));
+        assert_eq!(count_rows(&layout).await, (20, 20));
     }
 
     #[test]

@@ -124,3 +124,40 @@ fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, S
     }
     RecordBatch::try_new(Arc::new(schema.as_ref().clone()), columns).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{BusPosition, to_record_batch};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reprice_rewrites_files_in_a_bucket_in_place() {
+        let store = Arc::new(datafusion::object_store::memory::InMemory::new());
+        let lake = crate::lake::object::ObjectLake::new(
+            store,
+            "memory://lake",
+            datafusion::object_store::path::Path::from("pre"),
+        )
+        .unwrap();
+        let layout = LakeLayout::on_object_store(lake);
+        let report = tokio::task::spawn_blocking(move || {
+            let mut e = crate::event::tests::sample_event();
+            e.cost = None;
+            let pos = BusPosition {
+                partition: 0,
+                offset: 0,
+            };
+            let day = e.started_at.date_naive();
+            let batch = to_record_batch(&[(pos, &e)]).unwrap();
+            let path = layout.file_path(day, 0, 0, 0);
+            layout.write(&path, &batch, WriteMode::New).unwrap();
+            let report = reprice(&layout, &PriceBook::embedded(), day, day).unwrap();
+            let after = layout.read(&path).unwrap();
+            let cost = after[0].column_by_name("cost_usd").unwrap();
+            (report, cost.is_null(0), layout.files().unwrap().len())
+        })
+        .await
+        .unwrap();
+        assert_eq!(report, (RepriceReport { files: 1, rows: 1 }, false, 1));
+    }
+}

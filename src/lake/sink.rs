@@ -59,6 +59,19 @@ impl Shared {
     }
 }
 
+/// Which bus partitions a sink holds now: those it has taken records of
+/// and not given up. Compaction asks it, so that of many sinks sharing a
+/// lake only a partition's owner merges its files.
+#[derive(Clone)]
+pub struct Ownership(Arc<Shared>);
+
+impl Ownership {
+    /// Whether the sink holds partition `p`.
+    pub fn owns(&self, p: u32) -> bool {
+        self.0.partitions().contains_key(&p)
+    }
+}
+
 /// The running sink.
 pub struct Sink {
     subscription: Box<dyn Subscription>,
@@ -84,6 +97,11 @@ impl Sink {
             shared,
             options,
         })
+    }
+
+    /// Which partitions this sink holds, for its compactor.
+    pub fn ownership(&self) -> Ownership {
+        Ownership(self.shared.clone())
     }
 
     /// Runs until `stop` is cancelled, then takes everything the bus
