@@ -1,6 +1,6 @@
 #!/bin/sh
 # Writes .env for docker-compose.yml with generated secrets: the Grafana
-# admin password and the query API's admin token. Never overwrites a value
+# admin password, the query API's admin token and MinIO's root password. Never overwrites a value
 # already in .env. The file is readable by its owner only.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,4 +15,5 @@ add() {
 }
 add GRAFANA_ADMIN_PASSWORD
 add TOLLGATE_ADMIN_TOKEN
+add MINIO_ROOT_PASSWORD
 echo "Grafana: user admin, password: grep GRAFANA_ADMIN_PASSWORD .env"

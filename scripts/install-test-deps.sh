@@ -82,3 +82,21 @@ if [ ! -x /usr/bin/prometheus ]; then
   fi
 fi
 echo "install-test-deps: prometheus: /usr/bin/prometheus ($(/usr/bin/prometheus --version 2>&1 | awk 'NR==1{print $3}'))"
+
+# --- moto (PyPI moto[server]), the S3-protocol server of the lake-on-S3 test --
+# tests/it/lake_s3.rs runs `python3 -m moto.server` with PYTHONPATH=$TOOLS/moto.
+MOTO_VERSION=5.1.22
+have=$(PYTHONPATH="$TOOLS/moto" python3 -c 'import moto; print(moto.__version__)' 2>/dev/null) || true
+if [ "$have" != "$MOTO_VERSION" ]; then
+  command -v python3 >/dev/null || { echo "install-test-deps: python3 (pip) is required to install moto" >&2; exit 1; }
+  echo "install-test-deps: installing moto[server]==$MOTO_VERSION into $TOOLS/moto"
+  rm -rf "$TOOLS/moto"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$TOOLS/moto" "moto[server]==$MOTO_VERSION" 2>&1 | grep -v 'dependency resolver\|requires' || true
+  have=$(PYTHONPATH="$TOOLS/moto" python3 -c 'import moto; print(moto.__version__)' 2>/dev/null) || true
+  if [ "$have" != "$MOTO_VERSION" ]; then
+    echo "install-test-deps: moto did not install (got '${have:-nothing}' in $TOOLS/moto)" >&2
+    exit 1
+  fi
+fi
+echo "install-test-deps: moto: $TOOLS/moto ($have)"

@@ -44,6 +44,9 @@ pub struct Config {
     pub bus: BusConfig,
     #[serde(default)]
     pub sink: SinkConfig,
+    /// Where the Parquet lake lives (a bucket, or `data.dir/lake`).
+    #[serde(default)]
+    pub lake: crate::lake::LakeConfig,
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
@@ -593,6 +596,7 @@ impl Config {
         if cfg.data.dir.is_relative() {
             cfg.data.dir = base.join(&cfg.data.dir);
         }
+        cfg.lake.resolve_relative(&base);
         if let Some(dir) = cfg.pricing.dir.as_mut().filter(|d| d.is_relative()) {
             *dir = base.join(&*dir);
         }

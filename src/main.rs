@@ -303,7 +303,9 @@ fn main() -> anyhow::Result<()> {
         } => {
             let cfg = Config::load(&config)?;
             let book = roles::load_price_book(&cfg, pricing_dir.as_deref())?;
-            let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
+            let rt = runtime()?;
+            let layout =
+                rt.block_on(async { tollgate::lake::files::LakeLayout::from_config(&cfg) })?;
             let report = tollgate::lake::reprice::reprice(&layout, &book, from, to)?;
             println!(
                 "repriced {} events in {} files with price tables {}",
@@ -329,7 +331,9 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Compact { config, min_files } => {
             let cfg = Config::load(&config)?;
-            let layout = tollgate::lake::files::LakeLayout::new(cfg.data.lake_dir());
+            let rt = runtime()?;
+            let layout =
+                rt.block_on(async { tollgate::lake::files::LakeLayout::from_config(&cfg) })?;
             let options = tollgate::lake::compact::CompactOptions {
                 min_files: min_files.max(2),
                 ..Default::default()

@@ -31,7 +31,7 @@ use crate::gateway::admission::Admission;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
 use crate::lake::LakeError;
-use crate::lake::compact::{CompactOptions, compact};
+use crate::lake::compact::{CompactOptions, compact_owned};
 use crate::lake::files::LakeLayout;
 use crate::lake::query::Lake;
 use crate::lake::sink::{Sink, SinkOptions};
@@ -242,7 +242,7 @@ pub async fn run(
     } else {
         None
     };
-    let layout = LakeLayout::new(cfg.data.lake_dir());
+    let layout = LakeLayout::from_config(&cfg)?;
 
     // Consumers need their topics; wait for the broker (retrying, logged)
     // rather than fail, so roles can start in any order.
@@ -348,6 +348,7 @@ pub async fn run(
             },
         )
         .await?;
+        let ownership = sink.ownership();
         pipeline.push(Task::spawn("sink", |stop| async move {
             sink.run(stop).await?;
             Ok(())
@@ -359,8 +360,12 @@ pub async fn run(
                 ..CompactOptions::default()
             };
             let layout = layout.clone();
+            // On Kafka, sinks on many machines share the lake: each
+            // compacts only the partitions it is assigned. The embedded
+            // bus has one sink, which owns every partition.
+            let ownership = (cfg.bus.kind == BusKind::Kafka).then_some(ownership);
             pipeline.push(Task::spawn("compactor", move |stop| {
-                compact_periodically(layout, options, every, stop)
+                compact_periodically(layout, options, ownership, every, stop)
             }));
         }
     }
@@ -612,11 +617,13 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RoleError> {
 }
 
 /// Serves `app` until `stop` is cancelled, then waits for open requests.
-/// Merges small lake files every `every` until stopped. A failed run is
-/// logged and tried again next time: the lake stays correct either way.
+/// Merges small lake files every `every` until stopped (with `ownership`,
+/// only of the partitions the sink holds). A failed run is logged and
+/// tried again next time: the lake stays correct either way.
 async fn compact_periodically(
     layout: LakeLayout,
     options: CompactOptions,
+    ownership: Option<crate::lake::sink::Ownership>,
     every: Duration,
     stop: CancellationToken,
 ) -> Result<(), RoleError> {
@@ -627,8 +634,9 @@ async fn compact_periodically(
             _ = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let (layout, options) = (layout.clone(), options.clone());
-        match tokio::task::spawn_blocking(move || compact(&layout, &options)).await {
+        let (layout, options, ownership) = (layout.clone(), options.clone(), ownership.clone());
+        let owned = move |p: u32| ownership.as_ref().is_none_or(|o| o.owns(p));
+        match tokio::task::spawn_blocking(move || compact_owned(&layout, &options, &owned)).await {
             Ok(Ok(report)) if report.files_merged > 0 || report.leftovers_deleted > 0 => {
                 tracing::info!(?report, "lake compacted");
             }

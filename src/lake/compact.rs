@@ -11,6 +11,11 @@
 //! (temp file, fsync, rename) before its inputs are deleted, and readers
 //! ([`super::store::LakeStore`]) never list a file whose range another file
 //! covers. Inputs left behind by a crash are deleted by the next run.
+//!
+//! In a bucket, the merged file is one complete upload (the commit point)
+//! and its inputs are left for the next run to delete: query processes
+//! may reuse a file listing for up to the sink's flush interval, and one
+//! taken just before the merge must still find the files it names.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +25,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take};
 
 use super::LakeError;
-use super::files::{LakeLayout, file_name, read_file, write_atomically};
+use super::files::{LakeLayout, WriteMode, file_name};
 
 /// What counts as small and how large a merged file may grow.
 #[derive(Debug, Clone)]
@@ -62,24 +67,42 @@ struct LakeFile {
     bytes: u64,
 }
 
-/// Compacts every day and partition of the lake.
+/// Compacts every day and partition of the lake (`tollgate compact`).
 pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactReport, LakeError> {
+    compact_owned(layout, opts, &|_| true)
+}
+
+/// Compacts the partitions `owned` says this process owns, and no other:
+/// sinks on many machines share one lake, and each compacts only the bus
+/// partitions it is assigned, so no two compactors work on the same
+/// files. Ownership is asked again for each partition and day, just
+/// before its files are merged.
+pub fn compact_owned(
+    layout: &LakeLayout,
+    opts: &CompactOptions,
+    owned: &dyn Fn(u32) -> bool,
+) -> Result<CompactReport, LakeError> {
     let mut report = CompactReport::default();
     let mut groups: BTreeMap<(PathBuf, u32), Vec<LakeFile>> = BTreeMap::new();
-    for (path, partition, first, last) in layout.files()? {
-        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        groups.entry((dir, partition)).or_default().push(LakeFile {
-            path,
-            first,
-            last,
-            bytes,
-        });
+    for f in layout.listing()? {
+        let dir = f.path.parent().map(PathBuf::from).unwrap_or_default();
+        groups
+            .entry((dir, f.partition))
+            .or_default()
+            .push(LakeFile {
+                path: f.path,
+                first: f.first,
+                last: f.last,
+                bytes: f.bytes,
+            });
     }
     for ((dir, partition), files) in groups {
-        let files = delete_superseded(files, &mut report)?;
+        if !owned(partition) {
+            continue;
+        }
+        let files = delete_superseded(layout, files, &mut report)?;
         for run in runs(&files, opts) {
-            merge(&dir, partition, run, &mut report)?;
+            merge(layout, &dir, partition, run, &mut report)?;
         }
     }
     crate::metrics::METRICS
@@ -91,6 +114,7 @@ pub fn compact(layout: &LakeLayout, opts: &CompactOptions) -> Result<CompactRepo
 /// Deletes files another file covers (what an interrupted run left) and
 /// returns the rest in offset order.
 fn delete_superseded(
+    layout: &LakeLayout,
     mut files: Vec<LakeFile>,
     report: &mut CompactReport,
 ) -> Result<Vec<LakeFile>, LakeError> {
@@ -98,7 +122,7 @@ fn delete_superseded(
     let mut kept: Vec<LakeFile> = Vec::with_capacity(files.len());
     for f in files {
         if kept.iter().any(|k| k.first <= f.first && f.last <= k.last) {
-            remove(&f.path)?;
+            layout.remove(&f.path)?;
             report.leftovers_deleted += 1;
         } else {
             kept.push(f);
@@ -134,8 +158,10 @@ fn runs<'a>(files: &'a [LakeFile], opts: &CompactOptions) -> Vec<&'a [LakeFile]>
     out
 }
 
-/// Writes the run as one sorted file, then deletes its inputs.
+/// Writes the run as one sorted file, then deletes its inputs (locally;
+/// in a bucket the next run does, see the module docs).
 fn merge(
+    layout: &LakeLayout,
     dir: &std::path::Path,
     partition: u32,
     run: &[LakeFile],
@@ -144,15 +170,18 @@ fn merge(
     let (first, last) = (run[0].first, run[run.len() - 1].last);
     let mut batches = Vec::new();
     for f in run {
-        batches.extend(read_file(&f.path)?);
+        batches.extend(layout.read(&f.path)?);
     }
     let merged = sorted(&batches).map_err(|message| LakeError::Write {
         path: dir.to_owned(),
         message,
     })?;
-    write_atomically(&dir.join(file_name(partition, first, last)), &merged)?;
-    for f in run {
-        remove(&f.path)?;
+    let path = dir.join(file_name(partition, first, last));
+    layout.write(&path, &merged, WriteMode::New)?;
+    if layout.remote().is_none() {
+        for f in run {
+            layout.remove(&f.path)?;
+        }
     }
     report.files_merged += run.len();
     report.files_written += 1;
@@ -184,20 +213,10 @@ pub fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, String> {
     RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
-fn remove(path: &std::path::Path) -> Result<(), LakeError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(LakeError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lake::files::{read_file, write_atomically};
 
     fn file(first: u64, last: u64, bytes: u64) -> LakeFile {
         LakeFile {
@@ -314,6 +333,96 @@ mod tests {
         assert_eq!(report.leftovers_deleted, 1);
         assert!(!inputs[2].exists());
         assert_eq!(count_rows(&layout).await, (100, 100));
+    }
+
+    #[test]
+    fn a_sink_compacts_only_the_partitions_it_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LakeLayout::new(dir.path());
+        write_small_files(&layout, 3, 5);
+        let day = chrono::Utc::now().date_naive();
+        for f in 0..3u64 {
+            let e = crate::event::tests::sample_event();
+            let pos = crate::event::BusPosition {
+                partition: 1,
+                offset: f,
+            };
+            let batch = crate::event::to_record_batch(&[(pos, &e)]).unwrap();
+            write_atomically(&layout.file_path(day, 1, f, f), &batch).unwrap();
+        }
+        let opts = CompactOptions {
+            min_files: 2,
+            ..CompactOptions::default()
+        };
+        let report = compact_owned(&layout, &opts, &|p| p == 1).unwrap();
+        assert_eq!((report.files_merged, report.rows), (3, 3));
+        let mut left: Vec<(u32, u64, u64)> = layout
+            .files()
+            .unwrap()
+            .into_iter()
+            .map(|(_, p, f, l)| (p, f, l))
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![(0, 0, 4), (0, 5, 9), (0, 10, 14), (1, 0, 2)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_bucket_merged_inputs_stay_hidden_until_the_next_run_deletes_them() {
+        let store = Arc::new(datafusion::object_store::memory::InMemory::new());
+        let lake = crate::lake::object::ObjectLake::new(
+            store,
+            "memory://lake",
+            datafusion::object_store::path::Path::from("pre"),
+        )
+        .unwrap();
+        let layout = LakeLayout::on_object_store(lake);
+        let l = layout.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            for f in 0..4u64 {
+                let events: Vec<_> = (0..5u64)
+                    .map(|i| {
+                        let mut e = crate::event::tests::sample_event();
+                        e.trace_id = format!("trace-{}", (f * 5 + i) % 3);
+                        e
+                    })
+                    .collect();
+                let rows: Vec<_> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let pos = crate::event::BusPosition {
+                            partition: 0,
+                            offset: f * 5 + i as u64,
+                        };
+                        (pos, e)
+                    })
+                    .collect();
+                let batch = crate::event::to_record_batch(&rows).unwrap();
+                let path = l.file_path(chrono::Utc::now().date_naive(), 0, f * 5, f * 5 + 4);
+                l.write(&path, &batch, WriteMode::New).unwrap();
+            }
+            let opts = CompactOptions {
+                min_files: 2,
+                ..CompactOptions::default()
+            };
+            compact(&l, &opts).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!((first.files_merged, first.rows), (4, 20));
+        assert_eq!(layout.remote().map(|_| ()), Some(()));
+        assert_eq!(count_rows(&layout).await, (20, 20), "inputs hidden");
+        let l = layout.clone();
+        let (second, left) = tokio::task::spawn_blocking(move || {
+            let r = compact(&l, &CompactOptions::default()).unwrap();
+            (r, l.files().unwrap())
+        })
+        .await
+        .unwrap();
+        assert_eq!(second.leftovers_deleted, 4);
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].2, left[0].3), (0, 19));
+        assert_eq!(count_rows(&layout).await, (20, 20));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
@@ -17,20 +19,71 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::LakeError;
+use super::object::{LakeLocation, ObjectLake};
 
 /// Columns that get bloom filters: the point lookups of the query API.
 const BLOOM_COLUMNS: &[&str] = &["trace_id", "session_id", "event_id"];
 
-/// The lake's directory layout.
+/// The lake's layout, in a local directory or a bucket (`remote`; paths
+/// are then object keys). Its file operations are synchronous: call them
+/// from blocking threads.
 #[derive(Debug, Clone)]
 pub struct LakeLayout {
     root: PathBuf,
+    remote: Option<Arc<ObjectLake>>,
+}
+
+/// How writing a lake file treats one already there under its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A new file (sink flush, compaction output): on object storage an
+    /// existing object of the name holds the same rows and is kept.
+    New,
+    /// A rewrite of the file (reprice).
+    Replace,
+}
+
+/// One lake file: where it is, the offsets it holds, its size.
+#[derive(Debug, Clone)]
+pub struct ListedFile {
+    pub path: PathBuf,
+    pub partition: u32,
+    pub first: u64,
+    pub last: u64,
+    pub bytes: u64,
 }
 
 impl LakeLayout {
     /// A layout rooted at `root` (the lake directory).
     pub fn new(root: impl Into<PathBuf>) -> LakeLayout {
-        LakeLayout { root: root.into() }
+        LakeLayout {
+            root: root.into(),
+            remote: None,
+        }
+    }
+
+    /// A layout in a bucket, under the lake's prefix.
+    pub fn on_object_store(lake: ObjectLake) -> LakeLayout {
+        LakeLayout {
+            root: PathBuf::from(lake.prefix().as_ref()),
+            remote: Some(Arc::new(lake)),
+        }
+    }
+
+    /// The lake `[lake]` points at (default `data.dir/lake`); a bucket's
+    /// listings may be reused by the query API for at most the sink's
+    /// flush interval. Must run inside a Tokio runtime.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<LakeLayout, LakeError> {
+        let flush = std::time::Duration::from_millis(cfg.sink.flush_interval_ms.max(1));
+        Ok(match LakeLocation::parse(&cfg.lake, cfg.data.lake_dir())? {
+            LakeLocation::Local(dir) => LakeLayout::new(dir),
+            LakeLocation::Object(lake) => LakeLayout::on_object_store(lake.with_listing_ttl(flush)),
+        })
+    }
+
+    /// The bucket the lake is in, if it is not local.
+    pub fn remote(&self) -> Option<&Arc<ObjectLake>> {
+        self.remote.as_ref()
     }
 
     /// The `events` table's directory (Hive-style `day=` partitions).
@@ -47,6 +100,36 @@ impl LakeLayout {
 
     /// Every lake file with its `(partition, first, last)`.
     pub fn files(&self) -> Result<Vec<(PathBuf, u32, u64, u64)>, LakeError> {
+        Ok(self
+            .listing()?
+            .into_iter()
+            .map(|f| (f.path, f.partition, f.first, f.last))
+            .collect())
+    }
+
+    /// Every lake file with its offsets and size.
+    pub fn listing(&self) -> Result<Vec<ListedFile>, LakeError> {
+        let listed = match &self.remote {
+            Some(lake) => lake.list(&self.events_dir())?,
+            None => self.local_files()?,
+        };
+        Ok(listed
+            .into_iter()
+            .filter_map(|(path, bytes)| {
+                let (partition, first, last) = parse_file_name(&path)?;
+                Some(ListedFile {
+                    path,
+                    partition,
+                    first,
+                    last,
+                    bytes,
+                })
+            })
+            .collect())
+    }
+
+    /// The files in the local `day=` directories, with their sizes.
+    fn local_files(&self) -> Result<Vec<(PathBuf, u64)>, LakeError> {
         let dir = self.events_dir();
         let mut out = Vec::new();
         let days = match std::fs::read_dir(&dir) {
@@ -68,13 +151,52 @@ impl LakeLayout {
                 source,
             })?;
             for entry in entries.flatten() {
-                let path = entry.path();
-                if let Some((p, first, last)) = parse_file_name(&path) {
-                    out.push((path, p, first, last));
-                }
+                let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((entry.path(), bytes));
             }
         }
         Ok(out)
+    }
+
+    /// Reads a lake file (see [`read_file`]).
+    pub fn read(&self, path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
+        match &self.remote {
+            Some(lake) => read_batches(path, lake.get(path)?),
+            None => read_file(path),
+        }
+    }
+
+    /// Writes a lake file so that readers see all of it or nothing: locally
+    /// by [`write_atomically`], in a bucket by one complete upload (see
+    /// [`super::object`] for `mode`).
+    pub fn write(
+        &self,
+        path: &Path,
+        batch: &RecordBatch,
+        mode: WriteMode,
+    ) -> Result<(), LakeError> {
+        match &self.remote {
+            Some(lake) => {
+                let data = write_parquet(Vec::new(), path, batch)?;
+                Ok(lake.put(path, data, mode == WriteMode::New)?)
+            }
+            None => write_atomically(path, batch),
+        }
+    }
+
+    /// Deletes a lake file; one already gone is not an error.
+    pub fn remove(&self, path: &Path) -> Result<(), LakeError> {
+        if let Some(lake) = &self.remote {
+            return Ok(lake.delete(path)?);
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LakeError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
     }
 
     /// The highest offset per partition already in the lake.
@@ -107,15 +229,23 @@ pub(crate) fn parse_file_name(path: &Path) -> Option<(u32, u64, u64)> {
 /// file written before they existed come back as nulls, so old files can
 /// be rewritten (reprice, compaction) without losing them.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
-    let read_err = |message: String| LakeError::Write {
-        path: path.to_owned(),
-        message,
-    };
     let file = File::open(path).map_err(|source| LakeError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    read_batches(path, file)
+}
+
+/// [`read_file`] over any Parquet source (a file, or an object's bytes).
+fn read_batches<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &Path,
+    data: R,
+) -> Result<Vec<RecordBatch>, LakeError> {
+    let read_err = |message: String| LakeError::Write {
+        path: path.to_owned(),
+        message,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
         .and_then(|b| b.build())
         .map_err(|e| read_err(e.to_string()))?;
     let schema = crate::event::arrow_schema();
@@ -168,20 +298,30 @@ pub fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<(), LakeErro
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp"));
     let file = crate::private_fs::create_file(&tmp).map_err(io(&tmp))?;
-    let write = |e: parquet::errors::ParquetError| LakeError::Write {
-        path: path.to_owned(),
-        message: e.to_string(),
-    };
-    let props = writer_properties(batch.num_rows());
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(write)?;
-    writer.write(batch).map_err(write)?;
-    let file = writer.into_inner().map_err(write)?;
+    let file = write_parquet(file, path, batch)?;
     file.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
     Ok(())
+}
+
+/// Writes `batch` as a whole Parquet file (lake settings) into `out`
+/// and hands `out` back; `path` names the file in errors.
+fn write_parquet<W: Write + Send>(
+    out: W,
+    path: &Path,
+    batch: &RecordBatch,
+) -> Result<W, LakeError> {
+    let write = |e: parquet::errors::ParquetError| LakeError::Write {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let props = writer_properties(batch.num_rows());
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(write)?;
+    writer.write(batch).map_err(write)?;
+    writer.into_inner().map_err(write)
 }
 
 #[cfg(test)]

@@ -3,10 +3,13 @@
 
 pub mod compact;
 pub mod files;
+pub mod object;
 pub mod query;
 pub mod reprice;
 pub mod sink;
 pub mod store;
+
+pub use object::LakeConfig;
 
 /// Why a lake operation failed; names the file or query involved.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,8 @@ pub enum LakeError {
     BadSql(String),
     #[error("query ran longer than its {0:?} time limit and was cancelled")]
     TimedOut(std::time::Duration),
+    #[error(transparent)]
+    Object(#[from] object::ObjectLakeError),
     #[error("lake worker stopped unexpectedly: {0}")]
     Worker(String),
 }

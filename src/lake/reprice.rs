@@ -15,7 +15,7 @@ use arrow::array::{
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::LakeError;
-use super::files::{LakeLayout, read_file, write_atomically};
+use super::files::{LakeLayout, WriteMode};
 use crate::event::{COST_COLUMNS, CostColumns, Usage};
 use crate::pricing::cost::price_facts;
 use crate::pricing::{PriceBook, PriceQuery};
@@ -40,7 +40,7 @@ pub fn reprice(
         if day < from || day > to {
             continue;
         }
-        report.rows += reprice_file(&path, book)?;
+        report.rows += reprice_file(layout, &path, book)?;
         report.files += 1;
     }
     Ok(report)
@@ -52,19 +52,19 @@ fn day_of(path: &Path) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(dir.strip_prefix("day=")?, "%Y-%m-%d").ok()
 }
 
-fn reprice_file(path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
+fn reprice_file(layout: &LakeLayout, path: &Path, book: &PriceBook) -> Result<usize, LakeError> {
     let read_err = |message: String| LakeError::Write {
         path: path.to_owned(),
         message,
     };
     let mut batches = Vec::new();
-    for batch in read_file(path)? {
+    for batch in layout.read(path)? {
         batches.push(reprice_batch(&batch, book).map_err(read_err)?);
     }
     let schema = crate::event::arrow_schema();
     let all =
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| read_err(e.to_string()))?;
-    write_atomically(path, &all)?;
+    layout.write(path, &all, WriteMode::Replace)?;
     Ok(all.num_rows())
 }
 
@@ -160,5 +160,42 @@ impl<'a> BillingFacts<'a> {
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default();
         usage.fallback_credit_redeemed = !self.fallback.is_null(i) && self.fallback.value(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{BusPosition, to_record_batch};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reprice_rewrites_files_in_a_bucket_in_place() {
+        let store = Arc::new(datafusion::object_store::memory::InMemory::new());
+        let lake = crate::lake::object::ObjectLake::new(
+            store,
+            "memory://lake",
+            datafusion::object_store::path::Path::from("pre"),
+        )
+        .unwrap();
+        let layout = LakeLayout::on_object_store(lake);
+        let report = tokio::task::spawn_blocking(move || {
+            let mut e = crate::event::tests::sample_event();
+            e.cost = None;
+            let pos = BusPosition {
+                partition: 0,
+                offset: 0,
+            };
+            let day = e.started_at.date_naive();
+            let batch = to_record_batch(&[(pos, &e)]).unwrap();
+            let path = layout.file_path(day, 0, 0, 0);
+            layout.write(&path, &batch, WriteMode::New).unwrap();
+            let report = reprice(&layout, &PriceBook::embedded(), day, day).unwrap();
+            let after = layout.read(&path).unwrap();
+            let cost = after[0].column_by_name("cost_usd").unwrap();
+            (report, cost.is_null(0), layout.files().unwrap().len())
+        })
+        .await
+        .unwrap();
+        assert_eq!(report, (RepriceReport { files: 1, rows: 1 }, false, 1));
     }
 }

@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use tokio_util::sync::CancellationToken;
 
 use super::LakeError;
-use super::files::{LakeLayout, write_atomically};
+use super::files::{LakeLayout, WriteMode};
 use crate::bus::{BusRecord, RevokeHook, Subscription};
 use crate::event::{BusPosition, LlmEvent, to_record_batch};
 use crate::metrics::METRICS;
@@ -59,6 +59,19 @@ impl Shared {
     }
 }
 
+/// Which bus partitions a sink holds now: those it has taken records of
+/// and not given up. Compaction asks it, so that of many sinks sharing a
+/// lake only a partition's owner merges its files.
+#[derive(Clone)]
+pub struct Ownership(Arc<Shared>);
+
+impl Ownership {
+    /// Whether the sink holds partition `p`.
+    pub fn owns(&self, p: u32) -> bool {
+        self.0.partitions().contains_key(&p)
+    }
+}
+
 /// The running sink.
 pub struct Sink {
     subscription: Box<dyn Subscription>,
@@ -84,6 +97,11 @@ impl Sink {
             shared,
             options,
         })
+    }
+
+    /// Which partitions this sink holds, for its compactor.
+    pub fn ownership(&self) -> Ownership {
+        Ownership(self.shared.clone())
     }
 
     /// Runs until `stop` is cancelled, then takes everything the bus
@@ -276,7 +294,8 @@ impl Sink {
     }
 }
 
-/// Writes one buffer as one lake file (renamed into place); returns the
+/// Writes one buffer as one lake file (renamed into place, or uploaded
+/// whole to a bucket); returns the
 /// last offset it holds, or `None` for an empty buffer.
 fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u64>, LakeError> {
     let (Some(first), Some(last)) = (buffer.rows.first(), buffer.rows.last()) else {
@@ -291,7 +310,7 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
         path: path.clone(),
         message: e.to_string(),
     })?;
-    write_atomically(&path, &batch)?;
+    layout.write(&path, &batch, WriteMode::New)?;
     METRICS.sink_files.inc();
     METRICS.sink_rows.inc_by(buffer.rows.len() as u64);
     METRICS

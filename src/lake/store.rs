@@ -1,6 +1,7 @@
 //! The object store the query engine reads the lake through.
 //!
-//! It is the local file system with one rule added: a file whose offset
+//! It is the lake's store (the local file system, or the bucket) with one
+//! rule added: a file whose offset
 //! range another file of the same partition and day already covers is not
 //! listed. Compaction writes the merged file first and deletes its inputs
 //! after, so between the two (or after a crash between them) a reader
@@ -21,18 +22,21 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use super::files::parse_file_name;
 
-/// The lake's view of the local file system (see the module docs).
+/// The lake's view of its store (see the module docs).
 #[derive(Debug)]
 pub struct LakeStore {
-    inner: Arc<LocalFileSystem>,
+    inner: Arc<dyn ObjectStore>,
 }
 
 impl LakeStore {
     /// A store over the whole local file system, like DataFusion's default.
     pub fn new() -> LakeStore {
-        LakeStore {
-            inner: Arc::new(LocalFileSystem::new()),
-        }
+        LakeStore::over(Arc::new(LocalFileSystem::new()))
+    }
+
+    /// The lake's view of `inner` (a bucket).
+    pub fn over(inner: Arc<dyn ObjectStore>) -> LakeStore {
+        LakeStore { inner }
     }
 }
 
@@ -116,8 +120,8 @@ impl ObjectStore for LakeStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        // The whole listing is needed to know what supersedes what; lake
-        // directories are local and small enough to collect.
+        // The whole listing is needed to know what supersedes what; a
+        // day's listing is small enough to collect.
         let listing = self.inner.list(prefix);
         stream::once(async move {
             let all: Vec<Result<ObjectMeta>> = listing.collect().await;

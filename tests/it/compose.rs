@@ -16,6 +16,7 @@ fn docker_compose_file_is_accepted_by_compose() {
         .current_dir(repo())
         .env("ANTHROPIC_API_KEY", "x")
         .env("GRAFANA_ADMIN_PASSWORD", "generated")
+        .env("MINIO_ROOT_PASSWORD", "generated")
         .output()
         .expect("docker-compose is installed by scripts/install-test-deps.sh");
     assert!(
@@ -101,6 +102,7 @@ fn resolved(env: &[(&str, &str)]) -> Result<serde_yaml::Value, String> {
         .current_dir(repo());
     for var in [
         "GRAFANA_ADMIN_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
         "TOLLGATE_PUBLISH_ADDR",
         "TOLLGATE_ADMIN_TOKEN",
     ] {
@@ -118,11 +120,14 @@ fn resolved(env: &[(&str, &str)]) -> Result<serde_yaml::Value, String> {
 
 #[test]
 fn compose_refuses_to_start_grafana_without_a_generated_password() {
-    let err = resolved(&[("ANTHROPIC_API_KEY", "x")]).unwrap_err();
+    let err = resolved(&[("ANTHROPIC_API_KEY", "x"), ("MINIO_ROOT_PASSWORD", "pw")]).unwrap_err();
     assert!(err.contains("GRAFANA_ADMIN_PASSWORD"), "{err}");
+    let err = resolved(&[("ANTHROPIC_API_KEY", "x"), ("GRAFANA_ADMIN_PASSWORD", "pw")]).unwrap_err();
+    assert!(err.contains("MINIO_ROOT_PASSWORD"), "MinIO needs a generated password too: {err}");
     let doc = resolved(&[
         ("ANTHROPIC_API_KEY", "x"),
         ("GRAFANA_ADMIN_PASSWORD", "pw-from-env"),
+        ("MINIO_ROOT_PASSWORD", "pw"),
     ])
     .unwrap();
     let env = &doc["services"]["grafana"]["environment"];
@@ -135,7 +140,11 @@ fn compose_refuses_to_start_grafana_without_a_generated_password() {
 
 #[test]
 fn every_published_port_is_bound_to_loopback_unless_asked() {
-    let base = [("ANTHROPIC_API_KEY", "x"), ("GRAFANA_ADMIN_PASSWORD", "pw")];
+    let base = [
+        ("ANTHROPIC_API_KEY", "x"),
+        ("GRAFANA_ADMIN_PASSWORD", "pw"),
+        ("MINIO_ROOT_PASSWORD", "pw"),
+    ];
     let published = |doc: &serde_yaml::Value| -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (name, service) in doc["services"].as_mapping().unwrap() {

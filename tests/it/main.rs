@@ -12,6 +12,7 @@ mod compose;
 mod dashboards;
 mod gateway_protocol;
 mod kafka;
+mod lake_s3;
 mod ops;
 mod passthrough;
 mod properties;

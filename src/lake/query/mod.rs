@@ -76,11 +76,6 @@ impl Lake {
         layout: &LakeLayout,
         memory_bytes: usize,
     ) -> Result<Lake, LakeError> {
-        let dir = layout.events_dir();
-        crate::private_fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
-            path: dir.clone(),
-            source,
-        })?;
         let config = SessionConfig::new()
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
@@ -92,23 +87,15 @@ impl Lake {
             // pruned on open by their row-group statistics, bloom filters
             // and page index.
             .set_bool("datafusion.execution.collect_statistics", false);
-        // The sink adds files all the time: list them on every query rather
-        // than serve a cached listing that misses the newest events.
-        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(cache)
-            .with_memory_limit(memory_bytes, 1.0)
-            // What does not fit spills to disk, but no more than fits in
-            // memory (DataFusion's default is 100 GiB of temporary files).
-            .with_max_temp_directory_size(memory_bytes as u64)
-            .build_arc()?;
-        // Reads go through the store that hides files a compaction merged.
-        runtime.register_object_store(
-            ObjectStoreUrl::local_filesystem().as_ref(),
-            Arc::new(LakeStore::new()),
-        );
+        let (url, runtime) = match layout.remote() {
+            None => (local_events_url(layout)?, local_runtime(memory_bytes)?),
+            Some(remote) => (
+                remote.url_of(&layout.events_dir()),
+                bucket_runtime(remote, memory_bytes)?,
+            ),
+        };
         let ctx = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let url = ListingTableUrl::parse(url)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![("day".to_owned(), DataType::Utf8)]);
@@ -154,6 +141,65 @@ impl Lake {
         ctx.register_table("events", table)?;
         Ok(ctx)
     }
+}
+
+/// The local `events` directory (created if missing) as a table URL.
+fn local_events_url(layout: &LakeLayout) -> Result<String, LakeError> {
+    let dir = layout.events_dir();
+    crate::private_fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(format!("{}/", dir.display()))
+}
+
+/// The query runtime of a local lake: the sink adds files all the time,
+/// so files are listed on every query rather than served from a cached
+/// listing that misses the newest events (a local listing is cheap).
+fn local_runtime(memory_bytes: usize) -> Result<Arc<RuntimeEnv>, LakeError> {
+    let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(cache)
+        .with_memory_limit(memory_bytes, 1.0)
+        // What does not fit spills to disk, but no more than fits in
+        // memory (DataFusion's default is 100 GiB of temporary files).
+        .with_max_temp_directory_size(memory_bytes as u64)
+        .build_arc()?;
+    // Reads go through the store that hides files a compaction merged.
+    runtime.register_object_store(
+        ObjectStoreUrl::local_filesystem().as_ref(),
+        Arc::new(LakeStore::new()),
+    );
+    Ok(runtime)
+}
+
+/// The query runtime of a lake in a bucket. A listing there is a request
+/// per 1000 files, so one is reused for the lake's listing TTL (the
+/// sink's flush interval: a new file shows up no later than one flush
+/// more); Parquet footers are cached by DataFusion's file metadata cache,
+/// keyed by path and checked against size and modification time.
+fn bucket_runtime(
+    remote: &super::object::ObjectLake,
+    memory_bytes: usize,
+) -> Result<Arc<RuntimeEnv>, LakeError> {
+    let cache = CacheManagerConfig::default()
+        .with_list_files_cache_limit(4 * 1024 * 1024)
+        .with_list_files_cache_ttl(Some(remote.listing_ttl()));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(cache)
+        .with_memory_limit(memory_bytes, 1.0)
+        // What does not fit spills to disk, but no more than fits in
+        // memory (DataFusion's default is 100 GiB of temporary files).
+        .with_max_temp_directory_size(memory_bytes as u64)
+        .build_arc()?;
+    let base = url::Url::parse(remote.base()).map_err(|e| {
+        LakeError::Query(datafusion::error::DataFusionError::Configuration(format!(
+            "lake URL {}: {e}",
+            remote.base()
+        )))
+    })?;
+    runtime.register_object_store(&base, Arc::new(LakeStore::over(remote.store())));
+    Ok(runtime)
 }
 
 /// Lake queries run on their own threads: a heavy scan or a runaway SQL

@@ -1,0 +1,251 @@
+//! The lake in a bucket: `tollgate serve` with `[lake] url = "s3://…"`
+//! against a real S3-protocol server (moto in server mode, from PyPI,
+//! installed by scripts/install-test-deps.sh) on a free loopback port.
+//! Events go through the mock provider, land in the bucket as Parquet,
+//! and come back through the query API; compaction merges them there
+//! without losing or doubling a row.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+
+use crate::support::{ADMIN, Tollgate, client, start_mock, write_config};
+
+/// The bucket and prefix the lake goes to.
+const BUCKET: &str = "tollgate-lake";
+const PREFIX: &str = "prod";
+
+/// A moto S3 server on a free loopback port; killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start(dir: &Path) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("PYTHONPATH", moto_dir())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 starts moto");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not listen on {addr}; log:\n{}",
+                std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto {
+            child,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+
+    /// Creates the bucket (moto's server mode takes an unsigned
+    /// CreateBucket; object_store cannot create buckets).
+    async fn create_bucket(&self, bucket: &str) {
+        let r = client()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "CreateBucket: {}", r.status());
+    }
+
+    /// The `[lake]` section pointing at the bucket.
+    fn lake_config(&self) -> String {
+        format!(
+            r#"
+[lake]
+url = "s3://{BUCKET}/{PREFIX}"
+
+[lake.options]
+aws_endpoint = "{}"
+aws_allow_http = "true"
+aws_virtual_hosted_style_request = "false"
+aws_region = "us-east-1"
+aws_access_key_id = "test"
+aws_secret_access_key = "test"
+"#,
+            self.endpoint
+        )
+    }
+
+    /// A client of the bucket, to look at what tollgate put there.
+    fn store(&self) -> impl ObjectStore {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap()
+    }
+
+    /// The lake files in the bucket.
+    async fn lake_files(&self) -> Vec<String> {
+        let prefix = object_store::path::Path::from(format!("{PREFIX}/events"));
+        let mut names: Vec<String> = self
+            .store()
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        names.retain(|n| n.ends_with(".parquet"));
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the test command installed moto (PyPI `moto[server]`).
+fn moto_dir() -> PathBuf {
+    let tools = std::env::var("TOLLGATE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
+        });
+    let dir = tools.join("moto");
+    assert!(
+        dir.join("moto").exists(),
+        "moto is not installed at {} (scripts/install-test-deps.sh installs it)",
+        dir.display()
+    );
+    dir
+}
+
+/// Sends `n` requests of trace `trace` through tollgate, one at a time.
+async fn send(tg: &Tollgate, trace: &str, n: usize) {
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..n {
+        let r = tg
+            .post("/v1/messages")
+            .header("x-tollgate-trace-id", trace)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+}
+
+/// `GET /v1/spend?group_by=team` as `(requests, spend_usd)` of team eng.
+async fn spend_of_eng(tg: &Tollgate) -> (u64, String) {
+    let r = client()
+        .get(format!("{}/v1/spend?group_by=team", tg.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let row = body["data"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["team"] == "eng"))
+        .unwrap_or_else(|| panic!("no spend row for team eng: {body}"))
+        .clone();
+    (
+        row["requests"].as_u64().unwrap(),
+        row["spend_usd"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Local lake files under `data.dir` (there must be none).
+fn local_parquet(dir: &Path) -> usize {
+    fn walk(dir: &Path, n: &mut usize) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(dir, &mut n);
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lake_in_a_bucket_is_written_queried_and_compacted_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(dir.path());
+    moto.create_bucket(BUCKET).await;
+    let mock = start_mock().await;
+    let config = write_config(dir.path(), &mock.url(), &moto.lake_config());
+
+    // Three batches, each waited for, so the sink writes several files.
+    let tg = Tollgate::start_with_config(dir.path(), config.clone());
+    for (i, n) in [(1, 4), (2, 3), (3, 5)] {
+        send(&tg, "trace-s3", n).await;
+        let total = [4, 7, 12][i - 1];
+        tg.wait_for_trace("trace-s3", total).await;
+    }
+    let files = moto.lake_files().await;
+    assert!(files.len() >= 3, "files in the bucket: {files:?}");
+    assert_eq!(local_parquet(dir.path()), 0, "no lake file on local disk");
+    let (requests, spend) = spend_of_eng(&tg).await;
+    assert_eq!(requests, 12);
+    tg.stop();
+
+    // Compaction in the bucket: one merged file; its inputs are hidden at
+    // once and deleted by the next run.
+    let compact = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["compact", "--min-files", "2", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tollgate compact: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let report = compact();
+    assert_eq!(report["files_merged"], files.len(), "{report}");
+    assert_eq!(report["rows"], 12, "{report}");
+    let tg = Tollgate::start_with_config(dir.path(), config.clone());
+    let events = tg.wait_for_trace("trace-s3", 12).await;
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| &e["event_id"]).collect();
+    assert_eq!(ids.len(), 12, "each event once after compaction");
+    assert_eq!(spend_of_eng(&tg).await, (12, spend.clone()));
+    tg.stop();
+    let report = compact();
+    assert_eq!(report["leftovers_deleted"], files.len(), "{report}");
+    assert_eq!(moto.lake_files().await.len(), 1);
+}
