@@ -368,14 +368,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_a_bucket_merged_inputs_stay_hidden_until_the_next_run_deletes_them() {
-        let store = Arc::new(datafusion::object_store::memory::InMemory::new());
-        let lake = crate::lake::object::ObjectLake::new(
-            store,
-            "memory://lake",
-            datafusion::object_store::path::Path::from("pre"),
-        )
-        .unwrap();
-        let layout = LakeLayout::on_object_store(lake);
+        let layout = crate::lake::object::in_memory_layout();
         let l = layout.clone();
         let first = tokio::task::spawn_blocking(move || {
             for f in 0..4u64 {

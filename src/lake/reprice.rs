@@ -170,14 +170,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reprice_rewrites_files_in_a_bucket_in_place() {
-        let store = Arc::new(datafusion::object_store::memory::InMemory::new());
-        let lake = crate::lake::object::ObjectLake::new(
-            store,
-            "memory://lake",
-            datafusion::object_store::path::Path::from("pre"),
-        )
-        .unwrap();
-        let layout = LakeLayout::on_object_store(lake);
+        let layout = crate::lake::object::in_memory_layout();
         let report = tokio::task::spawn_blocking(move || {
             let mut e = crate::event::tests::sample_event();
             e.cost = None;

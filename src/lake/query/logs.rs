@@ -217,6 +217,26 @@ pub struct TraceTotals {
 }
 
 impl Lake {
+    /// Every event `scope` may see whose `column` equals `value`, oldest
+    /// first, as API rows: what a trace and a session view are built from.
+    pub(super) async fn events_where(
+        &self,
+        scope: &Scope,
+        column: &str,
+        value: &str,
+    ) -> Result<Vec<serde_json::Value>, LakeError> {
+        let df = self
+            .events(scope)
+            .await?
+            .filter(col(column).eq(lit(value)))?
+            .sort(vec![
+                col("started_at").sort(true, false),
+                col("event_id").sort(true, false),
+            ])?;
+        let batches = collect(df, None).await?;
+        Ok(rows_as_json(&batches)?.into_iter().map(shape_row).collect())
+    }
+
     /// Events matching the query, in its order, after its cursor.
     pub async fn logs(&self, scope: &Scope, q: &LogQuery) -> Result<LogPage, LakeError> {
         let mut predicates = q.filter.exprs();
@@ -287,17 +307,7 @@ impl Lake {
         scope: &Scope,
         trace_id: &str,
     ) -> Result<Option<TraceView>, LakeError> {
-        let df = self
-            .events(scope)
-            .await?
-            .filter(col("trace_id").eq(lit(trace_id)))?
-            .sort(vec![
-                col("started_at").sort(true, false),
-                col("event_id").sort(true, false),
-            ])?;
-        let batches = collect(df, None).await?;
-        let events: Vec<serde_json::Value> =
-            rows_as_json(&batches)?.into_iter().map(shape_row).collect();
+        let events = self.events_where(scope, "trace_id", trace_id).await?;
         if events.is_empty() {
             return Ok(None);
         }

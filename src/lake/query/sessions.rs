@@ -5,12 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use datafusion::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::logs::{TraceTotals, shape_row, totals};
-use super::{Lake, LakeError, Scope, collect, rows_as_json};
+use super::logs::{TraceTotals, totals};
+use super::{Lake, LakeError, Scope};
 
 /// Every event of one session, oldest first, with totals and the agent
 /// tree.
@@ -51,17 +50,7 @@ impl Lake {
         scope: &Scope,
         session_id: &str,
     ) -> Result<Option<SessionView>, LakeError> {
-        let df = self
-            .events(scope)
-            .await?
-            .filter(col("session_id").eq(lit(session_id)))?
-            .sort(vec![
-                col("started_at").sort(true, false),
-                col("event_id").sort(true, false),
-            ])?;
-        let batches = collect(df, None).await?;
-        let events: Vec<serde_json::Value> =
-            rows_as_json(&batches)?.into_iter().map(shape_row).collect();
+        let events = self.events_where(scope, "session_id", session_id).await?;
         if events.is_empty() {
             return Ok(None);
         }
