@@ -6,6 +6,7 @@
 //! One `event::LlmEvent` flows one way through them; a module never imports
 //! one downstream of it. `roles` wires them into processes.
 
+pub mod backoff;
 pub mod budget;
 pub mod config;
 pub mod event;

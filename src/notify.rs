@@ -24,6 +24,7 @@ use sha2::Sha256;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::accounting::ledger::Alert;
 use crate::bus::{ALERTS_TOPIC, BusError, BusRecord, Log, Subscription, history};
 use crate::config::{WebhookConfig, WebhookFormat};
@@ -306,7 +307,7 @@ impl DeliveryTask {
         let format = format_label(self.hook.format);
         let url = self.hook.redacted_url();
         let started = Instant::now();
-        let mut backoff = self.options.first_backoff;
+        let mut backoff = Backoff::new(self.options.first_backoff, self.options.max_backoff);
         loop {
             let error = match deliver(&self.http, &self.hook, alert).await {
                 Ok(()) => {
@@ -330,14 +331,13 @@ impl DeliveryTask {
                     retried_s = started.elapsed().as_secs(), "alert dropped for this webhook: it kept failing");
                 return true;
             }
-            let wait = backoff.min(left);
+            let wait = backoff.next_wait().min(left);
             tracing::warn!(alert_id = %alert.alert_id, %url, error = %error,
                 retry_in_ms = wait.as_millis() as u64, "alert delivery failed; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.cancelled() => return false,
             }
-            backoff = (backoff * 2).min(self.options.max_backoff);
         }
     }
 }

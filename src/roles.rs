@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::accounting::accountant::Accountant;
 use crate::api::{self, ApiState};
 use crate::budget::BudgetRecord;
@@ -460,17 +461,16 @@ async fn feed_budget_state(
     admission: Arc<Admission>,
     stop: CancellationToken,
 ) -> Result<(), BusError> {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let last = loop {
         match log.last_in(BUDGETS_TOPIC, 0).await {
             Ok(last) => break last,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read budget state yet; admission follows admission.on_unknown_state");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                     _ = stop.cancelled() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     };
@@ -502,19 +502,18 @@ async fn feed_budget_state(
 
 /// Retries topic set-up until it works (true) or shutdown starts (false).
 async fn wait_for_topics(kafka: &KafkaBus, stopping: &CancellationToken) -> bool {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match kafka.ensure_topics().await {
             Ok(()) => return true,
             Err(e) => {
-                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for Kafka")
+                tracing::error!(error = %e, retry_in_ms = backoff.peek().as_millis() as u64, "waiting for Kafka")
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
             _ = stopping.cancelled() => return false,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -450,9 +450,9 @@ pub fn backoff(n: u32, retry_after: Option<&str>) -> Duration {
     if let Some(wait) = retry_after.and_then(retry_after_secs) {
         return wait;
     }
-    let base = 250.0 * 2f64.powi(n.saturating_sub(1).min(16) as i32);
-    let jitter = rand::thread_rng().gen_range(0.0..0.25);
-    Duration::from_millis((base * (1.0 + jitter)).min(8000.0) as u64)
+    crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(8))
+        .with_jitter(0.25)
+        .nth(n)
 }
 
 /// A `retry-after` in seconds, capped at 60; `None` for anything that is

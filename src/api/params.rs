@@ -209,4 +209,35 @@ mod tests {
         let f = Params::new(&map, &[]).unwrap().filter(&Scope::All).unwrap();
         assert_eq!(f.metadata, vec![("repo".into(), "tollgate".into())]);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any query string is a filter or an error naming a parameter;
+        /// never a panic, and a team token never reads another team.
+        #[test]
+        fn any_query_string_is_a_filter_or_a_named_refusal(
+            pairs in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "status", "from", "to", "team", "trace_id", "metadata.k",
+                        "metadata.", "limit", "bogus",
+                    ]),
+                    "\\PC{0,40}|[0-9]{1,25}|-?[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}",
+                ),
+                0..6,
+            ),
+        ) {
+            let map: HashMap<String, String> =
+                pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let scope = Scope::Team("eng".into());
+            match Params::new(&map, &["limit"]).and_then(|p| {
+                p.int("limit", 1, 1000, 100)?;
+                p.filter(&scope)
+            }) {
+                Ok(f) => proptest::prop_assert_eq!(f.team.as_deref(), Some("eng")),
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::embedded_bus::EmbeddedBus;
 use super::kafka::KafkaBus;
 use super::{BusError, EVENTS_TOPIC, Log};
+use crate::backoff::Backoff;
 use crate::metrics::METRICS;
 
 /// The journal's consumer group: the forwarder's progress into Kafka.
@@ -53,16 +54,15 @@ pub async fn run(
 /// Creates the topics, retrying while the broker is unreachable: the
 /// gateway keeps serving (into the journal) meanwhile.
 async fn ensure_topics(kafka: &KafkaBus) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match kafka.ensure_topics().await {
             Ok(()) => return,
             Err(e) => {
                 METRICS.bus_broker_up.set(0);
-                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                tracing::error!(error = %e, retry_in_ms = backoff.peek().as_millis() as u64,
                     "cannot set up Kafka topics; events wait in the journal");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }
@@ -94,7 +94,7 @@ async fn forward(
         };
         let n = records.len() as u64;
         let batch: Vec<_> = records.into_iter().map(|r| (r.key, r.payload)).collect();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let delivered = kafka.append(EVENTS_TOPIC, batch.clone());
             tokio::pin!(delivered);
@@ -114,10 +114,9 @@ async fn forward(
                 Err(e) => {
                     in_outage = true;
                     METRICS.bus_broker_up.set(0);
-                    tracing::error!(error = %e, events = n, retry_in_ms = backoff.as_millis() as u64,
+                    tracing::error!(error = %e, events = n, retry_in_ms = backoff.peek().as_millis() as u64,
                         "events not delivered to Kafka; they stay in the journal and are retried");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
             }
         }

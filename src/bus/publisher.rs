@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::Log;
 use super::embedded::MAX_RECORD_BYTES;
 use super::oversize::{self, Fitted};
+use crate::backoff::Backoff;
 use crate::event::LlmEvent;
 use crate::handoff::EventQueue;
 use crate::metrics::METRICS;
@@ -73,16 +74,15 @@ fn encode(event: LlmEvent, topic: &str) -> Option<(Bytes, Bytes)> {
 /// Retries an append with capped backoff until it lands: the queue in
 /// front stays bounded meanwhile, so nothing grows without limit here.
 async fn append_until_done(log: &dyn Log, topic: &str, records: Vec<(Bytes, Bytes)>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match log.append(topic, records.clone()).await {
             Ok(()) => return,
             Err(e) => {
                 METRICS.bus_append_errors.with_label_values(&[topic]).inc();
-                tracing::error!(topic, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                tracing::error!(topic, error = %e, retry_in_ms = backoff.peek().as_millis() as u64,
                     "bus append failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
     }
