@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -30,6 +29,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::auth::Identity;
+use super::plan::WorstCase;
 use super::tokens::TokenCounter;
 use crate::budget::{BudgetRecord, BudgetSpec, BudgetStates, LedgerId, Who};
 use crate::config::{AdmissionConfig, BudgetScope, RateLimitConfig, UnknownStatePolicy};
@@ -338,12 +338,11 @@ impl Admission {
     pub async fn admit(
         self: &Arc<Self>,
         who: &Identity,
-        model: Option<&str>,
-        max_tokens: u64,
-        body: &Bytes,
+        ask: &WorstCase,
         at: DateTime<Utc>,
     ) -> Result<Ticket, Refusal> {
-        self.check_rate_limits(who, body.len() as u64, max_tokens)?;
+        let body = &ask.body;
+        self.check_rate_limits(who, body.len() as u64, ask.max_tokens)?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket {
             admission: self.clone(),
@@ -358,7 +357,7 @@ impl Admission {
         }
         // A free upper bound first: input tokens ≤ body bytes.
         let bound = body.len() as u64;
-        match self.try_reserve(&ticket, &covering, model, bound, max_tokens) {
+        match self.try_reserve(&ticket, &covering, ask, bound) {
             Ok(()) => return Ok(ticket),
             Err(Refusal::StateUnknown) => return Err(Refusal::StateUnknown),
             Err(_) => {}
@@ -366,7 +365,7 @@ impl Admission {
         // Near a limit: count tokens properly (off the async threads, a
         // bounded number at a time; busy counters keep the byte bound).
         let counted = self.counter.upper_bound(body).await.unwrap_or(bound);
-        self.try_reserve(&ticket, &covering, model, counted.min(bound), max_tokens)?;
+        self.try_reserve(&ticket, &covering, ask, counted.min(bound))?;
         Ok(ticket)
     }
 
@@ -453,12 +452,12 @@ impl Admission {
         &self,
         ticket: &Ticket,
         covering: &[(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)],
-        model: Option<&str>,
+        ask: &WorstCase,
         input: u64,
-        max_tokens: u64,
     ) -> Result<(), Refusal> {
+        let max_tokens = ask.max_tokens;
         let usd = if ticket.spends_usd {
-            self.worst_case_usd(model, input, max_tokens)
+            self.worst_case_usd(ask.model.as_deref(), input, max_tokens, &ask.billing)
         } else {
             Decimal::ZERO
         };
@@ -529,10 +528,20 @@ impl Admission {
     /// rate (the 1-hour cache write), `max_tokens` of output. A model no
     /// table has is priced as the accountant will price it (provisionally:
     /// its line's latest entry, else the unknown-model rates), never at $0.
-    pub fn worst_case_usd(&self, model: Option<&str>, input: u64, max_tokens: u64) -> Decimal {
+    /// `billing` carries what the request asked that changes the rates
+    /// (fast mode, US-only inference).
+    pub fn worst_case_usd(
+        &self,
+        model: Option<&str>,
+        input: u64,
+        max_tokens: u64,
+        billing: &Usage,
+    ) -> Decimal {
         let usage = Usage {
             cache_creation_1h_tokens: input,
             output_tokens: max_tokens,
+            speed: billing.speed.clone(),
+            inference_geo: billing.inference_geo.clone(),
             ..Usage::default()
         };
         self.actual_usd("anthropic", model, &usage)
@@ -622,6 +631,24 @@ mod tests {
     use super::*;
     use crate::budget::LedgerState;
     use crate::config::BudgetConfig;
+
+    #[test]
+    fn fast_mode_and_us_only_requests_are_reserved_at_their_dearer_rates() {
+        let a = admission("budgets = []");
+        let price = |billing: Usage| a.worst_case_usd(Some("claude-opus-5"), 1000, 1000, &billing);
+        let standard = price(Usage::default());
+        let fast = price(Usage {
+            speed: Some("fast".into()),
+            ..Usage::default()
+        });
+        let us_only = price(Usage {
+            inference_geo: Some("us".into()),
+            ..Usage::default()
+        });
+        assert!(standard > Decimal::ZERO);
+        assert_eq!(fast, standard * Decimal::from(2), "fast Opus 5 is $10/$50 against $5/$25");
+        assert_eq!(us_only, standard * Decimal::new(11, 1));
+    }
 
     fn admission(budgets: &str) -> Arc<Admission> {
         #[derive(serde::Deserialize)]
@@ -726,11 +753,14 @@ limit_usd = "10"
         );
         let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
         spent(&a, "alice-day", "alice", at, "8");
-        let body = Bytes::from_static(b"{\"model\":\"claude-sonnet-4-5\"}");
-        let ticket = a
-            .admit(&alice(), Some("claude-sonnet-4-5"), 1000, &body, at)
-            .await
-            .unwrap();
+        let body = bytes::Bytes::from_static(b"{\"model\":\"claude-sonnet-4-5\"}");
+        let ask = WorstCase {
+            model: Some("claude-sonnet-4-5".into()),
+            max_tokens: 1000,
+            body: body.clone(),
+            billing: Usage::default(),
+        };
+        let ticket = a.admit(&alice(), &ask, at).await.unwrap();
         let u = |a: &Admission| a.tightest_budget(&alice(), at).unwrap().utilisation;
         assert!((u(&a) - 0.8).abs() < 1e-9, "the reservation is not spend");
         let usage = Usage {

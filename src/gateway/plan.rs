@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use super::request_head::RequestHead;
+use crate::event::Usage;
 use crate::route::{self, RouteConfig};
 
 /// One target of the plan and the body it gets.
@@ -24,6 +25,9 @@ pub struct WorstCase {
     pub model: Option<String>,
     pub max_tokens: u64,
     pub body: Bytes,
+    /// The billing choices the body makes (`speed`, `inference_geo`):
+    /// fast mode and US-only inference cost more, so they are reserved.
+    pub billing: Usage,
 }
 
 /// The targets a request tries, in order.
@@ -56,11 +60,17 @@ impl Plan {
     /// caller prices them and reserves for the dearest.
     pub fn candidates(&self) -> impl Iterator<Item = WorstCase> + '_ {
         self.targets.iter().map(|t| {
-            let head = RequestHead::parse(&t.body).ok();
+            let head = RequestHead::parse(&t.body).unwrap_or_default();
+            let owned = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().map(str::to_owned);
             WorstCase {
-                model: head.as_ref().and_then(|h| h.model.as_deref().map(str::to_owned)),
-                max_tokens: head.and_then(|h| h.max_tokens).unwrap_or(0),
+                model: owned(&head.model),
+                max_tokens: head.max_tokens.unwrap_or(0),
                 body: t.body.clone(),
+                billing: Usage {
+                    speed: owned(&head.speed),
+                    inference_geo: owned(&head.inference_geo),
+                    ..Usage::default()
+                },
             }
         })
     }

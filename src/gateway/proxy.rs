@@ -222,14 +222,14 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let bound = |c: &WorstCase| {
             self.admission
-                .worst_case_usd(c.model.as_deref(), c.body.len() as u64, c.max_tokens)
+                .worst_case_usd(c.model.as_deref(), c.body.len() as u64, c.max_tokens, &c.billing)
         };
         let Some(worst) = plan.candidates().max_by_key(|c| (bound(c), c.max_tokens)) else {
             return Ok(());
         };
         let ticket = self
             .admission
-            .admit(identity, worst.model.as_deref(), worst.max_tokens, &worst.body, at)
+            .admit(identity, &worst, at)
             .await?;
         recording.admitted(self.admission.gateway_id(), ticket);
         Ok(())

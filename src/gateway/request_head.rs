@@ -1,7 +1,7 @@
 //! The few request-body fields the gateway's decisions need, read once.
 //!
 //! Claude Code's bodies are 76–120 KB; only `model`, `stream` and
-//! `max_tokens` matter here, so everything else is skipped without being
+//! `max_tokens` (and the billing choices `speed` and `inference_geo`) matter here, so everything else is skipped without being
 //! built (serde borrows the strings and ignores the rest).
 
 use std::borrow::Cow;
@@ -19,6 +19,12 @@ pub struct RequestHead<'a> {
     pub stream: Option<bool>,
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// `"fast"` asks for fast mode, billed at the model's fast rates.
+    #[serde(borrow, default)]
+    pub speed: Option<Cow<'a, str>>,
+    /// `"us"` asks for US-only inference, billed ×1.1.
+    #[serde(borrow, default)]
+    pub inference_geo: Option<Cow<'a, str>>,
 }
 
 impl<'a> RequestHead<'a> {
