@@ -615,7 +615,6 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RoleError> {
     listener.local_addr().map_err(RoleError::Serve)
 }
 
-/// Serves `app` until `stop` is cancelled, then waits for open requests.
 /// Merges small lake files every `every` until stopped (with `ownership`,
 /// only of the partitions the sink holds). A failed run is logged and
 /// tried again next time: the lake stays correct either way.
@@ -648,6 +647,7 @@ async fn compact_periodically(
     }
 }
 
+/// Serves `app` until `stop` is cancelled, then waits for open requests.
 fn spawn_http(
     listener: TcpListener,
     app: axum::Router,

@@ -38,27 +38,7 @@ use crate::metrics::METRICS;
 use crate::pricing::cost::quote;
 use crate::pricing::{PriceQuery, SharedBook};
 
-/// Why a request was not admitted.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refusal {
-    #[error("budget {budget} ({subject}) would be exceeded: {spent} spent of {limit}{resets}")]
-    Budget {
-        budget: String,
-        subject: String,
-        spent: String,
-        limit: String,
-        resets: String,
-    },
-    #[error("budget state is not known yet (this gateway is still reading it); try again shortly")]
-    StateUnknown,
-    #[error("rate limit of {scope} {subject}: {limit}; retry in {retry_after_secs} s")]
-    RateLimited {
-        scope: &'static str,
-        subject: String,
-        limit: String,
-        retry_after_secs: u64,
-    },
-}
+pub use super::error::Refusal;
 
 /// A request's reservation; settle it with the real usage when the
 /// request ends. Dropped unsettled, it is released.

@@ -4,9 +4,31 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
-use super::admission::Refusal;
 use crate::providers::ProviderError;
 use crate::route::RouteError;
+
+/// Why a request was not admitted (decided by admission; defined here so
+/// this module imports nothing of the request path and stays a leaf).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("budget {budget} ({subject}) would be exceeded: {spent} spent of {limit}{resets}")]
+    Budget {
+        budget: String,
+        subject: String,
+        spent: String,
+        limit: String,
+        resets: String,
+    },
+    #[error("budget state is not known yet (this gateway is still reading it); try again shortly")]
+    StateUnknown,
+    #[error("rate limit of {scope} {subject}: {limit}; retry in {retry_after_secs} s")]
+    RateLimited {
+        scope: &'static str,
+        subject: String,
+        limit: String,
+        retry_after_secs: u64,
+    },
+}
 
 /// Why the gateway answered instead of the provider.
 #[derive(Debug, thiserror::Error)]
