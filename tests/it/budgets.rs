@@ -54,8 +54,6 @@ fn dec(v: &serde_json::Value) -> Decimal {
     Decimal::from_str(v.as_str().unwrap()).unwrap()
 }
 
-/// Waits until nothing is reserved any more and returns the spend of
-/// `budget` (the state has caught up with every request).
 /// Posts `body`; while the gateway has not read budget state yet (503,
 /// fail closed just after start) it waits and posts again.
 pub async fn post_once_admitting(tg: &Tollgate, body: &str) -> u16 {
@@ -76,6 +74,8 @@ pub async fn post_once_admitting(tg: &Tollgate, body: &str) -> u16 {
     }
 }
 
+/// Waits until nothing is reserved any more and returns the spend of
+/// `budget` (the state has caught up with every request).
 pub async fn settled_spend(tg: &Tollgate, budget: &str) -> Decimal {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
