@@ -50,7 +50,10 @@ impl Backoff {
     /// The wait before try `n` (1-based) of a fresh policy.
     pub fn nth(&self, n: u32) -> Duration {
         let doublings = n.saturating_sub(1).min(32);
-        let base = self.first.saturating_mul(1u32 << doublings.min(31)).min(self.max);
+        let base = self
+            .first
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max);
         self.jittered(base)
     }
 
@@ -89,7 +92,10 @@ mod tests {
         let b = Backoff::new(Duration::from_millis(1000), Duration::from_secs(8)).with_jitter(0.25);
         for _ in 0..100 {
             let w = b.nth(1);
-            assert!(w >= Duration::from_millis(1000) && w <= Duration::from_millis(1250), "{w:?}");
+            assert!(
+                w >= Duration::from_millis(1000) && w <= Duration::from_millis(1250),
+                "{w:?}"
+            );
         }
     }
 }

@@ -689,7 +689,11 @@ impl Config {
                     )));
                 }
             }
-            if let Some(route) = k.client_routes.iter().find(|r| !self.routes.contains_key(*r)) {
+            if let Some(route) = k
+                .client_routes
+                .iter()
+                .find(|r| !self.routes.contains_key(*r))
+            {
                 return Err(invalid(format!(
                     "keys[{}].client_routes names {route:?}, which is not a [routes.*] entry",
                     k.id

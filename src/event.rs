@@ -1034,7 +1034,16 @@ pub(crate) mod tests {
         let e = sample_event();
         let mut v = serde_json::to_value(&e).unwrap();
         let usage = v["usage"].as_object_mut().unwrap();
-        usage.retain(|k, _| !matches!(k.as_str(), "speed" | "inference_geo" | "service_tier" | "iterations" | "fallback_credit_redeemed"));
+        usage.retain(|k, _| {
+            !matches!(
+                k.as_str(),
+                "speed"
+                    | "inference_geo"
+                    | "service_tier"
+                    | "iterations"
+                    | "fallback_credit_redeemed"
+            )
+        });
         let back: LlmEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back.usage.speed, None);
         assert!(back.usage.iterations.is_empty());

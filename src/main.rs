@@ -252,7 +252,13 @@ fn main() -> anyhow::Result<()> {
                     effective_from,
                     accept_changes,
                 },
-        } => pricing_import(&from, &dir, provider.as_deref(), effective_from, accept_changes),
+        } => pricing_import(
+            &from,
+            &dir,
+            provider.as_deref(),
+            effective_from,
+            accept_changes,
+        ),
         Command::Pricing {
             command: PricingCommand::Check { dir, lake, config },
         } => {
@@ -422,7 +428,8 @@ fn catalogue_url(format: tollgate::pricing::import::Format, from: &std::path::Pa
     let name = from.file_name().and_then(|n| n.to_str()).unwrap_or("?");
     match format {
         tollgate::pricing::import::Format::LiteLlm => {
-            "https://github.com/BerriAI/litellm/blob/main/model_prices_and_context_window.json".to_owned()
+            "https://github.com/BerriAI/litellm/blob/main/model_prices_and_context_window.json"
+                .to_owned()
         }
         tollgate::pricing::import::Format::Portkey => {
             format!("https://github.com/Portkey-AI/models/blob/main/pricing/{name}")
@@ -440,8 +447,8 @@ fn pricing_import(
     accept_changes: bool,
 ) -> anyhow::Result<()> {
     use tollgate::pricing::import;
-    let text = std::fs::read_to_string(from)
-        .with_context(|| format!("cannot read {}", from.display()))?;
+    let text =
+        std::fs::read_to_string(from).with_context(|| format!("cannot read {}", from.display()))?;
     let name = from.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let (format, offers) = import::read_offers(&text, name, provider)?;
     let book = PriceBook::load_dir(dir)?;
@@ -458,7 +465,13 @@ fn pricing_import(
              Check them against Anthropic's pricing page, then rerun with --accept-changes to add them as new entries from {day}"
         );
     }
-    let entries = import::new_entries(&book, &changes, day, &catalogue_url(format, from), accept_changes);
+    let entries = import::new_entries(
+        &book,
+        &changes,
+        day,
+        &catalogue_url(format, from),
+        accept_changes,
+    );
     if entries.is_empty() {
         println!("nothing to write");
         return Ok(());
@@ -466,14 +479,16 @@ fn pricing_import(
     let mut originals = Vec::new();
     for (provider, add) in &entries {
         let path = dir.join(format!("{provider}.toml"));
-        let old = std::fs::read_to_string(&path).unwrap_or_else(|_| format!("provider = \"{provider}\"\n"));
+        let old = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| format!("provider = \"{provider}\"\n"));
         std::fs::write(&path, format!("{}\n{add}", old.trim_end()))
             .with_context(|| format!("cannot write {}", path.display()))?;
         originals.push((path, old));
     }
     if let Err(e) = PriceBook::load_dir(dir) {
         for (path, old) in &originals {
-            std::fs::write(path, old).with_context(|| format!("cannot restore {}", path.display()))?;
+            std::fs::write(path, old)
+                .with_context(|| format!("cannot restore {}", path.display()))?;
         }
         bail!("the imported entries do not check, tables left as they were: {e}");
     }

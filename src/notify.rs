@@ -24,8 +24,8 @@ use sha2::Sha256;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::accounting::ledger::Alert;
+use crate::backoff::Backoff;
 use crate::bus::{ALERTS_TOPIC, BusError, BusRecord, Log, Subscription, history};
 use crate::config::{WebhookConfig, WebhookFormat};
 use crate::metrics::METRICS;

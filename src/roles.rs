@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::accounting::accountant::Accountant;
 use crate::api::{self, ApiState};
+use crate::backoff::Backoff;
 use crate::budget::BudgetRecord;
 use crate::bus::embedded_bus::EmbeddedBus;
 use crate::bus::kafka::KafkaBus;
@@ -734,11 +734,16 @@ async fn reload_on_hangup(
             // Reading the tables is file I/O: off the runtime threads.
             match tokio::task::spawn_blocking(move || load_price_book(&cfg, None)).await {
                 Ok(Ok(new)) => {
-                    let (old, version) = (book.current().version().to_owned(), new.version().to_owned());
+                    let (old, version) = (
+                        book.current().version().to_owned(),
+                        new.version().to_owned(),
+                    );
                     book.replace(new);
                     tracing::info!(old = %old, version = %version, "price tables reloaded");
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "price tables not reloaded; the old ones stay in use"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "price tables not reloaded; the old ones stay in use")
+                }
                 Err(e) => tracing::error!(error = %e, "price table reload failed"),
             }
         }

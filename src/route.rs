@@ -99,7 +99,11 @@ fn one() -> f64 {
 /// `1e308` twice would sum to infinity, which no range can draw from)
 /// are clamped to 0..=1e9.
 fn usable_weight(w: f64) -> f64 {
-    if w.is_finite() { w.clamp(0.0, 1e9) } else { 0.0 }
+    if w.is_finite() {
+        w.clamp(0.0, 1e9)
+    } else {
+        0.0
+    }
 }
 
 /// Retries of one target.
@@ -312,11 +316,10 @@ impl RouteConfig {
         if self.targets.is_empty() {
             return Err("config has no targets".into());
         }
-        let listed = self.on_status_codes.iter().chain(
-            self.retry
-                .iter()
-                .flat_map(|r| r.on_status_codes.iter()),
-        );
+        let listed = self
+            .on_status_codes
+            .iter()
+            .chain(self.retry.iter().flat_map(|r| r.on_status_codes.iter()));
         if let Some(s) = listed.copied().find(|s| is_answer(*s)) {
             return Err(format!(
                 "on_status_codes lists {s}: a 2xx answer is billed and final, never retried or fallen back from"
@@ -410,10 +413,13 @@ fn named_route(
             &format!("route {name:?} is not in the key's `client_routes`"),
         ));
     }
-    routes.get(name).cloned().ok_or_else(|| RouteError::Invalid {
-        header: "x-tollgate-config",
-        reason: format!("no route named {name:?}"),
-    })
+    routes
+        .get(name)
+        .cloned()
+        .ok_or_else(|| RouteError::Invalid {
+            header: "x-tollgate-config",
+            reason: format!("no route named {name:?}"),
+        })
 }
 
 fn forbidden(header: &'static str, reason: &str) -> RouteError {
@@ -572,7 +578,16 @@ mod tests {
 
     #[test]
     fn retry_after_that_is_not_a_finite_number_falls_back_to_backoff() {
-        for hostile in ["nan", "NaN", "inf", "-inf", "-1", "1e400", "Wed, 21 Oct 2015 07:28:00 GMT", ""] {
+        for hostile in [
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "-1",
+            "1e400",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "",
+        ] {
             let b = backoff(1, Some(hostile));
             assert!(b <= Duration::from_millis(313), "{hostile:?} gave {b:?}");
         }
@@ -611,7 +626,13 @@ mod tests {
             allow_config: false,
             routes: vec!["cheap".into()],
         };
-        let r = resolve(&with("x-tollgate-config", "cheap"), &key_route, &routes, &listed).unwrap();
+        let r = resolve(
+            &with("x-tollgate-config", "cheap"),
+            &key_route,
+            &routes,
+            &listed,
+        )
+        .unwrap();
         assert_eq!(r.targets[0].provider, "bedrock");
         let r = resolve(&HeaderMap::new(), &key_route, &routes, &none).unwrap();
         assert_eq!(r.targets[0].provider, "anthropic");

@@ -626,7 +626,11 @@ mod tests {
             ..Usage::default()
         });
         assert!(standard > Decimal::ZERO);
-        assert_eq!(fast, standard * Decimal::from(2), "fast Opus 5 is $10/$50 against $5/$25");
+        assert_eq!(
+            fast,
+            standard * Decimal::from(2),
+            "fast Opus 5 is $10/$50 against $5/$25"
+        );
         assert_eq!(us_only, standard * Decimal::new(11, 1));
     }
 
@@ -748,7 +752,11 @@ limit_usd = "10"
             ..Usage::default()
         };
         ticket.settle("anthropic", Some("claude-sonnet-4-5"), &usage);
-        assert!((u(&a) - 0.83).abs() < 1e-9, "ended: its $0.30 counts: {}", u(&a));
+        assert!(
+            (u(&a) - 0.83).abs() < 1e-9,
+            "ended: its $0.30 counts: {}",
+            u(&a)
+        );
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl Attempts<'_> {
                 break;
             }
         }
-        last.unwrap_or_else(|| Err(self.no_provider(self.route.targets.first().map(|t| t.provider.as_str()))))
+        last.unwrap_or_else(|| {
+            Err(self.no_provider(self.route.targets.first().map(|t| t.provider.as_str())))
+        })
     }
 
     /// One target: its first call and the retries its route allows.
@@ -186,7 +188,8 @@ mod tests {
 
     #[test]
     fn usage_is_read_from_discarded_json_answers_only() {
-        let u = usage_of(br#"{"type":"message","usage":{"input_tokens":7,"output_tokens":3}}"#).unwrap();
+        let u = usage_of(br#"{"type":"message","usage":{"input_tokens":7,"output_tokens":3}}"#)
+            .unwrap();
         assert_eq!((u.input_tokens, u.output_tokens), (7, 3));
         assert!(usage_of(br#"{"type":"error","error":{"type":"overloaded_error"}}"#).is_none());
         assert!(usage_of(b"not json").is_none());

@@ -161,7 +161,8 @@ mod tests {
     fn key_separates_teams_targets_bodies_and_answer_changing_headers() {
         let body: &[u8] = br#"{"model":"m"}"#;
         let base = ResponseCache::key("messages", "eng", &[("anthropic", body)], &HeaderMap::new());
-        let other_team = ResponseCache::key("messages", "ops", &[("anthropic", body)], &HeaderMap::new());
+        let other_team =
+            ResponseCache::key("messages", "ops", &[("anthropic", body)], &HeaderMap::new());
         let overridden = ResponseCache::key(
             "messages",
             "eng",
@@ -194,7 +195,12 @@ mod tests {
     fn the_readers_max_age_bounds_what_it_gets() {
         let cache = ResponseCache::default();
         let key = [7; 32];
-        cache.put(key, None, Bytes::from_static(b"x"), Duration::from_secs(3600));
+        cache.put(
+            key,
+            None,
+            Bytes::from_static(b"x"),
+            Duration::from_secs(3600),
+        );
         std::thread::sleep(Duration::from_millis(20));
         assert!(cache.get(&key, Duration::from_millis(5)).is_none());
         assert!(cache.get(&key, Duration::from_secs(60)).is_some());

@@ -143,7 +143,12 @@ fn usage_body(standings: &[BudgetStanding]) -> Option<Value> {
     let active = standings
         .iter()
         .max_by(|a, b| a.utilisation.total_cmp(&b.utilisation))?;
-    let cents = |usd: Decimal| (usd * Decimal::from(100)).floor().to_i64().unwrap_or(i64::MAX);
+    let cents = |usd: Decimal| {
+        (usd * Decimal::from(100))
+            .floor()
+            .to_i64()
+            .unwrap_or(i64::MAX)
+    };
     let limits: Vec<Value> = standings
         .iter()
         .map(|s| {
@@ -230,7 +235,13 @@ mod tests {
             resets_at: Some(resets.parse().unwrap()),
         };
         let v = usage_body(&[
-            s("month", BudgetPeriod::Monthly, 271, 500, "2027-01-01T00:00:00Z"),
+            s(
+                "month",
+                BudgetPeriod::Monthly,
+                271,
+                500,
+                "2027-01-01T00:00:00Z",
+            ),
             s("day", BudgetPeriod::Daily, 9, 10, "2026-12-02T00:00:00Z"),
         ])
         .unwrap();

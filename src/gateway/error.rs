@@ -148,10 +148,12 @@ impl IntoResponse for GatewayError {
             budget, subject, ..
         }) = &self
         {
-            response.extensions_mut().insert(super::usage_limits::RefusedBy {
-                budget: budget.clone(),
-                subject: subject.clone(),
-            });
+            response
+                .extensions_mut()
+                .insert(super::usage_limits::RefusedBy {
+                    budget: budget.clone(),
+                    subject: subject.clone(),
+                });
         }
         let headers = response.headers_mut();
         match &self {

@@ -77,7 +77,6 @@ fn bad(header: &'static str, reason: &str) -> GatewayError {
     }
 }
 
-
 /// Metadata must be a JSON object whose values are all strings.
 fn parse_metadata(
     header: &'static str,
@@ -181,7 +180,12 @@ fn filtered(client: &HeaderMap, keep_credentials: bool) -> HeaderMap {
 /// HTTP client sets itself.
 pub fn never_forwarded(name: &str, client: &HeaderMap) -> bool {
     let n = name.trim().to_ascii_lowercase();
-    let credential = ["authorization", "x-api-key", "proxy-authorization", "cookie"];
+    let credential = [
+        "authorization",
+        "x-api-key",
+        "proxy-authorization",
+        "cookie",
+    ];
     let framing = ["host", "content-length", "accept-encoding"];
     credential.contains(&n.as_str())
         || framing.contains(&n.as_str())
@@ -304,7 +308,8 @@ mod tests {
         assert!(out["authorization"].is_sensitive() && out["x-api-key"].is_sensitive());
         let none = HeaderMap::new();
         assert!(
-            never_forwarded("X-Tollgate-Api-Key", &none) && !never_forwarded("x-request-source", &none)
+            never_forwarded("X-Tollgate-Api-Key", &none)
+                && !never_forwarded("x-request-source", &none)
         );
     }
 

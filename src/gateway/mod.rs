@@ -6,6 +6,7 @@
 //! that queue.
 
 pub mod admission;
+mod attempts;
 pub mod auth;
 pub mod cache;
 pub mod discovery;
@@ -13,7 +14,6 @@ pub mod error;
 pub mod headers;
 pub mod inbound;
 pub mod passthrough;
-mod attempts;
 mod plan;
 mod proxy;
 pub mod recording;

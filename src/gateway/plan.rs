@@ -40,7 +40,12 @@ impl Plan {
     /// routes) and applies each one's overrides. A passthrough body goes
     /// byte for byte: its routes have no overrides, and this holds even if
     /// one did.
-    pub fn new(route: &RouteConfig, facts: &route::Facts<'_>, body: &Bytes, passthrough: bool) -> Plan {
+    pub fn new(
+        route: &RouteConfig,
+        facts: &route::Facts<'_>,
+        body: &Bytes,
+        passthrough: bool,
+    ) -> Plan {
         let targets = route
             .plan(facts)
             .into_iter()
@@ -95,7 +100,8 @@ mod tests {
             r#"{"strategy":{"mode":"fallback"},"targets":[{"provider":"a"},{"provider":"b","override_params":{"model":"claude-opus-4-8","max_tokens":64000}}]}"#,
         )
         .unwrap();
-        let body = Bytes::from_static(br#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[]}"#);
+        let body =
+            Bytes::from_static(br#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[]}"#);
         let metadata = BTreeMap::new();
         let facts = route::Facts {
             model: Some("claude-haiku-4-5"),

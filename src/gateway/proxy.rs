@@ -12,13 +12,12 @@ use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::Gateway;
-use super::auth::Identity;
 use super::attempts::Attempts;
+use super::auth::Identity;
 use super::cache::{Cached, Capture, ResponseCache};
 use super::error::GatewayError;
 use super::headers::{
-    RequestTags, add_forwarded, downstream_headers, passthrough_upstream_headers,
-    upstream_headers,
+    RequestTags, add_forwarded, downstream_headers, passthrough_upstream_headers, upstream_headers,
 };
 use super::inbound::Inbound;
 use super::passthrough;
@@ -108,7 +107,10 @@ impl Gateway {
         if let Err(e) = self.check_passthrough(&identity, &inbound, &headers, &mut recording) {
             return refuse(recording, e);
         }
-        let body = match self.read_body(inbound, body, &mut headers, &mut recording).await {
+        let body = match self
+            .read_body(inbound, body, &mut headers, &mut recording)
+            .await
+        {
             Ok(body) => body,
             Err(e) => return refuse(recording, e),
         };
@@ -117,7 +119,10 @@ impl Gateway {
             Err(e) => return refuse(recording, e),
         };
         if endpoint == Endpoint::Messages {
-            if let Err(e) = self.admit(&identity, &plan, started_at, &mut recording).await {
+            if let Err(e) = self
+                .admit(&identity, &plan, started_at, &mut recording)
+                .await
+            {
                 return refuse(recording, e);
             }
         }
@@ -221,16 +226,17 @@ impl Gateway {
         recording: &mut Recording,
     ) -> Result<(), GatewayError> {
         let bound = |c: &WorstCase| {
-            self.admission
-                .worst_case_usd(c.model.as_deref(), c.body.len() as u64, c.max_tokens, &c.billing)
+            self.admission.worst_case_usd(
+                c.model.as_deref(),
+                c.body.len() as u64,
+                c.max_tokens,
+                &c.billing,
+            )
         };
         let Some(worst) = plan.candidates().max_by_key(|c| (bound(c), c.max_tokens)) else {
             return Ok(());
         };
-        let ticket = self
-            .admission
-            .admit(identity, &worst, at)
-            .await?;
+        let ticket = self.admission.admit(identity, &worst, at).await?;
         recording.admitted(self.admission.gateway_id(), ticket);
         Ok(())
     }
@@ -324,7 +330,8 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let content_type = upstream.headers.get(header::CONTENT_TYPE).cloned();
-        let reader = AnswerReader::for_content_type(content_type.as_ref().and_then(|v| v.to_str().ok()));
+        let reader =
+            AnswerReader::for_content_type(content_type.as_ref().and_then(|v| v.to_str().ok()));
         let mut out_headers = downstream_headers(&upstream.headers);
         // The body is re-framed here (chunked), so its length header goes.
         out_headers.remove(header::CONTENT_LENGTH);

@@ -507,7 +507,11 @@ mod tests {
         let u = &r.facts.usage;
         assert_eq!((u.input_tokens, u.output_tokens), (40, 9));
         assert_eq!(u.speed.as_deref(), Some("fast"));
-        assert_eq!(u.inference_geo.as_deref(), Some("us"), "kept from message_start");
+        assert_eq!(
+            u.inference_geo.as_deref(),
+            Some("us"),
+            "kept from message_start"
+        );
         assert_eq!(u.service_tier.as_deref(), Some("standard"));
         assert_eq!(u.web_search_requests, 2);
         assert_eq!(u.iterations.len(), 2);

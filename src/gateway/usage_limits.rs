@@ -104,7 +104,10 @@ pub fn usage_headers(
     }
     if rejected {
         out.push((h("status"), "rejected".into()));
-        out.push((h("overage-utilization"), shown(standing.utilisation.max(1.0))));
+        out.push((
+            h("overage-utilization"),
+            shown(standing.utilisation.max(1.0)),
+        ));
         out.push((h("overage-surpassed-threshold"), "1".into()));
         if let Some(period) = period_name(standing.period) {
             out.push((h("overage-period"), period.into()));
@@ -117,11 +120,18 @@ pub fn usage_headers(
         return out;
     }
     let threshold = THRESHOLDS.into_iter().find(|t| standing.utilisation > *t);
-    let status = if threshold.is_some() { "allowed_warning" } else { "allowed" };
+    let status = if threshold.is_some() {
+        "allowed_warning"
+    } else {
+        "allowed"
+    };
     out.push((h("status"), status.into()));
     out.push((h("overage-status"), status.into()));
     out.push((h("representative-claim"), "overage".into()));
-    out.push((h("overage-utilization"), shown(standing.utilisation.min(0.99))));
+    out.push((
+        h("overage-utilization"),
+        shown(standing.utilisation.min(0.99)),
+    ));
     if let Some(t) = threshold {
         out.push((h("overage-surpassed-threshold"), t.to_string()));
     }
@@ -172,14 +182,29 @@ mod tests {
     fn below_three_quarters_is_allowed_without_a_threshold() {
         let now = "2026-12-01T10:00:00Z".parse().unwrap();
         let hs = usage_headers(&standing(0.5), false, now);
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-status").unwrap(), "allowed");
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(), "0.5");
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-reset").unwrap(), "1796169600");
+        assert_eq!(
+            get(&hs, "anthropic-ratelimit-unified-status").unwrap(),
+            "allowed"
+        );
+        assert_eq!(
+            get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(),
+            "0.5"
+        );
+        assert_eq!(
+            get(&hs, "anthropic-ratelimit-unified-reset").unwrap(),
+            "1796169600"
+        );
         assert_eq!(
             get(&hs, "anthropic-ratelimit-unified-representative-claim").unwrap(),
             "overage"
         );
-        assert!(get(&hs, "anthropic-ratelimit-unified-overage-surpassed-threshold").is_none());
+        assert!(
+            get(
+                &hs,
+                "anthropic-ratelimit-unified-overage-surpassed-threshold"
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -190,15 +215,29 @@ mod tests {
             get(&hs, "anthropic-ratelimit-unified-status").unwrap(),
             "allowed_warning"
         );
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(), "0.81");
         assert_eq!(
-            get(&hs, "anthropic-ratelimit-unified-overage-surpassed-threshold").unwrap(),
+            get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(),
+            "0.81"
+        );
+        assert_eq!(
+            get(
+                &hs,
+                "anthropic-ratelimit-unified-overage-surpassed-threshold"
+            )
+            .unwrap(),
             "0.75"
         );
         let hs = usage_headers(&standing(1.2), false, now);
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(), "0.99");
         assert_eq!(
-            get(&hs, "anthropic-ratelimit-unified-overage-surpassed-threshold").unwrap(),
+            get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(),
+            "0.99"
+        );
+        assert_eq!(
+            get(
+                &hs,
+                "anthropic-ratelimit-unified-overage-surpassed-threshold"
+            )
+            .unwrap(),
             "0.95"
         );
     }
@@ -207,9 +246,18 @@ mod tests {
     fn a_refusal_is_rejected_with_period_reason_and_retry_after_but_no_claim() {
         let now = "2026-12-01T23:00:00Z".parse().unwrap();
         let hs = usage_headers(&standing(0.9), true, now);
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-status").unwrap(), "rejected");
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(), "1");
-        assert_eq!(get(&hs, "anthropic-ratelimit-unified-overage-period").unwrap(), "daily");
+        assert_eq!(
+            get(&hs, "anthropic-ratelimit-unified-status").unwrap(),
+            "rejected"
+        );
+        assert_eq!(
+            get(&hs, "anthropic-ratelimit-unified-overage-utilization").unwrap(),
+            "1"
+        );
+        assert_eq!(
+            get(&hs, "anthropic-ratelimit-unified-overage-period").unwrap(),
+            "daily"
+        );
         assert_eq!(
             get(&hs, "anthropic-ratelimit-unified-overage-disabled-reason").unwrap(),
             "org_spend_cap_reached"

@@ -431,7 +431,11 @@ mod tests {
 #[cfg(test)]
 pub(crate) fn in_memory_layout() -> crate::lake::files::LakeLayout {
     let store = std::sync::Arc::new(object_store::memory::InMemory::new());
-    let lake = ObjectLake::new(store, "memory://lake", object_store::path::Path::from("pre"))
-        .expect("an in-memory lake");
+    let lake = ObjectLake::new(
+        store,
+        "memory://lake",
+        object_store::path::Path::from("pre"),
+    )
+    .expect("an in-memory lake");
     crate::lake::files::LakeLayout::on_object_store(lake)
 }

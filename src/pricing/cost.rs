@@ -132,7 +132,12 @@ struct Part {
 
 /// The rates and tier for a usage: prompt tier by the request's own
 /// prompt length, fast rates on top when asked for.
-fn rates_for(e: &PriceEntry, u: &Usage, flags: &Flags, notes: &mut Vec<String>) -> (Rates, &'static str) {
+fn rates_for(
+    e: &PriceEntry,
+    u: &Usage,
+    flags: &Flags,
+    notes: &mut Vec<String>,
+) -> (Rates, &'static str) {
     let prompt = u.input_tokens
         + u.cache_creation_5m_tokens
         + u.cache_creation_1h_tokens
@@ -150,11 +155,23 @@ fn rates_for(e: &PriceEntry, u: &Usage, flags: &Flags, notes: &mut Vec<String>) 
     }
     match &e.fast {
         Some(f) => {
-            note(notes, format!("speed fast: {} fast-mode rates (input ${}/M, output ${}/M)", e.family, f.input, f.output));
+            note(
+                notes,
+                format!(
+                    "speed fast: {} fast-mode rates (input ${}/M, output ${}/M)",
+                    e.family, f.input, f.output
+                ),
+            );
             (f.clone(), "fast")
         }
         None => {
-            note(notes, format!("speed fast: {} has no fast-mode rates in the table; priced at its {tier} rates", e.family));
+            note(
+                notes,
+                format!(
+                    "speed fast: {} has no fast-mode rates in the table; priced at its {tier} rates",
+                    e.family
+                ),
+            );
             (rates, tier)
         }
     }
@@ -167,14 +184,26 @@ fn multiplier_for(e: &PriceEntry, flags: &Flags, notes: &mut Vec<String>) -> Dec
         match e.us_inference_multiplier {
             Some(x) => {
                 m *= x;
-                note(notes, format!("inference_geo us: x{x} on every token class ({})", e.family));
+                note(
+                    notes,
+                    format!("inference_geo us: x{x} on every token class ({})", e.family),
+                );
             }
-            None => note(notes, format!("inference_geo us: no US-only premium for {} (Claude 4.6 and later on the Claude API only)", e.family)),
+            None => note(
+                notes,
+                format!(
+                    "inference_geo us: no US-only premium for {} (Claude 4.6 and later on the Claude API only)",
+                    e.family
+                ),
+            ),
         }
     }
     if flags.batch {
         m *= e.batch_multiplier;
-        note(notes, format!("service_tier batch: x{}", e.batch_multiplier));
+        note(
+            notes,
+            format!("service_tier batch: x{}", e.batch_multiplier),
+        );
     }
     m
 }
@@ -351,14 +380,33 @@ impl Priced<'_> {
         for (name, n, rate, usd) in [
             ("input", usage.input_tokens, r.input, l.input_usd),
             ("output", usage.output_tokens, r.output, l.output_usd),
-            ("cache write 5m", usage.cache_creation_5m_tokens, r.cache_write_5m, l.cache_write_5m_usd),
-            ("cache write 1h", usage.cache_creation_1h_tokens, r.cache_write_1h, l.cache_write_1h_usd),
-            ("cache read", usage.cache_read_tokens, r.cache_read, l.cache_read_usd),
+            (
+                "cache write 5m",
+                usage.cache_creation_5m_tokens,
+                r.cache_write_5m,
+                l.cache_write_5m_usd,
+            ),
+            (
+                "cache write 1h",
+                usage.cache_creation_1h_tokens,
+                r.cache_write_1h,
+                l.cache_write_1h_usd,
+            ),
+            (
+                "cache read",
+                usage.cache_read_tokens,
+                r.cache_read,
+                l.cache_read_usd,
+            ),
         ] {
             if self.tier == "iterations" {
                 let _ = writeln!(out, "{name:<15} ${}", usd.normalize());
             } else {
-                let _ = writeln!(out, "{name:<15} {n:>10} tok × ${rate}/M = ${}", usd.normalize());
+                let _ = writeln!(
+                    out,
+                    "{name:<15} {n:>10} tok × ${rate}/M = ${}",
+                    usd.normalize()
+                );
             }
         }
         let _ = writeln!(
@@ -502,8 +550,16 @@ mod tests {
         let lines = cost.lines.unwrap();
         assert_eq!(lines.total_usd.normalize().to_string(), "0.004");
         assert_eq!(cost.basis.as_deref(), Some(BASIS_PROVISIONAL));
-        assert!(cost.notes[0].contains("claude-opus-5-5"), "{:?}", cost.notes);
-        let nothing = price_facts(&book, Some(&q("claude-opus-9", "2026-11-22")), &Usage::default());
+        assert!(
+            cost.notes[0].contains("claude-opus-5-5"),
+            "{:?}",
+            cost.notes
+        );
+        let nothing = price_facts(
+            &book,
+            Some(&q("claude-opus-9", "2026-11-22")),
+            &Usage::default(),
+        );
         assert_eq!(nothing.tier.as_deref(), Some("no_usage"));
         assert_eq!(nothing.basis, None, "nothing counted: not provisional");
     }

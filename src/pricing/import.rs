@@ -26,7 +26,9 @@ pub enum ImportError {
         "the catalogue is neither LiteLLM's format (models with input_cost_per_token) nor Portkey's (models with pricing_config)"
     )]
     UnknownFormat,
-    #[error("a Portkey file prices one provider; name it with --provider (anthropic, bedrock or vertex), none follows from {0:?}")]
+    #[error(
+        "a Portkey file prices one provider; name it with --provider (anthropic, bedrock or vertex), none follows from {0:?}"
+    )]
     PortkeyProvider(String),
 }
 
@@ -75,7 +77,13 @@ pub fn detect(catalogue: &serde_json::Value) -> Result<Format, ImportError> {
 }
 
 /// Fills classes the catalogue left out with the standard multipliers.
-fn complete(input: Decimal, output: Decimal, w5: Option<Decimal>, w1: Option<Decimal>, read: Option<Decimal>) -> (Rates, Vec<&'static str>) {
+fn complete(
+    input: Decimal,
+    output: Decimal,
+    w5: Option<Decimal>,
+    w1: Option<Decimal>,
+    read: Option<Decimal>,
+) -> (Rates, Vec<&'static str>) {
     let mut derived = Vec::new();
     let mut or = |v: Option<Decimal>, name: &'static str, factor: Decimal| {
         v.unwrap_or_else(|| {
@@ -110,13 +118,21 @@ fn litellm_target(key: &str, provider: &str) -> Option<(&'static str, String)> {
 fn litellm(catalogue: &serde_json::Value) -> Vec<Offer> {
     let mut out = Vec::new();
     for (key, v) in catalogue.as_object().into_iter().flatten() {
-        let provider = v.get("litellm_provider").and_then(|p| p.as_str()).unwrap_or("");
-        let Some((provider, model)) = litellm_target(key, provider) else { continue };
+        let provider = v
+            .get("litellm_provider")
+            .and_then(|p| p.as_str())
+            .unwrap_or("");
+        let Some((provider, model)) = litellm_target(key, provider) else {
+            continue;
+        };
         if !model.contains("claude") {
             continue;
         }
         let per_m = |name: &str| decimal(v.get(name)).map(|d| (d * MILLION).normalize());
-        let (Some(input), Some(output)) = (per_m("input_cost_per_token"), per_m("output_cost_per_token")) else {
+        let (Some(input), Some(output)) = (
+            per_m("input_cost_per_token"),
+            per_m("output_cost_per_token"),
+        ) else {
             continue;
         };
         let (rates, derived) = complete(
@@ -126,7 +142,12 @@ fn litellm(catalogue: &serde_json::Value) -> Vec<Offer> {
             per_m("cache_creation_input_token_cost_above_1hr"),
             per_m("cache_read_input_token_cost"),
         );
-        out.push(Offer { provider: provider.to_owned(), model, rates, derived });
+        out.push(Offer {
+            provider: provider.to_owned(),
+            model,
+            rates,
+            derived,
+        });
     }
     out
 }
@@ -138,11 +159,17 @@ fn portkey(catalogue: &serde_json::Value, provider: &str) -> Vec<Offer> {
         if !model.contains("claude") {
             continue;
         }
-        let Some(payg) = v.pointer("/pricing_config/pay_as_you_go") else { continue };
-        let per_m = |path: &str| {
-            decimal(payg.pointer(path)).map(|d| (d * CENTS_PER_TOKEN_TO_USD_PER_MILLION).normalize())
+        let Some(payg) = v.pointer("/pricing_config/pay_as_you_go") else {
+            continue;
         };
-        let (Some(input), Some(output)) = (per_m("/request_token/price"), per_m("/response_token/price")) else {
+        let per_m = |path: &str| {
+            decimal(payg.pointer(path))
+                .map(|d| (d * CENTS_PER_TOKEN_TO_USD_PER_MILLION).normalize())
+        };
+        let (Some(input), Some(output)) = (
+            per_m("/request_token/price"),
+            per_m("/response_token/price"),
+        ) else {
             continue;
         };
         let (rates, derived) = complete(
@@ -152,7 +179,12 @@ fn portkey(catalogue: &serde_json::Value, provider: &str) -> Vec<Offer> {
             per_m("/additional_units/cache_write_1h/price"),
             per_m("/cache_read_input_token/price"),
         );
-        out.push(Offer { provider: provider.to_owned(), model: model.clone(), rates, derived });
+        out.push(Offer {
+            provider: provider.to_owned(),
+            model: model.clone(),
+            rates,
+            derived,
+        });
     }
     out
 }
@@ -170,7 +202,11 @@ pub fn portkey_provider(file_name: &str) -> Result<&'static str, ImportError> {
 }
 
 /// Reads a catalogue's Claude offers (`provider` only matters for Portkey).
-pub fn read_offers(text: &str, file_name: &str, provider: Option<&str>) -> Result<(Format, Vec<Offer>), ImportError> {
+pub fn read_offers(
+    text: &str,
+    file_name: &str,
+    provider: Option<&str>,
+) -> Result<(Format, Vec<Offer>), ImportError> {
     let catalogue: serde_json::Value = serde_json::from_str(text)?;
     let format = detect(&catalogue)?;
     let offers = match format {
@@ -195,7 +231,11 @@ pub enum Change {
     Unchanged(Offer),
     /// The entry in force (family, its rates × endpoint multiplier) says
     /// otherwise.
-    Changed { offer: Offer, family: String, current: Rates },
+    Changed {
+        offer: Offer,
+        family: String,
+        current: Rates,
+    },
 }
 
 /// The offers compared with the tables in force on `day`.
@@ -203,7 +243,12 @@ pub fn compare(book: &PriceBook, offers: &[Offer], day: NaiveDate) -> Vec<Change
     let at = day.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc();
     let mut out = Vec::new();
     for offer in offers {
-        let q = PriceQuery { provider: &offer.provider, model: &offer.model, region: None, at };
+        let q = PriceQuery {
+            provider: &offer.provider,
+            model: &offer.model,
+            region: None,
+            at,
+        };
         let Some(e) = book.find(&q) else {
             out.push(Change::Added(offer.clone()));
             continue;
@@ -219,7 +264,11 @@ pub fn compare(book: &PriceBook, offers: &[Offer], day: NaiveDate) -> Vec<Change
         if same_stated(&current, offer) {
             out.push(Change::Unchanged(offer.clone()));
         } else {
-            out.push(Change::Changed { offer: offer.clone(), family: e.family.clone(), current });
+            out.push(Change::Changed {
+                offer: offer.clone(),
+                family: e.family.clone(),
+                current,
+            });
         }
     }
     out
@@ -264,16 +313,31 @@ pub fn render_diff(changes: &[Change], effective_from: NaiveDate) -> String {
                 let _ = writeln!(
                     out,
                     "+ {} {}: new entry from {effective_from}: input ${}/M, output ${}/M, 5m write ${}/M, 1h write ${}/M, cache read ${}/M{}",
-                    o.provider, o.model, o.rates.input, o.rates.output, o.rates.cache_write_5m,
-                    o.rates.cache_write_1h, o.rates.cache_read,
-                    if o.derived.is_empty() { String::new() } else { format!(" (derived: {})", o.derived.join(", ")) }
+                    o.provider,
+                    o.model,
+                    o.rates.input,
+                    o.rates.output,
+                    o.rates.cache_write_5m,
+                    o.rates.cache_write_1h,
+                    o.rates.cache_read,
+                    if o.derived.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (derived: {})", o.derived.join(", "))
+                    }
                 );
             }
-            Change::Changed { offer, family, current } => {
+            Change::Changed {
+                offer,
+                family,
+                current,
+            } => {
                 let _ = writeln!(
                     out,
                     "~ {} {} (entry {family}): {}; would take effect {effective_from}",
-                    offer.provider, offer.model, rate_diff(current, &offer.rates)
+                    offer.provider,
+                    offer.model,
+                    rate_diff(current, &offer.rates)
                 );
             }
             Change::Unchanged(_) => unchanged += 1,
@@ -307,10 +371,24 @@ pub fn new_entries(
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for c in changes {
         let (offer, family, multiplier, endpoint, patterns) = match c {
-            Change::Added(o) => (o, o.model.clone(), Decimal::ONE, None, vec![matcher(&o.provider, &o.model)]),
+            Change::Added(o) => (
+                o,
+                o.model.clone(),
+                Decimal::ONE,
+                None,
+                vec![matcher(&o.provider, &o.model)],
+            ),
             Change::Changed { offer, family, .. } if accept_changes => {
-                let at = effective_from.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc();
-                let q = PriceQuery { provider: &offer.provider, model: &offer.model, region: None, at };
+                let at = effective_from
+                    .and_hms_opt(12, 0, 0)
+                    .unwrap_or_default()
+                    .and_utc();
+                let q = PriceQuery {
+                    provider: &offer.provider,
+                    model: &offer.model,
+                    region: None,
+                    at,
+                };
                 let e = book.find(&q);
                 let m = e.map_or(Decimal::ONE, |e| e.multiplier);
                 // The same IDs as the entry it supersedes.
@@ -318,7 +396,13 @@ pub fn new_entries(
                     || vec![matcher(&offer.provider, &offer.model)],
                     |e| e.patterns().iter().map(|p| (*p).to_owned()).collect(),
                 );
-                (offer, family.clone(), m, e.and_then(|e| e.endpoint), patterns)
+                (
+                    offer,
+                    family.clone(),
+                    m,
+                    e.and_then(|e| e.endpoint),
+                    patterns,
+                )
             }
             _ => continue,
         };
@@ -328,7 +412,11 @@ pub fn new_entries(
         let _ = write!(
             text,
             "\n[[price]]\nfamily = {family:?}\nmatch = [{}]\nexamples = [{:?}]\neffective_from = {effective_from}\nsource = {:?}\n",
-            patterns.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", "),
+            patterns
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
             offer.model,
             format!("{source} (imported {})", Utc::now().date_naive()),
         );
@@ -345,7 +433,11 @@ pub fn new_entries(
         let _ = writeln!(
             text,
             "input = \"{}\"\noutput = \"{}\"\ncache_write_5m = \"{}\"\ncache_write_1h = \"{}\"\ncache_read = \"{}\"\nweb_search_per_1k = \"10\"",
-            per(r.input), per(r.output), per(r.cache_write_5m), per(r.cache_write_1h), per(r.cache_read)
+            per(r.input),
+            per(r.output),
+            per(r.cache_write_5m),
+            per(r.cache_write_1h),
+            per(r.cache_read)
         );
     }
     out
@@ -360,7 +452,11 @@ mod tests {
         let offers = super::litellm(&litellm);
         assert_eq!(offers[0].rates.input.to_string(), "3");
         assert_eq!(offers[0].rates.output.to_string(), "15");
-        assert_eq!(offers[0].rates.cache_read.to_string(), "0.3", "derived 0.1 x input");
+        assert_eq!(
+            offers[0].rates.cache_read.to_string(),
+            "0.3",
+            "derived 0.1 x input"
+        );
         let portkey = serde_json::json!({"claude-x": {"pricing_config": {"pay_as_you_go": {
             "request_token": {"price": 0.0003}, "response_token": {"price": 0.0015},
             "additional_units": {"cache_write_1h": {"price": 0.0006}}}}}});

@@ -238,7 +238,9 @@ pub struct SharedBook(std::sync::Arc<std::sync::RwLock<std::sync::Arc<PriceBook>
 impl SharedBook {
     /// Shares `book`.
     pub fn new(book: PriceBook) -> SharedBook {
-        SharedBook(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(book))))
+        SharedBook(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(book),
+        )))
     }
 
     /// The book in use now (the lock is held only to clone the pointer).
@@ -644,7 +646,10 @@ fn compile_entry(
         ("batch_multiplier", Some(batch_multiplier)),
     ] {
         if m.is_some_and(|m| m <= Decimal::ZERO) {
-            bad(format!("{name} must be positive, got {}", m.unwrap_or_default()));
+            bad(format!(
+                "{name} must be positive, got {}",
+                m.unwrap_or_default()
+            ));
         }
     }
     if !raw.source.starts_with("http") {

@@ -298,13 +298,23 @@ mod tests {
 
     #[test]
     fn path_segments_never_leave_their_segment() {
-        for hostile in ["../../v1/projects/other", "..", ".", "a/b", "a?b#c", "%2e%2e"] {
+        for hostile in [
+            "../../v1/projects/other",
+            "..",
+            ".",
+            "a/b",
+            "a?b#c",
+            "%2e%2e",
+        ] {
             for encoded in [path_segment(hostile), model_version_segment(hostile)] {
                 assert!(
                     !encoded.contains('/') && !encoded.contains('?') && !encoded.contains('#'),
                     "{hostile:?} -> {encoded}"
                 );
-                assert!(encoded != ".." && encoded != ".", "{hostile:?} -> {encoded}");
+                assert!(
+                    encoded != ".." && encoded != ".",
+                    "{hostile:?} -> {encoded}"
+                );
                 assert!(!encoded.contains("%2e%2e"), "{hostile:?} -> {encoded}");
             }
         }

@@ -95,14 +95,25 @@ async fn client_routing_is_a_permission_and_never_multiplies_upstream_calls() {
         ("x-portkey-config", on_200.as_str()),
         ("x-tollgate-provider", "anthropic"),
     ] {
-        let r = tg.post("/v1/messages").header(header, value).body(BODY).send().await.unwrap();
+        let r = tg
+            .post("/v1/messages")
+            .header(header, value)
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403, "{header}");
         assert_eq!(r.headers()["x-should-retry"], "false");
         let text = r.text().await.unwrap();
         assert!(text.contains("allow_client_config"), "{text}");
     }
     // Mallory may, but no config moves on after a 2xx.
-    let r = admitted(|| as_mallory(&tg).header("x-tollgate-config", on_200.clone()).body(BODY)).await;
+    let r = admitted(|| {
+        as_mallory(&tg)
+            .header("x-tollgate-config", on_200.clone())
+            .body(BODY)
+    })
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("2xx"));
     assert!(mock.received().is_empty(), "refusals never go upstream");
@@ -110,7 +121,10 @@ async fn client_routing_is_a_permission_and_never_multiplies_upstream_calls() {
     // Fifty retries and thirty fallbacks asked: five calls in all.
     let retries = r#"{"provider":"anthropic","retry":{"attempts":50,"on_status_codes":[529]}}"#;
     let fallbacks = serde_json::json!({"strategy": {"mode": "fallback", "on_status_codes": [529]}, "targets": thirty}).to_string();
-    for (trace, config) in [("trace-retries", retries.to_owned()), ("trace-fallbacks", fallbacks)] {
+    for (trace, config) in [
+        ("trace-retries", retries.to_owned()),
+        ("trace-fallbacks", fallbacks),
+    ] {
         let before = mock.received().len();
         let r = as_mallory(&tg)
             .header("x-tollgate-config", config)
@@ -142,11 +156,20 @@ async fn admission_prices_the_body_after_override_params() {
     assert_eq!(r.status(), 200);
     let dearer = r#"{"provider":"anthropic","override_params":{"model":"claude-opus-4-6","max_tokens":100000}}"#;
     let before = mock.received().len();
-    let r = as_mallory(&tg).header("x-tollgate-config", dearer).body(BODY).send().await.unwrap();
+    let r = as_mallory(&tg)
+        .header("x-tollgate-config", dearer)
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     let text = r.text().await.unwrap();
     assert!(text.contains("red-daily"), "{text}");
-    assert_eq!(mock.received().len(), before, "refused before going upstream");
+    assert_eq!(
+        mock.received().len(),
+        before,
+        "refused before going upstream"
+    );
     tg.stop();
 }
 
@@ -156,7 +179,10 @@ async fn retry_after_that_is_not_a_number_is_survived_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &mock.url(), &extra());
     let tg = Tollgate::start_with_config(dir.path(), config);
-    for (i, value) in ["nan", "inf", "-1", "1e400", "Wed, 21 Oct 2015 07:28:00 GMT"].iter().enumerate() {
+    for (i, value) in ["nan", "inf", "-1", "1e400", "Wed, 21 Oct 2015 07:28:00 GMT"]
+        .iter()
+        .enumerate()
+    {
         let trace = format!("trace-retry-after-{i}");
         let r = tg
             .post("/v1/messages")
@@ -211,15 +237,37 @@ async fn the_response_cache_never_answers_across_teams_or_betas() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &mock.url(), &extra());
     let tg = Tollgate::start_with_config(dir.path(), config);
-    let cache_header = |r: &reqwest::Response| r.headers()["x-tollgate-cache"].to_str().unwrap().to_owned();
-    let alice = || tg.post("/v1/messages").header("x-tollgate-config", "cached").body(BODY);
+    let cache_header =
+        |r: &reqwest::Response| r.headers()["x-tollgate-cache"].to_str().unwrap().to_owned();
+    let alice = || {
+        tg.post("/v1/messages")
+            .header("x-tollgate-config", "cached")
+            .body(BODY)
+    };
     assert_eq!(cache_header(&alice().send().await.unwrap()), "miss");
     assert_eq!(cache_header(&alice().send().await.unwrap()), "hit");
-    let beta = alice().header("anthropic-beta", "context-1m-2025-08-07").send().await.unwrap();
-    assert_eq!(cache_header(&beta), "miss", "another beta is another question");
-    let mallory = admitted(|| as_mallory(&tg).header("x-tollgate-config", "cached").body(BODY)).await;
+    let beta = alice()
+        .header("anthropic-beta", "context-1m-2025-08-07")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cache_header(&beta),
+        "miss",
+        "another beta is another question"
+    );
+    let mallory = admitted(|| {
+        as_mallory(&tg)
+            .header("x-tollgate-config", "cached")
+            .body(BODY)
+    })
+    .await;
     assert_eq!(mallory.status(), 200);
-    assert_eq!(cache_header(&mallory), "miss", "another team never gets alice's answer");
+    assert_eq!(
+        cache_header(&mallory),
+        "miss",
+        "another team never gets alice's answer"
+    );
     tg.stop();
 }
 
@@ -242,9 +290,17 @@ async fn forward_headers_cannot_send_credentials_or_hop_by_hop_headers_upstream(
     assert_eq!(r.status(), 200, "{}", tg.log());
     let got = mock.received().pop().unwrap();
     assert_eq!(got.header("x-team-tag"), Some("blue"));
-    assert_eq!(got.header("x-api-key"), Some(PROVIDER_KEY), "the provider's own credential");
+    assert_eq!(
+        got.header("x-api-key"),
+        Some(PROVIDER_KEY),
+        "the provider's own credential"
+    );
     for name in ["authorization", "x-tollgate-api-key", "te"] {
-        assert!(got.header(name).is_none(), "{name} reached the provider: {:?}", got.headers);
+        assert!(
+            got.header(name).is_none(),
+            "{name} reached the provider: {:?}",
+            got.headers
+        );
     }
     assert!(
         !got.headers.iter().any(|(_, v)| v.contains(KEY)),

@@ -133,9 +133,15 @@ async fn sql_from_a_team_token_cannot_exhaust_memory_or_outlive_its_time_limit()
         ),
         ("SELECT arrow_cast('a', 'LargeUtf8')", "\"arrow_cast\""),
         ("SELECT count(*) FROM range(0, 3000000000)", "\"range\""),
-        ("SELECT sum(value) FROM generate_series(1, 100000000000)", "\"generate_series\""),
+        (
+            "SELECT sum(value) FROM generate_series(1, 100000000000)",
+            "\"generate_series\"",
+        ),
         ("SELECT length(lpad('a', 2000000000))", "\"lpad\""),
-        ("SELECT count(*) FROM events WHERE team = repeat('x', 1000000000)", "\"repeat\""),
+        (
+            "SELECT count(*) FROM events WHERE team = repeat('x', 1000000000)",
+            "\"repeat\"",
+        ),
     ] {
         let (status, body) = sql(&tg, statement).await;
         assert_eq!(status, 400, "{statement}: {body}");
@@ -177,7 +183,10 @@ async fn sql_from_a_team_token_cannot_exhaust_memory_or_outlive_its_time_limit()
 
     let (rss, peak) = (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"));
     eprintln!("tollgate serve memory after the abuse: VmRSS {rss} KiB, peak VmHWM {peak} KiB");
-    assert!(peak < RSS_BOUND_KIB, "peak RSS {peak} KiB, bound {RSS_BOUND_KIB} KiB");
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "peak RSS {peak} KiB, bound {RSS_BOUND_KIB} KiB"
+    );
 
     // The process is alive and both the gateway and the API answer.
     assert_eq!(gateway_answers(&tg).await, 200);

@@ -464,7 +464,11 @@ async fn claude_code_default_opus_4_8_is_priced_counted_and_refused_when_spent()
     let limit = worst + per * Decimal::from_str("2.5").unwrap();
     let tg = Tollgate::start_with_config(
         dir.path(),
-        write_config(dir.path(), &mock.url(), &budget("eng-opus", &limit.to_string())),
+        write_config(
+            dir.path(),
+            &mock.url(),
+            &budget("eng-opus", &limit.to_string()),
+        ),
     );
     assert_eq!(post_once_admitting(&tg, &body).await, 200);
     let mut admitted = 1u32;
@@ -489,8 +493,15 @@ async fn claude_code_default_opus_4_8_is_priced_counted_and_refused_when_spent()
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("eng-opus"), "{text}");
     let spent = settled_spend(&tg, "eng-opus").await;
-    assert_eq!(spent, per * Decimal::from(admitted), "every admitted request counted");
-    assert!(spent + worst > limit, "refused only once the next worst case no longer fits");
+    assert_eq!(
+        spent,
+        per * Decimal::from(admitted),
+        "every admitted request counted"
+    );
+    assert!(
+        spent + worst > limit,
+        "refused only once the next worst case no longer fits"
+    );
     let events = tg.wait_for_trace_at_least("trace-opus-4-8", 1).await;
     let priced = events
         .iter()
@@ -511,7 +522,8 @@ async fn a_model_no_table_has_is_reserved_at_provisional_rates_not_zero() {
         dir.path(),
         write_config(dir.path(), &mock.url(), &budget("eng-tiny", "0.00001")),
     );
-    let body = r#"{"model":"claude-opus-9","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let body =
+        r#"{"model":"claude-opus-9","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
     assert_eq!(post_once_admitting(&tg, body).await, 429);
     assert!(mock.received().is_empty(), "nothing went upstream");
     tg.stop();

@@ -122,8 +122,12 @@ fn resolved(env: &[(&str, &str)]) -> Result<serde_yaml::Value, String> {
 fn compose_refuses_to_start_grafana_without_a_generated_password() {
     let err = resolved(&[("ANTHROPIC_API_KEY", "x"), ("MINIO_ROOT_PASSWORD", "pw")]).unwrap_err();
     assert!(err.contains("GRAFANA_ADMIN_PASSWORD"), "{err}");
-    let err = resolved(&[("ANTHROPIC_API_KEY", "x"), ("GRAFANA_ADMIN_PASSWORD", "pw")]).unwrap_err();
-    assert!(err.contains("MINIO_ROOT_PASSWORD"), "MinIO needs a generated password too: {err}");
+    let err =
+        resolved(&[("ANTHROPIC_API_KEY", "x"), ("GRAFANA_ADMIN_PASSWORD", "pw")]).unwrap_err();
+    assert!(
+        err.contains("MINIO_ROOT_PASSWORD"),
+        "MinIO needs a generated password too: {err}"
+    );
     let doc = resolved(&[
         ("ANTHROPIC_API_KEY", "x"),
         ("GRAFANA_ADMIN_PASSWORD", "pw-from-env"),

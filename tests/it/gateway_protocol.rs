@@ -46,9 +46,18 @@ async fn model_discovery_answers_claude_codes_captured_request_with_the_keys_pri
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&"claude-sonnet-4-5") && ids.contains(&"claude-opus-4-6"), "{v}");
+    assert!(
+        ids.contains(&"claude-sonnet-4-5") && ids.contains(&"claude-opus-4-6"),
+        "{v}"
+    );
     assert_eq!(v["data"][0]["type"], "model");
-    assert!(v["data"][0]["display_name"].as_str().unwrap().starts_with("Claude "), "{v}");
+    assert!(
+        v["data"][0]["display_name"]
+            .as_str()
+            .unwrap()
+            .starts_with("Claude "),
+        "{v}"
+    );
     assert!(v["data"][0]["created_at"].is_string(), "{v}");
     assert_eq!(v["has_more"], false);
     assert_eq!(v["first_id"], ids[0]);
@@ -71,16 +80,31 @@ async fn usage_headers_follow_the_budget_up_to_a_429_billing_error_refusal() {
     let body = body_of(200);
     let mut seen = Vec::new();
     let refusal = loop {
-        let r = tg.post("/v1/messages").body(body.clone()).send().await.unwrap();
+        let r = tg
+            .post("/v1/messages")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
         match r.status().as_u16() {
             // Budget state not read yet just after start.
             503 => tokio::time::sleep(Duration::from_millis(200)).await,
             200 => {
                 let status = header(&r, STATUS);
                 let fraction: f64 = header(&r, UTILISATION).parse().unwrap();
-                assert_eq!(header(&r, "anthropic-ratelimit-unified-overage-status"), status);
-                assert_eq!(header(&r, "anthropic-ratelimit-unified-representative-claim"), "overage");
-                assert!(header(&r, "anthropic-ratelimit-unified-reset").parse::<i64>().is_ok());
+                assert_eq!(
+                    header(&r, "anthropic-ratelimit-unified-overage-status"),
+                    status
+                );
+                assert_eq!(
+                    header(&r, "anthropic-ratelimit-unified-representative-claim"),
+                    "overage"
+                );
+                assert!(
+                    header(&r, "anthropic-ratelimit-unified-reset")
+                        .parse::<i64>()
+                        .is_ok()
+                );
                 seen.push((status, fraction, header(&r, THRESHOLD)));
                 r.bytes().await.unwrap();
                 settled_spend(&tg, "eng-daily").await;
@@ -103,16 +127,31 @@ async fn usage_headers_follow_the_budget_up_to_a_429_billing_error_refusal() {
     assert_eq!(header(&refusal, STATUS), "rejected");
     // At least 1: spend may pass the limit by less than one reservation.
     assert!(header(&refusal, UTILISATION).parse::<f64>().unwrap() >= 1.0);
-    assert_eq!(header(&refusal, "anthropic-ratelimit-unified-overage-period"), "daily");
     assert_eq!(
-        header(&refusal, "anthropic-ratelimit-unified-overage-disabled-reason"),
+        header(&refusal, "anthropic-ratelimit-unified-overage-period"),
+        "daily"
+    );
+    assert_eq!(
+        header(
+            &refusal,
+            "anthropic-ratelimit-unified-overage-disabled-reason"
+        ),
         "org_spend_cap_reached"
     );
     assert!(header(&refusal, "retry-after").parse::<u64>().unwrap() >= 1);
-    assert_eq!(header(&refusal, "anthropic-ratelimit-unified-representative-claim"), "");
+    assert_eq!(
+        header(&refusal, "anthropic-ratelimit-unified-representative-claim"),
+        ""
+    );
     let e: serde_json::Value = refusal.json().await.unwrap();
     assert_eq!(e["error"]["type"], "billing_error", "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("eng-daily"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("eng-daily"),
+        "{e}"
+    );
     tg.stop();
 }
 
@@ -137,7 +176,13 @@ async fn oauth_usage_reports_the_covering_budget_in_cents_and_404_without_one() 
     assert_eq!(v["extra_usage"]["currency"], "USD");
     assert_eq!(v["limits"][0]["group"], "daily");
     assert_eq!(v["limits"][0]["is_active"], true);
-    assert!(v["limits"][0]["resets_at"].as_str().unwrap().ends_with(".000Z"), "{v}");
+    assert!(
+        v["limits"][0]["resets_at"]
+            .as_str()
+            .unwrap()
+            .ends_with(".000Z"),
+        "{v}"
+    );
     tg.stop();
 
     let dir = tempfile::tempdir().unwrap();
@@ -148,7 +193,11 @@ async fn oauth_usage_reports_the_covering_budget_in_cents_and_404_without_one() 
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404, "no budget: the client shows the percent alone");
+    assert_eq!(
+        r.status(),
+        404,
+        "no budget: the client shows the percent alone"
+    );
     tg.stop();
 }
 
@@ -160,7 +209,8 @@ async fn claude_code_makes_exactly_one_request_on_a_bad_key() {
     let modes: [&[(&str, &str)]; 2] = [&[], &[("CLAUDE_CODE_USE_GATEWAY", "1")]];
     for (n, mode) in modes.iter().enumerate() {
         // Claude Code's own retry default (10) stays.
-        let out = run_claude_output(&tg.url, ("ANTHROPIC_AUTH_TOKEN", "tg-wrong-key"), "", mode).await;
+        let out =
+            run_claude_output(&tg.url, ("ANTHROPIC_AUTH_TOKEN", "tg-wrong-key"), "", mode).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("401"), "{mode:?}: {stdout}");
         assert_eq!(
@@ -194,7 +244,10 @@ async fn claude_code_in_gateway_mode_with_model_discovery_works_through_tollgate
     assert!(stdout.contains("Hello from the mock provider"), "{stdout}");
     let events = tg.wait_for_trace_at_least("trace-cc-gateway-mode", 1).await;
     assert!(events.iter().all(|e| e["status"] == 200), "{events:?}");
-    assert!(events.iter().all(|e| e["session_id"].is_string()), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["session_id"].is_string()),
+        "{events:?}"
+    );
     tg.stop();
 }
 
@@ -227,12 +280,25 @@ async fn a_session_shows_its_agent_tree_with_spend_per_agent() {
     send_as_agent(&tg, "s-agents", Some("agent-b"), Some("agent-a")).await;
     send_as_agent(&tg, "s-agents", Some("agent-b"), Some("agent-a")).await;
     let events = tg.wait_for_trace("trace-agents", 4).await;
-    assert_eq!(events.iter().filter(|e| e["agent_id"] == "agent-b").count(), 2);
-    assert!(events.iter().any(|e| e["parent_agent_id"] == "agent-a"), "{events:?}");
+    assert_eq!(
+        events.iter().filter(|e| e["agent_id"] == "agent-b").count(),
+        2
+    );
+    assert!(
+        events.iter().any(|e| e["parent_agent_id"] == "agent-a"),
+        "{events:?}"
+    );
 
     let get = |path: String| {
         let r = client().get(format!("{}{path}", tg.url)).bearer_auth(ADMIN);
-        async move { r.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+        async move {
+            r.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
     };
     let v = get("/v1/sessions/s-agents".into()).await;
     let main = &v["agents"];
@@ -256,8 +322,14 @@ async fn a_session_shows_its_agent_tree_with_spend_per_agent() {
 
     let s = get("/v1/spend?group_by=agent".into()).await;
     let rows = s["data"].as_array().unwrap();
-    let b_row = rows.iter().find(|r| r["agent"] == "agent-b").expect("agent-b's row");
+    let b_row = rows
+        .iter()
+        .find(|r| r["agent"] == "agent-b")
+        .expect("agent-b's row");
     assert_eq!(b_row["requests"], 2, "{s}");
-    assert!(rows.iter().any(|r| r["agent"].is_null()), "the main agent: {s}");
+    assert!(
+        rows.iter().any(|r| r["agent"].is_null()),
+        "the main agent: {s}"
+    );
     tg.stop();
 }

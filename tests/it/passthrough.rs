@@ -86,7 +86,10 @@ async fn passthrough_forwards_the_clients_own_credential_and_the_body_byte_for_b
     // routing still cannot move credentials across.
     let routing = format!(
         "client_routes = [\"sub\"]\n{}\n[providers.bedrock]\nkind = \"bedrock\"\nregion = \"us-east-1\"\nbase_url = \"{}\"\nbearer_token = \"br\"\n\n[routes.sub]\npassthrough = true\ntargets = [{{ provider = \"anthropic\" }}]\n",
-        sub_key().replace("passthrough = true\n", "passthrough = true\nallow_client_config = true\n"),
+        sub_key().replace(
+            "passthrough = true\n",
+            "passthrough = true\nallow_client_config = true\n"
+        ),
         mock.url()
     );
     let config = write_config(dir.path(), &mock.url(), &routing);

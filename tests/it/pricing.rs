@@ -67,16 +67,29 @@ fn price_cli(c: &Case) -> serde_json::Value {
 #[test]
 fn hand_priced_cases_match_exactly() {
     let cases = cases();
-    assert!(cases.len() >= 100, "at least 100 cases, got {}", cases.len());
+    assert!(
+        cases.len() >= 100,
+        "at least 100 cases, got {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for c in &cases {
         let got = price_cli(c);
-        let total = got["total_usd"].as_str().and_then(|t| t.parse::<Decimal>().ok());
+        let total = got["total_usd"]
+            .as_str()
+            .and_then(|t| t.parse::<Decimal>().ok());
         let want = c.expected_usd.normalize();
-        if total.map(|t| t.normalize()) != Some(want) || got["pricing_basis"] != c.expected_basis.as_str() {
+        if total.map(|t| t.normalize()) != Some(want)
+            || got["pricing_basis"] != c.expected_basis.as_str()
+        {
             failures.push(format!(
                 "{}: got {} ({}), want {want} ({}) ({}) notes {}",
-                c.name, got["total_usd"], got["pricing_basis"], c.expected_basis, c.arithmetic, got["pricing_notes"]
+                c.name,
+                got["total_usd"],
+                got["pricing_basis"],
+                c.expected_basis,
+                c.arithmetic,
+                got["pricing_notes"]
             ));
         }
     }
@@ -434,8 +447,18 @@ fn tables_copy() -> tempfile::TempDir {
 
 fn import(dir: &Path, fixture: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["pricing", "import", "--effective-from", "2026-12-01", "--from"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/import").join(fixture))
+        .args([
+            "pricing",
+            "import",
+            "--effective-from",
+            "2026-12-01",
+            "--from",
+        ])
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/import")
+                .join(fixture),
+        )
         .arg("--dir")
         .arg(dir)
         .args(extra)
@@ -450,7 +473,11 @@ fn price_with(dir: &Path, model: &str, at: &str) -> serde_json::Value {
         .args(["--usage", r#"{"input_tokens":1000,"cache_creation_input_tokens":1000,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":1000}}"#])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -463,15 +490,26 @@ fn litellm_import_shows_a_diff_and_refuses_contradictions_unless_accepted() {
     assert!(!out.status.success(), "{diff}");
     // LiteLLM's known error: Claude 3 Haiku's 1-hour write at $6/M.
     assert!(diff.contains("~ anthropic claude-3-haiku-20240307 (entry claude-3-haiku): cache_write_1h $0.5/M -> $6/M"), "{diff}");
-    assert!(diff.contains("+ anthropic claude-opus-9: new entry from 2026-12-01"), "{diff}");
+    assert!(
+        diff.contains("+ anthropic claude-opus-9: new entry from 2026-12-01"),
+        "{diff}"
+    );
     // Sonnet 4.5, Bedrock us. Opus 4.8 at ×1.1, Vertex Opus 4.8 agree; gpt-4o is not Claude.
     assert!(diff.contains("= 3 model(s) agree"), "{diff}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-changes"));
     let after = std::fs::read_to_string(dir.path().join("anthropic.toml")).unwrap();
     assert_eq!(before, after, "nothing written when refused");
 
-    let out = import(dir.path(), "model_prices_and_context_window.json", &["--accept-changes"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = import(
+        dir.path(),
+        "model_prices_and_context_window.json",
+        &["--accept-changes"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // 1000 × $6/M + 1000 1h × $12/M = 0.018, from the table now.
     let opus9 = price_with(dir.path(), "claude-opus-9", "2026-12-02");
     assert_eq!(opus9["total_usd"], "0.018");
@@ -479,8 +517,14 @@ fn litellm_import_shows_a_diff_and_refuses_contradictions_unless_accepted() {
     // The accepted change applies from its date; the past keeps the old
     // price: 1000 × $0.25/M + 1000 × $0.50/M = 0.00075 before,
     // 1000 × $0.25/M + 1000 × $6/M = 0.00625 from 2026-12-01.
-    assert_eq!(price_with(dir.path(), "claude-3-haiku-20240307", "2026-11-30")["total_usd"], "0.00075");
-    assert_eq!(price_with(dir.path(), "claude-3-haiku-20240307", "2026-12-01")["total_usd"], "0.00625");
+    assert_eq!(
+        price_with(dir.path(), "claude-3-haiku-20240307", "2026-11-30")["total_usd"],
+        "0.00075"
+    );
+    assert_eq!(
+        price_with(dir.path(), "claude-3-haiku-20240307", "2026-12-01")["total_usd"],
+        "0.00625"
+    );
 }
 
 #[test]
@@ -488,8 +532,15 @@ fn portkey_import_adds_missing_models_from_cents_per_token() {
     let dir = tables_copy();
     let out = import(dir.path(), "portkey/anthropic.json", &[]);
     let diff = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{diff}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(diff.contains("+ anthropic claude-sonnet-6: new entry from 2026-12-01: input $2.5/M"), "{diff}");
+    assert!(
+        out.status.success(),
+        "{diff}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        diff.contains("+ anthropic claude-sonnet-6: new entry from 2026-12-01: input $2.5/M"),
+        "{diff}"
+    );
     assert!(diff.contains("= 1 model(s) agree"), "{diff}");
     // 1000 × $2.5/M + 1000 1h × $5/M = 0.0075.
     let sonnet6 = price_with(dir.path(), "claude-sonnet-6", "2026-12-02");
@@ -502,7 +553,10 @@ async fn sighup_reloads_the_price_tables_and_events_name_the_version() {
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let tables = tables_copy();
-    let extra = format!("\n[pricing]\ndir = {:?}\n", tables.path().display().to_string());
+    let extra = format!(
+        "\n[pricing]\ndir = {:?}\n",
+        tables.path().display().to_string()
+    );
     let config = crate::support::write_config(dir.path(), &mock.url(), &extra);
     let tg = Tollgate::start_with_config(dir.path(), config);
     let body = r#"{"model":"claude-opus-9","max_tokens":10,"messages":[]}"#;
@@ -512,10 +566,18 @@ async fn sighup_reloads_the_price_tables_and_events_name_the_version() {
             .body(body)
             .send()
     };
-    send("trace-before-reload").await.unwrap().bytes().await.unwrap();
+    send("trace-before-reload")
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let before = tg.wait_for_trace("trace-before-reload", 1).await;
     assert_eq!(before[0]["pricing_basis"], "provisional", "{}", before[0]);
-    let old_version = before[0]["price_table_version"].as_str().unwrap().to_owned();
+    let old_version = before[0]["price_table_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let path = tables.path().join("anthropic.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
@@ -523,18 +585,30 @@ async fn sighup_reloads_the_price_tables_and_events_name_the_version() {
         "\n[[price]]\nfamily = \"claude-opus-9\"\nmatch = ['^claude-opus-9$']\nexamples = [\"claude-opus-9\"]\neffective_from = 2026-01-01\nsource = \"https://example.com/opus-9\"\ninput = \"6\"\noutput = \"30\"\ncache_write_5m = \"7.5\"\ncache_write_1h = \"12\"\ncache_read = \"0.6\"\n",
     );
     std::fs::write(&path, text).unwrap();
-    let new_version = PriceBook::load_dir(tables.path()).unwrap().version().to_owned();
+    let new_version = PriceBook::load_dir(tables.path())
+        .unwrap()
+        .version()
+        .to_owned();
     Command::new("kill")
         .args(["-HUP", &tg.child.id().to_string()])
         .status()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !tg.log().contains("price tables reloaded") {
-        assert!(std::time::Instant::now() < deadline, "no reload logged:\n{}", tg.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload logged:\n{}",
+            tg.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    send("trace-after-reload").await.unwrap().bytes().await.unwrap();
+    send("trace-after-reload")
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let after = tg.wait_for_trace("trace-after-reload", 1).await;
     let e = &after[0];
     assert_eq!(e["pricing_basis"], "table", "{e}");

@@ -24,7 +24,9 @@ use tollgate::route::{self, ClientRouting, RouteConfig};
 
 /// The corpus of one target.
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
         .map(|f| f.unwrap().path())
@@ -202,8 +204,9 @@ proptest! {
 fn a_cursor_carrying_nan_or_infinity_is_refused() {
     use base64::Engine;
     for value in ["NaN", "inf", "-inf", "1e400"] {
-        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("started_at|d|{value}|0192f4e0-0000-7000-8000-000000000000"));
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            "started_at|d|{value}|0192f4e0-0000-7000-8000-000000000000"
+        ));
         assert!(Cursor::decode(&text).is_none(), "{value}");
     }
 }

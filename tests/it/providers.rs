@@ -567,14 +567,22 @@ async fn a_model_name_cannot_walk_out_of_the_vertex_url_path() {
     let _ = r.bytes().await;
     let own = "/v1/projects/tollgate-test/locations/us-east5/publishers/anthropic/models/";
     let received = mock.received();
-    assert!(!received.is_empty(), "the request reached the mock: {}", tg.log());
+    assert!(
+        !received.is_empty(),
+        "the request reached the mock: {}",
+        tg.log()
+    );
     for got in received.iter().filter(|g| g.path_and_query != "/token") {
         assert!(
             got.path_and_query.starts_with(own) && got.path_and_query.contains("%2F"),
             "left its segment: {}",
             got.path_and_query
         );
-        assert!(!got.path_and_query.contains("other-project/"), "{}", got.path_and_query);
+        assert!(
+            !got.path_and_query.contains("other-project/"),
+            "{}",
+            got.path_and_query
+        );
     }
     tg.stop();
 }

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tollgate_mock::{
-    USAGE_CACHE_1H, USAGE_CACHE_5M, USAGE_CACHE_READ, USAGE_INPUT, USAGE_OUTPUT,
-};
+use tollgate_mock::{USAGE_CACHE_1H, USAGE_CACHE_5M, USAGE_CACHE_READ, USAGE_INPUT, USAGE_OUTPUT};
 
 use crate::support::{
     ADMIN, KEY, PROVIDER_KEY, Tollgate, client, sample, start_mock, write_config,

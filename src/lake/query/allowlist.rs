@@ -22,9 +22,7 @@ use std::ops::ControlFlow;
 
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::{
-    BinaryExpr, Expr, LogicalPlan, Operator, WindowFunctionDefinition,
-};
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, WindowFunctionDefinition};
 use datafusion::sql::sqlparser::ast::{
     Query, Statement, TableFactor, ValueWithSpan, Visit, Visitor,
 };
@@ -163,9 +161,7 @@ const WINDOW: &[&str] = &[
 pub enum Refusal {
     #[error("the SQL is {0} bytes; /v1/sql takes at most {MAX_SQL_BYTES}")]
     TooLong(usize),
-    #[error(
-        "a literal of {0} bytes is longer than the {MAX_LITERAL_BYTES} bytes /v1/sql allows"
-    )]
+    #[error("a literal of {0} bytes is longer than the {MAX_LITERAL_BYTES} bytes /v1/sql allows")]
     LongLiteral(usize),
     #[error("function \"{0}\" is not allowed in /v1/sql; allowed: {list}", list = allowed_list())]
     Function(String),
@@ -185,7 +181,12 @@ pub enum Refusal {
 
 /// Every callable function, sorted, for the refusal message.
 fn allowed_list() -> String {
-    let mut names: Vec<&str> = SCALAR.iter().chain(AGGREGATE).chain(WINDOW).copied().collect();
+    let mut names: Vec<&str> = SCALAR
+        .iter()
+        .chain(AGGREGATE)
+        .chain(WINDOW)
+        .copied()
+        .collect();
     names.sort_unstable();
     names.dedup();
     names.join(", ")
@@ -196,10 +197,15 @@ fn allowed_list() -> String {
 /// to be callable.
 #[cfg(test)]
 pub fn unknown_names(state: &datafusion::execution::SessionState) -> Vec<&'static str> {
-    let scalar = SCALAR.iter().filter(|n| !state.scalar_functions().contains_key(**n));
-    let aggregate = AGGREGATE.iter().filter(|n| !state.aggregate_functions().contains_key(**n));
+    let scalar = SCALAR
+        .iter()
+        .filter(|n| !state.scalar_functions().contains_key(**n));
+    let aggregate = AGGREGATE
+        .iter()
+        .filter(|n| !state.aggregate_functions().contains_key(**n));
     let window = WINDOW.iter().filter(|n| {
-        !state.window_functions().contains_key(**n) && !state.aggregate_functions().contains_key(**n)
+        !state.window_functions().contains_key(**n)
+            && !state.aggregate_functions().contains_key(**n)
     });
     scalar.chain(aggregate).chain(window).copied().collect()
 }
@@ -265,7 +271,10 @@ fn relation_refusal(factor: &TableFactor) -> Option<Refusal> {
         other => {
             let text = other.to_string();
             let kind = text.split_whitespace().next().unwrap_or("this relation");
-            Some(Refusal::Construct(format!("{} in FROM", kind.to_uppercase())))
+            Some(Refusal::Construct(format!(
+                "{} in FROM",
+                kind.to_uppercase()
+            )))
         }
     }
 }
@@ -326,7 +335,12 @@ fn vet_node(node: &LogicalPlan) -> Result<(), Refusal> {
         LogicalPlan::RecursiveQuery(_) => Err(Refusal::Construct("WITH RECURSIVE".into())),
         other => Err(Refusal::Construct(format!(
             "a {} plan",
-            other.display().to_string().split(':').next().unwrap_or("statement")
+            other
+                .display()
+                .to_string()
+                .split(':')
+                .next()
+                .unwrap_or("statement")
         ))),
     }
 }
@@ -341,9 +355,7 @@ fn vet_expr(e: &Expr) -> Result<(), Refusal> {
             WindowFunctionDefinition::WindowUDF(f) => allowed(WINDOW, f.name()),
         },
         Expr::HigherOrderFunction(f) => Err(Refusal::Function(f.name().to_owned())),
-        Expr::Lambda(_) | Expr::LambdaVariable(_) => {
-            Err(Refusal::Construct("a lambda".into()))
-        }
+        Expr::Lambda(_) | Expr::LambdaVariable(_) => Err(Refusal::Construct("a lambda".into())),
         Expr::Cast(c) => scalar_cast(c.field.data_type()),
         Expr::TryCast(c) => scalar_cast(c.field.data_type()),
         Expr::BinaryExpr(b) => vet_operator(b),
@@ -378,9 +390,9 @@ fn vet_operator(b: &BinaryExpr) -> Result<(), Refusal> {
     match b.op {
         Eq | NotEq | Lt | LtEq | Gt | GtEq | Plus | Minus | Multiply | Divide | Modulo
         | IntegerDivide | And | Or | IsDistinctFrom | IsNotDistinctFrom | RegexMatch
-        | RegexIMatch | RegexNotMatch | RegexNotIMatch | LikeMatch | ILikeMatch
-        | NotLikeMatch | NotILikeMatch | BitwiseAnd | BitwiseOr | BitwiseXor
-        | BitwiseShiftRight | BitwiseShiftLeft => Ok(()),
+        | RegexIMatch | RegexNotMatch | RegexNotIMatch | LikeMatch | ILikeMatch | NotLikeMatch
+        | NotILikeMatch | BitwiseAnd | BitwiseOr | BitwiseXor | BitwiseShiftRight
+        | BitwiseShiftLeft => Ok(()),
         op => Err(Refusal::Construct(format!("the operator {op}"))),
     }
 }

@@ -96,7 +96,12 @@ pub fn agent_tree(events: &[serde_json::Value]) -> AgentNode {
     let mut seen = BTreeSet::new();
     let mut root = build(None, &own, &parent, &children, &mut seen);
     // Agents only reachable through a cycle: shown under the main agent.
-    for key in own.keys().filter(|k| !seen.contains(*k)).cloned().collect::<Vec<_>>() {
+    for key in own
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
         if !seen.contains(&key) {
             let node = build(key, &own, &parent, &children, &mut seen);
             root.subtree_spend_usd += node.subtree_spend_usd;
@@ -190,12 +195,25 @@ mod tests {
 
     /// Writes `events` as one lake file, without the agent columns when
     /// `old` (a file written before they existed).
-    fn write_file(layout: &crate::lake::files::LakeLayout, first: u64, events: &[crate::event::LlmEvent], old: bool) {
+    fn write_file(
+        layout: &crate::lake::files::LakeLayout,
+        first: u64,
+        events: &[crate::event::LlmEvent],
+        old: bool,
+    ) {
         use crate::event::{BusPosition, to_record_batch};
         let rows: Vec<_> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| (BusPosition { partition: 0, offset: first + i as u64 }, e))
+            .map(|(i, e)| {
+                (
+                    BusPosition {
+                        partition: 0,
+                        offset: first + i as u64,
+                    },
+                    e,
+                )
+            })
             .collect();
         let mut batch = to_record_batch(&rows).unwrap();
         if old {
@@ -232,7 +250,10 @@ mod tests {
             .expect("the session has events");
         assert_eq!(view.events.len(), 2);
         assert_eq!(view.agents.agent_id, None);
-        assert_eq!(view.agents.totals.requests, 1, "the old file's event is the main agent's");
+        assert_eq!(
+            view.agents.totals.requests, 1,
+            "the old file's event is the main agent's"
+        );
         assert_eq!(view.agents.children.len(), 1);
         assert_eq!(view.agents.children[0].agent_id.as_deref(), Some("agent-b"));
 
@@ -244,6 +265,9 @@ mod tests {
         let spend = lake.spend(&Scope::All, &q).await.unwrap();
         let mut agents: Vec<_> = spend.data.iter().map(|r| r["agent"].clone()).collect();
         agents.sort_by_key(|a| a.to_string());
-        assert_eq!(agents, vec![serde_json::json!("agent-b"), serde_json::Value::Null]);
+        assert_eq!(
+            agents,
+            vec![serde_json::json!("agent-b"), serde_json::Value::Null]
+        );
     }
 }

@@ -145,17 +145,44 @@ mod tests {
                 "function \"repeat\" is not allowed in /v1/sql; allowed: ",
             ),
             ("SELECT arrow_cast(1, 'Int64')", "function \"arrow_cast\""),
-            ("SELECT count(*) FROM range(0, 3000000000)", "table function \"range\""),
-            ("SELECT * FROM generate_series(1, 10)", "table function \"generate_series\""),
+            (
+                "SELECT count(*) FROM range(0, 3000000000)",
+                "table function \"range\"",
+            ),
+            (
+                "SELECT * FROM generate_series(1, 10)",
+                "table function \"generate_series\"",
+            ),
             ("SELECT lpad('a', 100000000)", "function \"lpad\""),
-            ("SELECT rpad(team, 100000000) FROM events", "function \"rpad\""),
-            ("SELECT replace(team, 'a', 'aaaa') FROM events", "function \"replace\""),
-            ("SELECT regexp_replace(team, 'a', 'bb') FROM events", "function \"regexp_replace\""),
-            ("SELECT concat(team, team) FROM events", "function \"concat\""),
+            (
+                "SELECT rpad(team, 100000000) FROM events",
+                "function \"rpad\"",
+            ),
+            (
+                "SELECT replace(team, 'a', 'aaaa') FROM events",
+                "function \"replace\"",
+            ),
+            (
+                "SELECT regexp_replace(team, 'a', 'bb') FROM events",
+                "function \"regexp_replace\"",
+            ),
+            (
+                "SELECT concat(team, team) FROM events",
+                "function \"concat\"",
+            ),
             ("SELECT team || team FROM events", "operator ||"),
-            ("SELECT string_agg(team, ',') FROM events", "function \"string_agg\""),
-            ("SELECT array_agg(team) FROM events", "function \"array_agg\""),
-            ("SELECT array_agg(team) OVER () FROM events", "function \"array_agg\""),
+            (
+                "SELECT string_agg(team, ',') FROM events",
+                "function \"string_agg\"",
+            ),
+            (
+                "SELECT array_agg(team) FROM events",
+                "function \"array_agg\"",
+            ),
+            (
+                "SELECT array_agg(team) OVER () FROM events",
+                "function \"array_agg\"",
+            ),
             ("SELECT make_array(1, 2)", "function \"make_array\""),
             ("SELECT [1, 2, 3]", "function \"make_array\""),
             ("SELECT unnest(downgrades) FROM events", "UNNEST"),
@@ -168,7 +195,10 @@ mod tests {
                 "SELECT team FROM events WHERE team IN (SELECT repeat(team, 3) FROM events)",
                 "function \"repeat\"",
             ),
-            ("SELECT (SELECT max(length(lpad('a', 9)))) FROM events", "function \"lpad\""),
+            (
+                "SELECT (SELECT max(length(lpad('a', 9)))) FROM events",
+                "function \"lpad\"",
+            ),
             ("SELECT CAST(team AS VARCHAR[]) FROM events", "CAST to List"),
             (long_literal.as_str(), "literal of 2002 bytes"),
             (long_sql.as_str(), "/v1/sql takes at most 65536"),
@@ -249,7 +279,9 @@ mod tests {
         while pool.reserved() < 1024 * 1024 {
             assert!(Instant::now() < deadline, "the query never reserved memory");
             assert!(
-                tokio::time::timeout(Duration::from_millis(50), &mut query).await.is_err(),
+                tokio::time::timeout(Duration::from_millis(50), &mut query)
+                    .await
+                    .is_err(),
                 "the query ended on its own"
             );
         }

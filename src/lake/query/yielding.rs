@@ -20,9 +20,9 @@ use datafusion::error::Result;
 use datafusion::execution::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::SchedulingType;
-use datafusion::physical_plan::ExecutionPlan;
 
 /// The physical optimizer rule (runs after DataFusion's own rules).
 #[derive(Debug)]
