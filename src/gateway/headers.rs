@@ -117,8 +117,8 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || connection_listed.iter().any(|c| c == name.as_str())
+fn is_hop_by_hop(name: &str, connection_listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || connection_listed.iter().any(|c| c == name)
 }
 
 /// Headers named in `Connection:` are hop-by-hop too.
@@ -151,54 +151,53 @@ pub fn passthrough_upstream_headers(client: &HeaderMap) -> HeaderMap {
 
 fn filtered(client: &HeaderMap, keep_credentials: bool) -> HeaderMap {
     let listed = connection_listed(client);
+    let dropped: &[&str] = if keep_credentials { &[] } else { CREDENTIALS };
     let mut out = HeaderMap::with_capacity(client.len());
     for (name, value) in client {
         let n = name.as_str();
-        let credential = n == "authorization" || n == "x-api-key";
-        let drop = is_hop_by_hop(name, &listed)
-            || n == "host"
-            || n == "content-length"
-            || n == "accept-encoding"
-            || (credential && !keep_credentials)
-            || n.starts_with("x-tollgate-")
-            || n.starts_with("x-portkey-");
-        if !drop {
-            let mut value = value.clone();
-            if credential {
-                value.set_sensitive(true);
-            }
-            out.append(name.clone(), value);
+        if held_back(n, &listed, dropped) {
+            continue;
         }
+        let mut value = value.clone();
+        if CREDENTIALS.contains(&n) {
+            value.set_sensitive(true);
+        }
+        out.append(name.clone(), value);
     }
     out
 }
 
+/// The client's own credentials (tollgate's key in Bearer mode is the
+/// client's `authorization`).
+const CREDENTIALS: &[&str] = &["authorization", "x-api-key"];
+
+/// Whether a client header (lower-case `name`) stays out of the upstream
+/// request: hop-by-hop ones (including those the client's `Connection`
+/// names, `listed`), those the HTTP client sets itself, tollgate's own,
+/// and the `credentials` given.
+fn held_back(name: &str, listed: &[String], credentials: &[&str]) -> bool {
+    is_hop_by_hop(name, listed)
+        || ["host", "content-length", "accept-encoding"].contains(&name)
+        || credentials.contains(&name)
+        || name.starts_with("x-tollgate-")
+        || name.starts_with("x-portkey-")
+}
+
 /// Headers a route's `forward_headers` can never forward, whatever it
-/// lists: credentials (tollgate's key in Bearer mode is the client's
-/// `authorization`), tollgate's own headers, hop-by-hop ones (including
-/// those the client's `Connection` names) and the framing headers the
-/// HTTP client sets itself.
-pub fn never_forwarded(name: &str, client: &HeaderMap) -> bool {
+/// lists: everything [`upstream_headers`] holds back, credentials
+/// (proxy credentials and cookies too) included; `listed` are the headers
+/// the client's `Connection` names.
+pub fn never_forwarded(name: &str, listed: &[String]) -> bool {
     let n = name.trim().to_ascii_lowercase();
-    let credential = [
-        "authorization",
-        "x-api-key",
-        "proxy-authorization",
-        "cookie",
-    ];
-    let framing = ["host", "content-length", "accept-encoding"];
-    credential.contains(&n.as_str())
-        || framing.contains(&n.as_str())
-        || HOP_BY_HOP.contains(&n.as_str())
-        || connection_listed(client).contains(&n)
-        || n.starts_with("x-tollgate-")
-        || n.starts_with("x-portkey-")
+    let credentials = [CREDENTIALS, &["proxy-authorization", "cookie"]].concat();
+    held_back(&n, listed, &credentials)
 }
 
 /// Adds the client headers a route's `forward_headers` names to the
 /// upstream headers, except those [`never_forwarded`] keeps back.
 pub fn add_forwarded(up: &mut HeaderMap, client: &HeaderMap, names: &[String]) {
-    for name in names.iter().filter(|n| !never_forwarded(n, client)) {
+    let listed = connection_listed(client);
+    for name in names.iter().filter(|n| !never_forwarded(n, &listed)) {
         let Ok(n) = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()) else {
             continue;
         };
@@ -214,7 +213,7 @@ pub fn downstream_headers(upstream: &HeaderMap) -> HeaderMap {
     let listed = connection_listed(upstream);
     let mut out = HeaderMap::with_capacity(upstream.len() + 1);
     for (name, value) in upstream {
-        if !is_hop_by_hop(name, &listed) {
+        if !is_hop_by_hop(name.as_str(), &listed) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -306,10 +305,8 @@ mod tests {
         assert_eq!(names, ["authorization", "x-api-key", "anthropic-beta"]);
         assert_eq!(out["authorization"], "Bearer sk-ant-oat01-client");
         assert!(out["authorization"].is_sensitive() && out["x-api-key"].is_sensitive());
-        let none = HeaderMap::new();
         assert!(
-            never_forwarded("X-Tollgate-Api-Key", &none)
-                && !never_forwarded("x-request-source", &none)
+            never_forwarded("X-Tollgate-Api-Key", &[]) && !never_forwarded("x-request-source", &[])
         );
     }
 

@@ -80,7 +80,7 @@ impl Plan {
         })
     }
 
-    /// The providers in order, for the cache key and messages.
+    /// Each target with the body it gets, in order: the cache key.
     pub fn parts(&self) -> Vec<(&str, &[u8])> {
         self.targets
             .iter()

@@ -358,7 +358,7 @@ impl TeeBody {
     /// Emits the event once, with `error_type` if the answer did not end
     /// normally.
     fn finish(&mut self, error_type: Option<&str>) {
-        let Some((reader, mut recording)) = self.state.take() else {
+        let Some((reader, recording)) = self.state.take() else {
             return;
         };
         if let Some(c) = self
@@ -369,14 +369,7 @@ impl TeeBody {
             c.cache
                 .put(c.key, c.content_type, c.body.freeze(), c.max_age);
         }
-        let facts = reader.finish();
-        let first_token = facts.first_token;
-        let e = recording.event_mut();
-        if let Some(t) = error_type {
-            e.error_type = Some(t.to_owned());
-        }
-        facts.apply(e);
-        recording.emit(first_token);
+        emit(reader, recording, error_type);
     }
 }
 
@@ -415,20 +408,20 @@ impl Drop for TeeBody {
     /// answer was already whole, nothing was lost. Otherwise the rest is
     /// drained for the usage the provider bills.
     fn drop(&mut self) {
+        match &self.state {
+            None => return,
+            Some((reader, _)) if reader.complete() => return self.finish(None),
+            Some(_) => {}
+        }
         let Some((reader, recording)) = self.state.take() else {
             return;
         };
-        if reader.complete() {
-            self.state = Some((reader, recording));
-            self.finish(None);
-            return;
-        }
         let upstream = std::mem::replace(&mut self.upstream, Box::pin(futures::stream::empty()));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(drain(upstream, reader, recording));
             }
-            Err(_) => emit_disconnected(reader, recording),
+            Err(_) => emit(reader, recording, Some(CLIENT_DISCONNECTED)),
         }
     }
 }
@@ -450,18 +443,24 @@ async fn drain(mut upstream: BodyStream, mut reader: AnswerReader, recording: Re
     };
     let _ = tokio::time::timeout(DRAIN_TIME, reading).await;
     drop(upstream);
-    emit_disconnected(reader, recording);
+    emit(reader, recording, Some(CLIENT_DISCONNECTED));
 }
 
-/// Emits the event of an answer whose client disconnected.
-fn emit_disconnected(reader: AnswerReader, mut recording: Recording) {
+/// Emits the event with what the reader learned, marked with
+/// `error_type` when the answer did not end normally.
+fn emit(reader: AnswerReader, mut recording: Recording, error_type: Option<&str>) {
     let facts = reader.finish();
     let first_token = facts.first_token;
     let e = recording.event_mut();
-    e.error_type = Some("client_disconnected".to_owned());
+    if let Some(t) = error_type {
+        e.error_type = Some(t.to_owned());
+    }
     facts.apply(e);
     recording.emit(first_token);
 }
+
+/// The event's `error_type` when the client went away mid-answer.
+const CLIENT_DISCONNECTED: &str = "client_disconnected";
 
 #[cfg(test)]
 mod tests {
