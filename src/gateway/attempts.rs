@@ -88,7 +88,7 @@ impl Attempts<'_> {
             self.remaining = self.remaining.saturating_sub(1);
             let again = n < tries && self.remaining > 0;
             let started = Instant::now();
-            let answer = provider.send(self.request(&target.body)).await;
+            let answer = provider.send(self.request(&target.ask.body)).await;
             let (kind, name) = (provider.kind(), provider.target());
             match answer {
                 Ok(up) => {

@@ -11,16 +11,18 @@ use super::request_head::RequestHead;
 use crate::event::Usage;
 use crate::route::{self, RouteConfig};
 
-/// One target of the plan and the body it gets.
+/// One target of the plan and the request it gets.
 pub struct PlannedTarget {
     /// The `[providers.NAME]` to send to.
     pub provider: String,
-    /// The request body after this target's `override_params`.
-    pub body: Bytes,
+    /// The request after this target's `override_params`.
+    pub ask: WorstCase,
 }
 
-/// What admission reserves for: the model and output bound of the
-/// dearest target, and the body whose size bounds the input.
+/// A request as one target gets it, with what admission prices it by:
+/// the model and output bound, the billing choices, and the body (whose
+/// size bounds the input, and which is what goes upstream).
+#[derive(Debug, Clone)]
 pub struct WorstCase {
     pub model: Option<String>,
     pub max_tokens: u64,
@@ -30,6 +32,29 @@ pub struct WorstCase {
     pub billing: Usage,
 }
 
+impl WorstCase {
+    /// The request `body`, whose `head` is already parsed.
+    pub fn of(body: Bytes, head: &RequestHead<'_>) -> WorstCase {
+        let owned = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().map(str::to_owned);
+        WorstCase {
+            model: owned(&head.model),
+            max_tokens: head.max_tokens.unwrap_or(0),
+            body,
+            billing: Usage {
+                speed: owned(&head.speed),
+                inference_geo: owned(&head.inference_geo),
+                ..Usage::default()
+            },
+        }
+    }
+
+    /// A body an override rewrote, its head read anew.
+    fn rewritten(body: Bytes) -> WorstCase {
+        let head = RequestHead::parse(&body).unwrap_or_default();
+        WorstCase::of(body.clone(), &head)
+    }
+}
+
 /// The targets a request tries, in order.
 pub struct Plan {
     pub targets: Vec<PlannedTarget>,
@@ -37,13 +62,14 @@ pub struct Plan {
 
 impl Plan {
     /// Picks the targets (`facts` decide conditional and load-balanced
-    /// routes) and applies each one's overrides. A passthrough body goes
-    /// byte for byte: its routes have no overrides, and this holds even if
-    /// one did.
+    /// routes) and applies each one's overrides to the `original` request;
+    /// only a body an override rewrote is read again. A passthrough body
+    /// goes byte for byte: its routes have no overrides, and this holds
+    /// even if one did.
     pub fn new(
         route: &RouteConfig,
         facts: &route::Facts<'_>,
-        body: &Bytes,
+        original: &WorstCase,
         passthrough: bool,
     ) -> Plan {
         let targets = route
@@ -51,40 +77,27 @@ impl Plan {
             .into_iter()
             .map(|t| PlannedTarget {
                 provider: t.provider.clone(),
-                body: if passthrough {
-                    body.clone()
+                ask: if passthrough || t.override_params.is_empty() {
+                    original.clone()
                 } else {
-                    route::apply_overrides(body, &t.override_params)
+                    WorstCase::rewritten(route::apply_overrides(&original.body, &t.override_params))
                 },
             })
             .collect();
         Plan { targets }
     }
 
-    /// Each target's (model, max_tokens, body) as it would be sent; the
-    /// caller prices them and reserves for the dearest.
-    pub fn candidates(&self) -> impl Iterator<Item = WorstCase> + '_ {
-        self.targets.iter().map(|t| {
-            let head = RequestHead::parse(&t.body).unwrap_or_default();
-            let owned = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().map(str::to_owned);
-            WorstCase {
-                model: owned(&head.model),
-                max_tokens: head.max_tokens.unwrap_or(0),
-                body: t.body.clone(),
-                billing: Usage {
-                    speed: owned(&head.speed),
-                    inference_geo: owned(&head.inference_geo),
-                    ..Usage::default()
-                },
-            }
-        })
+    /// Each target's request as it would be sent; the caller prices them
+    /// and reserves for the dearest.
+    pub fn candidates(&self) -> impl Iterator<Item = &WorstCase> + '_ {
+        self.targets.iter().map(|t| &t.ask)
     }
 
     /// Each target with the body it gets, in order: the cache key.
     pub fn parts(&self) -> Vec<(&str, &[u8])> {
         self.targets
             .iter()
-            .map(|t| (t.provider.as_str(), t.body.as_ref()))
+            .map(|t| (t.provider.as_str(), t.ask.body.as_ref()))
             .collect()
     }
 }
@@ -107,9 +120,12 @@ mod tests {
             model: Some("claude-haiku-4-5"),
             metadata: &metadata,
         };
-        let plan = Plan::new(&route, &facts, &body, false);
-        let seen: Vec<(Option<String>, u64)> =
-            plan.candidates().map(|c| (c.model, c.max_tokens)).collect();
+        let original = WorstCase::of(body.clone(), &RequestHead::parse(&body).unwrap());
+        let plan = Plan::new(&route, &facts, &original, false);
+        let seen: Vec<(Option<String>, u64)> = plan
+            .candidates()
+            .map(|c| (c.model.clone(), c.max_tokens))
+            .collect();
         assert_eq!(
             seen,
             [
@@ -118,7 +134,7 @@ mod tests {
             ]
         );
         // Passthrough bodies are never rewritten.
-        let plan = Plan::new(&route, &facts, &body, true);
-        assert!(plan.targets.iter().all(|t| t.body == body));
+        let plan = Plan::new(&route, &facts, &original, true);
+        assert!(plan.targets.iter().all(|t| t.ask.body == body));
     }
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Uri, header};
 
@@ -107,14 +106,14 @@ impl Gateway {
         if let Err(e) = self.check_passthrough(&identity, &inbound, &headers, &mut recording) {
             return refuse(recording, e);
         }
-        let body = match self
+        let ask = match self
             .read_body(inbound, body, &mut headers, &mut recording)
             .await
         {
-            Ok(body) => body,
+            Ok(ask) => ask,
             Err(e) => return refuse(recording, e),
         };
-        let (route, plan) = match self.route_and_plan(&identity, &headers, &body, &mut recording) {
+        let (route, plan) = match self.route_and_plan(&identity, &headers, &ask, &mut recording) {
             Ok(planned) => planned,
             Err(e) => return refuse(recording, e),
         };
@@ -160,14 +159,14 @@ impl Gateway {
     }
 
     /// Reads the body (bounded), brings it to Anthropic's shape and notes
-    /// what the event needs from its head.
+    /// what the event needs from its head, read once here.
     async fn read_body(
         &self,
         inbound: Inbound,
         body: Body,
         headers: &mut HeaderMap,
         recording: &mut Recording,
-    ) -> Result<Bytes, GatewayError> {
+    ) -> Result<WorstCase, GatewayError> {
         let body = axum::body::to_bytes(body, self.max_body_bytes)
             .await
             .map_err(|e| body_error(e, self.max_body_bytes))?;
@@ -177,7 +176,7 @@ impl Gateway {
         let e = recording.event_mut();
         e.model_requested = head.model.as_deref().map(str::to_owned);
         e.stream = head.is_stream();
-        Ok(body)
+        Ok(WorstCase::of(body.clone(), &head))
     }
 
     /// The request's route (the key's, or one its headers choose where the
@@ -186,7 +185,7 @@ impl Gateway {
         &self,
         identity: &Identity,
         headers: &HeaderMap,
-        body: &Bytes,
+        ask: &WorstCase,
         recording: &mut Recording,
     ) -> Result<(RouteConfig, Plan), GatewayError> {
         let key_route = identity
@@ -212,7 +211,7 @@ impl Gateway {
             model: e.model_requested.as_deref(),
             metadata: &e.metadata,
         };
-        let plan = Plan::new(&route, &facts, body, identity.passthrough);
+        let plan = Plan::new(&route, &facts, ask, identity.passthrough);
         Ok((route, plan))
     }
 
@@ -233,10 +232,15 @@ impl Gateway {
                 &c.billing,
             )
         };
-        let Some(worst) = plan.candidates().max_by_key(|c| (bound(c), c.max_tokens)) else {
+        // One target (the common case) needs no pricing to be the dearest.
+        let worst = match plan.targets.as_slice() {
+            [only] => Some(&only.ask),
+            _ => plan.candidates().max_by_key(|c| (bound(c), c.max_tokens)),
+        };
+        let Some(worst) = worst else {
             return Ok(());
         };
-        let ticket = self.admission.admit(identity, &worst, at).await?;
+        let ticket = self.admission.admit(identity, worst, at).await?;
         recording.admitted(self.admission.gateway_id(), ticket);
         Ok(())
     }
