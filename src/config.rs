@@ -947,79 +947,21 @@ pub fn generate_key() -> String {
 /// has brokers (`TOLLGATE_KAFKA_BROKERS`), the embedded log otherwise.
 fn starter_bus(kafka: bool) -> &'static str {
     if kafka {
-        r#"[bus]
-kind = "kafka"                   # roles talk through Kafka: run many gateways, scale each role
-queue_capacity = 65536           # events the gateway may hold before its journal takes them
-
-[bus.kafka]
-brokers = "${TOLLGATE_KAFKA_BROKERS}"
-partitions = 6                   # of tollgate.events.v1 / costed.v1 when tollgate creates them
-replication = 1                  # 3 on a production cluster
-session_timeout_ms = 10000
-delivery_timeout_ms = 120000
-linger_ms = 5
-compression = "lz4"
-# properties = { "security.protocol" = "SASL_SSL" }   # any librdkafka setting
-"#
+        include_str!("config_templates/bus_kafka.toml")
     } else {
-        r#"[bus]
-kind = "embedded"                # on-disk log in this process: nothing to install
-queue_capacity = 65536           # events the gateway may hold before the bus takes them
-"#
+        include_str!("config_templates/bus_embedded.toml")
     }
 }
 
 /// The commented starter config `tollgate init` writes, for one key; on
-/// Kafka when `kafka` (the installer set `TOLLGATE_KAFKA_BROKERS`).
+/// Kafka when `kafka` (the installer set `TOLLGATE_KAFKA_BROKERS`). The
+/// text is a template file, so it reads as the TOML it produces; `@NAME@`
+/// placeholders cannot clash with TOML or `${VAR}` interpolation.
 pub fn starter_config(key: &str, key_id: &str, kafka: bool) -> String {
-    format!(
-        r#"# tollgate.toml: written by `tollgate init`. Every string may use ${{VAR}} or
-# ${{VAR:-default}}; relative paths are taken from this file's directory.
-
-[server]
-# Claude Code's ANTHROPIC_BASE_URL points here; the query API is served on
-# the same port unless api_listen is set.
-listen = "127.0.0.1:8787"
-# api_listen = "127.0.0.1:8788"
-# Prometheus metrics (every team's and user's spend) on their own, loopback
-# address, never on the gateway port that clients reach.
-metrics_listen = "127.0.0.1:9464"
-max_body_bytes = 33554432        # larger request bodies get a 413
-upstream_timeout_secs = 600      # a whole answer, streams included
-shutdown_grace_secs = 30
-
-[data]
-dir = "./tollgate-data"          # embedded event log and Parquet lake
-
-{bus}
-[sink]
-flush_rows = 50000               # a Parquet file is written at this many events…
-flush_interval_ms = 2000         # …or after this long, whichever comes first
-
-[api]
-# Bearer tokens for GET /v1/logs; unset means the query API refuses everyone.
-admin_tokens = ["${{TOLLGATE_ADMIN_TOKEN:-}}"]
-
-[providers.anthropic]
-kind = "anthropic"
-base_url = "${{ANTHROPIC_UPSTREAM_URL:-https://api.anthropic.com}}"
-api_key = "${{ANTHROPIC_API_KEY:-}}"
-
-# One [[keys]] entry per tollgate key. Only the hash is stored; add keys with
-# `tollgate key new --team T --user U` and paste what it prints.
-[[keys]]
-id = "{key_id}"
-hash = "{hash}"
-workspace = "default"
-team = "default"
-user = "default"
-provider = "anthropic"
-# passthrough = true             # clients keep their own Claude subscription / Anthropic key
-#                                # (tollgate key in x-tollgate-api-key); Anthropic bills them
-"#,
-        hash = hash_key(key),
-        bus = starter_bus(kafka),
-    )
+    include_str!("config_templates/starter.toml")
+        .replace("@BUS@", starter_bus(kafka))
+        .replace("@KEY_ID@", key_id)
+        .replace("@KEY_HASH@", &hash_key(key))
 }
 
 #[cfg(test)]

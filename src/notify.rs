@@ -132,6 +132,13 @@ impl Notifier {
                 "no [[webhooks]] configured: budget alerts are logged and published, not delivered"
             );
         }
+        // Each configured format's delivery series start at 0, so a
+        // dashboard shows "none yet" rather than "No data".
+        for hook in &webhooks {
+            let format = format_label(hook.format);
+            METRICS.alerts_delivered.with_label_values(&[format]);
+            METRICS.alert_delivery_failures.with_label_values(&[format]);
+        }
         Ok(Notifier {
             subscription: log.subscribe(NOTIFIER_GROUP, ALERTS_TOPIC).await?,
             log,

@@ -73,6 +73,11 @@ pub struct Ledgers {
 
 impl Ledgers {
     pub fn new(specs: Vec<BudgetSpec>) -> Ledgers {
+        // Each budget's alert series exists at 0 from the start, so a
+        // dashboard shows "no alerts" rather than "No data".
+        for spec in &specs {
+            METRICS.budget_alerts.with_label_values(&[&spec.name]);
+        }
         Ledgers {
             specs,
             partitions: HashMap::new(),

@@ -5,6 +5,17 @@ use http::StatusCode;
 
 use crate::lake::LakeError;
 
+/// The error body every endpoint answers with on failure: the shape
+/// `ApiError` serialises to, described for the OpenAPI document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `{type, message}`; the message names the parameter or rule.
+    pub error: serde_json::Value,
+}
+
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 use crate::config::ApiConfig;
 use crate::gateway::admission::Admission;
@@ -130,7 +130,7 @@ async fn track(
 /// team token sees the ledgers whose subject is its team.
 #[utoipa::path(get, path = "/v1/budgets", tag = "budgets",
     responses((status = 200, description = "Budget ledgers of the current periods", body = serde_json::Value),
-        (status = 401, description = "Missing or unknown token", body = openapi::ErrorBody)),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn budgets(
     axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
@@ -145,7 +145,7 @@ async fn budgets(
             Scope::All => true,
             Scope::Team(team) => id.subject == *team,
         })
-        .map(|(id, total, reserved)| {
+        .map(|(id, total, (reserved_usd, reserved_tokens))| {
             serde_json::json!({
                 "budget": id.budget,
                 "subject": id.subject,
@@ -153,7 +153,8 @@ async fn budgets(
                 "period_end": total.period_end,
                 "spent_usd": total.spent_usd.to_string(),
                 "spent_tokens": total.spent_tokens,
-                "reserved_usd": reserved.to_string(),
+                "reserved_usd": reserved_usd.to_string(),
+                "reserved_tokens": reserved_tokens,
             })
         })
         .collect();

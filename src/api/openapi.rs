@@ -5,15 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-/// The error body every endpoint answers with on failure.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// Always `error`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// `{type, message}`; the message names the parameter or rule.
-    pub error: serde_json::Value,
-}
+use super::error::ErrorBody;
 
 /// The whole API.
 #[derive(OpenApi)]

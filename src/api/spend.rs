@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use http::HeaderMap;
 
-use super::openapi::ErrorBody;
+use super::error::ErrorBody;
 use super::params::{Params, bad};
 use super::{ApiError, ApiState};
 use crate::lake::query::{GroupBy, Scope, SpendQuery, SpendResult, TopSessionsQuery};

@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use http::HeaderMap;
 use serde::Deserialize;
 
-use super::openapi::ErrorBody;
+use super::error::ErrorBody;
 use super::params::bad;
 use super::{ApiError, ApiState};
 use crate::lake::query::{SqlLimits, SqlResult};

@@ -226,6 +226,7 @@ impl Admission {
                 tokens: l.tokens_per_minute.map(keyed),
             })
             .collect();
+        announce_series(&specs, limits);
         // With no budgets there is no state to wait for.
         let caught_up = specs.is_empty();
         Arc::new(Admission {
@@ -299,15 +300,16 @@ impl Admission {
         tracing::info!("budget state read; admission is exact from here");
     }
 
-    /// Every ledger's totals, for the API.
-    pub fn ledgers(&self) -> Vec<(LedgerId, crate::budget::LedgerTotal, Decimal)> {
+    /// Every ledger's totals and what in-flight requests hold on it (USD,
+    /// tokens), for the API.
+    pub fn ledgers(&self) -> Vec<(LedgerId, crate::budget::LedgerTotal, (Decimal, u64))> {
         let state = self.lock();
         state
             .states
             .all()
             .into_iter()
             .map(|(id, total)| {
-                let reserved = state.reserved(&id).0;
+                let reserved = state.reserved(&id);
                 (id, total, reserved)
             })
             .collect()
@@ -551,10 +553,11 @@ impl Admission {
         max_tokens: u64,
     ) -> Result<(), Refusal> {
         for l in &self.limiters {
-            let (scope, subject) = match l.scope {
-                BudgetScope::Key => ("key", &who.key_id),
-                BudgetScope::User => ("user", &who.user),
-                _ => ("team", &who.team),
+            let scope = limit_scope_label(l.scope);
+            let subject = match l.scope {
+                BudgetScope::Key => &who.key_id,
+                BudgetScope::User => &who.user,
+                _ => &who.team,
             };
             if l.subject.as_ref().is_some_and(|s| s != subject) {
                 continue;
@@ -603,6 +606,38 @@ impl Admission {
             }
         }
         Ok(())
+    }
+}
+
+/// The `scope` label of a rate limit's refusals: key and user limits by
+/// name, everything else counted per team.
+fn limit_scope_label(scope: BudgetScope) -> &'static str {
+    match scope {
+        BudgetScope::Key => "key",
+        BudgetScope::User => "user",
+        _ => "team",
+    }
+}
+
+/// Gives each configured budget and rate limit its refusal series at 0,
+/// so a dashboard shows zero refusals rather than "No data" before the
+/// first one.
+fn announce_series(specs: &[BudgetSpec], limits: &[RateLimitConfig]) {
+    for spec in specs {
+        METRICS.budget_refusals.with_label_values(&[&spec.name]);
+    }
+    for limit in limits {
+        let scope = limit_scope_label(limit.scope);
+        if limit.requests_per_minute.is_some() {
+            METRICS
+                .rate_limit_refusals
+                .with_label_values(&[scope, "requests"]);
+        }
+        if limit.tokens_per_minute.is_some() {
+            METRICS
+                .rate_limit_refusals
+                .with_label_values(&[scope, "tokens"]);
+        }
     }
 }
 

@@ -100,7 +100,8 @@ impl GatewayError {
         }
     }
 
-    /// The short reason stored on events and used as a metric label.
+    /// The short reason stored on events and used as a metric label: one
+    /// of [`REFUSAL_REASONS`], or an upstream's error type.
     pub fn reason(&self) -> &'static str {
         use GatewayError::*;
         match self {
@@ -123,6 +124,25 @@ impl GatewayError {
         }
     }
 }
+
+/// Every reason tollgate itself refuses a request for (what
+/// [`GatewayError::reason`] gives for all but upstream failures).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "missing_key",
+    "unknown_key",
+    "passthrough_key_header",
+    "passthrough_no_credential",
+    "passthrough_unsupported",
+    "bad_header",
+    "body_too_large",
+    "body_read_error",
+    "bad_json",
+    "no_provider",
+    "budget_exceeded",
+    "budget_state_unknown",
+    "rate_limited",
+    "client_config_forbidden",
+];
 
 /// Builds an Anthropic-shaped error response.
 pub fn anthropic_error(status: StatusCode, error_type: &str, message: &str) -> Response {
@@ -174,5 +194,70 @@ impl IntoResponse for GatewayError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every refusal of tollgate's own has its reason in `REFUSAL_REASONS`,
+    /// so its metric series exists at 0 before the first one.
+    #[test]
+    fn every_own_refusal_reason_is_announced() {
+        let s = String::new;
+        let all = [
+            GatewayError::MissingKey,
+            GatewayError::UnknownKey,
+            GatewayError::PassthroughKeyHeader,
+            GatewayError::PassthroughNoCredential { key_id: s() },
+            GatewayError::PassthroughUnsupported(s()),
+            GatewayError::BadHeader {
+                header: "h",
+                reason: s(),
+            },
+            GatewayError::BodyTooLarge { limit: 1 },
+            GatewayError::BodyRead(s()),
+            GatewayError::BadJson(s()),
+            GatewayError::NoProvider {
+                key_id: s(),
+                provider: s(),
+            },
+            GatewayError::Refused(Refusal::Budget {
+                budget: s(),
+                subject: s(),
+                spent: s(),
+                limit: s(),
+                resets: s(),
+            }),
+            GatewayError::Refused(Refusal::StateUnknown),
+            GatewayError::Refused(Refusal::RateLimited {
+                scope: "key",
+                subject: s(),
+                limit: s(),
+                retry_after_secs: 1,
+            }),
+            GatewayError::Route(RouteError::Forbidden {
+                header: "h",
+                reason: s(),
+            }),
+            GatewayError::Route(RouteError::Invalid {
+                header: "h",
+                reason: s(),
+            }),
+        ];
+        for e in &all {
+            assert!(
+                REFUSAL_REASONS.contains(&e.reason()),
+                "{} is not announced",
+                e.reason()
+            );
+        }
+        let reasons: std::collections::BTreeSet<_> = all.iter().map(|e| e.reason()).collect();
+        assert_eq!(
+            reasons.len(),
+            REFUSAL_REASONS.len(),
+            "no reason is announced that nothing gives"
+        );
     }
 }

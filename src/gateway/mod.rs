@@ -58,6 +58,7 @@ impl Gateway {
         admission: Arc<admission::Admission>,
         handoff: EventHandoff,
     ) -> Result<Gateway, passthrough::PassthroughError> {
+        announce_series();
         Ok(Gateway {
             keys: auth::KeyRing::new(&cfg.keys, &cfg.routes),
             providers,
@@ -69,6 +70,19 @@ impl Gateway {
             cache: Arc::new(cache::ResponseCache::default()),
             fingerprints: passthrough::Fingerprinter::from_config(cfg)?,
         })
+    }
+}
+
+/// Gives the gateway's fixed label sets their series at 0 (every reason
+/// tollgate refuses a request for, both cache outcomes), so dashboards show
+/// zeros rather than "No data" before the first of each.
+fn announce_series() {
+    use crate::metrics::METRICS;
+    for reason in error::REFUSAL_REASONS {
+        METRICS.client_errors.with_label_values(&[reason]);
+    }
+    for result in ["hit", "miss"] {
+        METRICS.cache_lookups.with_label_values(&[result]);
     }
 }
 

@@ -286,7 +286,8 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Everything consumed and delivered: a duplicate would be here by now.
+    tg.wait_until_drained(2, Duration::from_secs(30)).await;
     let got = receiver.got.lock().unwrap().clone();
     let mut thresholds = Vec::new();
     for (headers, body) in &got {
@@ -412,8 +413,9 @@ async fn claude_code_shows_a_budget_refusal_once_instead_of_retrying() {
         "Claude Code shows the budget, its spend and its reset: {stdout}"
     );
     tg.wait_for_trace_at_least("trace-budget-refusal", 1).await;
-    // Give retries, had there been any, time to land in the lake.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Claude Code has exited, so any retry it made was answered: wait until
+    // every answered request's event is in the lake.
+    tg.wait_until_landed(Duration::from_secs(30)).await;
     let events = tg.all_of_trace("trace-budget-refusal").await;
     let refusals: Vec<_> = events
         .iter()

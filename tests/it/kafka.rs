@@ -130,6 +130,35 @@ struct Sent {
     refused: Mutex<usize>,
 }
 
+impl Sent {
+    /// How many requests were answered with an event so far.
+    fn answered(&self) -> usize {
+        self.event_ids.lock().unwrap().len()
+    }
+
+    /// Waits until `n` more requests than `since` were answered: how a test
+    /// lets load run through a phase without a fixed sleep.
+    async fn wait_for_more(&self, since: usize, n: usize, logs: &[&Tollgate]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.answered();
+            if now >= since + n {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} answers after {since}; logs:\n{}",
+                now - since,
+                logs.iter()
+                    .map(|t| t.log())
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Sends requests (one trace, round-robin over teams) to whichever
 /// gateway URL is current, about `per_sec` a second, until `stop`.
 fn load(
@@ -299,7 +328,7 @@ async fn roles_in_separate_processes_with_two_gateways_and_two_sinks_land_every_
     let urls = Arc::new(Mutex::new(vec![gw1.url.clone(), gw2.url.clone()]));
     let stop = CancellationToken::new();
     let (sent, handle) = load(urls, "kafka-roles", 50, stop.clone());
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    sent.wait_for_more(0, 250, &[&gw1, &gw2]).await;
     stop.cancel();
     handle.await.unwrap();
 
@@ -384,25 +413,27 @@ async fn broker_unreachable_for_20_seconds_under_load_loses_nothing() {
     let urls = Arc::new(Mutex::new(vec![tg.url.clone()]));
     let stop = CancellationToken::new();
     let (sent, handle) = load(urls, "kafka-outage", 20, stop.clone());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    sent.wait_for_more(0, 40, &[&tg]).await;
     broker.pause();
     let paused = Instant::now();
-    let before = sent.event_ids.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let backlog = tg.metric("tollgate_bus_journal_backlog_events").await;
-    assert!(
-        backlog > 0.0,
-        "events wait in the journal while the broker is down"
-    );
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let during = sent.event_ids.lock().unwrap().len() - before;
-    assert!(paused.elapsed() >= Duration::from_secs(20));
+    let before = sent.answered();
+    // Events wait in the journal while the broker is down.
+    tg.wait_for_metric(
+        "tollgate_bus_journal_backlog_events",
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    // The scenario is a 20-second outage: this wait is the outage itself.
+    tokio::time::sleep_until((paused + Duration::from_secs(20)).into()).await;
+    let during = sent.answered() - before;
     assert!(
         during >= 300,
         "the gateway kept serving through the outage: {during} answers"
     );
     broker.resume();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resumed = sent.answered();
+    sent.wait_for_more(resumed, 40, &[&tg]).await;
     stop.cancel();
     handle.await.unwrap();
 
@@ -430,15 +461,16 @@ async fn sink_killed_mid_batch_and_restarted_writes_every_event_once() {
     let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
     let stop = CancellationToken::new();
     let (sent, handle) = load(urls, "kafka-sink-crash", 60, stop.clone());
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(
-        sink.metric("tollgate_sink_files_total").await > 0.0,
-        "the sink was writing when killed"
-    );
+    // The sink was writing when killed.
+    sink.wait_for_metric("tollgate_sink_files_total", 1.0, Duration::from_secs(60))
+        .await;
     sink.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Load goes on while no sink runs, then while the new one catches up.
+    let killed = sent.answered();
+    sent.wait_for_more(killed, 100, &[&gw]).await;
     let sink = Tollgate::start_role(&c.dir.path().join("sink"), sink_cfg, "sink");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted = sent.answered();
+    sent.wait_for_more(restarted, 150, &[&gw, &sink]).await;
     stop.cancel();
     handle.await.unwrap();
 
@@ -465,12 +497,13 @@ async fn gateway_restarted_with_sigterm_under_load_loses_nothing() {
     let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
     let stop = CancellationToken::new();
     let (sent, handle) = load(urls.clone(), "kafka-gw-restart", 50, stop.clone());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    sent.wait_for_more(0, 120, &[&gw]).await;
     gw.stop();
     // The same config and journal directory as before.
     let gw = c.role("gw", "gateway");
     *urls.lock().unwrap() = vec![gw.url.clone()];
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted = sent.answered();
+    sent.wait_for_more(restarted, 120, &[&gw]).await;
     stop.cancel();
     handle.await.unwrap();
 
@@ -541,7 +574,14 @@ async fn budgets_refuse_and_alert_once_across_kafka_roles() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The accountant read every event and the notifier delivered what it
+    // read: a duplicate alert would have arrived by now.
+    accountant
+        .wait_until_drained(0, Duration::from_secs(30))
+        .await;
+    notifier
+        .wait_until_drained(2, Duration::from_secs(30))
+        .await;
     let texts: Vec<String> = got
         .lock()
         .unwrap()

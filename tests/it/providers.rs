@@ -276,7 +276,6 @@ async fn claude_in_mode(target: &str, env: &[(&str, &str)], trace: &str) {
             .any(|e| e["provider"] == target && e["status"] == 200),
         "{events:?}"
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
     tg.stop();
 }
 

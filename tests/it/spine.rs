@@ -444,7 +444,10 @@ async fn restarts_lose_nothing_and_duplicate_nothing() {
     let tg = Tollgate::start_with_config(dir.path(), config);
     let events = tg.wait_for_trace("trace-restart", 70).await;
     assert_eq!(ids(&events).len(), 70, "every event exactly once");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The restarted process has read its log to the end and flushed what it
+    // read: a duplicate from the replay would be in the lake by now.
+    tg.wait_until_landed(Duration::from_secs(30)).await;
+    tg.wait_until_drained(0, Duration::from_secs(30)).await;
     let again = tg.wait_for_trace("trace-restart", 70).await;
     assert_eq!(again.len(), 70);
     tg.stop();

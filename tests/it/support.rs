@@ -254,6 +254,68 @@ impl Tollgate {
         }
     }
 
+    /// Waits until `metric(name)` is at least `value`, failing after `limit`
+    /// with the process's log: how tests wait on a stage's progress.
+    pub async fn wait_for_metric(&self, name: &str, value: f64, limit: Duration) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.metric(name).await;
+            if now >= value {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {now}, wanted at least {value}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the process has consumed everything on its topics
+    /// (every consumer group's lag is 0) and `delivered` alerts went out:
+    /// then nothing more is on its way, and a test can check there were no
+    /// duplicates without waiting a fixed time.
+    pub async fn wait_until_drained(&self, delivered: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let lag = self.metric("tollgate_bus_consumer_lag_records").await;
+            let out = self.metric("tollgate_alert_deliveries_total").await;
+            if lag == 0.0 && out >= delivered as f64 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not drained: lag {lag}, {out} alerts delivered of {delivered}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every event the gateway answered is in the lake: the
+    /// hand-off queue is empty and the sink wrote as many rows as the
+    /// events topic received.
+    pub async fn wait_until_landed(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let queued = self.metric("tollgate_events_queue_depth").await;
+            let appended = self
+                .metric(r#"tollgate_bus_appended_total{topic="tollgate.events.v1"}"#)
+                .await;
+            let rows = self.metric("tollgate_sink_rows_total").await;
+            if queued == 0.0 && rows >= appended {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not landed: {queued} queued, {rows} rows of {appended} events; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A value of a metric line on `/metrics` (sum over label sets).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = client()
