@@ -163,6 +163,36 @@ mod tests {
         );
     }
 
+    /// Claude Code 2.1.332 defaults to Opus 5.5 on Bedrock and Vertex: an
+    /// unmapped 2026 model would go out under its bare API name and be
+    /// refused ("The provided model identifier is invalid").
+    #[test]
+    fn every_2026_model_has_a_bedrock_and_a_vertex_id() {
+        let bedrock = Dialect::new(Family::Bedrock, &cfg());
+        let vertex = Dialect::new(Family::Vertex, &cfg());
+        for model in [
+            "claude-opus-4-7",
+            "claude-opus-4-8",
+            "claude-opus-5",
+            "claude-opus-5-5",
+            "claude-sonnet-5",
+            "claude-sonnet-5-5",
+            "claude-haiku-5-5",
+            "claude-fable-5",
+            "claude-fable-5-1",
+            "claude-fable-5-2",
+            "claude-mythos-5",
+            "claude-mythos-5-1",
+        ] {
+            assert_eq!(bedrock.model_id(model), format!("global.anthropic.{model}"));
+            assert_eq!(vertex.model_id(model), model);
+            assert!(
+                vertex.models.contains_key(model),
+                "{model} has no Vertex ID"
+            );
+        }
+    }
+
     #[test]
     fn config_model_map_overrides_the_catalog() {
         let mut c = cfg();

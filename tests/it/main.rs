@@ -7,6 +7,7 @@ mod support;
 mod abuse;
 mod abuse_sql;
 mod budgets;
+mod captures;
 mod claude_code;
 mod compose;
 mod dashboards;

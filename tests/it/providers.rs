@@ -15,7 +15,7 @@ const AWS_SECRET: &str = "tollgate/test/secret/key/EXAMPLE";
 
 /// A mock that checks SigV4 with the test credentials and JWTs with the
 /// test service account's public key.
-async fn start_cloud_mock() -> MockHandle {
+pub(crate) async fn start_cloud_mock() -> MockHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = std::fs::read_to_string(data("vertex-test-key.pub.pem")).unwrap();
     tollgate_mock::spawn(
@@ -38,7 +38,7 @@ fn data(name: &str) -> PathBuf {
 
 /// A config whose key routes to `target` (`bedrock` or `vertex`), both
 /// pointing at the mock.
-fn cloud_config(dir: &Path, mock: &MockHandle, target: &str) -> PathBuf {
+pub(crate) fn cloud_config(dir: &Path, mock: &MockHandle, target: &str) -> PathBuf {
     let key = std::fs::read_to_string(data("vertex-test-key.json")).unwrap();
     let mut key: serde_json::Value = serde_json::from_str(&key).unwrap();
     key["token_uri"] = format!("{}/token", mock.url()).into();

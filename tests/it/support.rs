@@ -364,6 +364,7 @@ pub fn client() -> reqwest::Client {
 
 /// One captured Claude Code request from `tests/data/claude-code` (copied from the wire captures).
 pub struct Sample {
+    pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -390,9 +391,11 @@ pub fn sample(name: &str) -> Sample {
         .collect();
     let body = match &v["body"] {
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
         other => other.to_string(),
     };
     Sample {
+        method: v["method"].as_str().unwrap_or("POST").to_owned(),
         path: v["path"].as_str().unwrap().to_owned(),
         headers,
         body,
@@ -403,7 +406,8 @@ impl Sample {
     /// Replays the sample at `base` with the captured headers, replacing
     /// credentials with `KEY` and the framing headers reqwest sets itself.
     pub fn replay(&self, base: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
-        let mut r = client().post(format!("{base}{}", self.path));
+        let method = reqwest::Method::from_bytes(self.method.as_bytes()).unwrap();
+        let mut r = client().request(method, format!("{base}{}", self.path));
         for (k, v) in &self.headers {
             let lower = k.to_ascii_lowercase();
             if [
@@ -412,6 +416,7 @@ impl Sample {
                 "connection",
                 "authorization",
                 "x-api-key",
+                "x-tollgate-api-key",
             ]
             .contains(&lower.as_str())
             {

@@ -11,6 +11,20 @@
 /// (`us.`, `eu.`, `apac.`, `jp.`, `au.`, `global.`) or send its ARN.
 #[rustfmt::skip]
 const BEDROCK_MODELS: &[(&str, &str)] = &[
+    // 2026 models: undated IDs, no `-v1:0`.
+    ("anthropic.claude-opus-4-7", "claude-opus-4-7"),
+    ("anthropic.claude-opus-4-8", "claude-opus-4-8"),
+    ("anthropic.claude-opus-5", "claude-opus-5"),
+    ("anthropic.claude-opus-5-5", "claude-opus-5-5"),
+    ("anthropic.claude-sonnet-5", "claude-sonnet-5"),
+    ("anthropic.claude-sonnet-5-5", "claude-sonnet-5-5"),
+    ("anthropic.claude-haiku-5-5", "claude-haiku-5-5"),
+    ("anthropic.claude-fable-5", "claude-fable-5"),
+    ("anthropic.claude-fable-5-1", "claude-fable-5-1"),
+    ("anthropic.claude-fable-5-2", "claude-fable-5-2"),
+    ("anthropic.claude-mythos-5", "claude-mythos-5"),
+    ("anthropic.claude-mythos-5-1", "claude-mythos-5-1"),
+    // Earlier models.
     ("anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
     ("anthropic.claude-sonnet-4-6", "claude-sonnet-4-6"),
     ("anthropic.claude-opus-4-5-20251101-v1:0", "claude-opus-4-5-20251101"),
@@ -32,6 +46,20 @@ const BEDROCK_REGION_PREFIXES: &[&str] = &["us.", "eu.", "apac.", "jp.", "au.", 
 /// published without one) and the Anthropic model each one serves.
 #[rustfmt::skip]
 const VERTEX_MODELS: &[(&str, &str)] = &[
+    // 2026 models: the API ID, no `@date`.
+    ("claude-opus-4-7", "claude-opus-4-7"),
+    ("claude-opus-4-8", "claude-opus-4-8"),
+    ("claude-opus-5", "claude-opus-5"),
+    ("claude-opus-5-5", "claude-opus-5-5"),
+    ("claude-sonnet-5", "claude-sonnet-5"),
+    ("claude-sonnet-5-5", "claude-sonnet-5-5"),
+    ("claude-haiku-5-5", "claude-haiku-5-5"),
+    ("claude-fable-5", "claude-fable-5"),
+    ("claude-fable-5-1", "claude-fable-5-1"),
+    ("claude-fable-5-2", "claude-fable-5-2"),
+    ("claude-mythos-5", "claude-mythos-5"),
+    ("claude-mythos-5-1", "claude-mythos-5-1"),
+    // Earlier models.
     ("claude-opus-4-6", "claude-opus-4-6"),
     ("claude-sonnet-4-6", "claude-sonnet-4-6"),
     ("claude-opus-4-5@20251101", "claude-opus-4-5-20251101"),
