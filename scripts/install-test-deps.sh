@@ -67,6 +67,14 @@ if ! command -v docker-compose >/dev/null; then
 fi
 echo "install-test-deps: docker-compose: $(command -v docker-compose)"
 
+# --- tmux (Debian): drives the interactive Claude Code UI in its tests ------
+if ! command -v tmux >/dev/null; then
+  echo "install-test-deps: installing tmux (Debian) for the interactive Claude Code tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -qq --no-install-recommends tmux >/dev/null
+fi
+
 # --- prometheus (Debian), the real server the dashboard tests query -------
 # tests/it/dashboards.rs starts its own instance (temp dir, free port) at
 # /usr/bin/prometheus (or $TOLLGATE_PROMETHEUS); the packaged service is not

@@ -9,6 +9,7 @@ mod abuse_sql;
 mod budgets;
 mod captures;
 mod claude_code;
+mod claude_code_ui;
 mod compose;
 mod dashboards;
 mod gateway_protocol;
