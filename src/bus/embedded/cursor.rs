@@ -37,7 +37,7 @@ pub(super) struct SegmentCursor {
     file_pos: u64,
     /// Length of the segment once known to be sealed (it no longer changes).
     pub(super) sealed_len: Option<u64>,
-    /// [`Published::generation`] when it was opened.
+    /// [`super::topic::Published::generation`] when it was opened.
     pub(super) generation: u64,
 }
 

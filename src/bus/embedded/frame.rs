@@ -43,7 +43,7 @@ pub(super) fn encode_frame(out: &mut Vec<u8>, offset: u64, key: &[u8], payload: 
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// What [`SegmentCursor::next_frame`] found.
+/// What [`super::cursor::SegmentCursor::next_frame`] found.
 pub(super) enum Frame {
     /// A frame below the offset asked for, passed over by its header alone
     /// (no checksum): how a reader gets from a sparse index entry to its

@@ -32,7 +32,7 @@ pub(super) struct Topic {
     /// What appends have made durable and visible; locked only to copy or
     /// update a few numbers.
     published: Mutex<Published>,
-    /// Copy of `published.end` for lock-free [`EmbeddedLog::end_offset`].
+    /// Copy of `published.end` for lock-free [`super::EmbeddedLog::end_offset`].
     pub(super) end: AtomicU64,
     /// Serialises what rewrites or deletes sealed segments (compaction,
     /// retention), which readers and appends never wait on.
