@@ -520,7 +520,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::bus::embedded_bus::EmbeddedBus;
+    use crate::bus::local::LocalBus;
 
     #[test]
     fn signature_covers_the_timestamp_and_the_body() {
@@ -603,7 +603,7 @@ mod tests {
         }
     }
 
-    async fn publish(bus: &EmbeddedBus, n: u32) {
+    async fn publish(bus: &LocalBus, n: u32) {
         let records = (0..n)
             .map(|i| {
                 (
@@ -635,7 +635,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_receiver_that_is_down_does_not_hold_back_the_others() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let bus = LocalBus::open(dir.path()).unwrap();
         let (down, down_got) = receiver(503).await;
         let (up, up_got) = receiver(200).await;
         publish(&bus, 3).await;
@@ -667,7 +667,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_and_a_receiver_that_keeps_failing_drop_alerts_counted_then_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let bus = LocalBus::open(dir.path()).unwrap();
         let (down, _) = receiver(500).await;
         let drops = |reason: &str| {
             METRICS

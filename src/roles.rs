@@ -24,8 +24,8 @@ use crate::accounting::accountant::Accountant;
 use crate::api::{self, ApiState};
 use crate::backoff::Backoff;
 use crate::budget::BudgetRecord;
-use crate::bus::embedded_bus::EmbeddedBus;
 use crate::bus::kafka::KafkaBus;
+use crate::bus::local::LocalBus;
 use crate::bus::{self, BUDGETS_TOPIC, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
 use crate::gateway::admission::Admission;
@@ -99,7 +99,7 @@ struct Bus {
     /// topics through it.
     kafka: Option<Arc<KafkaBus>>,
     /// Set on the embedded bus: compacted and trimmed periodically.
-    embedded: Option<Arc<EmbeddedBus>>,
+    embedded: Option<Arc<LocalBus>>,
 }
 
 impl Bus {
@@ -117,7 +117,7 @@ impl Bus {
             }
             _ => {
                 let embedded =
-                    EmbeddedBus::open_maintained(&cfg.data.log_dir(), maintenance(cfg)).await?;
+                    LocalBus::open_maintained(&cfg.data.log_dir(), maintenance(cfg)).await?;
                 Ok(Bus {
                     log: embedded.clone(),
                     kafka: None,
@@ -135,8 +135,8 @@ const BUDGETS_ROLL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The embedded log's upkeep: the budgets topic compacted, the others kept
 /// `bus.retention_days`.
-fn maintenance(cfg: &Config) -> crate::bus::embedded_bus::Maintenance {
-    crate::bus::embedded_bus::Maintenance {
+fn maintenance(cfg: &Config) -> crate::bus::local::Maintenance {
+    crate::bus::local::Maintenance {
         compacted: vec![BUDGETS_TOPIC.to_owned()],
         retention: (cfg.bus.retention_days > 0)
             .then(|| Duration::from_secs(u64::from(cfg.bus.retention_days) * 86_400)),
@@ -146,7 +146,7 @@ fn maintenance(cfg: &Config) -> crate::bus::embedded_bus::Maintenance {
 
 /// Runs the embedded log's upkeep every [`MAINTENANCE_INTERVAL`] until
 /// stopped; a failed pass is logged and tried again next time.
-async fn maintain_periodically(bus: Arc<EmbeddedBus>, stop: CancellationToken) {
+async fn maintain_periodically(bus: Arc<LocalBus>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -309,7 +309,7 @@ pub async fn run(
                 }));
             }
             Some(kafka) => {
-                let journal = EmbeddedBus::open_journal_recovered(&cfg.data.journal_dir()).await?;
+                let journal = LocalBus::open_journal_recovered(&cfg.data.journal_dir()).await?;
                 let to_journal: Arc<dyn Log> = journal.clone();
                 pipeline.push(Task::spawn("publisher", |_| async move {
                     bus::publisher::run(queue, to_journal, EVENTS_TOPIC).await;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::embedded_bus::EmbeddedBus;
 use super::kafka::KafkaBus;
+use super::local::LocalBus;
 use super::{BusError, EVENTS_TOPIC, Log};
 use crate::backoff::Backoff;
 use crate::metrics::METRICS;
@@ -30,7 +30,7 @@ const STALL: Duration = Duration::from_secs(2);
 /// `deadline` after `stop` if Kafka does not take the rest; what is left
 /// stays in the journal for the next start.
 pub async fn run(
-    journal: Arc<EmbeddedBus>,
+    journal: Arc<LocalBus>,
     kafka: Arc<KafkaBus>,
     stop: CancellationToken,
     deadline: Duration,
@@ -69,7 +69,7 @@ async fn ensure_topics(kafka: &KafkaBus) {
 }
 
 async fn forward(
-    journal: &EmbeddedBus,
+    journal: &LocalBus,
     kafka: &KafkaBus,
     stop: &CancellationToken,
 ) -> Result<(), BusError> {
@@ -129,7 +129,7 @@ async fn forward(
 }
 
 /// Events in the journal that Kafka has not acknowledged yet.
-async fn backlog(journal: &EmbeddedBus) -> Result<u64, BusError> {
+async fn backlog(journal: &LocalBus) -> Result<u64, BusError> {
     let end = journal.end_offset(EVENTS_TOPIC)?;
     let done = journal.committed(FORWARDER_GROUP, EVENTS_TOPIC).await?;
     Ok(end.saturating_sub(done))
@@ -137,7 +137,7 @@ async fn backlog(journal: &EmbeddedBus) -> Result<u64, BusError> {
 
 /// Keeps `tollgate_bus_journal_backlog_events` current, also while a
 /// delivery is stuck (which is exactly when it matters).
-async fn report_backlog(journal: Arc<EmbeddedBus>, stop: CancellationToken) {
+async fn report_backlog(journal: Arc<LocalBus>, stop: CancellationToken) {
     loop {
         if let Ok(left) = backlog(&journal).await {
             METRICS.bus_journal_backlog.set(left as i64);

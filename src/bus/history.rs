@@ -83,12 +83,12 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::bus::embedded_bus::EmbeddedBus;
+    use crate::bus::local::LocalBus;
 
     #[tokio::test]
     async fn a_history_read_hands_over_records_up_to_the_end_it_was_given_and_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let bus = LocalBus::open(dir.path()).unwrap();
         let records = (0..5)
             .map(|i| (Bytes::from("k"), Bytes::from(format!("r{i}"))))
             .collect();

@@ -5,10 +5,10 @@
 //! is the default, so `tollgate serve` needs nothing installed.
 
 pub mod embedded;
-pub mod embedded_bus;
 pub mod forwarder;
 pub mod history;
 pub mod kafka;
+pub mod local;
 pub mod oversize;
 pub mod publisher;
 

@@ -22,10 +22,17 @@
 //!   the budget state does not cover yet, stays.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::*;
+use bytes::Bytes;
+
+use super::files::{OFFSET_SUFFIX, SEGMENT_SUFFIX, segment_name, sync_dir, valid_name};
+use super::frame::encode_frame;
+use super::topic::{SegmentIndex, Topic};
+use super::{EmbeddedLog, EmbeddedLogError, LogReader, io_err};
 
 /// What one compaction did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -75,6 +82,14 @@ impl EmbeddedLog {
         })
     }
 
+    /// Deletes the sealed segments of `topic` that every consumer group has
+    /// committed past, so a long-running log does not grow without bound.
+    /// A topic no group has committed on keeps everything. Returns how many
+    /// segments were deleted.
+    pub fn delete_consumed(&self, topic: &str) -> Result<usize, EmbeddedLogError> {
+        self.delete_segments(topic, None)
+    }
+
     /// Deletes the sealed segments of `topic` last written before `cutoff`
     /// that every consumer group has committed past (see the module doc).
     /// Returns how many were deleted.
@@ -88,7 +103,7 @@ impl EmbeddedLog {
 
     /// Deletes, oldest first, sealed segments wholly below every group's
     /// committed offset and, if `cutoff` is given, last written before it.
-    pub(super) fn delete_segments(
+    fn delete_segments(
         &self,
         topic: &str,
         cutoff: Option<SystemTime>,
@@ -185,11 +200,7 @@ fn latest_offsets(
     end: u64,
 ) -> Result<HashMap<Bytes, u64>, EmbeddedLogError> {
     let mut latest = HashMap::new();
-    let mut reader = LogReader {
-        topic: t.clone(),
-        next: from,
-        cursor: None,
-    };
+    let mut reader = LogReader::new(t.clone(), from);
     while reader.position() < end {
         let records = reader.read(SCAN_BATCH)?;
         if records.is_empty() {
@@ -214,11 +225,7 @@ fn write_kept(
 ) -> Result<(Option<u64>, u64, u64), EmbeddedLogError> {
     let file = crate::private_fs::create_file(tmp).map_err(io_err("create", tmp))?;
     let mut out = BufWriter::new(file);
-    let mut reader = LogReader {
-        topic: t.clone(),
-        next: from,
-        cursor: None,
-    };
+    let mut reader = LogReader::new(t.clone(), from);
     let (mut first, mut read, mut kept) = (None, 0u64, 0u64);
     let mut frame = Vec::new();
     'scan: while reader.position() < below {
@@ -331,6 +338,8 @@ impl Topic {
 mod tests {
     use std::time::Duration;
 
+    use super::super::LogOptions;
+    use super::super::files::list_segments;
     use super::*;
 
     fn small_segments() -> LogOptions {

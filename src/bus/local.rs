@@ -1,4 +1,11 @@
-//! [`Log`] over the embedded on-disk log, for roles in one process.
+//! The bus on one machine: [`Log`] over the embedded on-disk log
+//! ([`super::embedded`]), for roles in one process and for the gateway's
+//! journal in front of Kafka.
+//!
+//! The embedded log is blocking storage (segment files, frames, fsync);
+//! this is the async bus on top of it: subscriptions with consumer groups
+//! and committed offsets, consumer lag, and consumers woken when records
+//! land. [`LocalBus`] is to the embedded log what `KafkaBus` is to Kafka.
 //!
 //! File work runs on tokio's blocking pool (opening the log recovers every
 //! topic there, and a topic first used later is opened there too); a watch
@@ -21,14 +28,14 @@ use super::{BusError, BusRecord, Log, Subscription};
 use crate::metrics::{ConsumerLag, METRICS};
 
 /// The embedded log, shared by every role of the process.
-pub struct EmbeddedBus {
+pub struct LocalBus {
     log: Arc<EmbeddedLog>,
     /// End offset per topic; held only to clone or notify, never across an
     /// await.
     ends: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Whether commits delete the segments every group is past.
     delete_consumed: bool,
-    /// Compaction and retention, for [`EmbeddedBus::maintain`].
+    /// Compaction and retention, for [`LocalBus::maintain`].
     maintenance: Maintenance,
 }
 
@@ -46,17 +53,17 @@ pub struct Maintenance {
     pub roll_above: u64,
 }
 
-impl EmbeddedBus {
+impl LocalBus {
     /// Opens (creating) the log under `dir`, keeping every record: on the
     /// embedded bus the log is the truth that `tollgate replay` rebuilds
     /// ledgers from.
-    pub fn open(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
+    pub fn open(dir: &Path) -> Result<Arc<LocalBus>, BusError> {
         Self::open_plain(dir, false, Maintenance::default()).map(Arc::new)
     }
 
     /// Opens a journal in front of another bus: segments every consumer
     /// group has committed past are deleted (Kafka holds them now).
-    pub fn open_journal(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
+    pub fn open_journal(dir: &Path) -> Result<Arc<LocalBus>, BusError> {
         Self::open_plain(dir, true, Maintenance::default()).map(Arc::new)
     }
 
@@ -65,9 +72,9 @@ impl EmbeddedBus {
         dir: &Path,
         delete_consumed: bool,
         maintenance: Maintenance,
-    ) -> Result<EmbeddedBus, BusError> {
+    ) -> Result<LocalBus, BusError> {
         let log = EmbeddedLog::open(dir).map_err(|e| embedded("*", e))?;
-        Ok(EmbeddedBus {
+        Ok(LocalBus {
             log: Arc::new(log),
             ends: Mutex::new(HashMap::new()),
             delete_consumed,
@@ -75,12 +82,12 @@ impl EmbeddedBus {
         })
     }
 
-    /// [`EmbeddedBus::open`] on a blocking thread that also recovers every
+    /// [`LocalBus::open`] on a blocking thread that also recovers every
     /// topic on disk and runs `maintenance` once, before any role reads.
     pub async fn open_maintained(
         dir: &Path,
         maintenance: Maintenance,
-    ) -> Result<Arc<EmbeddedBus>, BusError> {
+    ) -> Result<Arc<LocalBus>, BusError> {
         let dir = dir.to_owned();
         let bus = tokio::task::spawn_blocking(move || {
             let bus = Self::open_plain(&dir, false, maintenance)?;
@@ -93,9 +100,9 @@ impl EmbeddedBus {
         Ok(bus)
     }
 
-    /// [`EmbeddedBus::open_journal`] on a blocking thread, recovering every
+    /// [`LocalBus::open_journal`] on a blocking thread, recovering every
     /// topic on disk there.
-    pub async fn open_journal_recovered(dir: &Path) -> Result<Arc<EmbeddedBus>, BusError> {
+    pub async fn open_journal_recovered(dir: &Path) -> Result<Arc<LocalBus>, BusError> {
         let dir = dir.to_owned();
         tokio::task::spawn_blocking(move || {
             let bus = Self::open_journal(&dir)?;
@@ -197,7 +204,7 @@ fn worker(topic: &str, e: tokio::task::JoinError) -> BusError {
 }
 
 #[async_trait::async_trait]
-impl Log for EmbeddedBus {
+impl Log for LocalBus {
     async fn append(&self, topic: &str, records: Vec<(Bytes, Bytes)>) -> Result<(), BusError> {
         if records.is_empty() {
             return Ok(());
@@ -271,7 +278,7 @@ impl Log for EmbeddedBus {
         let lag = ConsumerLag::new(topic, group);
         lag.set(self.end_offset(topic)?.saturating_sub(reader.position()));
         METRICS.bus_consume_errors.with_label_values(&[topic]);
-        Ok(Box::new(EmbeddedSubscription {
+        Ok(Box::new(LocalSubscription {
             log: self.log.clone(),
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -284,7 +291,7 @@ impl Log for EmbeddedBus {
 }
 
 /// A consumer of one topic of the embedded log (one partition: 0).
-struct EmbeddedSubscription {
+struct LocalSubscription {
     log: Arc<EmbeddedLog>,
     group: String,
     topic: String,
@@ -296,7 +303,7 @@ struct EmbeddedSubscription {
     lag: ConsumerLag,
 }
 
-impl EmbeddedSubscription {
+impl LocalSubscription {
     async fn read(&mut self, max: usize) -> Result<Vec<BusRecord>, BusError> {
         let read = self.read_records(max).await;
         match &read {
@@ -345,7 +352,7 @@ impl EmbeddedSubscription {
 }
 
 #[async_trait::async_trait]
-impl Subscription for EmbeddedSubscription {
+impl Subscription for LocalSubscription {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusRecord>, BusError> {
         // Mark the current end as seen first: an append landing after the
         // read below then wakes the wait instead of being missed.
@@ -390,7 +397,7 @@ mod tests {
             let log = EmbeddedLog::open(dir.path()).unwrap();
             log.append("t.old", &[(b"k", b"v")]).unwrap();
         }
-        let bus = EmbeddedBus::open_maintained(dir.path(), Maintenance::default())
+        let bus = LocalBus::open_maintained(dir.path(), Maintenance::default())
             .await
             .unwrap();
         bus.subscribe("g", "t.old").await.unwrap();
@@ -398,7 +405,7 @@ mod tests {
         bus.append("t.appended", vec![(Bytes::from("k"), Bytes::from("v"))])
             .await
             .unwrap();
-        let journal = EmbeddedBus::open_journal_recovered(&dir.path().join("j"))
+        let journal = LocalBus::open_journal_recovered(&dir.path().join("j"))
             .await
             .unwrap();
         journal.subscribe("g", "t.j").await.unwrap();
@@ -422,7 +429,7 @@ mod tests {
             retention: None,
             roll_above: 0,
         };
-        let bus = EmbeddedBus::open_maintained(dir.path(), maintenance.clone())
+        let bus = LocalBus::open_maintained(dir.path(), maintenance.clone())
             .await
             .unwrap();
         for batch in 0..20u32 {
@@ -440,7 +447,7 @@ mod tests {
         bus.maintain().await.unwrap();
         drop(bus);
         // The next start: a history read as the accountant's restore does.
-        let bus = EmbeddedBus::open_maintained(dir.path(), maintenance)
+        let bus = LocalBus::open_maintained(dir.path(), maintenance)
             .await
             .unwrap();
         let ends = history::last_offsets(bus.as_ref(), "t.state")
@@ -492,7 +499,7 @@ mod tests {
             ..Maintenance::default()
         };
         drop(
-            EmbeddedBus::open_maintained(dir.path(), keep_all)
+            LocalBus::open_maintained(dir.path(), keep_all)
                 .await
                 .unwrap(),
         );
@@ -501,11 +508,7 @@ mod tests {
             retention: Some(Duration::ZERO),
             ..Maintenance::default()
         };
-        drop(
-            EmbeddedBus::open_maintained(dir.path(), expire)
-                .await
-                .unwrap(),
-        );
+        drop(LocalBus::open_maintained(dir.path(), expire).await.unwrap());
         assert_eq!(
             segments(),
             1,
@@ -524,7 +527,7 @@ mod tests {
             retention: None,
             roll_above: 4 * 1024 * 1024,
         };
-        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let bus = LocalBus::open(dir.path()).unwrap();
         let payload = "x".repeat(150);
         for batch in 0..200u32 {
             let records = (0..1000u32)
@@ -541,9 +544,9 @@ mod tests {
         for label in ["before compaction", "after compaction"] {
             let started = std::time::Instant::now();
             let bus = if label.starts_with("before") {
-                EmbeddedBus::open(dir.path()).unwrap()
+                LocalBus::open(dir.path()).unwrap()
             } else {
-                EmbeddedBus::open_maintained(dir.path(), maintenance.clone())
+                LocalBus::open_maintained(dir.path(), maintenance.clone())
                     .await
                     .unwrap()
             };
