@@ -67,6 +67,21 @@ enum Command {
         #[arg(long, default_value = "tollgate.toml")]
         config: PathBuf,
     },
+    /// Make the control state (keys, budgets, rate limits, webhooks) match
+    /// a config file: writes the difference as control events. Entries the
+    /// file declares are set to its values; entries it set before and no
+    /// longer declares are removed; entries made through the admin API are
+    /// left alone.
+    Apply {
+        #[arg(short = 'f', long = "file", default_value = "tollgate.toml")]
+        file: PathBuf,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the events as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage tollgate keys.
     Key {
         #[command(subcommand)]
@@ -329,6 +344,17 @@ fn main() -> anyhow::Result<()> {
         Command::Sink { config } => runtime()?.block_on(run_roles(config, &[Role::Sink])),
         Command::Api { config } => runtime()?.block_on(run_roles(config, &[Role::Api])),
         Command::Notifier { config } => runtime()?.block_on(run_roles(config, &[Role::Notifier])),
+        Command::Apply {
+            file,
+            dry_run,
+            json,
+        } => runtime()?.block_on(async move {
+            let cfg = Config::load(&file)?;
+            let actor = format!("file:{}", file.display());
+            let events = roles::apply(&cfg, &actor, dry_run).await?;
+            print_plan(&events, json, dry_run)?;
+            Ok(())
+        }),
         Command::Replay { config } => runtime()?.block_on(async move {
             let cfg = Config::load(&config)?;
             let states = roles::replay(&cfg).await?;
@@ -616,5 +642,25 @@ async fn logs(trace_id: String, url: String, token: String) -> anyhow::Result<()
         );
     }
     println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+/// Prints `tollgate apply`'s events: a line each (kind, id, after), or
+/// JSON lines; then how many were written or would be.
+fn print_plan(
+    events: &[tollgate::control::ControlEvent],
+    json: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    for e in events {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            let after = e.after.as_ref().map(|a| a.to_string()).unwrap_or_default();
+            println!("{:<20} {:<24} {after}", e.kind.as_str(), e.id);
+        }
+    }
+    let verb = if dry_run { "would write" } else { "wrote" };
+    eprintln!("{verb} {} control event(s)", events.len());
     Ok(())
 }

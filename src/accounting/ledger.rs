@@ -79,6 +79,16 @@ impl Ledgers {
         }
     }
 
+    /// Puts new specs in use (the control plane changed them). When the
+    /// first budget appears, the partitions seen so far are forgotten so
+    /// each is restored from the budgets topic before its next fold.
+    pub fn set_specs(&mut self, specs: Vec<BudgetSpec>) {
+        if self.specs.is_empty() && !specs.is_empty() {
+            self.partitions.clear();
+        }
+        self.specs = specs;
+    }
+
     /// Whether any budget is configured (nothing to fold otherwise).
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()

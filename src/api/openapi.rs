@@ -32,8 +32,19 @@ pub struct ErrorBody {
         super::spend::cache_savings,
         super::sql::run,
         super::budgets,
+        super::admin::keys::create,
+        super::admin::keys::list,
+        super::admin::keys::one,
+        super::admin::keys::revoke,
+        super::admin::keys::rotate,
+        super::admin::budgets::create,
+        super::admin::budgets::replace,
+        super::admin::budgets::list,
+        super::admin::budgets::one,
+        super::admin::budgets::remove,
+        super::admin::audit::list,
     ),
-    components(schemas(ErrorBody, super::sql::SqlRequest)),
+    components(schemas(ErrorBody, super::sql::SqlRequest, super::admin::keys::NewKey, super::admin::keys::Rotate)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

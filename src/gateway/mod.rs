@@ -35,7 +35,9 @@ use crate::providers::Provider;
 
 /// Everything a request handler needs, built once at start-up.
 pub struct Gateway {
-    keys: auth::KeyRing,
+    /// Swapped whole when the control plane changes a key; a request
+    /// authenticates against the ring current when it arrives.
+    keys: arc_swap::ArcSwap<auth::KeyRing>,
     providers: HashMap<String, Arc<dyn Provider>>,
     handoff: EventHandoff,
     max_body_bytes: usize,
@@ -59,7 +61,7 @@ impl Gateway {
         handoff: EventHandoff,
     ) -> Result<Gateway, passthrough::PassthroughError> {
         Ok(Gateway {
-            keys: auth::KeyRing::new(&cfg.keys, &cfg.routes),
+            keys: arc_swap::ArcSwap::from_pointee(auth::KeyRing::new(&cfg.keys, &cfg.routes)),
             providers,
             handoff,
             max_body_bytes: cfg.server.max_body_bytes,
@@ -69,6 +71,19 @@ impl Gateway {
             cache: Arc::new(cache::ResponseCache::default()),
             fingerprints: passthrough::Fingerprinter::from_config(cfg)?,
         })
+    }
+}
+
+impl Gateway {
+    /// Puts `ring` in use for every request from now on (requests in
+    /// flight keep the identity they were admitted with).
+    pub fn set_keys(&self, ring: auth::KeyRing) {
+        self.keys.store(Arc::new(ring));
+    }
+
+    /// The routes keys may name (for building a key ring).
+    pub fn routes(&self) -> &std::collections::BTreeMap<String, crate::route::RouteConfig> {
+        &self.routes
     }
 }
 

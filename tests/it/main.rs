@@ -9,6 +9,7 @@ mod abuse_sql;
 mod budgets;
 mod claude_code;
 mod compose;
+mod control;
 mod dashboards;
 mod gateway_protocol;
 mod kafka;
