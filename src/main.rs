@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+
+mod admin_cli;
 use clap::{Parser, Subcommand};
 use tollgate::config::{Config, generate_key, hash_key, starter_config};
 use tollgate::event::Usage;
@@ -81,6 +83,11 @@ enum Command {
         /// Print the events as JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Keys and budgets over the admin API (`--output json|table`).
+    Admin {
+        #[command(subcommand)]
+        command: admin_cli::AdminCommand,
     },
     /// Manage tollgate keys.
     Key {
@@ -212,6 +219,20 @@ enum KeyCommand {
         /// credential goes to Anthropic.
         #[arg(long)]
         passthrough: bool,
+        /// Create the key through the admin API (live on every gateway)
+        /// instead of printing a [[keys]] entry.
+        #[arg(long)]
+        apply: bool,
+        /// The query API's base URL (with --apply).
+        #[arg(
+            long,
+            env = "TOLLGATE_API_URL",
+            default_value = "http://127.0.0.1:8787"
+        )]
+        url: String,
+        /// An admin token with keys:write (with --apply).
+        #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -235,6 +256,45 @@ fn main() -> anyhow::Result<()> {
                     provider,
                     id,
                     passthrough,
+                    apply,
+                    url,
+                    token,
+                },
+        } if apply => {
+            let token = token.context("--apply needs --token (or TOLLGATE_ADMIN_TOKEN)")?;
+            let target = admin_cli::Target {
+                url,
+                token,
+                output: admin_cli::Output::Table,
+            };
+            if id.is_some() {
+                bail!("--id cannot be chosen with --apply: the API names the key");
+            }
+            let args = admin_cli::NewKeyArgs {
+                team,
+                user,
+                workspace: Some(workspace),
+                provider: Some(provider),
+                route: None,
+                passthrough,
+                expires_at: None,
+            };
+            runtime()?.block_on(admin_cli::run(admin_cli::AdminCommand::Keys {
+                command: admin_cli::KeysCommand::Create(args),
+                target,
+            }))?;
+            Ok(())
+        }
+        Command::Key {
+            command:
+                KeyCommand::New {
+                    team,
+                    user,
+                    workspace,
+                    provider,
+                    id,
+                    passthrough,
+                    ..
                 },
         } => {
             let key = generate_key();
@@ -379,6 +439,7 @@ fn main() -> anyhow::Result<()> {
             url,
             token,
         } => runtime()?.block_on(logs(trace_id, url, token)),
+        Command::Admin { command } => Ok(runtime()?.block_on(admin_cli::run(command))?),
     }
 }
 

@@ -285,7 +285,16 @@ pub async fn run(
     // serving process holds it), so it shows no live budget state.
     let state_log = match &bus {
         Some(b) => Some(b.log.clone()),
-        None if cfg.bus.kind == BusKind::Kafka => Some(Bus::open(&cfg).await?.log),
+        None if cfg.bus.kind == BusKind::Kafka => {
+            let api_bus = Bus::open(&cfg).await?;
+            // The control topic must exist before it is read to its end.
+            if let Some(kafka) = &api_bus.kafka {
+                if !wait_for_topics(kafka, &stopping).await {
+                    return Ok(());
+                }
+            }
+            Some(api_bus.log)
+        }
         None => None,
     };
     // The control plane: read to its end (the file's changes applied)

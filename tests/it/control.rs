@@ -41,7 +41,7 @@ const TINY_BUDGET: &str = "\n[[budgets]]\nname = \"eng-daily\"\nscope = \"team\"
 const STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
 /// Sends an admin request; answers status and JSON body.
-async fn admin(
+pub async fn admin(
     tg: &Tollgate,
     method: http::Method,
     path: &str,
@@ -60,7 +60,7 @@ async fn admin(
 }
 
 /// Status of one plain request with `key`.
-async fn status_with(tg: &Tollgate, key: &str) -> u16 {
+pub async fn status_with(tg: &Tollgate, key: &str) -> u16 {
     client()
         .post(format!("{}/v1/messages", tg.url))
         .header("x-api-key", key)
@@ -74,7 +74,7 @@ async fn status_with(tg: &Tollgate, key: &str) -> u16 {
 }
 
 /// Polls `check` until it holds or `within` passes; true if it held.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -443,7 +443,12 @@ impl SpendLimits {
             .send()
             .await
             .unwrap();
-        (r.status() == 200).then_some(r.json().await.unwrap())
+        if r.status() == 200 {
+            Some(r.json().await.unwrap())
+        } else {
+            assert_eq!(r.status(), 404);
+            None
+        }
     }
 
     async fn delete(&self, id: &str) -> serde_json::Value {
