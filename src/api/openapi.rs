@@ -43,6 +43,13 @@ pub struct ErrorBody {
         super::admin::budgets::one,
         super::admin::budgets::remove,
         super::admin::audit::list,
+        super::admin::rate_limits::list,
+        super::admin::rate_limits::put,
+        super::admin::rate_limits::remove,
+        super::admin::spend_limits::list,
+        super::admin::spend_limits::set,
+        super::admin::spend_limits::one,
+        super::admin::spend_limits::remove,
     ),
     components(schemas(ErrorBody, super::sql::SqlRequest, super::admin::keys::NewKey, super::admin::keys::Rotate)),
     modifiers(&BearerAuth)

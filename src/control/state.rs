@@ -55,11 +55,6 @@ impl ControlState {
         self.versions.get(&event.bus_key()) == Some(&event.event_id)
     }
 
-    /// The keys as the gateway's key ring takes them.
-    pub fn key_list(&self) -> Vec<&KeyEntry> {
-        self.keys.values().collect()
-    }
-
     /// The budgets, by name.
     pub fn budget_configs(&self) -> Vec<BudgetConfig> {
         self.budgets.values().map(|b| b.budget.clone()).collect()

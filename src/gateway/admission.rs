@@ -264,6 +264,12 @@ impl Admission {
         self.specs.store(Arc::new(specs));
     }
 
+    /// How many rate limits are in use (tests).
+    #[cfg(test)]
+    fn load_limiters_len(&self) -> usize {
+        self.limiters.load().len()
+    }
+
     /// Puts new rate limits in use; a limit that did not change keeps its
     /// limiter, so what it counted this minute still counts.
     pub fn set_rate_limits(&self, limits: &[RateLimitConfig]) {
@@ -680,6 +686,27 @@ mod tests {
         );
         a.caught_up();
         a
+    }
+
+    #[test]
+    fn swapped_rate_limits_keep_what_unchanged_limits_counted_and_apply_new_ones() {
+        let a = admission("budgets = []");
+        let limit = |rpm| RateLimitConfig {
+            scope: BudgetScope::Team,
+            subject: Some("eng".into()),
+            requests_per_minute: Some(rpm),
+            tokens_per_minute: None,
+        };
+        a.set_rate_limits(&[limit(1)]);
+        assert!(a.check_rate_limits(&alice(), 10, 10).is_ok());
+        // The same limit again: its minute's count stays, so it refuses.
+        a.set_rate_limits(&[limit(1)]);
+        assert!(a.check_rate_limits(&alice(), 10, 10).is_err());
+        // A raised limit is a new limiter.
+        a.set_rate_limits(&[limit(100)]);
+        assert!(a.check_rate_limits(&alice(), 10, 10).is_ok());
+        a.set_rate_limits(&[]);
+        assert_eq!(a.load_limiters_len(), 0);
     }
 
     fn alice() -> Identity {

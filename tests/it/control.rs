@@ -272,6 +272,26 @@ async fn raising_a_budget_admits_requests_it_refused_and_the_audit_log_names_the
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["before"]["budget"]["limit_usd"], "0.0001");
     assert_eq!(entries[0]["after"]["budget"]["limit_usd"], "100");
+    // A rate limit set over the API holds back the next requests.
+    let rpm = serde_json::json!({"scope": "team", "subject": "eng", "requests_per_minute": 1});
+    let (status, body) = admin(
+        &tg,
+        http::Method::PUT,
+        "/v1/admin/rate_limits/eng-rpm",
+        "tok-budgets",
+        Some(rpm),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            status_with(&tg, KEY).await == 429
+        })
+        .await,
+        "the new rate limit did not refuse within a second"
+    );
+    let (_, limits) = audit(&tg, "kind=rate_limit").await;
+    assert_eq!(limits.len(), 1, "{limits:?}");
     let (_, from_file) = audit(&tg, "actor=config-file").await;
     assert!(
         from_file

@@ -131,6 +131,10 @@ fn all(state: &AdminState) -> Result<Vec<serde_json::Value>, AdminError> {
 }
 
 /// `GET /v1/organizations/spend_limits`: `{data, next_page}`.
+#[utoipa::path(get, path = "/v1/organizations/spend_limits", tag = "spend_limits",
+    params(("limit" = Option<usize>, Query, description = "Most limits per page (1 to 1000, default 20)"), ("page" = Option<String>, Query, description = "A previous answer's next_page")),
+    responses((status = 200, description = "`{data: [spend_limit], next_page}`", body = serde_json::Value)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AdminState>>,
     headers: http::HeaderMap,
@@ -171,6 +175,10 @@ fn find(state: &AdminState, id: &str) -> Result<BudgetEntry, AdminError> {
 }
 
 /// `GET /v1/organizations/spend_limits/{id}`.
+#[utoipa::path(get, path = "/v1/organizations/spend_limits/{id}", tag = "spend_limits",
+    params(("id" = String, Path, description = "`spl_` + the budget's name")),
+    responses((status = 200, description = "The spend limit", body = serde_json::Value), (status = 404, description = "No such limit", body = crate::api::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn one(
     State(state): State<Arc<AdminState>>,
     headers: http::HeaderMap,
@@ -183,6 +191,10 @@ pub async fn one(
 }
 
 /// `DELETE /v1/organizations/spend_limits/{id}`: `{id, type: "spend_limit_deleted"}`.
+#[utoipa::path(delete, path = "/v1/organizations/spend_limits/{id}", tag = "spend_limits",
+    params(("id" = String, Path, description = "`spl_` + the budget's name")),
+    responses((status = 200, description = "`{id, type: spend_limit_deleted}`", body = serde_json::Value), (status = 404, description = "No such limit", body = crate::api::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<Arc<AdminState>>,
     headers: http::HeaderMap,
@@ -220,6 +232,9 @@ fn parse_amount(amount: &str) -> Result<Decimal, AdminError> {
 }
 
 /// `POST /v1/organizations/spend_limits`: upsert on (scope, period).
+#[utoipa::path(post, path = "/v1/organizations/spend_limits", tag = "spend_limits", request_body = serde_json::Value,
+    responses((status = 200, description = "The spend limit set", body = serde_json::Value), (status = 400, description = "A field is invalid (named)", body = crate::api::openapi::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn set(
     State(state): State<Arc<AdminState>>,
     headers: http::HeaderMap,
