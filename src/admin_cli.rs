@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 pub enum AdminCliError {
     #[error("{0} is not a usable API URL")]
     Url(String),
+    #[error("no admin token: pass --token or set TOLLGATE_ADMIN_TOKEN")]
+    NoToken,
     #[error("cannot reach {url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("{url} answered {status}: {message}")]
@@ -32,13 +34,20 @@ pub struct Target {
     /// The query API's base URL.
     #[arg(
         long,
+        global = true,
         env = "TOLLGATE_API_URL",
         default_value = "http://127.0.0.1:8787"
     )]
     pub url: String,
-    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: String,
-    #[arg(long, value_enum, default_value = "table")]
+    /// An admin token (full, or scoped to what the command does).
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    #[arg(long, global = true, value_enum, default_value = "table")]
     pub output: Output,
 }
 
@@ -279,9 +288,10 @@ pub async fn call(
 ) -> Result<Value, AdminCliError> {
     let url = format!("{}{path}", t.url.trim_end_matches('/'));
     reqwest::Url::parse(&url).map_err(|_| AdminCliError::Url(t.url.clone()))?;
+    let token = t.token.as_deref().ok_or(AdminCliError::NoToken)?;
     let mut req = reqwest::Client::new()
         .request(method, &url)
-        .bearer_auth(&t.token);
+        .bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
     }

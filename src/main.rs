@@ -264,7 +264,7 @@ fn main() -> anyhow::Result<()> {
             let token = token.context("--apply needs --token (or TOLLGATE_ADMIN_TOKEN)")?;
             let target = admin_cli::Target {
                 url,
-                token,
+                token: Some(token),
                 output: admin_cli::Output::Table,
             };
             if id.is_some() {

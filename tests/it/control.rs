@@ -386,6 +386,21 @@ async fn apply_writes_exactly_the_difference_and_a_restart_has_the_state_before_
     tg.stop();
 }
 
+/// Runs the `tollgate` CLI against `tg`'s API with `token`; its stdout.
+fn cli(tg: &Tollgate, args: &[&str], token: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .args(["--url", &tg.url, "--token", token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tollgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Anthropic's spend-limit scope, written from its published API shapes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -551,6 +566,46 @@ async fn a_spend_limits_client_round_trips_against_tollgate() {
             team["budget"]["limit_usd"].as_str()
         ),
         (Some("eng"), Some("1.00"))
+    );
+    // The CLI over the same API: a table of budgets, a key made with --apply.
+    let table = cli(&tg, &["admin", "budgets", "list"], "tok-read");
+    assert!(
+        table.starts_with("NAME") && table.contains("rbac_group-eng-daily"),
+        "{table}"
+    );
+    let made = cli(
+        &tg,
+        &[
+            "key",
+            "new",
+            "--team",
+            "eng",
+            "--user",
+            "erin",
+            "--workspace",
+            "acme",
+            "--apply",
+        ],
+        ADMIN,
+    );
+    let key = made
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .expect("the new key is printed");
+    assert_eq!(status_with(&tg, key).await, 200);
+    let json = cli(
+        &tg,
+        &["admin", "keys", "list", "--output", "json"],
+        "tok-read",
+    );
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["user"] == "erin"),
+        "{json}"
     );
     let deleted = api.delete(&set.id).await;
     assert_eq!(
