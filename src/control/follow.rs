@@ -244,12 +244,9 @@ impl Control {
                 }
             }
         };
-        tokio::time::timeout(WRITE_WAIT, wait).await.map_err(|_| {
-            ControlError::Invalid(format!(
-                "the change was written but not read back within {}s: the control follower is behind",
-                WRITE_WAIT.as_secs()
-            ))
-        })
+        tokio::time::timeout(WRITE_WAIT, wait)
+            .await
+            .map_err(|_| ControlError::NotReadBack(WRITE_WAIT.as_secs()))
     }
 }
 

@@ -33,6 +33,8 @@ pub enum ControlError {
     Bus(#[from] crate::bus::BusError),
     #[error("control event could not be encoded: {0}")]
     Encode(serde_json::Error),
-    #[error("control: {0}")]
-    Invalid(String),
+    #[error(
+        "the change was written but not read back within {0}s: this process's control follower is behind"
+    )]
+    NotReadBack(u64),
 }
