@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Why a config could not be used; every variant names the file or field.
@@ -90,7 +90,7 @@ pub struct PassthroughConfig {
 }
 
 /// Who a budget or rate limit applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetScope {
     Key,
@@ -101,7 +101,7 @@ pub enum BudgetScope {
 }
 
 /// The period a budget resets on (calendar periods in its time zone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetPeriod {
     Daily,
@@ -110,8 +110,8 @@ pub enum BudgetPeriod {
     Total,
 }
 
-/// One spend limit.
-#[derive(Debug, Clone, Deserialize)]
+/// One spend limit (also the body of a `budget.set` control event).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Unique; named in refusals and alerts.
@@ -174,8 +174,9 @@ impl Default for AdmissionConfig {
     }
 }
 
-/// Requests and tokens per minute for a key, user or team.
-#[derive(Debug, Clone, Deserialize)]
+/// Requests and tokens per minute for a key, user or team (also the body
+/// of a `rate_limit.set` control event).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub scope: BudgetScope,
@@ -189,7 +190,7 @@ pub struct RateLimitConfig {
 }
 
 /// Body shape of a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
     #[default]
@@ -424,6 +425,9 @@ pub struct ApiConfig {
     pub admin_tokens: Vec<String>,
     /// Tokens that read one team's rows only, in every endpoint.
     pub team_tokens: Vec<TeamTokenConfig>,
+    /// Admin tokens limited to scopes (`admin:read`, `admin:write`,
+    /// `keys:write`, `budgets:write`) and optionally one workspace.
+    pub scoped_tokens: Vec<ScopedTokenConfig>,
     /// Most rows one `POST /v1/sql` returns.
     pub sql_max_rows: usize,
     /// Longest one `POST /v1/sql` may run before it is cancelled.
@@ -438,11 +442,31 @@ impl Default for ApiConfig {
         ApiConfig {
             admin_tokens: Vec::new(),
             team_tokens: Vec::new(),
+            scoped_tokens: Vec::new(),
             sql_max_rows: 10_000,
             sql_timeout_secs: 10,
             query_memory_mb: 2048,
         }
     }
+}
+
+/// An admin-API token with only some scopes (see `control` and
+/// `api::admin`): the token itself or its `sha256:` hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedTokenConfig {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// Any of `admin:read`, `admin:write`, `keys:write`, `budgets:write`.
+    pub scopes: Vec<String>,
+    /// Only keys (and workspace budgets) of this workspace.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Who the token is in the audit log (default: `token:<hash prefix>`).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A query-API token limited to one team's rows: the token itself (from
@@ -788,6 +812,9 @@ impl Config {
                 "admission.token_safety_factor must be at least 1.0".into(),
             ));
         }
+        for (i, t) in self.api.scoped_tokens.iter().enumerate() {
+            check_scoped_token(i, t).map_err(&invalid)?;
+        }
         for (i, t) in self.api.team_tokens.iter().enumerate() {
             if t.team.is_empty() {
                 return Err(invalid(format!("api.team_tokens[{i}].team is empty")));
@@ -885,6 +912,41 @@ impl Config {
             .iter()
             .map(String::as_str)
             .filter(|t| !t.is_empty())
+    }
+}
+
+/// The scopes an `[[api.scoped_tokens]]` entry may hold.
+pub const ADMIN_SCOPES: [&str; 4] = ["admin:read", "admin:write", "keys:write", "budgets:write"];
+
+/// One `[[api.scoped_tokens]]` entry: exactly one of token or hash, and
+/// only known scopes (a typo would otherwise grant less than meant, silently).
+fn check_scoped_token(i: usize, t: &ScopedTokenConfig) -> Result<(), String> {
+    match (&t.token, &t.hash) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(format!(
+                "api.scoped_tokens[{i}] needs exactly one of token or hash"
+            ));
+        }
+        (None, Some(h)) if parse_key_hash(h).is_none() => {
+            return Err(format!(
+                "api.scoped_tokens[{i}].hash must be \"sha256:\" followed by 64 hex digits"
+            ));
+        }
+        _ => {}
+    }
+    if t.scopes.is_empty() {
+        return Err(format!("api.scoped_tokens[{i}].scopes is empty"));
+    }
+    match t
+        .scopes
+        .iter()
+        .find(|s| !ADMIN_SCOPES.contains(&s.as_str()))
+    {
+        Some(s) => Err(format!(
+            "api.scoped_tokens[{i}].scopes: unknown scope {s:?} (known: {})",
+            ADMIN_SCOPES.join(", ")
+        )),
+        None => Ok(()),
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod budget;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod field_caps;
 pub mod handoff;
@@ -26,4 +27,5 @@ pub mod lake;
 pub mod notify;
 pub mod providers;
 
+pub mod live;
 pub mod roles;

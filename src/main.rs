@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+
+mod admin_cli;
 use clap::{Parser, Subcommand};
 use tollgate::config::{Config, generate_key, hash_key, starter_config};
 use tollgate::event::Usage;
@@ -66,6 +68,26 @@ enum Command {
     Replay {
         #[arg(long, default_value = "tollgate.toml")]
         config: PathBuf,
+    },
+    /// Make the control state (keys, budgets, rate limits, webhooks) match
+    /// a config file: writes the difference as control events. Entries the
+    /// file declares are set to its values; entries it set before and no
+    /// longer declares are removed; entries made through the admin API are
+    /// left alone.
+    Apply {
+        #[arg(short = 'f', long = "file", default_value = "tollgate.toml")]
+        file: PathBuf,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the events as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keys and budgets over the admin API (`--output json|table`).
+    Admin {
+        #[command(subcommand)]
+        command: admin_cli::AdminCommand,
     },
     /// Manage tollgate keys.
     Key {
@@ -197,6 +219,20 @@ enum KeyCommand {
         /// credential goes to Anthropic.
         #[arg(long)]
         passthrough: bool,
+        /// Create the key through the admin API (live on every gateway)
+        /// instead of printing a [[keys]] entry.
+        #[arg(long)]
+        apply: bool,
+        /// The query API's base URL (with --apply).
+        #[arg(
+            long,
+            env = "TOLLGATE_API_URL",
+            default_value = "http://127.0.0.1:8787"
+        )]
+        url: String,
+        /// An admin token with keys:write (with --apply).
+        #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -220,6 +256,45 @@ fn main() -> anyhow::Result<()> {
                     provider,
                     id,
                     passthrough,
+                    apply,
+                    url,
+                    token,
+                },
+        } if apply => {
+            let token = token.context("--apply needs --token (or TOLLGATE_ADMIN_TOKEN)")?;
+            let target = admin_cli::Target {
+                url,
+                token: Some(token),
+                output: admin_cli::Output::Table,
+            };
+            if id.is_some() {
+                bail!("--id cannot be chosen with --apply: the API names the key");
+            }
+            let args = admin_cli::NewKeyArgs {
+                team,
+                user,
+                workspace: Some(workspace),
+                provider: Some(provider),
+                route: None,
+                passthrough,
+                expires_at: None,
+            };
+            runtime()?.block_on(admin_cli::run(admin_cli::AdminCommand::Keys {
+                command: admin_cli::KeysCommand::Create(args),
+                target,
+            }))?;
+            Ok(())
+        }
+        Command::Key {
+            command:
+                KeyCommand::New {
+                    team,
+                    user,
+                    workspace,
+                    provider,
+                    id,
+                    passthrough,
+                    ..
                 },
         } => {
             let key = generate_key();
@@ -329,6 +404,17 @@ fn main() -> anyhow::Result<()> {
         Command::Sink { config } => runtime()?.block_on(run_roles(config, &[Role::Sink])),
         Command::Api { config } => runtime()?.block_on(run_roles(config, &[Role::Api])),
         Command::Notifier { config } => runtime()?.block_on(run_roles(config, &[Role::Notifier])),
+        Command::Apply {
+            file,
+            dry_run,
+            json,
+        } => runtime()?.block_on(async move {
+            let cfg = Config::load(&file)?;
+            let actor = format!("file:{}", file.display());
+            let events = roles::apply(&cfg, &actor, dry_run).await?;
+            print_plan(&events, json, dry_run)?;
+            Ok(())
+        }),
         Command::Replay { config } => runtime()?.block_on(async move {
             let cfg = Config::load(&config)?;
             let states = roles::replay(&cfg).await?;
@@ -353,6 +439,7 @@ fn main() -> anyhow::Result<()> {
             url,
             token,
         } => runtime()?.block_on(logs(trace_id, url, token)),
+        Command::Admin { command } => Ok(runtime()?.block_on(admin_cli::run(command))?),
     }
 }
 
@@ -616,5 +703,25 @@ async fn logs(trace_id: String, url: String, token: String) -> anyhow::Result<()
         );
     }
     println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+/// Prints `tollgate apply`'s events: a line each (kind, id, after), or
+/// JSON lines; then how many were written or would be.
+fn print_plan(
+    events: &[tollgate::control::ControlEvent],
+    json: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    for e in events {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            let after = e.after.as_ref().map(|a| a.to_string()).unwrap_or_default();
+            println!("{:<20} {:<24} {after}", e.kind.as_str(), e.id);
+        }
+    }
+    let verb = if dry_run { "would write" } else { "wrote" };
+    eprintln!("{verb} {} control event(s)", events.len());
     Ok(())
 }

@@ -28,6 +28,7 @@ use crate::bus::kafka::KafkaBus;
 use crate::bus::local::LocalBus;
 use crate::bus::{self, BUDGETS_TOPIC, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
+use crate::control::follow::Control;
 use crate::gateway::admission::Admission;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
@@ -36,9 +37,13 @@ use crate::lake::compact::{CompactOptions, compact_owned};
 use crate::lake::files::LakeLayout;
 use crate::lake::query::Lake;
 use crate::lake::sink::{Sink, SinkOptions};
+use crate::live;
 use crate::metrics;
 use crate::pricing::{PriceBook, SharedBook};
 use crate::providers::{self, ProviderError};
+
+/// Who start-up's apply of the config file is in the audit log.
+pub const CONFIG_ACTOR: &str = "config-file";
 
 /// Consumer group of the lake sink.
 pub const SINK_GROUP: &str = "tollgate-sink";
@@ -90,6 +95,8 @@ pub enum RoleError {
     Pricing(#[from] crate::pricing::PricingError),
     #[error(transparent)]
     Passthrough(#[from] gateway::passthrough::PassthroughError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// The bus a process talks through.
@@ -247,12 +254,12 @@ pub async fn run(
 
     // Consumers need their topics; wait for the broker (retrying, logged)
     // rather than fail, so roles can start in any order.
+    // Gateways too: they read the control topic (their keys) before they
+    // serve.
     if let Some(kafka) = bus.as_ref().and_then(|b| b.kafka.clone()) {
-        if has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier) {
-            let ready = wait_for_topics(&kafka, &stopping).await;
-            if !ready {
-                return Ok(());
-            }
+        let ready = wait_for_topics(&kafka, &stopping).await;
+        if !ready {
+            return Ok(());
         }
     }
 
@@ -278,11 +285,37 @@ pub async fn run(
     // serving process holds it), so it shows no live budget state.
     let state_log = match &bus {
         Some(b) => Some(b.log.clone()),
-        None if cfg.bus.kind == BusKind::Kafka => Some(Bus::open(&cfg).await?.log),
+        None if cfg.bus.kind == BusKind::Kafka => {
+            let api_bus = Bus::open(&cfg).await?;
+            // The control topic must exist before it is read to its end.
+            if let Some(kafka) = &api_bus.kafka {
+                if !wait_for_topics(kafka, &stopping).await {
+                    return Ok(());
+                }
+            }
+            Some(api_bus.log)
+        }
         None => None,
     };
-    if let Some(log) =
-        state_log.filter(|_| admission.has_budgets() && (has(Role::Gateway) || has(Role::Api)))
+    // The control plane: read to its end (the file's changes applied)
+    // before anything serves; followed from then on.
+    let control = match &state_log {
+        Some(log) => {
+            let control =
+                Control::start(log.clone(), Some((&cfg, CONFIG_ACTOR)), &stopping).await?;
+            live::follow_admission(&control, admission.clone());
+            let follower = control.clone();
+            feeds.push(Task::spawn("control follower", move |stop| async move {
+                follower.run(stop).await?;
+                Ok(())
+            }));
+            Some(control)
+        }
+        None => None,
+    };
+    // With a control plane, budgets may appear at any time: follow state.
+    let follow_state = admission.has_budgets() || control.is_some();
+    if let Some(log) = state_log.filter(|_| follow_state && (has(Role::Gateway) || has(Role::Api)))
     {
         let admission = admission.clone();
         feeds.push(Task::spawn("budget state feed", move |stop| async move {
@@ -322,17 +355,35 @@ pub async fn run(
                 }));
             }
         }
-        gateway_state = Some(Arc::new(Gateway::new(
-            &cfg,
+        // The keys the control state holds decide, e.g., whether
+        // passthrough fingerprints need the installation's secret.
+        let mut gateway_cfg = cfg.clone();
+        if let Some(control) = &control {
+            gateway_cfg.keys = control
+                .current()
+                .keys
+                .values()
+                .map(|k| k.to_config())
+                .collect();
+        }
+        let gw = Arc::new(Gateway::new(
+            &gateway_cfg,
             providers::from_config(&cfg)?,
             admission.clone(),
             handoff,
-        )?));
+        )?);
+        if let Some(control) = &control {
+            live::follow_keys(control, gw.clone());
+        }
+        gateway_state = Some(gw);
     }
     if has(Role::Accountant) {
         tracing::info!(version = book.current().version(), "price tables loaded");
         let log = bus.as_ref().expect("opened for the accountant").log.clone();
-        let accountant = Accountant::new(book.clone(), budgets, log).await?;
+        let mut accountant = Accountant::new(book.clone(), budgets, log).await?;
+        if let Some(control) = &control {
+            accountant = accountant.follow_specs(live::follow_accountant_specs(control));
+        }
         pipeline.push(Task::spawn("accountant", |stop| async move {
             accountant.run(stop).await?;
             Ok(())
@@ -380,10 +431,15 @@ pub async fn run(
         }));
     }
 
+    let admin = api::admin::router(Arc::new(api::admin::AdminState::new(
+        &cfg,
+        control.clone(),
+        admission.clone(),
+    )));
     let listeners = listeners(
         &cfg,
         gateway_state,
-        has(Role::Api).then(|| admission.clone()),
+        has(Role::Api).then(|| (admission.clone(), admin)),
         &layout,
     )
     .await?;
@@ -450,6 +506,19 @@ pub async fn replay(
     let book = load_price_book(cfg, None)?;
     let specs = crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
     Ok(crate::accounting::replay::replay(bus.log.as_ref(), &book, specs).await?)
+}
+
+/// `tollgate apply`: the events that make the control state match `cfg`
+/// (written unless `dry_run`). On the embedded bus the serving process
+/// holds the log, so apply runs while it is stopped (or at its next start,
+/// which applies the file itself).
+pub async fn apply(
+    cfg: &Config,
+    actor: &str,
+    dry_run: bool,
+) -> Result<Vec<crate::control::ControlEvent>, RoleError> {
+    let bus = Bus::open(cfg).await?;
+    Ok(crate::control::follow::apply_file(bus.log, cfg, actor, dry_run).await?)
 }
 
 /// Keeps admission's budget state current: reads the budgets topic from
@@ -528,7 +597,7 @@ type Listener = (Vec<&'static str>, TcpListener, axum::Router);
 async fn listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
-    api_budgets: Option<Arc<Admission>>,
+    api_budgets: Option<(Arc<Admission>, axum::Router)>,
     layout: &LakeLayout,
 ) -> Result<Vec<Listener>, RoleError> {
     let mut out = app_listeners(cfg, gateway, api_budgets, layout).await?;
@@ -553,22 +622,25 @@ async fn listeners(
 async fn app_listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
-    api_budgets: Option<Arc<Admission>>,
+    api_budgets: Option<(Arc<Admission>, axum::Router)>,
     layout: &LakeLayout,
 ) -> Result<Vec<Listener>, RoleError> {
     let api = match api_budgets {
-        Some(budgets) => {
+        Some((budgets, admin)) => {
             if cfg.admin_tokens().next().is_none() && cfg.api.team_tokens.is_empty() {
                 tracing::warn!(
                     "no API token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)"
                 );
             }
-            Some(api::router(Arc::new(ApiState::new(
-                Lake::open_with_memory(layout, cfg.api.query_memory_mb.max(64) * 1024 * 1024)
-                    .await?,
-                &cfg.api,
-                budgets,
-            ))))
+            Some(
+                api::router(Arc::new(ApiState::new(
+                    Lake::open_with_memory(layout, cfg.api.query_memory_mb.max(64) * 1024 * 1024)
+                        .await?,
+                    &cfg.api,
+                    budgets,
+                )))
+                .merge(admin),
+            )
         }
         None => None,
     };

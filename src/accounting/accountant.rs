@@ -91,6 +91,10 @@ pub struct Accountant {
     uncommitted: HashMap<u32, u64>,
     /// When offsets were last committed.
     last_commit: std::time::Instant,
+    /// Budget specs the control plane changes; checked before every batch.
+    live_specs: Option<Arc<arc_swap::ArcSwap<Vec<BudgetSpec>>>>,
+    /// The specs last put into the ledgers (compared by pointer).
+    specs_in_use: Option<Arc<Vec<BudgetSpec>>>,
 }
 
 impl Accountant {
@@ -109,7 +113,30 @@ impl Accountant {
             ledgers: Ledgers::new(budgets),
             uncommitted: HashMap::new(),
             last_commit: std::time::Instant::now(),
+            live_specs: None,
+            specs_in_use: None,
         })
+    }
+
+    /// Follows budget specs the control plane swaps in `live`.
+    pub fn follow_specs(mut self, live: Arc<arc_swap::ArcSwap<Vec<BudgetSpec>>>) -> Accountant {
+        self.live_specs = Some(live);
+        self
+    }
+
+    /// Takes the control plane's current specs if they changed.
+    fn refresh_specs(&mut self) {
+        let Some(live) = &self.live_specs else { return };
+        let now = live.load_full();
+        if self
+            .specs_in_use
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &now))
+        {
+            return;
+        }
+        self.ledgers.set_specs(Vec::clone(&now));
+        self.specs_in_use = Some(now);
     }
 
     /// State of a partition, learning on first sight (start-up or a new
@@ -165,6 +192,7 @@ impl Accountant {
             return Ok(());
         }
         self.forget_revoked();
+        self.refresh_specs();
         let mut out: HashMap<u32, Vec<(Bytes, Bytes)>> = HashMap::new();
         let mut alerts: Vec<Alert> = Vec::new();
         for record in records {

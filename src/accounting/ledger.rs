@@ -71,17 +71,32 @@ pub struct Ledgers {
     partitions: HashMap<u32, PartitionLedgers>,
 }
 
+/// Gives each budget its alert series at 0 from the moment it exists, so a
+/// dashboard shows "no alerts" rather than "No data".
+fn announce_alerts(specs: &[BudgetSpec]) {
+    for spec in specs {
+        METRICS.budget_alerts.with_label_values(&[&spec.name]);
+    }
+}
+
 impl Ledgers {
     pub fn new(specs: Vec<BudgetSpec>) -> Ledgers {
-        // Each budget's alert series exists at 0 from the start, so a
-        // dashboard shows "no alerts" rather than "No data".
-        for spec in &specs {
-            METRICS.budget_alerts.with_label_values(&[&spec.name]);
-        }
+        announce_alerts(&specs);
         Ledgers {
             specs,
             partitions: HashMap::new(),
         }
+    }
+
+    /// Puts new specs in use (the control plane changed them). When the
+    /// first budget appears, the partitions seen so far are forgotten so
+    /// each is restored from the budgets topic before its next fold.
+    pub fn set_specs(&mut self, specs: Vec<BudgetSpec>) {
+        announce_alerts(&specs);
+        if self.specs.is_empty() && !specs.is_empty() {
+            self.partitions.clear();
+        }
+        self.specs = specs;
     }
 
     /// Whether any budget is configured (nothing to fold otherwise).

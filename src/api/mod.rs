@@ -5,6 +5,7 @@
 //! bearer token into a [`Scope`]: admin tokens see every row, a team token
 //! only its team's, and the lake applies that scope to every query.
 
+pub mod admin;
 mod error;
 mod logs;
 pub mod openapi;

@@ -25,6 +25,9 @@ pub const COSTED_TOPIC: &str = "tollgate.costed.v1";
 pub const BUDGETS_TOPIC: &str = "tollgate.budgets.v1";
 /// Topic of budget threshold alerts; the notifier reads it.
 pub const ALERTS_TOPIC: &str = "tollgate.alerts.v1";
+/// The control plane's topic (see `control`): one partition, compacted on
+/// Kafka by entity, kept whole on the embedded log.
+pub const CONTROL_TOPIC: &str = "tollgate.control.v1";
 
 /// One record read from the bus, with where it sits.
 #[derive(Debug, Clone)]

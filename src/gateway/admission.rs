@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -182,10 +183,30 @@ fn fraction(used: Decimal, limit: Decimal) -> f64 {
 
 /// One configured rate limit with its limiters.
 struct Limiter {
+    /// What it was built from: an unchanged limit keeps its limiter (and
+    /// what it counted) across control-plane changes.
+    config: RateLimitConfig,
     scope: BudgetScope,
     subject: Option<String>,
     requests: Option<(u32, DefaultKeyedRateLimiter<String>)>,
     tokens: Option<(u32, DefaultKeyedRateLimiter<String>)>,
+}
+
+impl Limiter {
+    /// The limiters of one validated rate limit.
+    fn new(l: &RateLimitConfig) -> Limiter {
+        let keyed = |n: u32| {
+            let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+            (n.get(), RateLimiter::keyed(Quota::per_minute(n)))
+        };
+        Limiter {
+            config: l.clone(),
+            scope: l.scope,
+            subject: l.subject.clone(),
+            requests: l.requests_per_minute.map(keyed),
+            tokens: l.tokens_per_minute.map(keyed),
+        }
+    }
 }
 
 /// The gateway's admission control.
@@ -193,10 +214,12 @@ pub struct Admission {
     /// This process's name on event origins (unique per start).
     gateway_id: String,
     next_seq: AtomicU64,
-    specs: Vec<BudgetSpec>,
+    /// Swapped whole by the control plane; a request decides against the
+    /// specs current when it is admitted.
+    specs: ArcSwap<Vec<BudgetSpec>>,
     book: SharedBook,
     config: AdmissionConfig,
-    limiters: Vec<Limiter>,
+    limiters: ArcSwap<Vec<Arc<Limiter>>>,
     /// Counts tokens of requests near a limit.
     counter: TokenCounter,
     state: Mutex<State>,
@@ -209,32 +232,17 @@ impl Admission {
         config: AdmissionConfig,
         limits: &[RateLimitConfig],
     ) -> Arc<Admission> {
-        let keyed = |n: u32| {
-            (
-                n,
-                RateLimiter::keyed(Quota::per_minute(
-                    NonZeroU32::new(n).expect("validated positive"),
-                )),
-            )
-        };
-        let limiters = limits
-            .iter()
-            .map(|l| Limiter {
-                scope: l.scope,
-                subject: l.subject.clone(),
-                requests: l.requests_per_minute.map(keyed),
-                tokens: l.tokens_per_minute.map(keyed),
-            })
-            .collect();
-        announce_series(&specs, limits);
+        let limiters = limits.iter().map(|l| Arc::new(Limiter::new(l))).collect();
+        announce_budgets(&specs);
+        announce_rate_limits(limits);
         // With no budgets there is no state to wait for.
         let caught_up = specs.is_empty();
         Arc::new(Admission {
             gateway_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             next_seq: AtomicU64::new(1),
-            specs,
+            specs: ArcSwap::from_pointee(specs),
             book,
-            limiters,
+            limiters: ArcSwap::from_pointee(limiters),
             counter: TokenCounter::new(
                 TokenCounter::default_concurrency(),
                 config.token_safety_factor,
@@ -249,7 +257,35 @@ impl Admission {
 
     /// Whether any budget is configured (the state feed is needed).
     pub fn has_budgets(&self) -> bool {
-        !self.specs.is_empty()
+        !self.specs.load().is_empty()
+    }
+
+    /// Puts new budget specs in use (the control plane changed them);
+    /// reservations and state already held stay.
+    pub fn set_budgets(&self, specs: Vec<BudgetSpec>) {
+        announce_budgets(&specs);
+        self.specs.store(Arc::new(specs));
+    }
+
+    /// How many rate limits are in use (tests).
+    #[cfg(test)]
+    fn load_limiters_len(&self) -> usize {
+        self.limiters.load().len()
+    }
+
+    /// Puts new rate limits in use; a limit that did not change keeps its
+    /// limiter, so what it counted this minute still counts.
+    pub fn set_rate_limits(&self, limits: &[RateLimitConfig]) {
+        announce_rate_limits(limits);
+        let old = self.limiters.load_full();
+        let next = limits
+            .iter()
+            .map(|l| match old.iter().find(|o| o.config == *l) {
+                Some(same) => same.clone(),
+                None => Arc::new(Limiter::new(l)),
+            })
+            .collect();
+        self.limiters.store(Arc::new(next));
     }
 
     /// The price tables admission prices with now (they may be reloaded).
@@ -333,7 +369,8 @@ impl Admission {
             done: false,
             spends_usd: !who.passthrough,
         };
-        let covering = self.covering(who, at);
+        let specs = self.specs.load_full();
+        let covering = self.covering(&specs, who, at);
         if covering.is_empty() {
             return Ok(ticket);
         }
@@ -353,18 +390,19 @@ impl Admission {
 
     /// Every budget covering `who` at `at`: the spec, its ledger for the
     /// period holding `at`, and when that period ends.
-    fn covering(
+    fn covering<'a>(
         &self,
+        specs: &'a [BudgetSpec],
         who: &Identity,
         at: DateTime<Utc>,
-    ) -> Vec<(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)> {
+    ) -> Vec<(&'a BudgetSpec, LedgerId, Option<DateTime<Utc>>)> {
         let w = Who {
             key_id: &who.key_id,
             user: &who.user,
             team: &who.team,
             workspace: &who.workspace,
         };
-        self.specs
+        specs
             .iter()
             .filter_map(|spec| {
                 let subject = spec.subject_of(w)?;
@@ -392,7 +430,8 @@ impl Admission {
     /// nothing and decides nothing; admission alone refuses. USD limits
     /// count only for requests that spend USD (not passthrough).
     pub fn standings(&self, who: &Identity, at: DateTime<Utc>) -> Vec<BudgetStanding> {
-        let covering = self.covering(who, at);
+        let specs = self.specs.load_full();
+        let covering = self.covering(&specs, who, at);
         let state = self.lock();
         covering
             .into_iter()
@@ -552,7 +591,8 @@ impl Admission {
         body_bytes: u64,
         max_tokens: u64,
     ) -> Result<(), Refusal> {
-        for l in &self.limiters {
+        let limiters = self.limiters.load();
+        for l in limiters.iter() {
             let scope = limit_scope_label(l.scope);
             let subject = match l.scope {
                 BudgetScope::Key => &who.key_id,
@@ -619,13 +659,16 @@ fn limit_scope_label(scope: BudgetScope) -> &'static str {
     }
 }
 
-/// Gives each configured budget and rate limit its refusal series at 0,
-/// so a dashboard shows zero refusals rather than "No data" before the
-/// first one.
-fn announce_series(specs: &[BudgetSpec], limits: &[RateLimitConfig]) {
+/// Gives each budget its refusal series at 0, so a dashboard shows zero
+/// refusals rather than "No data" before the first one.
+fn announce_budgets(specs: &[BudgetSpec]) {
     for spec in specs {
         METRICS.budget_refusals.with_label_values(&[&spec.name]);
     }
+}
+
+/// Gives each rate limit its refusal series (per scope and kind) at 0.
+fn announce_rate_limits(limits: &[RateLimitConfig]) {
     for limit in limits {
         let scope = limit_scope_label(limit.scope);
         if limit.requests_per_minute.is_some() {
@@ -686,6 +729,27 @@ mod tests {
         a
     }
 
+    #[test]
+    fn swapped_rate_limits_keep_what_unchanged_limits_counted_and_apply_new_ones() {
+        let a = admission("budgets = []");
+        let limit = |rpm| RateLimitConfig {
+            scope: BudgetScope::Team,
+            subject: Some("eng".into()),
+            requests_per_minute: Some(rpm),
+            tokens_per_minute: None,
+        };
+        a.set_rate_limits(&[limit(1)]);
+        assert!(a.check_rate_limits(&alice(), 10, 10).is_ok());
+        // The same limit again: its minute's count stays, so it refuses.
+        a.set_rate_limits(&[limit(1)]);
+        assert!(a.check_rate_limits(&alice(), 10, 10).is_err());
+        // A raised limit is a new limiter.
+        a.set_rate_limits(&[limit(100)]);
+        assert!(a.check_rate_limits(&alice(), 10, 10).is_ok());
+        a.set_rate_limits(&[]);
+        assert_eq!(a.load_limiters_len(), 0);
+    }
+
     fn alice() -> Identity {
         Identity {
             key_id: "key_alice".into(),
@@ -700,7 +764,13 @@ mod tests {
     }
 
     fn spent(a: &Admission, budget: &str, subject: &str, at: DateTime<Utc>, usd: &str) {
-        let spec = a.specs.iter().find(|s| s.name == budget).unwrap();
+        let spec = a
+            .specs
+            .load_full()
+            .iter()
+            .find(|s| s.name == budget)
+            .unwrap()
+            .clone();
         let (period_start, period_end) = spec.period_of(at);
         a.apply(BudgetRecord::State(LedgerState {
             id: LedgerId {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -33,9 +34,11 @@ pub struct Identity {
 }
 
 /// The configured keys by SHA-256 digest: plaintext keys are never held.
+/// A key may have an end of validity (its expiry, or a rotated-away hash's
+/// grace period).
 #[derive(Debug, Default)]
 pub struct KeyRing {
-    by_digest: HashMap<[u8; 32], Arc<Identity>>,
+    by_digest: HashMap<[u8; 32], (Arc<Identity>, Option<DateTime<Utc>>)>,
     /// Whether any key is passthrough: a client then may have sent its own
     /// credential where a key was expected, and is told where the key goes.
     any_passthrough: bool,
@@ -48,31 +51,51 @@ impl KeyRing {
         keys: &[KeyConfig],
         routes: &BTreeMap<String, crate::route::RouteConfig>,
     ) -> KeyRing {
-        let by_digest: HashMap<[u8; 32], Arc<Identity>> = keys
-            .iter()
-            .filter_map(|k| {
-                let digest = parse_key_hash(&k.hash)?;
-                let identity = Identity {
-                    key_id: k.id.clone(),
-                    workspace: k.workspace.clone(),
-                    team: k.team.clone(),
-                    user: k.user.clone(),
-                    provider: k.provider.clone(),
-                    route: k.route.clone(),
-                    passthrough: k.is_passthrough(routes),
-                    client_routing: crate::route::ClientRouting {
-                        allow_config: k.allow_client_config,
-                        routes: k.client_routes.clone(),
-                    },
-                };
-                Some((digest, Arc::new(identity)))
-            })
-            .collect();
-        let any_passthrough = by_digest.values().any(|i| i.passthrough);
+        KeyRing::with_validity(
+            keys.iter().map(|k| RingKey {
+                config: k,
+                expires_at: None,
+                previous: None,
+            }),
+            routes,
+        )
+    }
+
+    /// Indexes keys with their validity: a key past `expires_at` is
+    /// unknown, and a rotated key's previous hash authenticates as the key
+    /// until its own end.
+    pub fn with_validity<'a>(
+        keys: impl IntoIterator<Item = RingKey<'a>>,
+        routes: &BTreeMap<String, crate::route::RouteConfig>,
+    ) -> KeyRing {
+        let mut by_digest = HashMap::new();
+        for k in keys {
+            let identity = Arc::new(identity_of(k.config, routes));
+            if let Some(digest) = parse_key_hash(&k.config.hash) {
+                by_digest.insert(digest, (identity.clone(), k.expires_at));
+            }
+            if let Some((hash, until)) = k.previous {
+                let until = k.expires_at.map_or(until, |e| e.min(until));
+                if let Some(digest) = parse_key_hash(hash) {
+                    by_digest.insert(digest, (identity, Some(until)));
+                }
+            }
+        }
+        let any_passthrough = by_digest.values().any(|(i, _)| i.passthrough);
         KeyRing {
             by_digest,
             any_passthrough,
         }
+    }
+
+    /// How many hashes authenticate (current and rotated-away ones).
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    /// Whether no key authenticates.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
     }
 
     /// Finds the caller from the request headers.
@@ -107,9 +130,37 @@ impl KeyRing {
         if key.is_empty() {
             return None;
         }
-        self.by_digest
-            .get(&<[u8; 32]>::from(Sha256::digest(key)))
-            .cloned()
+        let (identity, until) = self.by_digest.get(&<[u8; 32]>::from(Sha256::digest(key)))?;
+        match until {
+            Some(until) if *until <= Utc::now() => None,
+            _ => Some(identity.clone()),
+        }
+    }
+}
+
+/// One key as [`KeyRing::with_validity`] takes it.
+pub struct RingKey<'a> {
+    pub config: &'a KeyConfig,
+    /// After this the key is refused.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// A rotated-away hash and until when it still authenticates.
+    pub previous: Option<(&'a str, DateTime<Utc>)>,
+}
+
+/// What a key says about its holder.
+fn identity_of(k: &KeyConfig, routes: &BTreeMap<String, crate::route::RouteConfig>) -> Identity {
+    Identity {
+        key_id: k.id.clone(),
+        workspace: k.workspace.clone(),
+        team: k.team.clone(),
+        user: k.user.clone(),
+        provider: k.provider.clone(),
+        route: k.route.clone(),
+        passthrough: k.is_passthrough(routes),
+        client_routing: crate::route::ClientRouting {
+            allow_config: k.allow_client_config,
+            routes: k.client_routes.clone(),
+        },
     }
 }
 
@@ -167,6 +218,52 @@ mod tests {
         assert_eq!(bearer.unwrap().key_id, "k1");
         let api_key = ring.authenticate(&headers(&[("x-api-key", "tg-secret")]));
         assert_eq!(api_key.unwrap().team, "t");
+    }
+
+    #[test]
+    fn a_rotated_hash_works_until_its_grace_ends_and_expired_keys_do_not() {
+        let now = Utc::now();
+        let (new, old, gone) = (
+            key("k1", "tg-new", false),
+            hash_key("tg-old"),
+            key("k2", "tg-gone", false),
+        );
+        let ring = KeyRing::with_validity(
+            [
+                RingKey {
+                    config: &new,
+                    expires_at: None,
+                    previous: Some((&old, now + chrono::Duration::hours(1))),
+                },
+                RingKey {
+                    config: &gone,
+                    expires_at: Some(now - chrono::Duration::seconds(1)),
+                    previous: None,
+                },
+            ],
+            &BTreeMap::new(),
+        );
+        for secret in ["tg-new", "tg-old"] {
+            let who = ring.authenticate(&headers(&[("x-api-key", secret)]));
+            assert_eq!(who.unwrap().key_id, "k1");
+        }
+        assert!(
+            ring.authenticate(&headers(&[("x-api-key", "tg-gone")]))
+                .is_err()
+        );
+        let later = KeyRing::with_validity(
+            [RingKey {
+                config: &new,
+                expires_at: None,
+                previous: Some((&old, now - chrono::Duration::seconds(1))),
+            }],
+            &BTreeMap::new(),
+        );
+        assert!(
+            later
+                .authenticate(&headers(&[("x-api-key", "tg-old")]))
+                .is_err()
+        );
     }
 
     #[test]

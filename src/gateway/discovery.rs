@@ -27,7 +27,7 @@ use super::usage_limits::period_name;
 /// first, in Anthropic's list shape. Anthropic-style IDs, which Claude
 /// Code's model-family logic keys on.
 pub async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let identity = match gw.keys.authenticate(&headers) {
+    let identity = match gw.keys.load().authenticate(&headers) {
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
@@ -113,7 +113,7 @@ fn display_name(id: &str) -> String {
 /// budget covers gets 404 (the client then shows the percent alone):
 /// the gateway does not hold its month's spend outside a ledger.
 pub async fn usage(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let identity = match gw.keys.authenticate(&headers) {
+    let identity = match gw.keys.load().authenticate(&headers) {
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };

@@ -35,7 +35,9 @@ use crate::providers::Provider;
 
 /// Everything a request handler needs, built once at start-up.
 pub struct Gateway {
-    keys: auth::KeyRing,
+    /// Swapped whole when the control plane changes a key; a request
+    /// authenticates against the ring current when it arrives.
+    keys: arc_swap::ArcSwap<auth::KeyRing>,
     providers: HashMap<String, Arc<dyn Provider>>,
     handoff: EventHandoff,
     max_body_bytes: usize,
@@ -60,7 +62,7 @@ impl Gateway {
     ) -> Result<Gateway, passthrough::PassthroughError> {
         announce_series();
         Ok(Gateway {
-            keys: auth::KeyRing::new(&cfg.keys, &cfg.routes),
+            keys: arc_swap::ArcSwap::from_pointee(auth::KeyRing::new(&cfg.keys, &cfg.routes)),
             providers,
             handoff,
             max_body_bytes: cfg.server.max_body_bytes,
@@ -83,6 +85,19 @@ fn announce_series() {
     }
     for result in ["hit", "miss"] {
         METRICS.cache_lookups.with_label_values(&[result]);
+    }
+}
+
+impl Gateway {
+    /// Puts `ring` in use for every request from now on (requests in
+    /// flight keep the identity they were admitted with).
+    pub fn set_keys(&self, ring: auth::KeyRing) {
+        self.keys.store(Arc::new(ring));
+    }
+
+    /// The routes keys may name (for building a key ring).
+    pub fn routes(&self) -> &std::collections::BTreeMap<String, crate::route::RouteConfig> {
+        &self.routes
     }
 }
 

@@ -76,7 +76,7 @@ impl Gateway {
     ) -> Response {
         let started = Instant::now();
         let started_at = Utc::now();
-        let identity = match self.keys.authenticate(&headers) {
+        let identity = match self.keys.load().authenticate(&headers) {
             Ok(identity) => identity,
             Err(e) => {
                 METRICS.auth_failures.inc();

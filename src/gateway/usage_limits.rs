@@ -47,7 +47,7 @@ pub async fn add_usage_headers(
     if request.method() != Method::POST || request.uri().path() != "/v1/messages" {
         return next.run(request).await;
     }
-    let identity = gw.keys.authenticate(request.headers()).ok();
+    let identity = gw.keys.load().authenticate(request.headers()).ok();
     let mut response = next.run(request).await;
     let Some(identity) = identity.filter(|i| !i.passthrough) else {
         return response;

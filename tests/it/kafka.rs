@@ -663,3 +663,62 @@ async fn an_event_over_the_kafka_record_limit_is_cut_down_and_lands_instead_of_b
         t.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and_revoking_it_refuses_on_both()
+ {
+    use crate::control::{admin, eventually, status_with};
+    let c = Cluster::start("").await;
+    let api = c.role("api", "api");
+    let gw1 = c.role("gw1", "gateway");
+    let gw2 = c.role("gw2", "gateway");
+    let (status, made) = admin(
+        &api,
+        http::Method::POST,
+        "/v1/admin/keys",
+        crate::support::ADMIN,
+        Some(serde_json::json!({"team": "eng", "user": "dana"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let (id, key) = (
+        made["id"].as_str().unwrap().to_owned(),
+        made["key"].as_str().unwrap().to_owned(),
+    );
+    for gw in [&gw1, &gw2] {
+        assert!(
+            eventually(Duration::from_secs(1), || async {
+                status_with(gw, &key).await == 200
+            })
+            .await,
+            "gateway {} did not accept the new key within a second",
+            gw.url
+        );
+    }
+    let (status, _) = admin(
+        &api,
+        http::Method::DELETE,
+        &format!("/v1/admin/keys/{id}"),
+        crate::support::ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for gw in [&gw1, &gw2] {
+        assert!(
+            eventually(Duration::from_secs(1), || async {
+                status_with(gw, &key).await == 401
+            })
+            .await,
+            "gateway {} still accepted the revoked key after a second",
+            gw.url
+        );
+    }
+    // A gateway started now has the state before its first request.
+    let gw3 = c.role("gw3", "gateway");
+    assert_eq!(status_with(&gw3, &key).await, 401);
+    assert_eq!(status_with(&gw3, KEY).await, 200);
+    for p in [gw1, gw2, gw3, api] {
+        p.stop();
+    }
+}

@@ -11,6 +11,7 @@ mod captures;
 mod claude_code;
 mod claude_code_ui;
 mod compose;
+mod control;
 mod dashboards;
 mod gateway_protocol;
 mod kafka;

@@ -1,0 +1,336 @@
+//! The admin API: keys, budgets and the audit log, written as control
+//! events (see `control`), plus Anthropic's spend-limits Admin API mapped
+//! onto budgets.
+//!
+//! Admin tokens are scoped: `api.admin_tokens` hold every scope;
+//! `[[api.scoped_tokens]]` hold some of `admin:read`, `admin:write`,
+//! `keys:write`, `budgets:write`, optionally limited to one workspace. A
+//! request whose token lacks the scope gets 403 naming it.
+
+pub(crate) mod audit;
+pub(crate) mod budgets;
+pub(crate) mod keys;
+pub(crate) mod rate_limits;
+pub(crate) mod spend_limits;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+
+use crate::config::{Config, ProviderKind};
+use crate::control::follow::Control;
+use crate::control::{ControlError, ControlEvent, ControlState};
+
+pub use audit::AuditEntry;
+
+/// What an admin request needs its token to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Reading keys, budgets or the audit log.
+    Read,
+    KeysWrite,
+    BudgetsWrite,
+}
+
+impl Need {
+    /// The scope named in a refusal.
+    fn scope(self) -> &'static str {
+        match self {
+            Need::Read => "admin:read",
+            Need::KeysWrite => "keys:write",
+            Need::BudgetsWrite => "budgets:write",
+        }
+    }
+}
+
+/// What one token may do.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The actor in the audit log.
+    pub actor: String,
+    /// `None`: every scope (`api.admin_tokens`).
+    scopes: Option<Vec<String>>,
+    /// Only keys and budgets of this workspace.
+    pub workspace: Option<String>,
+}
+
+impl Grant {
+    /// Whether the grant holds `need` (`admin:write` holds every write and
+    /// reading; a write scope holds reading too).
+    fn allows(&self, need: Need) -> bool {
+        let Some(scopes) = &self.scopes else {
+            return true;
+        };
+        let has = |s: &str| scopes.iter().any(|x| x == s);
+        match need {
+            Need::Read => !scopes.is_empty(),
+            write => has("admin:write") || has(write.scope()),
+        }
+    }
+}
+
+/// Why an admin request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("send an admin token as `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("forbidden: this token lacks the scope {0} (or admin:write)")]
+    Scope(&'static str),
+    #[error("forbidden: this token is limited to workspace {0:?}")]
+    Workspace(String),
+    #[error("invalid {field}: {reason}")]
+    BadField { field: String, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "the control plane is not available in this process (an API-only process on the embedded bus cannot write the log: use `tollgate serve`)"
+    )]
+    Unavailable,
+    #[error("control plane: {0}")]
+    Control(#[from] ControlError),
+}
+
+impl AdminError {
+    /// A 400 naming `field`.
+    pub fn field(field: &str, reason: impl Into<String>) -> AdminError {
+        AdminError::BadField {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            AdminError::Scope(_) | AdminError::Workspace(_) => {
+                (StatusCode::FORBIDDEN, "permission_error")
+            }
+            AdminError::BadField { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
+            AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
+            AdminError::Control(e) => {
+                tracing::error!(error = %e, "control-plane write failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "api_error")
+            }
+        };
+        let body = serde_json::json!({
+            "type": "error",
+            "error": { "type": kind, "message": self.to_string() },
+        });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// What the admin handlers share.
+pub struct AdminState {
+    control: Option<Arc<Control>>,
+    /// Token digests and what each may do.
+    tokens: Vec<([u8; 32], Grant)>,
+    /// Provider names and kinds a key may name.
+    providers: BTreeMap<String, ProviderKind>,
+    /// Route names a key may name (routes are file-only).
+    routes: BTreeMap<String, crate::route::RouteConfig>,
+    /// Live budget state, for the spend-limits view.
+    pub admission: Arc<crate::gateway::admission::Admission>,
+}
+
+impl AdminState {
+    /// The admin API over `control` (none: every write answers 503).
+    pub fn new(
+        cfg: &Config,
+        control: Option<Arc<Control>>,
+        admission: Arc<crate::gateway::admission::Admission>,
+    ) -> AdminState {
+        AdminState {
+            control,
+            tokens: grants(cfg),
+            providers: cfg
+                .providers
+                .iter()
+                .map(|(n, p)| (n.clone(), p.kind))
+                .collect(),
+            routes: cfg.routes.clone(),
+            admission,
+        }
+    }
+
+    /// The caller's grant, if its token holds `need`.
+    pub fn authorize(&self, headers: &http::HeaderMap, need: Need) -> Result<Grant, AdminError> {
+        let token = crate::http_headers::bearer_token(headers)
+            .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()))
+            .ok_or(AdminError::Unauthorized)?;
+        let presented = digest(token);
+        let grant = self
+            .tokens
+            .iter()
+            .find(|(d, _)| {
+                d.iter()
+                    .zip(presented.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            })
+            .map(|(_, g)| g.clone())
+            .ok_or(AdminError::Unauthorized)?;
+        if grant.allows(need) {
+            Ok(grant)
+        } else {
+            Err(AdminError::Scope(need.scope()))
+        }
+    }
+
+    /// The control plane, or 503.
+    fn control(&self) -> Result<&Arc<Control>, AdminError> {
+        self.control.as_ref().ok_or(AdminError::Unavailable)
+    }
+
+    /// The state now (503 without a control plane).
+    fn state(&self) -> Result<Arc<ControlState>, AdminError> {
+        Ok(self.control()?.current())
+    }
+
+    /// Writes `events` atomically (one batch) and waits until they show.
+    async fn write(&self, events: &[ControlEvent]) -> Result<(), AdminError> {
+        Ok(self.control()?.write(events).await?)
+    }
+}
+
+/// Every configured admin token with its grant.
+fn grants(cfg: &Config) -> Vec<([u8; 32], Grant)> {
+    let full = cfg.admin_tokens().map(|t| {
+        let d = digest(t.as_bytes());
+        let grant = Grant {
+            actor: format!("admin:{}", &hex::encode(d)[..8]),
+            scopes: None,
+            workspace: None,
+        };
+        (d, grant)
+    });
+    let scoped = cfg.api.scoped_tokens.iter().filter_map(|t| {
+        let d = match (&t.token, &t.hash) {
+            (Some(tok), _) if !tok.is_empty() => digest(tok.as_bytes()),
+            (_, Some(h)) => crate::config::parse_key_hash(h)?,
+            _ => return None,
+        };
+        let grant = Grant {
+            actor: t
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("token:{}", &hex::encode(d)[..8])),
+            scopes: Some(t.scopes.clone()),
+            workspace: t.workspace.clone(),
+        };
+        Some((d, grant))
+    });
+    full.chain(scoped).collect()
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token).into()
+}
+
+/// Parses a JSON body strictly: an unknown or ill-typed field is a 400
+/// naming it (serde's message names the field and line).
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| AdminError::field("body", e.to_string()))
+}
+
+/// A free-text identifier (team, user, workspace, names): non-empty,
+/// bounded, printable.
+pub fn check_name(field: &str, value: &str) -> Result<(), AdminError> {
+    if value.is_empty() || value.len() > 128 {
+        return Err(AdminError::field(field, "must be 1 to 128 characters"));
+    }
+    if value.chars().any(|c| c.is_control() || c == '/') {
+        return Err(AdminError::field(
+            field,
+            "must not hold control characters or '/'",
+        ));
+    }
+    Ok(())
+}
+
+/// The admin routes.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/v1/admin/keys", post(keys::create).get(keys::list))
+        .route("/v1/admin/keys/{id}", get(keys::one).delete(keys::revoke))
+        .route("/v1/admin/keys/{id}/rotate", post(keys::rotate))
+        .route(
+            "/v1/admin/budgets",
+            post(budgets::create).get(budgets::list),
+        )
+        .route(
+            "/v1/admin/budgets/{name}",
+            get(budgets::one)
+                .put(budgets::replace)
+                .delete(budgets::remove),
+        )
+        .route("/v1/admin/rate_limits", get(rate_limits::list))
+        .route(
+            "/v1/admin/rate_limits/{id}",
+            axum::routing::put(rate_limits::put).delete(rate_limits::remove),
+        )
+        .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/organizations/spend_limits",
+            get(spend_limits::list).post(spend_limits::set),
+        )
+        .route(
+            "/v1/organizations/spend_limits/{id}",
+            get(spend_limits::one).delete(spend_limits::remove),
+        )
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_every_admin_route() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(crate::api::openapi::ApiDoc::openapi()).unwrap();
+        for path in [
+            "/v1/admin/keys",
+            "/v1/admin/keys/{id}",
+            "/v1/admin/keys/{id}/rotate",
+            "/v1/admin/budgets",
+            "/v1/admin/budgets/{name}",
+            "/v1/admin/rate_limits",
+            "/v1/admin/rate_limits/{id}",
+            "/v1/audit",
+            "/v1/organizations/spend_limits",
+            "/v1/organizations/spend_limits/{id}",
+        ] {
+            assert!(
+                doc["paths"][path].is_object(),
+                "{path} missing from the OpenAPI document"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_grant_what_they_name_and_admin_write_grants_every_write() {
+        let g = |s: &[&str]| Grant {
+            actor: "t".into(),
+            scopes: Some(s.iter().map(|x| x.to_string()).collect()),
+            workspace: None,
+        };
+        assert!(g(&["keys:write"]).allows(Need::KeysWrite));
+        assert!(!g(&["keys:write"]).allows(Need::BudgetsWrite));
+        assert!(!g(&["admin:read"]).allows(Need::KeysWrite));
+        assert!(g(&["admin:read"]).allows(Need::Read));
+        assert!(g(&["admin:write"]).allows(Need::BudgetsWrite));
+        assert_eq!(
+            AdminError::Scope(Need::BudgetsWrite.scope()).to_string(),
+            "forbidden: this token lacks the scope budgets:write (or admin:write)"
+        );
+    }
+}

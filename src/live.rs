@@ -1,0 +1,75 @@
+//! Live application of the control plane: what each role swaps when the
+//! control state changes. Only `roles` uses it; it may import everything.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::budget::BudgetSpec;
+use crate::control::ControlState;
+use crate::control::follow::Control;
+use crate::gateway::Gateway;
+use crate::gateway::admission::Admission;
+use crate::gateway::auth::{KeyRing, RingKey};
+
+/// The gateway's key ring as the state says.
+pub fn key_ring(
+    state: &ControlState,
+    routes: &std::collections::BTreeMap<String, crate::route::RouteConfig>,
+) -> KeyRing {
+    let configs: Vec<_> = state.keys.values().map(|e| (e.to_config(), e)).collect();
+    KeyRing::with_validity(
+        configs.iter().map(|(config, e)| RingKey {
+            config,
+            expires_at: e.expires_at,
+            previous: e
+                .previous
+                .as_ref()
+                .map(|p| (p.hash.as_str(), p.valid_until)),
+        }),
+        routes,
+    )
+}
+
+/// The budget specs the state declares; `None` (logged) if they do not
+/// validate, so the ones in use stay.
+fn budget_specs(state: &ControlState) -> Option<Vec<BudgetSpec>> {
+    match BudgetSpec::from_config(&state.budget_configs()) {
+        Ok(specs) => Some(specs),
+        Err(e) => {
+            tracing::error!(error = %e, "control state's budgets do not validate; the previous ones stay in use");
+            None
+        }
+    }
+}
+
+/// Keeps the gateway's keys current.
+pub fn follow_keys(control: &Control, gateway: Arc<Gateway>) {
+    control.listen(Box::new(move |state| {
+        let ring = key_ring(state, gateway.routes());
+        tracing::debug!(hashes = ring.len(), "control: key ring swapped");
+        gateway.set_keys(ring);
+    }));
+}
+
+/// Keeps admission's budgets and rate limits current.
+pub fn follow_admission(control: &Control, admission: Arc<Admission>) {
+    control.listen(Box::new(move |state| {
+        if let Some(specs) = budget_specs(state) {
+            admission.set_budgets(specs);
+        }
+        admission.set_rate_limits(&state.rate_limit_configs());
+    }));
+}
+
+/// Budget specs for the accountant, kept current.
+pub fn follow_accountant_specs(control: &Control) -> Arc<ArcSwap<Vec<BudgetSpec>>> {
+    let live = Arc::new(ArcSwap::from_pointee(Vec::new()));
+    let out = live.clone();
+    control.listen(Box::new(move |state| {
+        if let Some(specs) = budget_specs(state) {
+            live.store(Arc::new(specs));
+        }
+    }));
+    out
+}
