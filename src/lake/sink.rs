@@ -5,7 +5,8 @@
 //! day changes. Only after a file is renamed into place is its offset range
 //! committed on the bus. Records at or below the highest offset already in
 //! the lake are skipped, so a sink killed between rename and commit writes
-//! nothing twice when it comes back.
+//! nothing twice when it comes back. Each file's hourly rollup is written
+//! right after it (see [`super::rollup`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -204,9 +205,14 @@ impl Sink {
             return Ok(());
         }
         let layout = self.shared.layout.clone();
-        let max = tokio::task::spawn_blocking(move || layout.max_offsets())
-            .await
-            .map_err(|e| LakeError::Worker(e.to_string()))??;
+        // A crash between a file and its rollup left the rollup unwritten:
+        // the new owner writes it before going on.
+        let max = tokio::task::spawn_blocking(move || {
+            super::rollup::repair(&layout, &|q| q == p)?;
+            layout.max_offsets()
+        })
+        .await
+        .map_err(|e| LakeError::Worker(e.to_string()))??;
         let in_lake = max.get(&p).copied();
         self.shared.partitions().insert(
             p,
@@ -311,6 +317,9 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
         message: e.to_string(),
     })?;
     layout.write(&path, &batch, WriteMode::New)?;
+    // The rollup after the file: a crash between the two leaves a file
+    // without rollup, which the next owner or compaction writes.
+    super::rollup::write_for(layout, &path, std::slice::from_ref(&batch), WriteMode::New)?;
     METRICS.sink_files.inc();
     METRICS.sink_rows.inc_by(buffer.rows.len() as u64);
     METRICS
