@@ -209,6 +209,31 @@ impl LakeLayout {
         }
     }
 
+    /// Writes a small non-Parquet lake object (an audit record) whole:
+    /// locally a temp file, fsync and rename; in a bucket one upload.
+    pub fn put_bytes(&self, path: &Path, data: Vec<u8>) -> Result<(), LakeError> {
+        if let Some(lake) = &self.remote {
+            return Ok(lake.put(path, data, true)?);
+        }
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |source| LakeError::Io { path: p, source }
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::private_fs::create_dir_all(dir).map_err(io(dir))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut file = crate::private_fs::create_file(&tmp).map_err(io(&tmp))?;
+        file.write_all(&data).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    /// The lake's root (a directory, or the prefix in a bucket).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Deletes a lake file; one already gone is not an error.
     pub fn remove(&self, path: &Path) -> Result<(), LakeError> {
         if let Some(lake) = &self.remote {
