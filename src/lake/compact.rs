@@ -89,6 +89,11 @@ pub fn compact_owned(
     owned: &dyn Fn(u32) -> bool,
 ) -> Result<CompactReport, LakeError> {
     let mut report = CompactReport::default();
+    // Rollups of inputs merged by an earlier run go first (in a bucket a
+    // run never deletes what it merged itself: see the module docs), then
+    // files without a rollup get one.
+    report.rollups_deleted = rollup::delete_superseded(layout, owned)?;
+    report.rollups_repaired = rollup::repair(layout, owned)?;
     let mut groups: BTreeMap<(PathBuf, u32), Vec<LakeFile>> = BTreeMap::new();
     for f in layout.listing()? {
         let dir = f.path.parent().map(PathBuf::from).unwrap_or_default();
@@ -111,8 +116,7 @@ pub fn compact_owned(
             merge(layout, &dir, partition, run, &mut report)?;
         }
     }
-    report.rollups_repaired = rollup::repair(layout, owned)?;
-    report.rollups_deleted = rollup::delete_superseded(layout, owned)?;
+
     crate::metrics::METRICS
         .lake_compacted_files
         .inc_by(report.files_merged as u64);
