@@ -201,9 +201,21 @@ fn raw_as_rollup(df: DataFrame) -> Result<DataFrame, LakeError> {
     Ok(df.select(exprs)?)
 }
 
+/// The cache-savings aggregates over rollup-shaped rows.
+pub(super) fn savings_aggregates() -> Vec<Expr> {
+    vec![
+        sum(col("requests")).alias("requests"),
+        sum(col("cache_read_tokens")).alias("cache_read_tokens"),
+        sum(col("input_tokens")).alias("input_tokens"),
+        sum(spend_of("cost_cache_read_usd")).alias("cache_read_usd"),
+        sum(spend_of("cost_cache_savings_usd")).alias("savings_usd"),
+        sum(value_of("cost_cache_savings_usd")).alias("subscription_savings_value_usd"),
+    ]
+}
+
 /// The spend aggregates over rollup-shaped rows: the raw path's sums,
 /// summed once more.
-fn rollup_aggregates() -> Vec<Expr> {
+pub(super) fn spend_aggregates() -> Vec<Expr> {
     let mut out = vec![
         sum(col("requests")).alias("requests"),
         sum(col("errors")).alias("errors"),
@@ -224,12 +236,14 @@ fn rollup_aggregates() -> Vec<Expr> {
 }
 
 impl Lake {
-    /// The aggregated spend of `q` from rollups and raw edges, or `None`
-    /// when rollups cannot answer it (see the module docs).
+    /// `aggregates` (over rollup-shaped rows) of `q`'s groups from rollups
+    /// and raw edges, or `None` when rollups cannot answer it (see the
+    /// module docs).
     pub(super) async fn spend_by_hour(
         &self,
         scope: &Scope,
         q: &SpendQuery,
+        aggregates: Vec<Expr>,
     ) -> Result<Option<DataFrame>, LakeError> {
         let millis = |t: &Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
         let Some(split) = split(millis(&q.filter.from), millis(&q.filter.to)) else {
@@ -251,7 +265,7 @@ impl Lake {
             df = df.union(raw_as_rollup(raw)?)?;
         }
         let groups = q.group_by.iter().filter_map(group_expr).collect();
-        Ok(Some(df.aggregate(groups, rollup_aggregates())?))
+        Ok(Some(df.aggregate(groups, aggregates)?))
     }
 
     /// Whether every raw file of the days the split's hours touch has its
@@ -491,13 +505,22 @@ mod same_answers {
         let mut by_hour = 0;
         for _ in 0..n {
             let (scope, q) = random_query(rng);
-            if lake.spend_by_hour(&scope, &q).await.unwrap().is_some() {
+            let aggregates = spend_aggregates();
+            if lake
+                .spend_by_hour(&scope, &q, aggregates)
+                .await
+                .unwrap()
+                .is_some()
+            {
                 by_hour += 1;
             }
             let raw = lake.spend_raw(&scope, &q).await.unwrap();
             let mixed = lake.spend(&scope, &q).await.unwrap();
             assert!(!raw.truncated && !mixed.truncated);
             assert_eq!(rows(&mixed), rows(&raw), "{scope:?} {q:?}");
+            let raw = lake.cache_savings_raw(&scope, &q).await.unwrap();
+            let mixed = lake.cache_savings(&scope, &q).await.unwrap();
+            assert_eq!(rows(&mixed), rows(&raw), "savings: {scope:?} {q:?}");
         }
         by_hour
     }
@@ -538,14 +561,24 @@ mod same_answers {
             limit: 100,
             ..SpendQuery::default()
         };
-        assert!(lake.spend_by_hour(&Scope::All, &q).await.unwrap().is_none());
+        assert!(
+            lake.spend_by_hour(&Scope::All, &q, spend_aggregates())
+                .await
+                .unwrap()
+                .is_none()
+        );
         let raw = lake.spend_raw(&Scope::All, &q).await.unwrap();
         assert_eq!(
             rows(&lake.spend(&Scope::All, &q).await.unwrap()),
             rows(&raw)
         );
         assert_eq!(crate::lake::rollup::repair(&layout, &|_| true).unwrap(), 1);
-        assert!(lake.spend_by_hour(&Scope::All, &q).await.unwrap().is_some());
+        assert!(
+            lake.spend_by_hour(&Scope::All, &q, spend_aggregates())
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(
             rows(&lake.spend(&Scope::All, &q).await.unwrap()),
             rows(&raw)

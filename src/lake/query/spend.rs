@@ -237,7 +237,10 @@ impl Lake {
     /// when the query allows it (see [`super::hourly`]), else from raw
     /// events alone. Both give the same rows to the last decimal place.
     pub async fn spend(&self, scope: &Scope, q: &SpendQuery) -> Result<SpendResult, LakeError> {
-        match self.spend_by_hour(scope, q).await? {
+        match self
+            .spend_by_hour(scope, q, super::hourly::spend_aggregates())
+            .await?
+        {
             Some(df) => self.finish_spend(df, q).await,
             None => self.spend_raw(scope, q).await,
         }
@@ -306,8 +309,22 @@ impl Lake {
         self.finish_rows(df, q.limit, &fields).await
     }
 
-    /// What cache reads saved against full input price, per group.
+    /// What cache reads saved against full input price, per group: from
+    /// rollups for whole hours where the query allows (as [`Lake::spend`]).
     pub async fn cache_savings(
+        &self,
+        scope: &Scope,
+        q: &SpendQuery,
+    ) -> Result<SpendResult, LakeError> {
+        let aggregates = super::hourly::savings_aggregates();
+        match self.spend_by_hour(scope, q, aggregates).await? {
+            Some(df) => self.finish_savings(df, q).await,
+            None => self.cache_savings_raw(scope, q).await,
+        }
+    }
+
+    /// [`Lake::cache_savings`] from raw events only.
+    pub async fn cache_savings_raw(
         &self,
         scope: &Scope,
         q: &SpendQuery,
@@ -321,8 +338,19 @@ impl Lake {
             sum(spend_of("cost_cache_savings_usd")).alias("savings_usd"),
             sum(value_of("cost_cache_savings_usd")).alias("subscription_savings_value_usd"),
         ];
-        let df = filtered(self.events(scope).await?, q.filter.exprs())?
-            .aggregate(groups, aggregates)?
+        let df =
+            filtered(self.events(scope).await?, q.filter.exprs())?.aggregate(groups, aggregates)?;
+        self.finish_savings(df, q).await
+    }
+
+    /// Orders, caps and encodes aggregated savings rows, adding what the
+    /// reads would have cost at full price.
+    async fn finish_savings(
+        &self,
+        df: DataFrame,
+        q: &SpendQuery,
+    ) -> Result<SpendResult, LakeError> {
+        let df = df
             .sort(vec![col("savings_usd").sort(false, false)])?
             .limit(0, Some(q.limit + 1))?;
         let fields = [
