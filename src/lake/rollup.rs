@@ -15,9 +15,9 @@
 //!   lake store hides rollups whose range another covers, exactly as for
 //!   raw files, so no hour is counted twice.
 //! - A raw file whose rollup is missing (a crash between the two writes)
-//!   is found by [`missing`]: the sink and compaction write the rollup
-//!   again ([`repair`]), and the spend query answers from raw events
-//!   until then.
+//!   is found by [`missing`]: compaction writes the rollup ([`repair`],
+//!   which also backfills a lake written before rollups), and the spend
+//!   query answers from raw events until then.
 //!
 //! The sink writes rollups rather than compaction so that they exist as
 //! soon as the events do: a spend query then never has to read raw files

@@ -205,14 +205,9 @@ impl Sink {
             return Ok(());
         }
         let layout = self.shared.layout.clone();
-        // A crash between a file and its rollup left the rollup unwritten:
-        // the new owner writes it before going on.
-        let max = tokio::task::spawn_blocking(move || {
-            super::rollup::repair(&layout, &|q| q == p)?;
-            layout.max_offsets()
-        })
-        .await
-        .map_err(|e| LakeError::Worker(e.to_string()))??;
+        let max = tokio::task::spawn_blocking(move || layout.max_offsets())
+            .await
+            .map_err(|e| LakeError::Worker(e.to_string()))??;
         let in_lake = max.get(&p).copied();
         self.shared.partitions().insert(
             p,
@@ -318,7 +313,8 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
     })?;
     layout.write(&path, &batch, WriteMode::New)?;
     // The rollup after the file: a crash between the two leaves a file
-    // without rollup, which the next owner or compaction writes.
+    // without rollup, which the next compaction run writes (not the sink:
+    // backfilling a lake written before rollups must not hold up events).
     super::rollup::write_for(layout, &path, std::slice::from_ref(&batch), WriteMode::New)?;
     METRICS.sink_files.inc();
     METRICS.sink_rows.inc_by(buffer.rows.len() as u64);
