@@ -149,6 +149,7 @@ fn expire(
     Ok(())
 }
 
+/// A listed file as its audit record names it.
 fn deleted_file(f: &ListedFile) -> DeletedFile {
     DeletedFile {
         path: f.path.display().to_string(),

@@ -430,6 +430,7 @@ mod tests {
         e
     }
 
+    /// `events` as one raw batch of partition 0.
     fn batch(events: &[crate::event::LlmEvent]) -> RecordBatch {
         let rows: Vec<_> = events
             .iter()

@@ -25,6 +25,7 @@ use super::spend::{COST_LINES, errors, provisional, spend_of, total_tokens, unpr
 use super::{GroupBy, Lake, LakeError, Scope, SpendQuery, filtered, ts_lit};
 use crate::lake::rollup::{TOKEN_COLUMNS, USD_COLUMNS};
 
+/// One hour in milliseconds, the rollups' grain.
 const HOUR_MS: i64 = 3_600_000;
 
 /// How a time range splits: whole hours `[hours.0, hours.1)` from
@@ -88,6 +89,7 @@ impl UnrolledDays {
             .map(|(_, days)| days.clone())
     }
 
+    /// Remembers an answer (when answers are kept at all).
     fn remember(&self, days: &[NaiveDate]) {
         if self.ttl.is_some() {
             *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -124,12 +126,14 @@ fn day_of(ms: i64) -> String {
     date(ms).to_string()
 }
 
+/// The UTC date of a millisecond timestamp.
 fn date(ms: i64) -> NaiveDate {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .date_naive()
 }
 
+/// A millisecond timestamp as a literal comparable with timestamps.
 fn ms_lit(ms: i64) -> Expr {
     ts_lit(&DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default())
 }
