@@ -1,13 +1,15 @@
-//! Lake query benchmark: trace lookups and team-spend group-bys on a lake
-//! of 10M synthetic events, through tollgate's query layer (DataFusion) and
-//! through DuckDB (PyPI `duckdb`) on the very same Parquet files.
+//! Lake query benchmark: trace lookups and spend group-bys on a lake of
+//! 10M synthetic events with hourly rollups, through tollgate's query API
+//! (the real axum router over HTTP on loopback, served in this process),
+//! and through DuckDB (PyPI `duckdb`) on the very same Parquet files.
 //!
 //! Run with `cargo bench --bench lake_query`. The lake is generated once
 //! (30 days × 4 partitions, each file compacted and sorted by trace as
-//! `tollgate compact` leaves it) under `$TOLLGATE_BENCH_LAKE` or
-//! `target/lake-bench-<N>`; `TOLLGATE_BENCH_EVENTS` changes N. DuckDB is
-//! installed with pip into `$TOLLGATE_TOOLS_DIR/duckdb` when missing.
-//! Prints figures; asserts nothing about speed.
+//! `tollgate compact` leaves it, each with its `events_hourly` rollup)
+//! under `$TOLLGATE_BENCH_LAKE` or `target/lake-bench-<N>`;
+//! `TOLLGATE_BENCH_EVENTS` changes N. DuckDB is installed with pip into
+//! `$TOLLGATE_TOOLS_DIR/duckdb` when missing. Prints figures; asserts
+//! nothing about speed (it does check every answer's row count).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,8 @@ use tollgate::event::{
     Attempt, BilledBy, BusPosition, LlmEvent, SCHEMA_VERSION, Usage, to_record_batch,
 };
 use tollgate::lake::compact::sorted;
-use tollgate::lake::files::{LakeLayout, write_atomically};
-use tollgate::lake::query::{GroupBy, Lake, LogFilter, LogQuery, Scope, SortKey, SpendQuery};
+use tollgate::lake::files::{LakeLayout, WriteMode, write_atomically};
+use tollgate::lake::query::{GroupBy, Lake, LogFilter, Scope, SpendQuery};
 use tollgate::pricing::cost::price_facts;
 use tollgate::pricing::{PriceBook, PriceQuery};
 
@@ -58,6 +60,12 @@ fn main() {
             root.display()
         );
     }
+    let rolled = root.join("ROLLED-UP");
+    if !rolled.exists() {
+        // A lake generated before rollups existed gets them once.
+        tollgate::lake::rollup::repair(&layout, &|_| true).unwrap();
+        std::fs::write(&rolled, "").unwrap();
+    }
     let files = layout.files().unwrap();
     let bytes: u64 = files
         .iter()
@@ -72,6 +80,7 @@ fn main() {
     let traces = lookup_ids(total, "trace", EVENTS_PER_TRACE);
     let sessions = lookup_ids(total, "session", EVENTS_PER_SESSION);
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
     let ours = rt.block_on(measure_tollgate(&layout, &traces, &sessions));
     let ids_file = root.join("lookup-ids.json");
     std::fs::write(
@@ -83,16 +92,23 @@ fn main() {
     let duck = measure_duckdb(&layout, &ids_file);
 
     println!();
-    println!("| query | tollgate (DataFusion) | DuckDB |");
-    println!("|---|---|---|");
-    for (name, ms) in &ours {
-        let theirs = duck
-            .as_ref()
-            .and_then(|d| d.get(name.as_str()))
+    println!("| query | tollgate API (DataFusion) | DuckDB, raw events | DuckDB, events_hourly |");
+    println!("|---|---|---|---|");
+    let theirs = |name: &str| {
+        duck.as_ref()
+            .and_then(|d| d.get(name))
             .and_then(|v| v.as_f64())
             .map(|v| format!("{v:.1} ms"))
-            .unwrap_or_else(|| "n/a".into());
-        println!("| {name} | {ms:.1} ms | {theirs} |");
+            .unwrap_or_else(|| "n/a".into())
+    };
+    for (name, ms) in &ours {
+        let hourly = name.replace(", median of 5", ", on events_hourly, median of 5");
+        let hourly = if hourly == *name {
+            "n/a".into()
+        } else {
+            theirs(&hourly)
+        };
+        println!("| {name} | {ms:.1} ms | {} | {hourly} |", theirs(name));
     }
 }
 
@@ -142,7 +158,9 @@ fn generate(layout: &LakeLayout, total: u64) {
             let batch = sorted(&[to_record_batch(&refs).unwrap()]).unwrap();
             let date = (start + chrono::Duration::days(day as i64)).date_naive();
             let (first, last) = (rows[0].0.offset, rows[rows.len() - 1].0.offset);
-            write_atomically(&layout.file_path(date, p as u32, first, last), &batch).unwrap();
+            let path = layout.file_path(date, p as u32, first, last);
+            write_atomically(&path, &batch).unwrap();
+            tollgate::lake::rollup::write_for(layout, &path, &[batch], WriteMode::New).unwrap();
         }
         eprint!("\rgenerating: day {}/{DAYS}", day + 1);
     }
@@ -166,6 +184,7 @@ fn synthetic(
         cache_read_tokens: rng.gen_range(0..150_000),
         web_search_requests: 0,
         web_fetch_requests: 0,
+        ..Usage::default()
     };
     let latency = rng.gen_range(300..30_000u64);
     let q = PriceQuery {
@@ -175,6 +194,7 @@ fn synthetic(
         at,
     };
     let status = if rng.gen_ratio(1, 50) { 529 } else { 200 };
+    let user = team * 10 + rng.gen_range(0..10);
     LlmEvent {
         event_id: uuid::Uuid::from_u64_pair(seq, rng.r#gen()),
         schema_version: SCHEMA_VERSION,
@@ -189,8 +209,9 @@ fn synthetic(
         latency_ms: latency,
         workspace: "acme".into(),
         team: format!("team-{team:02}"),
-        user: format!("user-{:03}", team * 10 + rng.gen_range(0..10)),
-        key_id: format!("key-{:03}", team * 10 + rng.gen_range(0..10)),
+        // A key belongs to one user (`[[keys]]` names its team and user).
+        user: format!("user-{user:03}"),
+        key_id: format!("key-{user:03}"),
         metadata: BTreeMap::from([("repo".into(), format!("repo-{}", rng.gen_range(0..50)))]),
         endpoint: "messages".into(),
         provider: "anthropic".into(),
@@ -226,25 +247,101 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// The query API (the real router) on a loopback port over `layout`,
+/// with one admin token `bench`.
+async fn serve_api(layout: &LakeLayout) -> String {
+    use tollgate::config::AdmissionConfig;
+    use tollgate::gateway::admission::Admission;
+    let lake = Lake::open(layout).await.unwrap();
+    let config = tollgate::config::ApiConfig {
+        admin_tokens: vec!["bench".into()],
+        ..Default::default()
+    };
+    let book = tollgate::pricing::SharedBook::new(PriceBook::embedded());
+    let budgets = Admission::new(Vec::new(), book, AdmissionConfig::default(), &[]);
+    let state = std::sync::Arc::new(tollgate::api::ApiState::new(lake, &config, budgets));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, tollgate::api::router(state))
+            .await
+            .unwrap()
+    });
+    format!("http://{addr}")
+}
+
+/// `GET path` against the API: the JSON answer and how long it took.
+async fn timed_get(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> (serde_json::Value, Duration) {
+    let t = Instant::now();
+    let r = http
+        .get(format!("{base}{path}"))
+        .bearer_auth("bench")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    let body: serde_json::Value = r.json().await.unwrap();
+    (body, t.elapsed())
+}
+
+/// The spend queries measured: name, API path, rows expected.
+fn spend_queries() -> Vec<(&'static str, String, usize)> {
+    let month = "from=2026-10-01T00:00:00Z&to=2026-10-31T00:00:00Z";
+    let ragged = "from=2026-10-01T00:17:00Z&to=2026-10-30T23:41:00Z";
+    vec![
+        (
+            "team spend by day, 30 days",
+            format!("/v1/spend?group_by=team,day&{month}"),
+            600,
+        ),
+        (
+            "team spend by day, 30 days, ragged edges",
+            format!("/v1/spend?group_by=team,day&{ragged}"),
+            600,
+        ),
+        (
+            "spend by user x model, one team, 30 days",
+            format!("/v1/spend?group_by=user,model&team=team-07&{month}"),
+            40,
+        ),
+        ("team spend, all time", "/v1/spend?group_by=team".into(), 20),
+    ]
+}
+
+/// Median of five runs of `path`, checking the row count.
+async fn median_of_5(http: &reqwest::Client, base: &str, path: &str, rows: usize) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (body, took) = timed_get(http, base, path).await;
+        assert_eq!(body["data"].as_array().unwrap().len(), rows, "{path}");
+        times.push(took);
+    }
+    times.sort();
+    percentile(&times, 0.5)
+}
+
 async fn measure_tollgate(
     layout: &LakeLayout,
     traces: &[String],
     sessions: &[String],
 ) -> Vec<(String, f64)> {
-    let lake = Lake::open(layout).await.unwrap();
+    let base = serve_api(layout).await;
+    let http = reqwest::Client::new();
     let mut out = Vec::new();
     // Warm-up: the OS page cache and DataFusion's first planning.
-    lake.trace(&Scope::All, &traces[0]).await.unwrap();
+    timed_get(&http, &base, &format!("/v1/traces/{}", traces[0])).await;
     let mut times = Vec::new();
     for id in traces {
-        let t = Instant::now();
-        let view = lake
-            .trace(&Scope::All, id)
-            .await
-            .unwrap()
-            .expect("trace exists");
-        times.push(t.elapsed());
-        assert_eq!(view.events.len() as u64, EVENTS_PER_TRACE);
+        let (view, took) = timed_get(&http, &base, &format!("/v1/traces/{id}")).await;
+        times.push(took);
+        assert_eq!(
+            view["events"].as_array().unwrap().len() as u64,
+            EVENTS_PER_TRACE
+        );
     }
     times.sort();
     out.push(("trace lookup p50".into(), percentile(&times, 0.5)));
@@ -252,42 +349,51 @@ async fn measure_tollgate(
 
     let mut times = Vec::new();
     for id in sessions.iter().take(50) {
-        let q = LogQuery {
-            filter: LogFilter {
-                session_id: Some(id.clone()),
-                ..LogFilter::default()
-            },
-            sort: SortKey::StartedAt,
-            descending: true,
-            limit: 100,
-            cursor: None,
-        };
-        let t = Instant::now();
-        let page = lake.logs(&Scope::All, &q).await.unwrap();
-        times.push(t.elapsed());
-        assert_eq!(page.data.len() as u64, EVENTS_PER_SESSION);
+        let path = format!("/v1/logs?session_id={id}&limit=100");
+        let (page, took) = timed_get(&http, &base, &path).await;
+        times.push(took);
+        assert_eq!(
+            page["data"].as_array().unwrap().len() as u64,
+            EVENTS_PER_SESSION
+        );
     }
     times.sort();
     out.push(("session logs p50".into(), percentile(&times, 0.5)));
 
-    let spend = SpendQuery {
-        group_by: vec![GroupBy::Team],
-        filter: LogFilter::default(),
+    for (name, path, rows) in spend_queries() {
+        let ms = median_of_5(&http, &base, &path, rows).await;
+        out.push((format!("{name}, median of 5"), ms));
+    }
+    out.push((
+        "team spend by day, 30 days, raw events only (no rollups), median of 5".into(),
+        raw_team_by_day(layout).await,
+    ));
+    out
+}
+
+/// The 30-day team-by-day query on raw events alone, through the query
+/// layer: what rollups save.
+async fn raw_team_by_day(layout: &LakeLayout) -> f64 {
+    let lake = Lake::open(layout).await.unwrap();
+    let at = |d: u32| Utc.with_ymd_and_hms(2026, 10, d, 0, 0, 0).unwrap();
+    let q = SpendQuery {
+        group_by: vec![GroupBy::Team, GroupBy::Day],
+        filter: LogFilter {
+            from: Some(at(1)),
+            to: Some(at(31)),
+            ..LogFilter::default()
+        },
         limit: 1000,
     };
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let r = lake.spend(&Scope::All, &spend).await.unwrap();
+        let r = lake.spend_raw(&Scope::All, &q).await.unwrap();
         times.push(t.elapsed());
-        assert_eq!(r.data.len(), 20);
+        assert_eq!(r.data.len(), 600);
     }
     times.sort();
-    out.push((
-        "team spend group-by (all 30 days), median of 5".into(),
-        percentile(&times, 0.5),
-    ));
-    out
+    percentile(&times, 0.5)
 }
 
 /// Runs `benches/lake_query_duckdb.py`; `None` (with a note) if DuckDB is
@@ -323,6 +429,7 @@ fn measure_duckdb(layout: &LakeLayout, ids: &Path) -> Option<serde_json::Value> 
     let out = Command::new("python3")
         .arg(script)
         .arg(layout.events_dir())
+        .arg(layout.hourly_dir())
         .arg(ids)
         .env("PYTHONPATH", &site)
         .output()

@@ -1,6 +1,6 @@
 """DuckDB side of benches/lake_query.rs: the same queries on the same files.
 
-Usage: lake_query_duckdb.py <events dir> <lookup-ids.json>
+Usage: lake_query_duckdb.py <events dir> <events_hourly dir> <lookup-ids.json>
 Prints progress, then one JSON line of {query name: milliseconds}.
 """
 import json
@@ -9,11 +9,14 @@ import time
 
 import duckdb
 
-events_dir, ids_path = sys.argv[1], sys.argv[2]
+events_dir, hourly_dir, ids_path = sys.argv[1], sys.argv[2], sys.argv[3]
 ids = json.load(open(ids_path))
 con = duckdb.connect()
 con.execute(
     f"CREATE VIEW events AS SELECT * FROM read_parquet('{events_dir}/*/*.parquet', hive_partitioning = true)"
+)
+con.execute(
+    f"CREATE VIEW events_hourly AS SELECT * FROM read_parquet('{hourly_dir}/*/*.parquet', hive_partitioning = true)"
 )
 
 
@@ -41,38 +44,76 @@ for s in ids["sessions"][:50]:
     )
     assert len(rows) == 50, (s, len(rows))
     session.append(ms)
-spend = []
-for _ in range(5):
-    ms, rows = timed(
-        # The same aggregates as tollgate's /v1/spend: spend lines of
-        # API-billed events, subscription value apart, tokens per class.
-        """SELECT team, count(*) AS requests,
-                  sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
-                  sum(input_tokens), sum(output_tokens), sum(cache_creation_5m_tokens),
-                  sum(cache_creation_1h_tokens), sum(cache_read_tokens), sum(web_search_requests),
-                  sum(web_fetch_requests),
-                  sum(input_tokens + output_tokens + cache_creation_5m_tokens + cache_creation_1h_tokens + cache_read_tokens),
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_usd END) AS spend_usd,
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_input_usd END),
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_output_usd END),
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_write_5m_usd END),
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_write_1h_usd END),
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_read_usd END),
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_web_search_usd END),
-                  sum(CASE WHEN billed_by = 'subscription' THEN cost_usd ELSE NULL END),
-                  sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_savings_usd END),
-                  sum(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END)
-           FROM events GROUP BY team ORDER BY spend_usd DESC, requests DESC"""
-    )
-    assert len(rows) == 20
-    spend.append(ms)
-print(
-    json.dumps(
-        {
-            "trace lookup p50": pct(trace, 0.5),
-            "trace lookup p99": pct(trace, 0.99),
-            "session logs p50": pct(session, 0.5),
-            "team spend group-by (all 30 days), median of 5": pct(spend, 0.5),
-        }
-    )
-)
+# The same aggregates as tollgate's /v1/spend: spend lines of API-billed
+# events, subscription value apart, tokens per class. On raw events each
+# row is one request; on rollups each row's sums are summed again.
+RAW_AGGREGATES = """count(*) AS requests,
+      sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
+      sum(input_tokens), sum(output_tokens), sum(cache_creation_5m_tokens),
+      sum(cache_creation_1h_tokens), sum(cache_read_tokens), sum(web_search_requests),
+      sum(web_fetch_requests),
+      sum(input_tokens + output_tokens + cache_creation_5m_tokens + cache_creation_1h_tokens + cache_read_tokens),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_usd END) AS spend_usd,
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_input_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_output_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_write_5m_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_write_1h_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_read_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_web_search_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN cost_usd ELSE NULL END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_savings_usd END),
+      sum(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END)"""
+ROLLUP_AGGREGATES = """sum(requests) AS requests, sum(errors),
+      sum(input_tokens), sum(output_tokens), sum(cache_creation_5m_tokens),
+      sum(cache_creation_1h_tokens), sum(cache_read_tokens), sum(web_search_requests),
+      sum(web_fetch_requests),
+      sum(input_tokens + output_tokens + cache_creation_5m_tokens + cache_creation_1h_tokens + cache_read_tokens),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_usd END) AS spend_usd,
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_input_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_output_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_write_5m_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_write_1h_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_read_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_web_search_usd END),
+      sum(CASE WHEN billed_by = 'subscription' THEN cost_usd ELSE NULL END),
+      sum(CASE WHEN billed_by = 'subscription' THEN NULL ELSE cost_cache_savings_usd END),
+      sum(unpriced_requests)"""
+MONTH_RAW = "started_at >= TIMESTAMPTZ '2026-10-01 00:00:00+00' AND started_at < TIMESTAMPTZ '2026-10-31 00:00:00+00'"
+MONTH_HOURLY = "hour >= TIMESTAMPTZ '2026-10-01 00:00:00+00' AND hour < TIMESTAMPTZ '2026-10-31 00:00:00+00'"
+
+
+def median_of_5(sql, rows_expected):
+    times = []
+    for _ in range(5):
+        ms, rows = timed(sql)
+        assert len(rows) == rows_expected, (sql, len(rows))
+        times.append(ms)
+    return pct(times, 0.5)
+
+
+results = {}
+for table, aggs, month in [("events", RAW_AGGREGATES, MONTH_RAW), ("events_hourly", ROLLUP_AGGREGATES, MONTH_HOURLY)]:
+    results[table] = {
+        "team spend by day, 30 days, median of 5": median_of_5(
+            f"SELECT team, day, {aggs} FROM {table} WHERE {month} GROUP BY team, day ORDER BY day, team", 600
+        ),
+        "spend by user x model, one team, 30 days, median of 5": median_of_5(
+            f"""SELECT user, coalesce(model_served, model_requested) AS model, {aggs} FROM {table}
+                WHERE team = 'team-07' AND {month} GROUP BY 1, 2 ORDER BY spend_usd DESC""",
+            40,
+        ),
+        "team spend, all time, median of 5": median_of_5(
+            f"SELECT team, {aggs} FROM {table} GROUP BY team ORDER BY spend_usd DESC, requests DESC", 20
+        ),
+    }
+out = {
+    "trace lookup p50": pct(trace, 0.5),
+    "trace lookup p99": pct(trace, 0.99),
+    "session logs p50": pct(session, 0.5),
+}
+for name, ms in results["events"].items():
+    out[name] = ms
+    out[name.replace(", median of 5", ", raw events only (no rollups), median of 5")] = ms
+for name, ms in results["events_hourly"].items():
+    out[name.replace(", median of 5", ", on events_hourly, median of 5")] = ms
+print(json.dumps(out))

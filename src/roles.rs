@@ -416,8 +416,9 @@ pub async fn run(
             // compacts only the partitions it is assigned. The embedded
             // bus has one sink, which owns every partition.
             let ownership = (cfg.bus.kind == BusKind::Kafka).then_some(ownership);
+            let retention = crate::lake::retention::Retention::from_config(&cfg.lake);
             pipeline.push(Task::spawn("compactor", move |stop| {
-                compact_periodically(layout, options, ownership, every, stop)
+                compact_periodically(layout, (options, retention), ownership, every, stop)
             }));
         }
     }
@@ -688,11 +689,12 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RoleError> {
 }
 
 /// Merges small lake files every `every` until stopped (with `ownership`,
-/// only of the partitions the sink holds). A failed run is logged and
-/// tried again next time: the lake stays correct either way.
+/// only of the partitions the sink holds), then deletes what the lake's
+/// retention no longer keeps (likewise). A failed run is logged and tried
+/// again next time: the lake stays correct either way.
 async fn compact_periodically(
     layout: LakeLayout,
-    options: CompactOptions,
+    (options, retention): (CompactOptions, crate::lake::retention::Retention),
     ownership: Option<crate::lake::sink::Ownership>,
     every: Duration,
     stop: CancellationToken,
@@ -706,13 +708,19 @@ async fn compact_periodically(
         }
         let (layout, options, ownership) = (layout.clone(), options.clone(), ownership.clone());
         let owned = move |p: u32| ownership.as_ref().is_none_or(|o| o.owns(p));
-        match tokio::task::spawn_blocking(move || compact_owned(&layout, &options, &owned)).await {
+        let upkeep = move || {
+            let report = compact_owned(&layout, &options, &owned)?;
+            let today = chrono::Utc::now().date_naive();
+            crate::lake::retention::apply(&layout, &retention, today, &owned)?;
+            Ok::<_, LakeError>(report)
+        };
+        match tokio::task::spawn_blocking(upkeep).await {
             Ok(Ok(report)) if report.files_merged > 0 || report.leftovers_deleted > 0 => {
                 tracing::info!(?report, "lake compacted");
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "lake compaction failed; retrying next interval")
+                tracing::warn!(error = %e, "lake compaction or retention failed; retrying next interval")
             }
             Err(e) => tracing::error!(error = %e, "lake compaction panicked"),
         }

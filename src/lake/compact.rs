@@ -26,6 +26,7 @@ use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices
 
 use super::LakeError;
 use super::files::{LakeLayout, WriteMode, file_name};
+use super::rollup;
 
 /// What counts as small and how large a merged file may grow.
 #[derive(Debug, Clone)]
@@ -56,6 +57,11 @@ pub struct CompactReport {
     pub rows: usize,
     /// Inputs of an earlier, interrupted run that were deleted.
     pub leftovers_deleted: usize,
+    /// Hourly rollups written for files that had none.
+    pub rollups_repaired: usize,
+    /// Rollups of merged inputs that were deleted (left in a bucket, as
+    /// their raw files are, for the next run).
+    pub rollups_deleted: usize,
 }
 
 /// One lake file as compaction sees it.
@@ -83,6 +89,11 @@ pub fn compact_owned(
     owned: &dyn Fn(u32) -> bool,
 ) -> Result<CompactReport, LakeError> {
     let mut report = CompactReport::default();
+    // Rollups of inputs merged by an earlier run go first (in a bucket a
+    // run never deletes what it merged itself: see the module docs), then
+    // files without a rollup get one.
+    report.rollups_deleted = rollup::delete_superseded(layout, owned)?;
+    report.rollups_repaired = rollup::repair(layout, owned)?;
     let mut groups: BTreeMap<(PathBuf, u32), Vec<LakeFile>> = BTreeMap::new();
     for f in layout.listing()? {
         let dir = f.path.parent().map(PathBuf::from).unwrap_or_default();
@@ -105,6 +116,7 @@ pub fn compact_owned(
             merge(layout, &dir, partition, run, &mut report)?;
         }
     }
+
     crate::metrics::METRICS
         .lake_compacted_files
         .inc_by(report.files_merged as u64);
@@ -178,9 +190,15 @@ fn merge(
     })?;
     let path = dir.join(file_name(partition, first, last));
     layout.write(&path, &merged, WriteMode::New)?;
+    // The merged rollup covers the inputs' rollups, which readers then
+    // no longer see: every hour is counted once.
+    rollup::write_for(layout, &path, std::slice::from_ref(&merged), WriteMode::New)?;
     if layout.remote().is_none() {
         for f in run {
             layout.remove(&f.path)?;
+            if let Some(r) = layout.hourly_path_of(&f.path) {
+                layout.remove(&r)?;
+            }
         }
     }
     report.files_merged += run.len();

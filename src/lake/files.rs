@@ -109,9 +109,34 @@ impl LakeLayout {
 
     /// Every lake file with its offsets and size.
     pub fn listing(&self) -> Result<Vec<ListedFile>, LakeError> {
+        self.listing_of(&self.events_dir())
+    }
+
+    /// The `events_hourly` table's directory: one rollup file per raw
+    /// file, of the same name (see [`super::rollup`]).
+    pub fn hourly_dir(&self) -> PathBuf {
+        self.root.join("events_hourly")
+    }
+
+    /// Where the rollup of the raw file at `raw` goes (`None` for a path
+    /// that is not a raw lake file).
+    pub fn hourly_path_of(&self, raw: &Path) -> Option<PathBuf> {
+        let name = raw.file_name()?;
+        let day = raw.parent()?.file_name()?;
+        parse_file_name(raw)?;
+        Some(self.hourly_dir().join(day).join(name))
+    }
+
+    /// Every rollup file with its offsets and size.
+    pub fn hourly_listing(&self) -> Result<Vec<ListedFile>, LakeError> {
+        self.listing_of(&self.hourly_dir())
+    }
+
+    /// The lake files (offset-named Parquet) under a table directory.
+    fn listing_of(&self, table: &Path) -> Result<Vec<ListedFile>, LakeError> {
         let listed = match &self.remote {
-            Some(lake) => lake.list(&self.events_dir())?,
-            None => self.local_files()?,
+            Some(lake) => lake.list(table)?,
+            None => Self::local_files(table)?,
         };
         Ok(listed
             .into_iter()
@@ -129,8 +154,8 @@ impl LakeLayout {
     }
 
     /// The files in the local `day=` directories, with their sizes.
-    fn local_files(&self) -> Result<Vec<(PathBuf, u64)>, LakeError> {
-        let dir = self.events_dir();
+    fn local_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>, LakeError> {
+        let dir = dir.to_owned();
         let mut out = Vec::new();
         let days = match std::fs::read_dir(&dir) {
             Ok(days) => days,
@@ -182,6 +207,31 @@ impl LakeLayout {
             }
             None => write_atomically(path, batch),
         }
+    }
+
+    /// Writes a small non-Parquet lake object (an audit record) whole:
+    /// locally a temp file, fsync and rename; in a bucket one upload.
+    pub fn put_bytes(&self, path: &Path, data: Vec<u8>) -> Result<(), LakeError> {
+        if let Some(lake) = &self.remote {
+            return Ok(lake.put(path, data, true)?);
+        }
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |source| LakeError::Io { path: p, source }
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::private_fs::create_dir_all(dir).map_err(io(dir))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut file = crate::private_fs::create_file(&tmp).map_err(io(&tmp))?;
+        file.write_all(&data).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    /// The lake's root (a directory, or the prefix in a bucket).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Deletes a lake file; one already gone is not an error.

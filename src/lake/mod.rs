@@ -6,6 +6,8 @@ pub mod files;
 pub mod object;
 pub mod query;
 pub mod reprice;
+pub mod retention;
+pub mod rollup;
 pub mod sink;
 pub mod store;
 

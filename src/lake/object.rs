@@ -56,6 +56,13 @@ pub struct LakeConfig {
     /// override what the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`)
     /// says.
     pub options: BTreeMap<String, String>,
+    /// Raw events older than this many days are deleted, whole days at a
+    /// time, by the sink's compactor (0: kept for ever).
+    pub retention_days: u32,
+    /// Hourly rollups older than this many days are deleted likewise (0:
+    /// kept for ever). Longer than `retention_days`, spend over old days
+    /// is still answered from rollups.
+    pub rollup_retention_days: u32,
 }
 
 impl LakeConfig {
@@ -399,6 +406,7 @@ mod tests {
                     ("aws_region".into(), "us-east-1".into()),
                     ("aws_endpoint".into(), "http://127.0.0.1:9".into()),
                 ]),
+                ..LakeConfig::default()
             };
             LakeLocation::parse(&cfg, PathBuf::from("/default"))
         };

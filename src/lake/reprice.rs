@@ -4,7 +4,8 @@
 //! Usage and model are facts; cost is derived. Each lake file in the day
 //! range is read, its cost columns replaced, and the file rewritten under
 //! the same name (temp file + rename), so readers see the old file or the
-//! new one, never a mix, and the offset-named layout stays as it was.
+//! new one, never a mix, and the offset-named layout stays as it was. The
+//! file's hourly rollup is rewritten right after it, from the new costs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +66,8 @@ fn reprice_file(layout: &LakeLayout, path: &Path, book: &PriceBook) -> Result<us
     let all =
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| read_err(e.to_string()))?;
     layout.write(path, &all, WriteMode::Replace)?;
+    // The file's hourly rollup sums its costs: rewritten right after it.
+    super::rollup::write_for(layout, path, std::slice::from_ref(&all), WriteMode::Replace)?;
     Ok(all.num_rows())
 }
 
@@ -171,7 +174,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reprice_rewrites_files_in_a_bucket_in_place() {
         let layout = crate::lake::object::in_memory_layout();
+        let l = layout.clone();
         let report = tokio::task::spawn_blocking(move || {
+            let layout = l;
             let mut e = crate::event::tests::sample_event();
             e.cost = None;
             let pos = BusPosition {
@@ -185,10 +190,28 @@ mod tests {
             let report = reprice(&layout, &PriceBook::embedded(), day, day).unwrap();
             let after = layout.read(&path).unwrap();
             let cost = after[0].column_by_name("cost_usd").unwrap();
-            (report, cost.is_null(0), layout.files().unwrap().len())
+            let rollup = crate::lake::rollup::rollup(&after).unwrap();
+            let rolled = rollup.column_by_name("cost_usd").unwrap();
+            let written = layout.hourly_listing().unwrap().len();
+            (report, cost.is_null(0), rolled.is_null(0), written)
         })
         .await
         .unwrap();
-        assert_eq!(report, (RepriceReport { files: 1, rows: 1 }, false, 1));
+        assert_eq!(
+            report,
+            (RepriceReport { files: 1, rows: 1 }, false, false, 1)
+        );
+        // The rollup in the lake now holds the new cost.
+        let lake = crate::lake::query::Lake::open(&layout).await.unwrap();
+        let limits = crate::lake::query::SqlLimits {
+            max_rows: 10,
+            timeout: std::time::Duration::from_secs(30),
+        };
+        let sql = "SELECT count(*) AS n FROM events_hourly WHERE cost_usd > 0";
+        let r = lake
+            .sql(&crate::lake::query::Scope::All, sql, limits)
+            .await
+            .unwrap();
+        assert_eq!(r.rows[0]["n"], 1);
     }
 }

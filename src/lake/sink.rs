@@ -5,7 +5,8 @@
 //! day changes. Only after a file is renamed into place is its offset range
 //! committed on the bus. Records at or below the highest offset already in
 //! the lake are skipped, so a sink killed between rename and commit writes
-//! nothing twice when it comes back.
+//! nothing twice when it comes back. Each file's hourly rollup is written
+//! right after it (see [`super::rollup`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -311,6 +312,10 @@ fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u6
         message: e.to_string(),
     })?;
     layout.write(&path, &batch, WriteMode::New)?;
+    // The rollup after the file: a crash between the two leaves a file
+    // without rollup, which the next compaction run writes (not the sink:
+    // backfilling a lake written before rollups must not hold up events).
+    super::rollup::write_for(layout, &path, std::slice::from_ref(&batch), WriteMode::New)?;
     METRICS.sink_files.inc();
     METRICS.sink_rows.inc_by(buffer.rows.len() as u64);
     METRICS

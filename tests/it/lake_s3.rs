@@ -3,14 +3,15 @@
 //! installed by scripts/install-test-deps.sh) on a free loopback port.
 //! Events go through the mock provider, land in the bucket as Parquet,
 //! and come back through the query API; compaction merges them there
-//! without losing or doubling a row.
+//! without losing or doubling a row; hourly rollups are written and
+//! merged beside them, and retention deletes expired days with a record.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::support::{ADMIN, Tollgate, client, start_mock, write_config};
 
@@ -108,7 +109,19 @@ aws_secret_access_key = "test"
 
     /// The lake files in the bucket.
     async fn lake_files(&self) -> Vec<String> {
-        let prefix = object_store::path::Path::from(format!("{PREFIX}/events"));
+        self.files_under("events").await
+    }
+
+    /// The Parquet files of a table (`events`, `events_hourly`).
+    async fn files_under(&self, table: &str) -> Vec<String> {
+        let mut names = self.objects_under(table).await;
+        names.retain(|n| n.ends_with(".parquet"));
+        names
+    }
+
+    /// Every object under `<prefix>/<dir>`.
+    async fn objects_under(&self, dir: &str) -> Vec<String> {
+        let prefix = object_store::path::Path::from(format!("{PREFIX}/{dir}"));
         let mut names: Vec<String> = self
             .store()
             .list(Some(&prefix))
@@ -116,7 +129,6 @@ aws_secret_access_key = "test"
             .try_collect()
             .await
             .unwrap();
-        names.retain(|n| n.ends_with(".parquet"));
         names.sort();
         names
     }
@@ -244,8 +256,92 @@ async fn the_lake_in_a_bucket_is_written_queried_and_compacted_there() {
     let ids: std::collections::HashSet<_> = events.iter().map(|e| &e["event_id"]).collect();
     assert_eq!(ids.len(), 12, "each event once after compaction");
     assert_eq!(spend_of_eng(&tg).await, (12, spend.clone()));
+    assert_eq!(hourly_requests(&tg).await, 12, "rollups: each event once");
     tg.stop();
     let report = compact();
     assert_eq!(report["leftovers_deleted"], files.len(), "{report}");
     assert_eq!(moto.lake_files().await.len(), 1);
+    assert_eq!(moto.files_under("events_hourly").await.len(), 1);
+
+    retention_deletes_expired_days_in_the_bucket(&moto, dir.path(), &config).await;
+}
+
+/// `SELECT sum(requests) FROM events_hourly` through the API.
+async fn hourly_requests(tg: &Tollgate) -> u64 {
+    let r = client()
+        .post(format!("{}/v1/sql", tg.url))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"sql": "SELECT sum(requests) AS n FROM events_hourly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["rows"][0]["n"].as_u64().unwrap()
+}
+
+/// Copies of today's raw file and rollup planted 10 and 40 days back;
+/// tollgate with retention of 7 days (raw) and 30 (rollups) and a fast
+/// compactor deletes the expired ones and records each deletion.
+async fn retention_deletes_expired_days_in_the_bucket(moto: &Moto, dir: &Path, config: &Path) {
+    let today = chrono::Utc::now().date_naive();
+    let day = |back: i64| format!("day={}", today - chrono::TimeDelta::days(back));
+    let store = moto.store();
+    for table in ["events", "events_hourly"] {
+        for f in moto.files_under(table).await {
+            for back in [10, 40] {
+                let to = f.replace(&format!("day={today}"), &day(back));
+                let (from, to) = (object_store::path::Path::from(f.as_str()), to.into());
+                store.copy(&from, &to).await.unwrap();
+            }
+        }
+    }
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text
+        .replace(
+            "[lake.options]",
+            "retention_days = 7\nrollup_retention_days = 30\n\n[lake.options]",
+        )
+        .replace(
+            "flush_interval_ms = 200",
+            "flush_interval_ms = 200\ncompact_interval_secs = 1",
+        );
+    std::fs::write(config, text).unwrap();
+    let tg = Tollgate::start_with_config(dir, config.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left =
+        |files: Vec<String>, back: i64| files.iter().filter(|f| f.contains(&day(back))).count();
+    loop {
+        let raw = moto.files_under("events").await;
+        let rollups = moto.files_under("events_hourly").await;
+        let (raw10, raw40, roll10, roll40) = (
+            left(raw.clone(), 10),
+            left(raw, 40),
+            left(rollups.clone(), 10),
+            left(rollups, 40),
+        );
+        if raw10 + raw40 + roll40 == 0 {
+            assert_eq!(roll10, 1, "rollups are kept 30 days");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expired days still in the bucket; log:\n{}",
+            tg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let records = moto.objects_under("_retention").await;
+    assert_eq!(
+        records.len(),
+        3,
+        "one record per table and day: {records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains(&format!("_retention/events/{}/", day(10))))
+    );
+    assert_eq!(moto.lake_files().await.len(), 1, "today's file kept");
+    tg.stop();
 }

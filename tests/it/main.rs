@@ -22,4 +22,5 @@ mod pricing;
 mod properties;
 mod providers;
 mod query;
+mod rollups;
 mod spine;

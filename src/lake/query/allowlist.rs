@@ -8,8 +8,8 @@
 //! `repeat('a', 300000000)` allocates gigabytes in one call that no limit
 //! interrupts. So this allowlist, not the pool, is the defence against
 //! unaccounted memory: only functions whose output is bounded by their
-//! input (or fixed in size) can be called, only the table `events` can be
-//! read (no table functions such as `range`), literals are short, and the
+//! input (or fixed in size) can be called, only the tables `events` and
+//! `events_hourly` can be read (no table functions such as `range`), literals are short, and the
 //! statement itself is short. Combined with the session's small batch size
 //! that bounds what any one expression can allocate.
 //!
@@ -166,10 +166,12 @@ pub enum Refusal {
     #[error("function \"{0}\" is not allowed in /v1/sql; allowed: {list}", list = allowed_list())]
     Function(String),
     #[error(
-        "table function \"{0}\" is not allowed in /v1/sql: only the table `events` can be read"
+        "table function \"{0}\" is not allowed in /v1/sql: only the tables `events` and `events_hourly` can be read"
     )]
     TableFunction(String),
-    #[error("table \"{0}\" cannot be read in /v1/sql: only the table `events` can")]
+    #[error(
+        "table \"{0}\" cannot be read in /v1/sql: only the tables `events` and `events_hourly` can"
+    )]
     Table(String),
     #[error("CAST to {0} is not allowed in /v1/sql: only to scalar types")]
     Cast(String),
@@ -315,7 +317,7 @@ fn stop_if(refused: bool) -> TreeNodeRecursion {
 /// Whether a plan node may appear in a user query.
 fn vet_node(node: &LogicalPlan) -> Result<(), Refusal> {
     match node {
-        LogicalPlan::TableScan(scan) if scan.table_name.table() == "events" => Ok(()),
+        LogicalPlan::TableScan(scan) if super::TABLES.contains(&scan.table_name.table()) => Ok(()),
         LogicalPlan::TableScan(scan) => Err(Refusal::Table(scan.table_name.to_string())),
         LogicalPlan::Projection(_)
         | LogicalPlan::Filter(_)

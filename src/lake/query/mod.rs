@@ -2,6 +2,7 @@
 //! rows of it, and the queries of the API (logs, traces, spend, SQL).
 
 mod allowlist;
+mod hourly;
 mod logs;
 mod sessions;
 mod spend;
@@ -52,14 +53,23 @@ impl Scope {
     }
 }
 
+/// The tables user SQL may read.
+const TABLES: [&str; 2] = ["events", "events_hourly"];
+
 /// The lake opened for queries.
 pub struct Lake {
     ctx: SessionContext,
     /// The `events` table itself, for per-request SQL sessions that must
     /// see it only through a scope.
     table: Arc<ListingTable>,
+    /// The `events_hourly` rollups, likewise.
+    hourly: Arc<ListingTable>,
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
+    /// Where the lake is: spend queries check that rollups are complete.
+    layout: LakeLayout,
+    /// Which days have raw files without rollups, and when that was seen.
+    unrolled: hourly::UnrolledDays,
 }
 
 impl Lake {
@@ -68,8 +78,7 @@ impl Lake {
         Lake::open_with_memory(layout, 2048 * 1024 * 1024).await
     }
 
-    /// Registers the `events` table over the lake directory. Files are
-    /// listed at query time, so new files are seen without reopening.
+    /// Registers the `events` and `events_hourly` tables over the lake.
     /// Queries together may hold `memory_bytes`; one that needs more
     /// fails with an error instead of taking the machine's memory.
     pub async fn open_with_memory(
@@ -87,28 +96,32 @@ impl Lake {
             // pruned on open by their row-group statistics, bloom filters
             // and page index.
             .set_bool("datafusion.execution.collect_statistics", false);
-        let (url, runtime) = match layout.remote() {
-            None => (local_events_url(layout)?, local_runtime(memory_bytes)?),
+        let (url, hourly_url, runtime) = match layout.remote() {
+            None => (
+                local_table_url(&layout.events_dir())?,
+                local_table_url(&layout.hourly_dir())?,
+                local_runtime(memory_bytes)?,
+            ),
             Some(remote) => (
                 remote.url_of(&layout.events_dir()),
+                remote.url_of(&layout.hourly_dir()),
                 bucket_runtime(remote, memory_bytes)?,
             ),
         };
         let ctx = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
-        let url = ListingTableUrl::parse(url)?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("day".to_owned(), DataType::Utf8)]);
-        let listing = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(arrow_schema());
-        let table = Arc::new(ListingTable::try_new(listing)?);
+        let table = listing_table(&url, arrow_schema())?;
+        let hourly = listing_table(&hourly_url, super::rollup::hourly_schema())?;
         ctx.register_table("events", table.clone())?;
+        ctx.register_table("events_hourly", hourly.clone())?;
+        let ttl = layout.remote().map(|r| r.listing_ttl());
         Ok(Lake {
             ctx,
             table,
+            hourly,
             config,
             runtime,
+            layout: layout.clone(),
+            unrolled: hourly::UnrolledDays::new(ttl),
         })
     }
 
@@ -121,33 +134,61 @@ impl Lake {
         })
     }
 
-    /// A fresh session whose only table is `events` as `scope` sees it:
-    /// what user SQL runs in, so no statement can reach other rows.
+    /// A fresh session whose only tables are `events` and
+    /// `events_hourly` as `scope` sees them: what user SQL runs in, so no
+    /// statement can reach other rows.
     fn scoped_session(&self, scope: &Scope) -> Result<SessionContext, LakeError> {
         let config = self.config.clone().with_batch_size(SQL_BATCH_ROWS);
         let state = yielding::yielding_state(config, self.runtime.clone());
         let ctx = SessionContext::new_with_state(state);
-        let table: Arc<dyn TableProvider> = match scope.predicate() {
-            None => self.table.clone(),
-            Some(p) => {
-                let source = datafusion::datasource::provider_as_source(self.table.clone());
-                let plan =
-                    datafusion::logical_expr::LogicalPlanBuilder::scan("events", source, None)?
-                        .filter(p)?
-                        .build()?;
-                Arc::new(datafusion::catalog::view::ViewTable::new(plan, None))
-            }
-        };
-        ctx.register_table("events", table)?;
+        ctx.register_table("events", scoped(scope, "events", self.table.clone())?)?;
+        ctx.register_table(
+            "events_hourly",
+            scoped(scope, "events_hourly", self.hourly.clone())?,
+        )?;
         Ok(ctx)
     }
 }
 
-/// The local `events` directory (created if missing) as a table URL.
-fn local_events_url(layout: &LakeLayout) -> Result<String, LakeError> {
-    let dir = layout.events_dir();
-    crate::private_fs::create_dir_all(&dir).map_err(|source| LakeError::Io {
-        path: dir.clone(),
+/// `table` as `scope` sees it: itself, or a view of one team's rows.
+fn scoped(
+    scope: &Scope,
+    name: &str,
+    table: Arc<ListingTable>,
+) -> Result<Arc<dyn TableProvider>, LakeError> {
+    Ok(match scope.predicate() {
+        None => table,
+        Some(p) => {
+            let source = datafusion::datasource::provider_as_source(table);
+            let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(name, source, None)?
+                .filter(p)?
+                .build()?;
+            Arc::new(datafusion::catalog::view::ViewTable::new(plan, None))
+        }
+    })
+}
+
+/// A Parquet table over `url` (Hive-style `day=` partitions) in `schema`.
+/// Files are listed at query time, so new files are seen without
+/// reopening.
+fn listing_table(
+    url: &str,
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<Arc<ListingTable>, LakeError> {
+    let url = ListingTableUrl::parse(url)?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("day".to_owned(), DataType::Utf8)]);
+    let listing = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(listing)?))
+}
+
+/// A local table directory (created if missing) as a table URL.
+fn local_table_url(dir: &std::path::Path) -> Result<String, LakeError> {
+    crate::private_fs::create_dir_all(dir).map_err(|source| LakeError::Io {
+        path: dir.to_owned(),
         source,
     })?;
     Ok(format!("{}/", dir.display()))

@@ -63,7 +63,7 @@ impl GroupBy {
         "team, user, key, model, provider, day, hour, session, agent, billed_by, metadata.<key>";
 
     /// The column name in results.
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         match self {
             GroupBy::Team => "team".into(),
             GroupBy::User => "user".into(),
@@ -124,7 +124,7 @@ pub struct SpendResult {
 }
 
 /// Cost lines: `(lake column, result name)`.
-const COST_LINES: &[(&str, &str)] = &[
+pub(super) const COST_LINES: &[(&str, &str)] = &[
     ("cost_input_usd", "input_usd"),
     ("cost_output_usd", "output_usd"),
     ("cost_cache_write_5m_usd", "cache_write_5m_usd"),
@@ -133,29 +133,29 @@ const COST_LINES: &[(&str, &str)] = &[
     ("cost_web_search_usd", "web_search_usd"),
 ];
 
-fn is_subscription() -> Expr {
+pub(super) fn is_subscription() -> Expr {
     col("billed_by").eq(lit("subscription"))
 }
 
-fn usd_null() -> Expr {
+pub(super) fn usd_null() -> Expr {
     lit(ScalarValue::Decimal128(None, USD_PRECISION, USD_SCALE))
 }
 
 /// `column` where the event is API-billed, else null (not summed).
-fn spend_of(column: &str) -> Expr {
+pub(super) fn spend_of(column: &str) -> Expr {
     when(is_subscription(), usd_null())
         .otherwise(col(column))
         .expect("a complete CASE expression")
 }
 
 /// `column` where the event is subscription-billed, else null.
-fn value_of(column: &str) -> Expr {
+pub(super) fn value_of(column: &str) -> Expr {
     when(is_subscription(), col(column))
         .otherwise(usd_null())
         .expect("a complete CASE expression")
 }
 
-fn total_tokens() -> Expr {
+pub(super) fn total_tokens() -> Expr {
     col("input_tokens")
         + col("output_tokens")
         + col("cache_creation_5m_tokens")
@@ -163,20 +163,20 @@ fn total_tokens() -> Expr {
         + col("cache_read_tokens")
 }
 
-fn unpriced() -> Expr {
+pub(super) fn unpriced() -> Expr {
     when(col("cost_usd").is_null(), lit(1i64))
         .otherwise(lit(0i64))
         .expect("a complete CASE expression")
 }
 
 /// Events priced provisionally (no table entry matched their model).
-fn provisional() -> Expr {
+pub(super) fn provisional() -> Expr {
     when(col("pricing_basis").eq(lit("provisional")), lit(1i64))
         .otherwise(lit(0i64))
         .expect("a complete CASE expression")
 }
 
-fn errors() -> Expr {
+pub(super) fn errors() -> Expr {
     when(col("status").gt_eq(lit(400u16)), lit(1i64))
         .otherwise(lit(0i64))
         .expect("a complete CASE expression")
@@ -218,7 +218,7 @@ fn fill_zeros(row: &mut serde_json::Map<String, serde_json::Value>, names: &[&st
     }
 }
 
-fn spend_fields() -> Vec<&'static str> {
+pub(super) fn spend_fields() -> Vec<&'static str> {
     let mut names = vec!["requests", "errors", "total_tokens", "spend_usd"];
     names.extend(TOKEN_COLUMNS);
     names.extend(COST_LINES.iter().map(|(_, n)| *n));
@@ -232,9 +232,30 @@ fn spend_fields() -> Vec<&'static str> {
 }
 
 impl Lake {
-    /// Spend and tokens per group, costliest first (time groups in order).
+    /// Spend and tokens per group, costliest first (time groups in order):
+    /// from hourly rollups for whole hours and raw events for the rest
+    /// when the query allows it (see [`super::hourly`]), else from raw
+    /// events alone. Both give the same rows to the last decimal place.
     pub async fn spend(&self, scope: &Scope, q: &SpendQuery) -> Result<SpendResult, LakeError> {
+        match self
+            .spend_by_hour(scope, q, super::hourly::spend_aggregates())
+            .await?
+        {
+            Some(df) => self.finish_spend(df, q).await,
+            None => self.spend_raw(scope, q).await,
+        }
+    }
+
+    /// [`Lake::spend`] from raw events only.
+    pub async fn spend_raw(&self, scope: &Scope, q: &SpendQuery) -> Result<SpendResult, LakeError> {
         let groups: Vec<Expr> = q.group_by.iter().map(GroupBy::expr).collect();
+        let df = filtered(self.events(scope).await?, q.filter.exprs())?
+            .aggregate(groups, spend_aggregates())?;
+        self.finish_spend(df, q).await
+    }
+
+    /// Orders, caps and encodes aggregated spend rows.
+    async fn finish_spend(&self, df: DataFrame, q: &SpendQuery) -> Result<SpendResult, LakeError> {
         let timeline = q
             .group_by
             .iter()
@@ -248,10 +269,7 @@ impl Lake {
             vec![col("spend_usd").sort(false, false)]
         };
         order.push(col("requests").sort(false, false));
-        let df = filtered(self.events(scope).await?, q.filter.exprs())?
-            .aggregate(groups, spend_aggregates())?
-            .sort(order)?
-            .limit(0, Some(q.limit + 1))?;
+        let df = df.sort(order)?.limit(0, Some(q.limit + 1))?;
         self.finish_rows(df, q.limit, &spend_fields()).await
     }
 
@@ -291,8 +309,22 @@ impl Lake {
         self.finish_rows(df, q.limit, &fields).await
     }
 
-    /// What cache reads saved against full input price, per group.
+    /// What cache reads saved against full input price, per group: from
+    /// rollups for whole hours where the query allows (as [`Lake::spend`]).
     pub async fn cache_savings(
+        &self,
+        scope: &Scope,
+        q: &SpendQuery,
+    ) -> Result<SpendResult, LakeError> {
+        let aggregates = super::hourly::savings_aggregates();
+        match self.spend_by_hour(scope, q, aggregates).await? {
+            Some(df) => self.finish_savings(df, q).await,
+            None => self.cache_savings_raw(scope, q).await,
+        }
+    }
+
+    /// [`Lake::cache_savings`] from raw events only.
+    pub async fn cache_savings_raw(
         &self,
         scope: &Scope,
         q: &SpendQuery,
@@ -306,8 +338,19 @@ impl Lake {
             sum(spend_of("cost_cache_savings_usd")).alias("savings_usd"),
             sum(value_of("cost_cache_savings_usd")).alias("subscription_savings_value_usd"),
         ];
-        let df = filtered(self.events(scope).await?, q.filter.exprs())?
-            .aggregate(groups, aggregates)?
+        let df =
+            filtered(self.events(scope).await?, q.filter.exprs())?.aggregate(groups, aggregates)?;
+        self.finish_savings(df, q).await
+    }
+
+    /// Orders, caps and encodes aggregated savings rows, adding what the
+    /// reads would have cost at full price.
+    async fn finish_savings(
+        &self,
+        df: DataFrame,
+        q: &SpendQuery,
+    ) -> Result<SpendResult, LakeError> {
+        let df = df
             .sort(vec![col("savings_usd").sort(false, false)])?
             .limit(0, Some(q.limit + 1))?;
         let fields = [

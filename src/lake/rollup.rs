@@ -1,0 +1,512 @@
+//! Hourly rollups: the `events_hourly` table beside `events`.
+//!
+//! Every raw lake file gets a rollup file of the same name under
+//! `events_hourly/day=D/`: its rows summed per hour × team × user × key ×
+//! model (requested and served) × provider × billed_by, with requests,
+//! errors, every token class and every cost line as exact decimals of the
+//! raw rows' type. Because a rollup file holds exactly the rows of the
+//! raw file of the same offset range, the guarantees of raw files carry
+//! over unchanged:
+//!
+//! - It is written by the same path (temp file + rename locally, one
+//!   complete conditional upload in a bucket), right after its raw file,
+//!   so a rewrite after a crash is the same file.
+//! - Compaction writes the merged rollup beside the merged raw file; the
+//!   lake store hides rollups whose range another covers, exactly as for
+//!   raw files, so no hour is counted twice.
+//! - A raw file whose rollup is missing (a crash between the two writes)
+//!   is found by [`missing`]: compaction writes the rollup ([`repair`],
+//!   which also backfills a lake written before rollups), and the spend
+//!   query answers from raw events until then.
+//!
+//! The sink writes rollups rather than compaction so that they exist as
+//! soon as the events do: a spend query then never has to read raw files
+//! of whole hours, compacted or not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Decimal128Array, Decimal128Builder, Int64Array, Int64Builder, RecordBatch,
+    StringArray, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
+    UInt16Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use super::LakeError;
+use super::files::{LakeLayout, ListedFile, WriteMode};
+use crate::event::{USD_PRECISION, USD_SCALE};
+
+/// The token columns summed, in schema order.
+pub const TOKEN_COLUMNS: [&str; 7] = [
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
+];
+
+/// The dollar columns summed, in schema order (raw names kept).
+pub const USD_COLUMNS: [&str; 8] = [
+    "cost_usd",
+    "cost_input_usd",
+    "cost_output_usd",
+    "cost_cache_write_5m_usd",
+    "cost_cache_write_1h_usd",
+    "cost_cache_read_usd",
+    "cost_web_search_usd",
+    "cost_cache_savings_usd",
+];
+
+/// Why a rollup could not be computed from a raw batch.
+#[derive(Debug, thiserror::Error)]
+pub enum RollupError {
+    #[error("raw lake batch has no column {0} of the expected type")]
+    Column(&'static str),
+    #[error("an hourly sum of {0} exceeds the lake's Decimal128({USD_PRECISION}, {USD_SCALE})")]
+    Overflow(&'static str),
+    #[error("building the rollup batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// The Arrow schema of `events_hourly` (the `day` partition column comes
+/// from the directory, as for `events`).
+pub fn hourly_schema() -> SchemaRef {
+    let s = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    let i = |name: &str| Field::new(name, DataType::Int64, false);
+    let usd = |name: &str| Field::new(name, DataType::Decimal128(USD_PRECISION, USD_SCALE), true);
+    let mut fields = vec![
+        Field::new(
+            "hour",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        s("team", false),
+        s("user", false),
+        s("key_id", false),
+        s("model", true),
+        s("model_requested", true),
+        s("model_served", true),
+        s("provider", false),
+        s("billed_by", false),
+        i("requests"),
+        i("errors"),
+    ];
+    fields.extend(TOKEN_COLUMNS.iter().map(|c| i(c)));
+    fields.extend(USD_COLUMNS.iter().map(|c| usd(c)));
+    fields.push(i("unpriced_requests"));
+    fields.push(i("provisional_requests"));
+    Arc::new(Schema::new(fields))
+}
+
+/// One rollup row's group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Key {
+    hour_ms: i64,
+    team: String,
+    user: String,
+    key_id: String,
+    model_requested: Option<String>,
+    model_served: Option<String>,
+    provider: String,
+    billed_by: String,
+}
+
+/// One rollup row's sums.
+#[derive(Debug, Default, Clone)]
+struct Sums {
+    requests: i64,
+    errors: i64,
+    tokens: [i64; 7],
+    /// Unscaled decimals; `None` while every row summed was null.
+    usd: [Option<i128>; 8],
+    unpriced: i64,
+    provisional: i64,
+}
+
+/// The raw columns a rollup reads, typed.
+struct RawColumns<'a> {
+    started: &'a TimestampMillisecondArray,
+    strings: [&'a StringArray; 7],
+    status: &'a UInt16Array,
+    tokens: Vec<&'a Int64Array>,
+    usd: Vec<&'a Decimal128Array>,
+    basis: &'a StringArray,
+}
+
+/// A column of `batch` by name, of type `T`.
+fn typed<'a, T: 'static>(batch: &'a RecordBatch, name: &'static str) -> Result<&'a T, RollupError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or(RollupError::Column(name))
+}
+
+impl<'a> RawColumns<'a> {
+    /// Finds every column of a raw (event schema) batch.
+    fn of(batch: &'a RecordBatch) -> Result<RawColumns<'a>, RollupError> {
+        let s = |name| typed::<StringArray>(batch, name);
+        Ok(RawColumns {
+            started: typed(batch, "started_at")?,
+            strings: [
+                s("team")?,
+                s("user")?,
+                s("key_id")?,
+                s("model_requested")?,
+                s("model_served")?,
+                s("provider")?,
+                s("billed_by")?,
+            ],
+            status: typed(batch, "status")?,
+            tokens: TOKEN_COLUMNS
+                .iter()
+                .map(|c| typed::<Int64Array>(batch, c))
+                .collect::<Result<_, _>>()?,
+            usd: USD_COLUMNS
+                .iter()
+                .map(|c| typed::<Decimal128Array>(batch, c))
+                .collect::<Result<_, _>>()?,
+            basis: s("pricing_basis")?,
+        })
+    }
+
+    /// Row `i`'s group.
+    fn key(&self, i: usize) -> Key {
+        let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
+        let [team, user, key_id, requested, served, provider, billed_by] = self.strings;
+        Key {
+            hour_ms: self.started.value(i).div_euclid(3_600_000) * 3_600_000,
+            team: team.value(i).to_owned(),
+            user: user.value(i).to_owned(),
+            key_id: key_id.value(i).to_owned(),
+            model_requested: opt(requested),
+            model_served: opt(served),
+            provider: provider.value(i).to_owned(),
+            billed_by: opt(billed_by).unwrap_or_else(|| "api".to_owned()),
+        }
+    }
+
+    /// Adds row `i` to `sums`.
+    fn add(&self, i: usize, sums: &mut Sums) -> Result<(), RollupError> {
+        sums.requests += 1;
+        sums.errors += i64::from(self.status.value(i) >= 400);
+        for (t, col) in sums.tokens.iter_mut().zip(&self.tokens) {
+            *t = t.saturating_add(col.value(i));
+        }
+        for (k, (s, col)) in sums.usd.iter_mut().zip(&self.usd).enumerate() {
+            if col.is_null(i) {
+                continue;
+            }
+            let total = s.unwrap_or(0).checked_add(col.value(i));
+            *s = Some(
+                total
+                    .filter(|v| fits(*v))
+                    .ok_or(RollupError::Overflow(USD_COLUMNS[k]))?,
+            );
+        }
+        sums.unpriced += i64::from(self.usd[0].is_null(i));
+        sums.provisional +=
+            i64::from(!self.basis.is_null(i) && self.basis.value(i) == "provisional");
+        Ok(())
+    }
+}
+
+/// Whether an unscaled value fits the lake's decimal precision.
+fn fits(v: i128) -> bool {
+    v.unsigned_abs() < 10u128.pow(u32::from(USD_PRECISION))
+}
+
+/// The hourly rollup of raw lake batches (rows in group order).
+pub fn rollup(batches: &[RecordBatch]) -> Result<RecordBatch, RollupError> {
+    let mut groups: BTreeMap<Key, Sums> = BTreeMap::new();
+    for batch in batches {
+        let raw = RawColumns::of(batch)?;
+        for i in 0..batch.num_rows() {
+            raw.add(i, groups.entry(raw.key(i)).or_default())?;
+        }
+    }
+    build(&groups)
+}
+
+/// The rollup batch of `groups`.
+fn build(groups: &BTreeMap<Key, Sums>) -> Result<RecordBatch, RollupError> {
+    let n = groups.len();
+    let mut hour = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut strings: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+    let mut ints: Vec<Int64Builder> = (0..11).map(|_| Int64Builder::with_capacity(n)).collect();
+    let mut usd: Vec<Decimal128Builder> = (0..8)
+        .map(|_| {
+            Decimal128Builder::with_capacity(n).with_precision_and_scale(USD_PRECISION, USD_SCALE)
+        })
+        .collect::<Result<_, _>>()?;
+    for (k, s) in groups {
+        hour.append_value(k.hour_ms);
+        let model = k.model_served.as_ref().or(k.model_requested.as_ref());
+        let texts = [
+            Some(&k.team),
+            Some(&k.user),
+            Some(&k.key_id),
+            model,
+            k.model_requested.as_ref(),
+            k.model_served.as_ref(),
+            Some(&k.provider),
+            Some(&k.billed_by),
+        ];
+        for (b, v) in strings.iter_mut().zip(texts) {
+            b.append_option(v);
+        }
+        let counts = [s.requests, s.errors];
+        let all = counts
+            .iter()
+            .chain(&s.tokens)
+            .chain([&s.unpriced, &s.provisional]);
+        for (b, v) in ints.iter_mut().zip(all) {
+            b.append_value(*v);
+        }
+        for (b, v) in usd.iter_mut().zip(&s.usd) {
+            b.append_option(*v);
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(hour.finish())];
+    columns.extend(strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    let mut ints: Vec<ArrayRef> = ints
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    let tail = ints.split_off(9);
+    columns.extend(ints);
+    columns.extend(usd.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.extend(tail);
+    Ok(RecordBatch::try_new(hourly_schema(), columns)?)
+}
+
+/// Writes the rollup of a raw file's rows beside it (same name under
+/// `events_hourly/`). A group whose sum does not fit the decimal type
+/// leaves the file without a rollup (logged): spend over its hours is
+/// then answered from raw events.
+pub fn write_for(
+    layout: &LakeLayout,
+    raw_path: &Path,
+    batches: &[RecordBatch],
+    mode: WriteMode,
+) -> Result<(), LakeError> {
+    let Some(path) = layout.hourly_path_of(raw_path) else {
+        return Ok(());
+    };
+    match rollup(batches) {
+        Ok(batch) => layout.write(&path, &batch, mode),
+        Err(e) => {
+            tracing::error!(file = %raw_path.display(), error = %e,
+                "no hourly rollup for this lake file; spend over its hours reads raw events");
+            Ok(())
+        }
+    }
+}
+
+/// `…/day=2026-11-22/file.parquet` → the day.
+pub fn day_of_path(path: &Path) -> Option<chrono::NaiveDate> {
+    let dir = path.parent()?.file_name()?.to_str()?;
+    chrono::NaiveDate::parse_from_str(dir.strip_prefix("day=")?, "%Y-%m-%d").ok()
+}
+
+/// `(day directory name, partition)` of a listed file.
+fn group_of(f: &ListedFile) -> (String, u32) {
+    let day = f
+        .path
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (day, f.partition)
+}
+
+/// Files no other file of their day and partition strictly covers: what
+/// readers see.
+pub fn visible(files: Vec<ListedFile>) -> Vec<ListedFile> {
+    let mut ranges: HashMap<(String, u32), Vec<(u64, u64)>> = HashMap::new();
+    for f in &files {
+        ranges
+            .entry(group_of(f))
+            .or_default()
+            .push((f.first, f.last));
+    }
+    files
+        .into_iter()
+        .filter(|f| {
+            !ranges[&group_of(f)]
+                .iter()
+                .any(|&(a, b)| a <= f.first && f.last <= b && (a, b) != (f.first, f.last))
+        })
+        .collect()
+}
+
+/// Visible raw files that no rollup file covers.
+pub fn missing(layout: &LakeLayout) -> Result<Vec<ListedFile>, LakeError> {
+    let rollups = layout.hourly_listing()?;
+    let mut covered: HashMap<(String, u32), Vec<(u64, u64)>> = HashMap::new();
+    for f in &rollups {
+        covered
+            .entry(group_of(f))
+            .or_default()
+            .push((f.first, f.last));
+    }
+    Ok(visible(layout.listing()?)
+        .into_iter()
+        .filter(|f| {
+            !covered
+                .get(&group_of(f))
+                .is_some_and(|r| r.iter().any(|&(a, b)| a <= f.first && f.last <= b))
+        })
+        .collect())
+}
+
+/// Writes the missing rollups of the partitions `owned` says are this
+/// process's; returns how many.
+pub fn repair(layout: &LakeLayout, owned: &dyn Fn(u32) -> bool) -> Result<usize, LakeError> {
+    let mut written = 0;
+    for f in missing(layout)? {
+        if !owned(f.partition) {
+            continue;
+        }
+        let batches = layout.read(&f.path)?;
+        write_for(layout, &f.path, &batches, WriteMode::New)?;
+        written += 1;
+    }
+    if written > 0 {
+        tracing::info!(files = written, "wrote missing hourly rollups");
+    }
+    Ok(written)
+}
+
+/// Deletes rollups another rollup covers (inputs of a merge), of owned
+/// partitions; returns how many.
+pub fn delete_superseded(
+    layout: &LakeLayout,
+    owned: &dyn Fn(u32) -> bool,
+) -> Result<usize, LakeError> {
+    let all = layout.hourly_listing()?;
+    let keep: Vec<PathBuf> = visible(all.clone()).into_iter().map(|f| f.path).collect();
+    let mut deleted = 0;
+    for f in all {
+        if owned(f.partition) && !keep.contains(&f.path) {
+            layout.remove(&f.path)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::sample_event;
+    use crate::event::{BusPosition, Cost, CostLines, to_record_batch};
+    use rust_decimal::Decimal;
+
+    /// An event at `minute` past 10:00 on 2026-11-22 costing `usd`.
+    fn event(minute: i64, user: &str, usd: Option<&str>) -> crate::event::LlmEvent {
+        let mut e = sample_event();
+        e.started_at = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::minutes(minute);
+        e.user = user.into();
+        e.cost = usd.map(|v| Cost {
+            price_table_version: "v".into(),
+            lines: Some(CostLines {
+                input_usd: v.parse::<Decimal>().unwrap(),
+                total_usd: v.parse::<Decimal>().unwrap(),
+                ..CostLines::default()
+            }),
+            family: None,
+            tier: None,
+            basis: None,
+            notes: vec![],
+            source: None,
+        });
+        e
+    }
+
+    /// `events` as one raw batch of partition 0.
+    fn batch(events: &[crate::event::LlmEvent]) -> RecordBatch {
+        let rows: Vec<_> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let pos = BusPosition {
+                    partition: 0,
+                    offset: i as u64,
+                };
+                (pos, e)
+            })
+            .collect();
+        to_record_batch(&rows).unwrap()
+    }
+
+    #[test]
+    fn rows_are_summed_per_hour_and_group_with_exact_decimals_and_nulls_kept() {
+        let events = [
+            event(1, "alice", Some("0.000000000001")),
+            event(59, "alice", Some("1.5")),
+            event(61, "alice", None),
+            event(2, "bob", None),
+        ];
+        let r = rollup(&[batch(&events)]).unwrap();
+        assert_eq!(r.num_rows(), 3);
+        let requests = r.column_by_name("requests").unwrap();
+        let requests = requests.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(requests.values().to_vec(), vec![2, 1, 1]);
+        let cost = r.column_by_name("cost_usd").unwrap();
+        let cost = cost.as_any().downcast_ref::<Decimal128Array>().unwrap();
+        assert_eq!(cost.value_as_string(0), "1.500000000001");
+        assert!(
+            cost.is_null(1) && cost.is_null(2),
+            "all-null groups stay null"
+        );
+        let unpriced = r.column_by_name("unpriced_requests").unwrap();
+        let unpriced = unpriced.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(unpriced.values().to_vec(), vec![0, 1, 1]);
+        let tokens = r.column_by_name("input_tokens").unwrap();
+        let tokens = tokens.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(tokens.values().to_vec(), vec![20, 10, 10]);
+    }
+
+    #[test]
+    fn a_sum_beyond_the_decimal_type_is_refused_by_name() {
+        let big = "99999999.5";
+        let err =
+            rollup(&[batch(&[event(0, "a", Some(big)), event(1, "a", Some(big))])]).unwrap_err();
+        assert!(err.to_string().contains("cost_usd"), "{err}");
+    }
+
+    #[test]
+    fn a_raw_file_without_its_rollup_is_missing_until_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LakeLayout::new(dir.path());
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let b = batch(&[event(0, "a", Some("1")), event(1, "b", Some("2"))]);
+        let (p1, p2) = (
+            layout.file_path(day, 0, 0, 1),
+            layout.file_path(day, 0, 2, 3),
+        );
+        for p in [&p1, &p2] {
+            layout.write(p, &b, WriteMode::New).unwrap();
+        }
+        write_for(&layout, &p1, &[b.clone()], WriteMode::New).unwrap();
+        let names = |v: Vec<ListedFile>| v.into_iter().map(|f| f.path).collect::<Vec<_>>();
+        assert_eq!(names(missing(&layout).unwrap()), vec![p2.clone()]);
+        assert_eq!(repair(&layout, &|p| p != 0).unwrap(), 0, "not owned");
+        assert_eq!(repair(&layout, &|_| true).unwrap(), 1);
+        assert!(missing(&layout).unwrap().is_empty());
+        // A merged file is missing its rollup until one covers it.
+        let merged = layout.file_path(day, 0, 0, 3);
+        layout.write(&merged, &b, WriteMode::New).unwrap();
+        assert_eq!(names(missing(&layout).unwrap()), vec![merged.clone()]);
+        repair(&layout, &|_| true).unwrap();
+        assert_eq!(delete_superseded(&layout, &|_| true).unwrap(), 2);
+        assert_eq!(layout.hourly_listing().unwrap().len(), 1);
+    }
+}
