@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod inbound;
 pub mod passthrough;
+pub mod observed;
 mod plan;
 mod proxy;
 pub mod recording;

@@ -11,6 +11,7 @@ use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::Gateway;
+use super::admission::SessionOf;
 use super::attempts::Attempts;
 use super::auth::Identity;
 use super::cache::{Cached, Capture, ResponseCache};
@@ -240,7 +241,12 @@ impl Gateway {
         let Some(worst) = worst else {
             return Ok(());
         };
-        let ticket = self.admission.admit(identity, worst, at).await?;
+        let event = recording.event_mut();
+        let session = SessionOf {
+            session: event.session_id.as_deref(),
+            agent: event.agent_id.as_deref(),
+        };
+        let ticket = self.admission.admit(identity, session, worst, at).await?;
         recording.admitted(self.admission.gateway_id(), ticket);
         Ok(())
     }

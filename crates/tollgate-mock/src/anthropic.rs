@@ -106,6 +106,8 @@ async fn messages(
         Scenario::SlowStream(ms) => answer(&model, stream, &body, ms, false),
         Scenario::Cut => answer(&model, stream, &body, 0, true),
         Scenario::Ok => answer(&model, stream, &body, 0, false),
+        Scenario::Output(n) if !stream => answer_json_with(&model, &body, n),
+        Scenario::Output(_) => answer(&model, stream, &body, 0, false),
     }
 }
 
@@ -224,6 +226,9 @@ pub(crate) enum Scenario {
     Cut,
     /// A 429 whose `retry-after` is this text (`retry-after:nan`).
     RetryAfter(String),
+    /// A whole (non-streamed) answer reporting this many output tokens
+    /// (`output:20000`): budget tests need answers of a chosen cost.
+    Output(u64),
 }
 
 impl Scenario {
@@ -234,6 +239,7 @@ impl Scenario {
             Some(("delay", v)) => v.parse().map(Scenario::Delay).unwrap_or(Scenario::Ok),
             Some(("slow-stream", v)) => v.parse().map(Scenario::SlowStream).unwrap_or(Scenario::Ok),
             Some(("retry-after", v)) => Scenario::RetryAfter(v.to_owned()),
+            Some(("output", v)) => v.parse().map(Scenario::Output).unwrap_or(Scenario::Ok),
             _ if s == "cut" => Scenario::Cut,
             _ => Scenario::Ok,
         }
@@ -349,12 +355,17 @@ pub fn sse_events(model: &str, request_body: &[u8]) -> Vec<String> {
 
 /// A whole (non-streaming) Messages answer.
 pub(crate) fn answer_json(model: &str, request_body: &[u8]) -> Response {
+    answer_json_with(model, request_body, USAGE_OUTPUT)
+}
+
+/// A whole Messages answer reporting `output_tokens` of output.
+fn answer_json_with(model: &str, request_body: &[u8], output_tokens: u64) -> Response {
     let body = serde_json::json!({
         "id": message_id(request_body),
         "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": TEXT}],
         "stop_reason": "end_turn", "stop_sequence": null,
-        "usage": usage_json(USAGE_OUTPUT),
+        "usage": usage_json(output_tokens),
     });
     let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
@@ -425,6 +436,10 @@ mod tests {
         assert!(matches!(Scenario::parse("error:529"), Scenario::Error(529)));
         assert!(matches!(Scenario::parse("delay:20"), Scenario::Delay(20)));
         assert!(matches!(Scenario::parse("cut"), Scenario::Cut));
+        assert!(matches!(
+            Scenario::parse("output:20000"),
+            Scenario::Output(20000)
+        ));
         assert!(matches!(Scenario::parse("error:x"), Scenario::Ok));
         assert!(matches!(Scenario::parse("dance"), Scenario::Ok));
     }
