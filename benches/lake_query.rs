@@ -217,6 +217,7 @@ fn synthetic(
         credential_fingerprint: None,
         usage_estimated: false,
         origin: None,
+        body_digest: None,
     }
 }
 

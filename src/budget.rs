@@ -230,6 +230,116 @@ fn check_session_scoped(c: &BudgetConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// What a runaway guard watches in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardKind {
+    /// Spend or requests per minute of one session.
+    SessionRate,
+    /// The same request body sent again and again in a row.
+    Repeat,
+}
+
+/// One `[[guards]]` entry of `tollgate.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Named in alerts and refusals; defaults to the kind.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kind: GuardKind,
+    /// `session_rate`: USD per minute (a decimal string or number).
+    #[serde(default)]
+    pub usd_per_minute: Option<Decimal>,
+    /// `session_rate`: requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// `repeat`: how many identical bodies in a row trip it.
+    #[serde(default)]
+    pub same_body: Option<u32>,
+    /// Refuse the session's requests once tripped, until resumed.
+    #[serde(default)]
+    pub block: bool,
+}
+
+/// A checked guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardSpec {
+    pub name: String,
+    pub kind: GuardKind,
+    pub usd_per_minute: Option<Decimal>,
+    pub requests_per_minute: Option<u32>,
+    pub same_body: u32,
+    pub block: bool,
+}
+
+impl GuardSpec {
+    /// Checks the `[[guards]]` entries; errors name the guard.
+    pub fn from_config(configs: &[GuardConfig]) -> Result<Vec<GuardSpec>, String> {
+        let mut out: Vec<GuardSpec> = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let name = c.name.clone().unwrap_or_else(|| match c.kind {
+                GuardKind::SessionRate => "session_rate".into(),
+                GuardKind::Repeat => "repeat".into(),
+            });
+            let at = format!("guards[{i}] ({name})");
+            check_guard(&at, c)?;
+            if out.iter().any(|g| g.name == name) {
+                return Err(format!(
+                    "{at}: the name appears twice; give each guard its own `name`"
+                ));
+            }
+            out.push(GuardSpec {
+                name,
+                kind: c.kind,
+                usd_per_minute: c.usd_per_minute,
+                requests_per_minute: c.requests_per_minute,
+                same_body: c.same_body.unwrap_or(0),
+                block: c.block,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether a guard of the `repeat` kind is among `specs` (gateways then
+    /// digest request bodies).
+    pub fn any_repeat(specs: &[GuardSpec]) -> bool {
+        specs.iter().any(|g| g.kind == GuardKind::Repeat)
+    }
+}
+
+/// The fields each kind of guard needs, and no others.
+fn check_guard(at: &str, c: &GuardConfig) -> Result<(), String> {
+    match c.kind {
+        GuardKind::SessionRate => {
+            if c.same_body.is_some() {
+                return Err(format!("{at}: same_body belongs to kind \"repeat\""));
+            }
+            let usd_ok = c.usd_per_minute.is_some_and(|u| u > Decimal::ZERO);
+            let rpm_ok = c.requests_per_minute.is_some_and(|r| r > 0);
+            let any = c.usd_per_minute.is_some() || c.requests_per_minute.is_some();
+            if !any || (c.usd_per_minute.is_some() && !usd_ok) || (c.requests_per_minute.is_some() && !rpm_ok) {
+                return Err(format!(
+                    "{at}: kind \"session_rate\" needs a positive usd_per_minute and/or requests_per_minute"
+                ));
+            }
+        }
+        GuardKind::Repeat => {
+            if c.usd_per_minute.is_some() || c.requests_per_minute.is_some() {
+                return Err(format!(
+                    "{at}: usd_per_minute and requests_per_minute belong to kind \"session_rate\""
+                ));
+            }
+            if !c.same_body.is_some_and(|n| (2..=10_000).contains(&n)) {
+                return Err(format!(
+                    "{at}: kind \"repeat\" needs same_body between 2 and 10000"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Names one ledger: a budget, its subject and the period's start.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LedgerId {

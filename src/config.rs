@@ -63,6 +63,10 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitConfig>,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Runaway guards on Claude Code sessions (checked by
+    /// `budget::GuardSpec::from_config`).
+    #[serde(default)]
+    pub guards: Vec<crate::budget::GuardConfig>,
     /// Named routing configs (fallback, load balance, retry), for keys'
     /// `route` and the `x-tollgate-config` header.
     #[serde(default)]

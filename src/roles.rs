@@ -266,6 +266,8 @@ pub async fn run(
         cfg.admission.clone(),
         &cfg.rate_limits,
     );
+    let guards = crate::budget::GuardSpec::from_config(&cfg.guards).map_err(RoleError::Config)?;
+    admission.follow_guards(guards.iter().any(|g| g.block));
     let mut pipeline: Vec<Task> = Vec::new();
     let mut feeds: Vec<Task> = Vec::new();
     {
@@ -281,6 +283,7 @@ pub async fn run(
         None if cfg.bus.kind == BusKind::Kafka => Some(Bus::open(&cfg).await?.log),
         None => None,
     };
+    let api_log = state_log.clone();
     if let Some(log) =
         state_log.filter(|_| admission.has_budgets() && (has(Role::Gateway) || has(Role::Api)))
     {
@@ -332,7 +335,9 @@ pub async fn run(
     if has(Role::Accountant) {
         tracing::info!(version = book.current().version(), "price tables loaded");
         let log = bus.as_ref().expect("opened for the accountant").log.clone();
-        let accountant = Accountant::new(book.clone(), budgets, log).await?;
+        let accountant = Accountant::new(book.clone(), budgets, log)
+            .await?
+            .with_guards(guards);
         pipeline.push(Task::spawn("accountant", |stop| async move {
             accountant.run(stop).await?;
             Ok(())
@@ -383,7 +388,7 @@ pub async fn run(
     let listeners = listeners(
         &cfg,
         gateway_state,
-        has(Role::Api).then(|| admission.clone()),
+        has(Role::Api).then(|| (admission.clone(), api_log)),
         &layout,
     )
     .await?;
@@ -528,7 +533,7 @@ type Listener = (Vec<&'static str>, TcpListener, axum::Router);
 async fn listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
-    api_budgets: Option<Arc<Admission>>,
+    api_budgets: Option<(Arc<Admission>, Option<Arc<dyn Log>>)>,
     layout: &LakeLayout,
 ) -> Result<Vec<Listener>, RoleError> {
     let mut out = app_listeners(cfg, gateway, api_budgets, layout).await?;
@@ -553,11 +558,11 @@ async fn listeners(
 async fn app_listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
-    api_budgets: Option<Arc<Admission>>,
+    api_budgets: Option<(Arc<Admission>, Option<Arc<dyn Log>>)>,
     layout: &LakeLayout,
 ) -> Result<Vec<Listener>, RoleError> {
     let api = match api_budgets {
-        Some(budgets) => {
+        Some((budgets, log)) => {
             if cfg.admin_tokens().next().is_none() && cfg.api.team_tokens.is_empty() {
                 tracing::warn!(
                     "no API token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)"
@@ -568,7 +573,8 @@ async fn app_listeners(
                     .await?,
                 &cfg.api,
                 budgets,
-            ))))
+            )
+            .with_log(log))))
         }
         None => None,
     };

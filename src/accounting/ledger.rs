@@ -42,6 +42,20 @@ pub struct Alert {
     pub limit_tokens: Option<u64>,
     /// When the event that crossed it started.
     pub crossed_at: DateTime<Utc>,
+    /// Set when a runaway guard raised it (not a budget): `budget` is
+    /// then the guard's name and `subject` the `key/session`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardTrip>,
+}
+
+/// What a runaway guard saw in a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardTrip {
+    pub key_id: String,
+    pub session: String,
+    pub reason: String,
+    /// Whether the session is refused until a person resumes it.
+    pub blocked: bool,
 }
 
 impl Alert {
@@ -285,6 +299,7 @@ impl Ledgers {
                         spent_tokens: state.spent_tokens,
                         limit_tokens: state.limit_tokens,
                         crossed_at: event.started_at,
+                        guard: None,
                     });
                 }
             }

@@ -32,6 +32,7 @@ pub struct ErrorBody {
         super::spend::cache_savings,
         super::sql::run,
         super::budgets,
+        super::sessions::resume,
     ),
     components(schemas(ErrorBody, super::sql::SqlRequest)),
     modifiers(&BearerAuth)

@@ -47,6 +47,9 @@ pub struct Gateway {
     cache: Arc<cache::ResponseCache>,
     /// Fingerprints the client credentials of passthrough requests.
     fingerprints: passthrough::Fingerprinter,
+    /// A `repeat` guard is configured: session requests carry a digest of
+    /// their body on the event.
+    digest_bodies: bool,
 }
 
 impl Gateway {
@@ -69,6 +72,10 @@ impl Gateway {
             routing: cfg.routing.clone(),
             cache: Arc::new(cache::ResponseCache::default()),
             fingerprints: passthrough::Fingerprinter::from_config(cfg)?,
+            digest_bodies: cfg
+                .guards
+                .iter()
+                .any(|g| g.kind == crate::budget::GuardKind::Repeat),
         })
     }
 }

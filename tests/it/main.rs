@@ -19,4 +19,5 @@ mod pricing;
 mod properties;
 mod providers;
 mod query;
+mod sessions;
 mod spine;

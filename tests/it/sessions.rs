@@ -1,0 +1,245 @@
+//! Claude Code sessions through a real `tollgate serve`: session budgets
+//! with both output estimates (`max_tokens` refuses a $5 Opus session
+//! early; `observed` admits more and overshoots by no more than the README
+//! states), and runaway guards (a loop of identical requests: one alert,
+//! then the block, lifted by `POST /v1/sessions/{id}/resume`).
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use tollgate::config::hash_key;
+
+use crate::support::{ADMIN, KEY, Tollgate, client, start_mock, write_config};
+
+/// The second key of these tests (`key_bob`).
+const BOB: &str = "tg-test-key-bob-0123456789";
+
+/// What one mock answer with `output` tokens costs on claude-opus-4-5
+/// ($5 in, $25 out, $6.25 5m writes, $10 1h writes, $0.50 reads; mock
+/// usage 42 input, 100 5m, 200 1h, 1000 reads), by hand:
+/// 42·5 + 100·6.25 + 200·10 + 1000·0.5 = 3335 per million, plus output.
+fn opus_cost(output: u64) -> Decimal {
+    Decimal::new(3335, 6) + Decimal::from(output) * Decimal::new(25, 6)
+}
+
+/// An Opus request as Claude Code sends it: `max_tokens` 64,000, and a
+/// body of 2,000 bytes (so its byte count bounds the mock's 1,342 input
+/// tokens, as a real body's bounds its real tokens).
+fn opus_body() -> String {
+    let words = "the quick brown fox jumps over the lazy dog ".repeat(50);
+    serde_json::json!({
+        "model": "claude-opus-4-5",
+        "max_tokens": 64000,
+        "messages": [{"role": "user", "content": &words[..2000]}],
+    })
+    .to_string()
+}
+
+/// Config: `key_bob` beside `key_alice`, and `extra`.
+fn config_with_bob(dir: &std::path::Path, upstream: &str, extra: &str) -> std::path::PathBuf {
+    let bob = format!(
+        "\n[[keys]]\nid = \"key_bob\"\nhash = \"{}\"\nworkspace = \"acme\"\nteam = \"eng\"\nuser = \"bob\"\nprovider = \"anthropic\"\n{extra}",
+        hash_key(BOB)
+    );
+    write_config(dir, upstream, &bob)
+}
+
+/// One request in `session` with `key`, the mock answering with `output`
+/// tokens; retried while the gateway has not read budget state (503).
+async fn send(tg: &Tollgate, key: &str, session: &str, output: u64) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client()
+            .post(format!("{}/v1/messages", tg.url))
+            .bearer_auth(key)
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .header("x-claude-code-session-id", session)
+            .header("x-mock-scenario", format!("output:{output}"))
+            .body(opus_body())
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 503 || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `(spent, reserved)` of a ledger per `GET /v1/budgets`, once listed.
+async fn ledger(tg: &Tollgate, budget: &str, subject: &str) -> Option<(Decimal, Decimal)> {
+    let r = client()
+        .get(format!("{}/v1/budgets", tg.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let all: serde_json::Value = r.json().await.unwrap();
+    let row = all["data"]
+        .as_array()?
+        .iter()
+        .find(|b| b["budget"] == budget && b["subject"] == subject)?
+        .clone();
+    let dec = |v: &serde_json::Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
+    Some((dec(&row["spent_usd"]), dec(&row["reserved_usd"])))
+}
+
+/// Waits until `subject`'s ledger holds every request sent and nothing is
+/// reserved on it; returns its spend.
+async fn settled(tg: &Tollgate, budget: &str, subject: &str) -> Decimal {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((spent, reserved)) = ledger(tg, budget, subject).await {
+            if reserved.is_zero() {
+                return spent;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{budget} {subject} did not settle\n{}",
+            tg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends requests with `output` tokens in `session` until one is refused
+/// (at most `most`); returns how many were admitted and the refusal.
+async fn until_refused(
+    tg: &Tollgate,
+    key: &str,
+    (budget, subject): (&str, &str),
+    session: &str,
+    outputs: impl Fn(usize) -> u64,
+) -> (usize, serde_json::Value) {
+    for i in 0..30 {
+        let r = send(tg, key, session, outputs(i)).await;
+        if r.status() != 200 {
+            assert_eq!(r.status(), 429, "{}", tg.log());
+            assert_eq!(r.headers()["x-should-retry"], "false");
+            return (i, r.json().await.unwrap());
+        }
+        settled(tg, budget, subject).await;
+    }
+    panic!(
+        "{session} was never refused: {:?}",
+        ledger(tg, budget, subject).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_five_dollar_opus_session_max_tokens_refuses_early_observed_admits_more_within_its_bound()
+{
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = r#"
+[[budgets]]
+name = "alice-session"
+scope = "session"
+subject = "key_alice"
+period = "total"
+limit_usd = "5"
+output_estimate = "max_tokens"
+
+[[budgets]]
+name = "bob-session"
+scope = "session"
+subject = "key_bob"
+period = "total"
+limit_usd = "5"
+output_estimate = "observed"
+"#;
+    let tg = Tollgate::start_with_config(
+        dir.path(),
+        config_with_bob(dir.path(), &mock.url(), budgets),
+    );
+    let limit = Decimal::from(5);
+    let per_request = opus_cost(20_000); // $0.503335
+
+    // max_tokens: each request reserves 64,000 output tokens ($1.60):
+    // refused once spend passes $3.40, with $1.48 of the cap unspent.
+    let (admitted, refusal) = until_refused(
+        &tg,
+        KEY,
+        ("alice-session", "key_alice/a-1"),
+        "a-1",
+        |_| 20_000,
+    )
+    .await;
+    assert_eq!(admitted, 7, "7 × $0.50 + $1.62 reserved ≤ $5 < 8 × …");
+    assert_eq!(refusal["error"]["type"], "billing_error");
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("alice-session") && message.contains("key_alice/a-1"),
+        "{message}"
+    );
+    let alice_spent = settled(&tg, "alice-session", "key_alice/a-1").await;
+    assert_eq!(alice_spent, per_request * Decimal::from(7));
+    assert!(limit - alice_spent > Decimal::new(14, 1), "refused early");
+
+    // observed: bob's key produced 20,000-token answers before (20
+    // samples, in other sessions), so a request reserves ~$0.50.
+    for i in 0..20 {
+        let session = format!("warm-{i}");
+        assert_eq!(send(&tg, BOB, &session, 20_000).await.status(), 200);
+        settled(&tg, "bob-session", &format!("key_bob/{session}")).await;
+    }
+    // Eight ordinary answers, then one of 60,000 tokens ($1.50) when the
+    // estimate says 20,000: the overshoot the README bounds.
+    let (admitted, refusal) = until_refused(
+        &tg,
+        BOB,
+        ("bob-session", "key_bob/b-1"),
+        "b-1",
+        |i| if i == 8 { 60_000 } else { 20_000 },
+    )
+    .await;
+    assert_eq!(admitted, 9, "observed admits more: {refusal}");
+    assert_eq!(refusal["error"]["type"], "billing_error");
+    let bob_spent = settled(&tg, "bob-session", "key_bob/b-1").await;
+    assert_eq!(bob_spent, per_request * Decimal::from(8) + opus_cost(60_000));
+    // README: observed overshoots by at most (max_tokens − estimate) ×
+    // output price per request in flight at the cap (one here).
+    let bound = Decimal::from(64_000 - 20_000) * Decimal::new(25, 6);
+    let overshoot = bob_spent - limit;
+    assert!(
+        overshoot > Decimal::ZERO && overshoot <= bound,
+        "overshoot {overshoot} within {bound}"
+    );
+    assert!(
+        alice_spent < bob_spent,
+        "observed spends more of the cap before refusing"
+    );
+    tg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_a_session_are_not_held_by_a_session_budget() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = "\n[[budgets]]\nname = \"tiny-session\"\nscope = \"session\"\nperiod = \"total\"\nlimit_usd = \"0.0001\"\n";
+    let tg = Tollgate::start_with_config(
+        dir.path(),
+        write_config(dir.path(), &mock.url(), budgets),
+    );
+    let r = send(&tg, KEY, "s-1", 10).await;
+    assert_eq!(r.status(), 429, "a session is held by its cap");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = tg
+            .post("/v1/messages")
+            .header("x-mock-scenario", "output:10")
+            .body(opus_body())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", r.text().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tg.stop();
+}
