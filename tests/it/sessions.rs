@@ -243,3 +243,112 @@ async fn requests_without_a_session_are_not_held_by_a_session_budget() {
     }
     tg.stop();
 }
+
+/// The alerts a webhook receiver got so far, as JSON.
+fn alerts(got: &std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>) -> Vec<serde_json::Value> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| serde_json::from_slice(body).unwrap())
+        .collect()
+}
+
+/// Waits until the receiver holds an alert about `session`.
+async fn alert_for(
+    tg: &Tollgate,
+    got: &std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>,
+    session: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !alerts(got).iter().any(|a| a["guard"]["session"] == session) {
+        assert!(Instant::now() < deadline, "no alert for {session}\n{}", tg.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /v1/sessions/{session}/resume` with `token`.
+async fn resume(tg: &Tollgate, session: &str, token: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/sessions/{session}/resume", tg.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loop_of_identical_requests_alerts_once_is_blocked_and_an_admin_resumes_it() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    crate::budgets::start_receiver(port, got.clone()).await;
+    let extra = format!(
+        "\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\n\n[[guards]]\nname = \"loop\"\nkind = \"repeat\"\nsame_body = 3\nblock = true\n"
+    );
+    let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), &extra));
+
+    // The loop: identical bodies until the gateway refuses the session.
+    let mut admitted = 0;
+    let refusal = loop {
+        let r = send(&tg, KEY, "loop-1", 10).await;
+        if r.status() != 200 {
+            break r;
+        }
+        admitted += 1;
+        assert!(admitted < 200, "never blocked\n{}", tg.log());
+    };
+    assert!(admitted >= 3, "the third identical body trips it");
+    assert_eq!(refusal.status(), 429);
+    assert_eq!(refusal.headers()["x-should-retry"], "false");
+    let body: serde_json::Value = refusal.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "billing_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("runaway guard loop") && message.contains("/v1/sessions/loop-1/resume"),
+        "{message}"
+    );
+    alert_for(&tg, &got, "loop-1").await;
+    let upstream_before = mock.received().len();
+    assert_eq!(send(&tg, KEY, "loop-1", 10).await.status(), 429);
+    assert_eq!(mock.received().len(), upstream_before, "refused: not sent");
+    assert_eq!(send(&tg, KEY, "other", 10).await.status(), 200, "only that session");
+
+    // Only an admin resumes; a session that is not blocked is a 404.
+    assert_eq!(resume(&tg, "loop-1", "not-a-token").await.status(), 401);
+    assert_eq!(resume(&tg, "never-blocked", ADMIN).await.status(), 404);
+    let r = resume(&tg, "loop-1", ADMIN).await;
+    assert_eq!(r.status(), 200);
+    let lifted: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(lifted["resumed"][0]["guard"], "loop");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while send(&tg, KEY, "loop-1", 10).await.status() != 200 {
+        assert!(Instant::now() < deadline, "resume not seen\n{}", tg.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same run goes on after the resume: a person allowed it.
+    for _ in 0..3 {
+        assert_eq!(send(&tg, KEY, "loop-1", 10).await.status(), 200);
+    }
+
+    // Another session's loop: its alert comes after any further one of
+    // loop-1 would have (alerts are delivered in order).
+    for _ in 0..3 {
+        assert_eq!(send(&tg, KEY, "loop-2", 10).await.status(), 200);
+    }
+    alert_for(&tg, &got, "loop-2").await;
+    let all = alerts(&got);
+    let about_1: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|a| a["guard"]["session"] == "loop-1")
+        .collect();
+    assert_eq!(about_1.len(), 1, "one alert for the loop: {all:?}");
+    assert_eq!(about_1[0]["type"], "guard_alert");
+    assert_eq!(about_1[0]["budget"], "loop");
+    assert_eq!(about_1[0]["guard"]["blocked"], true);
+    tg.stop();
+}
