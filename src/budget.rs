@@ -34,7 +34,7 @@ pub const MAIN_AGENT: &str = "main";
 
 /// A client-supplied ID as the event records it (cut to the recording
 /// cap), so the gateway and the accountant name the same ledger.
-fn as_recorded(id: &str) -> std::borrow::Cow<'_, str> {
+pub fn as_recorded(id: &str) -> std::borrow::Cow<'_, str> {
     if id.len() <= RECORDING.text {
         return std::borrow::Cow::Borrowed(id);
     }

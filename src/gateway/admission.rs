@@ -377,7 +377,8 @@ impl Admission {
         if state.blocks.is_empty() {
             return Ok(());
         }
-        let slot = (who.key_id.clone(), id.to_owned());
+        // Named as the event (and so the guard's block) names it.
+        let slot = (who.key_id.clone(), crate::budget::as_recorded(id).into_owned());
         match state.blocks.get(&slot).filter(|b| !b.resumed) {
             Some(b) => {
                 METRICS
@@ -973,5 +974,44 @@ limit_usd = "100"
         who.passthrough = true;
         assert!(a.tightest_budget(&who, SessionOf::default(), at).is_none());
         assert!(a.tightest_budget(&alice(), SessionOf::default(), at).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_blocked_session_is_refused_until_resumed_and_a_stale_block_does_not_return() {
+        let a = admission("budgets = []");
+        let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        let ask = WorstCase {
+            model: Some("claude-sonnet-4-5".into()),
+            max_tokens: 10,
+            body: bytes::Bytes::from_static(b"{}"),
+            billing: Usage::default(),
+        };
+        let s1 = SessionOf {
+            session: Some("s-1"),
+            agent: None,
+        };
+        let block = |episode: &str| SessionBlock {
+            key_id: "key_alice".into(),
+            session: "s-1".into(),
+            guard: "loop".into(),
+            episode: episode.into(),
+            reason: "the same request body 3 times in a row".into(),
+            at,
+        };
+        let admitted = |a: &Arc<Admission>, s| {
+            let a = a.clone();
+            let ask = ask.clone();
+            async move { a.admit(&alice(), s, &ask, at).await.is_ok() }
+        };
+        a.apply(BudgetRecord::Blocked(block("e1")));
+        assert!(!admitted(&a, s1).await, "blocked");
+        assert!(admitted(&a, SessionOf::default()).await, "other requests go on");
+        assert_eq!(a.blocks_of("s-1").len(), 1);
+        a.apply(BudgetRecord::Resumed(block("e1")));
+        assert!(admitted(&a, s1).await, "resumed");
+        a.apply(BudgetRecord::Blocked(block("e1")));
+        assert!(admitted(&a, s1).await, "the same trip re-published stays resumed");
+        a.apply(BudgetRecord::Blocked(block("e2")));
+        assert!(!admitted(&a, s1).await, "a new trip blocks again");
     }
 }
