@@ -2,7 +2,9 @@
 //! with both output estimates (`max_tokens` refuses a $5 Opus session
 //! early; `observed` admits more and overshoots by no more than the README
 //! states), and runaway guards (a loop of identical requests: one alert,
-//! then the block, lifted by `POST /v1/sessions/{id}/resume`).
+//! then the block, lifted by `POST /v1/sessions/{id}/resume`), and real
+//! interactive Claude Code in tmux showing the usage warning and the
+//! refusal.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -350,5 +352,159 @@ async fn a_loop_of_identical_requests_alerts_once_is_blocked_and_an_admin_resume
     assert_eq!(about_1[0]["type"], "guard_alert");
     assert_eq!(about_1[0]["budget"], "loop");
     assert_eq!(about_1[0]["guard"]["blocked"], true);
+    tg.stop();
+}
+
+/// Real interactive Claude Code in a tmux pane of its own tmux server
+/// (killed on drop), read with `capture-pane`.
+struct Pane {
+    socket: String,
+    home: tempfile::TempDir,
+}
+
+impl Pane {
+    /// Starts `claude` (the newest pinned version) in gateway mode against
+    /// `base_url`, model `model`, with onboarding and the folder trust
+    /// dialog already answered in a fresh HOME.
+    fn start(base_url: &str, model: &str) -> Pane {
+        let home = tempfile::tempdir().unwrap();
+        let work = home.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let state = serde_json::json!({
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "projects": { work.to_str().unwrap(): { "hasTrustDialogAccepted": true } },
+        });
+        std::fs::write(home.path().join(".claude.json"), state.to_string()).unwrap();
+        let socket = format!("tollgate-test-{}", uuid::Uuid::new_v4().simple());
+        let env = [
+            format!("PATH={}", std::env::var("PATH").unwrap_or_default()),
+            format!("HOME={}", home.path().display()),
+            "TERM=xterm-256color".into(),
+            format!("ANTHROPIC_BASE_URL={base_url}"),
+            format!("ANTHROPIC_AUTH_TOKEN={KEY}"),
+            "CLAUDE_CODE_USE_GATEWAY=1".into(),
+            format!("ANTHROPIC_MODEL={model}"),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1".into(),
+            "DISABLE_TELEMETRY=1".into(),
+        ];
+        let status = std::process::Command::new("tmux")
+            .args(["-L", &socket, "new-session", "-d", "-s", "cc", "-x", "160", "-y", "50"])
+            .arg("-c")
+            .arg(&work)
+            .arg("env")
+            .arg("-i")
+            .args(&env)
+            .arg(crate::claude_code::claude_bin())
+            .status()
+            .expect("tmux runs");
+        assert!(status.success(), "tmux new-session failed");
+        Pane { socket, home }
+    }
+
+    /// What the pane shows now.
+    fn screen(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-J", "-t", "cc"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the pane shows `text`; returns the screen.
+    async fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pane never showed {text:?}:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Types `text` and Enter.
+    fn send(&self, text: &str) {
+        for keys in [text, "Enter"] {
+            let status = std::process::Command::new("tmux")
+                .args(["-L", &self.socket, "send-keys", "-t", "cc", keys])
+                .status()
+                .expect("tmux send-keys");
+            assert!(status.success());
+        }
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+        let _ = &self.home;
+    }
+}
+
+/// Spends `output` Sonnet output tokens on alice's key (the mock answers
+/// with that many; `max_tokens` 64 keeps the reservation small).
+async fn spend_sonnet_output(tg: &Tollgate, output: u64) {
+    let body = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = tg
+            .post("/v1/messages")
+            .header("x-mock-scenario", format!("output:{output}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            return;
+        }
+        assert!(
+            r.status() == 503 && Instant::now() < deadline,
+            "{}: {}",
+            r.status(),
+            tg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interactive_claude_code_shows_the_usage_warning_past_75_percent_then_the_refusal() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let budget = "\n[[budgets]]\nname = \"alice-daily\"\nscope = \"user\"\nsubject = \"alice\"\nperiod = \"daily\"\nlimit_usd = \"20\"\n";
+    let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), budget));
+    // $16.20 of $20 spent (81 %): 1,080,000 output tokens at $15/MTok.
+    spend_sonnet_output(&tg, 1_080_000).await;
+    let spent = settled(&tg, "alice-daily", "alice").await;
+    assert!(spent > Decimal::new(1620, 2) && spent < Decimal::new(1625, 2), "{spent}");
+
+    let pane = Pane::start(&tg.url, "claude-sonnet-4-5");
+    pane.wait_for("Claude Code v").await;
+    pane.send("Say hello.");
+    let screen = pane.wait_for("Hello from the mock provider").await;
+    let warning = pane.wait_for("of your usage credits").await;
+    assert!(warning.contains("81%"), "{warning}\n(before: {screen})");
+
+    // Spent past what the next request's reservation leaves room for: it
+    // is refused, and the pane shows the budget, its spend and the reset.
+    settled(&tg, "alice-daily", "alice").await;
+    spend_sonnet_output(&tg, 230_000).await;
+    settled(&tg, "alice-daily", "alice").await;
+    pane.send("Say hello again.");
+    let refused = pane.wait_for("would be exceeded").await;
+    assert!(
+        refused.contains("tollgate: budget alice-daily (alice)")
+            && refused.contains("spent of $20")
+            && refused.contains("resets "),
+        "{refused}"
+    );
+    drop(pane);
     tg.stop();
 }
