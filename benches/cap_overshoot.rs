@@ -71,7 +71,10 @@ fn start_tollgate(dir: &Path, upstream: &str) -> Serve {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(url) = line.strip_prefix("tollgate gateway listening on ") {
                 let _ = tx.send(url.to_owned());
             }

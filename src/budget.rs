@@ -300,12 +300,6 @@ impl GuardSpec {
         }
         Ok(out)
     }
-
-    /// Whether a guard of the `repeat` kind is among `specs` (gateways then
-    /// digest request bodies).
-    pub fn any_repeat(specs: &[GuardSpec]) -> bool {
-        specs.iter().any(|g| g.kind == GuardKind::Repeat)
-    }
 }
 
 /// The fields each kind of guard needs, and no others.
@@ -318,7 +312,10 @@ fn check_guard(at: &str, c: &GuardConfig) -> Result<(), String> {
             let usd_ok = c.usd_per_minute.is_some_and(|u| u > Decimal::ZERO);
             let rpm_ok = c.requests_per_minute.is_some_and(|r| r > 0);
             let any = c.usd_per_minute.is_some() || c.requests_per_minute.is_some();
-            if !any || (c.usd_per_minute.is_some() && !usd_ok) || (c.requests_per_minute.is_some() && !rpm_ok) {
+            if !any
+                || (c.usd_per_minute.is_some() && !usd_ok)
+                || (c.requests_per_minute.is_some() && !rpm_ok)
+            {
                 return Err(format!(
                     "{at}: kind \"session_rate\" needs a positive usd_per_minute and/or requests_per_minute"
                 ));

@@ -568,13 +568,15 @@ async fn app_listeners(
                     "no API token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)"
                 );
             }
-            Some(api::router(Arc::new(ApiState::new(
-                Lake::open_with_memory(layout, cfg.api.query_memory_mb.max(64) * 1024 * 1024)
-                    .await?,
-                &cfg.api,
-                budgets,
-            )
-            .with_log(log))))
+            Some(api::router(Arc::new(
+                ApiState::new(
+                    Lake::open_with_memory(layout, cfg.api.query_memory_mb.max(64) * 1024 * 1024)
+                        .await?,
+                    &cfg.api,
+                    budgets,
+                )
+                .with_log(log),
+            )))
         }
         None => None,
     };

@@ -231,10 +231,14 @@ impl Accountant {
             self.log.append(ALERTS_TOPIC, records).await?;
             for a in &alerts {
                 match &a.guard {
-                    Some(g) => tracing::warn!(guard = %a.budget, key = %g.key_id, session = %g.session, reason = %g.reason, blocked = g.blocked,
-                        "runaway guard tripped"),
-                    None => tracing::warn!(budget = %a.budget, subject = %a.subject, threshold = a.threshold, spent_usd = %a.spent_usd,
-                        "budget threshold crossed"),
+                    Some(g) => {
+                        tracing::warn!(guard = %a.budget, key = %g.key_id, session = %g.session, reason = %g.reason, blocked = g.blocked,
+                        "runaway guard tripped")
+                    }
+                    None => {
+                        tracing::warn!(budget = %a.budget, subject = %a.subject, threshold = a.threshold, spent_usd = %a.spent_usd,
+                        "budget threshold crossed")
+                    }
                 }
             }
         }

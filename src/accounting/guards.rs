@@ -58,6 +58,7 @@ struct Track {
 }
 
 impl Track {
+    /// A session first seen at `at`, watched by `guards` guards.
     fn new(guards: usize, at: DateTime<Utc>) -> Track {
         Track {
             digest: None,
@@ -108,6 +109,7 @@ pub struct Guards {
 }
 
 impl Guards {
+    /// Watches sessions with `specs` (none: watches nothing).
     pub fn new(specs: Vec<GuardSpec>) -> Guards {
         Guards {
             specs,
@@ -285,7 +287,15 @@ mod tests {
         let block = trips[0].block.as_ref().unwrap();
         assert_eq!(block.session, "s");
         assert_eq!(block.episode, trips[0].alert.alert_id);
-        assert!(trips[0].alert.guard.as_ref().unwrap().reason.contains("3 times"));
+        assert!(
+            trips[0]
+                .alert
+                .guard
+                .as_ref()
+                .unwrap()
+                .reason
+                .contains("3 times")
+        );
         // A different body ends the run; a new run of three trips again.
         assert!(g.observe(&event("s", "d2", 20), Decimal::ONE).is_empty());
         let again: Vec<Trip> = (0..2)

@@ -515,9 +515,8 @@ mod tests {
         other.key_id = "k2".into();
         other.session_id = Some("s1".into());
         ledgers.fold(0, 6, &other, &mut alerts);
-        let subjects = |l: &Ledgers| -> Vec<String> {
-            l.states().into_iter().map(|s| s.id.subject).collect()
-        };
+        let subjects =
+            |l: &Ledgers| -> Vec<String> { l.states().into_iter().map(|s| s.id.subject).collect() };
         assert_eq!(
             subjects(&ledgers),
             vec!["k1/s3", "k1/s4", "k1/s5", "k2/s1"],

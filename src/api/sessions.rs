@@ -13,8 +13,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use bytes::Bytes;
 
-use super::error::ApiError;
 use super::ApiState;
+use super::error::ApiError;
 use crate::budget::BudgetRecord;
 use crate::bus::BUDGETS_TOPIC;
 use crate::lake::query::Scope;
@@ -63,7 +63,8 @@ pub async fn resume(
     let mut lifted = Vec::new();
     for mut b in blocks {
         b.at = now;
-        lifted.push(serde_json::json!({"key_id": b.key_id, "guard": b.guard, "episode": b.episode}));
+        lifted
+            .push(serde_json::json!({"key_id": b.key_id, "guard": b.guard, "episode": b.episode}));
         let key = Bytes::from(b.bus_key());
         let json = serde_json::to_vec(&BudgetRecord::Resumed(b))
             .map_err(|e| ApiError::Unavailable(format!("resume record: {e}")))?;
@@ -73,5 +74,7 @@ pub async fn resume(
         .await
         .map_err(|e| ApiError::Unavailable(format!("the bus refused the resume: {e}")))?;
     tracing::info!(%session, "session resumed by an admin");
-    Ok(Json(serde_json::json!({"session": session, "resumed": lifted})))
+    Ok(Json(
+        serde_json::json!({"session": session, "resumed": lifted}),
+    ))
 }

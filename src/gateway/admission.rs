@@ -26,8 +26,8 @@
 //! any request.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::num::NonZeroU32;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -378,7 +378,10 @@ impl Admission {
             return Ok(());
         }
         // Named as the event (and so the guard's block) names it.
-        let slot = (who.key_id.clone(), crate::budget::as_recorded(id).into_owned());
+        let slot = (
+            who.key_id.clone(),
+            crate::budget::as_recorded(id).into_owned(),
+        );
         match state.blocks.get(&slot).filter(|b| !b.resumed) {
             Some(b) => {
                 METRICS
@@ -911,7 +914,9 @@ limit_usd = "1"
         spent(&a, "alice-day", "alice", at, "8.1");
         let standings = a.standings(&alice(), SessionOf::default(), at);
         assert_eq!(standings.len(), 2, "bob's budget does not cover alice");
-        let tight = a.tightest_budget(&alice(), SessionOf::default(), at).unwrap();
+        let tight = a
+            .tightest_budget(&alice(), SessionOf::default(), at)
+            .unwrap();
         assert_eq!(tight.budget, "alice-day");
         assert!((tight.utilisation - 0.81).abs() < 1e-9, "{tight:?}");
         assert_eq!(
@@ -943,8 +948,15 @@ limit_usd = "10"
             body: body.clone(),
             billing: Usage::default(),
         };
-        let ticket = a.admit(&alice(), SessionOf::default(), &ask, at).await.unwrap();
-        let u = |a: &Admission| a.tightest_budget(&alice(), SessionOf::default(), at).unwrap().utilisation;
+        let ticket = a
+            .admit(&alice(), SessionOf::default(), &ask, at)
+            .await
+            .unwrap();
+        let u = |a: &Admission| {
+            a.tightest_budget(&alice(), SessionOf::default(), at)
+                .unwrap()
+                .utilisation
+        };
         assert!((u(&a) - 0.8).abs() < 1e-9, "the reservation is not spend");
         let usage = Usage {
             input_tokens: 100_000,
@@ -973,7 +985,10 @@ limit_usd = "100"
         let mut who = alice();
         who.passthrough = true;
         assert!(a.tightest_budget(&who, SessionOf::default(), at).is_none());
-        assert!(a.tightest_budget(&alice(), SessionOf::default(), at).is_some());
+        assert!(
+            a.tightest_budget(&alice(), SessionOf::default(), at)
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -1005,12 +1020,18 @@ limit_usd = "100"
         };
         a.apply(BudgetRecord::Blocked(block("e1")));
         assert!(!admitted(&a, s1).await, "blocked");
-        assert!(admitted(&a, SessionOf::default()).await, "other requests go on");
+        assert!(
+            admitted(&a, SessionOf::default()).await,
+            "other requests go on"
+        );
         assert_eq!(a.blocks_of("s-1").len(), 1);
         a.apply(BudgetRecord::Resumed(block("e1")));
         assert!(admitted(&a, s1).await, "resumed");
         a.apply(BudgetRecord::Blocked(block("e1")));
-        assert!(admitted(&a, s1).await, "the same trip re-published stays resumed");
+        assert!(
+            admitted(&a, s1).await,
+            "the same trip re-published stays resumed"
+        );
         a.apply(BudgetRecord::Blocked(block("e2")));
         assert!(!admitted(&a, s1).await, "a new trip blocks again");
     }

@@ -61,7 +61,9 @@ pub async fn add_usage_headers(
             .standings(&identity, session.as_of(), now)
             .into_iter()
             .find(|s| s.budget == r.budget && s.subject == r.subject),
-        None => gw.admission.tightest_budget(&identity, session.as_of(), now),
+        None => gw
+            .admission
+            .tightest_budget(&identity, session.as_of(), now),
     };
     let headers = response.headers_mut();
     strip_upstream(headers);

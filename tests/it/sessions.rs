@@ -162,14 +162,11 @@ output_estimate = "observed"
 
     // max_tokens: each request reserves 64,000 output tokens ($1.60):
     // refused once spend passes $3.40, with $1.48 of the cap unspent.
-    let (admitted, refusal) = until_refused(
-        &tg,
-        KEY,
-        ("alice-session", "key_alice/a-1"),
-        "a-1",
-        |_| 20_000,
-    )
-    .await;
+    let (admitted, refusal) =
+        until_refused(&tg, KEY, ("alice-session", "key_alice/a-1"), "a-1", |_| {
+            20_000
+        })
+        .await;
     assert_eq!(admitted, 7, "7 × $0.50 + $1.62 reserved ≤ $5 < 8 × …");
     assert_eq!(refusal["error"]["type"], "billing_error");
     let message = refusal["error"]["message"].as_str().unwrap();
@@ -190,18 +187,17 @@ output_estimate = "observed"
     }
     // Eight ordinary answers, then one of 60,000 tokens ($1.50) when the
     // estimate says 20,000: the overshoot the README bounds.
-    let (admitted, refusal) = until_refused(
-        &tg,
-        BOB,
-        ("bob-session", "key_bob/b-1"),
-        "b-1",
-        |i| if i == 8 { 60_000 } else { 20_000 },
-    )
+    let (admitted, refusal) = until_refused(&tg, BOB, ("bob-session", "key_bob/b-1"), "b-1", |i| {
+        if i == 8 { 60_000 } else { 20_000 }
+    })
     .await;
     assert_eq!(admitted, 9, "observed admits more: {refusal}");
     assert_eq!(refusal["error"]["type"], "billing_error");
     let bob_spent = settled(&tg, "bob-session", "key_bob/b-1").await;
-    assert_eq!(bob_spent, per_request * Decimal::from(8) + opus_cost(60_000));
+    assert_eq!(
+        bob_spent,
+        per_request * Decimal::from(8) + opus_cost(60_000)
+    );
     // README: observed overshoots by at most (max_tokens − estimate) ×
     // output price per request in flight at the cap (one here).
     let bound = Decimal::from(64_000 - 20_000) * Decimal::new(25, 6);
@@ -222,10 +218,8 @@ async fn requests_without_a_session_are_not_held_by_a_session_budget() {
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let budgets = "\n[[budgets]]\nname = \"tiny-session\"\nscope = \"session\"\nperiod = \"total\"\nlimit_usd = \"0.0001\"\n";
-    let tg = Tollgate::start_with_config(
-        dir.path(),
-        write_config(dir.path(), &mock.url(), budgets),
-    );
+    let tg =
+        Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), budgets));
     let r = send(&tg, KEY, "s-1", 10).await;
     assert_eq!(r.status(), 429, "a session is held by its cap");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -263,7 +257,11 @@ async fn alert_for(
 ) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !alerts(got).iter().any(|a| a["guard"]["session"] == session) {
-        assert!(Instant::now() < deadline, "no alert for {session}\n{}", tg.log());
+        assert!(
+            Instant::now() < deadline,
+            "no alert for {session}\n{}",
+            tg.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -318,7 +316,11 @@ async fn a_loop_of_identical_requests_alerts_once_is_blocked_and_an_admin_resume
     let upstream_before = mock.received().len();
     assert_eq!(send(&tg, KEY, "loop-1", 10).await.status(), 429);
     assert_eq!(mock.received().len(), upstream_before, "refused: not sent");
-    assert_eq!(send(&tg, KEY, "other", 10).await.status(), 200, "only that session");
+    assert_eq!(
+        send(&tg, KEY, "other", 10).await.status(),
+        200,
+        "only that session"
+    );
 
     // Only an admin resumes; a session that is not blocked is a 404.
     assert_eq!(resume(&tg, "loop-1", "not-a-token").await.status(), 401);
@@ -389,7 +391,18 @@ impl Pane {
             "DISABLE_TELEMETRY=1".into(),
         ];
         let status = std::process::Command::new("tmux")
-            .args(["-L", &socket, "new-session", "-d", "-s", "cc", "-x", "160", "-y", "50"])
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "cc",
+                "-x",
+                "160",
+                "-y",
+                "50",
+            ])
             .arg("-c")
             .arg(&work)
             .arg("env")
@@ -483,7 +496,10 @@ async fn interactive_claude_code_shows_the_usage_warning_past_75_percent_then_th
     // $16.20 of $20 spent (81 %): 1,080,000 output tokens at $15/MTok.
     spend_sonnet_output(&tg, 1_080_000).await;
     let spent = settled(&tg, "alice-daily", "alice").await;
-    assert!(spent > Decimal::new(1620, 2) && spent < Decimal::new(1625, 2), "{spent}");
+    assert!(
+        spent > Decimal::new(1620, 2) && spent < Decimal::new(1625, 2),
+        "{spent}"
+    );
 
     let pane = Pane::start(&tg.url, "claude-sonnet-4-5");
     pane.wait_for("Claude Code v").await;
