@@ -238,6 +238,7 @@ fn synthetic(
         credential_fingerprint: None,
         usage_estimated: false,
         origin: None,
+        body_digest: None,
     }
 }
 

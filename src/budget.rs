@@ -12,7 +12,8 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BudgetConfig, BudgetPeriod, BudgetScope};
+use crate::config::{BudgetConfig, BudgetPeriod, BudgetScope, OutputEstimate};
+use crate::field_caps::{RECORDING, truncate};
 
 /// Who a request is, as far as budgets care.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +22,25 @@ pub struct Who<'a> {
     pub user: &'a str,
     pub team: &'a str,
     pub workspace: &'a str,
+    /// Claude Code's session ID, when the request carries one.
+    pub session: Option<&'a str>,
+    /// The agent that sent it; `None` in a session is the main agent.
+    pub agent: Option<&'a str>,
+}
+
+/// The agent name of a session's main agent (Claude Code sends no agent
+/// ID for it).
+pub const MAIN_AGENT: &str = "main";
+
+/// A client-supplied ID as the event records it (cut to the recording
+/// cap), so the gateway and the accountant name the same ledger.
+pub fn as_recorded(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.len() <= RECORDING.text {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let mut owned = id.to_owned();
+    truncate(&mut owned, RECORDING.text);
+    std::borrow::Cow::Owned(owned)
 }
 
 /// One configured budget, checked and ready to use.
@@ -37,6 +57,13 @@ pub struct BudgetSpec {
     pub limit_tokens: Option<u64>,
     /// Alert thresholds in percent of the limit, ascending.
     pub thresholds: Vec<u32>,
+    /// How admission reserves a request's output.
+    pub output_estimate: OutputEstimate,
+    /// Session/agent scopes: most ledgers per key (least recently active
+    /// forgotten first).
+    pub max_subjects_per_key: usize,
+    /// Session/agent scopes: a ledger idle this long is forgotten.
+    pub forget_idle: Duration,
 }
 
 impl BudgetSpec {
@@ -65,6 +92,7 @@ impl BudgetSpec {
                     c.name
                 ));
             }
+            check_session_scoped(c)?;
             let mut thresholds = c.thresholds.clone();
             thresholds.sort_unstable();
             thresholds.dedup();
@@ -83,6 +111,9 @@ impl BudgetSpec {
                 limit_usd: c.limit_usd,
                 limit_tokens: c.limit_tokens,
                 thresholds,
+                output_estimate: c.output_estimate,
+                max_subjects_per_key: c.max_subjects_per_key,
+                forget_idle: Duration::hours(c.forget_idle_hours.into()),
             });
         }
         let mut names: Vec<&str> = out.iter().map(|b| b.name.as_str()).collect();
@@ -94,6 +125,10 @@ impl BudgetSpec {
     }
 
     /// The subject this budget keeps a ledger for, if it covers `who`.
+    /// Session and agent ledgers are named under the key
+    /// (`key/session`, `key/session/agent`): another key sending the same
+    /// session ID spends from its own ledger, never from this one. A
+    /// request without a session is not covered by them.
     pub fn subject_of(&self, who: Who<'_>) -> Option<String> {
         let value = match self.scope {
             BudgetScope::Key => who.key_id,
@@ -101,11 +136,34 @@ impl BudgetSpec {
             BudgetScope::Team => who.team,
             BudgetScope::Workspace => who.workspace,
             BudgetScope::All => return Some("*".to_owned()),
+            BudgetScope::Session | BudgetScope::Agent => return self.session_subject(who),
         };
         match &self.subject {
             Some(s) if s != value => None,
             _ => Some(value.to_owned()),
         }
+    }
+
+    /// Whether this budget keeps a ledger per session or agent: subjects
+    /// the client invents, so their number is bounded per key.
+    pub fn is_session_scoped(&self) -> bool {
+        matches!(self.scope, BudgetScope::Session | BudgetScope::Agent)
+    }
+
+    /// The ledger subject of a session or agent scope (see [`Self::subject_of`]).
+    fn session_subject(&self, who: Who<'_>) -> Option<String> {
+        if self.subject.as_deref().is_some_and(|k| k != who.key_id) {
+            return None;
+        }
+        let session = as_recorded(who.session.filter(|s| !s.is_empty())?);
+        let key = who.key_id;
+        Some(match self.scope {
+            BudgetScope::Agent => {
+                let agent = as_recorded(who.agent.filter(|a| !a.is_empty()).unwrap_or(MAIN_AGENT));
+                format!("{key}/{session}/{agent}")
+            }
+            _ => format!("{key}/{session}"),
+        })
     }
 
     /// The period `at` falls in: its start and (except `total`) its end,
@@ -151,6 +209,134 @@ impl BudgetSpec {
     }
 }
 
+/// Session and agent budgets: `subject` names a key (the ledgers are per
+/// session of that key); the bound on ledgers per key must be positive.
+fn check_session_scoped(c: &BudgetConfig) -> Result<(), String> {
+    if !matches!(c.scope, BudgetScope::Session | BudgetScope::Agent) {
+        return Ok(());
+    }
+    if c.max_subjects_per_key == 0 || c.max_subjects_per_key > 1_000_000 {
+        return Err(format!(
+            "budgets[{}].max_subjects_per_key must be between 1 and 1000000",
+            c.name
+        ));
+    }
+    if c.forget_idle_hours == 0 {
+        return Err(format!(
+            "budgets[{}].forget_idle_hours must be positive",
+            c.name
+        ));
+    }
+    Ok(())
+}
+
+/// What a runaway guard watches in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardKind {
+    /// Spend or requests per minute of one session.
+    SessionRate,
+    /// The same request body sent again and again in a row.
+    Repeat,
+}
+
+/// One `[[guards]]` entry of `tollgate.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Named in alerts and refusals; defaults to the kind.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kind: GuardKind,
+    /// `session_rate`: USD per minute (a decimal string or number).
+    #[serde(default)]
+    pub usd_per_minute: Option<Decimal>,
+    /// `session_rate`: requests per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// `repeat`: how many identical bodies in a row trip it.
+    #[serde(default)]
+    pub same_body: Option<u32>,
+    /// Refuse the session's requests once tripped, until resumed.
+    #[serde(default)]
+    pub block: bool,
+}
+
+/// A checked guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardSpec {
+    pub name: String,
+    pub kind: GuardKind,
+    pub usd_per_minute: Option<Decimal>,
+    pub requests_per_minute: Option<u32>,
+    pub same_body: u32,
+    pub block: bool,
+}
+
+impl GuardSpec {
+    /// Checks the `[[guards]]` entries; errors name the guard.
+    pub fn from_config(configs: &[GuardConfig]) -> Result<Vec<GuardSpec>, String> {
+        let mut out: Vec<GuardSpec> = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let name = c.name.clone().unwrap_or_else(|| match c.kind {
+                GuardKind::SessionRate => "session_rate".into(),
+                GuardKind::Repeat => "repeat".into(),
+            });
+            let at = format!("guards[{i}] ({name})");
+            check_guard(&at, c)?;
+            if out.iter().any(|g| g.name == name) {
+                return Err(format!(
+                    "{at}: the name appears twice; give each guard its own `name`"
+                ));
+            }
+            out.push(GuardSpec {
+                name,
+                kind: c.kind,
+                usd_per_minute: c.usd_per_minute,
+                requests_per_minute: c.requests_per_minute,
+                same_body: c.same_body.unwrap_or(0),
+                block: c.block,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The fields each kind of guard needs, and no others.
+fn check_guard(at: &str, c: &GuardConfig) -> Result<(), String> {
+    match c.kind {
+        GuardKind::SessionRate => {
+            if c.same_body.is_some() {
+                return Err(format!("{at}: same_body belongs to kind \"repeat\""));
+            }
+            let usd_ok = c.usd_per_minute.is_some_and(|u| u > Decimal::ZERO);
+            let rpm_ok = c.requests_per_minute.is_some_and(|r| r > 0);
+            let any = c.usd_per_minute.is_some() || c.requests_per_minute.is_some();
+            if !any
+                || (c.usd_per_minute.is_some() && !usd_ok)
+                || (c.requests_per_minute.is_some() && !rpm_ok)
+            {
+                return Err(format!(
+                    "{at}: kind \"session_rate\" needs a positive usd_per_minute and/or requests_per_minute"
+                ));
+            }
+        }
+        GuardKind::Repeat => {
+            if c.usd_per_minute.is_some() || c.requests_per_minute.is_some() {
+                return Err(format!(
+                    "{at}: usd_per_minute and requests_per_minute belong to kind \"session_rate\""
+                ));
+            }
+            if !c.same_body.is_some_and(|n| (2..=10_000).contains(&n)) {
+                return Err(format!(
+                    "{at}: kind \"repeat\" needs same_body between 2 and 10000"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Names one ledger: a budget, its subject and the period's start.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LedgerId {
@@ -182,6 +368,12 @@ pub enum BudgetRecord {
     /// events, per team: lets a gateway release the reservations of
     /// requests whose real cost is now in the state.
     Progress(Progress),
+    /// A ledger dropped from memory by its accountant.
+    Forgotten(LedgerForgotten),
+    /// A runaway guard blocked a session (see `accounting::guards`).
+    Blocked(SessionBlock),
+    /// A person resumed a blocked session (`POST /v1/sessions/{id}/resume`).
+    Resumed(SessionBlock),
 }
 
 /// One ledger's spend from one partition.
@@ -200,6 +392,47 @@ pub struct LedgerState {
     pub limit_tokens: Option<u64>,
     /// Thresholds (percent) already alerted in this period.
     pub alerted: Vec<u32>,
+    /// Session/agent ledgers: the key they belong to and when they last
+    /// spent, which bound and prune them (see `accounting::ledger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+/// A ledger forgotten by the accountant (a session or agent ledger past
+/// its key's bound, or idle): gateways drop it too. It has the ledger's
+/// bus key, so compaction keeps it instead of the ledger's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerForgotten {
+    #[serde(flatten)]
+    pub id: LedgerId,
+    pub partition: u32,
+}
+
+/// A session a runaway guard blocked (`Blocked`) or a person resumed
+/// (`Resumed`, the same fields): both under the bus key
+/// [`SessionBlock::bus_key`], so the compacted topic keeps the latest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionBlock {
+    pub key_id: String,
+    /// The session ID as the event recorded it.
+    pub session: String,
+    /// The guard's name (`guards[].name`, else its kind).
+    pub guard: String,
+    /// The trip this is about (the guard alert's ID): a block re-published
+    /// after an accountant restart does not undo a resume of the same trip.
+    pub episode: String,
+    /// What the guard saw, for people (in the refusal and the alert).
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+impl SessionBlock {
+    /// The bus key of a session's block state.
+    pub fn bus_key(&self) -> String {
+        format!("block|{}|{}", self.key_id, self.session)
+    }
 }
 
 /// Per partition: `"<gateway>|<team>"` → the highest origin sequence of
@@ -271,6 +504,16 @@ impl BudgetStates {
         out
     }
 
+    /// Drops a ledger's state from one partition (the accountant forgot it).
+    pub fn forget(&mut self, gone: &LedgerForgotten) {
+        if let Some(parts) = self.ledgers.get_mut(&gone.id) {
+            parts.remove(&gone.partition);
+            if parts.is_empty() {
+                self.ledgers.remove(&gone.id);
+            }
+        }
+    }
+
     /// Forgets ledgers of periods that ended before `now` (memory bound).
     pub fn prune(&mut self, now: DateTime<Utc>) {
         self.ledgers.retain(|_, parts| {
@@ -295,6 +538,9 @@ mod tests {
             limit_usd: Some(Decimal::ONE),
             limit_tokens: None,
             thresholds: vec![50, 80, 100],
+            output_estimate: OutputEstimate::MaxTokens,
+            max_subjects_per_key: 10,
+            forget_idle: Duration::hours(1),
         }
     }
 
@@ -353,6 +599,8 @@ mod tests {
             user: "u",
             team: "eng",
             workspace: "w",
+            session: None,
+            agent: None,
         };
         assert_eq!(s.subject_of(who), Some("eng".into()));
         s.subject = Some("data".into());
@@ -360,6 +608,38 @@ mod tests {
         s.scope = BudgetScope::All;
         s.subject = None;
         assert_eq!(s.subject_of(who), Some("*".into()));
+    }
+
+    #[test]
+    fn session_and_agent_ledgers_are_per_key_and_need_a_session() {
+        let mut s = spec(BudgetPeriod::Total, "UTC");
+        s.scope = BudgetScope::Session;
+        let mut who = Who {
+            key_id: "k",
+            user: "u",
+            team: "eng",
+            workspace: "w",
+            session: None,
+            agent: Some("a-1"),
+        };
+        assert_eq!(s.subject_of(who), None, "no session: not covered");
+        who.session = Some("s-1");
+        assert_eq!(s.subject_of(who), Some("k/s-1".into()));
+        s.scope = BudgetScope::Agent;
+        assert_eq!(s.subject_of(who), Some("k/s-1/a-1".into()));
+        who.agent = None;
+        assert_eq!(s.subject_of(who), Some("k/s-1/main".into()));
+        s.subject = Some("other-key".into());
+        assert_eq!(s.subject_of(who), None, "a subject names the key");
+        let long = "x".repeat(5000);
+        who.session = Some(&long);
+        s.subject = None;
+        s.scope = BudgetScope::Session;
+        let subject = s.subject_of(who).unwrap();
+        assert!(subject.len() <= 2 + RECORDING.text, "cut as the event is");
+        let mut recorded = long.clone();
+        truncate(&mut recorded, RECORDING.text);
+        assert_eq!(subject, format!("k/{recorded}"));
     }
 
     #[test]
@@ -379,6 +659,8 @@ mod tests {
             limit_usd: None,
             limit_tokens: None,
             alerted: vec![],
+            owner: None,
+            last_at: None,
         };
         let mut states = BudgetStates::default();
         states.apply(st(0, 5, 100));

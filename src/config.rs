@@ -63,6 +63,10 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitConfig>,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Runaway guards on Claude Code sessions (checked by
+    /// `budget::GuardSpec::from_config`).
+    #[serde(default)]
+    pub guards: Vec<crate::budget::GuardConfig>,
     /// Named routing configs (fallback, load balance, retry), for keys'
     /// `route` and the `x-tollgate-config` header.
     #[serde(default)]
@@ -98,6 +102,26 @@ pub enum BudgetScope {
     Team,
     Workspace,
     All,
+    /// Each Claude Code session (`x-claude-code-session-id`) of each key
+    /// separately; requests without a session are not covered.
+    Session,
+    /// Each agent of each session (`x-claude-code-agent-id`; the main
+    /// agent, which sends none, is `main`); requests without a session are
+    /// not covered.
+    Agent,
+}
+
+/// How admission estimates a request's output when it reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputEstimate {
+    /// All of `max_tokens`: the reservation is never below the real cost.
+    #[default]
+    MaxTokens,
+    /// A high percentile of what this key and model really produced
+    /// recently, capped by `max_tokens` (`max_tokens` until there are
+    /// enough samples): small caps are not refused while far from spent.
+    Observed,
 }
 
 /// The period a budget resets on (calendar periods in its time zone).
@@ -134,6 +158,28 @@ pub struct BudgetConfig {
     /// Alert thresholds in percent of the limit.
     #[serde(default = "default_thresholds")]
     pub thresholds: Vec<u32>,
+    /// How the output of a request is reserved.
+    #[serde(default)]
+    pub output_estimate: OutputEstimate,
+    /// Session and agent scopes: the most ledgers one key may hold in a
+    /// budget (clients invent session IDs; the least recently active
+    /// ledger past this is forgotten).
+    #[serde(default = "default_max_subjects_per_key")]
+    pub max_subjects_per_key: usize,
+    /// Session and agent scopes: a ledger idle this long is forgotten
+    /// (its session starts again from zero if it comes back).
+    #[serde(default = "default_forget_idle_hours")]
+    pub forget_idle_hours: u32,
+}
+
+/// The default bound on session/agent ledgers per key and budget.
+pub fn default_max_subjects_per_key() -> usize {
+    1000
+}
+
+/// The default idle time after which a session/agent ledger is forgotten.
+pub fn default_forget_idle_hours() -> u32 {
+    72
 }
 
 fn default_timezone() -> String {
@@ -785,7 +831,10 @@ impl Config {
             }
         }
         for (i, r) in self.rate_limits.iter().enumerate() {
-            if r.scope == BudgetScope::Workspace || r.scope == BudgetScope::All {
+            if !matches!(
+                r.scope,
+                BudgetScope::Key | BudgetScope::User | BudgetScope::Team
+            ) {
                 return Err(invalid(format!(
                     "rate_limits[{i}].scope must be key, user or team"
                 )));

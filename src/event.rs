@@ -274,6 +274,12 @@ pub struct LlmEvent {
     /// gateway knows when a request's reservation is settled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Set by gateways when a `repeat` guard is configured and the request
+    /// has a session: a digest of the request body (CRC-32 and length),
+    /// so the accountant can see the same body sent again. Not in the
+    /// lake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_digest: Option<String>,
 }
 
 /// Who pays the provider for a request.
@@ -976,6 +982,7 @@ pub(crate) mod tests {
             usage_estimated: false,
             cost: None,
             origin: None,
+            body_digest: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub bus_spilled: IntCounter,
     pub bus_broker_up: IntGauge,
     pub accountant_duplicates: IntCounter,
+    pub budget_ledgers_forgotten: IntCounter,
+    pub guard_trips: IntCounterVec,
+    pub guard_refusals: IntCounterVec,
     pub budget_utilisation: prometheus::GaugeVec,
     pub downgrades: IntCounterVec,
     pub cache_lookups: IntCounterVec,
@@ -236,6 +239,20 @@ impl Metrics {
             accountant_duplicates: counter(
                 "tollgate_accountant_duplicate_events_total",
                 "Raw events seen twice on the bus (a re-sent journal batch) and priced once",
+            ),
+            budget_ledgers_forgotten: counter(
+                "tollgate_budget_ledgers_forgotten_total",
+                "Session and agent ledgers forgotten (past max_subjects_per_key, or idle)",
+            ),
+            guard_trips: counter_vec(
+                "tollgate_guard_trips_total",
+                "Runaway guards tripped by a session, by guard",
+                &["guard"],
+            ),
+            guard_refusals: counter_vec(
+                "tollgate_guard_refusals_total",
+                "Requests refused because a guard blocked their session, by guard",
+                &["guard"],
             ),
             requests: counter_vec(
                 "tollgate_requests_total",

@@ -379,6 +379,20 @@ fn format_label(f: WebhookFormat) -> &'static str {
 
 /// The human sentence of an alert.
 pub fn message(a: &Alert) -> String {
+    if let Some(g) = &a.guard {
+        let then = if g.blocked {
+            format!(
+                "; its requests are refused until an admin resumes it (POST /v1/sessions/{}/resume)",
+                g.session
+            )
+        } else {
+            String::new()
+        };
+        return format!(
+            "tollgate guard {} tripped in session {} (key {}): {}{then}",
+            a.budget, g.session, g.key_id, g.reason
+        );
+    }
     let spent = match a.limit_usd {
         Some(limit) => format!("${} of ${limit}", a.spent_usd.round_dp(4)),
         None => format!(
@@ -408,7 +422,12 @@ pub fn body(format: WebhookFormat, a: &Alert) -> Bytes {
         WebhookFormat::Json => {
             let mut v = serde_json::to_value(a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
-                o.insert("type".into(), "budget_alert".into());
+                let kind = if a.guard.is_some() {
+                    "guard_alert"
+                } else {
+                    "budget_alert"
+                };
+                o.insert("type".into(), kind.into());
                 o.insert("message".into(), message(a).into());
             }
             v
@@ -600,6 +619,7 @@ mod tests {
             spent_tokens: 0,
             limit_tokens: None,
             crossed_at: chrono::Utc::now(),
+            guard: None,
         }
     }
 

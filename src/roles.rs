@@ -273,6 +273,8 @@ pub async fn run(
         cfg.admission.clone(),
         &cfg.rate_limits,
     );
+    let guards = crate::budget::GuardSpec::from_config(&cfg.guards).map_err(RoleError::Config)?;
+    admission.follow_guards(guards.iter().any(|g| g.block));
     let mut pipeline: Vec<Task> = Vec::new();
     let mut feeds: Vec<Task> = Vec::new();
     {
@@ -297,6 +299,7 @@ pub async fn run(
         }
         None => None,
     };
+    let api_log = state_log.clone();
     // The control plane: read to its end (the file's changes applied)
     // before anything serves; followed from then on.
     let control = match &state_log {
@@ -380,7 +383,9 @@ pub async fn run(
     if has(Role::Accountant) {
         tracing::info!(version = book.current().version(), "price tables loaded");
         let log = bus.as_ref().expect("opened for the accountant").log.clone();
-        let mut accountant = Accountant::new(book.clone(), budgets, log).await?;
+        let mut accountant = Accountant::new(book.clone(), budgets, log)
+            .await?
+            .with_guards(guards);
         if let Some(control) = &control {
             accountant = accountant.follow_specs(live::follow_accountant_specs(control));
         }
@@ -440,7 +445,11 @@ pub async fn run(
     let listeners = listeners(
         &cfg,
         gateway_state,
-        has(Role::Api).then(|| (admission.clone(), admin)),
+        has(Role::Api).then(|| ApiParts {
+            budgets: admission.clone(),
+            admin,
+            log: api_log,
+        }),
         &layout,
     )
     .await?;
@@ -590,6 +599,15 @@ async fn wait_for_topics(kafka: &KafkaBus, stopping: &CancellationToken) -> bool
 /// One HTTP listener: the names it is announced by, the socket, the app.
 type Listener = (Vec<&'static str>, TcpListener, axum::Router);
 
+/// What the query API is served from: the admission state it shows
+/// budgets from, the admin API's routes, and the log session resumes are
+/// written to (none on an API-only process of the embedded bus).
+struct ApiParts {
+    budgets: Arc<Admission>,
+    admin: axum::Router,
+    log: Option<Arc<dyn Log>>,
+}
+
 /// The HTTP listeners of the process, each with what it serves: the
 /// gateway on `server.listen`; the query API beside it, or on
 /// `server.api_listen`; a process with neither serves only metrics there.
@@ -598,10 +616,10 @@ type Listener = (Vec<&'static str>, TcpListener, axum::Router);
 async fn listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
-    api_budgets: Option<(Arc<Admission>, axum::Router)>,
+    api: Option<ApiParts>,
     layout: &LakeLayout,
 ) -> Result<Vec<Listener>, RoleError> {
-    let mut out = app_listeners(cfg, gateway, api_budgets, layout).await?;
+    let mut out = app_listeners(cfg, gateway, api, layout).await?;
     match cfg.server.metrics_listen {
         Some(addr) => {
             for (_, _, app) in &mut out {
@@ -623,23 +641,33 @@ async fn listeners(
 async fn app_listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
-    api_budgets: Option<(Arc<Admission>, axum::Router)>,
+    api: Option<ApiParts>,
     layout: &LakeLayout,
 ) -> Result<Vec<Listener>, RoleError> {
-    let api = match api_budgets {
-        Some((budgets, admin)) => {
+    let api = match api {
+        Some(ApiParts {
+            budgets,
+            admin,
+            log,
+        }) => {
             if cfg.admin_tokens().next().is_none() && cfg.api.team_tokens.is_empty() {
                 tracing::warn!(
                     "no API token configured: the query API will refuse every request (set TOLLGATE_ADMIN_TOKEN)"
                 );
             }
             Some(
-                api::router(Arc::new(ApiState::new(
-                    Lake::open_with_memory(layout, cfg.api.query_memory_mb.max(64) * 1024 * 1024)
+                api::router(Arc::new(
+                    ApiState::new(
+                        Lake::open_with_memory(
+                            layout,
+                            cfg.api.query_memory_mb.max(64) * 1024 * 1024,
+                        )
                         .await?,
-                    &cfg.api,
-                    budgets,
-                )))
+                        &cfg.api,
+                        budgets,
+                    )
+                    .with_log(log),
+                ))
                 .merge(admin),
             )
         }

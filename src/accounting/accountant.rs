@@ -19,8 +19,9 @@ use bytes::Bytes;
 use rust_decimal::prelude::ToPrimitive;
 use tokio_util::sync::CancellationToken;
 
+use super::guards::Guards;
 use super::ledger::{Alert, Ledgers};
-use crate::budget::{BudgetRecord, BudgetSpec};
+use crate::budget::{BudgetRecord, BudgetSpec, GuardSpec};
 use crate::bus::{
     ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log,
     Subscription, history,
@@ -87,6 +88,8 @@ pub struct Accountant {
     warned: HashSet<String>,
     /// Budget ledgers of the partitions this accountant owns.
     ledgers: Ledgers,
+    /// Runaway guards over the sessions of those partitions.
+    guards: Guards,
     /// Next offsets handled but not yet committed, per partition.
     uncommitted: HashMap<u32, u64>,
     /// When offsets were last committed.
@@ -111,6 +114,7 @@ impl Accountant {
             partitions: HashMap::new(),
             warned: HashSet::new(),
             ledgers: Ledgers::new(budgets),
+            guards: Guards::new(Vec::new()),
             uncommitted: HashMap::new(),
             last_commit: std::time::Instant::now(),
             live_specs: None,
@@ -137,6 +141,12 @@ impl Accountant {
         }
         self.ledgers.set_specs(Vec::clone(&now));
         self.specs_in_use = Some(now);
+    }
+
+    /// Watches sessions with these runaway guards.
+    pub fn with_guards(mut self, guards: Vec<GuardSpec>) -> Accountant {
+        self.guards = Guards::new(guards);
+        self
     }
 
     /// State of a partition, learning on first sight (start-up or a new
@@ -195,6 +205,7 @@ impl Accountant {
         self.refresh_specs();
         let mut out: HashMap<u32, Vec<(Bytes, Bytes)>> = HashMap::new();
         let mut alerts: Vec<Alert> = Vec::new();
+        let mut blocks: Vec<(Bytes, Bytes)> = Vec::new();
         for record in records {
             self.uncommitted.insert(record.partition, record.offset + 1);
             let state = self.partition(record.partition).await?;
@@ -207,6 +218,15 @@ impl Accountant {
             };
             self.ledgers
                 .fold(record.partition, record.offset, &event, &mut alerts);
+            for trip in self.guards.observe(&event, spend_of(&event)) {
+                alerts.push(trip.alert);
+                if let Some(b) = trip.block {
+                    let record = BudgetRecord::Blocked(b.clone());
+                    if let Ok(json) = serde_json::to_vec(&record) {
+                        blocks.push((Bytes::from(b.bus_key()), Bytes::from(json)));
+                    }
+                }
+            }
             if already_costed {
                 continue;
             }
@@ -238,9 +258,20 @@ impl Accountant {
                 .collect();
             self.log.append(ALERTS_TOPIC, records).await?;
             for a in &alerts {
-                tracing::warn!(budget = %a.budget, subject = %a.subject, threshold = a.threshold, spent_usd = %a.spent_usd,
-                    "budget threshold crossed");
+                match &a.guard {
+                    Some(g) => {
+                        tracing::warn!(guard = %a.budget, key = %g.key_id, session = %g.session, reason = %g.reason, blocked = g.blocked,
+                        "runaway guard tripped")
+                    }
+                    None => {
+                        tracing::warn!(budget = %a.budget, subject = %a.subject, threshold = a.threshold, spent_usd = %a.spent_usd,
+                        "budget threshold crossed")
+                    }
+                }
             }
+        }
+        if !blocks.is_empty() {
+            self.log.append(BUDGETS_TOPIC, blocks).await?;
         }
         let states: Vec<(Bytes, Bytes)> = self
             .ledgers
@@ -340,6 +371,17 @@ impl Accountant {
                 "no price table matches this model: its events are priced provisionally and counted in budgets; add it to the tables and run `tollgate reprice`");
         }
     }
+}
+
+/// What an event spent in USD (nothing when a subscription paid).
+fn spend_of(event: &LlmEvent) -> rust_decimal::Decimal {
+    event
+        .cost
+        .as_ref()
+        .and_then(|c| c.lines.as_ref())
+        .filter(|_| event.billed_by != BilledBy::Subscription)
+        .map(|l| l.total_usd)
+        .unwrap_or_default()
 }
 
 /// Every record of the budgets topic from its start (compacted on Kafka),

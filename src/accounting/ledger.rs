@@ -18,7 +18,9 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::budget::{BudgetRecord, BudgetSpec, LedgerId, LedgerState, Progress, Who};
+use crate::budget::{
+    BudgetRecord, BudgetSpec, LedgerForgotten, LedgerId, LedgerState, Progress, Who,
+};
 use crate::event::{BilledBy, LlmEvent};
 use crate::metrics::METRICS;
 
@@ -40,6 +42,20 @@ pub struct Alert {
     pub limit_tokens: Option<u64>,
     /// When the event that crossed it started.
     pub crossed_at: DateTime<Utc>,
+    /// Set when a runaway guard raised it (not a budget): `budget` is
+    /// then the guard's name and `subject` the `key/session`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardTrip>,
+}
+
+/// What a runaway guard saw in a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardTrip {
+    pub key_id: String,
+    pub session: String,
+    pub reason: String,
+    /// Whether the session is refused until a person resumes it.
+    pub blocked: bool,
 }
 
 impl Alert {
@@ -63,6 +79,60 @@ struct PartitionLedgers {
     /// Ledgers changed since the last [`Ledgers::drain`].
     changed: HashSet<LedgerId>,
     progress_changed: bool,
+    /// Session/agent ledgers by (budget, key): what bounds them per key.
+    owned: HashMap<(String, String), HashSet<LedgerId>>,
+    /// Ledgers forgotten since the last drain, to announce.
+    forgotten: Vec<LedgerId>,
+}
+
+impl PartitionLedgers {
+    /// Keeps `state`, indexing it under its key if it is session-scoped.
+    fn insert(&mut self, state: LedgerState) {
+        if let Some(owner) = &state.owner {
+            self.owned
+                .entry((state.id.budget.clone(), owner.clone()))
+                .or_default()
+                .insert(state.id.clone());
+        }
+        self.ledgers.insert(state.id.clone(), state);
+    }
+
+    /// Drops a ledger (and its index entry); true if it was there.
+    fn remove(&mut self, id: &LedgerId) -> bool {
+        let Some(state) = self.ledgers.remove(id) else {
+            return false;
+        };
+        self.changed.remove(id);
+        if let Some(owner) = state.owner {
+            let slot = (id.budget.clone(), owner);
+            if let Some(set) = self.owned.get_mut(&slot) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.owned.remove(&slot);
+                }
+            }
+        }
+        true
+    }
+
+    /// Past `max` ledgers of one key in a budget: forgets the least
+    /// recently active ones other than `keep` (a client inventing session
+    /// IDs costs memory and topic records only up to the bound).
+    fn bound(&mut self, budget: &str, owner: &str, max: usize, keep: &LedgerId) {
+        let slot = (budget.to_owned(), owner.to_owned());
+        while self.owned.get(&slot).is_some_and(|s| s.len() > max) {
+            let oldest = self.owned[&slot]
+                .iter()
+                .filter(|id| *id != keep)
+                .min_by_key(|id| (self.ledgers.get(*id).and_then(|s| s.last_at), (*id).clone()))
+                .cloned();
+            let Some(oldest) = oldest else { break };
+            if self.remove(&oldest) {
+                METRICS.budget_ledgers_forgotten.inc();
+                self.forgotten.push(oldest);
+            }
+        }
+    }
 }
 
 /// Every ledger this accountant keeps, by partition.
@@ -126,8 +196,11 @@ impl Ledgers {
                         .get(&s.id)
                         .is_none_or(|old| s.through_offset >= old.through_offset);
                     if newer {
-                        part.ledgers.insert(s.id.clone(), s.clone());
+                        part.insert(s.clone());
                     }
+                }
+                BudgetRecord::Forgotten(f) if f.partition == partition => {
+                    part.remove(&f.id);
                 }
                 BudgetRecord::Progress(p) if p.partition == partition => part.progress = p.clone(),
                 _ => {}
@@ -177,6 +250,8 @@ impl Ledgers {
             user: &event.user,
             team: &event.team,
             workspace: &event.workspace,
+            session: event.session_id.as_deref(),
+            agent: event.agent_id.as_deref(),
         };
         for spec in &self.specs {
             let Some(subject) = spec.subject_of(who) else {
@@ -188,10 +263,9 @@ impl Ledgers {
                 subject,
                 period_start,
             };
-            let state = part
-                .ledgers
-                .entry(id.clone())
-                .or_insert_with(|| LedgerState {
+            if !part.ledgers.contains_key(&id) {
+                let owner = spec.is_session_scoped().then(|| event.key_id.clone());
+                part.insert(LedgerState {
                     id: id.clone(),
                     period_end,
                     partition,
@@ -201,7 +275,17 @@ impl Ledgers {
                     limit_usd: spec.limit_usd,
                     limit_tokens: spec.limit_tokens,
                     alerted: Vec::new(),
+                    owner: owner.clone(),
+                    last_at: None,
                 });
+                if let Some(owner) = owner {
+                    part.bound(&spec.name, &owner, spec.max_subjects_per_key, &id);
+                }
+            }
+            let state = part.ledgers.get_mut(&id).expect("inserted above");
+            if state.owner.is_some() {
+                state.last_at = state.last_at.max(Some(event.started_at));
+            }
             let fresh =
                 state.spent_tokens == 0 && state.spent_usd.is_zero() && state.through_offset == 0;
             if !fresh && offset <= state.through_offset {
@@ -212,10 +296,13 @@ impl Ledgers {
             state.spent_tokens += tokens;
             part.changed.insert(id.clone());
             let used = utilisation(state);
-            METRICS
-                .budget_utilisation
-                .with_label_values(&[&id.budget, &id.subject])
-                .set(used);
+            // Session and agent IDs are the client's: never label values.
+            if state.owner.is_none() {
+                METRICS
+                    .budget_utilisation
+                    .with_label_values(&[&id.budget, &id.subject])
+                    .set(used);
+            }
             for &threshold in &spec.thresholds {
                 if used * 100.0 >= threshold as f64 && !state.alerted.contains(&threshold) {
                     state.alerted.push(threshold);
@@ -232,6 +319,7 @@ impl Ledgers {
                         spent_tokens: state.spent_tokens,
                         limit_tokens: state.limit_tokens,
                         crossed_at: event.started_at,
+                        guard: None,
                     });
                 }
             }
@@ -243,6 +331,13 @@ impl Ledgers {
     pub fn drain(&mut self, now: DateTime<Utc>) -> Vec<(String, BudgetRecord)> {
         let mut out = Vec::new();
         for (p, part) in self.partitions.iter_mut() {
+            forget_idle(&self.specs, part, now);
+            for id in part.forgotten.drain(..) {
+                out.push((
+                    id.bus_key(*p),
+                    BudgetRecord::Forgotten(LedgerForgotten { id, partition: *p }),
+                ));
+            }
             for id in part.changed.drain() {
                 if let Some(state) = part.ledgers.get(&id) {
                     out.push((id.bus_key(*p), BudgetRecord::State(state.clone())));
@@ -255,10 +350,18 @@ impl Ledgers {
                 ));
             }
             // Periods long over are no longer needed in memory.
-            part.ledgers.retain(|_, s| {
-                s.period_end
-                    .is_none_or(|end| end + chrono::Duration::days(2) > now)
-            });
+            let over: Vec<LedgerId> = part
+                .ledgers
+                .values()
+                .filter(|s| {
+                    s.period_end
+                        .is_some_and(|end| end + chrono::Duration::days(2) <= now)
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            for id in over {
+                part.remove(&id);
+            }
         }
         out
     }
@@ -272,6 +375,32 @@ impl Ledgers {
             .collect();
         out.sort_by(|a, b| (&a.id, a.partition).cmp(&(&b.id, b.partition)));
         out
+    }
+}
+
+/// Forgets the session/agent ledgers of `part` idle longer than their
+/// budget's `forget_idle` (announced on the next drain).
+fn forget_idle(specs: &[BudgetSpec], part: &mut PartitionLedgers, now: DateTime<Utc>) {
+    let idle: Vec<LedgerId> = part
+        .owned
+        .values()
+        .flatten()
+        .filter(|id| {
+            let Some(spec) = specs.iter().find(|s| s.name == id.budget) else {
+                return true; // its budget is no longer configured
+            };
+            part.ledgers
+                .get(*id)
+                .and_then(|s| s.last_at)
+                .is_some_and(|at| at + spec.forget_idle < now)
+        })
+        .cloned()
+        .collect();
+    for id in idle {
+        if part.remove(&id) {
+            METRICS.budget_ledgers_forgotten.inc();
+            part.forgotten.push(id);
+        }
     }
 }
 
@@ -306,6 +435,9 @@ mod tests {
             limit_usd: Some(Decimal::new(limit, 0)),
             limit_tokens: None,
             thresholds: vec![50, 80, 100],
+            output_estimate: crate::config::OutputEstimate::MaxTokens,
+            max_subjects_per_key: 3,
+            forget_idle: chrono::Duration::hours(1),
         }
     }
 
@@ -383,6 +515,55 @@ mod tests {
             "the 50% alert is not raised twice: {again:?}"
         );
         assert_eq!(second.states()[0].spent_usd, Decimal::new(7, 0));
+    }
+
+    #[test]
+    fn invented_sessions_keep_at_most_the_bound_per_key_and_idle_ones_are_forgotten() {
+        let mut session = spec(100);
+        session.scope = BudgetScope::Session;
+        session.subject = None;
+        session.thresholds.clear();
+        let mut ledgers = Ledgers::new(vec![session]);
+        let mut alerts = Vec::new();
+        for (offset, minute) in (1..=5).zip(0..) {
+            let mut e = event(&format!("2026-11-23T10:0{minute}:00Z"), 1);
+            e.key_id = "k1".into();
+            e.session_id = Some(format!("s{offset}"));
+            ledgers.fold(0, offset, &e, &mut alerts);
+        }
+        let mut other = event("2026-11-23T10:09:00Z", 1);
+        other.key_id = "k2".into();
+        other.session_id = Some("s1".into());
+        ledgers.fold(0, 6, &other, &mut alerts);
+        let subjects =
+            |l: &Ledgers| -> Vec<String> { l.states().into_iter().map(|s| s.id.subject).collect() };
+        assert_eq!(
+            subjects(&ledgers),
+            vec!["k1/s3", "k1/s4", "k1/s5", "k2/s1"],
+            "3 per key, least recently active forgotten; k2's own session kept"
+        );
+        let records = ledgers.drain(utc("2026-11-23T10:10:00Z"));
+        let forgotten: Vec<&str> = records
+            .iter()
+            .filter_map(|(_, r)| match r {
+                BudgetRecord::Forgotten(f) => Some(f.id.subject.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(forgotten, vec!["k1/s1", "k1/s2"], "announced to gateways");
+        // A later drain, past the idle time of all but k2's.
+        ledgers.drain(utc("2026-11-23T11:08:00Z"));
+        assert_eq!(subjects(&ledgers), vec!["k2/s1"]);
+        let mut restored = Ledgers::new(vec![spec(100)]);
+        restored.restore(0, records.iter().map(|(_, r)| r));
+        assert!(
+            restored.states().iter().all(|s| s.id.subject != "k1/s1"),
+            "a restore drops forgotten ledgers"
+        );
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
     #[test]

@@ -5,5 +5,6 @@
 //! always be recomputed.
 
 pub mod accountant;
+pub mod guards;
 pub mod ledger;
 pub mod replay;

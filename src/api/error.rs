@@ -32,6 +32,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Lake(#[from] LakeError),
 }
 
@@ -50,6 +52,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::REQUEST_TIMEOUT, "timeout_error")
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
             ApiError::Lake(e) => {
                 tracing::error!(error = %e, "lake query failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "api_error")

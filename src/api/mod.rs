@@ -10,6 +10,7 @@ mod error;
 mod logs;
 pub mod openapi;
 mod params;
+mod sessions;
 mod spend;
 mod sql;
 
@@ -35,6 +36,9 @@ pub struct ApiState {
     pub budgets: Arc<Admission>,
     /// Caps of `POST /v1/sql`.
     pub sql_limits: SqlLimits,
+    /// The bus, where `POST /v1/sessions/{id}/resume` writes; `None` in an
+    /// API-only process on the embedded bus (the serving process holds it).
+    log: Option<Arc<dyn crate::bus::Log>>,
 }
 
 impl ApiState {
@@ -57,7 +61,14 @@ impl ApiState {
                 max_rows: config.sql_max_rows,
                 timeout: Duration::from_secs(config.sql_timeout_secs),
             },
+            log: None,
         }
+    }
+
+    /// Lets the API write resumes of blocked sessions to the bus.
+    pub fn with_log(mut self, log: Option<Arc<dyn crate::bus::Log>>) -> ApiState {
+        self.log = log;
+        self
     }
 
     /// The rows the caller's `Authorization: Bearer <token>` may read.
@@ -94,6 +105,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/logs/{event_id}", get(logs::one))
         .route("/v1/traces/{trace_id}", get(logs::trace))
         .route("/v1/sessions/{session_id}", get(logs::session))
+        .route("/v1/sessions/{session_id}/resume", post(sessions::resume))
         .route("/v1/spend", get(spend::spend))
         .route("/v1/spend/top-sessions", get(spend::top_sessions))
         .route("/v1/spend/cache-savings", get(spend::cache_savings))

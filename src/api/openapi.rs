@@ -42,6 +42,7 @@ use super::error::ErrorBody;
         super::admin::spend_limits::set,
         super::admin::spend_limits::one,
         super::admin::spend_limits::remove,
+        super::sessions::resume,
     ),
     components(schemas(ErrorBody, super::sql::SqlRequest, super::admin::keys::NewKey, super::admin::keys::Rotate)),
     modifiers(&BearerAuth)

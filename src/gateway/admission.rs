@@ -11,6 +11,15 @@
 //! and reservations happen under one lock that is never held across an
 //! await, so concurrent requests cannot all squeeze into the same room.
 //!
+//! A budget with `output_estimate = "observed"` reserves, instead of all
+//! of `max_tokens`, what the key's requests to the model really produced
+//! lately ([`super::observed`]). Session and agent budgets take the
+//! session and agent from Claude Code's headers ([`SessionOf`]).
+//!
+//! Runaway guards: the accountant blocks a session (a `blocked` record on
+//! the budgets topic) and a person resumes it (a `resumed` record); this
+//! gateway folds both and refuses a blocked session's requests.
+//!
 //! Subscription passthrough requests are billed by Anthropic to the client:
 //! they reserve and count no USD (a USD budget neither holds them back nor
 //! is used up by them), while token budgets and rate limits apply as to
@@ -18,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,16 +40,48 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::auth::Identity;
+use super::observed::ObservedOutputs;
 use super::plan::WorstCase;
 use super::tokens::TokenCounter;
-use crate::budget::{BudgetRecord, BudgetSpec, BudgetStates, LedgerId, Who};
-use crate::config::{AdmissionConfig, BudgetScope, RateLimitConfig, UnknownStatePolicy};
+use crate::budget::{BudgetRecord, BudgetSpec, BudgetStates, LedgerId, SessionBlock, Who};
+use crate::config::{
+    AdmissionConfig, BudgetScope, OutputEstimate, RateLimitConfig, UnknownStatePolicy,
+};
 use crate::event::Usage;
 use crate::metrics::METRICS;
 use crate::pricing::cost::quote;
 use crate::pricing::{PriceQuery, SharedBook};
 
 pub use super::error::Refusal;
+
+/// The Claude Code session and agent a request belongs to, from its
+/// headers (session and agent budgets, guard blocks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionOf<'a> {
+    pub session: Option<&'a str>,
+    pub agent: Option<&'a str>,
+}
+
+impl<'a> SessionOf<'a> {
+    /// Reads `x-claude-code-session-id` and `x-claude-code-agent-id`.
+    pub fn from_headers(headers: &'a http::HeaderMap) -> SessionOf<'a> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        SessionOf {
+            session: text("x-claude-code-session-id"),
+            agent: text("x-claude-code-agent-id"),
+        }
+    }
+}
+
+/// Most session blocks a gateway keeps: resumed ones go first, then the
+/// oldest (a client tripping guards in many sessions cannot grow it).
+const MAX_BLOCKS: usize = 100_000;
+
+/// A session's latest guard record.
+struct BlockState {
+    block: SessionBlock,
+    resumed: bool,
+}
 
 /// A request's reservation; settle it with the real usage when the
 /// request ends. Dropped unsettled, it is released.
@@ -51,6 +93,9 @@ pub struct Ticket {
     /// Whether the request's cost is spend (false on passthrough: the
     /// client's subscription pays, so nothing is reserved in USD).
     spends_usd: bool,
+    /// The key and requested model, for the observed-output samples.
+    key_id: String,
+    model: Option<String>,
 }
 
 impl Ticket {
@@ -69,6 +114,13 @@ impl Ticket {
             Decimal::ZERO
         };
         let tokens = usage.total_tokens();
+        if self.admission.observes && usage.output_tokens > 0 {
+            if let Some(model) = self.model.as_deref() {
+                self.admission
+                    .observed
+                    .record(&self.key_id, model, usage.output_tokens);
+            }
+        }
         let mut state = self.admission.lock();
         if let Some(r) = state.reservations.get_mut(&self.seq) {
             for (_, reserved_usd, reserved_tokens) in r.ledgers.iter_mut() {
@@ -112,6 +164,8 @@ struct State {
     reservations: HashMap<u64, Reservation>,
     /// This gateway's events folded by the accountant, per team.
     folded: HashMap<String, u64>,
+    /// Guard records per (key, session).
+    blocks: HashMap<(String, String), BlockState>,
 }
 
 impl State {
@@ -143,6 +197,35 @@ impl State {
             }
         }
         (usd, tokens)
+    }
+
+    /// Takes a guard's block or a person's resume of one session. A block
+    /// of a trip already resumed (re-published after an accountant
+    /// restart) stays resumed.
+    fn apply_block(&mut self, block: SessionBlock, resumed: bool) {
+        let slot = (block.key_id.clone(), block.session.clone());
+        let repeat = self
+            .blocks
+            .get(&slot)
+            .is_some_and(|b| b.resumed && b.block.episode == block.episode);
+        if !resumed && repeat {
+            return;
+        }
+        self.blocks.insert(slot, BlockState { block, resumed });
+        if self.blocks.len() > MAX_BLOCKS {
+            self.blocks.retain(|_, b| !b.resumed);
+        }
+        while self.blocks.len() > MAX_BLOCKS {
+            let oldest = self
+                .blocks
+                .iter()
+                .min_by_key(|(_, b)| b.block.at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.blocks.remove(&k),
+                None => break,
+            };
+        }
     }
 
     fn report(&self) {
@@ -223,6 +306,13 @@ pub struct Admission {
     /// Counts tokens of requests near a limit.
     counter: TokenCounter,
     state: Mutex<State>,
+    /// Recent outputs per key and model, for observed estimates.
+    observed: ObservedOutputs,
+    /// Whether any budget estimates output from observation.
+    observes: bool,
+    /// Whether guards may block sessions (the budgets topic is followed
+    /// even with no budget).
+    guards: AtomicBool,
 }
 
 impl Admission {
@@ -237,6 +327,9 @@ impl Admission {
         announce_rate_limits(limits);
         // With no budgets there is no state to wait for.
         let caught_up = specs.is_empty();
+        let observes = specs
+            .iter()
+            .any(|s| s.output_estimate == OutputEstimate::Observed);
         Arc::new(Admission {
             gateway_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             next_seq: AtomicU64::new(1),
@@ -252,12 +345,16 @@ impl Admission {
                 caught_up,
                 ..State::default()
             }),
+            observed: ObservedOutputs::default(),
+            observes,
+            guards: AtomicBool::new(false),
         })
     }
 
-    /// Whether any budget is configured (the state feed is needed).
+    /// Whether any budget is configured, or a guard may block sessions
+    /// (either way the state feed is needed).
     pub fn has_budgets(&self) -> bool {
-        !self.specs.load().is_empty()
+        !self.specs.load().is_empty() || self.guards.load(Ordering::Relaxed)
     }
 
     /// Puts new budget specs in use (the control plane changed them);
@@ -288,6 +385,56 @@ impl Admission {
         self.limiters.store(Arc::new(next));
     }
 
+    /// Guards that block are configured: follow the budgets topic for
+    /// their blocks even without budgets.
+    pub fn follow_guards(&self, blocking: bool) {
+        self.guards.store(blocking, Ordering::Relaxed);
+    }
+
+    /// The guard blocks in force on `session` (one per key that sent it),
+    /// for `POST /v1/sessions/{id}/resume`.
+    pub fn blocks_of(&self, session: &str) -> Vec<SessionBlock> {
+        let state = self.lock();
+        let mut out: Vec<SessionBlock> = state
+            .blocks
+            .values()
+            .filter(|b| !b.resumed && b.block.session == session)
+            .map(|b| b.block.clone())
+            .collect();
+        out.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        out
+    }
+
+    /// The block in force on `who`'s `session`, as a refusal.
+    fn check_blocked(&self, who: &Identity, session: SessionOf<'_>) -> Result<(), Refusal> {
+        let Some(id) = session.session else {
+            return Ok(());
+        };
+        let state = self.lock();
+        if state.blocks.is_empty() {
+            return Ok(());
+        }
+        // Named as the event (and so the guard's block) names it.
+        let slot = (
+            who.key_id.clone(),
+            crate::budget::as_recorded(id).into_owned(),
+        );
+        match state.blocks.get(&slot).filter(|b| !b.resumed) {
+            Some(b) => {
+                METRICS
+                    .guard_refusals
+                    .with_label_values(&[&b.block.guard])
+                    .inc();
+                Err(Refusal::Guard {
+                    guard: b.block.guard.clone(),
+                    session: b.block.session.clone(),
+                    reason: b.block.reason.clone(),
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The price tables admission prices with now (they may be reloaded).
     pub fn price_book(&self) -> Arc<crate::pricing::PriceBook> {
         self.book.current()
@@ -307,6 +454,9 @@ impl Admission {
         let mut state = self.lock();
         match record {
             BudgetRecord::State(s) => state.states.apply(s),
+            BudgetRecord::Forgotten(f) => state.states.forget(&f),
+            BudgetRecord::Blocked(b) => state.apply_block(b, false),
+            BudgetRecord::Resumed(b) => state.apply_block(b, true),
             BudgetRecord::Progress(p) => {
                 let prefix = format!("{}|", self.gateway_id);
                 let mut released = false;
@@ -356,10 +506,12 @@ impl Admission {
     pub async fn admit(
         self: &Arc<Self>,
         who: &Identity,
+        session: SessionOf<'_>,
         ask: &WorstCase,
         at: DateTime<Utc>,
     ) -> Result<Ticket, Refusal> {
         let body = &ask.body;
+        self.check_blocked(who, session)?;
         self.check_rate_limits(who, body.len() as u64, ask.max_tokens)?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket {
@@ -368,9 +520,11 @@ impl Admission {
             team: who.team.clone(),
             done: false,
             spends_usd: !who.passthrough,
+            key_id: who.key_id.clone(),
+            model: ask.model.clone(),
         };
         let specs = self.specs.load_full();
-        let covering = self.covering(&specs, who, at);
+        let covering = self.covering(&specs, who, session, at);
         if covering.is_empty() {
             return Ok(ticket);
         }
@@ -394,6 +548,7 @@ impl Admission {
         &self,
         specs: &'a [BudgetSpec],
         who: &Identity,
+        session: SessionOf<'_>,
         at: DateTime<Utc>,
     ) -> Vec<(&'a BudgetSpec, LedgerId, Option<DateTime<Utc>>)> {
         let w = Who {
@@ -401,6 +556,8 @@ impl Admission {
             user: &who.user,
             team: &who.team,
             workspace: &who.workspace,
+            session: session.session,
+            agent: session.agent,
         };
         specs
             .iter()
@@ -429,9 +586,14 @@ impl Admission {
     /// would show a $5 cap 30 % used before anything was spent. Reserves
     /// nothing and decides nothing; admission alone refuses. USD limits
     /// count only for requests that spend USD (not passthrough).
-    pub fn standings(&self, who: &Identity, at: DateTime<Utc>) -> Vec<BudgetStanding> {
+    pub fn standings(
+        &self,
+        who: &Identity,
+        session: SessionOf<'_>,
+        at: DateTime<Utc>,
+    ) -> Vec<BudgetStanding> {
         let specs = self.specs.load_full();
-        let covering = self.covering(&specs, who, at);
+        let covering = self.covering(&specs, who, session, at);
         let state = self.lock();
         covering
             .into_iter()
@@ -461,8 +623,13 @@ impl Admission {
 
     /// The tightest budget covering `who` at `at`: the one used furthest
     /// towards its limit ([`Admission::standings`]).
-    pub fn tightest_budget(&self, who: &Identity, at: DateTime<Utc>) -> Option<BudgetStanding> {
-        self.standings(who, at)
+    pub fn tightest_budget(
+        &self,
+        who: &Identity,
+        session: SessionOf<'_>,
+        at: DateTime<Utc>,
+    ) -> Option<BudgetStanding> {
+        self.standings(who, session, at)
             .into_iter()
             .max_by(|a, b| a.utilisation.total_cmp(&b.utilisation))
     }
@@ -476,18 +643,13 @@ impl Admission {
         ask: &WorstCase,
         input: u64,
     ) -> Result<(), Refusal> {
-        let max_tokens = ask.max_tokens;
-        let usd = if ticket.spends_usd {
-            self.worst_case_usd(ask.model.as_deref(), input, max_tokens, &ask.billing)
-        } else {
-            Decimal::ZERO
-        };
-        let tokens = input + max_tokens;
+        let asks = self.asks(ticket, covering, ask, input);
         let mut state = self.lock();
         if !state.caught_up && self.config.on_unknown_state == UnknownStatePolicy::Closed {
             return Err(Refusal::StateUnknown);
         }
-        for (spec, id, end) in covering {
+        for ((spec, id, end), (usd, tokens)) in covering.iter().zip(&asks) {
+            let (usd, tokens) = (*usd, *tokens);
             let spent = state.states.total(id);
             let (reserved_usd, reserved_tokens) = state.reserved(id);
             let resets = end
@@ -531,7 +693,8 @@ impl Admission {
         }
         let ledgers = covering
             .iter()
-            .map(|(_, id, _)| (id.clone(), usd, tokens))
+            .zip(asks)
+            .map(|((_, id, _), (usd, tokens))| (id.clone(), usd, tokens))
             .collect();
         state.reservations.insert(
             ticket.seq,
@@ -543,6 +706,43 @@ impl Admission {
         );
         state.report();
         Ok(())
+    }
+
+    /// What to reserve on each covering budget, `(usd, tokens)` in
+    /// `covering`'s order: `max_tokens` of output, or for an observed
+    /// budget the key's observed output for the model (at most
+    /// `max_tokens`). Priced before the lock is taken.
+    fn asks(
+        &self,
+        ticket: &Ticket,
+        covering: &[(&BudgetSpec, LedgerId, Option<DateTime<Utc>>)],
+        ask: &WorstCase,
+        input: u64,
+    ) -> Vec<(Decimal, u64)> {
+        let model = ask.model.as_deref();
+        let price = |output: u64| {
+            let usd = if ticket.spends_usd {
+                self.worst_case_usd(model, input, output, &ask.billing)
+            } else {
+                Decimal::ZERO
+            };
+            (usd, input + output)
+        };
+        let worst = price(ask.max_tokens);
+        let mut observed = None;
+        covering
+            .iter()
+            .map(|(spec, _, _)| match spec.output_estimate {
+                OutputEstimate::MaxTokens => worst,
+                OutputEstimate::Observed => *observed.get_or_insert_with(|| {
+                    let key = &ticket.key_id;
+                    let out = self
+                        .observed
+                        .estimate(key, model.unwrap_or(""), ask.max_tokens);
+                    price(out)
+                }),
+            })
+            .collect()
     }
 
     /// The most a request can cost: every input token at the dearest input
@@ -786,6 +986,8 @@ mod tests {
             limit_usd: None,
             limit_tokens: None,
             alerted: Vec::new(),
+            owner: None,
+            last_at: None,
         }));
     }
 
@@ -815,9 +1017,11 @@ limit_usd = "1"
         let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
         spent(&a, "team-month", "eng", at, "50");
         spent(&a, "alice-day", "alice", at, "8.1");
-        let standings = a.standings(&alice(), at);
+        let standings = a.standings(&alice(), SessionOf::default(), at);
         assert_eq!(standings.len(), 2, "bob's budget does not cover alice");
-        let tight = a.tightest_budget(&alice(), at).unwrap();
+        let tight = a
+            .tightest_budget(&alice(), SessionOf::default(), at)
+            .unwrap();
         assert_eq!(tight.budget, "alice-day");
         assert!((tight.utilisation - 0.81).abs() < 1e-9, "{tight:?}");
         assert_eq!(
@@ -849,8 +1053,15 @@ limit_usd = "10"
             body: body.clone(),
             billing: Usage::default(),
         };
-        let ticket = a.admit(&alice(), &ask, at).await.unwrap();
-        let u = |a: &Admission| a.tightest_budget(&alice(), at).unwrap().utilisation;
+        let ticket = a
+            .admit(&alice(), SessionOf::default(), &ask, at)
+            .await
+            .unwrap();
+        let u = |a: &Admission| {
+            a.tightest_budget(&alice(), SessionOf::default(), at)
+                .unwrap()
+                .utilisation
+        };
         assert!((u(&a) - 0.8).abs() < 1e-9, "the reservation is not spend");
         let usage = Usage {
             input_tokens: 100_000,
@@ -878,7 +1089,55 @@ limit_usd = "100"
         let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
         let mut who = alice();
         who.passthrough = true;
-        assert!(a.tightest_budget(&who, at).is_none());
-        assert!(a.tightest_budget(&alice(), at).is_some());
+        assert!(a.tightest_budget(&who, SessionOf::default(), at).is_none());
+        assert!(
+            a.tightest_budget(&alice(), SessionOf::default(), at)
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blocked_session_is_refused_until_resumed_and_a_stale_block_does_not_return() {
+        let a = admission("budgets = []");
+        let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        let ask = WorstCase {
+            model: Some("claude-sonnet-4-5".into()),
+            max_tokens: 10,
+            body: bytes::Bytes::from_static(b"{}"),
+            billing: Usage::default(),
+        };
+        let s1 = SessionOf {
+            session: Some("s-1"),
+            agent: None,
+        };
+        let block = |episode: &str| SessionBlock {
+            key_id: "key_alice".into(),
+            session: "s-1".into(),
+            guard: "loop".into(),
+            episode: episode.into(),
+            reason: "the same request body 3 times in a row".into(),
+            at,
+        };
+        let admitted = |a: &Arc<Admission>, s| {
+            let a = a.clone();
+            let ask = ask.clone();
+            async move { a.admit(&alice(), s, &ask, at).await.is_ok() }
+        };
+        a.apply(BudgetRecord::Blocked(block("e1")));
+        assert!(!admitted(&a, s1).await, "blocked");
+        assert!(
+            admitted(&a, SessionOf::default()).await,
+            "other requests go on"
+        );
+        assert_eq!(a.blocks_of("s-1").len(), 1);
+        a.apply(BudgetRecord::Resumed(block("e1")));
+        assert!(admitted(&a, s1).await, "resumed");
+        a.apply(BudgetRecord::Blocked(block("e1")));
+        assert!(
+            admitted(&a, s1).await,
+            "the same trip re-published stays resumed"
+        );
+        a.apply(BudgetRecord::Blocked(block("e2")));
+        assert!(!admitted(&a, s1).await, "a new trip blocks again");
     }
 }

@@ -17,7 +17,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
 
 use super::Gateway;
-use super::admission::BudgetStanding;
+use super::admission::{BudgetStanding, SessionOf};
 use super::auth::Identity;
 use super::error::anthropic_error;
 use super::usage_limits::period_name;
@@ -120,7 +120,7 @@ pub async fn usage(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respon
     let now = Utc::now();
     let standings: Vec<BudgetStanding> = gw
         .admission
-        .standings(&identity, now)
+        .standings(&identity, SessionOf::from_headers(&headers), now)
         .into_iter()
         .filter(|s| s.limit_usd.is_some())
         .collect();

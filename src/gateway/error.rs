@@ -21,6 +21,14 @@ pub enum Refusal {
     },
     #[error("budget state is not known yet (this gateway is still reading it); try again shortly")]
     StateUnknown,
+    #[error(
+        "session {session} is blocked by runaway guard {guard}: {reason}; an admin resumes it with POST /v1/sessions/{session}/resume"
+    )]
+    Guard {
+        guard: String,
+        session: String,
+        reason: String,
+    },
     #[error("rate limit of {scope} {subject}: {limit}; retry in {retry_after_secs} s")]
     RateLimited {
         scope: &'static str,
@@ -90,7 +98,9 @@ impl GatewayError {
             Upstream(_) => (StatusCode::BAD_GATEWAY, "api_error"),
             // Claude Code's gateway contract: a spent cap is 429
             // `billing_error` (not retried, shown as the client's own).
-            Refused(Refusal::Budget { .. }) => (StatusCode::TOO_MANY_REQUESTS, "billing_error"),
+            Refused(Refusal::Budget { .. } | Refusal::Guard { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "billing_error")
+            }
             Refused(Refusal::StateUnknown) => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
             Refused(Refusal::RateLimited { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
@@ -118,6 +128,7 @@ impl GatewayError {
             Upstream(e) => e.error_type(),
             Refused(Refusal::Budget { .. }) => "budget_exceeded",
             Refused(Refusal::StateUnknown) => "budget_state_unknown",
+            Refused(Refusal::Guard { .. }) => "session_blocked",
             Refused(Refusal::RateLimited { .. }) => "rate_limited",
             Route(RouteError::Forbidden { .. }) => "client_config_forbidden",
             Route(RouteError::Invalid { .. }) => "bad_header",
@@ -179,7 +190,7 @@ impl IntoResponse for GatewayError {
         match &self {
             // A spent budget does not come back by retrying: Claude Code
             // shows the message once instead of retrying ten times.
-            GatewayError::Refused(Refusal::Budget { .. })
+            GatewayError::Refused(Refusal::Budget { .. } | Refusal::Guard { .. })
             | GatewayError::Route(RouteError::Forbidden { .. }) => {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }

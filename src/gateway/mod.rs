@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod inbound;
+pub mod observed;
 pub mod passthrough;
 mod plan;
 mod proxy;
@@ -48,6 +49,9 @@ pub struct Gateway {
     cache: Arc<cache::ResponseCache>,
     /// Fingerprints the client credentials of passthrough requests.
     fingerprints: passthrough::Fingerprinter,
+    /// A `repeat` guard is configured: session requests carry a digest of
+    /// their body on the event.
+    digest_bodies: bool,
 }
 
 impl Gateway {
@@ -71,6 +75,10 @@ impl Gateway {
             routing: cfg.routing.clone(),
             cache: Arc::new(cache::ResponseCache::default()),
             fingerprints: passthrough::Fingerprinter::from_config(cfg)?,
+            digest_bodies: cfg
+                .guards
+                .iter()
+                .any(|g| g.kind == crate::budget::GuardKind::Repeat),
         })
     }
 }

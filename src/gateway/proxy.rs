@@ -11,6 +11,7 @@ use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::Gateway;
+use super::admission::SessionOf;
 use super::attempts::Attempts;
 use super::auth::Identity;
 use super::cache::{Cached, Capture, ResponseCache};
@@ -176,6 +177,9 @@ impl Gateway {
         let e = recording.event_mut();
         e.model_requested = head.model.as_deref().map(str::to_owned);
         e.stream = head.is_stream();
+        if self.digest_bodies && e.session_id.is_some() {
+            e.body_digest = Some(body_digest(&body));
+        }
         Ok(WorstCase::of(body.clone(), &head))
     }
 
@@ -240,7 +244,12 @@ impl Gateway {
         let Some(worst) = worst else {
             return Ok(());
         };
-        let ticket = self.admission.admit(identity, worst, at).await?;
+        let event = recording.event_mut();
+        let session = SessionOf {
+            session: event.session_id.as_deref(),
+            agent: event.agent_id.as_deref(),
+        };
+        let ticket = self.admission.admit(identity, session, worst, at).await?;
         recording.admitted(self.admission.gateway_id(), ticket);
         Ok(())
     }
@@ -418,4 +427,12 @@ fn body_error(err: axum::Error, limit: usize) -> GatewayError {
     } else {
         GatewayError::BodyRead(err.to_string())
     }
+}
+
+/// The digest `repeat` guards compare: CRC-32 and length of the body, in
+/// hex. Claude Code's bodies are ~100 KB, and CRC-32 reads them at many
+/// GB/s where SHA-256 would cost a good part of a millisecond; a
+/// collision can only make a client's own session look repetitive.
+fn body_digest(body: &[u8]) -> String {
+    format!("{:x}-{:08x}", body.len(), crc32fast::hash(body))
 }

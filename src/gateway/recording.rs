@@ -99,6 +99,7 @@ impl Recording {
             usage_estimated: false,
             cost: None,
             origin: None,
+            body_digest: None,
         };
         Recording {
             event,

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::Gateway;
-use super::admission::BudgetStanding;
+use super::admission::{BudgetStanding, SessionOf};
 use crate::config::BudgetPeriod;
 
 /// The prefix of every usage-limit header.
@@ -48,6 +48,7 @@ pub async fn add_usage_headers(
         return next.run(request).await;
     }
     let identity = gw.keys.load().authenticate(request.headers()).ok();
+    let session = OwnedSession::of(request.headers());
     let mut response = next.run(request).await;
     let Some(identity) = identity.filter(|i| !i.passthrough) else {
         return response;
@@ -57,10 +58,12 @@ pub async fn add_usage_headers(
     let standing = match &refused {
         Some(r) => gw
             .admission
-            .standings(&identity, now)
+            .standings(&identity, session.as_of(), now)
             .into_iter()
             .find(|s| s.budget == r.budget && s.subject == r.subject),
-        None => gw.admission.tightest_budget(&identity, now),
+        None => gw
+            .admission
+            .tightest_budget(&identity, session.as_of(), now),
     };
     let headers = response.headers_mut();
     strip_upstream(headers);
@@ -72,6 +75,32 @@ pub async fn add_usage_headers(
         }
     }
     response
+}
+
+/// The request's session and agent, kept past the request's move into
+/// the handler (session budgets count for the headers too).
+struct OwnedSession {
+    session: Option<String>,
+    agent: Option<String>,
+}
+
+impl OwnedSession {
+    /// Copies them out of the request's headers.
+    fn of(headers: &HeaderMap) -> OwnedSession {
+        let s = SessionOf::from_headers(headers);
+        OwnedSession {
+            session: s.session.map(str::to_owned),
+            agent: s.agent.map(str::to_owned),
+        }
+    }
+
+    /// Borrowed, as admission takes it.
+    fn as_of(&self) -> SessionOf<'_> {
+        SessionOf {
+            session: self.session.as_deref(),
+            agent: self.agent.as_deref(),
+        }
+    }
 }
 
 /// Removes the upstream's own usage-limit headers.

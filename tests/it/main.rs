@@ -23,4 +23,5 @@ mod properties;
 mod providers;
 mod query;
 mod rollups;
+mod sessions;
 mod spine;

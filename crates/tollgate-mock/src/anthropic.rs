@@ -101,11 +101,12 @@ async fn messages(
         }
         Scenario::Delay(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            answer(&model, stream, &body, 0, false)
+            answer(&model, stream, &body, 0, false, USAGE_OUTPUT)
         }
-        Scenario::SlowStream(ms) => answer(&model, stream, &body, ms, false),
-        Scenario::Cut => answer(&model, stream, &body, 0, true),
-        Scenario::Ok => answer(&model, stream, &body, 0, false),
+        Scenario::SlowStream(ms) => answer(&model, stream, &body, ms, false, USAGE_OUTPUT),
+        Scenario::Cut => answer(&model, stream, &body, 0, true, USAGE_OUTPUT),
+        Scenario::Ok => answer(&model, stream, &body, 0, false, USAGE_OUTPUT),
+        Scenario::Output(n) => answer(&model, stream, &body, 0, false, n),
     }
 }
 
@@ -224,6 +225,8 @@ pub(crate) enum Scenario {
     Cut,
     /// A 429 whose `retry-after` is this text (`retry-after:nan`).
     RetryAfter(String),
+    /// An answer reporting this many output tokens (`output:20000`): budget tests need answers of a chosen cost.
+    Output(u64),
 }
 
 impl Scenario {
@@ -234,6 +237,7 @@ impl Scenario {
             Some(("delay", v)) => v.parse().map(Scenario::Delay).unwrap_or(Scenario::Ok),
             Some(("slow-stream", v)) => v.parse().map(Scenario::SlowStream).unwrap_or(Scenario::Ok),
             Some(("retry-after", v)) => Scenario::RetryAfter(v.to_owned()),
+            Some(("output", v)) => v.parse().map(Scenario::Output).unwrap_or(Scenario::Ok),
             _ if s == "cut" => Scenario::Cut,
             _ => Scenario::Ok,
         }
@@ -316,13 +320,18 @@ fn message_id(request_body: &[u8]) -> String {
 
 /// The SSE events of one answer, in Anthropic's exact framing.
 pub fn sse_events(model: &str, request_body: &[u8]) -> Vec<String> {
+    sse_events_with(model, request_body, USAGE_OUTPUT)
+}
+
+/// The SSE events of one answer reporting `output_tokens` of output.
+fn sse_events_with(model: &str, request_body: &[u8], output_tokens: u64) -> Vec<String> {
     let id = message_id(request_body);
     let start = serde_json::json!({"type": "message_start", "message": {
         "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": null, "stop_sequence": null, "usage": usage_json(1)}});
     let delta = serde_json::json!({"type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-        "usage": {"output_tokens": USAGE_OUTPUT}});
+        "usage": {"output_tokens": output_tokens}});
     let (first, rest) = TEXT.split_at(5);
     let text_delta = |t: &str| {
         serde_json::json!({"type": "content_block_delta", "index": 0,
@@ -349,12 +358,17 @@ pub fn sse_events(model: &str, request_body: &[u8]) -> Vec<String> {
 
 /// A whole (non-streaming) Messages answer.
 pub(crate) fn answer_json(model: &str, request_body: &[u8]) -> Response {
+    answer_json_with(model, request_body, USAGE_OUTPUT)
+}
+
+/// A whole Messages answer reporting `output_tokens` of output.
+fn answer_json_with(model: &str, request_body: &[u8], output_tokens: u64) -> Response {
     let body = serde_json::json!({
         "id": message_id(request_body),
         "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": TEXT}],
         "stop_reason": "end_turn", "stop_sequence": null,
-        "usage": usage_json(USAGE_OUTPUT),
+        "usage": usage_json(output_tokens),
     });
     let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
@@ -372,11 +386,12 @@ pub(crate) fn answer(
     request_body: &[u8],
     pause_ms: u64,
     cut: bool,
+    output_tokens: u64,
 ) -> Response {
     if !stream {
-        return answer_json(model, request_body);
+        return answer_json_with(model, request_body, output_tokens);
     }
-    let mut events = sse_events(model, request_body);
+    let mut events = sse_events_with(model, request_body, output_tokens);
     if cut {
         events.truncate(4);
     }
@@ -425,6 +440,10 @@ mod tests {
         assert!(matches!(Scenario::parse("error:529"), Scenario::Error(529)));
         assert!(matches!(Scenario::parse("delay:20"), Scenario::Delay(20)));
         assert!(matches!(Scenario::parse("cut"), Scenario::Cut));
+        assert!(matches!(
+            Scenario::parse("output:20000"),
+            Scenario::Output(20000)
+        ));
         assert!(matches!(Scenario::parse("error:x"), Scenario::Ok));
         assert!(matches!(Scenario::parse("dance"), Scenario::Ok));
     }

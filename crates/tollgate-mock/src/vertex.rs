@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 
-use crate::anthropic::{MockState, Scenario, answer, scripted_error};
+use crate::anthropic::{MockState, Scenario, USAGE_OUTPUT, answer, scripted_error};
 use crate::catalog;
 
 /// The claims of a service account's token request, as Google reads them.
@@ -187,8 +187,8 @@ pub async fn predict(
     };
     let stream = parsed["stream"].as_bool().unwrap_or(false);
     match action {
-        "streamRawPredict" if stream => answer(served, true, &body, 0, false),
-        "rawPredict" if !stream => answer(served, false, &body, 0, false),
+        "streamRawPredict" if stream => answer(served, true, &body, 0, false, USAGE_OUTPUT),
+        "rawPredict" if !stream => answer(served, false, &body, 0, false, USAGE_OUTPUT),
         _ => error(
             StatusCode::BAD_REQUEST,
             &format!("{action} does not match stream={stream}"),

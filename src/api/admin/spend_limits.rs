@@ -273,6 +273,9 @@ pub async fn set(
         limit_usd: None,
         limit_tokens: None,
         thresholds: vec![50, 80, 100],
+        output_estimate: Default::default(),
+        max_subjects_per_key: crate::config::default_max_subjects_per_key(),
+        forget_idle_hours: crate::config::default_forget_idle_hours(),
     });
     budget.limit_usd = Some(parse_amount(amount)?);
     super::budgets::put(&state, &grant, budget.clone()).await?;
