@@ -431,11 +431,7 @@ pub async fn run(
         }));
     }
 
-    let admin = api::admin::router(Arc::new(api::admin::AdminState::new(
-        &cfg,
-        control.clone(),
-        admission.clone(),
-    )));
+    let admin = api::admin::router(Arc::new(api::admin::AdminState::new(&cfg, control.clone())));
     let listeners = listeners(
         &cfg,
         gateway_state,
