@@ -437,11 +437,7 @@ pub async fn run(
         }));
     }
 
-    let admin = api::admin::router(Arc::new(api::admin::AdminState::new(
-        &cfg,
-        control.clone(),
-        admission.clone(),
-    )));
+    let admin = api::admin::router(Arc::new(api::admin::AdminState::new(&cfg, control.clone())));
     let listeners = listeners(
         &cfg,
         gateway_state,
@@ -508,13 +504,22 @@ fn register_model_labels(cfg: &Config, book: &SharedBook) {
     metrics::allow_model_label_pattern(Box::new(move |m| book.current().knows_model(m)));
 }
 
-/// `tollgate replay`: every budget ledger rebuilt from the event log.
+/// `tollgate replay`: every budget ledger rebuilt from the event log, for
+/// the budgets of the control state (the file's when the state has none).
 pub async fn replay(
     cfg: &Config,
 ) -> Result<Vec<crate::accounting::replay::LedgerSummary>, RoleError> {
     let bus = Bus::open(cfg).await?;
     let book = load_price_book(cfg, None)?;
-    let specs = crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
+    // The budgets the accountant folds: the control state's, which the
+    // file (not yet applied, if it changed) bootstraps.
+    let stop = CancellationToken::new();
+    let control = Control::start(bus.log.clone(), None, &stop).await?;
+    let mut budgets = control.current().budget_configs();
+    if budgets.is_empty() {
+        budgets = cfg.budgets.clone();
+    }
+    let specs = crate::budget::BudgetSpec::from_config(&budgets).map_err(RoleError::Config)?;
     Ok(crate::accounting::replay::replay(bus.log.as_ref(), &book, specs).await?)
 }
 

@@ -283,3 +283,48 @@ pub fn rate_limit_ids(limits: &[RateLimitConfig]) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_entry_holds_no_credential_but_changes_when_one_does() {
+        let hook = |url: &str, secret: Option<&str>| WebhookConfig {
+            url: url.into(),
+            format: WebhookFormat::Slack,
+            secret: secret.map(str::to_owned),
+        };
+        let slack = hook(
+            "https://hooks.slack.com/services/T0/B0/XyZsecret",
+            Some("s3cret"),
+        );
+        let entry = serde_json::to_string(&WebhookEntry::from_config(&slack)).unwrap();
+        assert!(
+            !entry.contains("XyZsecret") && !entry.contains("s3cret"),
+            "{entry}"
+        );
+        assert!(entry.contains("hooks.slack.com"), "{entry}");
+        let rotated = hook(
+            "https://hooks.slack.com/services/T0/B0/XyZsecret",
+            Some("other"),
+        );
+        assert_ne!(
+            WebhookEntry::from_config(&slack).fingerprint,
+            WebhookEntry::from_config(&rotated).fingerprint
+        );
+        assert_eq!(webhook_id(&slack), webhook_id(&rotated));
+    }
+
+    #[test]
+    fn rate_limit_ids_name_scope_and_subject_and_number_repeats() {
+        let limit = |subject: Option<&str>| RateLimitConfig {
+            scope: crate::config::BudgetScope::Team,
+            subject: subject.map(str::to_owned),
+            requests_per_minute: Some(1),
+            tokens_per_minute: None,
+        };
+        let ids = rate_limit_ids(&[limit(None), limit(Some("eng")), limit(None)]);
+        assert_eq!(ids, ["team:*", "team:eng", "team:*#2"]);
+    }
+}

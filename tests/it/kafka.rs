@@ -685,6 +685,7 @@ async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and
         made["id"].as_str().unwrap().to_owned(),
         made["key"].as_str().unwrap().to_owned(),
     );
+    let made_at = Instant::now();
     for gw in [&gw1, &gw2] {
         assert!(
             eventually(Duration::from_secs(1), || async {
@@ -695,6 +696,11 @@ async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and
             gw.url
         );
     }
+    // Figures for the report, not assertions.
+    eprintln!(
+        "control propagation: the key usable on both gateways {} ms after the API answered",
+        made_at.elapsed().as_millis()
+    );
     let (status, _) = admin(
         &api,
         http::Method::DELETE,
@@ -704,6 +710,7 @@ async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and
     )
     .await;
     assert_eq!(status, 200);
+    let revoked_at = Instant::now();
     for gw in [&gw1, &gw2] {
         assert!(
             eventually(Duration::from_secs(1), || async {
@@ -714,6 +721,10 @@ async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and
             gw.url
         );
     }
+    eprintln!(
+        "control propagation: the key refused on both gateways {} ms after the API answered",
+        revoked_at.elapsed().as_millis()
+    );
     // A gateway started now has the state before its first request.
     let gw3 = c.role("gw3", "gateway");
     assert_eq!(status_with(&gw3, &key).await, 401);

@@ -142,6 +142,14 @@ fn entry_of(
             ),
         ));
     }
+    if !new.passthrough && new.route.is_none() && state.keyless.contains(&provider) {
+        return Err(AdminError::field(
+            "provider",
+            format!(
+                "{provider:?} has no api_key, so it serves passthrough keys only: set passthrough = true"
+            ),
+        ));
+    }
     if new.expires_at.is_some_and(|e| e <= Utc::now()) {
         return Err(AdminError::field("expires_at", "is in the past"));
     }

@@ -134,19 +134,16 @@ pub struct AdminState {
     tokens: Vec<([u8; 32], Grant)>,
     /// Provider names and kinds a key may name.
     providers: BTreeMap<String, ProviderKind>,
+    /// Anthropic providers without an `api_key`: they serve passthrough
+    /// keys only (as `Config::check_gateway_credentials` says of the file).
+    keyless: Vec<String>,
     /// Route names a key may name (routes are file-only).
     routes: BTreeMap<String, crate::route::RouteConfig>,
-    /// Live budget state, for the spend-limits view.
-    pub admission: Arc<crate::gateway::admission::Admission>,
 }
 
 impl AdminState {
     /// The admin API over `control` (none: every write answers 503).
-    pub fn new(
-        cfg: &Config,
-        control: Option<Arc<Control>>,
-        admission: Arc<crate::gateway::admission::Admission>,
-    ) -> AdminState {
+    pub fn new(cfg: &Config, control: Option<Arc<Control>>) -> AdminState {
         AdminState {
             control,
             tokens: grants(cfg),
@@ -155,8 +152,13 @@ impl AdminState {
                 .iter()
                 .map(|(n, p)| (n.clone(), p.kind))
                 .collect(),
+            keyless: cfg
+                .providers
+                .iter()
+                .filter(|(_, p)| p.kind == ProviderKind::Anthropic && p.api_key.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect(),
             routes: cfg.routes.clone(),
-            admission,
         }
     }
 
