@@ -9,7 +9,6 @@ mod abuse_sql;
 mod budgets;
 mod captures;
 mod claude_code;
-mod claude_code_ui;
 mod compose;
 mod control;
 mod dashboards;

@@ -443,12 +443,17 @@ impl Pane {
     /// Types `text` and Enter.
     fn send(&self, text: &str) {
         for keys in [text, "Enter"] {
-            let status = std::process::Command::new("tmux")
-                .args(["-L", &self.socket, "send-keys", "-t", "cc", keys])
-                .status()
-                .expect("tmux send-keys");
-            assert!(status.success());
+            self.key(keys);
         }
+    }
+
+    /// Presses one key (or types one string) in the pane.
+    fn key(&self, keys: &str) {
+        let status = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "cc", keys])
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
     }
 }
 
@@ -507,6 +512,11 @@ async fn interactive_claude_code_shows_the_usage_warning_past_75_percent_then_th
     let screen = pane.wait_for("Hello from the mock provider").await;
     let warning = pane.wait_for("of your usage credits").await;
     assert!(warning.contains("81%"), "{warning}\n(before: {screen})");
+    // `/usage` draws the budget as its spend limit (GET /api/oauth/usage).
+    pane.send("/usage");
+    let usage = pane.wait_for("Spend limit").await;
+    assert!(usage.contains("Resets"), "{usage}");
+    pane.key("Escape");
 
     // Spent past what the next request's reservation leaves room for: it
     // is refused, and the pane shows the budget, its spend and the reset.

@@ -12,8 +12,10 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BudgetConfig, BudgetPeriod, BudgetScope, OutputEstimate};
+pub mod config;
+
 use crate::field_caps::{RECORDING, truncate};
+pub use config::{BudgetConfig, BudgetPeriod, BudgetScope, OutputEstimate};
 
 /// Who a request is, as far as budgets care.
 #[derive(Debug, Clone, Copy)]
