@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use http::HeaderMap;
 
 use super::error::ErrorBody;
 use super::params::{Params, bad};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Reader};
 use crate::lake::query::{Cursor, LogPage, LogQuery, SessionView, SortKey, TraceView};
 
 /// Default and largest page size.
@@ -41,10 +40,9 @@ const MAX_LIMIT: usize = 1000;
     security(("bearer" = [])))]
 pub async fn list(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<LogPage>, ApiError> {
-    let scope = api.authorize(&headers)?;
     let p = Params::new(&params, &["sort", "limit", "cursor"])?;
     let (sort, descending) = sort_param(p.text("sort"))?;
     let cursor = match p.text("cursor") {
@@ -94,10 +92,9 @@ fn sort_param(sort: Option<String>) -> Result<(SortKey, bool), ApiError> {
     security(("bearer" = [])))]
 pub async fn one(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     Path(event_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let scope = api.authorize(&headers)?;
     if uuid::Uuid::parse_str(&event_id).is_err() {
         return Err(bad("event_id", "must be a UUID"));
     }
@@ -116,10 +113,9 @@ pub async fn one(
     security(("bearer" = [])))]
 pub async fn trace(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     Path(trace_id): Path<String>,
 ) -> Result<Json<TraceView>, ApiError> {
-    let scope = api.authorize(&headers)?;
     match api.lake.trace(&scope, &trace_id).await? {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::NotFound(format!(
@@ -138,10 +134,9 @@ pub async fn trace(
     security(("bearer" = [])))]
 pub async fn session(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     Path(session_id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let scope = api.authorize(&headers)?;
     match api.lake.session(&scope, &session_id).await? {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::NotFound(format!(

@@ -1,8 +1,8 @@
 //! The query API: logs, traces, spend and read-only SQL over the lake,
 //! budgets from the live state, and its own OpenAPI description.
 //!
-//! Every data endpoint starts with [`ApiState::authorize`], which turns the
-//! bearer token into a [`Scope`]: admin tokens see every row, a team token
+//! Every data endpoint takes a [`Reader`] (an extractor over the bearer
+//! token) holding its [`Scope`]: admin tokens see every row, a team token
 //! only its team's, and the lake applies that scope to every query.
 
 pub mod admin;
@@ -93,6 +93,22 @@ impl ApiState {
     }
 }
 
+/// The rows the caller may read, from its `Authorization: Bearer <token>`:
+/// an extractor, so no data handler can forget to ask and each states in
+/// its signature that it reads scoped rows.
+pub struct Reader(pub Scope);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        state.authorize(&parts.headers).map(Reader)
+    }
+}
+
 fn digest(token: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(token).into()
@@ -147,9 +163,8 @@ async fn track(
     security(("bearer" = [])))]
 async fn budgets(
     axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
-    headers: http::HeaderMap,
+    Reader(scope): Reader,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let scope = state.authorize(&headers)?;
     let data: Vec<serde_json::Value> = state
         .budgets
         .ledgers()

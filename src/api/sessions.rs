@@ -13,8 +13,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use bytes::Bytes;
 
-use super::ApiState;
 use super::error::ApiError;
+use super::{ApiState, Reader};
 use crate::budget::BudgetRecord;
 use crate::bus::BUDGETS_TOPIC;
 use crate::lake::query::Scope;
@@ -33,9 +33,9 @@ const MAX_SESSION_ID: usize = 256;
 pub async fn resume(
     State(state): State<Arc<ApiState>>,
     Path(session): Path<String>,
-    headers: http::HeaderMap,
+    Reader(scope): Reader,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if state.authorize(&headers)? != Scope::All {
+    if scope != Scope::All {
         return Err(ApiError::Forbidden(
             "resuming a session needs an admin token".into(),
         ));

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use http::HeaderMap;
 
 use super::error::ErrorBody;
 use super::params::{Params, bad};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Reader};
 use crate::lake::query::{GroupBy, Scope, SpendQuery, SpendResult, TopSessionsQuery};
 
 /// Largest number of groups or sessions one answer holds.
@@ -63,10 +62,9 @@ fn spend_query(params: &HashMap<String, String>, scope: &Scope) -> Result<SpendQ
     security(("bearer" = [])))]
 pub async fn spend(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SpendResult>, ApiError> {
-    let scope = api.authorize(&headers)?;
     let q = spend_query(&params, &scope)?;
     Ok(Json(api.lake.spend(&scope, &q).await?))
 }
@@ -84,10 +82,9 @@ pub async fn spend(
     security(("bearer" = [])))]
 pub async fn top_sessions(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SpendResult>, ApiError> {
-    let scope = api.authorize(&headers)?;
     let p = Params::new(&params, &["limit", "order_by"])?;
     let order_by = match p.text("order_by").as_deref() {
         None | Some("spend_usd") => "spend_usd",
@@ -120,10 +117,9 @@ pub async fn top_sessions(
     security(("bearer" = [])))]
 pub async fn cache_savings(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SpendResult>, ApiError> {
-    let scope = api.authorize(&headers)?;
     let q = spend_query(&params, &scope)?;
     Ok(Json(api.lake.cache_savings(&scope, &q).await?))
 }

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use http::HeaderMap;
 use serde::Deserialize;
 
 use super::error::ErrorBody;
 use super::params::bad;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Reader};
 use crate::lake::query::{SqlLimits, SqlResult};
 
 /// The request body.
@@ -34,10 +33,9 @@ pub struct SqlRequest {
     security(("bearer" = [])))]
 pub async fn run(
     State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Reader(scope): Reader,
     body: Result<Json<SqlRequest>, JsonRejection>,
 ) -> Result<Json<SqlResult>, ApiError> {
-    let scope = api.authorize(&headers)?;
     let Json(request) = body.map_err(|e| bad("body", &e.body_text()))?;
     let max_rows = match request.max_rows {
         Some(n) if n == 0 || n > api.sql_limits.max_rows => {
