@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod inbound;
+mod json_scan;
 pub mod passthrough;
 mod plan;
 mod proxy;
@@ -41,6 +42,9 @@ pub struct Gateway {
     max_body_bytes: usize,
     admission: Arc<admission::Admission>,
     routes: std::collections::BTreeMap<String, crate::route::RouteConfig>,
+    /// The one-target route of each provider, for keys without a route
+    /// (built once here, not per request).
+    single_routes: HashMap<String, crate::route::RouteConfig>,
     /// Bounds every route is held to.
     routing: crate::route::RoutingConfig,
     cache: Arc<cache::ResponseCache>,
@@ -60,14 +64,18 @@ impl Gateway {
     ) -> Result<Gateway, passthrough::PassthroughError> {
         Ok(Gateway {
             keys: auth::KeyRing::new(&cfg.keys, &cfg.routes),
-            providers,
             handoff,
             max_body_bytes: cfg.server.max_body_bytes,
             admission,
             routes: cfg.routes.clone(),
+            single_routes: providers
+                .keys()
+                .map(|p| (p.clone(), crate::route::RouteConfig::single(p)))
+                .collect(),
             routing: cfg.routing.clone(),
             cache: Arc::new(cache::ResponseCache::default()),
             fingerprints: passthrough::Fingerprinter::from_config(cfg)?,
+            providers,
         })
     }
 }

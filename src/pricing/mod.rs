@@ -11,6 +11,7 @@
 
 pub mod cost;
 pub mod import;
+mod match_cache;
 
 use std::path::{Path, PathBuf};
 
@@ -227,6 +228,8 @@ pub struct PriceBook {
     /// `[pricing] unknown_model_rates`: what a model of no known line costs
     /// (None: the dearest rates in force).
     unknown_rates: Option<Rates>,
+    /// Which entries match each model name looked up so far.
+    matching: match_cache::MatchCache,
 }
 
 /// The price tables in use, shared by admission and the accountant and
@@ -322,6 +325,7 @@ impl PriceBook {
             entries,
             version,
             unknown_rates: None,
+            matching: match_cache::MatchCache::default(),
         })
     }
 
@@ -413,11 +417,24 @@ impl PriceBook {
     pub fn find(&self, q: &PriceQuery) -> Option<&PriceEntry> {
         let day = q.at.date_naive();
         let endpoint = endpoint_kind(q.provider, q.model, q.region);
-        self.entries
+        self.matching(q.model)
             .iter()
-            .filter(|e| e.provider == q.provider && e.in_force(day) && e.matches(q.model))
+            .map(|&i| &self.entries[i as usize])
+            .filter(|e| e.provider == q.provider && e.in_force(day))
             .filter(|e| e.endpoint.is_none() || e.endpoint == endpoint)
             .max_by_key(|e| e.effective_from)
+    }
+
+    /// Indices (ascending) of the entries whose regexes match `model`,
+    /// computed once per name.
+    fn matching(&self, model: &str) -> std::sync::Arc<[u32]> {
+        self.matching.get_or_compute(model, || {
+            (0u32..)
+                .zip(&self.entries)
+                .filter(|(_, e)| e.matches(model))
+                .map(|(i, _)| i)
+                .collect()
+        })
     }
 }
 
