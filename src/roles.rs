@@ -21,20 +21,28 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::accountant::Accountant;
+#[cfg(feature = "lake")]
 use crate::api::{self, ApiState};
 use crate::backoff::Backoff;
 use crate::budget::BudgetRecord;
 use crate::bus::embedded_bus::EmbeddedBus;
 use crate::bus::kafka::KafkaBus;
-use crate::bus::{self, BUDGETS_TOPIC, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
+#[cfg(feature = "lake")]
+use crate::bus::COSTED_TOPIC;
+use crate::bus::{self, BUDGETS_TOPIC, BusError, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
 use crate::gateway::admission::Admission;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
+#[cfg(feature = "lake")]
 use crate::lake::LakeError;
+#[cfg(feature = "lake")]
 use crate::lake::compact::{CompactOptions, compact_owned};
+#[cfg(feature = "lake")]
 use crate::lake::files::LakeLayout;
+#[cfg(feature = "lake")]
 use crate::lake::query::Lake;
+#[cfg(feature = "lake")]
 use crate::lake::sink::{Sink, SinkOptions};
 use crate::metrics;
 use crate::pricing::{PriceBook, SharedBook};
@@ -82,8 +90,13 @@ pub enum RoleError {
     Config(String),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[cfg(feature = "lake")]
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error(
+        "the {role} role is not in this build (built without the `lake` feature: gateway, accountant and notifier only)"
+    )]
+    NotInThisBuild { role: &'static str },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -224,6 +237,13 @@ pub async fn run(
             return Err(RoleError::NeedsKafka { role });
         }
     }
+    #[cfg(not(feature = "lake"))]
+    if let Some(role) = [(Role::Sink, "sink"), (Role::Api, "query API")]
+        .into_iter()
+        .find_map(|(r, name)| has(r).then_some(name))
+    {
+        return Err(RoleError::NotInThisBuild { role });
+    }
     if has(Role::Gateway) {
         cfg.check_gateway_credentials().map_err(RoleError::Config)?;
     }
@@ -243,7 +263,10 @@ pub async fn run(
     } else {
         None
     };
+    #[cfg(feature = "lake")]
     let layout = LakeLayout::from_config(&cfg)?;
+    #[cfg(not(feature = "lake"))]
+    let layout = ();
 
     // Consumers need their topics; wait for the broker (retrying, logged)
     // rather than fail, so roles can start in any order.
@@ -338,6 +361,7 @@ pub async fn run(
             Ok(())
         }));
     }
+    #[cfg(feature = "lake")]
     if has(Role::Sink) {
         let log = bus.as_ref().expect("opened for the sink").log.clone();
         let sink = Sink::new(
@@ -520,6 +544,13 @@ async fn wait_for_topics(kafka: &KafkaBus, stopping: &CancellationToken) -> bool
 /// One HTTP listener: the names it is announced by, the socket, the app.
 type Listener = (Vec<&'static str>, TcpListener, axum::Router);
 
+/// What the query API reads: the lake (nothing in a build without it).
+#[cfg(feature = "lake")]
+type ApiSource = LakeLayout;
+/// What the query API reads: the lake (nothing in a build without it).
+#[cfg(not(feature = "lake"))]
+type ApiSource = ();
+
 /// The HTTP listeners of the process, each with what it serves: the
 /// gateway on `server.listen`; the query API beside it, or on
 /// `server.api_listen`; a process with neither serves only metrics there.
@@ -529,7 +560,7 @@ async fn listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
     api_budgets: Option<Arc<Admission>>,
-    layout: &LakeLayout,
+    layout: &ApiSource,
 ) -> Result<Vec<Listener>, RoleError> {
     let mut out = app_listeners(cfg, gateway, api_budgets, layout).await?;
     match cfg.server.metrics_listen {
@@ -554,8 +585,15 @@ async fn app_listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
     api_budgets: Option<Arc<Admission>>,
-    layout: &LakeLayout,
+    layout: &ApiSource,
 ) -> Result<Vec<Listener>, RoleError> {
+    #[cfg(not(feature = "lake"))]
+    let api: Option<axum::Router> = {
+        // No query API without the lake: `run` refuses the api role.
+        let _ = (layout, api_budgets);
+        None
+    };
+    #[cfg(feature = "lake")]
     let api = match api_budgets {
         Some(budgets) => {
             if cfg.admin_tokens().next().is_none() && cfg.api.team_tokens.is_empty() {
@@ -618,6 +656,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RoleError> {
 /// Merges small lake files every `every` until stopped (with `ownership`,
 /// only of the partitions the sink holds). A failed run is logged and
 /// tried again next time: the lake stays correct either way.
+#[cfg(feature = "lake")]
 async fn compact_periodically(
     layout: LakeLayout,
     options: CompactOptions,
