@@ -25,10 +25,10 @@ use crate::accounting::accountant::Accountant;
 use crate::api::{self, ApiState};
 use crate::backoff::Backoff;
 use crate::budget::BudgetRecord;
-use crate::bus::embedded_bus::EmbeddedBus;
-use crate::bus::kafka::KafkaBus;
 #[cfg(feature = "lake")]
 use crate::bus::COSTED_TOPIC;
+use crate::bus::embedded_bus::EmbeddedBus;
+use crate::bus::kafka::KafkaBus;
 use crate::bus::{self, BUDGETS_TOPIC, BusError, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
 use crate::gateway::admission::Admission;

@@ -12,11 +12,11 @@
 pub mod cost;
 pub mod import;
 mod match_cache;
+mod matcher;
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use regex::Regex;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -136,7 +136,7 @@ struct RawTable {
 pub struct PriceEntry {
     pub provider: String,
     pub family: String,
-    matchers: Vec<Regex>,
+    matchers: Vec<matcher::Matcher>,
     pub examples: Vec<String>,
     pub effective_from: NaiveDate,
     pub effective_to: Option<NaiveDate>,
@@ -595,7 +595,7 @@ fn compile_entry(
     };
     let mut matchers = Vec::new();
     for m in &raw.matchers {
-        match Regex::new(m) {
+        match matcher::Matcher::new(m) {
             Ok(r) => matchers.push(r),
             Err(e) => bad(format!("unparsable matcher {m:?}: {e}")),
         }
