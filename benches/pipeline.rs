@@ -24,6 +24,11 @@ use tollgate::lake::sink::{Sink, SinkOptions};
 use tollgate::metrics::METRICS;
 use tollgate::pricing::{PriceBook, SharedBook};
 
+/// The allocator the `tollgate` binary runs with (src/main.rs), so the
+/// pipeline is measured as it runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Events per run.
 const EVENTS: u64 = 300_000;
 /// The hand-off's room, as `bus.queue_capacity` in the default config.
