@@ -1,24 +1,33 @@
 //! Gateway benchmark: the latency tollgate adds, its throughput, CPU time
-//! per request and memory, against the project's mock provider.
+//! per request, memory and start-up, against the project's mock provider.
 //!
 //! Run with `cargo bench --bench gateway_latency`. tollgate (`serve`, every
 //! role, events recorded to its lake) is pinned to core 0; the mock and this
 //! load generator to core 1, as in ../shared/PERFORMANCE.md. "Added" is the
 //! same percentile through tollgate minus straight to the mock, same run.
+//! Every row of issue 19's table is printed for small JSON bodies and for
+//! Claude Code's 78 KB first request (tests/data/claude-code/).
+//!
+//! The start-up row times `tollgate gateway` (Kafka bus, here a broker that
+//! is not there: the gateway journals and answers anyway) from spawn to its
+//! first answered request. With `TOLLGATE_GATEWAY_BIN` naming a binary built
+//! with `--no-default-features --features gateway`, the same is measured for
+//! that gateway-only build, with its idle RSS and one-at-a-time latency.
+//!
 //! The mock (the `tollgate-mock` crate) runs in a process of its own: this
 //! benchmark binary started again with `mock-provider` as its argument.
 //! Prints figures; asserts nothing about speed.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "tg-bench-key";
 const PROVIDER_KEY: &str = "sk-bench";
 const SMALL_BODY: &str =
     r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+const SMALL_STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
 /// The argument that makes this binary serve the mock instead.
 const MOCK_ROLE: &str = "mock-provider";
@@ -54,9 +63,13 @@ fn serve_mock() {
     });
 }
 
+/// A started process, killed (SIGTERM) and reaped when dropped.
 struct Proc {
     child: Child,
     url: String,
+    /// From spawn to the line announcing its address.
+    announced: Duration,
+    spawned: Instant,
 }
 
 impl Drop for Proc {
@@ -77,10 +90,16 @@ fn start(core: &str, program: &Path, args: &[&str], prefix: &str, dir: &Path) ->
     } else {
         Command::new(program)
     };
+    let spawned = Instant::now();
     let mut child = cmd
         .args(args)
         .current_dir(dir)
-        .env("TOLLGATE_LOG", "warn")
+        // The lone gateway's broker is absent on purpose: its retries
+        // are not news here.
+        .env(
+            "TOLLGATE_LOG",
+            "warn,rdkafka=off,librdkafka=off,tollgate::bus=off",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -95,8 +114,14 @@ fn start(core: &str, program: &Path, args: &[&str], prefix: &str, dir: &Path) ->
             break url.to_owned();
         }
     };
+    let announced = spawned.elapsed();
     std::thread::spawn(move || for _ in lines {});
-    Proc { child, url }
+    Proc {
+        child,
+        url,
+        announced,
+        spawned,
+    }
 }
 
 fn has_taskset() -> bool {
@@ -124,18 +149,24 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Where requests go: the mock directly, or tollgate.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    auth: &'static str,
+}
+
 /// Sends one request and returns (time to first byte, total time).
 async fn one(
     client: &reqwest::Client,
-    url: &str,
-    auth: &str,
+    to: &Target,
     body: &'static str,
     scenario: Option<&str>,
 ) -> Result<(Duration, Duration), String> {
     let started = Instant::now();
     let mut req = client
-        .post(format!("{url}/v1/messages"))
-        .header("x-api-key", auth)
+        .post(format!("{}/v1/messages", to.url))
+        .header("x-api-key", to.auth)
         .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
         .body(body);
@@ -156,44 +187,46 @@ async fn one(
     Ok((first.unwrap_or(total), total))
 }
 
+/// Latencies of one run, sorted, and how many requests failed.
+#[derive(Default)]
 struct Sample {
     ttfb: Vec<Duration>,
     total: Vec<Duration>,
     errors: usize,
 }
 
-async fn sequential(
-    client: &reqwest::Client,
-    url: &str,
-    auth: &str,
-    body: &'static str,
-    n: usize,
-) -> Sample {
-    let mut s = Sample {
-        ttfb: Vec::with_capacity(n),
-        total: Vec::with_capacity(n),
-        errors: 0,
-    };
-    for _ in 0..n {
-        match one(client, url, auth, body, None).await {
+impl Sample {
+    fn add(&mut self, r: Result<(Duration, Duration), String>) {
+        match r {
             Ok((f, t)) => {
-                s.ttfb.push(f);
-                s.total.push(t);
+                self.ttfb.push(f);
+                self.total.push(t);
             }
-            Err(_) => s.errors += 1,
+            Err(_) => self.errors += 1,
         }
     }
-    s.ttfb.sort();
-    s.total.sort();
-    s
+
+    fn sorted(mut self) -> Sample {
+        self.ttfb.sort();
+        self.total.sort();
+        self
+    }
+}
+
+/// `n` requests one at a time.
+async fn sequential(client: &reqwest::Client, to: &Target, body: &'static str, n: usize) -> Sample {
+    let mut s = Sample::default();
+    for _ in 0..n {
+        s.add(one(client, to, body, None).await);
+    }
+    s.sorted()
 }
 
 /// Offers `rate` requests/s for `secs` seconds regardless of answers
 /// (open loop), so queueing inside the gateway shows in the latencies.
 async fn open_loop(
     client: &reqwest::Client,
-    url: &str,
-    auth: &str,
+    to: &Target,
     body: &'static str,
     rate: u64,
     secs: u64,
@@ -206,61 +239,50 @@ async fn open_loop(
     for i in 0..n {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let (client, url, auth) = (client.clone(), url.to_owned(), auth.to_owned());
+        let (client, to) = (client.clone(), to.clone());
         handles.push(tokio::spawn(async move {
-            one(&client, &url, &auth, body, scenario).await
+            one(&client, &to, body, scenario).await
         }));
     }
-    let mut s = Sample {
-        ttfb: Vec::new(),
-        total: Vec::new(),
-        errors: 0,
-    };
+    let mut s = Sample::default();
     for h in handles {
-        match h.await {
-            Ok(Ok((f, t))) => {
-                s.ttfb.push(f);
-                s.total.push(t);
-            }
-            _ => s.errors += 1,
-        }
+        s.add(h.await.unwrap_or_else(|e| Err(e.to_string())));
     }
-    s.ttfb.sort();
-    s.total.sort();
-    s
+    s.sorted()
 }
 
-async fn throughput(
+/// `concurrency` clients sending back to back for `secs` seconds: answers
+/// per second, and the latencies seen.
+async fn closed_loop(
     client: &reqwest::Client,
-    url: &str,
-    auth: &str,
+    to: &Target,
+    body: &'static str,
     concurrency: usize,
     secs: u64,
-) -> f64 {
+) -> (f64, Sample) {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, auth, done) = (
-                client.clone(),
-                url.to_owned(),
-                auth.to_owned(),
-                done.clone(),
-            );
+            let (client, to) = (client.clone(), to.clone());
             tokio::spawn(async move {
+                let mut s = Sample::default();
                 while Instant::now() < deadline {
-                    if one(&client, &url, &auth, SMALL_BODY, None).await.is_ok() {
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    s.add(one(&client, &to, body, None).await);
                 }
+                s
             })
         })
         .collect();
     let started = Instant::now();
+    let mut all = Sample::default();
     for w in workers {
-        let _ = w.await;
+        let s = w.await.unwrap_or_default();
+        all.ttfb.extend(s.ttfb);
+        all.total.extend(s.total);
+        all.errors += s.errors;
     }
-    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let rps = all.total.len() as f64 / started.elapsed().as_secs_f64();
+    (rps, all.sorted())
 }
 
 /// (user+system CPU seconds, RSS MiB, peak RSS MiB) of a process.
@@ -292,11 +314,12 @@ fn proc_stats(pid: u32) -> (f64, f64, f64) {
     (cpu, kb("VmRSS:"), kb("VmHWM:"))
 }
 
+/// One latency row: direct, via tollgate, and the difference.
 fn row(label: &str, direct: &[Duration], via: &[Duration]) {
     let (d50, d99) = (percentile(direct, 0.5), percentile(direct, 0.99));
     let (v50, v99) = (percentile(via, 0.5), percentile(via, 0.99));
     println!(
-        "{label:<46} direct p50 {:>7.3} p99 {:>7.3} | via tollgate p50 {:>7.3} p99 {:>7.3} | added p50 {:>+7.3} p99 {:>+7.3} ms",
+        "  {label:<44} direct p50 {:>7.3} p99 {:>7.3} | via tollgate p50 {:>7.3} p99 {:>7.3} | added p50 {:>+7.3} p99 {:>+7.3} ms",
         ms(d50),
         ms(d99),
         ms(v50),
@@ -306,6 +329,7 @@ fn row(label: &str, direct: &[Duration], via: &[Duration]) {
     );
 }
 
+/// Claude Code's captured first request body (streaming), 78 KB.
 fn claude_code_body() -> &'static str {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/claude-code/anthropic_first_request_authtoken.json");
@@ -314,26 +338,158 @@ fn claude_code_body() -> &'static str {
     Box::leak(v["body"].to_string().into_boxed_str())
 }
 
+/// The config `tollgate serve` runs with in this benchmark.
+fn serve_config(mock_url: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[data]\ndir = \"data\"\n[api]\nadmin_tokens = [\"bench\"]\n[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\napi_key = \"{PROVIDER_KEY}\"\n[[keys]]\nid = \"bench\"\nhash = \"{}\"\nteam = \"bench\"\nuser = \"bench\"\nprovider = \"anthropic\"\n",
+        tollgate::config::hash_key(KEY)
+    )
+}
+
+/// The config of a lone `tollgate gateway` (Kafka bus; nothing listens
+/// at the broker's address, so events wait in the gateway's journal).
+fn gateway_config(mock_url: &str) -> String {
+    let dead_broker = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .expect("a free port");
+    serve_config(mock_url).replace(
+        "[data]\n",
+        &format!("[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{dead_broker}\"\n[data]\n"),
+    )
+}
+
+/// Everything measured for one request body against one running tollgate.
+struct Bench<'a> {
+    client: &'a reqwest::Client,
+    direct: Target,
+    via: Target,
+    pid: u32,
+}
+
+impl Bench<'_> {
+    /// Prints every row of the issue's table for `body` (`stream_body`
+    /// is the same request asking for a stream).
+    async fn table(&self, label: &str, body: &'static str, stream_body: &'static str) {
+        println!("{label}:");
+        let (client, d, v) = (self.client, &self.direct, &self.via);
+        sequential(client, d, body, 200).await;
+        sequential(client, v, body, 200).await;
+        let n = 2000;
+        let (direct, via) = (
+            sequential(client, d, body, n).await,
+            sequential(client, v, body, n).await,
+        );
+        row("one at a time, total", &direct.total, &via.total);
+
+        let (direct, via) = (
+            sequential(client, d, stream_body, n).await,
+            sequential(client, v, stream_body, n).await,
+        );
+        row(
+            "streaming, one at a time, first byte",
+            &direct.ttfb,
+            &via.ttfb,
+        );
+        let (_, direct) = closed_loop(client, d, stream_body, 64, 5).await;
+        let (_, via) = closed_loop(client, v, stream_body, 64, 5).await;
+        row(
+            "streaming, 64 concurrent, first byte",
+            &direct.ttfb,
+            &via.ttfb,
+        );
+
+        let (cpu0, _, _) = proc_stats(self.pid);
+        let direct = open_loop(client, d, body, 500, 10, None).await;
+        let (cpu_mid, _, _) = proc_stats(self.pid);
+        let via = open_loop(client, v, body, 500, 10, None).await;
+        let (cpu1, _, _) = proc_stats(self.pid);
+        row("500 req/s offered, total", &direct.total, &via.total);
+        println!(
+            "    tollgate CPU per request at 500 req/s: {:.3} ms (whole process; {:.3} s while idle beside the direct run); errors direct {} via {}",
+            (cpu1 - cpu_mid) * 1000.0 / 5000.0,
+            cpu_mid - cpu0,
+            direct.errors,
+            via.errors
+        );
+
+        let slow = Some("delay:20");
+        let direct = open_loop(client, d, body, 1000, 5, slow).await;
+        let via = open_loop(client, v, body, 1000, 5, slow).await;
+        row(
+            "1000 req/s offered, mock takes 20 ms",
+            &direct.total,
+            &via.total,
+        );
+        println!("    errors: direct {} via {}", direct.errors, via.errors);
+
+        let (rps, via) = closed_loop(client, v, body, 64, 5).await;
+        let (direct_rps, _) = closed_loop(client, d, body, 64, 5).await;
+        println!(
+            "  most requests/s, 64 concurrent: via tollgate {rps:.0}/s ({} errors; mock alone {direct_rps:.0}/s)",
+            via.errors
+        );
+        let (_, rss, peak) = proc_stats(self.pid);
+        println!("  tollgate RSS now {rss:.1} MiB, peak so far {peak:.1} MiB");
+    }
+}
+
+/// Spawns `program gateway` and times it until its first request is
+/// answered; prints that, its idle RSS and (optionally) its latency.
+async fn gateway_startup(
+    client: &reqwest::Client,
+    label: &str,
+    program: &Path,
+    mock_url: &str,
+    direct: &Target,
+    latency: bool,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tollgate.toml"), gateway_config(mock_url)).expect("config");
+    let args = ["gateway", "--config", "tollgate.toml"];
+    let prefix = "tollgate gateway listening on ";
+    let tg = start("0", program, &args, prefix, dir.path());
+    let via = Target {
+        url: tg.url.clone(),
+        auth: KEY,
+    };
+    while one(client, &via, SMALL_BODY, None).await.is_err() {
+        assert!(
+            tg.spawned.elapsed() < Duration::from_secs(30),
+            "{label} never answered"
+        );
+    }
+    let first = tg.spawned.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, idle, _) = proc_stats(tg.child.id());
+    println!(
+        "{label}: `tollgate gateway` listening {:.1} ms after spawn, first request answered after {:.1} ms; idle RSS {idle:.1} MiB",
+        ms(tg.announced),
+        ms(first)
+    );
+    if latency {
+        sequential(client, &via, SMALL_BODY, 200).await;
+        let d = sequential(client, direct, SMALL_BODY, 2000).await;
+        let v = sequential(client, &via, SMALL_BODY, 2000).await;
+        row("small JSON, one at a time, total", &d.total, &v.total);
+        let (_, _, peak) = proc_stats(tg.child.id());
+        println!("  peak RSS {peak:.1} MiB");
+    }
+}
+
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let this = std::env::current_exe().expect("this benchmark's path");
-    let mock = start(
-        "1",
-        &this,
-        &[MOCK_ROLE],
-        "mock provider listening on ",
-        dir.path(),
-    );
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[data]\ndir = \"data\"\n[api]\nadmin_tokens = [\"bench\"]\n[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"{PROVIDER_KEY}\"\n[[keys]]\nid = \"bench\"\nhash = \"{}\"\nteam = \"bench\"\nuser = \"bench\"\nprovider = \"anthropic\"\n",
-        mock.url,
-        tollgate::config::hash_key(KEY)
-    );
+    let prefix = "mock provider listening on ";
+    let mock = start("1", &this, &[MOCK_ROLE], prefix, dir.path());
+    let config = serve_config(&mock.url);
     std::fs::write(dir.path().join("tollgate.toml"), config).expect("config");
+    let tollgate = PathBuf::from(env!("CARGO_BIN_EXE_tollgate"));
+    let args = ["serve", "--config", "tollgate.toml"];
     let tg = start(
         "0",
-        Path::new(env!("CARGO_BIN_EXE_tollgate")),
-        &["serve", "--config", "tollgate.toml"],
+        &tollgate,
+        &args,
         "tollgate gateway listening on ",
         dir.path(),
     );
@@ -346,81 +502,63 @@ async fn run() {
     let pid = tg.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, idle_rss, _) = proc_stats(pid);
-
     println!(
-        "tollgate gateway benchmark (tollgate on core 0; mock + load on core 1; taskset: {})",
+        "tollgate gateway benchmark (tollgate on core 0; mock + load on core 1; taskset: {}); `tollgate serve` idle RSS {idle_rss:.1} MiB",
         has_taskset()
     );
-    // Warm up connections and caches on both paths.
-    sequential(&client, &mock.url, PROVIDER_KEY, SMALL_BODY, 200).await;
-    sequential(&client, &tg.url, KEY, SMALL_BODY, 200).await;
-
-    let n = 3000;
-    let direct = sequential(&client, &mock.url, PROVIDER_KEY, SMALL_BODY, n).await;
-    let via = sequential(&client, &tg.url, KEY, SMALL_BODY, n).await;
-    row(
-        "concurrency 1, small JSON, total",
-        &direct.total,
-        &via.total,
-    );
-
+    let bench = Bench {
+        client: &client,
+        direct: Target {
+            url: mock.url.clone(),
+            auth: PROVIDER_KEY,
+        },
+        via: Target {
+            url: tg.url.clone(),
+            auth: KEY,
+        },
+        pid,
+    };
+    bench
+        .table("small JSON bodies", SMALL_BODY, SMALL_STREAM_BODY)
+        .await;
     let cc = claude_code_body();
-    let stream_body: &'static str = Box::leak(cc.to_owned().into_boxed_str());
-    let direct = sequential(&client, &mock.url, PROVIDER_KEY, stream_body, 1000).await;
-    let via = sequential(&client, &tg.url, KEY, stream_body, 1000).await;
-    println!("(Claude Code body: {} KB, streaming)", cc.len() / 1024);
-    row(
-        "concurrency 1, Claude Code body, first byte",
-        &direct.ttfb,
-        &via.ttfb,
-    );
-    row(
-        "concurrency 1, Claude Code body, total",
-        &direct.total,
-        &via.total,
-    );
+    let cc_plain: &'static str = Box::leak(cc.replace(r#","stream":true"#, "").into_boxed_str());
+    bench
+        .table(
+            &format!("Claude Code bodies ({} KB)", cc.len() / 1024),
+            cc_plain,
+            cc,
+        )
+        .await;
+    let (_, rss, peak) = proc_stats(pid);
+    println!("`tollgate serve` RSS: idle {idle_rss:.1} MiB, now {rss:.1} MiB, peak {peak:.1} MiB");
+    drop(tg);
 
-    let (cpu0, _, _) = proc_stats(pid);
-    let direct = open_loop(&client, &mock.url, PROVIDER_KEY, SMALL_BODY, 500, 10, None).await;
-    let (cpu_mid, _, _) = proc_stats(pid);
-    let via = open_loop(&client, &tg.url, KEY, SMALL_BODY, 500, 10, None).await;
-    let (cpu1, _, _) = proc_stats(pid);
-    row(
-        "500 req/s open loop, small JSON, total",
-        &direct.total,
-        &via.total,
-    );
-    println!("  errors: direct {} via {}", direct.errors, via.errors);
-    let idle_cpu = cpu_mid - cpu0;
-    println!(
-        "  tollgate CPU per request at 500 req/s: {:.3} ms (whole process: gateway + bus + sink; idle during direct run {:.3} s)",
-        (cpu1 - cpu_mid) * 1000.0 / 5000.0,
-        idle_cpu
-    );
-
-    let direct = open_loop(
+    let direct = bench.direct.clone();
+    gateway_startup(
         &client,
+        "default build",
+        &tollgate,
         &mock.url,
-        PROVIDER_KEY,
-        SMALL_BODY,
-        1000,
-        5,
-        Some("delay:20"),
+        &direct,
+        false,
     )
     .await;
-    let via = open_loop(&client, &tg.url, KEY, SMALL_BODY, 1000, 5, Some("delay:20")).await;
-    row(
-        "1000 req/s offered, mock takes 20 ms",
-        &direct.total,
-        &via.total,
-    );
-    println!("  errors: direct {} via {}", direct.errors, via.errors);
-
-    let rps = throughput(&client, &tg.url, KEY, 64, 5).await;
-    let direct_rps = throughput(&client, &mock.url, PROVIDER_KEY, 64, 5).await;
-    println!(
-        "most requests/s, 64 concurrent, small JSON: via tollgate {rps:.0}/s (mock alone {direct_rps:.0}/s)"
-    );
-    let (_, rss, peak) = proc_stats(pid);
-    println!("tollgate RSS: idle {idle_rss:.1} MiB, now {rss:.1} MiB, peak {peak:.1} MiB");
+    match std::env::var_os("TOLLGATE_GATEWAY_BIN") {
+        Some(bin) => {
+            let bin = PathBuf::from(bin);
+            gateway_startup(
+                &client,
+                "gateway-only build",
+                &bin,
+                &mock.url,
+                &direct,
+                true,
+            )
+            .await;
+        }
+        None => println!(
+            "gateway-only build: set TOLLGATE_GATEWAY_BIN to a tollgate built with --no-default-features --features gateway"
+        ),
+    }
 }

@@ -20,6 +20,7 @@ pub mod private_fs;
 pub mod route;
 
 pub mod accounting;
+#[cfg(feature = "lake")]
 pub mod api;
 pub mod bus;
 pub mod gateway;

@@ -376,6 +376,9 @@ fn main() -> anyhow::Result<()> {
             json,
             pricing_dir,
         ),
+        #[cfg(not(feature = "lake"))]
+        Command::Reprice { .. } | Command::Compact { .. } => Err(no_lake()),
+        #[cfg(feature = "lake")]
         Command::Reprice {
             from,
             to,
@@ -421,6 +424,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&states)?);
             Ok(())
         }),
+        #[cfg(feature = "lake")]
         Command::Compact { config, min_files } => {
             let cfg = Config::load(&config)?;
             let rt = runtime()?;
@@ -589,8 +593,23 @@ fn pricing_import(
     Ok(())
 }
 
+/// Why a lake command cannot run in a build without the `lake` feature.
+#[cfg(not(feature = "lake"))]
+fn no_lake() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this tollgate was built without the `lake` feature (a gateway build): lake commands are not in it"
+    )
+}
+
+/// `tollgate pricing check --lake` in a build without the lake.
+#[cfg(not(feature = "lake"))]
+fn lake_check(_dir: &std::path::Path, _config: &std::path::Path) -> anyhow::Result<()> {
+    Err(no_lake())
+}
+
 /// `tollgate pricing check --lake`: models in the lake's last 30 days that
 /// no entry matches, each named once with its provider.
+#[cfg(feature = "lake")]
 fn lake_check(dir: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let book = PriceBook::load_dir(dir)?;

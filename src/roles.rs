@@ -21,21 +21,29 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::accountant::Accountant;
+#[cfg(feature = "lake")]
 use crate::api::{self, ApiState};
 use crate::backoff::Backoff;
 use crate::budget::BudgetRecord;
+#[cfg(feature = "lake")]
+use crate::bus::COSTED_TOPIC;
 use crate::bus::kafka::KafkaBus;
 use crate::bus::local::LocalBus;
-use crate::bus::{self, BUDGETS_TOPIC, BusError, COSTED_TOPIC, EVENTS_TOPIC, Log};
+use crate::bus::{self, BUDGETS_TOPIC, BusError, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
 use crate::control::follow::Control;
 use crate::gateway::admission::Admission;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
+#[cfg(feature = "lake")]
 use crate::lake::LakeError;
+#[cfg(feature = "lake")]
 use crate::lake::compact::{CompactOptions, compact_owned};
+#[cfg(feature = "lake")]
 use crate::lake::files::LakeLayout;
+#[cfg(feature = "lake")]
 use crate::lake::query::Lake;
+#[cfg(feature = "lake")]
 use crate::lake::sink::{Sink, SinkOptions};
 use crate::live;
 use crate::metrics;
@@ -87,8 +95,13 @@ pub enum RoleError {
     Config(String),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[cfg(feature = "lake")]
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error(
+        "the {role} role is not in this build (built without the `lake` feature: gateway, accountant and notifier only)"
+    )]
+    NotInThisBuild { role: &'static str },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -231,6 +244,13 @@ pub async fn run(
             return Err(RoleError::NeedsKafka { role });
         }
     }
+    #[cfg(not(feature = "lake"))]
+    if let Some(role) = [(Role::Sink, "sink"), (Role::Api, "query API")]
+        .into_iter()
+        .find_map(|(r, name)| has(r).then_some(name))
+    {
+        return Err(RoleError::NotInThisBuild { role });
+    }
     if has(Role::Gateway) {
         cfg.check_gateway_credentials().map_err(RoleError::Config)?;
     }
@@ -250,7 +270,10 @@ pub async fn run(
     } else {
         None
     };
+    #[cfg(feature = "lake")]
     let layout = LakeLayout::from_config(&cfg)?;
+    #[cfg(not(feature = "lake"))]
+    let layout = ();
 
     // Consumers need their topics; wait for the broker (retrying, logged)
     // rather than fail, so roles can start in any order.
@@ -394,6 +417,7 @@ pub async fn run(
             Ok(())
         }));
     }
+    #[cfg(feature = "lake")]
     if has(Role::Sink) {
         let log = bus.as_ref().expect("opened for the sink").log.clone();
         let sink = Sink::new(
@@ -437,7 +461,11 @@ pub async fn run(
         }));
     }
 
+    // The admin API is served with the query API (none without the lake).
+    #[cfg(feature = "lake")]
     let admin = api::admin::router(Arc::new(api::admin::AdminState::new(&cfg, control.clone())));
+    #[cfg(not(feature = "lake"))]
+    let admin = axum::Router::new();
     let listeners = listeners(
         &cfg,
         gateway_state,
@@ -613,6 +641,13 @@ struct ApiParts {
     log: Option<Arc<dyn Log>>,
 }
 
+/// What the query API reads: the lake (nothing in a build without it).
+#[cfg(feature = "lake")]
+type ApiSource = LakeLayout;
+/// What the query API reads: the lake (nothing in a build without it).
+#[cfg(not(feature = "lake"))]
+type ApiSource = ();
+
 /// The HTTP listeners of the process, each with what it serves: the
 /// gateway on `server.listen`; the query API beside it, or on
 /// `server.api_listen`; a process with neither serves only metrics there.
@@ -622,7 +657,7 @@ async fn listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
     api: Option<ApiParts>,
-    layout: &LakeLayout,
+    layout: &ApiSource,
 ) -> Result<Vec<Listener>, RoleError> {
     let mut out = app_listeners(cfg, gateway, api, layout).await?;
     match cfg.server.metrics_listen {
@@ -647,8 +682,15 @@ async fn app_listeners(
     cfg: &Config,
     gateway: Option<Arc<Gateway>>,
     api: Option<ApiParts>,
-    layout: &LakeLayout,
+    layout: &ApiSource,
 ) -> Result<Vec<Listener>, RoleError> {
+    #[cfg(not(feature = "lake"))]
+    let api: Option<axum::Router> = {
+        // No query API without the lake: `run` refuses the api role.
+        let _ = (layout, api);
+        None
+    };
+    #[cfg(feature = "lake")]
     let api = match api {
         Some(ApiParts {
             budgets,
@@ -725,6 +767,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, RoleError> {
 /// only of the partitions the sink holds), then deletes what the lake's
 /// retention no longer keeps (likewise). A failed run is logged and tried
 /// again next time: the lake stays correct either way.
+#[cfg(feature = "lake")]
 async fn compact_periodically(
     layout: LakeLayout,
     (options, retention): (CompactOptions, crate::lake::retention::Retention),

@@ -7,6 +7,7 @@
 //! client: every decision here is made on the answer's status alone.
 //! Shared like `config`: tollgate.toml holds routes, the gateway runs them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -369,13 +370,14 @@ pub enum RouteError {
 
 /// The route of one request: the per-request headers win over the key's
 /// where the key allows them. An error names the header, and for a
-/// refusal the key setting that would allow it.
-pub fn resolve(
+/// refusal the key setting that would allow it. The key's route or a named
+/// one is borrowed, not copied: only a route the headers make is built.
+pub fn resolve<'a>(
     headers: &HeaderMap,
-    key_route: &RouteConfig,
-    routes: &BTreeMap<String, RouteConfig>,
+    key_route: &'a RouteConfig,
+    routes: &'a BTreeMap<String, RouteConfig>,
     allowed: &ClientRouting,
-) -> Result<RouteConfig, RouteError> {
+) -> Result<Cow<'a, RouteConfig>, RouteError> {
     if let Some(provider) = first_of(headers, &["x-tollgate-provider", "x-portkey-provider"]) {
         if !allowed.allow_config {
             return Err(forbidden(
@@ -383,17 +385,19 @@ pub fn resolve(
                 "choosing a provider per request needs `allow_client_config = true` on the key",
             ));
         }
-        return Ok(RouteConfig::single(provider.trim()));
+        return Ok(Cow::Owned(RouteConfig::single(provider.trim())));
     }
     match first_of(headers, &["x-tollgate-config", "x-portkey-config"]) {
-        None => Ok(key_route.clone()),
-        Some(v) if !v.trim_start().starts_with('{') => named_route(v.trim(), routes, allowed),
+        None => Ok(Cow::Borrowed(key_route)),
+        Some(v) if !v.trim_start().starts_with('{') => {
+            named_route(v.trim(), routes, allowed).map(Cow::Borrowed)
+        }
         Some(_) if !allowed.allow_config => Err(forbidden(
             "x-tollgate-config",
             "a routing config sent with the request needs `allow_client_config = true` on the key",
         )),
         Some(v) => RouteConfig::from_portkey_json(v)
-            .and_then(|r| r.validated().map(|()| r))
+            .and_then(|r| r.validated().map(|()| Cow::Owned(r)))
             .map_err(|reason| RouteError::Invalid {
                 header: "x-tollgate-config",
                 reason,
@@ -402,24 +406,21 @@ pub fn resolve(
 }
 
 /// A route the request names, if the key lists it in `client_routes`.
-fn named_route(
+fn named_route<'a>(
     name: &str,
-    routes: &BTreeMap<String, RouteConfig>,
+    routes: &'a BTreeMap<String, RouteConfig>,
     allowed: &ClientRouting,
-) -> Result<RouteConfig, RouteError> {
+) -> Result<&'a RouteConfig, RouteError> {
     if !allowed.routes.iter().any(|r| r == name) {
         return Err(forbidden(
             "x-tollgate-config",
             &format!("route {name:?} is not in the key's `client_routes`"),
         ));
     }
-    routes
-        .get(name)
-        .cloned()
-        .ok_or_else(|| RouteError::Invalid {
-            header: "x-tollgate-config",
-            reason: format!("no route named {name:?}"),
-        })
+    routes.get(name).ok_or_else(|| RouteError::Invalid {
+        header: "x-tollgate-config",
+        reason: format!("no route named {name:?}"),
+    })
 }
 
 fn forbidden(header: &'static str, reason: &str) -> RouteError {

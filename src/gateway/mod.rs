@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod inbound;
+mod json_scan;
 pub mod observed;
 pub mod passthrough;
 mod plan;
@@ -44,6 +45,9 @@ pub struct Gateway {
     max_body_bytes: usize,
     admission: Arc<admission::Admission>,
     routes: std::collections::BTreeMap<String, crate::route::RouteConfig>,
+    /// The one-target route of each provider, for keys without a route
+    /// (built once here, not per request).
+    single_routes: HashMap<String, crate::route::RouteConfig>,
     /// Bounds every route is held to.
     routing: crate::route::RoutingConfig,
     cache: Arc<cache::ResponseCache>,
@@ -65,6 +69,10 @@ impl Gateway {
         handoff: EventHandoff,
     ) -> Result<Gateway, passthrough::PassthroughError> {
         announce_series();
+        let single_routes = providers
+            .keys()
+            .map(|p| (p.clone(), crate::route::RouteConfig::single(p)))
+            .collect();
         Ok(Gateway {
             keys: arc_swap::ArcSwap::from_pointee(auth::KeyRing::new(&cfg.keys, &cfg.routes)),
             providers,
@@ -72,6 +80,7 @@ impl Gateway {
             max_body_bytes: cfg.server.max_body_bytes,
             admission,
             routes: cfg.routes.clone(),
+            single_routes,
             routing: cfg.routing.clone(),
             cache: Arc::new(cache::ResponseCache::default()),
             fingerprints: passthrough::Fingerprinter::from_config(cfg)?,

@@ -1,6 +1,7 @@
 //! The forwarding handlers: thin axum entry points over `Gateway::forward`,
 //! and the request path's steps in order.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,13 +192,14 @@ impl Gateway {
         headers: &HeaderMap,
         ask: &WorstCase,
         recording: &mut Recording,
-    ) -> Result<(RouteConfig, Plan), GatewayError> {
-        let key_route = identity
-            .route
-            .as_ref()
-            .and_then(|r| self.routes.get(r).cloned())
-            .unwrap_or_else(|| RouteConfig::single(&identity.provider));
-        let route = route::resolve(headers, &key_route, &self.routes, &identity.client_routing)?;
+    ) -> Result<(Cow<'_, RouteConfig>, Plan), GatewayError> {
+        let allowed = &identity.client_routing;
+        let route = match self.key_route(identity) {
+            Cow::Borrowed(key_route) => route::resolve(headers, key_route, &self.routes, allowed)?,
+            Cow::Owned(key_route) => {
+                Cow::Owned(route::resolve(headers, &key_route, &self.routes, allowed)?.into_owned())
+            }
+        };
         if route.passthrough && !identity.passthrough {
             let reason = "the route is a passthrough route: only keys configured for passthrough (passthrough = true, or a key route that is) use it".to_owned();
             return Err(GatewayError::BadHeader {
@@ -217,6 +219,19 @@ impl Gateway {
         };
         let plan = Plan::new(&route, &facts, ask, identity.passthrough);
         Ok((route, plan))
+    }
+
+    /// The key's route: its named route, or its provider's one-target
+    /// route, borrowed from the gateway (built only for a provider the
+    /// gateway does not know, which then fails as it always did).
+    fn key_route(&self, identity: &Identity) -> Cow<'_, RouteConfig> {
+        let configured = match &identity.route {
+            Some(r) => self.routes.get(r),
+            None => self.single_routes.get(&identity.provider),
+        };
+        configured
+            .map(Cow::Borrowed)
+            .unwrap_or_else(|| Cow::Owned(RouteConfig::single(&identity.provider)))
     }
 
     /// Reserves the worst case of the dearest planned target against the

@@ -28,6 +28,9 @@ use crate::providers::{BodyStream, ProviderError};
 /// reader stops looking (the client still gets every byte).
 const READ_LIMIT: usize = 16 * 1024 * 1024;
 
+/// Largest carry buffer kept for reuse once its line is read (a rare
+/// huge line's buffer is freed rather than held for the stream's life).
+const KEPT_CARRY_BYTES: usize = 64 * 1024;
 /// Longest a drain reads a disconnected client's answer for its usage.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(300);
 /// Most bytes a drain reads (Claude's largest answers are a few MB).
@@ -175,8 +178,14 @@ impl SseReader {
                 return;
             };
             self.keep(&rest[..nl]);
-            let line = std::mem::take(&mut self.carry);
+            // The carried line's buffer goes back afterwards, so a stream
+            // whose events straddle chunks reuses one allocation.
+            let mut line = std::mem::take(&mut self.carry);
             self.line(&line, now);
+            if line.capacity() <= KEPT_CARRY_BYTES {
+                line.clear();
+                self.carry = line;
+            }
             rest = &rest[nl + 1..];
         }
         let mut start = 0;

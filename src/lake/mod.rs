@@ -1,19 +1,30 @@
 //! The lake: costed events as Parquet files, partitioned by day, and the
 //! DataFusion queries over them.
 
+#[cfg(feature = "lake")]
 pub mod compact;
+pub mod config;
+#[cfg(feature = "lake")]
 pub mod files;
+#[cfg(feature = "lake")]
 pub mod object;
+#[cfg(feature = "lake")]
 pub mod query;
+#[cfg(feature = "lake")]
 pub mod reprice;
+#[cfg(feature = "lake")]
 pub mod retention;
+#[cfg(feature = "lake")]
 pub mod rollup;
+#[cfg(feature = "lake")]
 pub mod sink;
+#[cfg(feature = "lake")]
 pub mod store;
 
-pub use object::LakeConfig;
+pub use config::LakeConfig;
 
 /// Why a lake operation failed; names the file or query involved.
+#[cfg(feature = "lake")]
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
     #[error("lake file {path}: {source}")]

@@ -36,45 +36,13 @@ use object_store::{
 use tokio::runtime::{Handle, RuntimeFlavor};
 use url::Url;
 
+pub use super::config::LakeConfig;
+
 /// Files larger than this are uploaded in parts.
 const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
 
 /// The size of one part of a multipart upload.
 const PART_BYTES: usize = 8 * 1024 * 1024;
-
-/// `[lake]` in `tollgate.toml`: where the Parquet lake lives.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LakeConfig {
-    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
-    /// `file:///path` or a plain path. Empty: `data.dir/lake`.
-    pub url: String,
-    /// Settings of the object store, by the `object_store` crate's config
-    /// keys (`aws_endpoint`, `aws_region`, `aws_allow_http`,
-    /// `aws_virtual_hosted_style_request`, `aws_access_key_id`,
-    /// `google_service_account`, `azure_storage_account_name`, …). They
-    /// override what the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`)
-    /// says.
-    pub options: BTreeMap<String, String>,
-    /// Raw events older than this many days are deleted, whole days at a
-    /// time, by the sink's compactor (0: kept for ever).
-    pub retention_days: u32,
-    /// Hourly rollups older than this many days are deleted likewise (0:
-    /// kept for ever). Longer than `retention_days`, spend over old days
-    /// is still answered from rollups.
-    pub rollup_retention_days: u32,
-}
-
-impl LakeConfig {
-    /// A relative plain path is taken from the config file's directory,
-    /// like `data.dir`.
-    pub fn resolve_relative(&mut self, base: &FsPath) {
-        let plain = !self.url.is_empty() && !self.url.contains("://");
-        if plain && FsPath::new(&self.url).is_relative() {
-            self.url = base.join(&self.url).display().to_string();
-        }
-    }
-}
 
 /// Why the lake's object store could not be set up or used.
 #[derive(Debug, thiserror::Error)]

@@ -28,11 +28,23 @@ pub struct SinkOptions {
     pub flush_interval: Duration,
 }
 
+/// Most bytes (of the events as they came off the bus) a partition's
+/// buffer holds before it is written, whatever `flush_rows` says: under a
+/// burst, `flush_rows` events of Claude Code size held as structs were the
+/// largest part of a serving process's peak memory.
+const MAX_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most records taken from the bus per poll: a poll of `flush_rows`
+/// (50,000 by default) held that many records at once beside the buffer.
+const POLL_RECORDS: usize = 4096;
+
 /// Events of one partition and day waiting to be written.
 struct Buffer {
     day: NaiveDate,
     since: Instant,
     rows: Vec<(BusPosition, LlmEvent)>,
+    /// Bytes of the buffered events' bus records.
+    bytes: usize,
 }
 
 /// Per-partition progress.
@@ -112,7 +124,7 @@ impl Sink {
         while !stop.is_cancelled() {
             let records = self
                 .subscription
-                .poll(self.options.flush_rows, max_wait)
+                .poll(self.options.flush_rows.min(POLL_RECORDS), max_wait)
                 .await?;
             self.forget_revoked();
             for record in records {
@@ -123,7 +135,7 @@ impl Sink {
         loop {
             let records = self
                 .subscription
-                .poll(self.options.flush_rows, Duration::ZERO)
+                .poll(self.options.flush_rows.min(POLL_RECORDS), Duration::ZERO)
                 .await?;
             self.forget_revoked();
             if records.is_empty() {
@@ -181,7 +193,9 @@ impl Sink {
                 day,
                 since: Instant::now(),
                 rows: Vec::new(),
+                bytes: 0,
             });
+            buffer.bytes += record.payload.len();
             buffer.rows.push((
                 BusPosition {
                     partition: p,
@@ -190,7 +204,7 @@ impl Sink {
                 event,
             ));
             part.consumed = part.consumed.max(consumed);
-            buffer.rows.len() >= self.options.flush_rows
+            buffer.rows.len() >= self.options.flush_rows || buffer.bytes >= MAX_BUFFER_BYTES
         };
         if full {
             self.flush(p).await?;

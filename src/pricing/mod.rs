@@ -11,11 +11,12 @@
 
 pub mod cost;
 pub mod import;
+mod match_cache;
+mod matcher;
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use regex::Regex;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -135,7 +136,7 @@ struct RawTable {
 pub struct PriceEntry {
     pub provider: String,
     pub family: String,
-    matchers: Vec<Regex>,
+    matchers: Vec<matcher::Matcher>,
     pub examples: Vec<String>,
     pub effective_from: NaiveDate,
     pub effective_to: Option<NaiveDate>,
@@ -227,6 +228,8 @@ pub struct PriceBook {
     /// `[pricing] unknown_model_rates`: what a model of no known line costs
     /// (None: the dearest rates in force).
     unknown_rates: Option<Rates>,
+    /// Which entries match each model name looked up so far.
+    matching: match_cache::MatchCache,
 }
 
 /// The price tables in use, shared by admission and the accountant and
@@ -322,6 +325,7 @@ impl PriceBook {
             entries,
             version,
             unknown_rates: None,
+            matching: match_cache::MatchCache::default(),
         })
     }
 
@@ -413,11 +417,24 @@ impl PriceBook {
     pub fn find(&self, q: &PriceQuery) -> Option<&PriceEntry> {
         let day = q.at.date_naive();
         let endpoint = endpoint_kind(q.provider, q.model, q.region);
-        self.entries
+        self.matching(q.model)
             .iter()
-            .filter(|e| e.provider == q.provider && e.in_force(day) && e.matches(q.model))
+            .map(|&i| &self.entries[i as usize])
+            .filter(|e| e.provider == q.provider && e.in_force(day))
             .filter(|e| e.endpoint.is_none() || e.endpoint == endpoint)
             .max_by_key(|e| e.effective_from)
+    }
+
+    /// Indices (ascending) of the entries whose regexes match `model`,
+    /// computed once per name.
+    fn matching(&self, model: &str) -> std::sync::Arc<[u32]> {
+        self.matching.get_or_compute(model, || {
+            (0u32..)
+                .zip(&self.entries)
+                .filter(|(_, e)| e.matches(model))
+                .map(|(i, _)| i)
+                .collect()
+        })
     }
 }
 
@@ -578,7 +595,7 @@ fn compile_entry(
     };
     let mut matchers = Vec::new();
     for m in &raw.matchers {
-        match Regex::new(m) {
+        match matcher::Matcher::new(m) {
             Ok(r) => matchers.push(r),
             Err(e) => bad(format!("unparsable matcher {m:?}: {e}")),
         }

@@ -1,0 +1,177 @@
+//! Pipeline ceiling benchmark: events injected at the gateway's hand-off
+//! and timed until the lake holds them, apart from the HTTP path.
+//!
+//! Run with `cargo bench --bench pipeline`. The whole process (the
+//! injector, the publisher, the embedded log, the accountant and the sink,
+//! and any blocking threads they start) is pinned to one core; the path is
+//! the one `tollgate serve` runs: hand-off → publisher → embedded log
+//! (`tollgate.events.v1`, fsync per append) → accountant (pricing, costed
+//! topic) → sink (Arrow batches, Parquet files). Prints events/s end to end
+//! and CPU time per event. Asserts nothing about speed.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tollgate::accounting::accountant::Accountant;
+use tollgate::bus::local::LocalBus;
+use tollgate::bus::{COSTED_TOPIC, EVENTS_TOPIC, Log};
+use tollgate::event::LlmEvent;
+use tollgate::handoff::{self, Handed};
+use tollgate::lake::files::LakeLayout;
+use tollgate::lake::sink::{Sink, SinkOptions};
+use tollgate::metrics::METRICS;
+use tollgate::pricing::{PriceBook, SharedBook};
+
+/// The allocator the `tollgate` binary runs with (src/main.rs), so the
+/// pipeline is measured as it runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Events per run.
+const EVENTS: u64 = 300_000;
+/// The hand-off's room, as `bus.queue_capacity` in the default config.
+const QUEUE: usize = 65_536;
+
+fn main() {
+    pin_self("0");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+/// Pins this process (and, by inheritance, every thread it starts) to `core`.
+fn pin_self(core: &str) {
+    let pinned = Command::new("taskset")
+        .args(["-a", "-p", "-c", core, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    println!("pipeline benchmark (pinned to core {core}: {pinned})");
+}
+
+/// A typical finished request's event, as the gateway hands it over.
+fn template() -> LlmEvent {
+    serde_json::from_value(serde_json::json!({
+        "event_id": uuid::Uuid::now_v7(), "schema_version": 1, "trace_id": "trace",
+        "session_id": "session-1", "request_id": "msg_01",
+        "started_at": "2026-12-01T00:00:00Z", "ended_at": "2026-12-01T00:00:01Z",
+        "ttft_ms": 300, "latency_ms": 1000, "workspace": "default", "team": "bench",
+        "user": "bench", "key_id": "bench", "metadata": {}, "endpoint": "messages",
+        "provider": "anthropic", "target": "anthropic", "region": null,
+        "model_requested": "claude-sonnet-4-5", "model_served": "claude-sonnet-4-5-20250929",
+        "stream": true, "status": 200, "error_type": null, "stop_reason": "end_turn",
+        "attempts": [{"provider": "anthropic", "target": "anthropic", "status": 200,
+            "latency_ms": 990, "error_type": null}],
+        "usage": {"input_tokens": 1200, "output_tokens": 300, "cache_creation_5m_tokens": 0,
+            "cache_creation_1h_tokens": 0, "cache_read_tokens": 20000,
+            "web_search_requests": 0, "web_fetch_requests": 0},
+        "downgrades": [], "client": "claude-cli/2.1.332"
+    }))
+    .expect("event")
+}
+
+/// User plus system CPU seconds of this process.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
+
+/// Hands `n` events over as fast as the queue takes them; an event that
+/// had to wait for room makes the injector pause, so none is lost.
+async fn inject(handoff: &handoff::EventHandoff, n: u64) {
+    let base = template();
+    for i in 0..n {
+        let mut e = base.clone();
+        e.event_id = uuid::Uuid::now_v7();
+        e.team = ["bench", "platform", "research", "infra"][(i % 4) as usize].to_owned();
+        match handoff.send(e) {
+            Handed::Queued => {}
+            Handed::Waiting => tokio::time::sleep(Duration::from_millis(2)).await,
+            Handed::Lost => panic!("event {i} lost: the injector outran the overflow room"),
+        }
+        if i % 1024 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = LocalBus::open(&dir.path().join("log")).expect("embedded log");
+    let log: Arc<dyn Log> = bus.clone();
+    let stop = CancellationToken::new();
+    let (handoff, queue) = handoff::channel(QUEUE);
+    let publisher = {
+        let log = log.clone();
+        tokio::spawn(async move { tollgate::bus::publisher::run(queue, log, EVENTS_TOPIC).await })
+    };
+    let accountant = Accountant::new(
+        SharedBook::new(PriceBook::embedded()),
+        Vec::new(),
+        log.clone(),
+    )
+    .await
+    .expect("accountant");
+    let accountant = tokio::spawn(accountant.run(stop.clone()));
+    let sink = Sink::new(
+        log.subscribe("tollgate-sink", COSTED_TOPIC)
+            .await
+            .expect("subscribe"),
+        LakeLayout::new(dir.path().join("lake")),
+        SinkOptions {
+            flush_rows: 50_000,
+            flush_interval: Duration::from_millis(500),
+        },
+    )
+    .await
+    .expect("sink");
+    let sink = tokio::spawn(sink.run(stop.clone()));
+
+    let rows0 = METRICS.sink_rows.get();
+    let (cpu0, started) = (cpu_seconds(), Instant::now());
+    inject(&handoff, EVENTS).await;
+    let injected = started.elapsed();
+    let mut appended = None;
+    while METRICS.sink_rows.get() < rows0 + EVENTS {
+        if appended.is_none() && bus.end_offset(EVENTS_TOPIC).unwrap_or(0) >= EVENTS {
+            appended = Some(started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "pipeline stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let landed = started.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    let appended = appended.unwrap_or(landed);
+    println!(
+        "  {EVENTS} events: handed over in {:.2} s, in the log after {:.2} s ({:.0}/s), in the lake (Parquet) after {:.2} s",
+        injected.as_secs_f64(),
+        appended.as_secs_f64(),
+        EVENTS as f64 / appended.as_secs_f64(),
+        landed.as_secs_f64()
+    );
+    println!(
+        "  pipeline ceiling, embedded log, one core: {:.0} events/s end to end; CPU {:.2} µs per event",
+        EVENTS as f64 / landed.as_secs_f64(),
+        cpu * 1e6 / EVENTS as f64
+    );
+    stop.cancel();
+    drop(handoff);
+    let _ = publisher.await;
+    let _ = accountant.await;
+    let _ = sink.await;
+}
