@@ -14,3 +14,8 @@ export TOLLGATE_TOOLS_DIR="${TOLLGATE_TOOLS_DIR:-$HOME/.cache/tollgate-tools}"
 bash scripts/install-test-deps.sh
 echo "== cargo test (target dir $CARGO_TARGET_DIR)"
 cargo test --locked --workspace --lib --bins --tests "$@"
+# Benchmarks are built (not run) so they cannot rot; the gateway-only build
+# (no lake, no DataFusion) must keep compiling too.
+echo "== cargo test --benches --no-run; cargo check --no-default-features --features gateway"
+cargo test --locked --workspace --benches --no-run
+cargo check --locked --no-default-features --features gateway

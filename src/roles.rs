@@ -635,6 +635,8 @@ type Listener = (Vec<&'static str>, TcpListener, axum::Router);
 /// What the query API is served from: the admission state it shows
 /// budgets from, the admin API's routes, and the log session resumes are
 /// written to (none on an API-only process of the embedded bus).
+// Read only where the query API is built (the `lake` feature).
+#[cfg_attr(not(feature = "lake"), allow(dead_code))]
 struct ApiParts {
     budgets: Arc<Admission>,
     admin: axum::Router,
