@@ -77,10 +77,10 @@ pub struct Config {
     /// Named routing configs (fallback, load balance, retry), for keys'
     /// `route` and the `x-tollgate-config` header.
     #[serde(default)]
-    pub routes: BTreeMap<String, crate::route::RouteConfig>,
+    pub routes: BTreeMap<String, crate::gateway::route::RouteConfig>,
     /// Bounds every route is held to (attempts per request, cache age).
     #[serde(default)]
-    pub routing: crate::route::RoutingConfig,
+    pub routing: crate::gateway::route::RoutingConfig,
     /// Subscription passthrough: how clients' own credentials are
     /// fingerprinted.
     #[serde(default)]
@@ -550,7 +550,10 @@ pub struct KeyConfig {
 impl KeyConfig {
     /// Whether this key's requests are subscription passthrough: the key
     /// says so, or the route it names does.
-    pub fn is_passthrough(&self, routes: &BTreeMap<String, crate::route::RouteConfig>) -> bool {
+    pub fn is_passthrough(
+        &self,
+        routes: &BTreeMap<String, crate::gateway::route::RouteConfig>,
+    ) -> bool {
         self.passthrough
             || self
                 .route
@@ -812,7 +815,7 @@ impl Config {
     fn check_passthrough_route(
         &self,
         at: &str,
-        route: &crate::route::RouteConfig,
+        route: &crate::gateway::route::RouteConfig,
     ) -> Result<(), String> {
         if route.cache.is_some() {
             return Err(format!(

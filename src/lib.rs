@@ -17,7 +17,6 @@ pub mod http_headers;
 pub mod metrics;
 pub mod pricing;
 pub mod private_fs;
-pub mod route;
 
 pub mod accounting;
 #[cfg(feature = "lake")]
@@ -25,7 +24,6 @@ pub mod api;
 pub mod bus;
 pub mod gateway;
 pub mod lake;
-pub mod notify;
 pub mod providers;
 
 pub mod live;

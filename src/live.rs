@@ -15,7 +15,7 @@ use crate::gateway::auth::{KeyRing, RingKey};
 /// The gateway's key ring as the state says.
 pub fn key_ring(
     state: &ControlState,
-    routes: &std::collections::BTreeMap<String, crate::route::RouteConfig>,
+    routes: &std::collections::BTreeMap<String, crate::gateway::route::RouteConfig>,
 ) -> KeyRing {
     let configs: Vec<_> = state.keys.values().map(|e| (e.to_config(), e)).collect();
     KeyRing::with_validity(

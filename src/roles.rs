@@ -454,7 +454,7 @@ pub async fn run(
 
     if has(Role::Notifier) {
         let log = bus.as_ref().expect("opened for the notifier").log.clone();
-        let notifier = crate::notify::Notifier::new(log, cfg.webhooks.clone()).await?;
+        let notifier = crate::accounting::notify::Notifier::new(log, cfg.webhooks.clone()).await?;
         pipeline.push(Task::spawn("notifier", |stop| async move {
             notifier.run(stop).await?;
             Ok(())

@@ -7,4 +7,5 @@
 pub mod accountant;
 pub mod guards;
 pub mod ledger;
+pub mod notify;
 pub mod replay;

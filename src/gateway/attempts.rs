@@ -17,9 +17,9 @@ use http::HeaderMap;
 use super::error::GatewayError;
 use super::plan::{Plan, PlannedTarget};
 use super::recording::Recording;
+use super::route::{self, Mode, RouteConfig};
 use crate::event::Usage;
 use crate::providers::{Endpoint, Provider, ProviderError, ProviderRequest, ProviderResponse};
-use crate::route::{self, Mode, RouteConfig};
 
 /// Most bytes of a discarded answer read for its usage.
 const DISCARDED_READ_BYTES: usize = 64 * 1024;

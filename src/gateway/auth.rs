@@ -30,7 +30,7 @@ pub struct Identity {
     /// Anthropic, which bills the client (the key or its route says so).
     pub passthrough: bool,
     /// What the key's requests may say about their own routing.
-    pub client_routing: crate::route::ClientRouting,
+    pub client_routing: super::route::ClientRouting,
 }
 
 /// The configured keys by SHA-256 digest: plaintext keys are never held.
@@ -49,7 +49,7 @@ impl KeyRing {
     /// `routes` tell which keys are passthrough through their route.
     pub fn new(
         keys: &[KeyConfig],
-        routes: &BTreeMap<String, crate::route::RouteConfig>,
+        routes: &BTreeMap<String, super::route::RouteConfig>,
     ) -> KeyRing {
         KeyRing::with_validity(
             keys.iter().map(|k| RingKey {
@@ -66,7 +66,7 @@ impl KeyRing {
     /// until its own end.
     pub fn with_validity<'a>(
         keys: impl IntoIterator<Item = RingKey<'a>>,
-        routes: &BTreeMap<String, crate::route::RouteConfig>,
+        routes: &BTreeMap<String, super::route::RouteConfig>,
     ) -> KeyRing {
         let mut by_digest = HashMap::new();
         for k in keys {
@@ -148,7 +148,7 @@ pub struct RingKey<'a> {
 }
 
 /// What a key says about its holder.
-fn identity_of(k: &KeyConfig, routes: &BTreeMap<String, crate::route::RouteConfig>) -> Identity {
+fn identity_of(k: &KeyConfig, routes: &BTreeMap<String, super::route::RouteConfig>) -> Identity {
     Identity {
         key_id: k.id.clone(),
         workspace: k.workspace.clone(),
@@ -157,7 +157,7 @@ fn identity_of(k: &KeyConfig, routes: &BTreeMap<String, crate::route::RouteConfi
         provider: k.provider.clone(),
         route: k.route.clone(),
         passthrough: k.is_passthrough(routes),
-        client_routing: crate::route::ClientRouting {
+        client_routing: super::route::ClientRouting {
             allow_config: k.allow_client_config,
             routes: k.client_routes.clone(),
         },

@@ -4,8 +4,8 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
+use super::route::RouteError;
 use crate::providers::ProviderError;
-use crate::route::RouteError;
 
 /// Why a request was not admitted (decided by admission; defined here so
 /// this module imports nothing of the request path and stays a leaf).

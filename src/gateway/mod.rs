@@ -20,6 +20,7 @@ mod plan;
 mod proxy;
 pub mod recording;
 pub mod request_head;
+pub mod route;
 pub mod tee;
 pub mod tokens;
 pub mod usage_limits;
@@ -44,12 +45,12 @@ pub struct Gateway {
     handoff: EventHandoff,
     max_body_bytes: usize,
     admission: Arc<admission::Admission>,
-    routes: std::collections::BTreeMap<String, crate::route::RouteConfig>,
+    routes: std::collections::BTreeMap<String, route::RouteConfig>,
     /// The one-target route of each provider, for keys without a route
     /// (built once here, not per request).
-    single_routes: HashMap<String, crate::route::RouteConfig>,
+    single_routes: HashMap<String, route::RouteConfig>,
     /// Bounds every route is held to.
-    routing: crate::route::RoutingConfig,
+    routing: route::RoutingConfig,
     cache: Arc<cache::ResponseCache>,
     /// Fingerprints the client credentials of passthrough requests.
     fingerprints: passthrough::Fingerprinter,
@@ -71,7 +72,7 @@ impl Gateway {
         announce_series();
         let single_routes = providers
             .keys()
-            .map(|p| (p.clone(), crate::route::RouteConfig::single(p)))
+            .map(|p| (p.clone(), route::RouteConfig::single(p)))
             .collect();
         Ok(Gateway {
             keys: arc_swap::ArcSwap::from_pointee(auth::KeyRing::new(&cfg.keys, &cfg.routes)),
@@ -113,7 +114,7 @@ impl Gateway {
     }
 
     /// The routes keys may name (for building a key ring).
-    pub fn routes(&self) -> &std::collections::BTreeMap<String, crate::route::RouteConfig> {
+    pub fn routes(&self) -> &std::collections::BTreeMap<String, route::RouteConfig> {
         &self.routes
     }
 }

@@ -15,9 +15,9 @@ use http::{HeaderMap, header};
 use rand::RngCore;
 use sha2::Sha256;
 
+use super::route::RouteConfig;
 use crate::config::Config;
 use crate::providers::Provider;
-use crate::route::RouteConfig;
 
 /// Why the fingerprint secret could not be had.
 #[derive(Debug, thiserror::Error)]

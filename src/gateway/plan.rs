@@ -8,8 +8,8 @@
 use bytes::Bytes;
 
 use super::request_head::RequestHead;
+use super::route::{self, RouteConfig};
 use crate::event::Usage;
-use crate::route::{self, RouteConfig};
 
 /// One target of the plan and the request it gets.
 pub struct PlannedTarget {

@@ -25,10 +25,10 @@ use super::passthrough;
 use super::plan::{Plan, WorstCase};
 use super::recording::Recording;
 use super::request_head::RequestHead;
+use super::route::{self, RouteConfig};
 use super::tee::{AnswerReader, TeeBody};
 use crate::metrics::METRICS;
 use crate::providers::{Endpoint, ProviderResponse};
-use crate::route::{self, RouteConfig};
 
 /// `POST /v1/messages` (with or without `?beta=true`).
 pub async fn messages(

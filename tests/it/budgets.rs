@@ -292,7 +292,8 @@ async fn threshold_alerts_reach_the_webhook_once_across_a_notifier_restart_and_a
     let mut thresholds = Vec::new();
     for (headers, body) in &got {
         let timestamp = headers["x-tollgate-timestamp"].to_str().unwrap();
-        let expected = tollgate::notify::signature("s3cret", timestamp.parse().unwrap(), body);
+        let expected =
+            tollgate::accounting::notify::signature("s3cret", timestamp.parse().unwrap(), body);
         assert_eq!(
             headers["x-tollgate-signature"],
             expected.as_str(),

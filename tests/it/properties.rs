@@ -17,10 +17,10 @@ use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use tollgate::config::Config;
 use tollgate::gateway::headers::RequestTags;
+use tollgate::gateway::route::{self, ClientRouting, RouteConfig};
 use tollgate::gateway::tee::SseReader;
 use tollgate::lake::query::Cursor;
 use tollgate::providers::eventstream::{Decoder, chunk_frame, message_to_sse};
-use tollgate::route::{self, ClientRouting, RouteConfig};
 
 /// The corpus of one target.
 fn corpus(target: &str) -> Vec<Vec<u8>> {

@@ -138,7 +138,7 @@ pub struct AdminState {
     /// keys only (as `Config::check_gateway_credentials` says of the file).
     keyless: Vec<String>,
     /// Route names a key may name (routes are file-only).
-    routes: BTreeMap<String, crate::route::RouteConfig>,
+    routes: BTreeMap<String, crate::gateway::route::RouteConfig>,
 }
 
 impl AdminState {

@@ -5,7 +5,8 @@
 //!
 //! A config never acts after the first byte of an answer went to the
 //! client: every decision here is made on the answer's status alone.
-//! Shared like `config`: tollgate.toml holds routes, the gateway runs them.
+//! Owned by the gateway, which runs routes; `config` reads the `[routes]`
+//! and `[routing]` sections from here (the config beside its stage).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
