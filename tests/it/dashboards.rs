@@ -695,9 +695,10 @@ fn substitute(expr: &str, variables: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// Waits until Prometheus has scraped tollgate for 8 s more from now and
-/// `ready` (a PromQL expression) is above 0: every `rate` window then holds
-/// the traffic so far.
+/// Waits until Prometheus has scraped tollgate for 8 s more from now, holds
+/// at least 8 good scrapes in the last 30 s, and `ready` (a PromQL
+/// expression) is above 0: every `rate` window then holds the traffic so
+/// far.
 async fn wait_for_scrapes(prometheus: &Prometheus, target: &str, ready: &str) {
     let settled = chrono::Utc::now().timestamp() as f64;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -706,12 +707,20 @@ async fn wait_for_scrapes(prometheus: &Prometheus, target: &str, ready: &str) {
             .value("max(timestamp(up{job=\"tollgate\"} == 1))")
             .await;
         let ready_value = prometheus.value(ready).await;
-        if last_scrape.is_some_and(|t| t >= settled + 8.0) && ready_value.is_some_and(|d| d > 0.0) {
+        // `rate` over the test's 30 s window needs several good scrapes in
+        // it; on a loaded machine scrapes time out, so count them.
+        let samples = prometheus
+            .value("min(count_over_time(tollgate_build_info{job=\"tollgate\"}[30s]))")
+            .await;
+        if last_scrape.is_some_and(|t| t >= settled + 8.0)
+            && ready_value.is_some_and(|d| d > 0.0)
+            && samples.is_some_and(|n| n >= 8.0)
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus did not scrape tollgate at {target} (last good scrape {last_scrape:?}); its log:\n{}",
+            "Prometheus did not scrape tollgate at {target} (last good scrape {last_scrape:?}, {samples:?} good scrapes in 30 s); its log:\n{}",
             prometheus.log()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
