@@ -77,18 +77,8 @@ impl ApiState {
             return Err(ApiError::NoToken);
         }
         let token = crate::http_headers::bearer_token(headers).ok_or(ApiError::Unauthorized)?;
-        let presented = digest(token);
-        // Comparing fixed-size digests keeps timing independent of where a
-        // guess first differs from a real token.
-        self.tokens
-            .iter()
-            .find(|(d, _)| {
-                d.iter()
-                    .zip(presented.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-            })
-            .map(|(_, scope)| scope.clone())
+        lookup_token(&self.tokens, token)
+            .cloned()
             .ok_or(ApiError::Unauthorized)
     }
 }
@@ -109,9 +99,26 @@ impl axum::extract::FromRequestParts<Arc<ApiState>> for Reader {
     }
 }
 
+/// A token's SHA-256: API tokens are held as digests only.
 fn digest(token: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(token).into()
+}
+
+/// What `token` is worth among `tokens` (digest → value), for both the
+/// query and the admin API. Comparing fixed-size digests keeps timing
+/// independent of where a guess first differs from a real token.
+fn lookup_token<'a, T>(tokens: &'a [([u8; 32], T)], token: &[u8]) -> Option<&'a T> {
+    let presented = digest(token);
+    tokens
+        .iter()
+        .find(|(d, _)| {
+            d.iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+        })
+        .map(|(_, value)| value)
 }
 
 /// The API's routes.

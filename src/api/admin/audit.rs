@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{AdminError, AdminState, Grant, Need};
+use super::{AdminError, AdminState, CanRead, Grant, Granted};
 use crate::control::ControlEvent;
 
 /// Most entries one answer holds.
@@ -54,10 +54,9 @@ fn visible(grant: &Grant, e: &ControlEvent) -> bool {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanRead>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::Read)?;
     let Query(q) = query.map_err(|e| AdminError::field("query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000);
     if limit == 0 || limit > MAX_LIMIT {

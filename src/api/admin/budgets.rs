@@ -7,7 +7,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use bytes::Bytes;
 
-use super::{AdminError, AdminState, Grant, Need, check_name, parse_body};
+use super::{
+    AdminError, AdminState, CanRead, CanWriteBudgets, Grant, Granted, check_name, parse_body,
+};
 use crate::budget::BudgetSpec;
 use crate::config::{BudgetConfig, BudgetScope};
 use crate::control::event::BudgetEntry;
@@ -74,10 +76,9 @@ pub(super) async fn put(
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteBudgets>,
     body: Bytes,
 ) -> Result<(http::StatusCode, Json<serde_json::Value>), AdminError> {
-    let grant = state.authorize(&headers, Need::BudgetsWrite)?;
     let b: BudgetConfig = parse_body(&body)?;
     Ok((
         http::StatusCode::CREATED,
@@ -94,11 +95,10 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn replace(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteBudgets>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::BudgetsWrite)?;
     let mut value: serde_json::Value = parse_body(&body)?;
     let Some(obj) = value.as_object_mut() else {
         return Err(AdminError::field("body", "must be a JSON object"));
@@ -125,9 +125,8 @@ pub async fn replace(
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanRead>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::Read)?;
     let current = state.state()?;
     let data: Vec<serde_json::Value> = current
         .budgets
@@ -157,10 +156,9 @@ fn find(state: &AdminState, grant: &Grant, name: &str) -> Result<BudgetEntry, Ad
     security(("bearer" = [])))]
 pub async fn one(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanRead>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::Read)?;
     let b = find(&state, &grant, &name)?;
     Ok(Json(serde_json::to_value(b).unwrap_or_default()))
 }
@@ -190,10 +188,9 @@ pub(super) async fn delete(
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteBudgets>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::BudgetsWrite)?;
     delete(&state, &grant, &name).await?;
     Ok(Json(serde_json::json!({ "name": name, "removed": true })))
 }

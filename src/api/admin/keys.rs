@@ -11,7 +11,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{AdminError, AdminState, Grant, Need, check_name, parse_body};
+use super::{
+    AdminError, AdminState, CanRead, CanWriteKeys, Grant, Granted, check_name, parse_body,
+};
 use crate::config::{ProviderKind, generate_key, hash_key};
 use crate::control::event::{KeyEntry, PreviousHash};
 use crate::control::{ControlEvent, Kind, Origin};
@@ -68,10 +70,9 @@ pub struct Rotate {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteKeys>,
     body: Bytes,
 ) -> Result<(http::StatusCode, Json<serde_json::Value>), AdminError> {
-    let grant = state.authorize(&headers, Need::KeysWrite)?;
     let new: NewKey = parse_body(&body)?;
     let key = generate_key();
     let entry = entry_of(&state, &grant, new, &key)?;
@@ -211,9 +212,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanRead>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::Read)?;
     let current = state.state()?;
     let data: Vec<serde_json::Value> = current
         .keys
@@ -243,10 +243,9 @@ fn find(state: &AdminState, grant: &Grant, id: &str) -> Result<KeyEntry, AdminEr
     security(("bearer" = [])))]
 pub async fn one(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanRead>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::Read)?;
     Ok(Json(to_json(&find(&state, &grant, &id)?)))
 }
 
@@ -258,10 +257,9 @@ pub async fn one(
     security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteKeys>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::KeysWrite)?;
     let entry = find(&state, &grant, &id)?;
     let event = ControlEvent::new(
         Kind::KeyRevoked,
@@ -283,11 +281,10 @@ pub async fn revoke(
     security(("bearer" = [])))]
 pub async fn rotate(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteKeys>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::KeysWrite)?;
     let ask: Rotate = if body.is_empty() {
         Rotate::default()
     } else {

@@ -167,17 +167,8 @@ impl AdminState {
         let token = crate::http_headers::bearer_token(headers)
             .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()))
             .ok_or(AdminError::Unauthorized)?;
-        let presented = digest(token);
-        let grant = self
-            .tokens
-            .iter()
-            .find(|(d, _)| {
-                d.iter()
-                    .zip(presented.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-            })
-            .map(|(_, g)| g.clone())
+        let grant = super::lookup_token(&self.tokens, token)
+            .cloned()
             .ok_or(AdminError::Unauthorized)?;
         if grant.allows(need) {
             Ok(grant)
@@ -205,7 +196,7 @@ impl AdminState {
 /// Every configured admin token with its grant.
 fn grants(cfg: &Config) -> Vec<([u8; 32], Grant)> {
     let full = cfg.admin_tokens().map(|t| {
-        let d = digest(t.as_bytes());
+        let d = super::digest(t.as_bytes());
         let grant = Grant {
             actor: format!("admin:{}", &hex::encode(d)[..8]),
             scopes: None,
@@ -215,7 +206,7 @@ fn grants(cfg: &Config) -> Vec<([u8; 32], Grant)> {
     });
     let scoped = cfg.api.scoped_tokens.iter().filter_map(|t| {
         let d = match (&t.token, &t.hash) {
-            (Some(tok), _) if !tok.is_empty() => digest(tok.as_bytes()),
+            (Some(tok), _) if !tok.is_empty() => super::digest(tok.as_bytes()),
             (_, Some(h)) => crate::config::parse_key_hash(h)?,
             _ => return None,
         };
@@ -232,9 +223,43 @@ fn grants(cfg: &Config) -> Vec<([u8; 32], Grant)> {
     full.chain(scoped).collect()
 }
 
-fn digest(token: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token).into()
+/// The scope an admin handler needs, named in its signature as a type:
+/// [`CanRead`], [`CanWriteKeys`], [`CanWriteBudgets`].
+pub trait Needs {
+    const NEED: Need;
+}
+
+/// Reading keys, budgets, rate limits or the audit log.
+pub struct CanRead;
+/// Creating, rotating or revoking keys.
+pub struct CanWriteKeys;
+/// Setting or removing budgets, spend limits and rate limits.
+pub struct CanWriteBudgets;
+
+impl Needs for CanRead {
+    const NEED: Need = Need::Read;
+}
+impl Needs for CanWriteKeys {
+    const NEED: Need = Need::KeysWrite;
+}
+impl Needs for CanWriteBudgets {
+    const NEED: Need = Need::BudgetsWrite;
+}
+
+/// The caller's grant when its token holds scope `N`: an extractor (like
+/// the query API's `Reader`), so no admin handler can forget to ask.
+pub struct Granted<N>(pub Grant, std::marker::PhantomData<N>);
+
+impl<N: Needs> axum::extract::FromRequestParts<Arc<AdminState>> for Granted<N> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, Self::Rejection> {
+        let grant = state.authorize(&parts.headers, N::NEED)?;
+        Ok(Granted(grant, std::marker::PhantomData))
+    }
 }
 
 /// Parses a JSON body strictly: an unknown or ill-typed field is a 400

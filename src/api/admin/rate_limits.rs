@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use bytes::Bytes;
 
-use super::{AdminError, AdminState, Need, check_name, parse_body};
+use super::{AdminError, AdminState, CanRead, CanWriteBudgets, Granted, check_name, parse_body};
 use crate::config::{BudgetScope, RateLimitConfig};
 use crate::control::event::RateLimitEntry;
 use crate::control::{ControlEvent, Kind, Origin};
@@ -40,9 +40,8 @@ fn validate(l: &RateLimitConfig) -> Result<(), AdminError> {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    _: Granted<CanRead>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    state.authorize(&headers, Need::Read)?;
     let current = state.state()?;
     let data: Vec<serde_json::Value> = current
         .rate_limits
@@ -59,11 +58,10 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn put(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteBudgets>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::BudgetsWrite)?;
     if grant.workspace.is_some() {
         return Err(AdminError::Workspace(grant.workspace.unwrap_or_default()));
     }
@@ -98,10 +96,9 @@ pub async fn put(
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteBudgets>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::BudgetsWrite)?;
     if grant.workspace.is_some() {
         return Err(AdminError::Workspace(grant.workspace.unwrap_or_default()));
     }

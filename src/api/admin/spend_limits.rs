@@ -19,7 +19,7 @@ use bytes::Bytes;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminError, AdminState, Need, parse_body};
+use super::{AdminError, AdminState, CanRead, CanWriteBudgets, Granted, parse_body};
 use crate::config::{BudgetConfig, BudgetPeriod, BudgetScope};
 use crate::control::event::BudgetEntry;
 
@@ -137,10 +137,9 @@ fn all(state: &AdminState) -> Result<Vec<serde_json::Value>, AdminError> {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    _: Granted<CanRead>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    state.authorize(&headers, Need::Read)?;
     let limit = paging.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
         return Err(AdminError::field("limit", "must be 1 to 1000"));
@@ -181,10 +180,9 @@ fn find(state: &AdminState, id: &str) -> Result<BudgetEntry, AdminError> {
     security(("bearer" = [])))]
 pub async fn one(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    _: Granted<CanRead>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    state.authorize(&headers, Need::Read)?;
     let b = find(&state, &id)?;
     let at = created_at(&state, &b.budget.name);
     Ok(Json(as_spend_limit(&b.budget, at).unwrap_or_default()))
@@ -197,10 +195,9 @@ pub async fn one(
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteBudgets>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::BudgetsWrite)?;
     let b = find(&state, &id)?;
     super::budgets::delete(&state, &grant, &b.budget.name).await?;
     Ok(Json(
@@ -237,10 +234,9 @@ fn parse_amount(amount: &str) -> Result<Decimal, AdminError> {
     security(("bearer" = [])))]
 pub async fn set(
     State(state): State<Arc<AdminState>>,
-    headers: http::HeaderMap,
+    Granted(grant, _): Granted<CanWriteBudgets>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let grant = state.authorize(&headers, Need::BudgetsWrite)?;
     let ask: SetSpendLimit = parse_body(&body)?;
     let (scope, subject, period) = budget_terms(&ask.scope, ask.period);
     let current = state.state()?;
