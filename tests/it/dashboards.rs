@@ -695,6 +695,80 @@ fn substitute(expr: &str, variables: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// tollgate under a loop of traffic rounds, scraped by Prometheus every
+/// second: traffic runs from the start until the queries are done, so every
+/// `rate()` window holds samples and latency quantiles have observations.
+struct Scraped {
+    tg: Arc<Tollgate>,
+    prometheus: Prometheus,
+    target: String,
+    stop: Arc<AtomicBool>,
+    traffic: tokio::task::JoinHandle<()>,
+}
+
+impl Scraped {
+    /// Starts tollgate on `config`, Prometheus on it, and `round(tg, n)`
+    /// every 200 ms.
+    fn start<F, Fut>(dir: &Path, config: PathBuf, round: F) -> Scraped
+    where
+        F: Fn(Arc<Tollgate>, usize) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let tg = Arc::new(Tollgate::start_with_config(dir, config));
+        let target = tg
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let prometheus = Prometheus::start(&dir.join("prometheus"), &target);
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = {
+            let (tg, stop) = (tg.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    round(tg.clone(), n).await;
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        Scraped {
+            tg,
+            prometheus,
+            target,
+            stop,
+            traffic,
+        }
+    }
+
+    /// Once `ready` is above 0 and the rate window is full, checks every
+    /// panel query of every dashboard returns data (`strict`: without the
+    /// zero fallback), then stops the traffic and tollgate. `failing` says
+    /// what a failure means, for its message.
+    async fn every_panel_has_data(self, ready: &str, strict: bool, failing: &str) {
+        wait_for_scrapes(&self.prometheus, &self.target, ready).await;
+        let (evaluated, failures, skipped) = evaluate_dashboards(&self.prometheus, strict).await;
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.traffic.await;
+        eprintln!(
+            "evaluated {evaluated} panel queries; skipped (marked {SKIP_MARKER:?}): {skipped:?}"
+        );
+        assert!(evaluated >= 40, "only {evaluated} queries found");
+        assert!(
+            failures.is_empty(),
+            "{} of {evaluated} dashboard queries {failing}:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        drop(self.prometheus);
+        match Arc::try_unwrap(self.tg) {
+            Ok(tg) => tg.stop(),
+            Err(_) => panic!("the traffic task still holds tollgate"),
+        }
+    }
+}
+
 /// Waits until Prometheus has scraped tollgate for 8 s more from now, holds
 /// at least 8 good scrapes in the last 30 s, and `ready` (a PromQL
 /// expression) is above 0: every `rate` window then holds the traffic so
@@ -843,28 +917,10 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_tollgate_un
         &mock.url(),
         &extra_config(&mock.url(), &overloaded.url(), &webhook),
     );
-    let tg = Arc::new(Tollgate::start_with_config(dir.path(), config));
-    let target = tg
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let prometheus = Prometheus::start(&dir.path().join("prometheus"), &target);
-
-    // Traffic from now until the queries are done, so every rate() window
-    // holds samples and latency quantiles have observations.
-    let stop = Arc::new(AtomicBool::new(false));
-    let background = {
-        let (tg, stop) = (tg.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut round = 0;
-            while !stop.load(Ordering::SeqCst) {
-                traffic_round(&tg, round).await;
-                round += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let scraped = Scraped::start(dir.path(), config, |tg, round| async move {
+        traffic_round(&tg, round).await
+    });
+    let tg = scraped.tg.clone();
 
     // Fill the ops budget until it refuses (its alerts fire on the way).
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -918,23 +974,10 @@ async fn every_dashboard_query_returns_data_from_prometheus_scraping_tollgate_un
         }
     }
 
-    wait_for_scrapes(&prometheus, &target, "sum(tollgate_alert_deliveries_total)").await;
-    let (evaluated, failures, skipped) = evaluate_dashboards(&prometheus, true).await;
-    stop.store(true, Ordering::SeqCst);
-    let _ = background.await;
-    eprintln!("evaluated {evaluated} panel queries; skipped (marked {SKIP_MARKER:?}): {skipped:?}");
-    assert!(evaluated >= 40, "only {evaluated} queries found");
-    assert!(
-        failures.is_empty(),
-        "{} of {evaluated} dashboard queries failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    drop(prometheus);
-    match Arc::try_unwrap(tg) {
-        Ok(tg) => tg.stop(),
-        Err(_) => panic!("the traffic task still holds tollgate"),
-    }
+    drop(tg);
+    scraped
+        .every_panel_has_data("sum(tollgate_alert_deliveries_total)", true, "failed")
+        .await;
 }
 
 /// An ordinary install: one key, one budget, one rate limit, one webhook,
@@ -974,43 +1017,22 @@ format = "slack"
 "#
     );
     let config = write_config(dir.path(), &mock.url(), &extra);
-    let tg = Arc::new(Tollgate::start_with_config(dir.path(), config));
-    let target = tg
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let prometheus = Prometheus::start(&dir.path().join("prometheus"), &target);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let background = {
-        let (tg, stop) = (tg.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                plain_round(&tg).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
-    tg.wait_for_metric("tollgate_sink_files_total", 1.0, Duration::from_secs(60))
-        .await;
-    wait_for_scrapes(&prometheus, &target, "sum(tollgate_sink_files_total)").await;
-    let (evaluated, failures, skipped) = evaluate_dashboards(&prometheus, false).await;
-    stop.store(true, Ordering::SeqCst);
-    let _ = background.await;
-    eprintln!("evaluated {evaluated} panel queries; skipped: {skipped:?}");
-    assert!(evaluated >= 40, "only {evaluated} queries found");
-    assert!(
-        failures.is_empty(),
-        "{} of {evaluated} dashboard queries show no data on an ordinary install:\n{}",
-        failures.len(),
-        failures.join("\n")
+    let scraped = Scraped::start(
+        dir.path(),
+        config,
+        |tg, _| async move { plain_round(&tg).await },
     );
-    drop(prometheus);
-    match Arc::try_unwrap(tg) {
-        Ok(tg) => tg.stop(),
-        Err(_) => panic!("the traffic task still holds tollgate"),
-    }
+    scraped
+        .tg
+        .wait_for_metric("tollgate_sink_files_total", 1.0, Duration::from_secs(60))
+        .await;
+    scraped
+        .every_panel_has_data(
+            "sum(tollgate_sink_files_total)",
+            false,
+            "show no data on an ordinary install",
+        )
+        .await;
 }
 
 /// One round of plain traffic: what Claude Code sends, answered.
