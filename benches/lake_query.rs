@@ -81,7 +81,13 @@ fn main() {
     let sessions = lookup_ids(total, "session", EVENTS_PER_SESSION);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
-    let ours = rt.block_on(measure_tollgate(&layout, &traces, &sessions));
+    // `TOLLGATE_BENCH_LOCAL=0` measures the bucket alone.
+    let local = std::env::var("TOLLGATE_BENCH_LOCAL").as_deref() != Ok("0");
+    let ours = if local {
+        rt.block_on(measure_tollgate(&layout, &traces, &sessions))
+    } else {
+        Vec::new()
+    };
     let ids_file = root.join("lookup-ids.json");
     std::fs::write(
         &ids_file,
@@ -89,11 +95,14 @@ fn main() {
             .unwrap(),
     )
     .unwrap();
-    let duck = measure_duckdb(&layout, &ids_file);
+    let duck = local.then(|| measure_duckdb(&layout, &ids_file)).flatten();
+    let bucket = rt.block_on(measure_on_s3(&root, &traces, &sessions));
 
     println!();
-    println!("| query | tollgate API (DataFusion) | DuckDB, raw events | DuckDB, events_hourly |");
-    println!("|---|---|---|---|");
+    println!(
+        "| query | tollgate API (DataFusion), local disk | same, lake in a bucket (s3s-fs) | DuckDB, raw events | DuckDB, events_hourly |"
+    );
+    println!("|---|---|---|---|---|");
     let theirs = |name: &str| {
         duck.as_ref()
             .and_then(|d| d.get(name))
@@ -101,14 +110,32 @@ fn main() {
             .map(|v| format!("{v:.1} ms"))
             .unwrap_or_else(|| "n/a".into())
     };
-    for (name, ms) in &ours {
+    let names: Vec<(String, f64)> = if ours.is_empty() {
+        bucket
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _)| (n, f64::NAN))
+            .collect()
+    } else {
+        ours
+    };
+    for (name, ms) in &names {
         let hourly = name.replace(", median of 5", ", on events_hourly, median of 5");
         let hourly = if hourly == *name {
             "n/a".into()
         } else {
             theirs(&hourly)
         };
-        println!("| {name} | {ms:.1} ms | {} | {hourly} |", theirs(name));
+        let remote = bucket
+            .as_ref()
+            .and_then(|b| b.iter().find(|(n, _)| n == name))
+            .map(|(_, ms)| format!("{ms:.1} ms"))
+            .unwrap_or_else(|| "n/a".into());
+        println!(
+            "| {name} | {ms:.1} ms | {remote} | {} | {hourly} |",
+            theirs(name)
+        );
     }
 }
 
@@ -330,6 +357,20 @@ async fn measure_tollgate(
     traces: &[String],
     sessions: &[String],
 ) -> Vec<(String, f64)> {
+    let mut out = measure_api(layout, traces, sessions).await;
+    out.push((
+        "team spend by day, 30 days, raw events only (no rollups), median of 5".into(),
+        raw_team_by_day(layout).await,
+    ));
+    out
+}
+
+/// Every query of the table through the API over `layout`.
+async fn measure_api(
+    layout: &LakeLayout,
+    traces: &[String],
+    sessions: &[String],
+) -> Vec<(String, f64)> {
     let base = serve_api(layout).await;
     let http = reqwest::Client::new();
     let mut out = Vec::new();
@@ -365,10 +406,6 @@ async fn measure_tollgate(
         let ms = median_of_5(&http, &base, &path, rows).await;
         out.push((format!("{name}, median of 5"), ms));
     }
-    out.push((
-        "team spend by day, 30 days, raw events only (no rollups), median of 5".into(),
-        raw_team_by_day(layout).await,
-    ));
     out
 }
 
@@ -400,12 +437,7 @@ async fn raw_team_by_day(layout: &LakeLayout) -> f64 {
 /// Runs `benches/lake_query_duckdb.py`; `None` (with a note) if DuckDB is
 /// not available.
 fn measure_duckdb(layout: &LakeLayout, ids: &Path) -> Option<serde_json::Value> {
-    let tools = std::env::var_os("TOLLGATE_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
-        });
-    let site = tools.join("duckdb");
+    let site = tools_dir().join("duckdb");
     if !site.join("duckdb").exists() || !site.join("pytz").exists() {
         let ok = Command::new("python3")
             .args([
@@ -445,4 +477,124 @@ fn measure_duckdb(layout: &LakeLayout, ids: &Path) -> Option<serde_json::Value> 
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("duckdb: {}", text.trim());
     serde_json::from_str(text.lines().last()?).ok()
+}
+
+/// The same API queries with the lake in a bucket: the generated lake's
+/// directory served over the S3 protocol by `s3s-fs` (a Rust S3 server
+/// over a local directory, installed with cargo into the tools directory
+/// when missing), so the files are the very same and only the protocol
+/// differs. `TOLLGATE_BENCH_S3=0` skips it; `None` when it cannot run.
+async fn measure_on_s3(
+    root: &Path,
+    traces: &[String],
+    sessions: &[String],
+) -> Option<Vec<(String, f64)>> {
+    if std::env::var("TOLLGATE_BENCH_S3").as_deref() == Ok("0") {
+        return None;
+    }
+    let server = s3s_fs()?;
+    let bucket = root.file_name()?.to_str()?.to_owned();
+    let port = free_port();
+    let mut child = Command::new(&server)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", "bench", "--secret-key", "benchsecret"])
+        .arg(root.parent()?)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let layout = bucket_layout(&bucket, &endpoint);
+    let up = wait_for_listing(&layout).await;
+    let out = if up {
+        Some(measure_api(&layout, traces, sessions).await)
+    } else {
+        eprintln!("s3s-fs did not serve {bucket} at {endpoint}; skipping the bucket column");
+        None
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+/// The lake at `s3://bucket` on the local S3 server at `endpoint`.
+fn bucket_layout(bucket: &str, endpoint: &str) -> LakeLayout {
+    let cfg = tollgate::lake::config::LakeConfig {
+        url: format!("s3://{bucket}"),
+        options: BTreeMap::from([
+            ("aws_endpoint".into(), endpoint.into()),
+            ("aws_allow_http".into(), "true".into()),
+            ("aws_virtual_hosted_style_request".into(), "false".into()),
+            ("aws_region".into(), "us-east-1".into()),
+            ("aws_access_key_id".into(), "bench".into()),
+            ("aws_secret_access_key".into(), "benchsecret".into()),
+        ]),
+        ..Default::default()
+    };
+    match tollgate::lake::object::LakeLocation::parse(&cfg, PathBuf::new()).unwrap() {
+        tollgate::lake::object::LakeLocation::Object(lake) => LakeLayout::on_object_store(lake),
+        tollgate::lake::object::LakeLocation::Local(_) => unreachable!("an s3:// URL"),
+    }
+}
+
+/// Waits up to 30 s for the server to list the lake's files.
+async fn wait_for_listing(layout: &LakeLayout) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let l = layout.clone();
+        let listed = tokio::task::spawn_blocking(move || l.files().map(|f| f.len()))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if listed.is_some_and(|n| n > 0) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `s3s-fs` binary, installed with `cargo install s3s-fs` under the
+/// tools directory when missing (0.14.1: the last release for this
+/// toolchain).
+fn s3s_fs() -> Option<PathBuf> {
+    let root = tools_dir().join("s3s-fs");
+    let bin = root.join("bin/s3s-fs");
+    if !bin.exists() {
+        eprintln!(
+            "installing s3s-fs 0.14.1 into {} (a few minutes, once)",
+            root.display()
+        );
+        let ok = Command::new("cargo")
+            .args(["install", "--locked", "--root"])
+            .arg(&root)
+            .args(["s3s-fs@0.14.1", "--features", "binary"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("s3s-fs could not be installed; skipping the bucket column");
+            return None;
+        }
+    }
+    Some(bin)
+}
+
+/// Where the test and bench tools live (`$TOLLGATE_TOOLS_DIR`, else
+/// `~/.cache/tollgate-tools`, as `scripts/install-test-deps.sh` has it).
+fn tools_dir() -> PathBuf {
+    std::env::var_os("TOLLGATE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
+        })
 }

@@ -108,3 +108,38 @@ if [ "$have" != "$MOTO_VERSION" ]; then
   fi
 fi
 echo "install-test-deps: moto: $TOOLS/moto ($have)"
+
+# --- Azurite (npm) and azure-storage-blob (PyPI), the Azure Blob server of --
+# the lake-on-Azure test. tests/it/lake_azure.rs runs
+# $TOOLS/azurite/node_modules/.bin/azurite-blob and creates its container
+# with the Python SDK (object_store cannot create containers).
+AZURITE_VERSION=3.37.0
+AZURE_BLOB_VERSION=12.31.1
+azurite="$TOOLS/azurite/node_modules/.bin/azurite-blob"
+have=$("$azurite" --version 2>/dev/null) || true
+if [ "$have" != "$AZURITE_VERSION" ]; then
+  command -v npm >/dev/null || { echo "install-test-deps: npm is required to install Azurite" >&2; exit 1; }
+  echo "install-test-deps: installing azurite@$AZURITE_VERSION into $TOOLS/azurite"
+  mkdir -p "$TOOLS/azurite"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS/azurite" \
+    "azurite@$AZURITE_VERSION" 2>&1 | grep -v 'Unknown user config\|install-scripts' || true
+  have=$("$azurite" --version 2>/dev/null) || true
+  if [ "$have" != "$AZURITE_VERSION" ]; then
+    echo "install-test-deps: Azurite did not install (got '${have:-nothing}' at $azurite)" >&2
+    exit 1
+  fi
+fi
+echo "install-test-deps: azurite: $azurite ($have)"
+have=$(PYTHONPATH="$TOOLS/azure-blob" python3 -c 'from azure.storage.blob import __version__ as v; print(v)' 2>/dev/null) || true
+if [ "$have" != "$AZURE_BLOB_VERSION" ]; then
+  echo "install-test-deps: installing azure-storage-blob==$AZURE_BLOB_VERSION into $TOOLS/azure-blob"
+  rm -rf "$TOOLS/azure-blob"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$TOOLS/azure-blob" "azure-storage-blob==$AZURE_BLOB_VERSION" 2>&1 | grep -v 'dependency resolver\|requires' || true
+  have=$(PYTHONPATH="$TOOLS/azure-blob" python3 -c 'from azure.storage.blob import __version__ as v; print(v)' 2>/dev/null) || true
+  if [ "$have" != "$AZURE_BLOB_VERSION" ]; then
+    echo "install-test-deps: azure-storage-blob did not install (got '${have:-nothing}')" >&2
+    exit 1
+  fi
+fi
+echo "install-test-deps: azure-storage-blob: $TOOLS/azure-blob ($have)"

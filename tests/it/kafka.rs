@@ -279,6 +279,8 @@ struct Cluster {
     mock: tollgate_mock::MockHandle,
     /// Config appended to every role's (budgets, webhooks).
     extra: String,
+    /// Settings added to every role's `[sink]`.
+    sink: String,
 }
 
 impl Cluster {
@@ -290,7 +292,15 @@ impl Cluster {
             mock: start_mock().await,
             dir,
             extra: extra.to_owned(),
+            sink: String::new(),
         }
+    }
+
+    /// A cluster whose roles also have `sink` in their `[sink]` section.
+    async fn start_with_sink(extra: &str, sink: &str) -> Cluster {
+        let mut c = Cluster::start(extra).await;
+        c.sink = sink.to_owned();
+        c
     }
 
     /// Writes the config of process `name` running `role`.
@@ -300,13 +310,23 @@ impl Cluster {
         } else {
             self.dir.path().join("shared")
         };
-        kafka_config(
+        let config = kafka_config(
             &self.dir.path().join(name),
             &self.mock.url(),
             &self.broker.addr,
             &data,
             &self.extra,
-        )
+        );
+        if !self.sink.is_empty() {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let text = text.replacen(
+                "flush_interval_ms = 200\n",
+                &format!("flush_interval_ms = 200\n{}\n", self.sink),
+                1,
+            );
+            std::fs::write(&config, text).unwrap();
+        }
+        config
     }
 
     /// Starts process `name` running `role` on its config.
@@ -392,6 +412,63 @@ async fn roles_in_separate_processes_with_two_gateways_and_two_sinks_land_every_
         }
     }
     for t in [gw1, gw2, accountant, sink1, sink2, api] {
+        t.stop();
+    }
+}
+
+/// Two sinks on two "machines" (each its own process and data directory)
+/// write one bucket: the consumer group splits the partitions, each sink
+/// compacts only the partitions it owns while the other writes and
+/// compacts beside it, and every event is in the bucket exactly once,
+/// before compaction and after.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sinks_share_one_bucket_and_each_compacts_only_its_own_partitions() {
+    let moto_dir = tempfile::tempdir().unwrap();
+    let moto = crate::lake_s3::Moto::start(moto_dir.path());
+    moto.create_bucket(crate::lake_s3::BUCKET).await;
+    let c = Cluster::start_with_sink(
+        &moto.lake_config(),
+        "compact_interval_secs = 1\ncompact_min_files = 2",
+    )
+    .await;
+    let accountant = c.role("acc", "accountant");
+    let sink1 = c.role("sink1", "sink");
+    let sink2 = c.role("sink2", "sink");
+    let api = c.role("api", "api");
+    let gw = c.role("gw", "gateway");
+
+    let urls = Arc::new(Mutex::new(vec![gw.url.clone()]));
+    let stop = CancellationToken::new();
+    let (sent, handle) = load(urls, "kafka-bucket", 50, stop.clone());
+    sent.wait_for_more(0, 250, &[&gw]).await;
+    // Both sinks wrote and compacted while the load ran.
+    let name = "tollgate_lake_compacted_files_total";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sink1.metric(name).await == 0.0 || sink2.metric(name).await == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "both sinks compact their partitions; logs:\n{}\n---\n{}",
+            sink1.log(),
+            sink2.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap();
+    let logs = [&gw, &accountant, &sink1, &sink2, &api];
+    assert_exactly_once(&api, "kafka-bucket", &sent, &logs).await;
+    assert!(
+        !moto.lake_files().await.is_empty(),
+        "the lake is in the bucket"
+    );
+    for t in [&sink1, &sink2] {
+        let log = t.log();
+        assert!(
+            !log.contains("compaction or retention failed") && !log.contains("panicked"),
+            "a sink's compaction failed:\n{log}"
+        );
+    }
+    for t in [gw, accountant, sink1, sink2, api] {
         t.stop();
     }
 }

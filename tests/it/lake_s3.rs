@@ -16,17 +16,17 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use crate::support::{ADMIN, Tollgate, client, start_mock, write_config};
 
 /// The bucket and prefix the lake goes to.
-const BUCKET: &str = "tollgate-lake";
+pub(crate) const BUCKET: &str = "tollgate-lake";
 const PREFIX: &str = "prod";
 
 /// A moto S3 server on a free loopback port; killed on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     endpoint: String,
 }
 
 impl Moto {
-    fn start(dir: &Path) -> Moto {
+    pub(crate) fn start(dir: &Path) -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -66,7 +66,7 @@ impl Moto {
 
     /// Creates the bucket (moto's server mode takes an unsigned
     /// CreateBucket; object_store cannot create buckets).
-    async fn create_bucket(&self, bucket: &str) {
+    pub(crate) async fn create_bucket(&self, bucket: &str) {
         let r = client()
             .put(format!("{}/{bucket}", self.endpoint))
             .send()
@@ -76,7 +76,7 @@ impl Moto {
     }
 
     /// The `[lake]` section pointing at the bucket.
-    fn lake_config(&self) -> String {
+    pub(crate) fn lake_config(&self) -> String {
         format!(
             r#"
 [lake]
@@ -108,7 +108,7 @@ aws_secret_access_key = "test"
     }
 
     /// The lake files in the bucket.
-    async fn lake_files(&self) -> Vec<String> {
+    pub(crate) async fn lake_files(&self) -> Vec<String> {
         self.files_under("events").await
     }
 
@@ -141,14 +141,18 @@ impl Drop for Moto {
     }
 }
 
-/// Where the test command installed moto (PyPI `moto[server]`).
-fn moto_dir() -> PathBuf {
-    let tools = std::env::var("TOLLGATE_TOOLS_DIR")
+/// Where the test command installs its tools (`$TOLLGATE_TOOLS_DIR`).
+pub(crate) fn tools_dir() -> PathBuf {
+    std::env::var("TOLLGATE_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tollgate-tools")
-        });
-    let dir = tools.join("moto");
+        })
+}
+
+/// Where the test command installed moto (PyPI `moto[server]`).
+fn moto_dir() -> PathBuf {
+    let dir = tools_dir().join("moto");
     assert!(
         dir.join("moto").exists(),
         "moto is not installed at {} (scripts/install-test-deps.sh installs it)",
@@ -158,7 +162,7 @@ fn moto_dir() -> PathBuf {
 }
 
 /// Sends `n` requests of trace `trace` through tollgate, one at a time.
-async fn send(tg: &Tollgate, trace: &str, n: usize) {
+pub(crate) async fn send(tg: &Tollgate, trace: &str, n: usize) {
     let body = r#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
     for _ in 0..n {
         let r = tg
@@ -174,7 +178,7 @@ async fn send(tg: &Tollgate, trace: &str, n: usize) {
 }
 
 /// `GET /v1/spend?group_by=team` as `(requests, spend_usd)` of team eng.
-async fn spend_of_eng(tg: &Tollgate) -> (u64, String) {
+pub(crate) async fn spend_of_eng(tg: &Tollgate) -> (u64, String) {
     let r = client()
         .get(format!("{}/v1/spend?group_by=team", tg.url))
         .bearer_auth(ADMIN)
@@ -195,7 +199,7 @@ async fn spend_of_eng(tg: &Tollgate) -> (u64, String) {
 }
 
 /// Local lake files under `data.dir` (there must be none).
-fn local_parquet(dir: &Path) -> usize {
+pub(crate) fn local_parquet(dir: &Path) -> usize {
     fn walk(dir: &Path, n: &mut usize) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
@@ -267,7 +271,7 @@ async fn the_lake_in_a_bucket_is_written_queried_and_compacted_there() {
 }
 
 /// `SELECT sum(requests) FROM events_hourly` through the API.
-async fn hourly_requests(tg: &Tollgate) -> u64 {
+pub(crate) async fn hourly_requests(tg: &Tollgate) -> u64 {
     let r = client()
         .post(format!("{}/v1/sql", tg.url))
         .bearer_auth(ADMIN)
@@ -344,4 +348,51 @@ async fn retention_deletes_expired_days_in_the_bucket(moto: &Moto, dir: &Path, c
     );
     assert_eq!(moto.lake_files().await.len(), 1, "today's file kept");
     tg.stop();
+}
+
+/// A lake file above the multipart threshold (16 MiB) goes up in parts
+/// against a real S3 server (its ETag says so: `…-N` for N parts), reads
+/// back whole, and as a new file keeps the first upload when a second
+/// writer of the same name comes along (the sink's exactly-once commit),
+/// while a replacement (compaction's rewrite, reprice) overwrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_lake_file_is_uploaded_in_parts_and_committed_once() {
+    use tollgate::lake::object::{LakeConfig, LakeLocation};
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(dir.path());
+    moto.create_bucket(BUCKET).await;
+    let cfg: toml::Value = toml::from_str(&moto.lake_config()).unwrap();
+    let cfg: LakeConfig = cfg["lake"].clone().try_into().unwrap();
+    let LakeLocation::Object(lake) = LakeLocation::parse(&cfg, PathBuf::new()).unwrap() else {
+        panic!("an s3:// URL is a bucket");
+    };
+    let lake = std::sync::Arc::new(lake);
+    // Lake paths are keys in the bucket, the lake's prefix included.
+    let name = PathBuf::from(format!("{PREFIX}/events/day=2026-12-01/p0000-big.parquet"));
+    let first: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let second = vec![7u8; 20 * 1024 * 1024];
+    let (l, n, f, s) = (lake.clone(), name.clone(), first.clone(), second.clone());
+    let read_back = tokio::task::spawn_blocking(move || {
+        l.put(&n, f, true).unwrap();
+        let after_first = l.get(&n).unwrap();
+        l.put(&n, s.clone(), true).unwrap();
+        let after_create_again = l.get(&n).unwrap();
+        l.put(&n, s, false).unwrap();
+        (after_first, after_create_again, l.get(&n).unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(read_back.0 == first, "the parts read back as the file");
+    assert!(
+        read_back.1 == first,
+        "a second new-file upload keeps the first"
+    );
+    assert!(read_back.2 == second, "a replacement overwrites");
+    let key = object_store::path::Path::from(name.display().to_string());
+    let head = moto.store().head(&key).await.unwrap();
+    let etag = head.e_tag.unwrap_or_default();
+    assert!(
+        etag.trim_matches('"').ends_with("-3"),
+        "uploaded in 3 parts of 8 MiB: ETag {etag}"
+    );
 }

@@ -14,6 +14,7 @@ mod control;
 mod dashboards;
 mod gateway_protocol;
 mod kafka;
+mod lake_azure;
 mod lake_s3;
 mod ops;
 mod passthrough;

@@ -96,6 +96,13 @@ impl Lake {
             // pruned on open by their row-group statistics, bloom filters
             // and page index.
             .set_bool("datafusion.execution.collect_statistics", false);
+        let config = match layout.remote() {
+            // A file read from a bucket waits on a request per column
+            // chunk range; many files in flight at once hide that wait
+            // (on local disk more partitions than cores only add work).
+            Some(_) => config.with_target_partitions(BUCKET_PARTITIONS),
+            None => config,
+        };
         let (url, hourly_url, runtime) = match layout.remote() {
             None => (
                 local_table_url(&layout.events_dir())?,
@@ -213,6 +220,9 @@ fn local_runtime(memory_bytes: usize) -> Result<Arc<RuntimeEnv>, LakeError> {
     );
     Ok(runtime)
 }
+
+/// Files a query over a bucket reads at once.
+const BUCKET_PARTITIONS: usize = 16;
 
 /// The query runtime of a lake in a bucket. A listing there is a request
 /// per 1000 files, so one is reused for the lake's listing TTL (the
