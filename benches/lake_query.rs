@@ -479,11 +479,13 @@ fn measure_duckdb(layout: &LakeLayout, ids: &Path) -> Option<serde_json::Value> 
     serde_json::from_str(text.lines().last()?).ok()
 }
 
-/// The same API queries with the lake in a bucket: the generated lake's
-/// directory served over the S3 protocol by `s3s-fs` (a Rust S3 server
-/// over a local directory, installed with cargo into the tools directory
-/// when missing), so the files are the very same and only the protocol
-/// differs. `TOLLGATE_BENCH_S3=0` skips it; `None` when it cannot run.
+/// The same API queries with the lake in a bucket: the generated lake
+/// uploaded once to `s3s-fs` (a Rust S3 server over a local directory,
+/// installed with cargo into the tools directory when missing) under
+/// `<lake>.s3/`, so the files are the very same and only the protocol
+/// differs. Uploaded rather than served in place: for an object it did
+/// not receive, s3s-fs computes the whole object's MD5 on every GET.
+/// `TOLLGATE_BENCH_S3=0` skips it; `None` when it cannot run.
 async fn measure_on_s3(
     root: &Path,
     traces: &[String],
@@ -493,27 +495,75 @@ async fn measure_on_s3(
         return None;
     }
     let server = s3s_fs()?;
-    let bucket = root.file_name()?.to_str()?.to_owned();
+    let served = root.with_extension("s3");
+    std::fs::create_dir_all(served.join(BENCH_BUCKET)).ok()?;
     let port = free_port();
     let mut child = Command::new(&server)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", "bench", "--secret-key", "benchsecret"])
-        .arg(root.parent()?)
+        .arg(&served)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
     let endpoint = format!("http://127.0.0.1:{port}");
-    let layout = bucket_layout(&bucket, &endpoint);
-    let up = wait_for_listing(&layout).await;
-    let out = if up {
-        Some(measure_api(&layout, traces, sessions).await)
-    } else {
-        eprintln!("s3s-fs did not serve {bucket} at {endpoint}; skipping the bucket column");
-        None
+    let layout = bucket_layout(BENCH_BUCKET, &endpoint);
+    let out = match upload_once(root, &served, &layout).await {
+        Ok(()) => Some(measure_api(&layout, traces, sessions).await),
+        Err(e) => {
+            eprintln!("could not upload the lake to s3s-fs at {endpoint} ({e}); skipping the bucket column");
+            None
+        }
     };
     let _ = child.kill();
     let _ = child.wait();
+    out
+}
+
+/// The bucket the bench's lake is uploaded to.
+const BENCH_BUCKET: &str = "lake";
+
+/// Uploads every lake file (raw and rollups) under its own key, unless
+/// `served/UPLOADED` says a previous run did.
+async fn upload_once(root: &Path, served: &Path, layout: &LakeLayout) -> Result<(), String> {
+    let done = served.join("UPLOADED");
+    if done.exists() {
+        return Ok(());
+    }
+    let remote = layout.remote().ok_or("not a bucket")?.clone();
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    for table in ["events", "events_hourly"] {
+        for entry in walk(&root.join(table)) {
+            let key = entry.strip_prefix(root).map_err(|e| e.to_string())?.to_owned();
+            let data = std::fs::read(&entry).map_err(|e| e.to_string())?;
+            bytes += data.len() as u64;
+            let r = remote.clone();
+            tokio::task::spawn_blocking(move || r.put(&key, data, false))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    println!(
+        "uploaded {:.0} MiB to s3s-fs in {:.1} s",
+        bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    std::fs::write(done, "").map_err(|e| e.to_string())
+}
+
+/// Every Parquet file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
     out
 }
 
@@ -535,23 +585,6 @@ fn bucket_layout(bucket: &str, endpoint: &str) -> LakeLayout {
         tollgate::lake::object::LakeLocation::Object(lake) => LakeLayout::on_object_store(lake),
         tollgate::lake::object::LakeLocation::Local(_) => unreachable!("an s3:// URL"),
     }
-}
-
-/// Waits up to 30 s for the server to list the lake's files.
-async fn wait_for_listing(layout: &LakeLayout) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let l = layout.clone();
-        let listed = tokio::task::spawn_blocking(move || l.files().map(|f| f.len()))
-            .await
-            .ok()
-            .and_then(Result::ok);
-        if listed.is_some_and(|n| n > 0) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
 }
 
 /// A loopback port nobody listens on now.
