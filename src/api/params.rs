@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::Uri;
 use axum::http::request::Parts;
@@ -80,18 +79,32 @@ impl<S: Send + Sync, T: DeserializeOwned + IntoParams + Send> FromRequestParts<S
 
 impl<T: DeserializeOwned + IntoParams> Filtered<T> {
     /// Reads the query string of `uri`: unknown parameters are refused
-    /// first, then each struct takes the parameters it names (none is
-    /// flattened into another: serde's `flatten` cannot read numbers from
-    /// a query string, and all values are text until checked anyway).
+    /// first, then each struct takes the parameters it names from the same
+    /// map (a repeated parameter: the last one, as before). `T`'s fields
+    /// are text (`Option<String>`) checked by the helpers here; none is
+    /// flattened into another, since serde's `flatten` cannot read
+    /// numbers from a query string.
     pub fn read(uri: &Uri) -> Result<Self, ApiError> {
-        let query = |e: QueryRejection| bad("query", &e.body_text());
-        let Query(map) = Query::<HashMap<String, String>>::try_from_uri(uri).map_err(query)?;
+        let Query(map) = Query::<HashMap<String, String>>::try_from_uri(uri)
+            .map_err(|e| bad("query", &e.body_text()))?;
         refuse_unknown::<T>(&map)?;
-        let Query(params) = Query::<T>::try_from_uri(uri).map_err(query)?;
-        let Query(mut filters) = Query::<Filters>::try_from_uri(uri).map_err(query)?;
+        let object: serde_json::Map<String, serde_json::Value> = map
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let params = from_text(object.clone())?;
+        let mut filters: Filters = from_text(object)?;
         filters.metadata = metadata(&map);
         Ok(Filtered { params, filters })
     }
+}
+
+/// A parameter struct from the query's text values.
+fn from_text<P: DeserializeOwned>(
+    object: serde_json::Map<String, serde_json::Value>,
+) -> Result<P, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| bad("query", &e.to_string()))
 }
 
 /// The names of a parameter struct, as documented.
@@ -291,6 +304,12 @@ mod tests {
             err.contains(&format!("unknown parameter; known: {known}")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_repeated_parameter_counts_once_with_its_last_value() {
+        let f = filter(&[("user", "ann"), ("user", "bob")], &Scope::All).unwrap();
+        assert_eq!(f.user.as_deref(), Some("bob"));
     }
 
     #[test]

@@ -96,19 +96,14 @@ const fn opt<S>(name: &'static str, cell: Cell<S>) -> Column<S> {
 }
 
 /// Every column of the lake's `events` table, in schema order.
+#[rustfmt::skip]
 static EVENT_COLUMNS: &[Column<LlmEvent>] = &[
     req("event_id", Cell::Uuid(|e, _| e.event_id)),
-    req(
-        "schema_version",
-        Cell::UInt16(|e, _| Some(e.schema_version)),
-    ),
+    req("schema_version", Cell::UInt16(|e, _| Some(e.schema_version))),
     req("trace_id", Cell::Text(|e, _| Some(&e.trace_id))),
     opt("session_id", Cell::Text(|e, _| e.session_id.as_deref())),
     opt("agent_id", Cell::Text(|e, _| e.agent_id.as_deref())),
-    opt(
-        "parent_agent_id",
-        Cell::Text(|e, _| e.parent_agent_id.as_deref()),
-    ),
+    opt("parent_agent_id", Cell::Text(|e, _| e.parent_agent_id.as_deref())),
     opt("request_id", Cell::Text(|e, _| e.request_id.as_deref())),
     req("started_at", Cell::Time(|e, _| Some(e.started_at))),
     req("ended_at", Cell::Time(|e, _| Some(e.ended_at))),
@@ -123,74 +118,32 @@ static EVENT_COLUMNS: &[Column<LlmEvent>] = &[
     req("provider", Cell::Text(|e, _| Some(&e.provider))),
     req("target", Cell::Text(|e, _| Some(&e.target))),
     opt("region", Cell::Text(|e, _| e.region.as_deref())),
-    opt(
-        "model_requested",
-        Cell::Text(|e, _| e.model_requested.as_deref()),
-    ),
+    opt("model_requested", Cell::Text(|e, _| e.model_requested.as_deref())),
     opt("model_served", Cell::Text(|e, _| e.model_served.as_deref())),
     req("stream", Cell::Boolean(|e, _| Some(e.stream))),
     req("status", Cell::UInt16(|e, _| Some(e.status))),
     opt("error_type", Cell::Text(|e, _| e.error_type.as_deref())),
     opt("stop_reason", Cell::Text(|e, _| e.stop_reason.as_deref())),
     req("attempts", Cell::Attempts(|e| &e.attempts)),
-    req(
-        "input_tokens",
-        Cell::Count(|e, _| Some(e.usage.input_tokens)),
-    ),
-    req(
-        "output_tokens",
-        Cell::Count(|e, _| Some(e.usage.output_tokens)),
-    ),
-    req(
-        "cache_creation_5m_tokens",
-        Cell::Count(|e, _| Some(e.usage.cache_creation_5m_tokens)),
-    ),
-    req(
-        "cache_creation_1h_tokens",
-        Cell::Count(|e, _| Some(e.usage.cache_creation_1h_tokens)),
-    ),
-    req(
-        "cache_read_tokens",
-        Cell::Count(|e, _| Some(e.usage.cache_read_tokens)),
-    ),
-    req(
-        "web_search_requests",
-        Cell::Count(|e, _| Some(e.usage.web_search_requests)),
-    ),
-    req(
-        "web_fetch_requests",
-        Cell::Count(|e, _| Some(e.usage.web_fetch_requests)),
-    ),
+    req("input_tokens", Cell::Count(|e, _| Some(e.usage.input_tokens))),
+    req("output_tokens", Cell::Count(|e, _| Some(e.usage.output_tokens))),
+    req("cache_creation_5m_tokens", Cell::Count(|e, _| Some(e.usage.cache_creation_5m_tokens))),
+    req("cache_creation_1h_tokens", Cell::Count(|e, _| Some(e.usage.cache_creation_1h_tokens))),
+    req("cache_read_tokens", Cell::Count(|e, _| Some(e.usage.cache_read_tokens))),
+    req("web_search_requests", Cell::Count(|e, _| Some(e.usage.web_search_requests))),
+    req("web_fetch_requests", Cell::Count(|e, _| Some(e.usage.web_fetch_requests))),
     req("downgrades", Cell::List(|e| &e.downgrades)),
     opt("client", Cell::Text(|e, _| e.client.as_deref())),
     opt("billed_by", Cell::Text(|e, _| Some(e.billed_by.as_str()))),
-    opt(
-        "credential_fingerprint",
-        Cell::Text(|e, _| e.credential_fingerprint.as_deref()),
-    ),
-    opt(
-        "usage_estimated",
-        Cell::Boolean(|e, _| Some(e.usage_estimated)),
-    ),
+    opt("credential_fingerprint", Cell::Text(|e, _| e.credential_fingerprint.as_deref())),
+    opt("usage_estimated", Cell::Boolean(|e, _| Some(e.usage_estimated))),
     // Billing facts beyond token counts: nullable, so lake files written
     // before them read back with nulls.
     opt("speed", Cell::Text(|e, _| e.usage.speed.as_deref())),
-    opt(
-        "inference_geo",
-        Cell::Text(|e, _| e.usage.inference_geo.as_deref()),
-    ),
-    opt(
-        "service_tier",
-        Cell::Text(|e, _| e.usage.service_tier.as_deref()),
-    ),
-    opt(
-        "usage_iterations",
-        Cell::Rendered(|e, _| iterations_json(e)),
-    ),
-    opt(
-        "fallback_credit_redeemed",
-        Cell::Boolean(|e, _| e.usage.fallback_credit_redeemed.then_some(true)),
-    ),
+    opt("inference_geo", Cell::Text(|e, _| e.usage.inference_geo.as_deref())),
+    opt("service_tier", Cell::Text(|e, _| e.usage.service_tier.as_deref())),
+    opt("usage_iterations", Cell::Rendered(|e, _| iterations_json(e))),
+    opt("fallback_credit_redeemed", Cell::Boolean(|e, _| e.usage.fallback_credit_redeemed.then_some(true))),
     opt("cost", Cell::Cost(|e| &e.cost, COST_COLUMNS)),
     req("bus_partition", Cell::UInt32(|_, at| Some(at.partition))),
     req("bus_offset", Cell::Count(|_, at| Some(at.offset))),
@@ -198,53 +151,21 @@ static EVENT_COLUMNS: &[Column<LlmEvent>] = &[
 
 /// The cost columns, in schema order; `tollgate reprice` replaces exactly
 /// these. Null until the accountant priced the event.
+#[rustfmt::skip]
 static COST_COLUMNS: &[Column<Option<Cost>>] = &[
     opt("cost_usd", Cell::Usd(|c, _| usd(c, |l| l.total_usd))),
     opt("cost_input_usd", Cell::Usd(|c, _| usd(c, |l| l.input_usd))),
-    opt(
-        "cost_output_usd",
-        Cell::Usd(|c, _| usd(c, |l| l.output_usd)),
-    ),
-    opt(
-        "cost_cache_write_5m_usd",
-        Cell::Usd(|c, _| usd(c, |l| l.cache_write_5m_usd)),
-    ),
-    opt(
-        "cost_cache_write_1h_usd",
-        Cell::Usd(|c, _| usd(c, |l| l.cache_write_1h_usd)),
-    ),
-    opt(
-        "cost_cache_read_usd",
-        Cell::Usd(|c, _| usd(c, |l| l.cache_read_usd)),
-    ),
-    opt(
-        "cost_web_search_usd",
-        Cell::Usd(|c, _| usd(c, |l| l.web_search_usd)),
-    ),
-    opt(
-        "cost_cache_savings_usd",
-        Cell::Usd(|c, _| usd(c, |l| l.cache_savings_usd)),
-    ),
-    opt(
-        "priced",
-        Cell::Boolean(|c, _| Some(c.as_ref()?.lines.is_some())),
-    ),
-    opt(
-        "price_table_version",
-        Cell::Text(|c, _| Some(&c.as_ref()?.price_table_version)),
-    ),
-    opt(
-        "pricing_family",
-        Cell::Text(|c, _| c.as_ref()?.family.as_deref()),
-    ),
-    opt(
-        "pricing_tier",
-        Cell::Text(|c, _| c.as_ref()?.tier.as_deref()),
-    ),
-    opt(
-        "pricing_basis",
-        Cell::Text(|c, _| c.as_ref()?.basis.as_deref()),
-    ),
+    opt("cost_output_usd", Cell::Usd(|c, _| usd(c, |l| l.output_usd))),
+    opt("cost_cache_write_5m_usd", Cell::Usd(|c, _| usd(c, |l| l.cache_write_5m_usd))),
+    opt("cost_cache_write_1h_usd", Cell::Usd(|c, _| usd(c, |l| l.cache_write_1h_usd))),
+    opt("cost_cache_read_usd", Cell::Usd(|c, _| usd(c, |l| l.cache_read_usd))),
+    opt("cost_web_search_usd", Cell::Usd(|c, _| usd(c, |l| l.web_search_usd))),
+    opt("cost_cache_savings_usd", Cell::Usd(|c, _| usd(c, |l| l.cache_savings_usd))),
+    opt("priced", Cell::Boolean(|c, _| Some(c.as_ref()?.lines.is_some()))),
+    opt("price_table_version", Cell::Text(|c, _| Some(&c.as_ref()?.price_table_version))),
+    opt("pricing_family", Cell::Text(|c, _| c.as_ref()?.family.as_deref())),
+    opt("pricing_tier", Cell::Text(|c, _| c.as_ref()?.tier.as_deref())),
+    opt("pricing_basis", Cell::Text(|c, _| c.as_ref()?.basis.as_deref())),
     opt("pricing_notes", Cell::Rendered(|c, _| pricing_notes(c))),
 ];
 
