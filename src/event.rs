@@ -2,7 +2,7 @@
 //!
 //! The gateway creates one per request, the bus carries it as JSON, the sink
 //! stores it as one Parquet row and the query API reads it back. The lake's
-//! columns are one table beside it ([`columns`]), so a field added to the
+//! columns are one table beside it (`event/columns.rs`), so a field added to the
 //! event reaches the lake with one more line there.
 
 use std::collections::BTreeMap;

@@ -65,7 +65,9 @@ fn filled_later<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>
 /// An endpoint's own query parameters `T` and the event filters, read from
 /// one query string (auth runs first: put it after the `Reader`).
 pub struct Filtered<T> {
+    /// The endpoint's own parameters.
     pub params: T,
+    /// The event filters, `metadata.<key>` pairs included.
     pub filters: Filters,
 }
 

@@ -39,7 +39,7 @@ fn group_by(text: Option<String>, default: &[GroupBy]) -> Result<Vec<GroupBy>, A
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SpendParams {
-    /// Comma-separated: team, user, key, model, provider, day, hour, session, agent, billed_by, metadata.<key> (default team)
+    /// Comma-separated: team, user, key, model, provider, day, hour, session, agent, billed_by, `metadata.<key>` (default team)
     pub group_by: Option<String>,
     /// Most groups returned, 1-10000 (default 1000)
     #[param(value_type = Option<usize>)]

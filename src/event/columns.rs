@@ -48,10 +48,13 @@ enum Cell<S: 'static> {
     Text(Text<S>),
     /// Utf8 the row has to render (JSON, a joined list).
     Rendered(Value<S, String>),
+    /// UInt16 (the schema version, an HTTP status).
     UInt16(Value<S, u16>),
+    /// UInt32 (the bus partition).
     UInt32(Value<S, u32>),
     /// Int64: a count, clamped into Arrow's signed type.
     Count(Value<S, u64>),
+    /// Boolean.
     Boolean(Value<S, bool>),
     /// Timestamp in milliseconds, UTC.
     Time(Value<S, DateTime<Utc>>),
@@ -72,8 +75,11 @@ enum Cell<S: 'static> {
 
 /// One lake column (or column group): its name, nullability and cell.
 struct Column<S: 'static> {
+    /// The Arrow field's name (a group's is only a label).
     name: &'static str,
+    /// Whether the Arrow field is nullable.
     nullable: bool,
+    /// How a row fills it.
     cell: Cell<S>,
 }
 
@@ -189,7 +195,7 @@ fn pricing_notes(cost: &Option<Cost>) -> Option<String> {
         .map(|c| c.notes.join("; "))
 }
 
-/// Arrow schema of the lake's `events` table, from [`EVENT_COLUMNS`].
+/// Arrow schema of the lake's `events` table, from the `EVENT_COLUMNS` table.
 pub fn arrow_schema() -> SchemaRef {
     let mut fields = Vec::with_capacity(64);
     push_fields(EVENT_COLUMNS, &mut fields);
@@ -206,10 +212,12 @@ fn push_fields<S>(columns: &[Column<S>], out: &mut Vec<Field>) {
     }
 }
 
+/// Event times: milliseconds, UTC.
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
+/// Dollar columns: `Decimal128(USD_PRECISION, USD_SCALE)`.
 fn usd_type() -> DataType {
     DataType::Decimal128(USD_PRECISION, USD_SCALE)
 }
@@ -297,6 +305,7 @@ impl<S> Cell<S> {
     }
 }
 
+/// A dollar column's builder for `n` rows.
 fn usd_builder(n: usize) -> Decimal128Builder {
     Decimal128Builder::with_capacity(n)
         .with_precision_and_scale(USD_PRECISION, USD_SCALE)
@@ -318,7 +327,9 @@ fn slots<S>(columns: &[Column<S>], n: usize) -> Vec<Slot<S>> {
     columns.iter().map(|c| c.cell.slot(n)).collect()
 }
 
-/// A column's builder with the accessor that fills it: [`Cell`] plus state.
+/// A column's builder with the accessor that fills it: each variant is
+/// the [`Cell`] of the same name plus its Arrow builder (a cost group: its
+/// members' slots).
 enum Slot<S: 'static> {
     Uuid(StringBuilder, fn(&S, BusPosition) -> Uuid),
     Text(StringBuilder, Text<S>),
@@ -455,7 +466,7 @@ pub fn to_record_batch(events: &[(BusPosition, &LlmEvent)]) -> Result<RecordBatc
     RecordBatch::try_new(arrow_schema(), columns)
 }
 
-/// Builders of the cost columns alone (see [`COST_COLUMNS`]), for
+/// Builders of the cost columns alone (the `COST_COLUMNS` group), for
 /// rewriting a lake file's costs.
 pub struct CostColumns(Vec<Slot<Option<Cost>>>);
 
