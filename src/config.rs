@@ -8,16 +8,17 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 // Sections owned by the stage that uses them, re-exported so the file's
 // whole shape is read here.
+pub use crate::accounting::notify::config::{WebhookConfig, WebhookFormat, redact_url};
 pub use crate::budget::config::{
     BudgetConfig, BudgetPeriod, BudgetScope, OutputEstimate, default_forget_idle_hours,
     default_max_subjects_per_key,
 };
+pub use crate::gateway::auth::config::{KeyConfig, generate_key, hash_key, parse_key_hash};
+pub use crate::lake::config::SinkConfig;
 
 /// Why a config could not be used; every variant names the file or field.
 #[derive(Debug, thiserror::Error)]
@@ -143,64 +144,6 @@ pub struct RateLimitConfig {
     pub requests_per_minute: Option<u32>,
     #[serde(default)]
     pub tokens_per_minute: Option<u32>,
-}
-
-/// Body shape of a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    #[default]
-    Json,
-    Slack,
-}
-
-/// Where budget alerts are delivered.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// A secret in itself for Slack (the path is the credential): only
-    /// [`WebhookConfig::redacted_url`] is ever logged.
-    pub url: String,
-    #[serde(default)]
-    pub format: WebhookFormat,
-    /// Shared secret of the `x-tollgate-signature` HMAC-SHA256 header.
-    #[serde(default)]
-    pub secret: Option<String>,
-}
-
-impl WebhookConfig {
-    /// The URL as logs may show it: scheme, host and port; the path and
-    /// query (where Slack and others keep the credential) become `…`.
-    pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
-    }
-}
-
-/// `Debug` that never prints the URL's path or the secret.
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &self.redacted_url())
-            .field("format", &self.format)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-/// `scheme://host[:port]` of `url`, with `/…` when it had a path or query
-/// beyond `/`; a URL that does not parse is shown as `<unparsable URL>`.
-pub fn redact_url(url: &str) -> String {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        return "<unparsable URL>".into();
-    };
-    let mut out = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
-    if let Some(port) = parsed.port() {
-        out.push_str(&format!(":{port}"));
-    }
-    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
-        out.push_str("/…");
-    }
-    out
 }
 
 /// Where the gateway listens and how it bounds what clients send.
@@ -348,29 +291,6 @@ impl Default for KafkaConfig {
     }
 }
 
-/// When the sink turns buffered events into a Parquet file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SinkConfig {
-    pub flush_rows: usize,
-    pub flush_interval_ms: u64,
-    /// How often the sink merges small lake files (0 turns it off).
-    pub compact_interval_secs: u64,
-    /// Fewest consecutive small files worth merging.
-    pub compact_min_files: usize,
-}
-
-impl Default for SinkConfig {
-    fn default() -> Self {
-        SinkConfig {
-            flush_rows: 50_000,
-            flush_interval_ms: 2_000,
-            compact_interval_secs: 600,
-            compact_min_files: 8,
-        }
-    }
-}
-
 /// Who may read the lake through the query API, and how much one SQL
 /// query may take.
 #[derive(Debug, Clone, Deserialize)]
@@ -511,60 +431,6 @@ pub struct ProviderConfig {
     /// anthropic-beta flags this provider accepts, instead of the catalog's.
     #[serde(default)]
     pub beta_allowlist: Option<Vec<String>>,
-}
-
-/// One tollgate key: who is calling, stored as a hash only.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConfig {
-    /// A stable, non-secret name for the key (on events and in the lake).
-    pub id: String,
-    /// `sha256:<hex>` of the key.
-    pub hash: String,
-    #[serde(default = "default_workspace")]
-    pub workspace: String,
-    pub team: String,
-    pub user: String,
-    /// The provider (a `[providers.NAME]`) this key's requests go to.
-    pub provider: String,
-    /// A `[routes.NAME]` to use instead of the plain provider.
-    #[serde(default)]
-    pub route: Option<String>,
-    /// Subscription passthrough: the client authenticates to tollgate with
-    /// `x-tollgate-api-key` only, and its own `Authorization` / `x-api-key`
-    /// (Claude Max or Anthropic OAuth token, or the user's own key) goes to
-    /// Anthropic unchanged; Anthropic bills the client, tollgate records.
-    #[serde(default)]
-    pub passthrough: bool,
-    /// Whether the key's requests may carry their own routing config
-    /// (`x-tollgate-config` JSON, `x-tollgate-provider`): off by default,
-    /// since such a config picks providers and the number of upstream calls.
-    #[serde(default)]
-    pub allow_client_config: bool,
-    /// The `[routes.NAME]` a request of this key may name in
-    /// `x-tollgate-config`.
-    #[serde(default)]
-    pub client_routes: Vec<String>,
-}
-
-impl KeyConfig {
-    /// Whether this key's requests are subscription passthrough: the key
-    /// says so, or the route it names does.
-    pub fn is_passthrough(
-        &self,
-        routes: &BTreeMap<String, crate::gateway::route::RouteConfig>,
-    ) -> bool {
-        self.passthrough
-            || self
-                .route
-                .as_ref()
-                .and_then(|r| routes.get(r))
-                .is_some_and(|r| r.passthrough)
-    }
-}
-
-fn default_workspace() -> String {
-    "default".into()
 }
 
 impl Config {
@@ -946,27 +812,6 @@ fn interpolate(value: &mut toml::Value, at: &str, path: &Path) -> Result<(), Con
     Ok(())
 }
 
-/// The stored form of a key: `sha256:<hex>`.
-pub fn hash_key(key: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
-}
-
-/// Decodes a stored key hash into its digest bytes.
-pub fn parse_key_hash(stored: &str) -> Option<[u8; 32]> {
-    let hex_digits = stored.strip_prefix("sha256:")?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_digits, &mut out).ok()?;
-    Some(out)
-}
-
-/// A new random tollgate key (192 bits): hashing it with plain SHA-256 is
-/// safe because, unlike a password, it cannot be guessed.
-pub fn generate_key() -> String {
-    let mut bytes = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("tg-{}", hex::encode(bytes))
-}
-
 /// The `[bus]` section of the starter config: Kafka when the installer
 /// has brokers (`TOLLGATE_KAFKA_BROKERS`), the embedded log otherwise.
 fn starter_bus(kafka: bool) -> &'static str {
@@ -1002,29 +847,6 @@ mod tests {
         );
         assert_eq!(cfg.providers["anthropic"].kind, ProviderKind::Anthropic);
         assert_eq!(cfg.bus.kind, BusKind::Embedded);
-    }
-
-    #[test]
-    fn webhook_urls_are_redacted_to_scheme_and_host_in_logs_and_debug() {
-        let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET?token=abc";
-        assert_eq!(redact_url(url), "https://hooks.slack.com/…");
-        assert_eq!(
-            redact_url("http://127.0.0.1:9000/"),
-            "http://127.0.0.1:9000"
-        );
-        assert_eq!(redact_url("not a url XXXXSECRET"), "<unparsable URL>");
-        let hook = WebhookConfig {
-            url: url.into(),
-            format: WebhookFormat::Slack,
-            secret: Some("hmac-secret".into()),
-        };
-        let shown = format!("{hook:?}");
-        assert!(
-            !shown.contains("XXXXSECRET") && !shown.contains("abc"),
-            "{shown}"
-        );
-        assert!(!shown.contains("hmac-secret"), "{shown}");
-        assert!(shown.contains("hooks.slack.com"), "{shown}");
     }
 
     #[test]

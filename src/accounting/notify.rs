@@ -28,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::ledger::Alert;
 use crate::backoff::Backoff;
 use crate::bus::{ALERTS_TOPIC, BusError, BusRecord, Log, Subscription, history};
-use crate::config::{WebhookConfig, WebhookFormat};
 use crate::metrics::METRICS;
+
+pub mod config;
+
+pub use config::{WebhookConfig, WebhookFormat};
 
 /// Consumer group of the notifier.
 pub const NOTIFIER_GROUP: &str = "tollgate-notifier";

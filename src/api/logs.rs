@@ -1,13 +1,14 @@
 //! `GET /v1/logs`, `GET /v1/logs/{event_id}` and `GET /v1/traces/{trace_id}`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::ErrorBody;
-use super::params::{Params, bad};
+use super::params::{Filtered, Filters, bad, int, text};
 use super::{ApiError, ApiState, Reader};
 use crate::lake::query::{Cursor, LogPage, LogQuery, SessionView, SortKey, TraceView};
 
@@ -15,24 +16,23 @@ use crate::lake::query::{Cursor, LogPage, LogQuery, SessionView, SortKey, TraceV
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
+/// `/v1/logs`' own parameters (beside the [`Filters`]).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsParams {
+    /// started_at, latency_ms, cost_usd or total_tokens; prefix `-` for descending (default -started_at)
+    pub sort: Option<String>,
+    /// Page size, 1-1000 (default 100)
+    #[param(value_type = Option<usize>)]
+    pub limit: Option<String>,
+    /// next_cursor of the previous page
+    pub cursor: Option<String>,
+}
+
 /// Lists events matching the filters, newest first unless `sort` says
 /// otherwise.
 #[utoipa::path(get, path = "/v1/logs", tag = "logs",
-    params(
-        ("trace_id" = Option<String>, Query, description = "Events of one trace"),
-        ("session_id" = Option<String>, Query, description = "Events of one Claude Code session"),
-        ("team" = Option<String>, Query, description = "Team (a team token may only name its own)"),
-        ("user" = Option<String>, Query), ("key" = Option<String>, Query, description = "Key id"),
-        ("model" = Option<String>, Query, description = "Model asked for or served"),
-        ("provider" = Option<String>, Query, description = "anthropic, bedrock, vertex or cache"),
-        ("status" = Option<u16>, Query, description = "HTTP status answered"),
-        ("metadata.<key>" = Option<String>, Query, description = "Metadata key = value (any number)"),
-        ("from" = Option<String>, Query, description = "Start, inclusive: RFC 3339, a date, or epoch ms"),
-        ("to" = Option<String>, Query, description = "End, exclusive"),
-        ("sort" = Option<String>, Query, description = "started_at, latency_ms, cost_usd or total_tokens; prefix `-` for descending (default -started_at)"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1-1000 (default 100)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-    ),
+    params(Filters, LogsParams),
     responses((status = 200, description = "A page of events", body = LogPage),
         (status = 400, description = "An invalid parameter, named", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
@@ -41,11 +41,10 @@ const MAX_LIMIT: usize = 1000;
 pub async fn list(
     State(api): State<Arc<ApiState>>,
     Reader(scope): Reader,
-    Query(params): Query<HashMap<String, String>>,
+    Filtered { params, filters }: Filtered<LogsParams>,
 ) -> Result<Json<LogPage>, ApiError> {
-    let p = Params::new(&params, &["sort", "limit", "cursor"])?;
-    let (sort, descending) = sort_param(p.text("sort"))?;
-    let cursor = match p.text("cursor") {
+    let (sort, descending) = sort_param(text(&params.sort))?;
+    let cursor = match text(&params.cursor) {
         Some(c) => Some(
             Cursor::decode(&c)
                 .filter(|c| c.key == sort && c.descending == descending)
@@ -54,10 +53,10 @@ pub async fn list(
         None => None,
     };
     let query = LogQuery {
-        filter: p.filter(&scope)?,
+        filter: filters.filter(&scope)?,
         sort,
         descending,
-        limit: p.int("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)?,
+        limit: int("limit", &params.limit, 1, MAX_LIMIT, DEFAULT_LIMIT)?,
         cursor,
     };
     Ok(Json(api.lake.logs(&scope, &query).await?))

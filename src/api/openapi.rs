@@ -66,3 +66,59 @@ impl Modify for BearerAuth {
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query parameter names the document lists for `GET path`.
+    fn query_params(doc: &serde_json::Value, path: &str) -> Vec<String> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has no parameters"))
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_listing_endpoint_documents_each_filter_once_and_its_own_parameters() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let filters = [
+            "trace_id",
+            "session_id",
+            "team",
+            "user",
+            "key",
+            "model",
+            "provider",
+            "status",
+            "from",
+            "to",
+            "metadata.<key>",
+        ];
+        for (path, own) in [
+            ("/v1/logs", &["sort", "limit", "cursor"][..]),
+            ("/v1/spend", &["group_by", "limit"][..]),
+            ("/v1/spend/top-sessions", &["limit", "order_by"][..]),
+            ("/v1/spend/cache-savings", &["group_by", "limit"][..]),
+        ] {
+            let mut got = query_params(&doc, path);
+            got.sort();
+            let mut want: Vec<String> = filters.iter().chain(own).map(|s| s.to_string()).collect();
+            want.sort();
+            assert_eq!(got, want, "{path}");
+        }
+        let status = &doc["paths"]["/v1/logs"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "status")
+            .unwrap()["schema"];
+        assert_eq!(
+            status["type"], "integer",
+            "status is documented as a number"
+        );
+    }
+}

@@ -12,8 +12,11 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::error::GatewayError;
-use crate::config::{KeyConfig, parse_key_hash};
 use crate::http_headers::bearer_token;
+
+pub mod config;
+
+pub use config::{KeyConfig, parse_key_hash};
 
 /// What a key says about its holder; stored on every event.
 #[derive(Debug, Clone, PartialEq, Eq)]

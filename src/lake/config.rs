@@ -1,6 +1,6 @@
-//! `[lake]` of the configuration, apart from the lake itself so that a
-//! build without the `lake` feature (the gateway's) still reads every
-//! config file the full build reads.
+//! `[lake]` and `[sink]` of the configuration, apart from the lake itself
+//! so that a build without the `lake` feature (the gateway's) still reads
+//! every config file the full build reads.
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
@@ -35,6 +35,29 @@ impl LakeConfig {
         let plain = !self.url.is_empty() && !self.url.contains("://");
         if plain && FsPath::new(&self.url).is_relative() {
             self.url = base.join(&self.url).display().to_string();
+        }
+    }
+}
+
+/// When the sink turns buffered events into a Parquet file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    pub flush_rows: usize,
+    pub flush_interval_ms: u64,
+    /// How often the sink merges small lake files (0 turns it off).
+    pub compact_interval_secs: u64,
+    /// Fewest consecutive small files worth merging.
+    pub compact_min_files: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            flush_rows: 50_000,
+            flush_interval_ms: 2_000,
+            compact_interval_secs: 600,
+            compact_min_files: 8,
         }
     }
 }

@@ -21,7 +21,7 @@ pub mod sink;
 #[cfg(feature = "lake")]
 pub mod store;
 
-pub use config::LakeConfig;
+pub use config::{LakeConfig, SinkConfig};
 
 /// Why a lake operation failed; names the file or query involved.
 #[cfg(feature = "lake")]

@@ -17,7 +17,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::LakeError;
 use super::files::{LakeLayout, WriteMode};
-use crate::event::{COST_COLUMNS, CostColumns, Usage};
+use crate::event::{CostColumns, Usage};
 use crate::pricing::cost::price_facts;
 use crate::pricing::{PriceBook, PriceQuery};
 
@@ -118,11 +118,11 @@ fn reprice_batch(batch: &RecordBatch, book: &PriceBook) -> Result<RecordBatch, S
             region: region.as_deref(),
             at,
         };
-        costs.push(Some(&price_facts(book, Some(&q), &usage)));
+        costs.push(&Some(price_facts(book, Some(&q), &usage)));
     }
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let schema = batch.schema();
-    for (name, new) in COST_COLUMNS.iter().zip(costs.finish()) {
+    for (name, new) in costs.finish() {
         let (i, _) = schema
             .column_with_name(name)
             .ok_or_else(|| format!("column {name} is missing"))?;

@@ -6,15 +6,14 @@
 //! request after a restart; and a spend-limits client written from
 //! Anthropic's published shapes.
 
-use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::budgets::body_of;
-use crate::support::{ADMIN, KEY, Tollgate, client, start_mock, write_config};
+use crate::support::{ADMIN, KEY, Tollgate, client, poll_until, start_mock, write_config};
 
 /// Scoped tokens of the test configs: one per write scope, one reader.
 const SCOPED: &str = r#"
@@ -73,22 +72,16 @@ pub async fn status_with(tg: &Tollgate, key: &str) -> u16 {
         .as_u16()
 }
 
-/// Polls `check` until it holds or `within` passes; true if it held.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
+/// Waits until `key` is answered `want` by `tg` (a control change took
+/// effect), failing with `what` and the last status after `within`.
+pub async fn answered(tg: &Tollgate, key: &str, want: u16, within: Duration, what: &str) {
+    poll_until(what, within, || async {
+        match status_with(tg, key).await {
+            s if s == want => Ok(()),
+            s => Err(format!("answered {s}, wanted {want}")),
         }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// The audit entries of `kind`.
@@ -127,13 +120,14 @@ async fn a_key_created_over_the_api_works_at_once_and_a_revoked_one_is_refused_w
         created["key"].as_str().unwrap().to_owned(),
     );
     assert!(created["hash"].as_str().unwrap().starts_with("sha256:"));
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            status_with(&tg, &key).await == 200
-        })
-        .await,
-        "the new key was not accepted within a second"
-    );
+    answered(
+        &tg,
+        &key,
+        200,
+        Duration::from_secs(1),
+        "the new key was not accepted within a second",
+    )
+    .await;
     // Only the hash is kept: the listing holds no key.
     let (_, listed) = admin(&tg, http::Method::GET, "/v1/admin/keys", "tok-read", None).await;
     assert!(!listed.to_string().contains(&key));
@@ -168,13 +162,14 @@ async fn a_key_created_over_the_api_works_at_once_and_a_revoked_one_is_refused_w
     )
     .await;
     assert_eq!(status, 200);
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            status_with(&tg, &key).await == 401
-        })
-        .await,
-        "the revoked key was still accepted after a second"
-    );
+    answered(
+        &tg,
+        &key,
+        401,
+        Duration::from_secs(1),
+        "the revoked key was still accepted after a second",
+    )
+    .await;
     let mut rest = String::from_utf8_lossy(&first).into_owned();
     while let Some(chunk) = stream.next().await {
         rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
@@ -207,13 +202,14 @@ async fn raising_a_budget_admits_requests_it_refused_and_the_audit_log_names_the
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("{SCOPED}{TINY_BUDGET}");
     let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), &extra));
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            status_with(&tg, KEY).await == 429
-        })
-        .await,
-        "the tiny budget never refused"
-    );
+    answered(
+        &tg,
+        KEY,
+        429,
+        Duration::from_secs(30),
+        "the tiny budget never refused",
+    )
+    .await;
     let raised = serde_json::json!({"scope": "team", "subject": "eng", "period": "daily", "limit_usd": "100"});
     // Wrong scopes are refused, naming the scope.
     let (status, err) = admin(
@@ -261,13 +257,14 @@ async fn raising_a_budget_admits_requests_it_refused_and_the_audit_log_names_the
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            status_with(&tg, KEY).await == 200
-        })
-        .await,
-        "requests were still refused a second after the budget was raised"
-    );
+    answered(
+        &tg,
+        KEY,
+        200,
+        Duration::from_secs(1),
+        "requests were still refused a second after the budget was raised",
+    )
+    .await;
     let (_, entries) = audit(&tg, "kind=budget.set&actor=ops-bot").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["before"]["budget"]["limit_usd"], "0.0001");
@@ -283,13 +280,14 @@ async fn raising_a_budget_admits_requests_it_refused_and_the_audit_log_names_the
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            status_with(&tg, KEY).await == 429
-        })
-        .await,
-        "the new rate limit did not refuse within a second"
-    );
+    answered(
+        &tg,
+        KEY,
+        429,
+        Duration::from_secs(1),
+        "the new rate limit did not refuse within a second",
+    )
+    .await;
     let (_, limits) = audit(&tg, "kind=rate_limit").await;
     assert_eq!(limits.len(), 1, "{limits:?}");
     let (_, from_file) = audit(&tg, "actor=config-file").await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{KEY, Tollgate, client, start_mock, write_config};
+use crate::support::{KEY, Tollgate, WithLog, client, poll_until, start_mock, write_config};
 
 /// A tansu broker on a free loopback port; killed on drop.
 struct Broker {
@@ -139,23 +139,17 @@ impl Sent {
     /// Waits until `n` more requests than `since` were answered: how a test
     /// lets load run through a phase without a fixed sleep.
     async fn wait_for_more(&self, since: usize, n: usize, logs: &[&Tollgate]) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        poll_until("answers", Duration::from_secs(60), || async {
             let now = self.answered();
-            if now >= since + n {
-                return now;
+            match now >= since + n {
+                true => Ok(now),
+                false => Err(WithLog(
+                    format!("{} of {n} answers after {since}", now - since),
+                    logs.to_vec(),
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} answers after {since}; logs:\n{}",
-                now - since,
-                logs.iter()
-                    .map(|t| t.log())
-                    .collect::<Vec<_>>()
-                    .join("\n---\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -228,8 +222,8 @@ async fn assert_exactly_once(api: &Tollgate, trace: &str, sent: &Sent, logs: &[&
         "the load sent too little to mean anything: {}",
         expected.len()
     );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    let what = "events never reached the lake";
+    let (rows, counts) = poll_until(what, Duration::from_secs(90), || async {
         let rows = api.all_of_trace(trace).await;
         let mut counts: HashMap<String, usize> = HashMap::new();
         for row in &rows {
@@ -237,37 +231,30 @@ async fn assert_exactly_once(api: &Tollgate, trace: &str, sent: &Sent, logs: &[&
                 .entry(row["event_id"].as_str().unwrap().to_owned())
                 .or_default() += 1;
         }
-        let missing = expected
-            .iter()
-            .filter(|id| !counts.contains_key(*id))
-            .count();
         let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
         assert!(
             dups.is_empty(),
             "events in the lake more than once: {dups:?}"
         );
-        if missing == 0 {
-            let extra: Vec<_> = counts.keys().filter(|id| !expected.contains(*id)).collect();
-            assert!(
-                extra.is_empty(),
-                "events in the lake nobody got an answer for: {extra:?}"
-            );
-            assert_eq!(rows.len(), expected.len());
-            return;
+        let missing = expected
+            .iter()
+            .filter(|id| !counts.contains_key(*id))
+            .count();
+        match missing {
+            0 => Ok((rows, counts)),
+            _ => Err(WithLog(
+                format!("{missing} of {} missing", expected.len()),
+                logs.to_vec(),
+            )),
         }
-        if Instant::now() > deadline {
-            let tails: String = logs
-                .iter()
-                .map(|t| t.log())
-                .collect::<Vec<_>>()
-                .join("\n-----\n");
-            panic!(
-                "{missing} of {} events never reached the lake; logs:\n{tails}",
-                expected.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
+    let extra: Vec<_> = counts.keys().filter(|id| !expected.contains(*id)).collect();
+    assert!(
+        extra.is_empty(),
+        "events in the lake nobody got an answer for: {extra:?}"
+    );
+    assert_eq!(rows.len(), expected.len());
 }
 
 /// A broker, the mock provider and a directory in which each role runs as
@@ -641,16 +628,13 @@ async fn budgets_refuse_and_alert_once_across_kafka_roles() {
     );
     // $0.01 at $0.002256 a request: 4 fit (the 5th's reservation would not).
     assert_eq!(admitted, 4, "{}", gw.log());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.lock().unwrap().len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "alerts not delivered: {}\n{}",
-            notifier.log(),
-            accountant.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until("alerts not delivered", Duration::from_secs(60), || async {
+        match got.lock().unwrap().len() {
+            n if n >= 2 => Ok(()),
+            n => Err(WithLog(format!("{n} of 2"), vec![&notifier, &accountant])),
+        }
+    })
+    .await;
     // The accountant read every event and the notifier delivered what it
     // read: a duplicate alert would have arrived by now.
     accountant
@@ -744,7 +728,7 @@ async fn an_event_over_the_kafka_record_limit_is_cut_down_and_lands_instead_of_b
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and_revoking_it_refuses_on_both()
  {
-    use crate::control::{admin, eventually, status_with};
+    use crate::control::{admin, answered, status_with};
     let c = Cluster::start("").await;
     let api = c.role("api", "api");
     let gw1 = c.role("gw1", "gateway");
@@ -764,14 +748,17 @@ async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and
     );
     let made_at = Instant::now();
     for gw in [&gw1, &gw2] {
-        assert!(
-            eventually(Duration::from_secs(1), || async {
-                status_with(gw, &key).await == 200
-            })
-            .await,
-            "gateway {} did not accept the new key within a second",
-            gw.url
-        );
+        answered(
+            gw,
+            &key,
+            200,
+            Duration::from_secs(1),
+            &format!(
+                "gateway {} did not accept the new key within a second",
+                gw.url
+            ),
+        )
+        .await;
     }
     // Figures for the report, not assertions.
     eprintln!(
@@ -789,14 +776,17 @@ async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and
     assert_eq!(status, 200);
     let revoked_at = Instant::now();
     for gw in [&gw1, &gw2] {
-        assert!(
-            eventually(Duration::from_secs(1), || async {
-                status_with(gw, &key).await == 401
-            })
-            .await,
-            "gateway {} still accepted the revoked key after a second",
-            gw.url
-        );
+        answered(
+            gw,
+            &key,
+            401,
+            Duration::from_secs(1),
+            &format!(
+                "gateway {} still accepted the revoked key after a second",
+                gw.url
+            ),
+        )
+        .await;
     }
     eprintln!(
         "control propagation: the key refused on both gateways {} ms after the API answered",

@@ -5,12 +5,12 @@
 //! recording each deletion.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, KEY, Tollgate, client, start_mock, write_config};
+use crate::support::{ADMIN, KEY, Tollgate, WithLog, client, poll_until, start_mock, write_config};
 
 const TEAM_TOKEN: &str = "eng-team-token";
 
@@ -97,11 +97,16 @@ fn parquet_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Waits until `done` holds, failing with `what` at the deadline.
 async fn wait_until(tg: &Tollgate, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}; log:\n{}", tg.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(what, Duration::from_secs(30), || {
+        let held = done();
+        async move {
+            match held {
+                true => Ok(()),
+                false => Err(WithLog("not yet".into(), vec![tg])),
+            }
+        }
+    })
+    .await
 }
 
 /// Copies every file of today's `table` day directory into the day

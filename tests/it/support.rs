@@ -212,23 +212,25 @@ impl Tollgate {
         }
     }
 
-    /// Waits until the trace has `n` events in the lake and returns them.
+    /// Waits until the trace has `n` events in the lake and returns them
+    /// (more than `n` fails at once: a duplicate never waits out).
     pub async fn wait_for_trace(&self, trace_id: &str, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let page = self.logs(&format!("trace_id={trace_id}&limit=1000")).await;
-            let data = page["data"].as_array().cloned().unwrap_or_default();
-            if data.len() >= n || Instant::now() > deadline {
-                assert_eq!(
-                    data.len(),
-                    n,
-                    "events of trace {trace_id}; log:\n{}",
-                    self.log()
-                );
-                return data;
+        let what = format!("events of trace {trace_id}");
+        let data = poll_until(&what, Duration::from_secs(30), || async {
+            let data = self.trace_events(trace_id).await;
+            match data.len() >= n {
+                true => Ok(data),
+                false => Err(WithLog(format!("{} of {n}", data.len()), vec![self])),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
+        assert_eq!(
+            data.len(),
+            n,
+            "events of trace {trace_id}; log:\n{}",
+            self.log()
+        );
+        data
     }
 
     /// Waits until the trace has at least `n` events and returns them all.
@@ -237,39 +239,40 @@ impl Tollgate {
         trace_id: &str,
         n: usize,
     ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let page = self.logs(&format!("trace_id={trace_id}&limit=1000")).await;
-            let data = page["data"].as_array().cloned().unwrap_or_default();
-            if data.len() >= n {
-                return data;
+        let what = format!("trace {trace_id}");
+        poll_until(&what, Duration::from_secs(30), || async {
+            let data = self.trace_events(trace_id).await;
+            match data.len() >= n {
+                true => Ok(data),
+                false => Err(WithLog(
+                    format!("has {} events, wanted {n}", data.len()),
+                    vec![self],
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "trace {trace_id} has {} events, wanted {n}; log:\n{}",
-                data.len(),
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+    }
+
+    /// The lake's events of one trace (up to 1,000).
+    async fn trace_events(&self, trace_id: &str) -> Vec<serde_json::Value> {
+        let page = self.logs(&format!("trace_id={trace_id}&limit=1000")).await;
+        page["data"].as_array().cloned().unwrap_or_default()
     }
 
     /// Waits until `metric(name)` is at least `value`, failing after `limit`
     /// with the process's log: how tests wait on a stage's progress.
     pub async fn wait_for_metric(&self, name: &str, value: f64, limit: Duration) -> f64 {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll_until(name, limit, || async {
             let now = self.metric(name).await;
-            if now >= value {
-                return now;
+            match now >= value {
+                true => Ok(now),
+                false => Err(WithLog(
+                    format!("is {now}, wanted at least {value}"),
+                    vec![self],
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} is {now}, wanted at least {value}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Waits until the process has consumed everything on its topics
@@ -277,43 +280,39 @@ impl Tollgate {
     /// then nothing more is on its way, and a test can check there were no
     /// duplicates without waiting a fixed time.
     pub async fn wait_until_drained(&self, delivered: usize, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll_until("not drained", limit, || async {
             let lag = self.metric("tollgate_bus_consumer_lag_records").await;
             let out = self.metric("tollgate_alert_deliveries_total").await;
-            if lag == 0.0 && out >= delivered as f64 {
-                return;
+            match lag == 0.0 && out >= delivered as f64 {
+                true => Ok(()),
+                false => Err(WithLog(
+                    format!("lag {lag}, {out} alerts delivered of {delivered}"),
+                    vec![self],
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "not drained: lag {lag}, {out} alerts delivered of {delivered}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Waits until every event the gateway answered is in the lake: the
     /// hand-off queue is empty and the sink wrote as many rows as the
     /// events topic received.
     pub async fn wait_until_landed(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll_until("not landed", limit, || async {
             let queued = self.metric("tollgate_events_queue_depth").await;
             let appended = self
                 .metric(r#"tollgate_bus_appended_total{topic="tollgate.events.v1"}"#)
                 .await;
             let rows = self.metric("tollgate_sink_rows_total").await;
-            if queued == 0.0 && rows >= appended {
-                return;
+            match queued == 0.0 && rows >= appended {
+                true => Ok(()),
+                false => Err(WithLog(
+                    format!("{queued} queued, {rows} rows of {appended} events"),
+                    vec![self],
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "not landed: {queued} queued, {rows} rows of {appended} events; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// A value of a metric line on `/metrics` (sum over label sets).
@@ -337,6 +336,47 @@ impl Drop for Tollgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// First and longest pause between two polls of [`poll_until`]: short at
+/// first, so a fast condition is seen at once, then longer, so a slow one
+/// does not load the processes it polls.
+const FIRST_POLL: Duration = Duration::from_millis(20);
+const LONGEST_POLL: Duration = Duration::from_millis(250);
+
+/// Polls `condition` until it yields `Ok`, returning its value; after
+/// `limit`, panics with `what` and the last observation (the `Err`). The
+/// one deadline loop of the integration tests.
+pub async fn poll_until<T, O, F, Fut>(what: &str, limit: Duration, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, O>>,
+    O: std::fmt::Display,
+{
+    let deadline = Instant::now() + limit;
+    let mut pause = FIRST_POLL;
+    loop {
+        match condition().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: {last} (after {limit:?})")
+            }
+            Err(_) => tokio::time::sleep(pause).await,
+        }
+        pause = (pause * 2).min(LONGEST_POLL);
+    }
+}
+
+/// An observation followed by the logs of the processes involved, read
+/// only when shown (so polling does not read the logs each time).
+pub struct WithLog<'a>(pub String, pub Vec<&'a Tollgate>);
+
+impl std::fmt::Display for WithLog<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let logs: Vec<String> = self.1.iter().map(|t| t.log()).collect();
+        let label = if logs.len() == 1 { "log" } else { "logs" };
+        write!(f, "{}; {label}:\n{}", self.0, logs.join("\n---\n"))
     }
 }
 

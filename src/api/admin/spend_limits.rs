@@ -53,10 +53,12 @@ pub struct SetSpendLimit {
 
 /// `GET /v1/organizations/spend_limits`'s paging (other parameters, such
 /// as `scope_type`, are accepted and ignored).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
+    /// Most limits per page (1 to 1000, default 20)
     pub limit: Option<usize>,
-    /// The opaque cursor of a previous answer's `next_page`.
+    /// A previous answer's next_page
     pub page: Option<String>,
 }
 
@@ -132,7 +134,7 @@ fn all(state: &AdminState) -> Result<Vec<serde_json::Value>, AdminError> {
 
 /// `GET /v1/organizations/spend_limits`: `{data, next_page}`.
 #[utoipa::path(get, path = "/v1/organizations/spend_limits", tag = "spend_limits",
-    params(("limit" = Option<usize>, Query, description = "Most limits per page (1 to 1000, default 20)"), ("page" = Option<String>, Query, description = "A previous answer's next_page")),
+    params(Paging),
     responses((status = 200, description = "`{data: [spend_limit], next_page}`", body = serde_json::Value)),
     security(("bearer" = [])))]
 pub async fn list(
