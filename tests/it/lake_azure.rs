@@ -49,14 +49,15 @@ impl Azurite {
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .arg("--location")
             .arg(dir.join("azurite"))
-            .args(["--skipApiVersionCheck", "--silent"])
+            .arg("--skipApiVersionCheck")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
             .expect("node starts azurite-blob");
         let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Node takes seconds to start on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while std::net::TcpStream::connect(&addr).is_err() {
             assert!(
                 Instant::now() < deadline,

@@ -49,7 +49,8 @@ impl Moto {
             .spawn()
             .expect("python3 starts moto");
         let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Python takes seconds to import moto on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while std::net::TcpStream::connect(&addr).is_err() {
             assert!(
                 Instant::now() < deadline,
