@@ -285,7 +285,11 @@ pub enum BusKind {
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     pub kind: BusKind,
-    /// Events the gateway may hold before the bus takes them.
+    /// Events the gateway may hold before the bus takes them (as many
+    /// again wait for room). 8,192 is most of a second of a busy gateway's
+    /// events and bounds what a stalled bus holds in memory: with 65,536
+    /// (131,072 counting the overflow) the pipeline benchmark, whose
+    /// injector keeps the queue full, peaked at 264-276 MiB.
     pub queue_capacity: usize,
     /// Required when `kind = "kafka"`.
     pub kafka: Option<KafkaConfig>,
@@ -300,7 +304,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
             kind: BusKind::Embedded,
-            queue_capacity: 65_536,
+            queue_capacity: 8_192,
             kafka: None,
             retention_days: 30,
         }
