@@ -6,8 +6,9 @@
 //! and any blocking threads they start) is pinned to one core; the path is
 //! the one `tollgate serve` runs: hand-off → publisher → embedded log
 //! (`tollgate.events.v1`, fsync per append) → accountant (pricing, costed
-//! topic) → sink (Arrow batches, Parquet files). Prints events/s end to end
-//! and CPU time per event. Asserts nothing about speed.
+//! topic) → sink (Arrow batches, Parquet files). Prints events/s end to end,
+//! CPU time per event and the process's peak resident memory. Asserts
+//! nothing about speed.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -86,6 +87,16 @@ fn cpu_seconds() -> f64 {
         .collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
     (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
+
+/// A `/proc/self/status` line's value (`VmHWM`: peak resident memory).
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Hands `n` events over as fast as the queue takes them; an event that
@@ -168,6 +179,10 @@ async fn run() {
         "  pipeline ceiling, embedded log, one core: {:.0} events/s end to end; CPU {:.2} µs per event",
         EVENTS as f64 / landed.as_secs_f64(),
         cpu * 1e6 / EVENTS as f64
+    );
+    println!(
+        "  peak resident memory (VmHWM): {:.1} MiB",
+        status_kib("VmHWM") as f64 / 1024.0
     );
     stop.cancel();
     drop(handoff);

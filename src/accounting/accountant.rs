@@ -19,12 +19,13 @@ use bytes::Bytes;
 use rust_decimal::prelude::ToPrimitive;
 use tokio_util::sync::CancellationToken;
 
+use super::costed;
 use super::guards::Guards;
 use super::ledger::{Alert, Ledgers};
 use crate::budget::{BudgetRecord, BudgetSpec, GuardSpec};
 use crate::bus::{
     ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log,
-    Subscription, history,
+    Subscription, history, records::RecordBuf,
 };
 use crate::event::{BilledBy, BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
@@ -101,6 +102,8 @@ pub struct Accountant {
     live_specs: Option<Arc<arc_swap::ArcSwap<Vec<BudgetSpec>>>>,
     /// The specs last put into the ledgers (compared by pointer).
     specs_in_use: Option<Arc<Vec<BudgetSpec>>>,
+    /// Where costed records are written, a batch at a time.
+    records: RecordBuf,
 }
 
 impl Accountant {
@@ -122,6 +125,7 @@ impl Accountant {
             last_commit: std::time::Instant::now(),
             live_specs: None,
             specs_in_use: None,
+            records: RecordBuf::new(),
         })
     }
 
@@ -249,11 +253,11 @@ impl Accountant {
             if already_costed {
                 continue;
             }
-            match serde_json::to_vec(&event) {
+            match costed::encode(&mut self.records, &record.payload, &event) {
                 Ok(payload) => out
                     .entry(record.partition)
                     .or_default()
-                    .push((record.key.clone(), Bytes::from(payload))),
+                    .push((record.key.clone(), payload)),
                 Err(e) => {
                     tracing::error!(event_id = %event.event_id, error = %e, "costed event could not be encoded")
                 }

@@ -5,6 +5,7 @@
 //! always be recomputed.
 
 pub mod accountant;
+mod costed;
 pub mod guards;
 pub mod ledger;
 pub mod notify;

@@ -2,16 +2,21 @@
 //!
 //! It takes whatever has queued up since its last append (up to a batch),
 //! lingering a few milliseconds for more when the batch is not full, so one
-//! durable append covers many events (group commit).
+//! durable append covers many events (group commit). While one batch's
+//! append (its write and fsync) is in flight, the next batch is taken and
+//! encoded, so the encoding's CPU time overlaps the disk's; appends still
+//! land one after another, in order.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 
 use super::Log;
 use super::embedded::MAX_RECORD_BYTES;
 use super::oversize::{self, Fitted};
+use super::records::RecordBuf;
 use crate::backoff::Backoff;
 use crate::event::LlmEvent;
 use crate::handoff::EventQueue;
@@ -29,8 +34,11 @@ const LINGER: Duration = Duration::from_millis(5);
 /// that shutdown loses nothing the gateway accepted.
 pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
     let mut events: Vec<LlmEvent> = Vec::with_capacity(BATCH);
+    let mut buf = RecordBuf::new();
+    let mut in_flight: Option<JoinHandle<()>> = None;
+    let topic: Arc<str> = topic.into();
     // The error series exists (at 0) before the first error.
-    METRICS.bus_append_errors.with_label_values(&[topic]);
+    METRICS.bus_append_errors.with_label_values(&[&topic]);
     while queue.recv_many(&mut events, BATCH).await > 0 {
         if events.len() < BATCH {
             tokio::time::sleep(LINGER).await;
@@ -42,23 +50,41 @@ pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
             }
         }
         METRICS.handoff_queue_depth.set(queue.len() as i64);
-        let records: Vec<(Bytes, Bytes)> =
-            events.drain(..).filter_map(|e| encode(e, topic)).collect();
-        append_until_done(log.as_ref(), topic, records).await;
+        let records: Vec<(Bytes, Bytes)> = events
+            .drain(..)
+            .filter_map(|e| encode(&mut buf, e, &topic))
+            .collect();
+        finish(in_flight.take()).await;
+        let (log, topic) = (log.clone(), topic.clone());
+        in_flight = Some(tokio::spawn(async move {
+            append_until_done(log.as_ref(), &topic, records).await
+        }));
     }
-    tracing::info!(topic, "event publisher drained its queue and stopped");
+    finish(in_flight).await;
+    tracing::info!(%topic, "event publisher drained its queue and stopped");
 }
 
-/// Serialises one event, cut down if it is over the embedded log's record
-/// limit (an append holding it would fail forever); a failure is a bug
-/// worth shouting about, and the event is counted as lost rather than
-/// dropped silently.
-fn encode(event: LlmEvent, topic: &str) -> Option<(Bytes, Bytes)> {
-    match serde_json::to_vec(&event) {
+/// Waits for the append in flight, if any: the next may start only after
+/// it, so batches land in the order they were taken.
+async fn finish(in_flight: Option<JoinHandle<()>>) {
+    if let Some(append) = in_flight {
+        if let Err(e) = append.await {
+            METRICS.events_lost.inc();
+            tracing::error!(error = %e, "bus append task failed: its batch may be lost");
+        }
+    }
+}
+
+/// Serialises one event into `buf`, cut down if it is over the embedded
+/// log's record limit (an append holding it would fail forever); a failure
+/// is a bug worth shouting about, and the event is counted as lost rather
+/// than dropped silently.
+fn encode(buf: &mut RecordBuf, event: LlmEvent, topic: &str) -> Option<(Bytes, Bytes)> {
+    match buf.json(&event) {
         Ok(json) => {
-            let key = Bytes::copy_from_slice(event.bus_key());
+            let key = buf.bytes(event.bus_key());
             match oversize::fit(topic, &key, &json, MAX_RECORD_BYTES) {
-                Fitted::AsIs => Some((key, Bytes::from(json))),
+                Fitted::AsIs => Some((key, json)),
                 Fitted::Shrunk(small) => Some((key, small)),
                 Fitted::Lost => None,
             }

@@ -31,8 +31,11 @@ pub struct SinkOptions {
 /// Most bytes (of the events as they came off the bus) a partition's
 /// buffer holds before it is written, whatever `flush_rows` says: under a
 /// burst, `flush_rows` events of Claude Code size held as structs were the
-/// largest part of a serving process's peak memory.
-const MAX_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// largest part of a serving process's peak memory. A flush holds the
+/// structs, their Arrow columns and the Parquet writer's pages at once,
+/// several times this; 8 MiB is still thousands of typical events per
+/// file, large enough for compaction to merge.
+const MAX_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Most records taken from the bus per poll: a poll of `flush_rows`
 /// (50,000 by default) held that many records at once beside the buffer.
