@@ -454,7 +454,23 @@ pub async fn run(
 
     if has(Role::Notifier) {
         let log = bus.as_ref().expect("opened for the notifier").log.clone();
-        let notifier = crate::accounting::notify::Notifier::new(log, cfg.webhooks.clone()).await?;
+        let control = control.as_ref().expect("a bus brings a control plane");
+        let secrets = crate::control::secrets::Secrets::start(log.clone(), &stopping).await?;
+        let (webhooks, follow) = live::follow_webhooks(control, &secrets, cfg.webhooks.clone());
+        feeds.push(Task::spawn("webhook credentials", move |stop| async move {
+            secrets.run(stop).await?;
+            Ok(())
+        }));
+        feeds.push(Task::spawn("webhook set", move |stop| async move {
+            live::until_stopped(follow, stop).await;
+            Ok(())
+        }));
+        let notifier = crate::accounting::notify::Notifier::follow(
+            log,
+            webhooks,
+            crate::accounting::notify::NotifierOptions::default(),
+        )
+        .await?;
         pipeline.push(Task::spawn("notifier", |stop| async move {
             notifier.run(stop).await?;
             Ok(())

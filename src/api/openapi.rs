@@ -38,13 +38,18 @@ use super::error::ErrorBody;
         super::admin::rate_limits::list,
         super::admin::rate_limits::put,
         super::admin::rate_limits::remove,
+        super::admin::webhooks::create,
+        super::admin::webhooks::replace,
+        super::admin::webhooks::list,
+        super::admin::webhooks::one,
+        super::admin::webhooks::remove,
         super::admin::spend_limits::list,
         super::admin::spend_limits::set,
         super::admin::spend_limits::one,
         super::admin::spend_limits::remove,
         super::sessions::resume,
     ),
-    components(schemas(ErrorBody, super::sql::SqlRequest, super::admin::keys::NewKey, super::admin::keys::Rotate)),
+    components(schemas(ErrorBody, super::sql::SqlRequest, super::admin::keys::NewKey, super::admin::keys::Rotate, super::admin::webhooks::NewWebhook)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -17,6 +17,7 @@
 pub mod diff;
 pub mod event;
 pub mod follow;
+pub mod secrets;
 pub mod state;
 
 pub use event::{ControlEvent, Kind, Origin};

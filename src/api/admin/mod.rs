@@ -12,6 +12,7 @@ pub(crate) mod budgets;
 pub(crate) mod keys;
 pub(crate) mod rate_limits;
 pub(crate) mod spend_limits;
+pub(crate) mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub enum Need {
     Read,
     KeysWrite,
     BudgetsWrite,
+    /// Webhooks, routes and workspaces: `admin:write` only.
+    AdminWrite,
 }
 
 impl Need {
@@ -43,6 +46,7 @@ impl Need {
             Need::Read => "admin:read",
             Need::KeysWrite => "keys:write",
             Need::BudgetsWrite => "budgets:write",
+            Need::AdminWrite => "admin:write",
         }
     }
 }
@@ -78,7 +82,7 @@ impl Grant {
 pub enum AdminError {
     #[error("send an admin token as `Authorization: Bearer <token>`")]
     Unauthorized,
-    #[error("forbidden: this token lacks the scope {0} (or admin:write)")]
+    #[error("forbidden: this token lacks the scope {0}{or}", or = if *.0 == "admin:write" { "" } else { " (or admin:write)" })]
     Scope(&'static str),
     #[error("forbidden: this token is limited to workspace {0:?}")]
     Workspace(String),
@@ -235,6 +239,8 @@ pub struct CanRead;
 pub struct CanWriteKeys;
 /// Setting or removing budgets, spend limits and rate limits.
 pub struct CanWriteBudgets;
+/// Setting or removing webhooks, routes and workspaces.
+pub struct CanWriteAdmin;
 
 impl Needs for CanRead {
     const NEED: Need = Need::Read;
@@ -244,6 +250,9 @@ impl Needs for CanWriteKeys {
 }
 impl Needs for CanWriteBudgets {
     const NEED: Need = Need::BudgetsWrite;
+}
+impl Needs for CanWriteAdmin {
+    const NEED: Need = Need::AdminWrite;
 }
 
 /// The caller's grant when its token holds scope `N`: an extractor (like
@@ -304,6 +313,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/v1/admin/rate_limits/{id}",
             axum::routing::put(rate_limits::put).delete(rate_limits::remove),
         )
+        .route(
+            "/v1/admin/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}",
+            get(webhooks::one)
+                .put(webhooks::replace)
+                .delete(webhooks::remove),
+        )
         .route("/v1/audit", get(audit::list))
         .route(
             "/v1/organizations/spend_limits",
@@ -332,6 +351,8 @@ mod tests {
             "/v1/admin/budgets/{name}",
             "/v1/admin/rate_limits",
             "/v1/admin/rate_limits/{id}",
+            "/v1/admin/webhooks",
+            "/v1/admin/webhooks/{id}",
             "/v1/audit",
             "/v1/organizations/spend_limits",
             "/v1/organizations/spend_limits/{id}",
@@ -355,6 +376,11 @@ mod tests {
         assert!(!g(&["admin:read"]).allows(Need::KeysWrite));
         assert!(g(&["admin:read"]).allows(Need::Read));
         assert!(g(&["admin:write"]).allows(Need::BudgetsWrite));
+        assert!(!g(&["keys:write", "budgets:write"]).allows(Need::AdminWrite));
+        assert_eq!(
+            AdminError::Scope(Need::AdminWrite.scope()).to_string(),
+            "forbidden: this token lacks the scope admin:write"
+        );
         assert_eq!(
             AdminError::Scope(Need::BudgetsWrite.scope()).to_string(),
             "forbidden: this token lacks the scope budgets:write (or admin:write)"
