@@ -49,10 +49,16 @@ fn budget_specs(state: &ControlState) -> Option<Vec<BudgetSpec>> {
     }
 }
 
-/// Keeps the gateway's keys current.
+/// Keeps the gateway's routes and keys current: the routes first, so a
+/// key pointed at a new route finds it.
 pub fn follow_keys(control: &Control, gateway: Arc<Gateway>) {
     control.listen(Box::new(move |state| {
-        let ring = key_ring(state, gateway.routes());
+        let routes = state.route_configs();
+        if *gateway.routes() != routes {
+            tracing::debug!(routes = routes.len(), "control: route table swapped");
+            gateway.set_routes(routes);
+        }
+        let ring = key_ring(state, &gateway.routes());
         tracing::debug!(hashes = ring.len(), "control: key ring swapped");
         gateway.set_keys(ring);
     }));

@@ -385,12 +385,9 @@ pub async fn run(
         // passthrough fingerprints need the installation's secret.
         let mut gateway_cfg = cfg.clone();
         if let Some(control) = &control {
-            gateway_cfg.keys = control
-                .current()
-                .keys
-                .values()
-                .map(|k| k.to_config())
-                .collect();
+            let state = control.current();
+            gateway_cfg.keys = state.keys.values().map(|k| k.to_config()).collect();
+            gateway_cfg.routes = state.route_configs();
         }
         let gw = Arc::new(Gateway::new(
             &gateway_cfg,

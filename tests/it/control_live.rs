@@ -158,3 +158,153 @@ async fn a_webhook_added_over_the_api_while_serving_gets_the_next_budget_alert_a
     assert_eq!(status, 404);
     tg.stop();
 }
+
+/// Sends one plain request with `key`; its status.
+async fn status_of(tg: &Tollgate, key: &str) -> u16 {
+    crate::control::status_with(tg, key).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_created_over_the_api_takes_a_keys_requests_once_the_key_points_at_it() {
+    let mock = start_mock().await;
+    let backup = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{TOKENS}\n[providers.backup]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"{}\"\n",
+        backup.url(),
+        crate::support::PROVIDER_KEY
+    );
+    let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), &extra));
+    let new_key = serde_json::json!({"team": "eng", "user": "carol", "provider": "anthropic"});
+    let (status, created) = admin(
+        &tg,
+        http::Method::POST,
+        "/v1/admin/keys",
+        ADMIN,
+        Some(new_key),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (id, key) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            status_of(&tg, &key).await == 200
+        })
+        .await
+    );
+
+    // Invalid routes are refused naming the field; nothing is written.
+    let post = |body: serde_json::Value, token: &'static str| {
+        let tg = &tg;
+        async move {
+            admin(
+                tg,
+                http::Method::POST,
+                "/v1/admin/routes",
+                token,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let good = serde_json::json!({"name": "to-backup", "strategy": "fallback",
+        "targets": [{"provider": "backup"}, {"provider": "anthropic"}]});
+    let (status, err) = post(good.clone(), "tok-budgets").await;
+    assert_eq!(status, 403);
+    assert!(err.to_string().contains("admin:write"), "{err}");
+    for (bad, field) in [
+        (
+            serde_json::json!({"name": "r", "targets": [{"provider": "nowhere"}]}),
+            "targets[0].provider",
+        ),
+        (
+            serde_json::json!({"name": "r", "targets": [{"provider": "backup", "wieght": 2}]}),
+            "targets[0].wieght",
+        ),
+        (
+            serde_json::json!({"name": "r", "targets": [{"provider": "backup"}], "on_status_codes": [200, 529]}),
+            "on_status_codes",
+        ),
+        (
+            serde_json::json!({"name": "r", "targets": [{"provider": "backup"}], "retry": {"attempts": 2, "on_status_codes": [204]}}),
+            "retry.on_status_codes",
+        ),
+        (
+            serde_json::json!({"name": "r", "strategy": "conditional", "targets": [{"provider": "backup"}],
+            "conditions": [{"query": {"model": {"$regex": "^claude"}}, "then": "backup"}]}),
+            "conditions[0].query.model",
+        ),
+    ] {
+        let (status, err) = post(bad, "tok-admin").await;
+        assert_eq!(status, 400, "{err}");
+        assert!(
+            err.to_string().contains(&format!("invalid {field}")),
+            "{field}: {err}"
+        );
+    }
+    let (_, listed) = admin(&tg, http::Method::GET, "/v1/admin/routes", "tok-read", None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 0, "{listed}");
+
+    let (status, made) = post(good, "tok-admin").await;
+    assert_eq!(status, 201, "{made}");
+    // A stream in flight on the key's old route while the key moves.
+    let r = crate::support::client()
+        .post(format!("{}/v1/messages", tg.url))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-mock-scenario", "slow-stream:200")
+        .body(r#"{"model":"claude-sonnet-4-5","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let path = format!("/v1/admin/keys/{id}");
+    let (status, patched) = admin(
+        &tg,
+        http::Method::PATCH,
+        &path,
+        ADMIN,
+        Some(serde_json::json!({"route": "to-backup"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["route"], "to-backup");
+    let rest = r.text().await.unwrap();
+    assert!(
+        rest.contains("message_stop"),
+        "the request in flight did not complete: {rest}"
+    );
+    let before = backup.received().len();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            status_of(&tg, &key).await == 200 && backup.received().len() > before
+        })
+        .await,
+        "requests of the key did not reach the route's target within a second"
+    );
+    // A route keys use cannot be removed; the audit names both changes.
+    let (status, err) = admin(
+        &tg,
+        http::Method::DELETE,
+        "/v1/admin/routes/to-backup",
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err.to_string().contains(&id), "{err}");
+    let (_, audit) = admin(
+        &tg,
+        http::Method::GET,
+        "/v1/audit?kind=route",
+        "tok-read",
+        None,
+    )
+    .await;
+    assert_eq!(audit["data"][0]["kind"], "route.set", "{audit}");
+    assert_eq!(audit["data"][0]["actor"], "platform", "{audit}");
+    tg.stop();
+}

@@ -11,6 +11,7 @@ pub(crate) mod audit;
 pub(crate) mod budgets;
 pub(crate) mod keys;
 pub(crate) mod rate_limits;
+pub(crate) mod routes;
 pub(crate) mod spend_limits;
 pub(crate) mod webhooks;
 
@@ -90,6 +91,9 @@ pub enum AdminError {
     BadField { field: String, reason: String },
     #[error("{0}")]
     NotFound(String),
+    /// The change would leave the state inconsistent (a route keys use).
+    #[error("{0}")]
+    Conflict(String),
     #[error(
         "the control plane is not available in this process (an API-only process on the embedded bus cannot write the log: use `tollgate serve`)"
     )]
@@ -117,6 +121,7 @@ impl IntoResponse for AdminError {
             }
             AdminError::BadField { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
+            AdminError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error"),
             AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
             AdminError::Control(e) => {
                 tracing::error!(error = %e, "control-plane write failed");
@@ -141,8 +146,6 @@ pub struct AdminState {
     /// Anthropic providers without an `api_key`: they serve passthrough
     /// keys only (as `Config::check_gateway_credentials` says of the file).
     keyless: Vec<String>,
-    /// Route names a key may name (routes are file-only).
-    routes: BTreeMap<String, crate::gateway::route::RouteConfig>,
 }
 
 impl AdminState {
@@ -162,7 +165,6 @@ impl AdminState {
                 .filter(|(_, p)| p.kind == ProviderKind::Anthropic && p.api_key.is_empty())
                 .map(|(n, _)| n.clone())
                 .collect(),
-            routes: cfg.routes.clone(),
         }
     }
 
@@ -277,6 +279,37 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Admi
     serde_json::from_slice(body).map_err(|e| AdminError::field("body", e.to_string()))
 }
 
+/// The first field of `input` that parsing dropped (`known` is the parsed
+/// value serialized back), as a path like `targets[0].weights`: a field
+/// the config does not have is a 400 naming it, even where the config's
+/// own parser tolerates it (Portkey's shapes, say).
+pub fn unknown_field(
+    input: &serde_json::Value,
+    known: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (input, known) {
+        (Value::Object(given), Value::Object(kept)) => given.iter().find_map(|(name, v)| {
+            let path = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}.{name}")
+            };
+            match kept.get(name) {
+                None => Some(path),
+                Some(k) => unknown_field(v, k, &path),
+            }
+        }),
+        (Value::Array(given), Value::Array(kept)) => given
+            .iter()
+            .zip(kept)
+            .enumerate()
+            .find_map(|(i, (v, k))| unknown_field(v, k, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
 /// A free-text identifier (team, user, workspace, names): non-empty,
 /// bounded, printable.
 pub fn check_name(field: &str, value: &str) -> Result<(), AdminError> {
@@ -296,7 +329,10 @@ pub fn check_name(field: &str, value: &str) -> Result<(), AdminError> {
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/v1/admin/keys", post(keys::create).get(keys::list))
-        .route("/v1/admin/keys/{id}", get(keys::one).delete(keys::revoke))
+        .route(
+            "/v1/admin/keys/{id}",
+            get(keys::one).patch(keys::update).delete(keys::revoke),
+        )
         .route("/v1/admin/keys/{id}/rotate", post(keys::rotate))
         .route(
             "/v1/admin/budgets",
@@ -322,6 +358,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(webhooks::one)
                 .put(webhooks::replace)
                 .delete(webhooks::remove),
+        )
+        .route("/v1/admin/routes", post(routes::create).get(routes::list))
+        .route(
+            "/v1/admin/routes/{name}",
+            get(routes::one).put(routes::replace).delete(routes::remove),
         )
         .route("/v1/audit", get(audit::list))
         .route(
@@ -353,6 +394,8 @@ mod tests {
             "/v1/admin/rate_limits/{id}",
             "/v1/admin/webhooks",
             "/v1/admin/webhooks/{id}",
+            "/v1/admin/routes",
+            "/v1/admin/routes/{name}",
             "/v1/audit",
             "/v1/organizations/spend_limits",
             "/v1/organizations/spend_limits/{id}",
@@ -362,6 +405,18 @@ mod tests {
                 "{path} missing from the OpenAPI document"
             );
         }
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let given =
+            serde_json::json!({"targets": [{"provider": "a", "wieght": 2}], "strategy": "single"});
+        let kept = serde_json::json!({"targets": [{"provider": "a", "weight": 1.0}], "strategy": "single", "retry": null});
+        assert_eq!(
+            unknown_field(&given, &kept, "").as_deref(),
+            Some("targets[0].wieght")
+        );
+        assert_eq!(unknown_field(&kept, &kept, ""), None);
     }
 
     #[test]
