@@ -308,3 +308,198 @@ async fn a_route_created_over_the_api_takes_a_keys_requests_once_the_key_points_
     assert_eq!(audit["data"][0]["actor"], "platform", "{audit}");
     tg.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspace_limited_token_sees_and_changes_only_its_workspaces_keys_budgets_and_teams() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{TOKENS}\n[[api.scoped_tokens]]\ntoken = \"tok-acme\"\nscopes = [\"keys:write\", \"budgets:write\"]\nworkspace = \"acme\"\nname = \"acme-lead\"\n"
+    );
+    let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), &extra));
+    let call = |method: http::Method,
+                path: &'static str,
+                token: &'static str,
+                body: Option<serde_json::Value>| {
+        let tg = &tg;
+        async move { admin(tg, method, path, token, body).await }
+    };
+    let (status, err) = call(
+        http::Method::POST,
+        "/v1/admin/workspaces",
+        "tok-acme",
+        Some(serde_json::json!({"name": "acme"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(err.to_string().contains("admin:write"), "{err}");
+    for ws in ["acme", "beta"] {
+        let body =
+            serde_json::json!({"name": ws, "description": format!("the {ws} business unit")});
+        let (status, made) = call(
+            http::Method::POST,
+            "/v1/admin/workspaces",
+            "tok-admin",
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+    }
+    let (status, err) = call(
+        http::Method::POST,
+        "/v1/admin/teams",
+        ADMIN,
+        Some(serde_json::json!({"name": "x", "workspace": "nowhere"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(err.to_string().contains("invalid workspace"), "{err}");
+    let (status, err) = call(
+        http::Method::POST,
+        "/v1/admin/teams",
+        ADMIN,
+        Some(serde_json::json!({"name": "x", "colour": "red"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(err.to_string().contains("colour"), "{err}");
+
+    // Teams: its own workspace by default; another one is 403 naming its own.
+    let team = serde_json::json!({"name": "eng", "description": "platform", "metadata": {"cost_center": "42"}});
+    let (status, made) = call(
+        http::Method::POST,
+        "/v1/admin/teams",
+        "tok-acme",
+        Some(team),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["workspace"], "acme");
+    let (status, err) = call(
+        http::Method::POST,
+        "/v1/admin/teams",
+        "tok-acme",
+        Some(serde_json::json!({"name": "ops", "workspace": "beta"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(err.to_string().contains("workspace \\\"acme\\\""), "{err}");
+    let (status, _) = call(
+        http::Method::POST,
+        "/v1/admin/teams",
+        ADMIN,
+        Some(serde_json::json!({"name": "ops", "workspace": "beta"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, teams) = call(http::Method::GET, "/v1/admin/teams", "tok-acme", None).await;
+    let names: Vec<&str> = teams["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["workspace"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme"], "{teams}");
+    let (status, _) = call(
+        http::Method::GET,
+        "/v1/admin/teams/beta/ops",
+        "tok-acme",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        http::Method::DELETE,
+        "/v1/admin/teams/beta/ops",
+        "tok-acme",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Keys: created in its workspace; another workspace's are neither
+    // listed nor changeable.
+    let (status, err) = call(
+        http::Method::POST,
+        "/v1/admin/keys",
+        "tok-acme",
+        Some(serde_json::json!({"team": "ops", "user": "u", "workspace": "beta"})),
+    )
+    .await;
+    assert_eq!(status, 403, "{err}");
+    let (status, mine) = call(
+        http::Method::POST,
+        "/v1/admin/keys",
+        "tok-acme",
+        Some(serde_json::json!({"team": "eng", "user": "dan"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{mine}");
+    assert_eq!(mine["workspace"], "acme");
+    let (status, theirs) = call(
+        http::Method::POST,
+        "/v1/admin/keys",
+        ADMIN,
+        Some(serde_json::json!({"team": "ops", "user": "eve", "workspace": "beta"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{theirs}");
+    let (_, keys) = call(http::Method::GET, "/v1/admin/keys", "tok-acme", None).await;
+    assert!(
+        keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["workspace"] == "acme"),
+        "{keys}"
+    );
+    let theirs_path = format!("/v1/admin/keys/{}", theirs["id"].as_str().unwrap());
+    let (status, err) = admin(&tg, http::Method::DELETE, &theirs_path, "tok-acme", None).await;
+    assert_eq!(status, 403);
+    assert!(err.to_string().contains("acme"), "{err}");
+
+    // Budgets: its workspace's budget only.
+    let ws_budget = serde_json::json!({"name": "acme-month", "scope": "workspace", "subject": "acme", "period": "monthly", "limit_usd": "500"});
+    let (status, made) = call(
+        http::Method::POST,
+        "/v1/admin/budgets",
+        "tok-acme",
+        Some(ws_budget),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let other = serde_json::json!({"name": "beta-month", "scope": "workspace", "subject": "beta", "period": "monthly", "limit_usd": "500"});
+    let (status, _) = call(
+        http::Method::POST,
+        "/v1/admin/budgets",
+        "tok-acme",
+        Some(other),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A workspace with teams or keys stays; the audit names who did what.
+    let (status, err) = call(
+        http::Method::DELETE,
+        "/v1/admin/workspaces/acme",
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    let (_, audit) = call(http::Method::GET, "/v1/audit?kind=team", "tok-read", None).await;
+    let actors: Vec<(&str, &str)> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert!(actors.contains(&("acme/eng", "acme-lead")), "{audit}");
+    let (_, audit) = call(http::Method::GET, "/v1/audit?kind=team", "tok-acme", None).await;
+    assert_eq!(
+        audit["data"].as_array().unwrap().len(),
+        1,
+        "a limited token sees its workspace's changes only: {audit}"
+    );
+    tg.stop();
+}

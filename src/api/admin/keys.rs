@@ -227,14 +227,15 @@ pub async fn list(
     Ok(Json(serde_json::json!({ "data": data })))
 }
 
-/// The key `id` as the token may see it, or 404.
+/// The key `id`: 404 if there is none, 403 naming the token's workspace
+/// if it is in another.
 fn find(state: &AdminState, grant: &Grant, id: &str) -> Result<KeyEntry, AdminError> {
     let current = state.state()?;
     let entry = current
         .keys
         .get(id)
-        .filter(|k| check_workspace(grant, &k.workspace).is_ok())
         .ok_or_else(|| AdminError::NotFound(format!("no key {id:?}")))?;
+    check_workspace(grant, &entry.workspace)?;
     Ok(entry.clone())
 }
 

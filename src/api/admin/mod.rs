@@ -13,6 +13,7 @@ pub(crate) mod keys;
 pub(crate) mod rate_limits;
 pub(crate) mod routes;
 pub(crate) mod spend_limits;
+pub(crate) mod teams;
 pub(crate) mod webhooks;
 
 use std::collections::BTreeMap;
@@ -59,7 +60,7 @@ pub struct Grant {
     pub actor: String,
     /// `None`: every scope (`api.admin_tokens`).
     scopes: Option<Vec<String>>,
-    /// Only keys and budgets of this workspace.
+    /// Only keys, teams and budgets of this workspace.
     pub workspace: Option<String>,
 }
 
@@ -364,6 +365,26 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/v1/admin/routes/{name}",
             get(routes::one).put(routes::replace).delete(routes::remove),
         )
+        .route(
+            "/v1/admin/teams",
+            post(teams::create_team).get(teams::list_teams),
+        )
+        .route(
+            "/v1/admin/teams/{workspace}/{name}",
+            get(teams::one_team)
+                .put(teams::replace_team)
+                .delete(teams::remove_team),
+        )
+        .route(
+            "/v1/admin/workspaces",
+            post(teams::create_workspace).get(teams::list_workspaces),
+        )
+        .route(
+            "/v1/admin/workspaces/{name}",
+            get(teams::one_workspace)
+                .put(teams::replace_workspace)
+                .delete(teams::remove_workspace),
+        )
         .route("/v1/audit", get(audit::list))
         .route(
             "/v1/organizations/spend_limits",
@@ -396,6 +417,10 @@ mod tests {
             "/v1/admin/webhooks/{id}",
             "/v1/admin/routes",
             "/v1/admin/routes/{name}",
+            "/v1/admin/teams",
+            "/v1/admin/teams/{workspace}/{name}",
+            "/v1/admin/workspaces",
+            "/v1/admin/workspaces/{name}",
             "/v1/audit",
             "/v1/organizations/spend_limits",
             "/v1/organizations/spend_limits/{id}",
