@@ -431,6 +431,16 @@ pub async fn run(
             sink.run(stop).await?;
             Ok(())
         }));
+        let audit = crate::lake::audit::AuditWriter::new(
+            log.as_ref(),
+            layout.clone(),
+            Duration::from_millis(cfg.sink.flush_interval_ms),
+        )
+        .await?;
+        pipeline.push(Task::spawn("audit writer", |stop| async move {
+            audit.run(stop).await?;
+            Ok(())
+        }));
         if cfg.sink.compact_interval_secs > 0 {
             let every = Duration::from_secs(cfg.sink.compact_interval_secs);
             let options = CompactOptions {

@@ -503,3 +503,98 @@ async fn a_workspace_limited_token_sees_and_changes_only_its_workspaces_keys_bud
     );
     tg.stop();
 }
+
+/// Rows of one `POST /v1/sql` query as an admin, and the answer's text.
+async fn sql(tg: &Tollgate, query: &str) -> (Vec<serde_json::Value>, String) {
+    let r = crate::support::client()
+        .post(format!("{}/v1/sql", tg.url))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "sql": query }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (v["rows"].as_array().cloned().unwrap_or_default(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_over_the_api_shows_up_in_the_audit_lake_table_without_secrets() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), TOKENS));
+    let budget = serde_json::json!({"name": "eng-daily", "scope": "team", "subject": "eng", "period": "daily", "limit_usd": "25"});
+    let (status, made) = admin(
+        &tg,
+        http::Method::POST,
+        "/v1/admin/budgets",
+        "tok-budgets",
+        Some(budget),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let hook = serde_json::json!({"url": "https://hooks.example.com/services/T0/B0/XyZpath", "secret": "hook-s3cret"});
+    let (status, made) = admin(
+        &tg,
+        http::Method::POST,
+        "/v1/admin/webhooks",
+        "tok-admin",
+        Some(hook),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let (status, made) = admin(
+        &tg,
+        http::Method::POST,
+        "/v1/admin/keys",
+        ADMIN,
+        Some(serde_json::json!({"team": "eng", "user": "fay"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+
+    let query = "SELECT kind, entity_id, actor, after FROM audit WHERE kind = 'budget.set' AND actor = 'ops-bot'";
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            !sql(&tg, query).await.0.is_empty()
+        })
+        .await,
+        "the budget change never reached the audit table: {}",
+        tg.log()
+    );
+    let (rows, _) = sql(&tg, query).await;
+    assert_eq!(rows[0]["entity_id"], "eng-daily");
+    assert!(
+        rows[0]["after"]
+            .as_str()
+            .unwrap()
+            .contains("\"limit_usd\":\"25\""),
+        "{rows:?}"
+    );
+    // Every change is there once (the file's key too), and no secret.
+    let all = "SELECT kind, entity_id, actor, before, after, day FROM audit ORDER BY bus_offset";
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let (rows, _) = sql(&tg, all).await;
+            let created = rows.iter().filter(|r| r["kind"] == "key.created").count();
+            rows.iter().any(|r| r["kind"] == "webhook.set") && created >= 2
+        })
+        .await
+    );
+    let (rows, text) = sql(&tg, all).await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "budget.set").count(),
+        1,
+        "{kinds:?}"
+    );
+    for secret in ["hook-s3cret", "XyZpath", key.as_str(), crate::support::KEY] {
+        assert!(
+            !text.contains(secret),
+            "the audit table holds a secret: {text}"
+        );
+    }
+    tg.stop();
+}
