@@ -598,3 +598,125 @@ async fn a_change_over_the_api_shows_up_in_the_audit_lake_table_without_secrets(
     }
     tg.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_cli_lists_creates_and_deletes_routes_webhooks_teams_and_workspaces() {
+    use crate::control::cli;
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tg = Tollgate::start_with_config(dir.path(), write_config(dir.path(), &mock.url(), TOKENS));
+    let route = r#"{"strategy": "fallback", "targets": [{"provider": "anthropic"}]}"#;
+    let out = cli(
+        &tg,
+        &["admin", "routes", "create", "main", "--json", route],
+        "tok-admin",
+    );
+    assert!(out.contains("name: main"), "{out}");
+    let table = cli(&tg, &["admin", "routes", "list"], "tok-read");
+    assert!(
+        table.starts_with("NAME") && table.contains("fallback") && table.contains("anthropic"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&cli(
+        &tg,
+        &["admin", "routes", "list", "--output", "json"],
+        "tok-read",
+    ))
+    .unwrap();
+    assert_eq!(json["data"][0]["route"]["strategy"], "fallback", "{json}");
+
+    let hook = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "admin",
+            "webhooks",
+            "create",
+            "--webhook-url",
+            "https://hooks.example.com/T0/SECRETPATH",
+        ])
+        .args([
+            "--format",
+            "slack",
+            "--secret-env",
+            "HOOK_SECRET",
+            "--id",
+            "ops-slack",
+        ])
+        .args(["--url", &tg.url, "--token", "tok-admin", "--output", "json"])
+        .env("HOOK_SECRET", "hook-s3cret")
+        .output()
+        .unwrap();
+    let made = String::from_utf8_lossy(&hook.stdout);
+    assert!(
+        hook.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hook.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+    assert_eq!(
+        (made["id"].as_str(), made["secret"].as_str()),
+        (Some("ops-slack"), Some("set"))
+    );
+    let table = cli(&tg, &["admin", "webhooks", "list"], "tok-read");
+    assert!(
+        table.contains("ops-slack") && table.contains("slack"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("SECRETPATH") && !table.contains("hook-s3cret"),
+        "{table}"
+    );
+
+    cli(
+        &tg,
+        &[
+            "admin",
+            "workspaces",
+            "create",
+            "beta",
+            "--description",
+            "Beta",
+        ],
+        "tok-admin",
+    );
+    cli(
+        &tg,
+        &["admin", "teams", "create", "eng", "--workspace", "beta"],
+        "tok-admin",
+    );
+    let teams = cli(&tg, &["admin", "teams", "list"], "tok-read");
+    assert!(teams.contains("beta") && teams.contains("eng"), "{teams}");
+    assert!(cli(&tg, &["admin", "workspaces", "list"], "tok-read").contains("Beta"));
+
+    // Deletes, each gone afterwards.
+    cli(
+        &tg,
+        &["admin", "teams", "delete", "eng", "--workspace", "beta"],
+        "tok-admin",
+    );
+    cli(&tg, &["admin", "workspaces", "delete", "beta"], "tok-admin");
+    cli(
+        &tg,
+        &["admin", "webhooks", "delete", "ops-slack"],
+        "tok-admin",
+    );
+    cli(&tg, &["admin", "routes", "delete", "main"], "tok-admin");
+    for what in ["routes", "webhooks", "teams", "workspaces"] {
+        let list = cli(
+            &tg,
+            &["admin", what, "list", "--output", "json"],
+            "tok-read",
+        );
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(list["data"].as_array().unwrap().len(), 0, "{what}: {list}");
+    }
+    // A refused command fails naming the scope.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "admin", "routes", "delete", "x", "--url", &tg.url, "--token", "tok-read",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin:write"));
+    tg.stop();
+}
