@@ -88,15 +88,7 @@ impl AuditWriter {
         flush_interval: Duration,
     ) -> Result<AuditWriter, LakeError> {
         let subscription = log.subscribe(AUDIT_GROUP, CONTROL_TOPIC).await?;
-        let listing = layout.clone();
-        let files = tokio::task::spawn_blocking(move || listing.listing_of(&audit_dir(&listing)))
-            .await
-            .map_err(|e| LakeError::Worker(e.to_string()))??;
-        let mut in_lake = BTreeMap::new();
-        for f in files {
-            let m = in_lake.entry(f.partition).or_insert(f.last);
-            *m = (*m).max(f.last);
-        }
+        let in_lake = in_table(&layout).await?;
         Ok(AuditWriter {
             subscription,
             layout,
@@ -163,17 +155,51 @@ impl AuditWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.buffer);
+        // Read again: on Kafka the partition may have been another
+        // writer's since this one started (changes come at human rate, so
+        // one listing per flush is cheap).
+        self.in_lake = in_table(&self.layout).await?;
+        let in_lake = &self.in_lake;
+        let mut consumed: BTreeMap<u32, u64> = BTreeMap::new();
+        for r in &self.buffer {
+            let m = consumed.entry(r.partition).or_insert(r.offset);
+            *m = (*m).max(r.offset);
+        }
+        let rows: Vec<Row> = std::mem::take(&mut self.buffer)
+            .into_iter()
+            .filter(|r| {
+                in_lake
+                    .get(&r.partition)
+                    .is_none_or(|last| r.offset > *last)
+            })
+            .collect();
         let layout = self.layout.clone();
         let written = tokio::task::spawn_blocking(move || write_rows(&layout, rows))
             .await
             .map_err(|e| LakeError::Worker(e.to_string()))??;
         for (partition, last) in written {
-            self.subscription.commit(partition, last + 1).await?;
             self.in_lake.insert(partition, last);
+        }
+        // Past everything taken: what was skipped is in the table already.
+        for (partition, last) in consumed {
+            self.subscription.commit(partition, last + 1).await?;
         }
         Ok(())
     }
+}
+
+/// The highest offset per partition already in the `audit` table.
+async fn in_table(layout: &LakeLayout) -> Result<BTreeMap<u32, u64>, LakeError> {
+    let layout = layout.clone();
+    let files = tokio::task::spawn_blocking(move || layout.listing_of(&audit_dir(&layout)))
+        .await
+        .map_err(|e| LakeError::Worker(e.to_string()))??;
+    let mut in_lake = BTreeMap::new();
+    for f in files {
+        let m = in_lake.entry(f.partition).or_insert(f.last);
+        *m = (*m).max(f.last);
+    }
+    Ok(in_lake)
 }
 
 /// Writes `rows` as one file per partition and day; the last offset

@@ -311,6 +311,15 @@ pub fn unknown_field(
     }
 }
 
+/// Installation-wide entities (webhooks, routes, workspaces, rate
+/// limits): a workspace-limited token gets 403 naming its workspace.
+pub fn check_unlimited(grant: &Grant) -> Result<(), AdminError> {
+    match &grant.workspace {
+        Some(w) => Err(AdminError::Workspace(w.clone())),
+        None => Ok(()),
+    }
+}
+
 /// A free-text identifier (team, user, workspace, names): non-empty,
 /// bounded, printable.
 pub fn check_name(field: &str, value: &str) -> Result<(), AdminError> {

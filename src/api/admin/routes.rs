@@ -12,8 +12,8 @@ use axum::extract::{Path, State};
 use bytes::Bytes;
 
 use super::{
-    AdminError, AdminState, CanRead, CanWriteAdmin, Grant, Granted, check_name, parse_body,
-    unknown_field,
+    AdminError, AdminState, CanRead, CanWriteAdmin, Grant, Granted, check_name, check_unlimited,
+    parse_body, unknown_field,
 };
 use crate::config::ProviderKind;
 use crate::control::event::RouteEntry;
@@ -71,15 +71,6 @@ fn validate(state: &AdminState, value: &serde_json::Value) -> Result<RouteConfig
         ));
     }
     Ok(route)
-}
-
-/// Webhook-like installation-wide entities: a workspace-limited token
-/// gets 403.
-fn check_unlimited(grant: &Grant) -> Result<(), AdminError> {
-    match &grant.workspace {
-        Some(w) => Err(AdminError::Workspace(w.clone())),
-        None => Ok(()),
-    }
 }
 
 /// Sets route `name` from the body `value` as `grant`'s actor.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::keys::{check_metadata, check_workspace};
 use super::{
     AdminError, AdminState, CanRead, CanWriteAdmin, CanWriteKeys, Grant, Granted, check_name,
-    parse_body,
+    check_unlimited, parse_body,
 };
 use crate::control::event::{TeamEntry, WorkspaceEntry};
 use crate::control::{ControlEvent, ControlState, Kind, Origin};
@@ -231,15 +231,6 @@ pub async fn remove_team(
     Ok(Json(
         serde_json::json!({ "workspace": workspace, "name": name, "removed": true }),
     ))
-}
-
-/// Workspaces are installation-wide: a workspace-limited token only reads
-/// its own.
-fn check_unlimited(grant: &Grant) -> Result<(), AdminError> {
-    match &grant.workspace {
-        Some(w) => Err(AdminError::Workspace(w.clone())),
-        None => Ok(()),
-    }
 }
 
 /// Sets workspace `new.name` as `grant`'s actor.

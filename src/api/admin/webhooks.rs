@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    AdminError, AdminState, CanRead, CanWriteAdmin, Grant, Granted, check_name, parse_body,
+    AdminError, AdminState, CanRead, CanWriteAdmin, Grant, Granted, check_name, check_unlimited,
+    parse_body,
 };
 use crate::config::{WebhookConfig, WebhookFormat};
 use crate::control::event::{WebhookEntry, webhook_id};
@@ -54,13 +55,14 @@ fn validate(w: &NewWebhook) -> Result<WebhookConfig, AdminError> {
             "must be http:// or https:// with a host",
         ));
     }
-    if let Some(s) = &w.secret {
-        if s.is_empty() || s.len() > MAX_SECRET {
-            return Err(AdminError::field(
-                "secret",
-                format!("must be 1 to {MAX_SECRET} bytes (omit it for unsigned deliveries)"),
-            ));
-        }
+    if w.secret
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.len() > MAX_SECRET)
+    {
+        return Err(AdminError::field(
+            "secret",
+            format!("must be 1 to {MAX_SECRET} bytes (omit it for unsigned deliveries)"),
+        ));
     }
     Ok(WebhookConfig {
         url: w.url.clone(),
@@ -79,14 +81,6 @@ fn shown(id: &str, e: &WebhookEntry) -> serde_json::Value {
         "secret": if e.signed { Some("set") } else { None },
         "origin": e.origin,
     })
-}
-
-/// Webhooks are installation-wide: a workspace-limited token gets 403.
-fn check_unlimited(grant: &Grant) -> Result<(), AdminError> {
-    match &grant.workspace {
-        Some(w) => Err(AdminError::Workspace(w.clone())),
-        None => Ok(()),
-    }
 }
 
 /// Sets webhook `id` to `hook`: the credential first, then the entry (a
