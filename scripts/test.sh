@@ -10,6 +10,14 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tollgate-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
+# A merge's conflict markers left in any tracked file (README included,
+# which no compiler reads) fail the run before anything is built.
+if git rev-parse --git-dir >/dev/null 2>&1 &&
+  git grep -nE '^(<<<<<<<|>>>>>>>)( |$)' -- . ':!tests/data'; then
+  echo "test: merge conflict markers in the files above" >&2
+  exit 1
+fi
+
 export TOLLGATE_TOOLS_DIR="${TOLLGATE_TOOLS_DIR:-$HOME/.cache/tollgate-tools}"
 bash scripts/install-test-deps.sh
 echo "== cargo test (target dir $CARGO_TARGET_DIR)"

@@ -1,5 +1,8 @@
-//! `tollgate admin keys|budgets …` and `tollgate key new --apply`: the
-//! admin API from the command line, printed as a table or JSON.
+//! `tollgate admin keys|budgets|routes|webhooks|teams|workspaces …` and
+//! `tollgate key new --apply`: the admin API from the command line,
+//! printed as a table or JSON.
+
+mod entities;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -11,6 +14,8 @@ pub enum AdminCliError {
     Url(String),
     #[error("no admin token: pass --token or set TOLLGATE_ADMIN_TOKEN")]
     NoToken,
+    #[error("{0}")]
+    Arg(String),
     #[error("cannot reach {url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("{url} answered {status}: {message}")]
@@ -65,6 +70,34 @@ pub enum AdminCommand {
     Budgets {
         #[command(subcommand)]
         command: BudgetsCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Routes: list, create (or replace), delete.
+    Routes {
+        #[command(subcommand)]
+        command: entities::RoutesCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Webhooks: list, create (or replace), delete.
+    Webhooks {
+        #[command(subcommand)]
+        command: entities::WebhooksCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Teams: list, create (or replace), delete.
+    Teams {
+        #[command(subcommand)]
+        command: entities::TeamsCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Workspaces: list, create (or replace), delete.
+    Workspaces {
+        #[command(subcommand)]
+        command: entities::WorkspacesCommand,
         #[command(flatten)]
         target: Target,
     },
@@ -159,6 +192,12 @@ pub async fn run(command: AdminCommand) -> Result<(), AdminCliError> {
     match command {
         AdminCommand::Keys { command, target } => keys(command, &target).await,
         AdminCommand::Budgets { command, target } => budgets(command, &target).await,
+        AdminCommand::Routes { command, target } => entities::routes(command, &target).await,
+        AdminCommand::Webhooks { command, target } => entities::webhooks(command, &target).await,
+        AdminCommand::Teams { command, target } => entities::teams(command, &target).await,
+        AdminCommand::Workspaces { command, target } => {
+            entities::workspaces(command, &target).await
+        }
     }
 }
 

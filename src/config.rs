@@ -342,7 +342,7 @@ pub struct ScopedTokenConfig {
     pub hash: Option<String>,
     /// Any of `admin:read`, `admin:write`, `keys:write`, `budgets:write`.
     pub scopes: Vec<String>,
-    /// Only keys (and workspace budgets) of this workspace.
+    /// Only keys, teams (and workspace budgets) of this workspace.
     #[serde(default)]
     pub workspace: Option<String>,
     /// Who the token is in the audit log (default: `token:<hash prefix>`).

@@ -5,9 +5,15 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounting::notify::WebhookSet;
 use crate::budget::BudgetSpec;
+use crate::config::WebhookConfig;
 use crate::control::ControlState;
 use crate::control::follow::Control;
+use crate::control::secrets::{Credentials, Secrets, live_webhooks};
 use crate::gateway::Gateway;
 use crate::gateway::admission::Admission;
 use crate::gateway::auth::{KeyRing, RingKey};
@@ -43,10 +49,16 @@ fn budget_specs(state: &ControlState) -> Option<Vec<BudgetSpec>> {
     }
 }
 
-/// Keeps the gateway's keys current.
+/// Keeps the gateway's routes and keys current: the routes first, so a
+/// key pointed at a new route finds it.
 pub fn follow_keys(control: &Control, gateway: Arc<Gateway>) {
     control.listen(Box::new(move |state| {
-        let ring = key_ring(state, gateway.routes());
+        let routes = state.route_configs();
+        if *gateway.routes() != routes {
+            tracing::debug!(routes = routes.len(), "control: route table swapped");
+            gateway.set_routes(routes);
+        }
+        let ring = key_ring(state, &gateway.routes());
         tracing::debug!(hashes = ring.len(), "control: key ring swapped");
         gateway.set_keys(ring);
     }));
@@ -72,4 +84,55 @@ pub fn follow_accountant_specs(control: &Control) -> Arc<ArcSwap<Vec<BudgetSpec>
         }
     }));
     out
+}
+
+/// The webhooks the notifier delivers to, kept current from the control
+/// state, the API's credentials and the file's webhooks: the set now, and
+/// the work (run it until `stop`) that recomputes it on every change.
+pub fn follow_webhooks(
+    control: &Control,
+    secrets: &Secrets,
+    file: Vec<WebhookConfig>,
+) -> (
+    watch::Receiver<WebhookSet>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (states_tx, mut states) = watch::channel(control.current());
+    control.listen(Box::new(move |state| {
+        states_tx.send_replace(Arc::new(state.clone()));
+    }));
+    let mut credentials = secrets.watch();
+    let compute = move |states: &mut watch::Receiver<Arc<ControlState>>,
+                        credentials: &mut watch::Receiver<Credentials>| {
+        let state = states.borrow_and_update().clone();
+        let creds = credentials.borrow_and_update().clone();
+        live_webhooks(&state, &creds, &file)
+    };
+    let first = compute(&mut states, &mut credentials);
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let work = async move {
+        loop {
+            tokio::select! {
+                r = states.changed() => if r.is_err() { return },
+                r = credentials.changed() => if r.is_err() { return },
+            }
+            let set = compute(&mut states, &mut credentials);
+            tx.send_if_modified(|now| {
+                let changed = **now != set;
+                if changed {
+                    *now = Arc::new(set);
+                }
+                changed
+            });
+        }
+    };
+    (rx, work)
+}
+
+/// Runs `work` until `stop`.
+pub async fn until_stopped(work: impl Future<Output = ()>, stop: CancellationToken) {
+    tokio::select! {
+        _ = work => {}
+        _ = stop.cancelled() => {}
+    }
 }

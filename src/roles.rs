@@ -385,12 +385,9 @@ pub async fn run(
         // passthrough fingerprints need the installation's secret.
         let mut gateway_cfg = cfg.clone();
         if let Some(control) = &control {
-            gateway_cfg.keys = control
-                .current()
-                .keys
-                .values()
-                .map(|k| k.to_config())
-                .collect();
+            let state = control.current();
+            gateway_cfg.keys = state.keys.values().map(|k| k.to_config()).collect();
+            gateway_cfg.routes = state.route_configs();
         }
         let gw = Arc::new(Gateway::new(
             &gateway_cfg,
@@ -434,6 +431,16 @@ pub async fn run(
             sink.run(stop).await?;
             Ok(())
         }));
+        let audit = crate::lake::audit::AuditWriter::new(
+            log.as_ref(),
+            layout.clone(),
+            Duration::from_millis(cfg.sink.flush_interval_ms),
+        )
+        .await?;
+        pipeline.push(Task::spawn("audit writer", |stop| async move {
+            audit.run(stop).await?;
+            Ok(())
+        }));
         if cfg.sink.compact_interval_secs > 0 {
             let every = Duration::from_secs(cfg.sink.compact_interval_secs);
             let options = CompactOptions {
@@ -454,7 +461,23 @@ pub async fn run(
 
     if has(Role::Notifier) {
         let log = bus.as_ref().expect("opened for the notifier").log.clone();
-        let notifier = crate::accounting::notify::Notifier::new(log, cfg.webhooks.clone()).await?;
+        let control = control.as_ref().expect("a bus brings a control plane");
+        let secrets = crate::control::secrets::Secrets::start(log.clone(), &stopping).await?;
+        let (webhooks, follow) = live::follow_webhooks(control, &secrets, cfg.webhooks.clone());
+        feeds.push(Task::spawn("webhook credentials", move |stop| async move {
+            secrets.run(stop).await?;
+            Ok(())
+        }));
+        feeds.push(Task::spawn("webhook set", move |stop| async move {
+            live::until_stopped(follow, stop).await;
+            Ok(())
+        }));
+        let notifier = crate::accounting::notify::Notifier::follow(
+            log,
+            webhooks,
+            crate::accounting::notify::NotifierOptions::default(),
+        )
+        .await?;
         pipeline.push(Task::spawn("notifier", |stop| async move {
             notifier.run(stop).await?;
             Ok(())

@@ -13,8 +13,14 @@
 //! seen before (a crossing re-published after an accountant crash) is
 //! delivered once: the IDs delivered before the group's committed offset
 //! are re-read from the topic at start-up.
+//!
+//! The set of webhooks is live ([`Notifier::follow`]): within a poll
+//! (250 ms) of a change a new webhook gets its own task and queue, a
+//! removed one takes no new alerts (what it already holds is still
+//! delivered, so nothing in flight is lost), and a changed one (new URL
+//! or secret) keeps its queue and delivers it with the new credential.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::ledger::Alert;
@@ -43,6 +49,9 @@ pub const SIGNATURE_HEADER: &str = "x-tollgate-signature";
 /// Alerts read but not yet done by every receiver, at most: past this the
 /// notifier stops reading until receivers catch up (or give up).
 const MAX_IN_FLIGHT: usize = 4096;
+
+/// The webhooks to deliver to, by id (as the control state names them).
+pub type WebhookSet = Arc<Vec<(String, WebhookConfig)>>;
 
 /// Delivery tuning; `Default` is what production uses.
 #[derive(Debug, Clone)]
@@ -100,6 +109,9 @@ struct Delivery {
 /// The notifier's end of one receiver's queue.
 struct Receiver {
     queue: mpsc::Sender<Delivery>,
+    /// The task's webhook, replaced in place when its URL or secret
+    /// changes (its queue then goes to the new one).
+    hook: watch::Sender<WebhookConfig>,
     format: &'static str,
     /// For logs: never the full URL.
     url: String,
@@ -109,7 +121,10 @@ struct Receiver {
 pub struct Notifier {
     log: Arc<dyn Log>,
     subscription: Box<dyn Subscription>,
-    webhooks: Vec<WebhookConfig>,
+    /// The webhooks wanted now; followed while running.
+    webhooks: watch::Receiver<WebhookSet>,
+    /// One per webhook delivered to, by id.
+    receivers: BTreeMap<String, Receiver>,
     options: NotifierOptions,
     http: reqwest::Client,
     /// Alert IDs already delivered; `None` until read at the first batch.
@@ -125,28 +140,39 @@ impl Notifier {
         Notifier::with_options(log, webhooks, NotifierOptions::default()).await
     }
 
-    /// Joins the notifier group with explicit delivery tuning.
+    /// Joins the notifier group with explicit delivery tuning and a fixed
+    /// set of webhooks.
     pub async fn with_options(
         log: Arc<dyn Log>,
         webhooks: Vec<WebhookConfig>,
         options: NotifierOptions,
     ) -> Result<Notifier, BusError> {
-        if webhooks.is_empty() {
+        let set = webhooks
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| (format!("webhook-{i}"), w))
+            .collect();
+        let (_, webhooks) = watch::channel(Arc::new(set));
+        Notifier::follow(log, webhooks, options).await
+    }
+
+    /// Joins the notifier group; delivers to the webhooks `webhooks`
+    /// holds, following its changes.
+    pub async fn follow(
+        log: Arc<dyn Log>,
+        webhooks: watch::Receiver<WebhookSet>,
+        options: NotifierOptions,
+    ) -> Result<Notifier, BusError> {
+        if webhooks.borrow().is_empty() {
             tracing::warn!(
-                "no [[webhooks]] configured: budget alerts are logged and published, not delivered"
+                "no webhooks configured yet: budget alerts are logged and published, not delivered"
             );
-        }
-        // Each configured format's delivery series start at 0, so a
-        // dashboard shows "none yet" rather than "No data".
-        for hook in &webhooks {
-            let format = format_label(hook.format);
-            METRICS.alerts_delivered.with_label_values(&[format]);
-            METRICS.alert_delivery_failures.with_label_values(&[format]);
         }
         Ok(Notifier {
             subscription: log.subscribe(NOTIFIER_GROUP, ALERTS_TOPIC).await?,
             log,
             webhooks,
+            receivers: BTreeMap::new(),
             options,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -161,9 +187,13 @@ impl Notifier {
     /// may see one twice: `x-tollgate-alert-id` tells them).
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), BusError> {
         let done = Arc::new(Notify::new());
-        let receivers = self.spawn_receivers(&stop);
+        self.reconcile(&stop);
         let mut in_flight: VecDeque<(u32, u64, Arc<Ticket>)> = VecDeque::new();
         while !stop.is_cancelled() {
+            // A closed channel (a fixed set) never changes.
+            if matches!(self.webhooks.has_changed(), Ok(true)) {
+                self.reconcile(&stop);
+            }
             commit_done(self.subscription.as_mut(), &mut in_flight).await?;
             if in_flight.len() >= MAX_IN_FLIGHT {
                 tokio::select! {
@@ -185,51 +215,79 @@ impl Notifier {
                 }
             }
             for record in records {
-                let ticket = self.dispatch(&record, &receivers, &done);
+                let ticket = self.dispatch(&record, &done);
                 in_flight.push_back((record.partition, record.offset, ticket));
             }
         }
         Ok(())
     }
 
-    /// One delivery task per webhook, each with its bounded queue.
-    fn spawn_receivers(&self, stop: &CancellationToken) -> Vec<Receiver> {
-        self.webhooks
-            .iter()
-            .map(|hook| {
-                let (tx, rx) = mpsc::channel(self.options.queue_capacity.max(1));
-                let task = DeliveryTask {
-                    http: self.http.clone(),
-                    hook: hook.clone(),
-                    options: self.options.clone(),
-                    stop: stop.clone(),
-                };
-                tokio::spawn(task.run(rx));
-                Receiver {
-                    queue: tx,
-                    format: format_label(hook.format),
-                    url: hook.redacted_url(),
+    /// Makes the receivers match the wanted webhooks: a task for each new
+    /// one, the new credential for each changed one; a removed one's queue
+    /// is closed, so its task delivers what it holds and ends.
+    fn reconcile(&mut self, stop: &CancellationToken) {
+        let wanted = self.webhooks.borrow_and_update().clone();
+        self.receivers.retain(|id, r| {
+            let keep = wanted.iter().any(|(w, _)| w == id);
+            if !keep {
+                tracing::info!(webhook = %id, url = %r.url, "webhook removed: it takes no new alerts");
+            }
+            keep
+        });
+        for (id, hook) in wanted.iter() {
+            match self.receivers.get_mut(id) {
+                Some(r) if *r.hook.borrow() != *hook => {
+                    r.hook.send_replace(hook.clone());
+                    r.format = format_label(hook.format);
+                    r.url = hook.redacted_url();
+                    tracing::info!(webhook = %id, url = %r.url, "webhook changed");
                 }
-            })
-            .collect()
+                Some(_) => {}
+                None => {
+                    let receiver = self.spawn_receiver(hook, stop);
+                    tracing::info!(webhook = %id, url = %receiver.url, "webhook added");
+                    self.receivers.insert(id.clone(), receiver);
+                }
+            }
+        }
+    }
+
+    /// One delivery task with its bounded queue.
+    fn spawn_receiver(&self, hook: &WebhookConfig, stop: &CancellationToken) -> Receiver {
+        // Each format's delivery series start at 0, so a dashboard shows
+        // "none yet" rather than "No data".
+        let format = format_label(hook.format);
+        METRICS.alerts_delivered.with_label_values(&[format]);
+        METRICS.alert_delivery_failures.with_label_values(&[format]);
+        let (tx, rx) = mpsc::channel(self.options.queue_capacity.max(1));
+        let (hook_tx, hook_rx) = watch::channel(hook.clone());
+        let task = DeliveryTask {
+            http: self.http.clone(),
+            hook: hook_rx,
+            options: self.options.clone(),
+            stop: stop.clone(),
+        };
+        tokio::spawn(task.run(rx));
+        Receiver {
+            queue: tx,
+            hook: hook_tx,
+            format,
+            url: hook.redacted_url(),
+        }
     }
 
     /// Queues one alert for every receiver; the ticket says when all are
     /// done with it (at once for a record that is unreadable or seen before).
-    fn dispatch(
-        &mut self,
-        record: &BusRecord,
-        receivers: &[Receiver],
-        done: &Arc<Notify>,
-    ) -> Arc<Ticket> {
+    fn dispatch(&mut self, record: &BusRecord, done: &Arc<Notify>) -> Arc<Ticket> {
         let alert = self.new_alert(record);
+        let receivers = &self.receivers;
         let ticket = Arc::new(Ticket {
             remaining: AtomicUsize::new(if alert.is_some() { receivers.len() } else { 0 }),
             done: done.clone(),
         });
         let Some(alert) = alert else { return ticket };
         let alert = Arc::new(alert);
-        for r in receivers {
+        for r in receivers.values() {
             let delivery = Delivery {
                 alert: alert.clone(),
                 ticket: ticket.clone(),
@@ -291,7 +349,8 @@ async fn commit_done(
 /// backoff until it is taken or `give_up_after` passes.
 struct DeliveryTask {
     http: reqwest::Client,
-    hook: WebhookConfig,
+    /// Read at each attempt: a changed webhook's queue goes to its new URL.
+    hook: watch::Receiver<WebhookConfig>,
     options: NotifierOptions,
     stop: CancellationToken,
 }
@@ -315,12 +374,12 @@ impl DeliveryTask {
 
     /// True once the alert is delivered or dropped; false if stopped first.
     async fn deliver_with_retries(&self, alert: &Alert) -> bool {
-        let format = format_label(self.hook.format);
-        let url = self.hook.redacted_url();
         let started = Instant::now();
         let mut backoff = Backoff::new(self.options.first_backoff, self.options.max_backoff);
         loop {
-            let error = match deliver(&self.http, &self.hook, alert).await {
+            let hook = self.hook.borrow().clone();
+            let (format, url) = (format_label(hook.format), hook.redacted_url());
+            let error = match deliver(&self.http, &hook, alert).await {
                 Ok(()) => {
                     METRICS.alerts_delivered.with_label_values(&[format]).inc();
                     tracing::info!(alert_id = %alert.alert_id, %url, "alert delivered");
@@ -628,7 +687,12 @@ mod tests {
     }
 
     async fn publish(bus: &LocalBus, n: u32) {
-        let records = (0..n)
+        publish_from(bus, 0, n).await
+    }
+
+    /// Publishes alerts `from..from + n` (distinct ids).
+    async fn publish_from(bus: &LocalBus, from: u32, n: u32) {
+        let records = (from..from + n)
             .map(|i| {
                 (
                     Bytes::from("k"),
@@ -689,6 +753,64 @@ mod tests {
             bus.committed(NOTIFIER_GROUP, ALERTS_TOPIC).await.unwrap(),
             0
         );
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn webhooks_added_and_removed_while_running_take_alerts_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = LocalBus::open(dir.path()).unwrap();
+        let (first, first_got) = receiver(200).await;
+        let (second, second_got) = receiver(200).await;
+        let set = |hooks: &[(&str, &str)]| -> WebhookSet {
+            Arc::new(
+                hooks
+                    .iter()
+                    .map(|(id, url)| (id.to_string(), hook(url)))
+                    .collect(),
+            )
+        };
+        let (wanted, watching) = watch::channel(set(&[("a", &first)]));
+        let notifier = Notifier::follow(bus.clone(), watching, NotifierOptions::default())
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(notifier.run(stop.clone()));
+        publish_from(&bus, 0, 1).await;
+        until("the first alert at the first receiver", || {
+            first_got.lock().unwrap().len() == 1
+        })
+        .await;
+        // Swap the first receiver for the second: the next alert goes to
+        // the second only.
+        wanted.send_replace(set(&[("b", &second)]));
+        let mut next = 1;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Until the notifier has read the change, an alert may still go to
+        // the first receiver; once the second has one, the change is in.
+        while second_got.lock().unwrap().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the added webhook never got an alert"
+            );
+            publish_from(&bus, next, 1).await;
+            next += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        publish_from(&bus, next, 1).await;
+        let last = format!("alert-{next}");
+        let holds = |got: &Got| {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|(h, _)| h["x-tollgate-alert-id"] == last.as_str())
+        };
+        until("the next alert at the second receiver", || {
+            holds(&second_got)
+        })
+        .await;
+        assert!(!holds(&first_got), "the removed webhook still took alerts");
         stop.cancel();
         task.await.unwrap().unwrap();
     }

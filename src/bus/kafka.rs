@@ -27,8 +27,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::oversize::{self, Fitted};
 use super::{
-    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, CONTROL_TOPIC, COSTED_TOPIC, EVENTS_TOPIC,
-    Log, RevokeHook, Subscription,
+    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, CONTROL_SECRETS_TOPIC, CONTROL_TOPIC,
+    COSTED_TOPIC, EVENTS_TOPIC, Log, RevokeHook, Subscription,
 };
 use crate::config::KafkaConfig;
 use crate::metrics::{ConsumerLag, METRICS};
@@ -83,6 +83,7 @@ impl KafkaBus {
             NewTopic::new(BUDGETS_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
             NewTopic::new(ALERTS_TOPIC, 1, replication()),
             NewTopic::new(CONTROL_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
+            NewTopic::new(CONTROL_SECRETS_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
         ];
         let options = AdminOptions::new()
             .operation_timeout(Some(ADMIN_TIMEOUT))

@@ -29,6 +29,10 @@ pub const ALERTS_TOPIC: &str = "tollgate.alerts.v1";
 /// The control plane's topic (see `control`): one partition, compacted on
 /// Kafka by entity, kept whole on the embedded log.
 pub const CONTROL_TOPIC: &str = "tollgate.control.v1";
+/// Credentials the control topic only references (webhook URLs and
+/// secrets created over the admin API): one partition, compacted on Kafka
+/// by webhook; never part of the audit log (see `control::secrets`).
+pub const CONTROL_SECRETS_TOPIC: &str = "tollgate.control.secrets.v1";
 
 /// One record read from the bus, with where it sits.
 #[derive(Debug, Clone)]

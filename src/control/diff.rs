@@ -1,7 +1,7 @@
 //! GitOps: the events that make the control state match a config file.
 //!
-//! The file owns what it declares. Each `[[keys]]`, `[[budgets]]`,
-//! `[[rate_limits]]` and `[[webhooks]]` entry is set to the file's value
+//! The file owns what it declares. Each `[routes.NAME]`, `[[keys]]`,
+//! `[[budgets]]`, `[[rate_limits]]` and `[[webhooks]]` entry is set to the file's value
 //! (origin `file`) when the state differs, even if the admin API changed it
 //! since; an entry of origin `file` the file no longer declares is removed.
 //! Entries created through the API (origin `api`) and not named in the file
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::event::{
-    BudgetEntry, ControlEvent, KeyEntry, Kind, Origin, RateLimitEntry, WebhookEntry,
+    BudgetEntry, ControlEvent, KeyEntry, Kind, Origin, RateLimitEntry, RouteEntry, WebhookEntry,
     rate_limit_ids, webhook_id,
 };
 use super::state::ControlState;
@@ -26,9 +26,20 @@ struct Kinds {
 }
 
 /// Every event needed for `state` to hold what `cfg` declares, in a stable
-/// order (keys, budgets, rate limits, webhooks; by id). Empty when they
-/// agree.
+/// order (routes, keys, budgets, rate limits, webhooks; by id: a key's
+/// route is set before the key). Empty when they agree.
 pub fn plan(cfg: &Config, state: &ControlState, actor: &str) -> Vec<ControlEvent> {
+    let routes: BTreeMap<String, RouteEntry> = cfg
+        .routes
+        .iter()
+        .map(|(name, r)| {
+            let entry = RouteEntry {
+                route: r.clone(),
+                origin: Origin::File,
+            };
+            (name.clone(), entry)
+        })
+        .collect();
     let keys: BTreeMap<String, KeyEntry> = cfg
         .keys
         .iter()
@@ -62,6 +73,19 @@ pub fn plan(cfg: &Config, state: &ControlState, actor: &str) -> Vec<ControlEvent
         .map(|w| (webhook_id(w), WebhookEntry::from_config(w)))
         .collect();
     let mut out = Vec::new();
+    let route_kinds = Kinds {
+        create: Kind::RouteSet,
+        update: Kind::RouteSet,
+        remove: Kind::RouteRemoved,
+    };
+    family(
+        &routes,
+        &state.routes,
+        |e| e.origin,
+        &route_kinds,
+        actor,
+        &mut out,
+    );
     let key_kinds = Kinds {
         create: Kind::KeyCreated,
         update: Kind::KeyUpdated,
@@ -142,6 +166,9 @@ kind = "anthropic"
 base_url = "http://127.0.0.1:1"
 api_key = "x"
 
+[routes.main]
+targets = [{ provider = "anthropic" }]
+
 [[keys]]
 id = "k1"
 hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
@@ -186,6 +213,7 @@ requests_per_minute = 60
         assert_eq!(
             kinds(&first),
             [
+                ("route.set", "main"),
                 ("key.created", "k1"),
                 ("budget.set", "daily"),
                 ("rate_limit.set", "team:*")
@@ -202,12 +230,25 @@ requests_per_minute = 60
             .replace(
                 "[[rate_limits]]\nscope = \"team\"\nrequests_per_minute = 60\n",
                 "",
+            )
+            .replace(
+                "provider = \"anthropic\" }]",
+                "provider = \"anthropic\", weight = 2.0 }]",
             );
         let events = plan(&cfg(&changed), &state, "file:t.toml");
         assert_eq!(
             kinds(&events),
-            [("budget.set", "daily"), ("rate_limit.removed", "team:*")]
+            [
+                ("route.set", "main"),
+                ("budget.set", "daily"),
+                ("rate_limit.removed", "team:*")
+            ]
         );
+        assert_eq!(
+            events[0].after.as_ref().unwrap()["route"]["targets"][0]["weight"],
+            2.0
+        );
+        let events = &events[1..];
         assert_eq!(
             events[0].before.as_ref().unwrap()["budget"]["limit_usd"],
             "10"

@@ -32,6 +32,18 @@ pub enum Kind {
     WebhookSet,
     #[serde(rename = "webhook.removed")]
     WebhookRemoved,
+    #[serde(rename = "route.set")]
+    RouteSet,
+    #[serde(rename = "route.removed")]
+    RouteRemoved,
+    #[serde(rename = "team.set")]
+    TeamSet,
+    #[serde(rename = "team.removed")]
+    TeamRemoved,
+    #[serde(rename = "workspace.set")]
+    WorkspaceSet,
+    #[serde(rename = "workspace.removed")]
+    WorkspaceRemoved,
 }
 
 impl Kind {
@@ -48,6 +60,12 @@ impl Kind {
             Kind::RateLimitRemoved => "rate_limit.removed",
             Kind::WebhookSet => "webhook.set",
             Kind::WebhookRemoved => "webhook.removed",
+            Kind::RouteSet => "route.set",
+            Kind::RouteRemoved => "route.removed",
+            Kind::TeamSet => "team.set",
+            Kind::TeamRemoved => "team.removed",
+            Kind::WorkspaceSet => "workspace.set",
+            Kind::WorkspaceRemoved => "workspace.removed",
         }
     }
 
@@ -61,7 +79,13 @@ impl Kind {
     pub fn removes(self) -> bool {
         matches!(
             self,
-            Kind::KeyRevoked | Kind::BudgetRemoved | Kind::RateLimitRemoved | Kind::WebhookRemoved
+            Kind::KeyRevoked
+                | Kind::BudgetRemoved
+                | Kind::RateLimitRemoved
+                | Kind::WebhookRemoved
+                | Kind::RouteRemoved
+                | Kind::TeamRemoved
+                | Kind::WorkspaceRemoved
         )
     }
 }
@@ -82,7 +106,8 @@ pub struct ControlEvent {
     /// Unique per event: the API waits for it to be folded.
     pub event_id: uuid::Uuid,
     pub kind: Kind,
-    /// The entity: key id, budget name, rate-limit id or webhook id.
+    /// The entity: key id, budget name, rate-limit id, webhook id, route
+    /// name, team id (`workspace/team`) or workspace name.
     pub id: String,
     /// Who: `file:<path>`, or the admin token's name.
     pub actor: String,
@@ -201,6 +226,50 @@ impl KeyEntry {
 #[serde(deny_unknown_fields)]
 pub struct BudgetEntry {
     pub budget: BudgetConfig,
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+/// A route (`[routes.NAME]`) with its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    pub route: crate::gateway::route::RouteConfig,
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+/// A team: who keys belong to, inside one workspace. Its id in the state
+/// is `workspace/name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamEntry {
+    pub name: String,
+    pub workspace: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+impl TeamEntry {
+    /// The team's id in the state: `workspace/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.workspace, self.name)
+    }
+}
+
+/// A workspace: the unit admin tokens can be limited to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceEntry {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub origin: Origin,
 }

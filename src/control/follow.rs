@@ -99,6 +99,12 @@ impl Control {
         Ok(control)
     }
 
+    /// The log the control topic is on (webhook credentials are written
+    /// beside it, see `secrets`).
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.log
+    }
+
     /// The state now.
     pub fn current(&self) -> Arc<ControlState> {
         self.state.load_full()

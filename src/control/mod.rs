@@ -1,4 +1,5 @@
-//! The control plane: keys, budgets, rate limits and webhooks as events.
+//! The control plane: keys, budgets, rate limits, webhooks, routes, teams
+//! and workspaces as events.
 //!
 //! Every change is a [`ControlEvent`] on the control topic
 //! ([`CONTROL_TOPIC`]); [`ControlState`] is their fold. `tollgate.toml` is
@@ -8,7 +9,8 @@
 //! ([`follow`]) and swaps what it uses when the state changes. The topic is
 //! also the audit log: each event says who changed what, when, and the
 //! value before and after — never a secret (keys are kept as their
-//! `sha256:` hash; webhooks by a fingerprint, see [`event::WebhookEntry`]).
+//! `sha256:` hash; webhooks by a fingerprint, see [`event::WebhookEntry`],
+//! their credentials on a topic of their own, see [`secrets`]).
 //!
 //! This module imports shared vocabulary (`config`, `budget`, `route`) and
 //! the `bus` trait only; roles wire its state into the gateway, accountant
@@ -17,6 +19,7 @@
 pub mod diff;
 pub mod event;
 pub mod follow;
+pub mod secrets;
 pub mod state;
 
 pub use event::{ControlEvent, Kind, Origin};

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 
-use super::event::{BudgetEntry, ControlEvent, KeyEntry, Kind, RateLimitEntry, WebhookEntry};
+use super::event::{
+    BudgetEntry, ControlEvent, KeyEntry, Kind, RateLimitEntry, RouteEntry, TeamEntry, WebhookEntry,
+    WorkspaceEntry,
+};
 use crate::config::{BudgetConfig, RateLimitConfig};
 
 /// Everything the control plane decides, by entity id.
@@ -14,6 +17,10 @@ pub struct ControlState {
     pub budgets: BTreeMap<String, BudgetEntry>,
     pub rate_limits: BTreeMap<String, RateLimitEntry>,
     pub webhooks: BTreeMap<String, WebhookEntry>,
+    pub routes: BTreeMap<String, RouteEntry>,
+    /// By `workspace/name`.
+    pub teams: BTreeMap<String, TeamEntry>,
+    pub workspaces: BTreeMap<String, WorkspaceEntry>,
     /// The last event folded per `family/id`: a writer waits until its
     /// event shows here (read-your-writes).
     versions: BTreeMap<String, uuid::Uuid>,
@@ -41,10 +48,16 @@ impl ControlState {
             Kind::BudgetSet => put(&mut self.budgets, e),
             Kind::RateLimitSet => put(&mut self.rate_limits, e),
             Kind::WebhookSet => put(&mut self.webhooks, e),
+            Kind::RouteSet => put(&mut self.routes, e),
+            Kind::TeamSet => put(&mut self.teams, e),
+            Kind::WorkspaceSet => put(&mut self.workspaces, e),
             Kind::KeyRevoked => Ok(drop(self.keys.remove(&e.id))),
             Kind::BudgetRemoved => Ok(drop(self.budgets.remove(&e.id))),
             Kind::RateLimitRemoved => Ok(drop(self.rate_limits.remove(&e.id))),
             Kind::WebhookRemoved => Ok(drop(self.webhooks.remove(&e.id))),
+            Kind::RouteRemoved => Ok(drop(self.routes.remove(&e.id))),
+            Kind::TeamRemoved => Ok(drop(self.teams.remove(&e.id))),
+            Kind::WorkspaceRemoved => Ok(drop(self.workspaces.remove(&e.id))),
         };
         self.versions.insert(e.bus_key(), e.event_id);
         result
@@ -58,6 +71,14 @@ impl ControlState {
     /// The budgets, by name.
     pub fn budget_configs(&self) -> Vec<BudgetConfig> {
         self.budgets.values().map(|b| b.budget.clone()).collect()
+    }
+
+    /// The routes, by name (what gateways route by).
+    pub fn route_configs(&self) -> BTreeMap<String, crate::gateway::route::RouteConfig> {
+        self.routes
+            .iter()
+            .map(|(name, r)| (name.clone(), r.route.clone()))
+            .collect()
     }
 
     /// The rate limits, by id.

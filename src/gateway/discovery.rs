@@ -47,7 +47,8 @@ impl Gateway {
     /// The provider kinds (`anthropic`, `bedrock`, …) a key's requests go
     /// to: its own provider's and its route's targets'.
     fn provider_kinds(&self, identity: &Identity) -> Vec<&'static str> {
-        let route = identity.route.as_ref().and_then(|r| self.routes.get(r));
+        let routes = self.routes.load();
+        let route = identity.route.as_ref().and_then(|r| routes.get(r));
         let targets = route
             .into_iter()
             .flat_map(|r| r.targets.iter().map(|t| t.provider.as_str()))

@@ -45,7 +45,9 @@ pub struct Gateway {
     handoff: EventHandoff,
     max_body_bytes: usize,
     admission: Arc<admission::Admission>,
-    routes: std::collections::BTreeMap<String, route::RouteConfig>,
+    /// Swapped whole when the control plane changes a route; a request
+    /// routes by the table current when it arrived, to its end.
+    routes: arc_swap::ArcSwap<route::Routes>,
     /// The one-target route of each provider, for keys without a route
     /// (built once here, not per request).
     single_routes: HashMap<String, route::RouteConfig>,
@@ -80,7 +82,7 @@ impl Gateway {
             handoff,
             max_body_bytes: cfg.server.max_body_bytes,
             admission,
-            routes: cfg.routes.clone(),
+            routes: arc_swap::ArcSwap::from_pointee(cfg.routes.clone()),
             single_routes,
             routing: cfg.routing.clone(),
             cache: Arc::new(cache::ResponseCache::default()),
@@ -113,9 +115,15 @@ impl Gateway {
         self.keys.store(Arc::new(ring));
     }
 
-    /// The routes keys may name (for building a key ring).
-    pub fn routes(&self) -> &std::collections::BTreeMap<String, route::RouteConfig> {
-        &self.routes
+    /// The routes keys may name now (for building a key ring).
+    pub fn routes(&self) -> Arc<route::Routes> {
+        self.routes.load_full()
+    }
+
+    /// Puts `routes` in use for every request from now on (requests in
+    /// flight keep the route they started with).
+    pub fn set_routes(&self, routes: route::Routes) {
+        self.routes.store(Arc::new(routes));
     }
 }
 

@@ -115,10 +115,13 @@ impl Gateway {
             Ok(ask) => ask,
             Err(e) => return refuse(recording, e),
         };
-        let (route, plan) = match self.route_and_plan(&identity, &headers, &ask, &mut recording) {
-            Ok(planned) => planned,
-            Err(e) => return refuse(recording, e),
-        };
+        // The route table now: this request keeps it to its end.
+        let routes = self.routes.load_full();
+        let (route, plan) =
+            match self.route_and_plan(&routes, &identity, &headers, &ask, &mut recording) {
+                Ok(planned) => planned,
+                Err(e) => return refuse(recording, e),
+            };
         if endpoint == Endpoint::Messages {
             if let Err(e) = self
                 .admit(&identity, &plan, started_at, &mut recording)
@@ -186,18 +189,19 @@ impl Gateway {
 
     /// The request's route (the key's, or one its headers choose where the
     /// key allows it) and the targets it will try with their bodies.
-    fn route_and_plan(
-        &self,
+    fn route_and_plan<'a>(
+        &'a self,
+        routes: &'a route::Routes,
         identity: &Identity,
         headers: &HeaderMap,
         ask: &WorstCase,
         recording: &mut Recording,
-    ) -> Result<(Cow<'_, RouteConfig>, Plan), GatewayError> {
+    ) -> Result<(Cow<'a, RouteConfig>, Plan), GatewayError> {
         let allowed = &identity.client_routing;
-        let route = match self.key_route(identity) {
-            Cow::Borrowed(key_route) => route::resolve(headers, key_route, &self.routes, allowed)?,
+        let route = match self.key_route(routes, identity) {
+            Cow::Borrowed(key_route) => route::resolve(headers, key_route, routes, allowed)?,
             Cow::Owned(key_route) => {
-                Cow::Owned(route::resolve(headers, &key_route, &self.routes, allowed)?.into_owned())
+                Cow::Owned(route::resolve(headers, &key_route, routes, allowed)?.into_owned())
             }
         };
         if route.passthrough && !identity.passthrough {
@@ -224,9 +228,13 @@ impl Gateway {
     /// The key's route: its named route, or its provider's one-target
     /// route, borrowed from the gateway (built only for a provider the
     /// gateway does not know, which then fails as it always did).
-    fn key_route(&self, identity: &Identity) -> Cow<'_, RouteConfig> {
+    fn key_route<'a>(
+        &'a self,
+        routes: &'a route::Routes,
+        identity: &Identity,
+    ) -> Cow<'a, RouteConfig> {
         let configured = match &identity.route {
-            Some(r) => self.routes.get(r),
+            Some(r) => routes.get(r),
             None => self.single_routes.get(&identity.provider),
         };
         configured

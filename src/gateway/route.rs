@@ -14,11 +14,14 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The named routes (`[routes.NAME]`), by name.
+pub type Routes = BTreeMap<String, RouteConfig>;
+
 /// How a route picks among its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The first target only.
@@ -36,7 +39,7 @@ pub enum Mode {
 /// One rule of a conditional route: `query` maps `model` or
 /// `metadata.KEY` to a value, `{"$eq": v}`, `{"$ne": v}` or `{"$in": [..]}`;
 /// all must hold.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Condition {
     pub query: Map<String, Value>,
     pub then: String,
@@ -78,7 +81,7 @@ impl Condition {
 }
 
 /// One target of a route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Target {
     /// The target's name in a conditional route (defaults to `provider`).
     #[serde(default)]
@@ -109,7 +112,7 @@ fn usable_weight(w: f64) -> f64 {
 }
 
 /// Retries of one target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Retry {
     pub attempts: u32,
     #[serde(default = "default_retry_codes")]
@@ -121,7 +124,7 @@ fn default_retry_codes() -> Vec<u16> {
 }
 
 /// A route, in tollgate's TOML form.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     #[serde(default)]
@@ -152,7 +155,7 @@ pub struct RouteConfig {
 }
 
 /// `cache = { mode = "simple", max_age = 3600 }` (Portkey's shape).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct CacheConfig {
     pub mode: String,
     /// Seconds an answer stays fresh.
@@ -315,20 +318,60 @@ impl RouteConfig {
     /// Refuses what no route may ask: moving on after a success (the
     /// provider bills every answered call) or a config with no target.
     pub fn validated(&self) -> Result<(), String> {
+        self.check_fields().map_err(|(_, reason)| reason)
+    }
+
+    /// [`RouteConfig::validated`] naming the field at fault (`targets`,
+    /// `retry.on_status_codes`, `conditions[0].query.model`), for the
+    /// admin API's 400s.
+    pub fn check_fields(&self) -> Result<(), (String, String)> {
         if self.targets.is_empty() {
-            return Err("config has no targets".into());
+            return Err(("targets".into(), "config has no targets".into()));
         }
-        let listed = self
-            .on_status_codes
-            .iter()
-            .chain(self.retry.iter().flat_map(|r| r.on_status_codes.iter()));
-        if let Some(s) = listed.copied().find(|s| is_answer(*s)) {
-            return Err(format!(
-                "on_status_codes lists {s}: a 2xx answer is billed and final, never retried or fallen back from"
-            ));
+        let answer = |field: &str, codes: &[u16]| match codes.iter().find(|s| is_answer(**s)) {
+            Some(s) => Err((
+                field.to_owned(),
+                format!(
+                    "on_status_codes lists {s}: a 2xx answer is billed and final, never retried or fallen back from"
+                ),
+            )),
+            None => Ok(()),
+        };
+        answer("on_status_codes", &self.on_status_codes)?;
+        if let Some(r) = &self.retry {
+            answer("retry.on_status_codes", &r.on_status_codes)?;
+        }
+        for (i, c) in self.conditions.iter().enumerate() {
+            check_condition(c)
+                .map_err(|(field, reason)| (format!("conditions[{i}].query.{field}"), reason))?;
         }
         Ok(())
     }
+}
+
+/// A condition that can hold: it tests `model` or `metadata.KEY` with
+/// a value or one of `$eq`, `$ne`, `$in`, `$nin` (anything else would
+/// silently never match).
+fn check_condition(c: &Condition) -> Result<(), (String, String)> {
+    for (field, test) in &c.query {
+        if field != "model" && !field.starts_with("metadata.") {
+            return Err((
+                field.clone(),
+                "conditions test `model` or `metadata.KEY`".into(),
+            ));
+        }
+        let Value::Object(ops) = test else { continue };
+        if let Some(op) = ops
+            .keys()
+            .find(|op| !matches!(op.as_str(), "$eq" | "$ne" | "$in" | "$nin"))
+        {
+            return Err((
+                field.clone(),
+                format!("unknown operator {op:?} (use $eq, $ne, $in or $nin)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A 2xx: the provider answered (and billed); no route moves past it.

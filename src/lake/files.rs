@@ -133,7 +133,7 @@ impl LakeLayout {
     }
 
     /// The lake files (offset-named Parquet) under a table directory.
-    fn listing_of(&self, table: &Path) -> Result<Vec<ListedFile>, LakeError> {
+    pub fn listing_of(&self, table: &Path) -> Result<Vec<ListedFile>, LakeError> {
         let listed = match &self.remote {
             Some(lake) => lake.list(table)?,
             None => Self::local_files(table)?,

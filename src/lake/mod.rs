@@ -2,6 +2,8 @@
 //! DataFusion queries over them.
 
 #[cfg(feature = "lake")]
+pub mod audit;
+#[cfg(feature = "lake")]
 pub mod compact;
 pub mod config;
 #[cfg(feature = "lake")]

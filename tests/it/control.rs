@@ -385,7 +385,7 @@ async fn apply_writes_exactly_the_difference_and_a_restart_has_the_state_before_
 }
 
 /// Runs the `tollgate` CLI against `tg`'s API with `token`; its stdout.
-fn cli(tg: &Tollgate, args: &[&str], token: &str) -> String {
+pub fn cli(tg: &Tollgate, args: &[&str], token: &str) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(args)
         .args(["--url", &tg.url, "--token", token])

@@ -11,6 +11,7 @@ mod captures;
 mod claude_code;
 mod compose;
 mod control;
+mod control_live;
 mod dashboards;
 mod gateway_protocol;
 mod kafka;

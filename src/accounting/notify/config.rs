@@ -14,7 +14,7 @@ pub enum WebhookFormat {
 }
 
 /// Where budget alerts are delivered.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// A secret in itself for Slack (the path is the credential): only

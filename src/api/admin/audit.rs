@@ -36,13 +36,14 @@ pub struct AuditQuery {
 pub type AuditEntry = ControlEvent;
 
 /// Whether a workspace-limited token may see `e`: events about its
-/// workspace's keys, or budgets on its workspace.
+/// workspace's keys and teams, budgets on its workspace, the workspace.
 fn visible(grant: &Grant, e: &ControlEvent) -> bool {
     let Some(w) = &grant.workspace else {
         return true;
     };
     [&e.before, &e.after].into_iter().flatten().any(|v| {
         v.get("workspace").and_then(|x| x.as_str()) == Some(w)
+            || (e.kind.family() == "workspace" && e.id == *w)
             || (v["budget"]["scope"] == "workspace" && v["budget"]["subject"].as_str() == Some(w))
     })
 }

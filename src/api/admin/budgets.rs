@@ -137,15 +137,17 @@ pub async fn list(
     Ok(Json(serde_json::json!({ "data": data })))
 }
 
-/// The budget `name` as the token may see it, or 404.
+/// The budget `name`: 404 if there is none, 403 naming the token's
+/// workspace if it is not a budget of that workspace.
 fn find(state: &AdminState, grant: &Grant, name: &str) -> Result<BudgetEntry, AdminError> {
-    state
+    let b = state
         .state()?
         .budgets
         .get(name)
-        .filter(|b| check_scope(grant, &b.budget).is_ok())
         .cloned()
-        .ok_or_else(|| AdminError::NotFound(format!("no budget {name:?}")))
+        .ok_or_else(|| AdminError::NotFound(format!("no budget {name:?}")))?;
+    check_scope(grant, &b.budget)?;
+    Ok(b)
 }
 
 /// `GET /v1/admin/budgets/{name}`.

@@ -75,7 +75,8 @@ pub async fn create(
 ) -> Result<(http::StatusCode, Json<serde_json::Value>), AdminError> {
     let new: NewKey = parse_body(&body)?;
     let key = generate_key();
-    let entry = entry_of(&state, &grant, new, &key)?;
+    let id = format!("key-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let entry = entry_of(&state, &grant, new, id, hash_key(&key))?;
     let event = ControlEvent::new(
         Kind::KeyCreated,
         &entry.id,
@@ -89,12 +90,13 @@ pub async fn create(
     Ok((http::StatusCode::CREATED, Json(out)))
 }
 
-/// The entry a validated request makes.
+/// The entry a validated request makes, with its id and key hash.
 fn entry_of(
     state: &AdminState,
     grant: &Grant,
     new: NewKey,
-    key: &str,
+    id: String,
+    hash: String,
 ) -> Result<KeyEntry, AdminError> {
     let workspace = new
         .workspace
@@ -122,13 +124,14 @@ fn entry_of(
             format!("{provider:?} is not a [providers.*] entry"),
         )
     })?;
+    let current = state.state()?;
     for (field, route) in new
         .route
         .iter()
         .map(|r| ("route", r))
         .chain(new.client_routes.iter().map(|r| ("client_routes", r)))
     {
-        if !state.routes.contains_key(route) {
+        if !current.routes.contains_key(route) {
             return Err(AdminError::field(
                 field,
                 format!("{route:?} is not a [routes.*] entry"),
@@ -156,8 +159,8 @@ fn entry_of(
     }
     check_metadata(&new.metadata)?;
     Ok(KeyEntry {
-        id: format!("key-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
-        hash: hash_key(key),
+        id,
+        hash,
         workspace,
         team: new.team,
         user: new.user,
@@ -174,7 +177,7 @@ fn entry_of(
 }
 
 /// Metadata is bounded: a few short strings.
-fn check_metadata(m: &BTreeMap<String, String>) -> Result<(), AdminError> {
+pub(super) fn check_metadata(m: &BTreeMap<String, String>) -> Result<(), AdminError> {
     if m.len() > MAX_METADATA {
         return Err(AdminError::field(
             "metadata",
@@ -224,14 +227,15 @@ pub async fn list(
     Ok(Json(serde_json::json!({ "data": data })))
 }
 
-/// The key `id` as the token may see it, or 404.
+/// The key `id`: 404 if there is none, 403 naming the token's workspace
+/// if it is in another.
 fn find(state: &AdminState, grant: &Grant, id: &str) -> Result<KeyEntry, AdminError> {
     let current = state.state()?;
     let entry = current
         .keys
         .get(id)
-        .filter(|k| check_workspace(grant, &k.workspace).is_ok())
         .ok_or_else(|| AdminError::NotFound(format!("no key {id:?}")))?;
+    check_workspace(grant, &entry.workspace)?;
     Ok(entry.clone())
 }
 
@@ -316,4 +320,55 @@ pub async fn rotate(
     let mut out = to_json(&after);
     out["key"] = serde_json::Value::String(key);
     Ok(Json(out))
+}
+
+/// The request a key's entry would have been created by (what `PATCH`
+/// merges its changes into).
+fn request_of(e: &KeyEntry) -> serde_json::Value {
+    serde_json::json!({
+        "team": e.team, "user": e.user, "workspace": e.workspace,
+        "provider": e.provider, "route": e.route, "passthrough": e.passthrough,
+        "allow_client_config": e.allow_client_config, "client_routes": e.client_routes,
+        "expires_at": e.expires_at, "metadata": e.metadata,
+    })
+}
+
+/// `PATCH /v1/admin/keys/{id}`: changes a key's non-secret fields (a
+/// JSON merge patch of the create body: `{"route": "fast"}`, `{"route":
+/// null}`), validated as a new key is; in use on every gateway within a
+/// second. The key itself and its id stay.
+#[utoipa::path(patch, path = "/v1/admin/keys/{id}", tag = "admin", request_body = serde_json::Value,
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The key's entry", body = serde_json::Value),
+        (status = 400, description = "A field is invalid (named)", body = crate::api::ErrorBody),
+        (status = 404, description = "No such key", body = crate::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<Arc<AdminState>>,
+    Granted(grant, _): Granted<CanWriteKeys>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let before = find(&state, &grant, &id)?;
+    let patch: serde_json::Value = parse_body(&body)?;
+    let Some(patch) = patch.as_object() else {
+        return Err(AdminError::field("body", "must be a JSON object"));
+    };
+    let mut merged = request_of(&before);
+    for (field, value) in patch {
+        merged[field] = value.clone();
+    }
+    let new: NewKey =
+        serde_json::from_value(merged).map_err(|e| AdminError::field("body", e.to_string()))?;
+    let mut after = entry_of(&state, &grant, new, before.id.clone(), before.hash.clone())?;
+    after.previous = before.previous.clone();
+    let event = ControlEvent::new(
+        Kind::KeyUpdated,
+        &id,
+        &grant.actor,
+        Some(to_json(&before)),
+        Some(to_json(&after)),
+    );
+    state.write(&[event]).await?;
+    Ok(Json(to_json(&after)))
 }

@@ -11,7 +11,10 @@ pub(crate) mod audit;
 pub(crate) mod budgets;
 pub(crate) mod keys;
 pub(crate) mod rate_limits;
+pub(crate) mod routes;
 pub(crate) mod spend_limits;
+pub(crate) mod teams;
+pub(crate) mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub enum Need {
     Read,
     KeysWrite,
     BudgetsWrite,
+    /// Webhooks, routes and workspaces: `admin:write` only.
+    AdminWrite,
 }
 
 impl Need {
@@ -43,6 +48,7 @@ impl Need {
             Need::Read => "admin:read",
             Need::KeysWrite => "keys:write",
             Need::BudgetsWrite => "budgets:write",
+            Need::AdminWrite => "admin:write",
         }
     }
 }
@@ -54,7 +60,7 @@ pub struct Grant {
     pub actor: String,
     /// `None`: every scope (`api.admin_tokens`).
     scopes: Option<Vec<String>>,
-    /// Only keys and budgets of this workspace.
+    /// Only keys, teams and budgets of this workspace.
     pub workspace: Option<String>,
 }
 
@@ -78,7 +84,7 @@ impl Grant {
 pub enum AdminError {
     #[error("send an admin token as `Authorization: Bearer <token>`")]
     Unauthorized,
-    #[error("forbidden: this token lacks the scope {0} (or admin:write)")]
+    #[error("forbidden: this token lacks the scope {0}{or}", or = if *.0 == "admin:write" { "" } else { " (or admin:write)" })]
     Scope(&'static str),
     #[error("forbidden: this token is limited to workspace {0:?}")]
     Workspace(String),
@@ -86,6 +92,9 @@ pub enum AdminError {
     BadField { field: String, reason: String },
     #[error("{0}")]
     NotFound(String),
+    /// The change would leave the state inconsistent (a route keys use).
+    #[error("{0}")]
+    Conflict(String),
     #[error(
         "the control plane is not available in this process (an API-only process on the embedded bus cannot write the log: use `tollgate serve`)"
     )]
@@ -113,6 +122,7 @@ impl IntoResponse for AdminError {
             }
             AdminError::BadField { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error"),
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
+            AdminError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error"),
             AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "api_error"),
             AdminError::Control(e) => {
                 tracing::error!(error = %e, "control-plane write failed");
@@ -137,8 +147,6 @@ pub struct AdminState {
     /// Anthropic providers without an `api_key`: they serve passthrough
     /// keys only (as `Config::check_gateway_credentials` says of the file).
     keyless: Vec<String>,
-    /// Route names a key may name (routes are file-only).
-    routes: BTreeMap<String, crate::gateway::route::RouteConfig>,
 }
 
 impl AdminState {
@@ -158,7 +166,6 @@ impl AdminState {
                 .filter(|(_, p)| p.kind == ProviderKind::Anthropic && p.api_key.is_empty())
                 .map(|(n, _)| n.clone())
                 .collect(),
-            routes: cfg.routes.clone(),
         }
     }
 
@@ -235,6 +242,8 @@ pub struct CanRead;
 pub struct CanWriteKeys;
 /// Setting or removing budgets, spend limits and rate limits.
 pub struct CanWriteBudgets;
+/// Setting or removing webhooks, routes and workspaces.
+pub struct CanWriteAdmin;
 
 impl Needs for CanRead {
     const NEED: Need = Need::Read;
@@ -244,6 +253,9 @@ impl Needs for CanWriteKeys {
 }
 impl Needs for CanWriteBudgets {
     const NEED: Need = Need::BudgetsWrite;
+}
+impl Needs for CanWriteAdmin {
+    const NEED: Need = Need::AdminWrite;
 }
 
 /// The caller's grant when its token holds scope `N`: an extractor (like
@@ -268,6 +280,46 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Admi
     serde_json::from_slice(body).map_err(|e| AdminError::field("body", e.to_string()))
 }
 
+/// The first field of `input` that parsing dropped (`known` is the parsed
+/// value serialized back), as a path like `targets[0].weights`: a field
+/// the config does not have is a 400 naming it, even where the config's
+/// own parser tolerates it (Portkey's shapes, say).
+pub fn unknown_field(
+    input: &serde_json::Value,
+    known: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (input, known) {
+        (Value::Object(given), Value::Object(kept)) => given.iter().find_map(|(name, v)| {
+            let path = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}.{name}")
+            };
+            match kept.get(name) {
+                None => Some(path),
+                Some(k) => unknown_field(v, k, &path),
+            }
+        }),
+        (Value::Array(given), Value::Array(kept)) => given
+            .iter()
+            .zip(kept)
+            .enumerate()
+            .find_map(|(i, (v, k))| unknown_field(v, k, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Installation-wide entities (webhooks, routes, workspaces, rate
+/// limits): a workspace-limited token gets 403 naming its workspace.
+pub fn check_unlimited(grant: &Grant) -> Result<(), AdminError> {
+    match &grant.workspace {
+        Some(w) => Err(AdminError::Workspace(w.clone())),
+        None => Ok(()),
+    }
+}
+
 /// A free-text identifier (team, user, workspace, names): non-empty,
 /// bounded, printable.
 pub fn check_name(field: &str, value: &str) -> Result<(), AdminError> {
@@ -287,7 +339,10 @@ pub fn check_name(field: &str, value: &str) -> Result<(), AdminError> {
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/v1/admin/keys", post(keys::create).get(keys::list))
-        .route("/v1/admin/keys/{id}", get(keys::one).delete(keys::revoke))
+        .route(
+            "/v1/admin/keys/{id}",
+            get(keys::one).patch(keys::update).delete(keys::revoke),
+        )
         .route("/v1/admin/keys/{id}/rotate", post(keys::rotate))
         .route(
             "/v1/admin/budgets",
@@ -303,6 +358,41 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/v1/admin/rate_limits/{id}",
             axum::routing::put(rate_limits::put).delete(rate_limits::remove),
+        )
+        .route(
+            "/v1/admin/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}",
+            get(webhooks::one)
+                .put(webhooks::replace)
+                .delete(webhooks::remove),
+        )
+        .route("/v1/admin/routes", post(routes::create).get(routes::list))
+        .route(
+            "/v1/admin/routes/{name}",
+            get(routes::one).put(routes::replace).delete(routes::remove),
+        )
+        .route(
+            "/v1/admin/teams",
+            post(teams::create_team).get(teams::list_teams),
+        )
+        .route(
+            "/v1/admin/teams/{workspace}/{name}",
+            get(teams::one_team)
+                .put(teams::replace_team)
+                .delete(teams::remove_team),
+        )
+        .route(
+            "/v1/admin/workspaces",
+            post(teams::create_workspace).get(teams::list_workspaces),
+        )
+        .route(
+            "/v1/admin/workspaces/{name}",
+            get(teams::one_workspace)
+                .put(teams::replace_workspace)
+                .delete(teams::remove_workspace),
         )
         .route("/v1/audit", get(audit::list))
         .route(
@@ -332,6 +422,14 @@ mod tests {
             "/v1/admin/budgets/{name}",
             "/v1/admin/rate_limits",
             "/v1/admin/rate_limits/{id}",
+            "/v1/admin/webhooks",
+            "/v1/admin/webhooks/{id}",
+            "/v1/admin/routes",
+            "/v1/admin/routes/{name}",
+            "/v1/admin/teams",
+            "/v1/admin/teams/{workspace}/{name}",
+            "/v1/admin/workspaces",
+            "/v1/admin/workspaces/{name}",
             "/v1/audit",
             "/v1/organizations/spend_limits",
             "/v1/organizations/spend_limits/{id}",
@@ -341,6 +439,18 @@ mod tests {
                 "{path} missing from the OpenAPI document"
             );
         }
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let given =
+            serde_json::json!({"targets": [{"provider": "a", "wieght": 2}], "strategy": "single"});
+        let kept = serde_json::json!({"targets": [{"provider": "a", "weight": 1.0}], "strategy": "single", "retry": null});
+        assert_eq!(
+            unknown_field(&given, &kept, "").as_deref(),
+            Some("targets[0].wieght")
+        );
+        assert_eq!(unknown_field(&kept, &kept, ""), None);
     }
 
     #[test]
@@ -355,6 +465,11 @@ mod tests {
         assert!(!g(&["admin:read"]).allows(Need::KeysWrite));
         assert!(g(&["admin:read"]).allows(Need::Read));
         assert!(g(&["admin:write"]).allows(Need::BudgetsWrite));
+        assert!(!g(&["keys:write", "budgets:write"]).allows(Need::AdminWrite));
+        assert_eq!(
+            AdminError::Scope(Need::AdminWrite.scope()).to_string(),
+            "forbidden: this token lacks the scope admin:write"
+        );
         assert_eq!(
             AdminError::Scope(Need::BudgetsWrite.scope()).to_string(),
             "forbidden: this token lacks the scope budgets:write (or admin:write)"

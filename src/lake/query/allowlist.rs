@@ -8,8 +8,8 @@
 //! `repeat('a', 300000000)` allocates gigabytes in one call that no limit
 //! interrupts. So this allowlist, not the pool, is the defence against
 //! unaccounted memory: only functions whose output is bounded by their
-//! input (or fixed in size) can be called, only the tables `events` and
-//! `events_hourly` can be read (no table functions such as `range`), literals are short, and the
+//! input (or fixed in size) can be called, only the tables `events`,
+//! `events_hourly` and `audit` can be read (no table functions such as `range`), literals are short, and the
 //! statement itself is short. Combined with the session's small batch size
 //! that bounds what any one expression can allocate.
 //!
@@ -166,11 +166,11 @@ pub enum Refusal {
     #[error("function \"{0}\" is not allowed in /v1/sql; allowed: {list}", list = allowed_list())]
     Function(String),
     #[error(
-        "table function \"{0}\" is not allowed in /v1/sql: only the tables `events` and `events_hourly` can be read"
+        "table function \"{0}\" is not allowed in /v1/sql: only the tables `events`, `events_hourly` and `audit` can be read"
     )]
     TableFunction(String),
     #[error(
-        "table \"{0}\" cannot be read in /v1/sql: only the tables `events` and `events_hourly` can"
+        "table \"{0}\" cannot be read in /v1/sql: only the tables `events`, `events_hourly` and `audit` (admin tokens) can"
     )]
     Table(String),
     #[error("CAST to {0} is not allowed in /v1/sql: only to scalar types")]

@@ -54,7 +54,7 @@ impl Scope {
 }
 
 /// The tables user SQL may read.
-const TABLES: [&str; 2] = ["events", "events_hourly"];
+const TABLES: [&str; 3] = ["events", "events_hourly", "audit"];
 
 /// The lake opened for queries.
 pub struct Lake {
@@ -64,6 +64,8 @@ pub struct Lake {
     table: Arc<ListingTable>,
     /// The `events_hourly` rollups, likewise.
     hourly: Arc<ListingTable>,
+    /// The `audit` table (control events): admin tokens only.
+    audit: Arc<ListingTable>,
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
     /// Where the lake is: spend queries check that rollups are complete.
@@ -103,15 +105,18 @@ impl Lake {
             Some(_) => config.with_target_partitions(BUCKET_PARTITIONS),
             None => config,
         };
-        let (url, hourly_url, runtime) = match layout.remote() {
+        let audit_dir = super::audit::audit_dir(layout);
+        let (url, hourly_url, audit_url, runtime) = match layout.remote() {
             None => (
                 local_table_url(&layout.events_dir())?,
                 local_table_url(&layout.hourly_dir())?,
+                local_table_url(&audit_dir)?,
                 local_runtime(memory_bytes)?,
             ),
             Some(remote) => (
                 remote.url_of(&layout.events_dir()),
                 remote.url_of(&layout.hourly_dir()),
+                remote.url_of(&audit_dir),
                 bucket_runtime(remote, memory_bytes)?,
             ),
         };
@@ -120,11 +125,13 @@ impl Lake {
         let hourly = listing_table(&hourly_url, super::rollup::hourly_schema())?;
         ctx.register_table("events", table.clone())?;
         ctx.register_table("events_hourly", hourly.clone())?;
+        let audit = listing_table(&audit_url, super::audit::audit_schema())?;
         let ttl = layout.remote().map(|r| r.listing_ttl());
         Ok(Lake {
             ctx,
             table,
             hourly,
+            audit,
             config,
             runtime,
             layout: layout.clone(),
@@ -142,7 +149,8 @@ impl Lake {
     }
 
     /// A fresh session whose only tables are `events` and
-    /// `events_hourly` as `scope` sees them: what user SQL runs in, so no
+    /// `events_hourly` as `scope` sees them, and `audit` for admin tokens
+    /// (a team token has no rows of it): what user SQL runs in, so no
     /// statement can reach other rows.
     fn scoped_session(&self, scope: &Scope) -> Result<SessionContext, LakeError> {
         let config = self.config.clone().with_batch_size(SQL_BATCH_ROWS);
@@ -153,6 +161,9 @@ impl Lake {
             "events_hourly",
             scoped(scope, "events_hourly", self.hourly.clone())?,
         )?;
+        if *scope == Scope::All {
+            ctx.register_table("audit", self.audit.clone())?;
+        }
         Ok(ctx)
     }
 }
