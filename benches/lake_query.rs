@@ -511,7 +511,9 @@ async fn measure_on_s3(
     let out = match upload_once(root, &served, &layout).await {
         Ok(()) => Some(measure_api(&layout, traces, sessions).await),
         Err(e) => {
-            eprintln!("could not upload the lake to s3s-fs at {endpoint} ({e}); skipping the bucket column");
+            eprintln!(
+                "could not upload the lake to s3s-fs at {endpoint} ({e}); skipping the bucket column"
+            );
             None
         }
     };
@@ -535,7 +537,10 @@ async fn upload_once(root: &Path, served: &Path, layout: &LakeLayout) -> Result<
     let mut bytes = 0u64;
     for table in ["events", "events_hourly"] {
         for entry in walk(&root.join(table)) {
-            let key = entry.strip_prefix(root).map_err(|e| e.to_string())?.to_owned();
+            let key = entry
+                .strip_prefix(root)
+                .map_err(|e| e.to_string())?
+                .to_owned();
             let data = std::fs::read(&entry).map_err(|e| e.to_string())?;
             bytes += data.len() as u64;
             let r = remote.clone();

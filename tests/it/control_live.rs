@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::budgets::{body_of, budget, post_once_admitting, settled_spend, start_receiver};
-use crate::control::{admin, eventually};
-use crate::support::{ADMIN, Tollgate, start_mock, write_config};
+use crate::control::admin;
+use crate::support::{ADMIN, Tollgate, WithLog, poll_until, start_mock, write_config};
 
 /// Tokens of these tests: an `admin:write` one, a reader, and a
 /// budgets-only one.
@@ -132,14 +132,17 @@ async fn a_webhook_added_over_the_api_while_serving_gets_the_next_budget_alert_a
         assert_eq!(post_once_admitting(&tg, &body).await, 200);
         settled_spend(&tg, "eng-alerts").await;
     }
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            !got.lock().unwrap().is_empty()
-        })
-        .await,
-        "the alert never reached the webhook added over the API: {}",
-        tg.log()
-    );
+    poll_until(
+        "the alert reaches the webhook added over the API",
+        Duration::from_secs(30),
+        || async {
+            match got.lock().unwrap().is_empty() {
+                false => Ok(()),
+                true => Err(WithLog("nothing delivered".into(), vec![&tg])),
+            }
+        },
+    )
+    .await;
     let (headers, delivered) = got.lock().unwrap()[0].clone();
     let ts = headers["x-tollgate-timestamp"].to_str().unwrap();
     let expected =
@@ -189,12 +192,17 @@ async fn a_route_created_over_the_api_takes_a_keys_requests_once_the_key_points_
         created["id"].as_str().unwrap().to_owned(),
         created["key"].as_str().unwrap().to_owned(),
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            status_of(&tg, &key).await == 200
-        })
-        .await
-    );
+    poll_until(
+        "the new key is answered",
+        Duration::from_secs(5),
+        || async {
+            match status_of(&tg, &key).await {
+                200 => Ok(()),
+                s => Err(format!("answered {s}")),
+            }
+        },
+    )
+    .await;
 
     // Invalid routes are refused naming the field; nothing is written.
     let post = |body: serde_json::Value, token: &'static str| {
@@ -278,13 +286,18 @@ async fn a_route_created_over_the_api_takes_a_keys_requests_once_the_key_points_
         "the request in flight did not complete: {rest}"
     );
     let before = backup.received().len();
-    assert!(
-        eventually(Duration::from_secs(1), || async {
-            status_of(&tg, &key).await == 200 && backup.received().len() > before
-        })
-        .await,
-        "requests of the key did not reach the route's target within a second"
-    );
+    poll_until(
+        "requests of the key reach the route's target within a second",
+        Duration::from_secs(1),
+        || async {
+            let status = status_of(&tg, &key).await;
+            match status == 200 && backup.received().len() > before {
+                true => Ok(()),
+                false => Err(format!("answered {status}; the target got none")),
+            }
+        },
+    )
+    .await;
     // A route keys use cannot be removed; the audit names both changes.
     let (status, err) = admin(
         &tg,
@@ -556,14 +569,17 @@ async fn a_change_over_the_api_shows_up_in_the_audit_lake_table_without_secrets(
     let key = made["key"].as_str().unwrap().to_owned();
 
     let query = "SELECT kind, entity_id, actor, after FROM audit WHERE kind = 'budget.set' AND actor = 'ops-bot'";
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            !sql(&tg, query).await.0.is_empty()
-        })
-        .await,
-        "the budget change never reached the audit table: {}",
-        tg.log()
-    );
+    poll_until(
+        "the budget change reaches the audit table",
+        Duration::from_secs(30),
+        || async {
+            match sql(&tg, query).await.0.is_empty() {
+                false => Ok(()),
+                true => Err(WithLog("no row yet".into(), vec![&tg])),
+            }
+        },
+    )
+    .await;
     let (rows, _) = sql(&tg, query).await;
     assert_eq!(rows[0]["entity_id"], "eng-daily");
     assert!(
@@ -575,14 +591,19 @@ async fn a_change_over_the_api_shows_up_in_the_audit_lake_table_without_secrets(
     );
     // Every change is there once (the file's key too), and no secret.
     let all = "SELECT kind, entity_id, actor, before, after, day FROM audit ORDER BY bus_offset";
-    assert!(
-        eventually(Duration::from_secs(30), || async {
+    poll_until(
+        "every change reaches the audit table",
+        Duration::from_secs(30),
+        || async {
             let (rows, _) = sql(&tg, all).await;
             let created = rows.iter().filter(|r| r["kind"] == "key.created").count();
-            rows.iter().any(|r| r["kind"] == "webhook.set") && created >= 2
-        })
-        .await
-    );
+            match rows.iter().any(|r| r["kind"] == "webhook.set") && created >= 2 {
+                true => Ok(()),
+                false => Err(format!("{} rows so far", rows.len())),
+            }
+        },
+    )
+    .await;
     let (rows, text) = sql(&tg, all).await;
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(

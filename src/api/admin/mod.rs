@@ -320,6 +320,28 @@ pub fn check_unlimited(grant: &Grant) -> Result<(), AdminError> {
     }
 }
 
+/// The entry `name` of one kind of the control state (`what` names the
+/// kind in the 404), cloned out of the shared state.
+pub fn entry_of<E: Clone>(
+    entries: &BTreeMap<String, E>,
+    what: &str,
+    name: &str,
+) -> Result<E, AdminError> {
+    entries
+        .get(name)
+        .cloned()
+        .ok_or_else(|| AdminError::NotFound(format!("no {what} {name:?}")))
+}
+
+/// `{data: [...]}`: every entry of one kind, as `show` presents it.
+pub fn listing<E>(
+    entries: &BTreeMap<String, E>,
+    show: impl Fn(&str, &E) -> serde_json::Value,
+) -> serde_json::Value {
+    let data: Vec<serde_json::Value> = entries.iter().map(|(k, e)| show(k, e)).collect();
+    serde_json::json!({ "data": data })
+}
+
 /// A free-text identifier (team, user, workspace, names): non-empty,
 /// bounded, printable.
 pub fn check_name(field: &str, value: &str) -> Result<(), AdminError> {

@@ -153,23 +153,12 @@ pub async fn list(
     Granted(grant, _): Granted<CanRead>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     check_unlimited(&grant)?;
-    let current = state.state()?;
-    let data: Vec<serde_json::Value> = current
-        .routes
-        .iter()
-        .map(|(name, e)| shown(name, e))
-        .collect();
-    Ok(Json(serde_json::json!({ "data": data })))
+    Ok(Json(super::listing(&state.state()?.routes, shown)))
 }
 
 /// The route `name`, or 404.
 fn find(state: &AdminState, name: &str) -> Result<RouteEntry, AdminError> {
-    state
-        .state()?
-        .routes
-        .get(name)
-        .cloned()
-        .ok_or_else(|| AdminError::NotFound(format!("no route {name:?}")))
+    super::entry_of(&state.state()?.routes, "route", name)
 }
 
 /// `GET /v1/admin/routes/{name}`.

@@ -162,23 +162,12 @@ pub async fn list(
     Granted(grant, _): Granted<CanRead>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     check_unlimited(&grant)?;
-    let current = state.state()?;
-    let data: Vec<serde_json::Value> = current
-        .webhooks
-        .iter()
-        .map(|(id, e)| shown(id, e))
-        .collect();
-    Ok(Json(serde_json::json!({ "data": data })))
+    Ok(Json(super::listing(&state.state()?.webhooks, shown)))
 }
 
 /// The webhook `id`, or 404.
 fn find(state: &AdminState, id: &str) -> Result<WebhookEntry, AdminError> {
-    state
-        .state()?
-        .webhooks
-        .get(id)
-        .cloned()
-        .ok_or_else(|| AdminError::NotFound(format!("no webhook {id:?}")))
+    super::entry_of(&state.state()?.webhooks, "webhook", id)
 }
 
 /// `GET /v1/admin/webhooks/{id}`.
