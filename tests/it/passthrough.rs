@@ -416,7 +416,11 @@ async fn client_credentials_never_reach_events_logs_or_the_lake_only_their_finge
     let mut decoded = String::new();
     for path in lake {
         let json = parquet_as_json(path);
-        rows += json.matches("\"event_id\"").count();
+        // Rows of the events table; the rollups and the audit table (whose
+        // rows have an event_id too) are searched as well, not counted.
+        if path.components().any(|c| c.as_os_str() == "events") {
+            rows += json.matches("\"event_id\"").count();
+        }
         decoded.push_str(&json);
         for secret in secrets {
             assert!(
