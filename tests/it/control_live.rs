@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::budgets::{body_of, budget, post_once_admitting, settled_spend, start_receiver};
 use crate::control::admin;
-use crate::support::{ADMIN, Tollgate, WithLog, poll_until, start_mock, write_config};
+use crate::support::{ADMIN, Tollgate, WithLog, free_port, poll_until, start_mock, write_config};
 
 /// Tokens of these tests: an `admin:write` one, a reader, and a
 /// budgets-only one.
@@ -28,15 +28,6 @@ token = "tok-budgets"
 scopes = ["budgets:write"]
 name = "ops-bot"
 "#;
-
-/// A free local port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_added_over_the_api_while_serving_gets_the_next_budget_alert_and_its_secret_is_never_shown()

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{KEY, Tollgate, WithLog, client, poll_until, start_mock, write_config};
+use crate::support::{
+    KEY, Tollgate, WithLog, client, free_port, poll_until, start_mock, wait_for_listener,
+    write_config,
+};
 
 /// A tansu broker on a free loopback port; killed on drop.
 struct Broker {
@@ -21,11 +24,7 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
         let child = Command::new(tansu_bin())
@@ -37,11 +36,8 @@ impl Broker {
             .stdin(Stdio::null())
             .spawn()
             .expect("tansu starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = dir.join("tansu.log");
+        wait_for_listener("tansu", &addr, &log, Duration::from_secs(20));
         Broker { child, addr }
     }
 

@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::lake_s3::{hourly_requests, local_parquet, send, spend_of_eng, tools_dir};
-use crate::support::{Tollgate, start_mock, write_config};
+use crate::support::{Tollgate, free_port, start_mock, wait_for_listener, write_config};
 
 /// The container and prefix the lake goes to.
 const CONTAINER: &str = "tollgate-lake";
@@ -39,11 +39,7 @@ impl Azurite {
             "Azurite is not installed at {} (scripts/install-test-deps.sh installs it)",
             bin.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log = std::fs::File::create(dir.join("azurite.log")).unwrap();
         let child = Command::new(bin)
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
@@ -56,16 +52,8 @@ impl Azurite {
             .spawn()
             .expect("node starts azurite-blob");
         let addr = format!("127.0.0.1:{port}");
-        // Node takes seconds to start on a loaded machine.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "Azurite did not listen on {addr}; log:\n{}",
-                std::fs::read_to_string(dir.join("azurite.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = dir.join("azurite.log");
+        wait_for_listener("Azurite", &addr, &log, Duration::from_secs(90));
         Azurite {
             child,
             url: format!("http://{addr}"),

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::support::{ADMIN, Tollgate, client, start_mock, write_config};
+use crate::support::{
+    ADMIN, Tollgate, client, free_port, start_mock, wait_for_listener, write_config,
+};
 
 /// The bucket and prefix the lake goes to.
 pub(crate) const BUCKET: &str = "tollgate-lake";
@@ -27,11 +29,7 @@ pub(crate) struct Moto {
 
 impl Moto {
     pub(crate) fn start(dir: &Path) -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log = std::fs::File::create(dir.join("moto.log")).unwrap();
         let child = Command::new("python3")
             .args([
@@ -49,16 +47,8 @@ impl Moto {
             .spawn()
             .expect("python3 starts moto");
         let addr = format!("127.0.0.1:{port}");
-        // Python takes seconds to import moto on a loaded machine.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not listen on {addr}; log:\n{}",
-                std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = dir.join("moto.log");
+        wait_for_listener("moto", &addr, &log, Duration::from_secs(90));
         Moto {
             child,
             endpoint: format!("http://{addr}"),

@@ -470,3 +470,27 @@ impl Sample {
         r.bearer_auth(KEY).body(self.body.clone())
     }
 }
+
+/// A loopback port nobody listens on now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (blocking) until something accepts connections at `addr`; after
+/// `limit`, panics naming `what` with the server's log at `log`. Servers
+/// written in Node or Python take seconds to start on a loaded machine.
+pub fn wait_for_listener(what: &str, addr: &str, log: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {addr} within {limit:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
