@@ -126,7 +126,8 @@ async fn run() {
     let (handoff, queue) = handoff::channel(QUEUE);
     let publisher = {
         let log = log.clone();
-        tokio::spawn(async move { tollgate::bus::publisher::run(queue, log, EVENTS_TOPIC).await })
+        let never = CancellationToken::new();
+        tokio::spawn(async move { tollgate::bus::publisher::run(queue, log, EVENTS_TOPIC, never).await })
     };
     let accountant = Accountant::new(
         SharedBook::new(PriceBook::embedded()),

@@ -90,10 +90,11 @@ impl EventHandoff {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event() -> LlmEvent {
+    /// A minimal valid event.
+    pub(crate) fn event() -> LlmEvent {
         serde_json::from_value(serde_json::json!({
             "event_id": uuid::Uuid::now_v7(), "schema_version": 1, "trace_id": "t",
             "session_id": null, "request_id": null,

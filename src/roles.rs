@@ -362,16 +362,16 @@ pub async fn run(
         match &bus.kafka {
             None => {
                 let log = bus.log.clone();
-                pipeline.push(Task::spawn("publisher", |_| async move {
-                    bus::publisher::run(queue, log, EVENTS_TOPIC).await;
+                pipeline.push(Task::spawn("publisher", |stop| async move {
+                    bus::publisher::run(queue, log, EVENTS_TOPIC, stop).await;
                     Ok(())
                 }));
             }
             Some(kafka) => {
                 let journal = LocalBus::open_journal_recovered(&cfg.data.journal_dir()).await?;
                 let to_journal: Arc<dyn Log> = journal.clone();
-                pipeline.push(Task::spawn("publisher", |_| async move {
-                    bus::publisher::run(queue, to_journal, EVENTS_TOPIC).await;
+                pipeline.push(Task::spawn("publisher", |stop| async move {
+                    bus::publisher::run(queue, to_journal, EVENTS_TOPIC, stop).await;
                     Ok(())
                 }));
                 let kafka = kafka.clone();

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::Log;
 use super::embedded::MAX_RECORD_BYTES;
@@ -30,16 +31,24 @@ const BATCH: usize = 2048;
 /// paying one each. Only the pipeline waits; the request never does.
 const LINGER: Duration = Duration::from_millis(5);
 
-/// Runs until every `EventHandoff` is dropped and the queue is empty, so
-/// that shutdown loses nothing the gateway accepted.
-pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
+/// Runs until the queue is empty and closed: closed when every
+/// `EventHandoff` is dropped, or when `stop` is cancelled.
+///
+/// Shutdown cancels `stop` after the HTTP servers have finished (or their
+/// grace ran out). Closing the queue then, rather than waiting for the last
+/// sender to go, matters: a sender can outlive the servers (a connection
+/// task a client keeps open, an overflow task), and waiting on it would
+/// keep everything already queued in memory past the grace period, lost.
+/// After the close, late sends are refused and counted as lost; what was
+/// queued is appended.
+pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str, stop: CancellationToken) {
     let mut events: Vec<LlmEvent> = Vec::with_capacity(BATCH);
     let mut buf = RecordBuf::new();
     let mut in_flight: Option<JoinHandle<()>> = None;
     let topic: Arc<str> = topic.into();
     // The error series exists (at 0) before the first error.
     METRICS.bus_append_errors.with_label_values(&[&topic]);
-    while queue.recv_many(&mut events, BATCH).await > 0 {
+    while next_batch(&mut queue, &mut events, &stop).await > 0 {
         if events.len() < BATCH {
             tokio::time::sleep(LINGER).await;
             while events.len() < BATCH {
@@ -62,6 +71,23 @@ pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str) {
     }
     finish(in_flight).await;
     tracing::info!(%topic, "event publisher drained its queue and stopped");
+}
+
+/// Waits for the next events (up to a batch); 0 once the queue is closed
+/// and empty. `recv_many` is cancel-safe, so racing it against `stop`
+/// loses nothing.
+async fn next_batch(queue: &mut EventQueue, events: &mut Vec<LlmEvent>, stop: &CancellationToken) -> usize {
+    if !stop.is_cancelled() {
+        tokio::select! {
+            got = queue.recv_many(events, BATCH) => return got,
+            () = stop.cancelled() => {}
+        }
+    }
+    if !queue.is_closed() {
+        tracing::info!(queued = queue.len(), "event publisher: closing the queue and appending what it holds");
+        queue.close();
+    }
+    queue.recv_many(events, BATCH).await
 }
 
 /// Waits for the append in flight, if any: the next may start only after
@@ -111,5 +137,37 @@ async fn append_until_done(log: &dyn Log, topic: &str, records: Vec<(Bytes, Byte
                 tokio::time::sleep(backoff.next_wait()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::local::LocalBus;
+    use crate::handoff::{self, Handed};
+
+    #[tokio::test]
+    async fn stopping_appends_what_is_queued_even_while_a_sender_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = LocalBus::open(&dir.path().join("log")).unwrap();
+        let log: Arc<dyn Log> = bus.clone();
+        let (handoff, queue) = handoff::channel(64);
+        for _ in 0..5 {
+            assert_eq!(handoff.send(handoff::tests::event()), Handed::Queued);
+        }
+        let stop = CancellationToken::new();
+        stop.cancel();
+        // `handoff` stays alive, as a client's open connection keeps it.
+        tokio::time::timeout(Duration::from_secs(10), run(queue, log.clone(), "t", stop))
+            .await
+            .expect("the publisher stops although a sender is alive");
+        assert_eq!(handoff.send(handoff::tests::event()), Handed::Lost, "refused after the close");
+        let mut sub = log.subscribe("g", "t").await.unwrap();
+        let mut got = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while got < 5 && tokio::time::Instant::now() < deadline {
+            got += sub.poll(100, Duration::from_millis(100)).await.unwrap().len();
+        }
+        assert_eq!(got, 5, "every queued event was appended");
     }
 }
