@@ -47,7 +47,8 @@ fn main() {
         .unwrap_or(10_000_000);
     let root = std::env::var_os("TOLLGATE_BENCH_LAKE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join(format!("lake-bench-{total}")));
+        // v2: files sorted by hour then trace, requests in time order.
+        .unwrap_or_else(|| target_dir().join(format!("lake-bench-v2-{total}")));
     let layout = LakeLayout::new(&root);
     let done = root.join("GENERATED");
     if !done.exists() {
@@ -77,6 +78,9 @@ fn main() {
         bytes as f64 / 1048576.0
     );
 
+    if let Ok(sql) = std::env::var("TOLLGATE_BENCH_EXPLAIN") {
+        return explain(&layout, &sql);
+    }
     let traces = lookup_ids(total, "trace", EVENTS_PER_TRACE);
     let sessions = lookup_ids(total, "session", EVENTS_PER_SESSION);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -95,8 +99,14 @@ fn main() {
             .unwrap(),
     )
     .unwrap();
-    let duck = local.then(|| measure_duckdb(&layout, &ids_file)).flatten();
-    let bucket = rt.block_on(measure_on_s3(&root, &traces, &sessions));
+    let duck = (local && !quick())
+        .then(|| measure_duckdb(&layout, &ids_file))
+        .flatten();
+    let bucket = if quick() {
+        None
+    } else {
+        rt.block_on(measure_on_s3(&root, &traces, &sessions))
+    };
 
     println!();
     println!(
@@ -165,12 +175,18 @@ fn generate(layout: &LakeLayout, total: u64) {
         let mut by_partition: Vec<Vec<(BusPosition, LlmEvent)>> =
             (0..PARTITIONS).map(|_| Vec::new()).collect();
         let mut rng = StdRng::seed_from_u64(day);
-        for _ in 0..per_file * PARTITIONS as u64 {
+        // Requests arrive in time order, so consecutive sequence numbers
+        // (a trace's, a session's) are close in time, and trace IDs
+        // ordered by time, as the gateway's UUIDv7 trace IDs are.
+        let mut times: Vec<i64> = (0..per_file * PARTITIONS as u64)
+            .map(|_| rng.gen_range(0..86_400_000))
+            .collect();
+        times.sort_unstable();
+        for ms in times {
             let team = rng.gen_range(0..20u32);
             let partition = team % PARTITIONS;
-            let at = start
-                + chrono::Duration::days(day as i64)
-                + chrono::Duration::milliseconds(rng.gen_range(0..86_400_000));
+            let at =
+                start + chrono::Duration::days(day as i64) + chrono::Duration::milliseconds(ms);
             let event = synthetic(&book, seq, team, at, &mut rng);
             let offset = next_offset[partition as usize];
             next_offset[partition as usize] += 1;
@@ -340,10 +356,16 @@ fn spend_queries() -> Vec<(&'static str, String, usize)> {
     ]
 }
 
-/// Median of five runs of `path`, checking the row count.
-async fn median_of_5(http: &reqwest::Client, base: &str, path: &str, rows: usize) -> f64 {
+/// Median of `runs` runs of `path`, checking the row count.
+async fn median_of(
+    runs: usize,
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    rows: usize,
+) -> f64 {
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..runs {
         let (body, took) = timed_get(http, base, path).await;
         assert_eq!(body["data"].as_array().unwrap().len(), rows, "{path}");
         times.push(took);
@@ -358,11 +380,74 @@ async fn measure_tollgate(
     sessions: &[String],
 ) -> Vec<(String, f64)> {
     let mut out = measure_api(layout, traces, sessions).await;
+    if quick() {
+        return out;
+    }
     out.push((
         "team spend by day, 30 days, raw events only (no rollups), median of 5".into(),
         raw_team_by_day(layout).await,
     ));
     out
+}
+
+/// `TOLLGATE_BENCH_EXPLAIN=<SQL>`: prints `EXPLAIN ANALYZE` of the SQL
+/// (run twice, the second printed: warm caches) in the API's session.
+fn explain(layout: &LakeLayout, sql: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let lake = Lake::open(layout).await.unwrap();
+        let ctx = lake.unscoped_context();
+        for round in 0..3 {
+            let t = Instant::now();
+            let df = ctx.sql(sql).await.unwrap();
+            let logical = t.elapsed();
+            let plan = df.clone().create_physical_plan().await.unwrap();
+            let physical = t.elapsed();
+            let rows: usize = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "round {round}: {rows} rows; logical plan {:.1} ms, physical plan {:.1} ms, total {:.1} ms",
+                ms(logical),
+                ms(physical),
+                ms(t.elapsed())
+            );
+        }
+        let batches = ctx
+            .sql(&format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap();
+        println!("{text}");
+    });
+}
+
+/// `TOLLGATE_BENCH_QUICK=1`: the API's queries on local disk only (no
+/// raw-only scan, DuckDB or bucket), for profiling; any other value also
+/// picks the queries whose name contains it (`trace`, `session`, `spend`,
+/// `ragged`), run 5 times as often.
+fn quick() -> bool {
+    std::env::var_os("TOLLGATE_BENCH_QUICK").is_some_and(|v| v != "0")
+}
+
+/// Whether the query named `name` is measured (see [`quick`]).
+fn picked(name: &str) -> bool {
+    match std::env::var("TOLLGATE_BENCH_QUICK") {
+        Ok(only) if only != "1" && only != "0" => name.contains(&only),
+        _ => true,
+    }
+}
+
+/// How many times each picked query runs (5× when one is picked).
+fn rounds() -> usize {
+    if picked("\0") { 1 } else { 5 }
 }
 
 /// Every query of the table through the API over `layout`.
@@ -376,35 +461,39 @@ async fn measure_api(
     let mut out = Vec::new();
     // Warm-up: the OS page cache and DataFusion's first planning.
     timed_get(&http, &base, &format!("/v1/traces/{}", traces[0])).await;
-    let mut times = Vec::new();
-    for id in traces {
-        let (view, took) = timed_get(&http, &base, &format!("/v1/traces/{id}")).await;
-        times.push(took);
-        assert_eq!(
-            view["events"].as_array().unwrap().len() as u64,
-            EVENTS_PER_TRACE
-        );
+    if picked("trace lookup") {
+        let mut times = Vec::new();
+        for _ in 0..rounds() {
+            for id in traces {
+                let (view, took) = timed_get(&http, &base, &format!("/v1/traces/{id}")).await;
+                times.push(took);
+                let events = view["events"].as_array().unwrap().len() as u64;
+                assert_eq!(events, EVENTS_PER_TRACE);
+            }
+        }
+        times.sort();
+        out.push(("trace lookup p50".into(), percentile(&times, 0.5)));
+        out.push(("trace lookup p99".into(), percentile(&times, 0.99)));
     }
-    times.sort();
-    out.push(("trace lookup p50".into(), percentile(&times, 0.5)));
-    out.push(("trace lookup p99".into(), percentile(&times, 0.99)));
-
-    let mut times = Vec::new();
-    for id in sessions.iter().take(50) {
-        let path = format!("/v1/logs?session_id={id}&limit=100");
-        let (page, took) = timed_get(&http, &base, &path).await;
-        times.push(took);
-        assert_eq!(
-            page["data"].as_array().unwrap().len() as u64,
-            EVENTS_PER_SESSION
-        );
+    if picked("session logs") {
+        let mut times = Vec::new();
+        for _ in 0..rounds() {
+            for id in sessions.iter().take(50) {
+                let path = format!("/v1/logs?session_id={id}&limit=100");
+                let (page, took) = timed_get(&http, &base, &path).await;
+                times.push(took);
+                let rows = page["data"].as_array().unwrap().len() as u64;
+                assert_eq!(rows, EVENTS_PER_SESSION);
+            }
+        }
+        times.sort();
+        out.push(("session logs p50".into(), percentile(&times, 0.5)));
     }
-    times.sort();
-    out.push(("session logs p50".into(), percentile(&times, 0.5)));
-
     for (name, path, rows) in spend_queries() {
-        let ms = median_of_5(&http, &base, &path, rows).await;
-        out.push((format!("{name}, median of 5"), ms));
+        if picked(name) {
+            let ms = median_of(5 * rounds(), &http, &base, &path, rows).await;
+            out.push((format!("{name}, median of 5"), ms));
+        }
     }
     out
 }

@@ -127,7 +127,9 @@ async fn run() {
     let publisher = {
         let log = log.clone();
         let never = CancellationToken::new();
-        tokio::spawn(async move { tollgate::bus::publisher::run(queue, log, EVENTS_TOPIC, never).await })
+        tokio::spawn(
+            async move { tollgate::bus::publisher::run(queue, log, EVENTS_TOPIC, never).await },
+        )
     };
     let accountant = Accountant::new(
         SharedBook::new(PriceBook::embedded()),

@@ -76,7 +76,11 @@ pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str, stop: Ca
 /// Waits for the next events (up to a batch); 0 once the queue is closed
 /// and empty. `recv_many` is cancel-safe, so racing it against `stop`
 /// loses nothing.
-async fn next_batch(queue: &mut EventQueue, events: &mut Vec<LlmEvent>, stop: &CancellationToken) -> usize {
+async fn next_batch(
+    queue: &mut EventQueue,
+    events: &mut Vec<LlmEvent>,
+    stop: &CancellationToken,
+) -> usize {
     if !stop.is_cancelled() {
         tokio::select! {
             got = queue.recv_many(events, BATCH) => return got,
@@ -84,7 +88,10 @@ async fn next_batch(queue: &mut EventQueue, events: &mut Vec<LlmEvent>, stop: &C
         }
     }
     if !queue.is_closed() {
-        tracing::info!(queued = queue.len(), "event publisher: closing the queue and appending what it holds");
+        tracing::info!(
+            queued = queue.len(),
+            "event publisher: closing the queue and appending what it holds"
+        );
         queue.close();
     }
     queue.recv_many(events, BATCH).await
@@ -161,12 +168,20 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), run(queue, log.clone(), "t", stop))
             .await
             .expect("the publisher stops although a sender is alive");
-        assert_eq!(handoff.send(handoff::tests::event()), Handed::Lost, "refused after the close");
+        assert_eq!(
+            handoff.send(handoff::tests::event()),
+            Handed::Lost,
+            "refused after the close"
+        );
         let mut sub = log.subscribe("g", "t").await.unwrap();
         let mut got = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while got < 5 && tokio::time::Instant::now() < deadline {
-            got += sub.poll(100, Duration::from_millis(100)).await.unwrap().len();
+            got += sub
+                .poll(100, Duration::from_millis(100))
+                .await
+                .unwrap()
+                .len();
         }
         assert_eq!(got, 5, "every queued event was appended");
     }

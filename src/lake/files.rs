@@ -15,7 +15,7 @@ use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::LakeError;
@@ -317,20 +317,53 @@ fn read_batches<R: parquet::file::reader::ChunkReader + 'static>(
     Ok(out)
 }
 
-/// Parquet settings for lake files: zstd, page statistics (page index) and
-/// bloom filters sized for the file's row count.
+/// Rows per row group of a lake file.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Columns with (nearly) a distinct value per row. A dictionary buys them
+/// nothing but a dictionary page of up to 1 MiB per row group, which a
+/// reader must decompress before the one page it wants: on a 100M-event
+/// lake most of a trace lookup's bytes were these pages. Integers and
+/// timestamps are delta-encoded instead (sorted by time, their deltas
+/// are small); identifiers are stored plain.
+const NO_DICTIONARY: &[(&str, Encoding)] = &[
+    ("event_id", Encoding::PLAIN),
+    ("request_id", Encoding::PLAIN),
+    ("trace_id", Encoding::PLAIN),
+    ("started_at", Encoding::DELTA_BINARY_PACKED),
+    ("ended_at", Encoding::DELTA_BINARY_PACKED),
+    ("bus_offset", Encoding::DELTA_BINARY_PACKED),
+    ("latency_ms", Encoding::DELTA_BINARY_PACKED),
+    ("ttft_ms", Encoding::DELTA_BINARY_PACKED),
+    ("input_tokens", Encoding::DELTA_BINARY_PACKED),
+    ("output_tokens", Encoding::DELTA_BINARY_PACKED),
+    ("cache_creation_5m_tokens", Encoding::DELTA_BINARY_PACKED),
+    ("cache_read_tokens", Encoding::DELTA_BINARY_PACKED),
+];
+
+/// Parquet settings for lake files: zstd, page statistics (page index),
+/// no dictionary where values are unique, and bloom filters sized for a
+/// row group's rows.
 pub fn writer_properties(rows: usize) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // Small pages make the page index worth having: a trace lookup in
         // a sorted file reads a few pages, not a whole column chunk.
         .set_data_page_row_count_limit(8 * 1024);
+    for (c, encoding) in NO_DICTIONARY {
+        b = b
+            .set_column_dictionary_enabled((*c).into(), false)
+            .set_column_encoding((*c).into(), *encoding);
+    }
+    // A bloom filter is per row group: sized for more rows than a row
+    // group holds it is only bigger to read.
+    let ndv = rows.clamp(1, ROW_GROUP_ROWS) as u64;
     for c in BLOOM_COLUMNS {
         b = b
             .set_column_bloom_filter_enabled((*c).into(), true)
-            .set_column_bloom_filter_max_ndv((*c).into(), rows.max(1) as u64)
+            .set_column_bloom_filter_max_ndv((*c).into(), ndv)
             .set_column_bloom_filter_fpp((*c).into(), 0.01);
     }
     b.build()
