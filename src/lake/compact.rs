@@ -334,6 +334,61 @@ mod tests {
         (n("n"), n("d"))
     }
 
+    #[test]
+    fn rows_sort_by_hour_then_trace_then_time() {
+        use crate::event::{BusPosition, to_record_batch};
+        use chrono::TimeZone;
+        let at = |h: u32, m: u32| chrono::Utc.with_ymd_and_hms(2026, 11, 2, h, m, 0).unwrap();
+        let input = [
+            (at(10, 30), "b"),
+            (at(9, 10), "z"),
+            (at(10, 5), "a"),
+            (at(10, 1), "b"),
+            (at(9, 59), "a"),
+        ];
+        let events: Vec<_> = input
+            .iter()
+            .map(|(t, trace)| {
+                let mut e = crate::event::tests::sample_event();
+                e.started_at = *t;
+                e.trace_id = (*trace).to_owned();
+                e
+            })
+            .collect();
+        let rows: Vec<_> = (0u64..)
+            .zip(&events)
+            .map(|(offset, e)| {
+                (
+                    BusPosition {
+                        partition: 0,
+                        offset,
+                    },
+                    e,
+                )
+            })
+            .collect();
+        let out = sorted(&[to_record_batch(&rows).unwrap()]).unwrap();
+        let traces = out.column_by_name("trace_id").unwrap().as_string::<i32>();
+        let times = out
+            .column_by_name("started_at")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let got: Vec<(i64, &str)> = (0..out.num_rows())
+            .map(|i| (times.value(i), traces.value(i)))
+            .collect();
+        let ms = |h, m| at(h, m).timestamp_millis();
+        assert_eq!(
+            got,
+            vec![
+                (ms(9, 59), "a"),
+                (ms(9, 10), "z"),
+                (ms(10, 5), "a"),
+                (ms(10, 1), "b"),
+                (ms(10, 30), "b"),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn merged_files_are_sorted_and_inputs_left_by_a_crash_are_hidden_then_deleted() {
         let dir = tempfile::tempdir().unwrap();
@@ -362,7 +417,10 @@ mod tests {
             .iter()
             .map(|t| t.unwrap().to_owned())
             .collect::<Vec<_>>();
-        assert!(traces.windows(2).all(|w| w[0] <= w[1]), "sorted by trace");
+        assert!(
+            traces.windows(2).all(|w| w[0] <= w[1]),
+            "one hour: sorted by trace"
+        );
         assert_eq!(count_rows(&layout).await, (100, 100));
 
         // A crash between writing the merged file and deleting an input.

@@ -412,6 +412,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unique_columns_have_no_dictionary_and_time_is_delta_encoded() {
+        use crate::event::{BusPosition, to_record_batch};
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let events: Vec<_> = (0..500)
+            .map(|i| {
+                let mut e = crate::event::tests::sample_event();
+                e.event_id = uuid::Uuid::now_v7();
+                e.trace_id = format!("trace-{i:05}");
+                e.started_at += chrono::Duration::milliseconds(i * 37);
+                e
+            })
+            .collect();
+        let rows: Vec<_> = (0u64..)
+            .zip(&events)
+            .map(|(offset, e)| {
+                (
+                    BusPosition {
+                        partition: 0,
+                        offset,
+                    },
+                    e,
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        write_atomically(&path, &to_record_batch(&rows).unwrap()).unwrap();
+        let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let group = reader.metadata().row_group(0);
+        let chunk = |name: &str| {
+            group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("column {name}"))
+        };
+        for name in ["event_id", "trace_id", "started_at", "bus_offset"] {
+            assert!(
+                chunk(name).dictionary_page_offset().is_none(),
+                "{name} has a dictionary"
+            );
+        }
+        let encodings = |name: &str| chunk(name).encodings().collect::<Vec<_>>();
+        assert!(encodings("started_at").contains(&Encoding::DELTA_BINARY_PACKED));
+        assert!(
+            chunk("team").dictionary_page_offset().is_some(),
+            "few values: dictionary"
+        );
+        // Read back whole, in either encoding.
+        assert_eq!(read_file(&path).unwrap()[0].num_rows(), 500);
+    }
+
+    #[test]
     fn file_names_round_trip_through_the_parser() {
         let layout = LakeLayout::new("/lake");
         let day = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
