@@ -87,7 +87,9 @@ fn main() {
     let _guard = rt.enter();
     // `TOLLGATE_BENCH_LOCAL=0` measures the bucket alone.
     let local = std::env::var("TOLLGATE_BENCH_LOCAL").as_deref() != Ok("0");
-    let ours = if local {
+    // `TOLLGATE_BENCH_ONLY_DUCKDB=1`: DuckDB's column alone.
+    let only_duckdb = std::env::var("TOLLGATE_BENCH_ONLY_DUCKDB").as_deref() == Ok("1");
+    let ours = if local && !only_duckdb {
         rt.block_on(measure_tollgate(&layout, &traces, &sessions))
     } else {
         Vec::new()
@@ -102,7 +104,7 @@ fn main() {
     let duck = (local && !quick())
         .then(|| measure_duckdb(&layout, &ids_file))
         .flatten();
-    let bucket = if quick() {
+    let bucket = if quick() || only_duckdb {
         None
     } else {
         rt.block_on(measure_on_s3(&root, &traces, &sessions))
