@@ -316,6 +316,9 @@ pub struct ApiConfig {
     /// Memory all lake queries of the process may hold together; a query
     /// needing more fails with an error naming the limit.
     pub query_memory_mb: usize,
+    /// Parquet footers and page indexes the query API keeps between
+    /// queries (0: none kept).
+    pub metadata_cache_mb: usize,
 }
 
 impl Default for ApiConfig {
@@ -327,6 +330,7 @@ impl Default for ApiConfig {
             sql_max_rows: 10_000,
             sql_timeout_secs: 10,
             query_memory_mb: 2048,
+            metadata_cache_mb: 256,
         }
     }
 }

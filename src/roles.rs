@@ -732,7 +732,10 @@ async fn app_listeners(
                     ApiState::new(
                         Lake::open_with_memory(
                             layout,
-                            cfg.api.query_memory_mb.max(64) * 1024 * 1024,
+                            crate::lake::query::MemoryLimits {
+                                query_bytes: cfg.api.query_memory_mb.max(64) * 1024 * 1024,
+                                metadata_cache_bytes: cfg.api.metadata_cache_mb * 1024 * 1024,
+                            },
                         )
                         .await?,
                         &cfg.api,
