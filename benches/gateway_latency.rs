@@ -9,8 +9,9 @@
 //! Claude Code's 78 KB first request (tests/data/claude-code/).
 //!
 //! The start-up row times `tollgate gateway` (Kafka bus, here a broker that
-//! is not there: the gateway journals and answers anyway) from spawn to its
-//! first answered request. With `TOLLGATE_GATEWAY_BIN` naming a binary built
+//! is not there) from spawn to its first answered request. Since the
+//! control plane, a gateway on Kafka serves only after reading the control
+//! topic, so without a broker the row reports that it did not answer. With `TOLLGATE_GATEWAY_BIN` naming a binary built
 //! with `--no-default-features --features gateway`, the same is measured for
 //! that gateway-only build, with its idle RSS and one-at-a-time latency.
 //!
@@ -454,10 +455,12 @@ async fn gateway_startup(
         auth: KEY,
     };
     while one(client, &via, SMALL_BODY, None).await.is_err() {
-        assert!(
-            tg.spawned.elapsed() < Duration::from_secs(30),
-            "{label} never answered"
-        );
+        if tg.spawned.elapsed() > Duration::from_secs(30) {
+            // A gateway on Kafka serves only once it has read the control
+            // topic, and here there is no broker (see the README).
+            println!("{label}: `tollgate gateway` did not answer within 30 s (no Kafka broker)");
+            return;
+        }
     }
     let first = tg.spawned.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
