@@ -414,6 +414,23 @@ pub struct BusPosition {
 pub(crate) mod tests {
     use super::*;
 
+    /// `events` as one record batch, at offsets 0, 1, … of partition 0.
+    pub(crate) fn batch_of(events: &[LlmEvent]) -> arrow::array::RecordBatch {
+        let rows: Vec<_> = (0u64..)
+            .zip(events)
+            .map(|(offset, e)| {
+                (
+                    BusPosition {
+                        partition: 0,
+                        offset,
+                    },
+                    e,
+                )
+            })
+            .collect();
+        to_record_batch(&rows).expect("a batch of sample events")
+    }
+
     pub(crate) fn sample_event() -> LlmEvent {
         let now = Utc::now();
         LlmEvent {

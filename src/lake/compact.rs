@@ -292,12 +292,16 @@ mod tests {
     fn write_small_files(layout: &LakeLayout, n: u64, rows: u64) -> Vec<PathBuf> {
         use crate::event::{BusPosition, to_record_batch};
         let day = chrono::Utc::now().date_naive();
+        // One hour for every row, so the merged file is sorted by trace.
+        let noon = day.and_hms_opt(12, 0, 0).expect("noon").and_utc();
         (0..n)
             .map(|f| {
                 let events: Vec<_> = (0..rows)
                     .map(|i| {
                         let mut e = crate::event::tests::sample_event();
                         e.trace_id = format!("trace-{}", (f * rows + i) % 7);
+                        e.started_at = noon;
+                        e.ended_at = noon;
                         e
                     })
                     .collect();
@@ -336,7 +340,6 @@ mod tests {
 
     #[test]
     fn rows_sort_by_hour_then_trace_then_time() {
-        use crate::event::{BusPosition, to_record_batch};
         use chrono::TimeZone;
         let at = |h: u32, m: u32| chrono::Utc.with_ymd_and_hms(2026, 11, 2, h, m, 0).unwrap();
         let input = [
@@ -355,19 +358,7 @@ mod tests {
                 e
             })
             .collect();
-        let rows: Vec<_> = (0u64..)
-            .zip(&events)
-            .map(|(offset, e)| {
-                (
-                    BusPosition {
-                        partition: 0,
-                        offset,
-                    },
-                    e,
-                )
-            })
-            .collect();
-        let out = sorted(&[to_record_batch(&rows).unwrap()]).unwrap();
+        let out = sorted(&[crate::event::tests::batch_of(&events)]).unwrap();
         let traces = out.column_by_name("trace_id").unwrap().as_string::<i32>();
         let times = out
             .column_by_name("started_at")

@@ -433,7 +433,6 @@ mod tests {
 
     #[test]
     fn unique_columns_have_no_dictionary_and_time_is_delta_encoded() {
-        use crate::event::{BusPosition, to_record_batch};
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let events: Vec<_> = (0..500)
             .map(|i| {
@@ -444,21 +443,9 @@ mod tests {
                 e
             })
             .collect();
-        let rows: Vec<_> = (0u64..)
-            .zip(&events)
-            .map(|(offset, e)| {
-                (
-                    BusPosition {
-                        partition: 0,
-                        offset,
-                    },
-                    e,
-                )
-            })
-            .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.parquet");
-        write_atomically(&path, &to_record_batch(&rows).unwrap()).unwrap();
+        write_atomically(&path, &crate::event::tests::batch_of(&events)).unwrap();
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         let group = reader.metadata().row_group(0);
         let chunk = |name: &str| {
