@@ -24,12 +24,11 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take};
-
 use arrow::datatypes::TimestampMillisecondType;
 
 use super::LakeError;
 use super::files::{LakeLayout, WriteMode, file_name};
-use super::rollup;
+use super::rollup::{self, HOUR_MS};
 
 /// What counts as small and how large a merged file may grow.
 #[derive(Debug, Clone)]
@@ -209,9 +208,6 @@ fn merge(
     report.rows += merged.num_rows();
     Ok(())
 }
-
-/// One hour in milliseconds: the first sort key's grain.
-const HOUR_MS: i64 = 3_600_000;
 
 /// All rows in one batch sorted by the hour of `started_at`, `trace_id`,
 /// `started_at`.

@@ -39,6 +39,9 @@ use super::files::{LakeLayout, ListedFile, WriteMode};
 use crate::event::{USD_PRECISION, USD_SCALE};
 
 /// The token columns summed, in schema order.
+/// One hour in milliseconds: the rollups' grain.
+pub const HOUR_MS: i64 = 3_600_000;
+
 pub const TOKEN_COLUMNS: [&str; 7] = [
     "input_tokens",
     "output_tokens",
@@ -178,7 +181,7 @@ impl<'a> RawColumns<'a> {
         let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
         let [team, user, key_id, requested, served, provider, billed_by] = self.strings;
         Key {
-            hour_ms: self.started.value(i).div_euclid(3_600_000) * 3_600_000,
+            hour_ms: self.started.value(i).div_euclid(HOUR_MS) * HOUR_MS,
             team: team.value(i).to_owned(),
             user: user.value(i).to_owned(),
             key_id: key_id.value(i).to_owned(),

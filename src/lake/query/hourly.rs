@@ -23,10 +23,7 @@ use datafusion::prelude::*;
 
 use super::spend::{COST_LINES, errors, provisional, spend_of, total_tokens, unpriced, value_of};
 use super::{GroupBy, Lake, LakeError, Scope, SpendQuery, filtered, ts_lit};
-use crate::lake::rollup::{TOKEN_COLUMNS, USD_COLUMNS};
-
-/// One hour in milliseconds, the rollups' grain.
-const HOUR_MS: i64 = 3_600_000;
+use crate::lake::rollup::{HOUR_MS, TOKEN_COLUMNS, USD_COLUMNS};
 
 /// How a time range splits: whole hours `[hours.0, hours.1)` from
 /// rollups (an open end is unbounded), the `edges` from raw events.

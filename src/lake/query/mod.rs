@@ -248,22 +248,31 @@ fn local_table_url(dir: &std::path::Path) -> Result<String, LakeError> {
 /// so files are listed on every query rather than served from a cached
 /// listing that misses the newest events (a local listing is cheap).
 fn local_runtime(limits: MemoryLimits) -> Result<Arc<RuntimeEnv>, LakeError> {
-    let cache = CacheManagerConfig::default()
-        .with_list_files_cache_limit(0)
-        .with_metadata_cache_limit(limits.metadata_cache_bytes);
-    let runtime = RuntimeEnvBuilder::new()
-        .with_cache_manager(cache)
-        .with_memory_limit(limits.query_bytes, 1.0)
-        // What does not fit spills to disk, but no more than fits in
-        // memory (DataFusion's default is 100 GiB of temporary files).
-        .with_max_temp_directory_size(limits.query_bytes as u64)
-        .build_arc()?;
+    let runtime = runtime_with(
+        CacheManagerConfig::default().with_list_files_cache_limit(0),
+        limits,
+    )?;
     // Reads go through the store that hides files a compaction merged.
     runtime.register_object_store(
         ObjectStoreUrl::local_filesystem().as_ref(),
         Arc::new(LakeStore::new()),
     );
     Ok(runtime)
+}
+
+/// A query runtime with `cache` (its footer cache sized by `limits`) and
+/// `limits`' query memory.
+fn runtime_with(
+    cache: CacheManagerConfig,
+    limits: MemoryLimits,
+) -> Result<Arc<RuntimeEnv>, LakeError> {
+    Ok(RuntimeEnvBuilder::new()
+        .with_cache_manager(cache.with_metadata_cache_limit(limits.metadata_cache_bytes))
+        .with_memory_limit(limits.query_bytes, 1.0)
+        // What does not fit spills to disk, but no more than fits in
+        // memory (DataFusion's default is 100 GiB of temporary files).
+        .with_max_temp_directory_size(limits.query_bytes as u64)
+        .build_arc()?)
 }
 
 /// Files a query over a bucket reads at once.
@@ -280,15 +289,8 @@ fn bucket_runtime(
 ) -> Result<Arc<RuntimeEnv>, LakeError> {
     let cache = CacheManagerConfig::default()
         .with_list_files_cache_limit(4 * 1024 * 1024)
-        .with_list_files_cache_ttl(Some(remote.listing_ttl()))
-        .with_metadata_cache_limit(limits.metadata_cache_bytes);
-    let runtime = RuntimeEnvBuilder::new()
-        .with_cache_manager(cache)
-        .with_memory_limit(limits.query_bytes, 1.0)
-        // What does not fit spills to disk, but no more than fits in
-        // memory (DataFusion's default is 100 GiB of temporary files).
-        .with_max_temp_directory_size(limits.query_bytes as u64)
-        .build_arc()?;
+        .with_list_files_cache_ttl(Some(remote.listing_ttl()));
+    let runtime = runtime_with(cache, limits)?;
     let base = url::Url::parse(remote.base()).map_err(|e| {
         LakeError::Query(datafusion::error::DataFusionError::Configuration(format!(
             "lake URL {}: {e}",
