@@ -439,17 +439,21 @@ fn quick() -> bool {
     std::env::var_os("TOLLGATE_BENCH_QUICK").is_some_and(|v| v != "0")
 }
 
-/// Whether the query named `name` is measured (see [`quick`]).
-fn picked(name: &str) -> bool {
-    match std::env::var("TOLLGATE_BENCH_QUICK") {
-        Ok(only) if only != "1" && only != "0" => name.contains(&only),
-        _ => true,
-    }
+/// The name filter of `TOLLGATE_BENCH_QUICK` (see [`quick`]), if any.
+fn only() -> Option<String> {
+    std::env::var("TOLLGATE_BENCH_QUICK")
+        .ok()
+        .filter(|v| v != "1" && v != "0")
 }
 
-/// How many times each picked query runs (5× when one is picked).
+/// Whether the query named `name` is measured (see [`quick`]).
+fn picked(name: &str) -> bool {
+    only().is_none_or(|only| name.contains(&only))
+}
+
+/// How many times each picked query runs (5× when a filter picks them).
 fn rounds() -> usize {
-    if picked("\0") { 1 } else { 5 }
+    if only().is_some() { 5 } else { 1 }
 }
 
 /// Every query of the table through the API over `layout`.
