@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::embedded::{EmbeddedLog, LogReader};
+use super::embedded::{EmbeddedLog, EmbeddedLogError, LogReader, Record};
 use super::{BusError, BusRecord, Log, Subscription};
 use crate::metrics::{ConsumerLag, METRICS};
 
@@ -283,12 +283,16 @@ impl Log for LocalBus {
             group: group.to_owned(),
             topic: topic.to_owned(),
             reader: Some(reader),
+            pending: None,
             end,
             delete_consumed: self.delete_consumed,
             lag,
         }))
     }
 }
+
+/// A read of the embedded log running in the blocking pool.
+type PendingRead = tokio::task::JoinHandle<(LogReader, Result<Vec<Record>, EmbeddedLogError>)>;
 
 /// A consumer of one topic of the embedded log (one partition: 0).
 struct LocalSubscription {
@@ -297,6 +301,11 @@ struct LocalSubscription {
     topic: String,
     /// Moved into the blocking pool while it reads.
     reader: Option<LogReader>,
+    /// A read a cancelled `poll` left running: the next read takes its
+    /// records (and the reader back) instead of finding the reader gone,
+    /// so `poll` is cancel-safe, as callers racing it against shutdown
+    /// need.
+    pending: Option<PendingRead>,
     end: watch::Receiver<u64>,
     delete_consumed: bool,
     /// `tollgate_bus_consumer_lag_records`, set after every read.
@@ -325,18 +334,26 @@ impl LocalSubscription {
     }
 
     async fn read_records(&mut self, max: usize) -> Result<Vec<BusRecord>, BusError> {
-        let Some(mut reader) = self.reader.take() else {
-            return Err(BusError::Worker {
-                topic: self.topic.clone(),
-                message: "a previous read did not finish".into(),
-            });
+        let read = match &mut self.pending {
+            Some(read) => read,
+            None => {
+                let Some(mut reader) = self.reader.take() else {
+                    return Err(BusError::Worker {
+                        topic: self.topic.clone(),
+                        message: "a previous read failed and lost its reader".into(),
+                    });
+                };
+                self.pending.insert(tokio::task::spawn_blocking(move || {
+                    let records = reader.read(max);
+                    (reader, records)
+                }))
+            }
         };
-        let (reader, records) = tokio::task::spawn_blocking(move || {
-            let records = reader.read(max);
-            (reader, records)
-        })
-        .await
-        .map_err(|e| worker(&self.topic, e))?;
+        // Awaited in place: if this future is dropped, the read stays
+        // pending for the next call.
+        let joined = read.await;
+        self.pending = None;
+        let (reader, records) = joined.map_err(|e| worker(&self.topic, e))?;
         self.reader = Some(reader);
         let records = records.map_err(|e| embedded(&self.topic, e))?;
         Ok(records
@@ -389,6 +406,39 @@ impl Subscription for LocalSubscription {
 mod tests {
     use super::*;
     use crate::bus::history;
+
+    #[tokio::test]
+    async fn a_poll_cancelled_mid_read_loses_nothing_and_the_next_poll_reads_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = LocalBus::open(dir.path()).unwrap();
+        let records: Vec<_> = (0..100)
+            .map(|i| (Bytes::from(format!("k{i}")), Bytes::from(format!("v{i}"))))
+            .collect();
+        bus.append("t", records).await.unwrap();
+        let mut sub = bus.subscribe("g", "t").await.unwrap();
+        // Dropped after its first step, with its read in the blocking pool,
+        // as a shutdown racing it against a stop signal drops it.
+        let cancelled = tokio::time::timeout(Duration::ZERO, sub.poll(10, Duration::ZERO)).await;
+        let mut offsets: Vec<u64> = cancelled
+            .map(|r| r.unwrap())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        while offsets.len() < 100 {
+            let got = sub
+                .poll(10, Duration::from_millis(100))
+                .await
+                .expect("reads on");
+            assert!(!got.is_empty(), "stuck at {} records", offsets.len());
+            offsets.extend(got.iter().map(|r| r.offset));
+        }
+        assert_eq!(
+            offsets,
+            (0..100).collect::<Vec<u64>>(),
+            "each once, in order"
+        );
+    }
 
     #[tokio::test]
     async fn topics_are_opened_and_recovered_off_the_async_runtime_thread() {
