@@ -8,12 +8,14 @@
 //! Every row of issue 19's table is printed for small JSON bodies and for
 //! Claude Code's 78 KB first request (tests/data/claude-code/).
 //!
-//! The start-up row times `tollgate gateway` (Kafka bus, here a broker that
-//! is not there) from spawn to its first answered request. Since the
-//! control plane, a gateway on Kafka serves only after reading the control
-//! topic, so without a broker the row reports that it did not answer. With `TOLLGATE_GATEWAY_BIN` naming a binary built
-//! with `--no-default-features --features gateway`, the same is measured for
-//! that gateway-only build, with its idle RSS and one-at-a-time latency.
+//! The start-up rows time `tollgate gateway` on a tansu broker (installed by
+//! `scripts/install-test-deps.sh`; the rows are skipped without it) from
+//! spawn to its first answered request: a gateway on Kafka serves once it
+//! has read the control topic. With `TOLLGATE_GATEWAY_BIN` naming a binary
+//! built with `--no-default-features --features gateway`, the same is
+//! measured for that gateway-only build, with its idle RSS and
+//! one-at-a-time latency. Memory is printed as the resident set and its
+//! anonymous (the process's own) and file-backed (code pages) parts.
 //!
 //! The mock (the `tollgate-mock` crate) runs in a process of its own: this
 //! benchmark binary started again with `mock-provider` as its argument.
@@ -32,6 +34,9 @@ const SMALL_STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,
 
 /// The argument that makes this binary serve the mock instead.
 const MOCK_ROLE: &str = "mock-provider";
+
+#[path = "support/tansu.rs"]
+mod tansu;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some(MOCK_ROLE) {
@@ -95,28 +100,34 @@ fn start(core: &str, program: &Path, args: &[&str], prefix: &str, dir: &Path) ->
     let mut child = cmd
         .args(args)
         .current_dir(dir)
-        // The lone gateway's broker is absent on purpose: its retries
-        // are not news here.
-        .env(
-            "TOLLGATE_LOG",
-            "warn,rdkafka=off,librdkafka=off,tollgate::bus=off",
-        )
+        .env("TOLLGATE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("process printed its address")
-            .expect("line");
-        if let Some(url) = line.strip_prefix(prefix) {
-            break url.to_owned();
+    // Read on a thread of its own so that a process that never announces
+    // itself fails the bench instead of hanging it.
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_owned();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            // Later lines are read (so the process never blocks on a full
+            // pipe) and dropped; a second send fails harmlessly.
+            if let Some(url) = line.strip_prefix(&prefix) {
+                let _ = tx.send(url.to_owned());
+            }
         }
-    };
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} did not print its address within 60 s",
+                program.display()
+            )
+        });
     let announced = spawned.elapsed();
-    std::thread::spawn(move || for _ in lines {});
     Proc {
         child,
         url,
@@ -286,33 +297,66 @@ async fn closed_loop(
     (rps, all.sorted())
 }
 
-/// (user+system CPU seconds, RSS MiB, peak RSS MiB) of a process.
-fn proc_stats(pid: u32) -> (f64, f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (cpu, kb("VmRSS:"), kb("VmHWM:"))
+/// What the kernel says of a process: CPU time and memory.
+struct ProcStats {
+    /// User plus system CPU seconds.
+    cpu: f64,
+    /// Resident set, MiB.
+    rss: f64,
+    /// Peak resident set (VmHWM), MiB.
+    peak: f64,
+    /// Resident anonymous memory (heap, stacks), MiB: what the process
+    /// allocated itself.
+    anon: f64,
+    /// Resident file-backed memory, MiB: mostly the pages of the binary's
+    /// code it has run, shared with the page cache and dropped under
+    /// pressure without swapping.
+    file: f64,
+}
+
+impl ProcStats {
+    /// The figures of process `pid` now.
+    fn of(pid: u32) -> ProcStats {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mib = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        ProcStats {
+            cpu: (ticks(11) + ticks(12)) / 100.0,
+            rss: mib("VmRSS:"),
+            peak: mib("VmHWM:"),
+            anon: mib("RssAnon:"),
+            file: mib("RssFile:"),
+        }
+    }
+
+    /// "R MiB (A anon + F file)", the split that says how much of the
+    /// resident set is the process's own.
+    fn resident(&self) -> String {
+        format!(
+            "{:.1} MiB ({:.1} anon + {:.1} file)",
+            self.rss, self.anon, self.file
+        )
+    }
 }
 
 /// One latency row: direct, via tollgate, and the difference.
@@ -347,16 +391,11 @@ fn serve_config(mock_url: &str) -> String {
     )
 }
 
-/// The config of a lone `tollgate gateway` (Kafka bus; nothing listens
-/// at the broker's address, so events wait in the gateway's journal).
-fn gateway_config(mock_url: &str) -> String {
-    let dead_broker = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.to_string())
-        .expect("a free port");
+/// The config of a lone `tollgate gateway` on the Kafka bus at `brokers`.
+fn gateway_config(mock_url: &str, brokers: &str) -> String {
     serve_config(mock_url).replace(
         "[data]\n",
-        &format!("[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{dead_broker}\"\n[data]\n"),
+        &format!("[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{brokers}\"\n[data]\n"),
     )
 }
 
@@ -400,11 +439,11 @@ impl Bench<'_> {
             &via.ttfb,
         );
 
-        let (cpu0, _, _) = proc_stats(self.pid);
+        let cpu0 = ProcStats::of(self.pid).cpu;
         let direct = open_loop(client, d, body, 500, 10, None).await;
-        let (cpu_mid, _, _) = proc_stats(self.pid);
+        let cpu_mid = ProcStats::of(self.pid).cpu;
         let via = open_loop(client, v, body, 500, 10, None).await;
-        let (cpu1, _, _) = proc_stats(self.pid);
+        let cpu1 = ProcStats::of(self.pid).cpu;
         row("500 req/s offered, total", &direct.total, &via.total);
         println!(
             "    tollgate CPU per request at 500 req/s: {:.3} ms (whole process; {:.3} s while idle beside the direct run); errors direct {} via {}",
@@ -430,23 +469,33 @@ impl Bench<'_> {
             "  most requests/s, 64 concurrent: via tollgate {rps:.0}/s ({} errors; mock alone {direct_rps:.0}/s)",
             via.errors
         );
-        let (_, rss, peak) = proc_stats(self.pid);
-        println!("  tollgate RSS now {rss:.1} MiB, peak so far {peak:.1} MiB");
+        let now = ProcStats::of(self.pid);
+        println!(
+            "  tollgate RSS now {}, peak so far {:.1} MiB",
+            now.resident(),
+            now.peak
+        );
     }
 }
 
-/// Spawns `program gateway` and times it until its first request is
-/// answered; prints that, its idle RSS and (optionally) its latency.
+/// Spawns `program gateway` on the Kafka bus at `brokers` and times it
+/// until its first request is answered; prints that, its idle RSS and
+/// (optionally) its latency.
 async fn gateway_startup(
     client: &reqwest::Client,
     label: &str,
     program: &Path,
+    brokers: &str,
     mock_url: &str,
     direct: &Target,
     latency: bool,
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("tollgate.toml"), gateway_config(mock_url)).expect("config");
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        gateway_config(mock_url, brokers),
+    )
+    .expect("config");
     let args = ["gateway", "--config", "tollgate.toml"];
     let prefix = "tollgate gateway listening on ";
     let tg = start("0", program, &args, prefix, dir.path());
@@ -454,29 +503,56 @@ async fn gateway_startup(
         url: tg.url.clone(),
         auth: KEY,
     };
-    while one(client, &via, SMALL_BODY, None).await.is_err() {
+    while let Err(e) = one(client, &via, SMALL_BODY, None).await {
         if tg.spawned.elapsed() > Duration::from_secs(30) {
-            // A gateway on Kafka serves only once it has read the control
-            // topic, and here there is no broker (see the README).
-            println!("{label}: `tollgate gateway` did not answer within 30 s (no Kafka broker)");
+            println!("{label}: `tollgate gateway` did not answer within 30 s: {e}");
             return;
         }
     }
     let first = tg.spawned.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, idle, _) = proc_stats(tg.child.id());
+    let idle = ProcStats::of(tg.child.id());
     println!(
-        "{label}: `tollgate gateway` listening {:.1} ms after spawn, first request answered after {:.1} ms; idle RSS {idle:.1} MiB",
+        "{label}: `tollgate gateway` listening {:.1} ms after spawn, first request answered after {:.1} ms; idle RSS {}",
         ms(tg.announced),
-        ms(first)
+        ms(first),
+        idle.resident()
     );
     if latency {
         sequential(client, &via, SMALL_BODY, 200).await;
         let d = sequential(client, direct, SMALL_BODY, 2000).await;
         let v = sequential(client, &via, SMALL_BODY, 2000).await;
         row("small JSON, one at a time, total", &d.total, &v.total);
-        let (_, _, peak) = proc_stats(tg.child.id());
+        let peak = ProcStats::of(tg.child.id()).peak;
         println!("  peak RSS {peak:.1} MiB");
+    }
+}
+
+/// The start-up rows: `tollgate gateway` on a tansu broker, first on a
+/// fresh broker (it creates the topics and publishes the config's control
+/// state), then again as a fleet scales out (topics and state exist), then
+/// the gateway-only build when `TOLLGATE_GATEWAY_BIN` names one.
+async fn startup_rows(client: &reqwest::Client, tollgate: &Path, mock_url: &str, direct: &Target) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(broker) = tansu::start(dir.path()) else {
+        println!(
+            "start-up: skipped, tansu is not installed (scripts/install-test-deps.sh); a gateway on Kafka serves once it has read the control topic"
+        );
+        return;
+    };
+    let brokers = broker.addr.as_str();
+    for label in ["default build, fresh broker", "default build, scale-out"] {
+        gateway_startup(client, label, tollgate, brokers, mock_url, direct, false).await;
+    }
+    match std::env::var_os("TOLLGATE_GATEWAY_BIN") {
+        Some(bin) => {
+            let bin = PathBuf::from(bin);
+            let label = "gateway-only build, scale-out";
+            gateway_startup(client, label, &bin, brokers, mock_url, direct, true).await;
+        }
+        None => println!(
+            "gateway-only build: set TOLLGATE_GATEWAY_BIN to a tollgate built with --no-default-features --features gateway"
+        ),
     }
 }
 
@@ -504,10 +580,11 @@ async fn run() {
         .expect("client");
     let pid = tg.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, idle_rss, _) = proc_stats(pid);
+    let idle = ProcStats::of(pid);
     println!(
-        "tollgate gateway benchmark (tollgate on core 0; mock + load on core 1; taskset: {}); `tollgate serve` idle RSS {idle_rss:.1} MiB",
-        has_taskset()
+        "tollgate gateway benchmark (tollgate on core 0; mock + load on core 1; taskset: {}); `tollgate serve` idle RSS {}",
+        has_taskset(),
+        idle.resident()
     );
     let bench = Bench {
         client: &client,
@@ -521,47 +598,31 @@ async fn run() {
         },
         pid,
     };
-    bench
-        .table("small JSON bodies", SMALL_BODY, SMALL_STREAM_BODY)
-        .await;
-    let cc = claude_code_body();
-    let cc_plain: &'static str = Box::leak(cc.replace(r#","stream":true"#, "").into_boxed_str());
-    bench
-        .table(
-            &format!("Claude Code bodies ({} KB)", cc.len() / 1024),
-            cc_plain,
-            cc,
-        )
-        .await;
-    let (_, rss, peak) = proc_stats(pid);
-    println!("`tollgate serve` RSS: idle {idle_rss:.1} MiB, now {rss:.1} MiB, peak {peak:.1} MiB");
-    drop(tg);
-
-    let direct = bench.direct.clone();
-    gateway_startup(
-        &client,
-        "default build",
-        &tollgate,
-        &mock.url,
-        &direct,
-        false,
-    )
-    .await;
-    match std::env::var_os("TOLLGATE_GATEWAY_BIN") {
-        Some(bin) => {
-            let bin = PathBuf::from(bin);
-            gateway_startup(
-                &client,
-                "gateway-only build",
-                &bin,
-                &mock.url,
-                &direct,
-                true,
+    // TOLLGATE_BENCH_STARTUP_ONLY=1 skips the load tables (minutes) for
+    // the start-up rows.
+    if std::env::var_os("TOLLGATE_BENCH_STARTUP_ONLY").is_none() {
+        bench
+            .table("small JSON bodies", SMALL_BODY, SMALL_STREAM_BODY)
+            .await;
+        let cc = claude_code_body();
+        let cc_plain: &'static str =
+            Box::leak(cc.replace(r#","stream":true"#, "").into_boxed_str());
+        bench
+            .table(
+                &format!("Claude Code bodies ({} KB)", cc.len() / 1024),
+                cc_plain,
+                cc,
             )
             .await;
-        }
-        None => println!(
-            "gateway-only build: set TOLLGATE_GATEWAY_BIN to a tollgate built with --no-default-features --features gateway"
-        ),
     }
+    let end = ProcStats::of(pid);
+    println!(
+        "`tollgate serve` RSS: idle {}, now {}, peak {:.1} MiB",
+        idle.resident(),
+        end.resident(),
+        end.peak
+    );
+    drop(tg);
+    let direct = bench.direct.clone();
+    startup_rows(&client, &tollgate, &mock.url, &direct).await;
 }

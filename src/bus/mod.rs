@@ -89,9 +89,25 @@ pub trait Log: Send + Sync + 'static {
     /// producer that derives one topic from another can resume exactly.
     async fn last_in(&self, topic: &str, partition: u32) -> Result<Option<BusRecord>, BusError>;
 
+    /// The offset of the last record of one partition of `topic` (none if
+    /// empty): where a read to the end stops. Kafka tells it without
+    /// reading the record (a consumer of its own costs a connection).
+    async fn last_offset(&self, topic: &str, partition: u32) -> Result<Option<u64>, BusError> {
+        Ok(self.last_in(topic, partition).await?.map(|r| r.offset))
+    }
+
     /// Joins consumer group `group` on `topic`, resuming after the group's
     /// last committed offsets.
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Reads every partition of `topic` from its first record, outside any
+    /// consumer group, for state rebuilt from a whole topic (the control
+    /// plane, budget state, history). Its commits are no-ops. No group is
+    /// joined, so records come at once: a Kafka group join waits about
+    /// half the session timeout, which a gateway would spend before it
+    /// serves. `reader` names it in the lag metric. Partitions added to
+    /// the topic later are not read.
+    async fn read_all(&self, topic: &str, reader: &str) -> Result<Box<dyn Subscription>, BusError>;
 }
 
 /// A consumer's view of a topic.

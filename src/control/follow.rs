@@ -74,8 +74,7 @@ impl Control {
         file: Option<(&Config, &str)>,
         stop: &CancellationToken,
     ) -> Result<Arc<Control>, ControlError> {
-        let group = format!("tollgate-control-{}", uuid::Uuid::new_v4().simple());
-        let subscription = log.subscribe(&group, CONTROL_TOPIC).await?;
+        let subscription = log.read_all(CONTROL_TOPIC, "tollgate-control").await?;
         let control = Arc::new(Control {
             log,
             state: ArcSwap::from_pointee(ControlState::default()),
@@ -165,8 +164,8 @@ impl Control {
     async fn last_offset(&self, stop: &CancellationToken) -> Result<Option<u64>, ControlError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            match self.log.last_in(CONTROL_TOPIC, 0).await {
-                Ok(last) => return Ok(last.map(|r| r.offset)),
+            match self.log.last_offset(CONTROL_TOPIC, 0).await {
+                Ok(last) => return Ok(last),
                 Err(e) if stop.is_cancelled() => return Err(e.into()),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the control topic yet; retrying");

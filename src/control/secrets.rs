@@ -82,8 +82,9 @@ impl Secrets {
         log: Arc<dyn Log>,
         stop: &CancellationToken,
     ) -> Result<Arc<Secrets>, ControlError> {
-        let group = format!("tollgate-secrets-{}", uuid::Uuid::new_v4().simple());
-        let subscription = log.subscribe(&group, CONTROL_SECRETS_TOPIC).await?;
+        let subscription = log
+            .read_all(CONTROL_SECRETS_TOPIC, "tollgate-secrets")
+            .await?;
         let secrets = Arc::new(Secrets {
             log,
             current: watch::Sender::new(Arc::default()),
@@ -133,8 +134,8 @@ impl Secrets {
     async fn last_offset(&self, stop: &CancellationToken) -> Result<Option<u64>, ControlError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            match self.log.last_in(CONTROL_SECRETS_TOPIC, 0).await {
-                Ok(last) => return Ok(last.map(|r| r.offset)),
+            match self.log.last_offset(CONTROL_SECRETS_TOPIC, 0).await {
+                Ok(last) => return Ok(last),
                 Err(e) if stop.is_cancelled() => return Err(e.into()),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the control secrets topic yet; retrying");

@@ -796,3 +796,69 @@ async fn a_key_made_over_the_admin_api_works_on_two_gateways_within_a_second_and
         p.stop();
     }
 }
+
+/// A reader (`Log::read_all`, what the control plane, budget state and
+/// history reads use) reads every partition of a topic from its first
+/// record without joining a consumer group: a second reader reads it all
+/// again, a reader's commit moves nothing, and `last_offset` (watermarks)
+/// names the same record `last_in` reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_reads_every_partition_from_its_start_outside_any_group() {
+    use tollgate::bus::Log;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let cfg = tollgate::config::KafkaConfig {
+        brokers: broker.addr.clone(),
+        partitions: 3,
+        ..Default::default()
+    };
+    let bus = tollgate::bus::kafka::KafkaBus::new(&cfg).unwrap();
+    bus.ensure_topics().await.unwrap();
+    let topic = tollgate::bus::EVENTS_TOPIC;
+    let sent: BTreeSet<String> = (0..30).map(|i| format!("record-{i}")).collect();
+    let records = sent
+        .iter()
+        .map(|p| (bytes::Bytes::from(p.clone()), bytes::Bytes::from(p.clone())))
+        .collect();
+    bus.append(topic, records).await.unwrap();
+
+    let read_everything = || async {
+        let mut reader = bus.read_all(topic, "test-reader").await.unwrap();
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.len() < sent.len() {
+            assert!(
+                Instant::now() < deadline,
+                "the reader read {} of {}",
+                seen.len(),
+                sent.len()
+            );
+            for r in reader.poll(100, Duration::from_millis(200)).await.unwrap() {
+                seen.insert(String::from_utf8(r.payload.to_vec()).unwrap());
+            }
+        }
+        reader.commit(0, 1_000).await.unwrap();
+        seen
+    };
+    assert_eq!(read_everything().await, sent);
+    assert_eq!(
+        read_everything().await,
+        sent,
+        "a reader's commit moved where the next one starts"
+    );
+
+    let mut partitions_with_records = 0;
+    for p in 0..bus.partition_count(topic).await.unwrap() {
+        let last = bus.last_in(topic, p).await.unwrap().map(|r| r.offset);
+        assert_eq!(
+            bus.last_offset(topic, p).await.unwrap(),
+            last,
+            "partition {p}"
+        );
+        partitions_with_records += usize::from(last.is_some());
+    }
+    assert!(
+        partitions_with_records > 1,
+        "the records were spread over partitions"
+    );
+}
