@@ -35,8 +35,12 @@ const SMALL_STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,
 /// The argument that makes this binary serve the mock instead.
 const MOCK_ROLE: &str = "mock-provider";
 
+#[path = "support/procfs.rs"]
+mod procfs;
 #[path = "support/tansu.rs"]
 mod tansu;
+
+use procfs::ProcStats;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some(MOCK_ROLE) {
@@ -295,68 +299,6 @@ async fn closed_loop(
     }
     let rps = all.total.len() as f64 / started.elapsed().as_secs_f64();
     (rps, all.sorted())
-}
-
-/// What the kernel says of a process: CPU time and memory.
-struct ProcStats {
-    /// User plus system CPU seconds.
-    cpu: f64,
-    /// Resident set, MiB.
-    rss: f64,
-    /// Peak resident set (VmHWM), MiB.
-    peak: f64,
-    /// Resident anonymous memory (heap, stacks), MiB: what the process
-    /// allocated itself.
-    anon: f64,
-    /// Resident file-backed memory, MiB: mostly the pages of the binary's
-    /// code it has run, shared with the page cache and dropped under
-    /// pressure without swapping.
-    file: f64,
-}
-
-impl ProcStats {
-    /// The figures of process `pid` now.
-    fn of(pid: u32) -> ProcStats {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let mib = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        };
-        ProcStats {
-            cpu: (ticks(11) + ticks(12)) / 100.0,
-            rss: mib("VmRSS:"),
-            peak: mib("VmHWM:"),
-            anon: mib("RssAnon:"),
-            file: mib("RssFile:"),
-        }
-    }
-
-    /// "R MiB (A anon + F file)", the split that says how much of the
-    /// resident set is the process's own.
-    fn resident(&self) -> String {
-        format!(
-            "{:.1} MiB ({:.1} anon + {:.1} file)",
-            self.rss, self.anon, self.file
-        )
-    }
 }
 
 /// One latency row: direct, via tollgate, and the difference.

@@ -25,6 +25,11 @@ use tollgate::lake::sink::{Sink, SinkOptions};
 use tollgate::metrics::METRICS;
 use tollgate::pricing::{PriceBook, SharedBook};
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
+use procfs::ProcStats;
+
 /// The allocator the `tollgate` binary runs with (src/main.rs), so the
 /// pipeline is measured as it runs there.
 #[global_allocator]
@@ -74,29 +79,6 @@ fn template() -> LlmEvent {
         "downgrades": [], "client": "claude-cli/2.1.332"
     }))
     .expect("event")
-}
-
-/// User plus system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
-}
-
-/// A `/proc/self/status` line's value (`VmHWM`: peak resident memory).
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Hands `n` events over as fast as the queue takes them; an event that
@@ -154,7 +136,7 @@ async fn run() {
     let sink = tokio::spawn(sink.run(stop.clone()));
 
     let rows0 = METRICS.sink_rows.get();
-    let (cpu0, started) = (cpu_seconds(), Instant::now());
+    let (cpu0, started) = (ProcStats::of("self").cpu, Instant::now());
     inject(&handoff, EVENTS).await;
     let injected = started.elapsed();
     let mut appended = None;
@@ -169,7 +151,7 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let landed = started.elapsed();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = ProcStats::of("self").cpu - cpu0;
     let appended = appended.unwrap_or(landed);
     println!(
         "  {EVENTS} events: handed over in {:.2} s, in the log after {:.2} s ({:.0}/s), in the lake (Parquet) after {:.2} s",
@@ -185,7 +167,7 @@ async fn run() {
     );
     println!(
         "  peak resident memory (VmHWM): {:.1} MiB",
-        status_kib("VmHWM") as f64 / 1024.0
+        ProcStats::of("self").peak
     );
     stop.cancel();
     drop(handoff);

@@ -1,0 +1,67 @@
+//! What the kernel says of a process (`/proc/<pid>/stat` and `status`),
+//! for the benchmarks that print CPU time and memory.
+
+// Each benchmark reads some of these figures, none all of them.
+#![allow(dead_code)]
+
+/// What the kernel says of a process: CPU time and memory.
+pub struct ProcStats {
+    /// User plus system CPU seconds.
+    pub cpu: f64,
+    /// Resident set, MiB.
+    pub rss: f64,
+    /// Peak resident set (VmHWM), MiB.
+    pub peak: f64,
+    /// Resident anonymous memory (heap, stacks), MiB: what the process
+    /// allocated itself.
+    pub anon: f64,
+    /// Resident file-backed memory, MiB: mostly the pages of the binary's
+    /// code it has run, shared with the page cache and dropped under
+    /// pressure without swapping.
+    pub file: f64,
+}
+
+impl ProcStats {
+    /// The figures of process `pid` (a number, or `self`) now.
+    pub fn of(pid: impl std::fmt::Display) -> ProcStats {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mib = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        ProcStats {
+            cpu: (ticks(11) + ticks(12)) / 100.0,
+            rss: mib("VmRSS:"),
+            peak: mib("VmHWM:"),
+            anon: mib("RssAnon:"),
+            file: mib("RssFile:"),
+        }
+    }
+
+    /// "R MiB (A anon + F file)", the split that says how much of the
+    /// resident set is the process's own.
+    pub fn resident(&self) -> String {
+        format!(
+            "{:.1} MiB ({:.1} anon + {:.1} file)",
+            self.rss, self.anon, self.file
+        )
+    }
+}
