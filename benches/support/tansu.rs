@@ -13,6 +13,14 @@ pub struct Broker {
     pub addr: String,
 }
 
+impl Broker {
+    /// The broker's process ID (to pin it to a core).
+    #[allow(dead_code)] // not every bench pins it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = Command::new("kill")
