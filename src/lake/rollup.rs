@@ -38,10 +38,10 @@ use super::LakeError;
 use super::files::{LakeLayout, ListedFile, WriteMode};
 use crate::event::{USD_PRECISION, USD_SCALE};
 
-/// The token columns summed, in schema order.
 /// One hour in milliseconds: the rollups' grain.
 pub const HOUR_MS: i64 = 3_600_000;
 
+/// The token columns summed, in schema order.
 pub const TOKEN_COLUMNS: [&str; 7] = [
     "input_tokens",
     "output_tokens",
