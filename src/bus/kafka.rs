@@ -40,16 +40,6 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// arrive, unless `statistics.interval.ms` is among the extra properties.
 const STATS_INTERVAL_MS: &str = "5000";
 
-/// Every topic tollgate uses, created on first start.
-const TOPICS: [&str; 6] = [
-    EVENTS_TOPIC,
-    COSTED_TOPIC,
-    BUDGETS_TOPIC,
-    ALERTS_TOPIC,
-    CONTROL_TOPIC,
-    CONTROL_SECRETS_TOPIC,
-];
-
 /// Kafka behind the [`Log`] trait: one producer shared by every role of the
 /// process, and one consumer per subscription.
 pub struct KafkaBus {
@@ -103,9 +93,10 @@ impl KafkaBus {
         Ok(())
     }
 
-    /// Which of tollgate's topics the broker does not list: one metadata
-    /// request, so a process joining a running fleet needs no admin client.
-    async fn missing_topics(&self) -> Result<Vec<&'static str>, BusError> {
+    /// Which of tollgate's topics ([`KafkaBus::topics`]) the broker does
+    /// not list: one metadata request, so a process joining a running fleet
+    /// needs no admin client.
+    async fn missing_topics(&self) -> Result<Vec<NewTopic<'static>>, BusError> {
         let cfg = self.cfg.clone();
         let listed: HashSet<String> = self
             .on_producer_client("*", move |client| {
@@ -120,21 +111,19 @@ impl KafkaBus {
                     .collect())
             })
             .await?;
-        Ok(TOPICS
+        Ok(self
+            .topics()
             .into_iter()
-            .filter(|t| !listed.contains(*t))
+            .filter(|t| !listed.contains(t.name))
             .collect())
     }
 
-    /// Creates `topics` (some of [`TOPICS`]); one that exists meanwhile
-    /// (another process created it) is fine.
-    async fn create_topics(&self, topics: &[&str]) -> Result<(), BusError> {
-        let admin: AdminClient<DefaultClientContext> = client_config(&self.cfg)
-            .create()
-            .map_err(|e| kafka_err(&self.cfg, "*", format!("cannot create admin client: {e}")))?;
+    /// Every topic tollgate uses, as it is created: events and costed with
+    /// the configured partitions, budget state and control compacted.
+    fn topics(&self) -> Vec<NewTopic<'static>> {
         let partitions = self.cfg.partitions as i32;
         let replication = || TopicReplication::Fixed(self.cfg.replication as i32);
-        let topics: Vec<NewTopic<'_>> = [
+        vec![
             NewTopic::new(EVENTS_TOPIC, partitions, replication()),
             NewTopic::new(COSTED_TOPIC, partitions, replication()),
             NewTopic::new(BUDGETS_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
@@ -142,14 +131,19 @@ impl KafkaBus {
             NewTopic::new(CONTROL_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
             NewTopic::new(CONTROL_SECRETS_TOPIC, 1, replication()).set("cleanup.policy", "compact"),
         ]
-        .into_iter()
-        .filter(|t| topics.contains(&t.name))
-        .collect();
+    }
+
+    /// Creates `topics`; one that exists meanwhile (another process
+    /// created it) is fine.
+    async fn create_topics(&self, topics: &[NewTopic<'_>]) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.cfg)
+            .create()
+            .map_err(|e| kafka_err(&self.cfg, "*", format!("cannot create admin client: {e}")))?;
         let options = AdminOptions::new()
             .operation_timeout(Some(ADMIN_TIMEOUT))
             .request_timeout(Some(ADMIN_TIMEOUT));
         let results = admin
-            .create_topics(&topics, &options)
+            .create_topics(topics, &options)
             .await
             .map_err(|e| kafka_err(&self.cfg, "*", format!("cannot create topics: {e}")))?;
         for result in results {
