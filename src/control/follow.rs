@@ -17,10 +17,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::event::ControlEvent;
+use super::reader::TopicReader;
 use super::state::ControlState;
 use super::{CONTROL_TOPIC, ControlError};
-use crate::backoff::Backoff;
-use crate::bus::{BusRecord, Log, Subscription};
+use crate::bus::{BusRecord, Log};
 use crate::config::Config;
 
 /// Most events kept in memory for the audit log; older ones are still on
@@ -60,9 +60,9 @@ pub struct Control {
     /// Events folded so far: writers wait on it.
     folded: watch::Sender<u64>,
     listeners: Mutex<Vec<Arc<Listener>>>,
-    /// The follower's subscription, taken out while it is read (the lock
-    /// is never held across an await) and for good by [`Control::run`].
-    subscription: Mutex<Option<Box<dyn Subscription>>>,
+    /// The control topic, read to its end and then followed by
+    /// [`Control::run`].
+    reader: TopicReader,
 }
 
 impl Control {
@@ -74,14 +74,14 @@ impl Control {
         file: Option<(&Config, &str)>,
         stop: &CancellationToken,
     ) -> Result<Arc<Control>, ControlError> {
-        let subscription = log.read_all(CONTROL_TOPIC, "tollgate-control").await?;
+        let reader = TopicReader::open(log.clone(), CONTROL_TOPIC, "tollgate-control").await?;
         let control = Arc::new(Control {
             log,
             state: ArcSwap::from_pointee(ControlState::default()),
             history: Mutex::new(History::default()),
             folded: watch::Sender::new(0),
             listeners: Mutex::new(Vec::new()),
-            subscription: Mutex::new(Some(subscription)),
+            reader,
         });
         control.catch_up(stop).await?;
         if let Some((cfg, actor)) = file {
@@ -132,47 +132,9 @@ impl Control {
 
     /// Reads until the record that is last now has been folded.
     async fn catch_up(&self, stop: &CancellationToken) -> Result<(), ControlError> {
-        let last = self.last_offset(stop).await?;
-        let Some(last) = last else { return Ok(()) };
-        let Some(mut subscription) = self.take_subscription() else {
-            return Ok(());
-        };
-        let result = loop {
-            let records = match subscription.poll(10_000, Duration::from_millis(250)).await {
-                Ok(records) => records,
-                Err(e) => break Err(e.into()),
-            };
-            let done = records.last().is_some_and(|r| r.offset >= last);
-            self.fold(records);
-            if done || stop.is_cancelled() {
-                break Ok(());
-            }
-        };
-        *self.subscription.lock().unwrap_or_else(|p| p.into_inner()) = Some(subscription);
-        result
-    }
-
-    fn take_subscription(&self) -> Option<Box<dyn Subscription>> {
-        self.subscription
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    /// The offset of the topic's last record, retrying while the bus
-    /// cannot tell.
-    async fn last_offset(&self, stop: &CancellationToken) -> Result<Option<u64>, ControlError> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            match self.log.last_offset(CONTROL_TOPIC, 0).await {
-                Ok(last) => return Ok(last),
-                Err(e) if stop.is_cancelled() => return Err(e.into()),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the control topic yet; retrying");
-                    tokio::time::sleep(backoff.next_wait()).await;
-                }
-            }
-        }
+        self.reader
+            .catch_up(stop, |records| self.fold(records))
+            .await
     }
 
     /// Folds `records` into a new state, swaps it in, tells the listeners.
@@ -206,7 +168,7 @@ impl Control {
 
     /// Follows the topic until `stop`, folding every new event.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<(), ControlError> {
-        let Some(mut subscription) = self.take_subscription() else {
+        let Some(mut subscription) = self.reader.take() else {
             return Ok(());
         };
         while !stop.is_cancelled() {

@@ -19,6 +19,7 @@
 pub mod diff;
 pub mod event;
 pub mod follow;
+mod reader;
 pub mod secrets;
 pub mod state;
 

@@ -12,7 +12,7 @@
 //! speeds.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ControlError;
-use crate::backoff::Backoff;
-use crate::bus::{BusRecord, Log, Subscription};
+use super::reader::TopicReader;
+use crate::bus::{BusRecord, Log};
 use crate::config::{WebhookConfig, WebhookFormat};
 
 pub use crate::bus::CONTROL_SECRETS_TOPIC;
@@ -69,10 +69,8 @@ pub async fn put(
 
 /// The credentials as one process follows them.
 pub struct Secrets {
-    log: Arc<dyn Log>,
     current: watch::Sender<Credentials>,
-    /// Taken out while read (never held across an await).
-    subscription: Mutex<Option<Box<dyn Subscription>>>,
+    reader: TopicReader,
 }
 
 impl Secrets {
@@ -82,67 +80,21 @@ impl Secrets {
         log: Arc<dyn Log>,
         stop: &CancellationToken,
     ) -> Result<Arc<Secrets>, ControlError> {
-        let subscription = log
-            .read_all(CONTROL_SECRETS_TOPIC, "tollgate-secrets")
-            .await?;
+        let reader = TopicReader::open(log, CONTROL_SECRETS_TOPIC, "tollgate-secrets").await?;
         let secrets = Arc::new(Secrets {
-            log,
             current: watch::Sender::new(Arc::default()),
-            subscription: Mutex::new(Some(subscription)),
+            reader,
         });
-        secrets.catch_up(stop).await?;
+        secrets
+            .reader
+            .catch_up(stop, |records| secrets.fold(&records))
+            .await?;
         Ok(secrets)
     }
 
     /// The credentials now, and every later change.
     pub fn watch(&self) -> watch::Receiver<Credentials> {
         self.current.subscribe()
-    }
-
-    fn take_subscription(&self) -> Option<Box<dyn Subscription>> {
-        self.subscription
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    /// Reads until the record that is last now has been folded.
-    async fn catch_up(&self, stop: &CancellationToken) -> Result<(), ControlError> {
-        let Some(last) = self.last_offset(stop).await? else {
-            return Ok(());
-        };
-        let Some(mut subscription) = self.take_subscription() else {
-            return Ok(());
-        };
-        let result = loop {
-            match subscription.poll(10_000, Duration::from_millis(250)).await {
-                Ok(records) => {
-                    let done = records.last().is_some_and(|r| r.offset >= last);
-                    self.fold(&records);
-                    if done || stop.is_cancelled() {
-                        break Ok(());
-                    }
-                }
-                Err(e) => break Err(e.into()),
-            }
-        };
-        *self.subscription.lock().unwrap_or_else(|p| p.into_inner()) = Some(subscription);
-        result
-    }
-
-    /// The offset of the topic's last record, retrying while unknown.
-    async fn last_offset(&self, stop: &CancellationToken) -> Result<Option<u64>, ControlError> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            match self.log.last_offset(CONTROL_SECRETS_TOPIC, 0).await {
-                Ok(last) => return Ok(last),
-                Err(e) if stop.is_cancelled() => return Err(e.into()),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the control secrets topic yet; retrying");
-                    tokio::time::sleep(backoff.next_wait()).await;
-                }
-            }
-        }
     }
 
     /// Applies `records` (later ones win) and publishes the result.
@@ -175,7 +127,7 @@ impl Secrets {
 
     /// Follows the topic until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<(), ControlError> {
-        let Some(mut subscription) = self.take_subscription() else {
+        let Some(mut subscription) = self.reader.take() else {
             return Ok(());
         };
         while !stop.is_cancelled() {

@@ -1,0 +1,90 @@
+//! A whole topic read to its end, then followed: what the control state
+//! and the webhook credentials are both folded from.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::ControlError;
+use crate::backoff::Backoff;
+use crate::bus::{BusRecord, Log, Subscription};
+
+/// A reader of one topic from its first record (outside any consumer
+/// group, see [`Log::read_all`]).
+pub(crate) struct TopicReader {
+    log: Arc<dyn Log>,
+    topic: &'static str,
+    /// Taken out while it is read (the lock is never held across an
+    /// await), and for good by the follower's run loop.
+    subscription: Mutex<Option<Box<dyn Subscription>>>,
+}
+
+impl TopicReader {
+    /// Opens a reader of `topic`, named `reader` in the lag metric.
+    pub(crate) async fn open(
+        log: Arc<dyn Log>,
+        topic: &'static str,
+        reader: &str,
+    ) -> Result<TopicReader, ControlError> {
+        let subscription = log.read_all(topic, reader).await?;
+        Ok(TopicReader {
+            log,
+            topic,
+            subscription: Mutex::new(Some(subscription)),
+        })
+    }
+
+    /// The subscription, for the run loop that follows the topic from
+    /// here (`None` if it was taken already).
+    pub(crate) fn take(&self) -> Option<Box<dyn Subscription>> {
+        self.subscription
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Hands records to `fold` until the record that is last now has been
+    /// folded (or `stop`).
+    pub(crate) async fn catch_up(
+        &self,
+        stop: &CancellationToken,
+        mut fold: impl FnMut(Vec<BusRecord>),
+    ) -> Result<(), ControlError> {
+        let Some(last) = self.last_offset(stop).await? else {
+            return Ok(());
+        };
+        let Some(mut subscription) = self.take() else {
+            return Ok(());
+        };
+        let result = loop {
+            let records = match subscription.poll(10_000, Duration::from_millis(250)).await {
+                Ok(records) => records,
+                Err(e) => break Err(e.into()),
+            };
+            let done = records.last().is_some_and(|r| r.offset >= last);
+            fold(records);
+            if done || stop.is_cancelled() {
+                break Ok(());
+            }
+        };
+        *self.subscription.lock().unwrap_or_else(|p| p.into_inner()) = Some(subscription);
+        result
+    }
+
+    /// The offset of the topic's last record, retrying (logged) while the
+    /// bus cannot tell, until `stop`.
+    async fn last_offset(&self, stop: &CancellationToken) -> Result<Option<u64>, ControlError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            match self.log.last_offset(self.topic, 0).await {
+                Ok(last) => return Ok(last),
+                Err(e) if stop.is_cancelled() => return Err(e.into()),
+                Err(e) => {
+                    tracing::error!(topic = self.topic, error = %e, "cannot read the topic's end yet; retrying");
+                    tokio::time::sleep(backoff.next_wait()).await;
+                }
+            }
+        }
+    }
+}
