@@ -77,21 +77,18 @@ fn main() {
     runtime.block_on(run(dir.path(), broker.as_ref().map(|b| b.addr.as_str())));
 }
 
-/// Pins process `pid` and its threads to `core`.
-fn pin(core: &str, pid: u32) {
-    let _ = Command::new("taskset")
+/// Pins process `pid` and its threads to `core`; whether that worked.
+fn pin(core: &str, pid: u32) -> bool {
+    Command::new("taskset")
         .args(["-a", "-p", "-c", core, &pid.to_string()])
         .stdout(Stdio::null())
-        .status();
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Pins this process (and, by inheritance, every thread it starts) to `core`.
 fn pin_self(core: &str) {
-    let pinned = Command::new("taskset")
-        .args(["-a", "-p", "-c", core, &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let pinned = pin(core, std::process::id());
     println!("pipeline benchmark (pinned to core {core}: {pinned})");
 }
 
