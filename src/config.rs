@@ -319,6 +319,9 @@ pub struct ApiConfig {
     /// Parquet footers and page indexes the query API keeps between
     /// queries (0: none kept).
     pub metadata_cache_mb: usize,
+    /// Bytes read from a bucket lake the query API keeps between queries
+    /// (0: none kept; a local lake uses the OS page cache instead).
+    pub object_cache_mb: usize,
 }
 
 impl Default for ApiConfig {
@@ -331,6 +334,7 @@ impl Default for ApiConfig {
             sql_timeout_secs: 10,
             query_memory_mb: 2048,
             metadata_cache_mb: 256,
+            object_cache_mb: 256,
         }
     }
 }

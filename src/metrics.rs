@@ -68,6 +68,7 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     pub api_duration: HistogramVec,
     pub lake_compacted_files: IntCounter,
+    pub lake_cached_reads: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -420,6 +421,11 @@ impl Metrics {
             lake_compacted_files: counter(
                 "tollgate_lake_compacted_files_total",
                 "Small lake files merged into larger sorted ones",
+            ),
+            lake_cached_reads: counter_vec(
+                "tollgate_lake_bucket_reads_total",
+                "Reads of a bucket lake's objects by the query API, by whether its read cache had them (result=hit) or the bucket was asked (result=miss)",
+                &["result"],
             ),
             build_info: {
                 let g = gauge_vec(

@@ -747,6 +747,7 @@ async fn app_listeners(
                             crate::lake::query::MemoryLimits {
                                 query_bytes: cfg.api.query_memory_mb.max(64) * 1024 * 1024,
                                 metadata_cache_bytes: cfg.api.metadata_cache_mb * 1024 * 1024,
+                                object_cache_bytes: cfg.api.object_cache_mb * 1024 * 1024,
                             },
                         )
                         .await?,

@@ -4,6 +4,7 @@
 mod allowlist;
 mod hourly;
 mod logs;
+mod read_cache;
 mod sessions;
 mod spend;
 mod sql;
@@ -68,6 +69,10 @@ pub struct MemoryLimits {
     /// lake of 120 files, 256 MiB took lookup p99 from 53–64 to 44–47 ms,
     /// for ~50 MiB more resident memory).
     pub metadata_cache_bytes: usize,
+    /// Bytes read from a bucket kept between queries (see
+    /// [`read_cache`]); 0 keeps none. Unused on local disk, where the
+    /// OS page cache keeps what was read.
+    pub object_cache_bytes: usize,
 }
 
 impl Default for MemoryLimits {
@@ -75,6 +80,7 @@ impl Default for MemoryLimits {
         MemoryLimits {
             query_bytes: 2048 * 1024 * 1024,
             metadata_cache_bytes: 256 * 1024 * 1024,
+            object_cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -282,7 +288,8 @@ const BUCKET_PARTITIONS: usize = 16;
 /// per 1000 files, so one is reused for the lake's listing TTL (the
 /// sink's flush interval: a new file shows up no later than one flush
 /// more); Parquet footers are cached by DataFusion's file metadata cache,
-/// keyed by path and checked against size and modification time.
+/// keyed by path and checked against size and modification time, and the
+/// bytes of what queries read by the [`read_cache`], keyed by version.
 fn bucket_runtime(
     remote: &super::object::ObjectLake,
     limits: MemoryLimits,
@@ -297,7 +304,11 @@ fn bucket_runtime(
             remote.base()
         )))
     })?;
-    runtime.register_object_store(&base, Arc::new(LakeStore::over(remote.store())));
+    let store = match limits.object_cache_bytes {
+        0 => remote.store(),
+        bytes => Arc::new(read_cache::ReadCache::over(remote.store(), bytes as u64)),
+    };
+    runtime.register_object_store(&base, Arc::new(LakeStore::over(store)));
     Ok(runtime)
 }
 
