@@ -104,7 +104,8 @@ fn main() {
     let duck = (local && !quick())
         .then(|| measure_duckdb(&layout, &ids_file))
         .flatten();
-    let bucket = if quick() || only_duckdb {
+    // With `TOLLGATE_BENCH_LOCAL=0`, `TOLLGATE_BENCH_QUICK` picks bucket queries.
+    let bucket = if (quick() && local) || only_duckdb {
         None
     } else {
         rt.block_on(measure_on_s3(&root, &traces, &sessions))
@@ -432,9 +433,10 @@ fn explain(layout: &LakeLayout, sql: &str) {
 }
 
 /// `TOLLGATE_BENCH_QUICK=1`: the API's queries on local disk only (no
-/// raw-only scan, DuckDB or bucket), for profiling; any other value also
-/// picks the queries whose name contains it (`trace`, `session`, `spend`,
-/// `ragged`), run 5 times as often.
+/// raw-only scan, DuckDB or bucket; with `TOLLGATE_BENCH_LOCAL=0`, in the
+/// bucket only), for profiling; any other value also picks the queries
+/// whose name contains it (`trace`, `session`, `spend`, `ragged`), run 5
+/// times as often.
 fn quick() -> bool {
     std::env::var_os("TOLLGATE_BENCH_QUICK").is_some_and(|v| v != "0")
 }

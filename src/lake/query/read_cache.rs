@@ -85,14 +85,27 @@ impl fmt::Display for ReadCache {
     }
 }
 
-/// The version an object's entries are keyed by: its ETag (quotes
-/// dropped: some stores quote it in listings and not in answers), else its
-/// size and modification time to the second (what a `Last-Modified`
-/// header can say, while listings may give milliseconds).
+/// The version an object's entries are keyed by: its ETag, else its size
+/// and modification time to the second (see [`same_version`]).
 fn version_of(meta: &ObjectMeta) -> Arc<str> {
     match &meta.e_tag {
         Some(tag) => Arc::from(tag.trim_matches('"')),
         None => Arc::from(format!("{}@{}", meta.size, meta.last_modified.timestamp())),
+    }
+}
+
+/// Whether an answer (`got`) came from the version a listing saw
+/// (`listed`). ETags are compared when both have one (quotes dropped: a
+/// store may quote them in one and not the other); some stores list no
+/// ETag, and then size and modification time are, to the second (what a
+/// `Last-Modified` header can say, while listings give milliseconds).
+fn same_version(listed: &ObjectMeta, got: &ObjectMeta) -> bool {
+    match (&listed.e_tag, &got.e_tag) {
+        (Some(a), Some(b)) => a.trim_matches('"') == b.trim_matches('"'),
+        _ => {
+            listed.size == got.size
+                && listed.last_modified.timestamp() == got.last_modified.timestamp()
+        }
     }
 }
 
@@ -207,7 +220,7 @@ impl ReadCache {
             .inner
             .get_opts(path, GetOptions::new().with_range(Some(range)))
             .await?;
-        if version_of(&got.meta) != known.version {
+        if !same_version(&known.meta, &got.meta) {
             changed.store(true, Ordering::Relaxed);
         }
         got.bytes().await
@@ -222,7 +235,7 @@ impl ReadCache {
         }
         count(0, 1);
         let got = self.inner.get_opts(path, GetOptions::new()).await?;
-        let same = version_of(&got.meta) == known.version;
+        let same = same_version(&known.meta, &got.meta);
         let bytes = got.bytes().await?;
         if same && bytes.len() as u64 == known.meta.size {
             self.bytes.insert(key, bytes.clone());
@@ -432,6 +445,26 @@ mod tests {
             cache.get_range(&path, 100..200).await.unwrap(),
             content(3, len).slice(100..200)
         );
+    }
+
+    #[test]
+    fn versions_compare_etags_else_size_and_time_to_the_second() {
+        let at = |ms| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        let meta = |e_tag: Option<&str>, size, ms| ObjectMeta {
+            location: Path::from("a"),
+            last_modified: at(ms),
+            size,
+            e_tag: e_tag.map(str::to_owned),
+            version: None,
+        };
+        let listed = meta(Some("\"abc\""), 10, 1_000_400);
+        assert!(same_version(&listed, &meta(Some("abc"), 10, 1_000_000)));
+        assert!(!same_version(&listed, &meta(Some("abd"), 10, 1_000_400)));
+        // A store that lists no ETag: size and the second of the change.
+        let untagged = meta(None, 10, 1_000_400);
+        assert!(same_version(&untagged, &meta(Some("abc"), 10, 1_000_000)));
+        assert!(!same_version(&untagged, &meta(Some("abc"), 11, 1_000_000)));
+        assert!(!same_version(&untagged, &meta(Some("abc"), 10, 1_001_000)));
     }
 
     #[tokio::test]
