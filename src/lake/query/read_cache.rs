@@ -10,6 +10,10 @@
 //!   instead of one per column chunk, and every later range is a slice;
 //! - of a larger object (a compacted day), each range is kept as read.
 //!
+//! The two are kept apart, each in half the capacity: a few hundred trace
+//! lookups read hundreds of MiB of one-off pages of large objects, and
+//! must not push out the rollups every dashboard refresh reads again.
+//!
 //! `tollgate reprice` rewrites objects under the same names, so every
 //! entry is keyed by the object's version as the last listing saw it (its
 //! ETag, else its size and modification time), and bytes are kept only
@@ -33,6 +37,7 @@ use datafusion::object_store::{
     PutPayload, PutResult, Result, coalesce_ranges,
 };
 use futures::stream::{self, BoxStream, StreamExt};
+use moka::policy::EvictionPolicy;
 
 use crate::metrics::METRICS;
 
@@ -65,17 +70,16 @@ struct RangeKey {
 pub struct ReadCache {
     inner: Arc<dyn ObjectStore>,
     known: moka::sync::Cache<Path, Known>,
-    bytes: moka::sync::Cache<RangeKey, Bytes>,
+    /// Whole small objects.
+    small: moka::sync::Cache<RangeKey, Bytes>,
+    /// Ranges of large objects.
+    ranges: moka::sync::Cache<RangeKey, Bytes>,
 }
 
 impl fmt::Debug for ReadCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ReadCache({}, {} bytes)",
-            self.inner,
-            self.bytes.weighted_size()
-        )
+        let held = self.small.weighted_size() + self.ranges.weighted_size();
+        write!(f, "ReadCache({}, {held} bytes)", self.inner)
     }
 }
 
@@ -135,13 +139,23 @@ fn resolve(range: Option<&GetRange>, size: u64) -> Option<Range<u64>> {
 impl ReadCache {
     /// `inner` with up to `capacity` bytes of what was read from it kept.
     pub fn over(inner: Arc<dyn ObjectStore>, capacity: u64) -> ReadCache {
+        let bytes = |policy| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity / 2)
+                .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
+                .eviction_policy(policy)
+                .build()
+        };
         ReadCache {
             inner,
             known: moka::sync::Cache::new(KNOWN_OBJECTS),
-            bytes: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
-                .build(),
+            // Small objects are read again and again: a new one is kept
+            // only if it is read more often than what it would push out.
+            small: bytes(EvictionPolicy::tiny_lfu()),
+            // Once full of one-off lookup pages, that rule would refuse a
+            // repeated query's ranges until its third run; the most
+            // recently read are kept instead.
+            ranges: bytes(EvictionPolicy::lru()),
         }
     }
 
@@ -170,7 +184,7 @@ impl ReadCache {
         }
         let mut out: Vec<Option<Bytes>> = ranges
             .iter()
-            .map(|r| self.bytes.get(&Self::key(path, known, r)))
+            .map(|r| self.ranges.get(&Self::key(path, known, r)))
             .collect();
         let missing: Vec<Range<u64>> = ranges
             .iter()
@@ -197,7 +211,7 @@ impl ReadCache {
                 // A copy: the answer may be a slice of a larger coalesced
                 // read, which the cache's weight would not count.
                 let owned = Bytes::copy_from_slice(&bytes);
-                self.bytes.insert(Self::key(path, known, range), owned);
+                self.ranges.insert(Self::key(path, known, range), owned);
             }
             *slot = Some(bytes);
         }
@@ -229,7 +243,7 @@ impl ReadCache {
     /// The whole listed version of a small object, fetched once.
     async fn whole(&self, path: &Path, known: &Known) -> Result<Bytes> {
         let key = Self::key(path, known, &(0..known.meta.size));
-        if let Some(bytes) = self.bytes.get(&key) {
+        if let Some(bytes) = self.small.get(&key) {
             count(1, 0);
             return Ok(bytes);
         }
@@ -238,7 +252,7 @@ impl ReadCache {
         let same = same_version(&known.meta, &got.meta);
         let bytes = got.bytes().await?;
         if same && bytes.len() as u64 == known.meta.size {
-            self.bytes.insert(key, bytes.clone());
+            self.small.insert(key, bytes.clone());
         } else {
             self.known.invalidate(path);
         }
