@@ -253,12 +253,22 @@ impl ObjectLake {
     /// keep an object already there (see the module docs).
     pub fn put(&self, path: &FsPath, data: Vec<u8>, create: bool) -> Result<(), ObjectLakeError> {
         let location = Path::from(key(path));
+        let store = self.store.as_ref();
         let result = self.block(async {
-            if data.len() <= MULTIPART_THRESHOLD {
-                put_whole(self.store.as_ref(), &location, data, create).await
-            } else {
-                put_parts(self.store.as_ref(), &location, data, create).await
+            let data = Bytes::from(data);
+            if create {
+                return upload(store, &location, data, true).await;
             }
+            let old = match store.head(&location).await {
+                Ok(meta) => Some(meta),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            upload(store, &location, data.clone(), false).await?;
+            if let Some(old) = old {
+                distinguish_replacement(store, &location, &old, data).await?;
+            }
+            Ok(())
         });
         result.map_err(store_err(path))
     }
@@ -273,12 +283,56 @@ impl ObjectLake {
     }
 }
 
+/// Uploads `data` whole or in parts (by size).
+async fn upload(
+    store: &dyn ObjectStore,
+    location: &Path,
+    data: Bytes,
+    create: bool,
+) -> object_store::Result<()> {
+    if data.len() <= MULTIPART_THRESHOLD {
+        put_whole(store, location, data, create).await
+    } else {
+        put_parts(store, location, data, create).await
+    }
+}
+
+/// Most times a replacement is uploaded again to tell it from the old
+/// object.
+const REPLACE_TRIES: u32 = 3;
+
+/// Makes sure the object that replaced `old` at `location` differs from it
+/// in size or in its modification second. Readers cache a file's footer
+/// and statistics by size and modification time (DataFusion does, and a
+/// bucket gives that time in whole seconds): a replacement of the same
+/// size written within the same second (a reprice right after the sink's
+/// flush: prices change digits, not lengths) would be taken for the old
+/// file by every such cache, for as long as it holds it. So it is
+/// uploaded again in a later second.
+async fn distinguish_replacement(
+    store: &dyn ObjectStore,
+    location: &Path,
+    old: &object_store::ObjectMeta,
+    data: Bytes,
+) -> object_store::Result<()> {
+    for _ in 0..REPLACE_TRIES {
+        let new = store.head(location).await?;
+        let same_second = new.last_modified.timestamp() == old.last_modified.timestamp();
+        if new.size != old.size || !same_second {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        upload(store, location, data.clone(), false).await?;
+    }
+    Ok(())
+}
+
 /// One PUT; with `create`, a conditional one that leaves an existing
 /// object (same name, same rows) in place.
 async fn put_whole(
     store: &dyn ObjectStore,
     location: &Path,
-    data: Vec<u8>,
+    data: Bytes,
     create: bool,
 ) -> object_store::Result<()> {
     let mode = if create {
@@ -303,7 +357,7 @@ async fn put_whole(
 async fn put_parts(
     store: &dyn ObjectStore,
     location: &Path,
-    data: Vec<u8>,
+    data: Bytes,
     create: bool,
 ) -> object_store::Result<()> {
     if create {
@@ -315,7 +369,7 @@ async fn put_parts(
     }
     let upload = store.put_multipart(location).await?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-    writer.put(Bytes::from(data));
+    writer.put(data);
     writer.finish().await.map(|_| ())
 }
 
@@ -361,6 +415,31 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replacement_of_the_same_size_differs_in_its_modification_second() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let lake = ObjectLake::new(store.clone(), "memory://lake", Path::from("pre")).unwrap();
+        let location = Path::from("pre/events_hourly/f.parquet");
+        let meta = tokio::task::spawn_blocking(move || {
+            let path = FsPath::new("pre/events_hourly/f.parquet");
+            lake.put(path, b"cost=0.000752".to_vec(), true).unwrap();
+            let old = lake.block(lake.store.head(&Path::from(key(path)))).unwrap();
+            lake.put(path, b"cost=0.001504".to_vec(), false).unwrap();
+            old
+        })
+        .await
+        .unwrap();
+        let new = store.head(&location).await.unwrap();
+        assert_eq!(new.size, meta.size);
+        assert_ne!(
+            new.last_modified.timestamp(),
+            meta.last_modified.timestamp(),
+            "a cache keyed by size and second would take it for the old file"
+        );
+        let bytes = store.get(&location).await.unwrap().bytes().await.unwrap();
+        assert_eq!(bytes.as_ref(), b"cost=0.001504");
     }
 
     #[test]

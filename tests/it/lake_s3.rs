@@ -387,3 +387,77 @@ async fn a_large_lake_file_is_uploaded_in_parts_and_committed_once() {
         "uploaded in 3 parts of 8 MiB: ETag {etag}"
     );
 }
+
+/// The query API keeps what it read from the bucket (rollups whole, ranges
+/// of raw files), but `tollgate reprice` rewrites those objects under the
+/// same names while it runs: the spend it answers must become the new one
+/// within a listing, never stay the cached old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_query_api_over_a_bucket_answers_a_reprice_not_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start(dir.path());
+    moto.create_bucket(BUCKET).await;
+    let mock = start_mock().await;
+    let config = write_config(dir.path(), &mock.url(), &moto.lake_config());
+    let tg = Tollgate::start_with_config(dir.path(), config.clone());
+    send(&tg, "trace-reprice", 3).await;
+    tg.wait_for_trace("trace-reprice", 3).await;
+    let (requests, before) = spend_of_eng(&tg).await;
+    assert_eq!(requests, 3);
+    // Asked again: now served from the read cache.
+    assert_eq!(spend_of_eng(&tg).await, (3, before.clone()));
+    let cached = tg
+        .metric("tollgate_lake_bucket_reads_total{result=\"hit\"}")
+        .await;
+    assert!(cached > 0.0, "the second answer read cached bytes");
+
+    // Twice the Haiku 4.5 prices: the spend doubles.
+    let prices = tempfile::tempdir().unwrap();
+    std::fs::write(
+        prices.path().join("anthropic.toml"),
+        r#"
+provider = "anthropic"
+[[price]]
+family = "claude-haiku-4-5"
+match = ['^claude-haiku-4-5(-\d{8})?$']
+effective_from = 2025-10-15
+source = "https://example.com/doubled"
+input = "2"
+output = "10"
+cache_write_5m = "2.5"
+cache_write_1h = "4"
+cache_read = "0.2"
+"#,
+    )
+    .unwrap();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["reprice", "--from", &today, "--to", &today, "--config"])
+        .arg(&config)
+        .arg("--pricing-dir")
+        .arg(prices.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tollgate reprice: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doubled =
+        (before.parse::<rust_decimal::Decimal>().unwrap() * rust_decimal::Decimal::TWO).normalize();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (requests, now) = spend_of_eng(&tg).await;
+        assert_eq!(requests, 3);
+        let now = now.parse::<rust_decimal::Decimal>().unwrap().normalize();
+        if now == doubled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spend still {now} 30 s after reprice (was {before}, repriced {doubled})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tg.stop();
+}
