@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::support::{
-    ADMIN, Tollgate, client, free_port, start_mock, wait_for_listener, write_config,
+    ADMIN, Tollgate, client, free_port, reprice_today, start_mock, wait_for_listener, write_config,
 };
 
 /// The bucket and prefix the lake goes to.
@@ -412,12 +412,9 @@ async fn a_running_query_api_over_a_bucket_answers_a_reprice_not_its_cache() {
     assert!(cached > 0.0, "the second answer read cached bytes");
 
     // Twice the Haiku 4.5 prices: the spend doubles.
-    let prices = tempfile::tempdir().unwrap();
-    std::fs::write(
-        prices.path().join("anthropic.toml"),
+    reprice_today(
+        &config,
         r#"
-provider = "anthropic"
-[[price]]
 family = "claude-haiku-4-5"
 match = ['^claude-haiku-4-5(-\d{8})?$']
 effective_from = 2025-10-15
@@ -428,20 +425,6 @@ cache_write_5m = "2.5"
 cache_write_1h = "4"
 cache_read = "0.2"
 "#,
-    )
-    .unwrap();
-    let today = chrono::Utc::now().date_naive().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["reprice", "--from", &today, "--to", &today, "--config"])
-        .arg(&config)
-        .arg("--pricing-dir")
-        .arg(prices.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tollgate reprice: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let doubled =
         (before.parse::<rust_decimal::Decimal>().unwrap() * rust_decimal::Decimal::TWO).normalize();

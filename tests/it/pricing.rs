@@ -10,7 +10,7 @@ use tollgate::event::Usage;
 use tollgate::pricing::cost::price;
 use tollgate::pricing::{PriceBook, PriceQuery};
 
-use crate::support::{Tollgate, start_mock};
+use crate::support::{Tollgate, reprice_today, start_mock};
 
 #[derive(serde::Deserialize)]
 struct Cases {
@@ -382,12 +382,9 @@ async fn lake_events_carry_their_cost_and_reprice_recomputes_it() {
     );
 
     // Twice the Sonnet 4.5 prices: every line doubles, total 0.004512.
-    let prices = tempfile::tempdir().unwrap();
-    std::fs::write(
-        prices.path().join("anthropic.toml"),
+    let printed = reprice_today(
+        &config,
         r#"
-provider = "anthropic"
-[[price]]
 family = "claude-sonnet-4-5"
 match = ['^claude-sonnet-4-5(-\d{8})?$']
 effective_from = 2025-09-29
@@ -398,26 +395,8 @@ cache_write_5m = "7.5"
 cache_write_1h = "12"
 cache_read = "0.6"
 "#,
-    )
-    .unwrap();
-    let today = Utc::now().date_naive().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["reprice", "--from", &today, "--to", &today, "--config"])
-        .arg(&config)
-        .arg("--pricing-dir")
-        .arg(prices.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("repriced 2 events"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(printed.contains("repriced 2 events"), "{printed}");
 
     let tg = Tollgate::start_with_config(dir.path(), config);
     let events = tg.wait_for_trace("trace-cost", 2).await;

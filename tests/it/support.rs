@@ -494,3 +494,26 @@ pub fn wait_for_listener(what: &str, addr: &str, log: &Path, limit: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `tollgate reprice` over today with `config` and one Anthropic
+/// price table holding `entry` (a `[[price]]` body), as an operator would
+/// after a price change; returns what it printed. Panics if it fails.
+pub fn reprice_today(config: &Path, entry: &str) -> String {
+    let prices = tempfile::tempdir().unwrap();
+    let table = format!("provider = \"anthropic\"\n[[price]]\n{entry}");
+    std::fs::write(prices.path().join("anthropic.toml"), table).unwrap();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["reprice", "--from", &today, "--to", &today, "--config"])
+        .arg(config)
+        .arg("--pricing-dir")
+        .arg(prices.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tollgate reprice: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
