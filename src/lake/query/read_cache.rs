@@ -172,16 +172,27 @@ impl ReadCache {
     /// `ranges` of the listed version of `path`, from the cache where it
     /// has them.
     async fn read(&self, path: &Path, known: &Known, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        if known.meta.size <= WHOLE_OBJECT_BYTES {
-            let whole = self.whole(path, known).await?;
-            return Ok(ranges
-                .iter()
-                .map(|r| {
-                    let end = (r.end as usize).min(whole.len());
-                    whole.slice((r.start as usize).min(end)..end)
-                })
-                .collect());
+        if known.meta.size > WHOLE_OBJECT_BYTES {
+            return self.read_ranges(path, known, ranges).await;
         }
+        let whole = self.whole(path, known).await?;
+        Ok(ranges
+            .iter()
+            .map(|r| {
+                let end = (r.end as usize).min(whole.len());
+                whole.slice((r.start as usize).min(end)..end)
+            })
+            .collect())
+    }
+
+    /// `ranges` of a large object: the kept ones from the cache, the rest
+    /// read (coalesced, as `object_store` does) and kept.
+    async fn read_ranges(
+        &self,
+        path: &Path,
+        known: &Known,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
         let mut out: Vec<Option<Bytes>> = ranges
             .iter()
             .map(|r| self.ranges.get(&Self::key(path, known, r)))
@@ -193,32 +204,43 @@ impl ReadCache {
             .map(|(r, _)| r.clone())
             .collect();
         count(ranges.len() - missing.len(), missing.len());
-        if missing.is_empty() {
-            return Ok(out.into_iter().flatten().collect());
+        if !missing.is_empty() {
+            let fetched = self.fetch_and_keep(path, known, &missing).await?;
+            let slots = out.iter_mut().filter(|s| s.is_none());
+            slots
+                .zip(fetched)
+                .for_each(|(slot, bytes)| *slot = Some(bytes));
         }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Reads `missing` from the store and keeps them, unless the object
+    /// turned out not to be the listed version any more: then nothing is
+    /// kept and it is read through until listed again.
+    async fn fetch_and_keep(
+        &self,
+        path: &Path,
+        known: &Known,
+        missing: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
         let changed = AtomicBool::new(false);
         let fetched = coalesce_ranges(
-            &missing,
+            missing,
             |r| self.fetch(path, known, r, &changed),
             OBJECT_STORE_COALESCE_DEFAULT,
         )
         .await?;
-        let keep = !changed.load(Ordering::Relaxed);
-        let mut fetched = missing.iter().zip(fetched);
-        for slot in out.iter_mut().filter(|s| s.is_none()) {
-            let (range, bytes) = fetched.next().expect("one answer per missing range");
-            if keep {
-                // A copy: the answer may be a slice of a larger coalesced
-                // read, which the cache's weight would not count.
-                let owned = Bytes::copy_from_slice(&bytes);
-                self.ranges.insert(Self::key(path, known, range), owned);
-            }
-            *slot = Some(bytes);
-        }
-        if !keep {
+        if changed.load(Ordering::Relaxed) {
             self.known.invalidate(path);
+            return Ok(fetched);
         }
-        Ok(out.into_iter().flatten().collect())
+        for (range, bytes) in missing.iter().zip(&fetched) {
+            // A copy: the answer may be a slice of a larger coalesced
+            // read, which the cache's weight would not count.
+            let owned = Bytes::copy_from_slice(bytes);
+            self.ranges.insert(Self::key(path, known, range), owned);
+        }
+        Ok(fetched)
     }
 
     /// One range read from the store; sets `changed` if the object is no
