@@ -29,6 +29,7 @@ use crate::budget::BudgetRecord;
 use crate::bus::COSTED_TOPIC;
 use crate::bus::kafka::KafkaBus;
 use crate::bus::local::LocalBus;
+use crate::bus::reader::TopicReader;
 use crate::bus::{self, BUDGETS_TOPIC, BusError, EVENTS_TOPIC, Log};
 use crate::config::{BusKind, Config};
 use crate::control::follow::Control;
@@ -609,28 +610,7 @@ async fn feed_budget_state(
     admission: Arc<Admission>,
     stop: CancellationToken,
 ) -> Result<(), BusError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let last = loop {
-        match log.last_offset(BUDGETS_TOPIC, 0).await {
-            Ok(last) => break last,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read budget state yet; admission follows admission.on_unknown_state");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_wait()) => {}
-                    _ = stop.cancelled() => return Ok(()),
-                }
-            }
-        }
-    };
-    let mut subscription = log.read_all(BUDGETS_TOPIC, "tollgate-budget-view").await?;
-    let mut caught_up = last.is_none();
-    if caught_up {
-        admission.caught_up();
-    }
-    while !stop.is_cancelled() {
-        let records = subscription
-            .poll(10_000, Duration::from_millis(250))
-            .await?;
+    let apply = |records: Vec<crate::bus::BusRecord>| {
         for r in records {
             match serde_json::from_slice::<BudgetRecord>(&r.payload) {
                 Ok(record) => admission.apply(record),
@@ -638,11 +618,25 @@ async fn feed_budget_state(
                     tracing::error!(offset = r.offset, error = %e, "budget record unreadable; skipped")
                 }
             }
-            if !caught_up && last.is_some_and(|l| r.offset >= l) {
-                caught_up = true;
-                admission.caught_up();
-            }
         }
+    };
+    // Until caught up, admission follows admission.on_unknown_state.
+    let reader = TopicReader::open(log, BUDGETS_TOPIC, "tollgate-budget-view").await?;
+    let caught_up = reader.catch_up(&stop, apply).await;
+    if stop.is_cancelled() {
+        return Ok(());
+    }
+    caught_up?;
+    admission.caught_up();
+    let Some(mut subscription) = reader.take() else {
+        return Ok(());
+    };
+    while !stop.is_cancelled() {
+        apply(
+            subscription
+                .poll(10_000, Duration::from_millis(250))
+                .await?,
+        );
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod local;
 pub mod oversize;
 pub mod publisher;
+pub mod reader;
 pub mod records;
 
 use std::sync::Arc;

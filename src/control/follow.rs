@@ -17,9 +17,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::event::ControlEvent;
-use super::reader::TopicReader;
 use super::state::ControlState;
 use super::{CONTROL_TOPIC, ControlError};
+use crate::bus::reader::TopicReader;
 use crate::bus::{BusRecord, Log};
 use crate::config::Config;
 
@@ -134,7 +134,8 @@ impl Control {
     async fn catch_up(&self, stop: &CancellationToken) -> Result<(), ControlError> {
         self.reader
             .catch_up(stop, |records| self.fold(records))
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Folds `records` into a new state, swaps it in, tells the listeners.

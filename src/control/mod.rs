@@ -19,7 +19,6 @@
 pub mod diff;
 pub mod event;
 pub mod follow;
-mod reader;
 pub mod secrets;
 pub mod state;
 

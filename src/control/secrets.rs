@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ControlError;
-use super::reader::TopicReader;
+use crate::bus::reader::TopicReader;
 use crate::bus::{BusRecord, Log};
 use crate::config::{WebhookConfig, WebhookFormat};
 

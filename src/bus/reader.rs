@@ -1,18 +1,18 @@
-//! A whole topic read to its end, then followed: what the control state
-//! and the webhook credentials are both folded from.
+//! A whole topic read to its end, then followed: what the control state,
+//! the webhook credentials and the gateway's view of budget state are
+//! each folded from.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::ControlError;
+use super::{BusError, BusRecord, Log, Subscription};
 use crate::backoff::Backoff;
-use crate::bus::{BusRecord, Log, Subscription};
 
 /// A reader of one topic from its first record (outside any consumer
 /// group, see [`Log::read_all`]).
-pub(crate) struct TopicReader {
+pub struct TopicReader {
     log: Arc<dyn Log>,
     topic: &'static str,
     /// Taken out while it is read (the lock is never held across an
@@ -22,11 +22,11 @@ pub(crate) struct TopicReader {
 
 impl TopicReader {
     /// Opens a reader of `topic`, named `reader` in the lag metric.
-    pub(crate) async fn open(
+    pub async fn open(
         log: Arc<dyn Log>,
         topic: &'static str,
         reader: &str,
-    ) -> Result<TopicReader, ControlError> {
+    ) -> Result<TopicReader, BusError> {
         let subscription = log.read_all(topic, reader).await?;
         Ok(TopicReader {
             log,
@@ -37,7 +37,7 @@ impl TopicReader {
 
     /// The subscription, for the run loop that follows the topic from
     /// here (`None` if it was taken already).
-    pub(crate) fn take(&self) -> Option<Box<dyn Subscription>> {
+    pub fn take(&self) -> Option<Box<dyn Subscription>> {
         self.subscription
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -46,11 +46,11 @@ impl TopicReader {
 
     /// Hands records to `fold` until the record that is last now has been
     /// folded (or `stop`).
-    pub(crate) async fn catch_up(
+    pub async fn catch_up(
         &self,
         stop: &CancellationToken,
         mut fold: impl FnMut(Vec<BusRecord>),
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), BusError> {
         let Some(last) = self.last_offset(stop).await? else {
             return Ok(());
         };
@@ -60,7 +60,7 @@ impl TopicReader {
         let result = loop {
             let records = match subscription.poll(10_000, Duration::from_millis(250)).await {
                 Ok(records) => records,
-                Err(e) => break Err(e.into()),
+                Err(e) => break Err(e),
             };
             let done = records.last().is_some_and(|r| r.offset >= last);
             fold(records);
@@ -74,15 +74,18 @@ impl TopicReader {
 
     /// The offset of the topic's last record, retrying (logged) while the
     /// bus cannot tell, until `stop`.
-    async fn last_offset(&self, stop: &CancellationToken) -> Result<Option<u64>, ControlError> {
+    async fn last_offset(&self, stop: &CancellationToken) -> Result<Option<u64>, BusError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             match self.log.last_offset(self.topic, 0).await {
                 Ok(last) => return Ok(last),
-                Err(e) if stop.is_cancelled() => return Err(e.into()),
+                Err(e) if stop.is_cancelled() => return Err(e),
                 Err(e) => {
                     tracing::error!(topic = self.topic, error = %e, "cannot read the topic's end yet; retrying");
-                    tokio::time::sleep(backoff.next_wait()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
+                        _ = stop.cancelled() => return Err(e),
+                    }
                 }
             }
         }
