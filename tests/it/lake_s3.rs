@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+use tollgate_mock::MockHandle;
 
 use crate::support::{
     ADMIN, Tollgate, client, free_port, reprice_today, start_mock, wait_for_listener, write_config,
@@ -152,6 +153,16 @@ fn moto_dir() -> PathBuf {
     dir
 }
 
+/// A moto bucket, the mock provider, and a config (in `dir`) whose lake
+/// is that bucket.
+async fn bucket_lake(dir: &Path) -> (Moto, MockHandle, PathBuf) {
+    let moto = Moto::start(dir);
+    moto.create_bucket(BUCKET).await;
+    let mock = start_mock().await;
+    let config = write_config(dir, &mock.url(), &moto.lake_config());
+    (moto, mock, config)
+}
+
 /// Sends `n` requests of trace `trace` through tollgate, one at a time.
 pub(crate) async fn send(tg: &Tollgate, trace: &str, n: usize) {
     let body = r#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -209,10 +220,7 @@ pub(crate) fn local_parquet(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lake_in_a_bucket_is_written_queried_and_compacted_there() {
     let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start(dir.path());
-    moto.create_bucket(BUCKET).await;
-    let mock = start_mock().await;
-    let config = write_config(dir.path(), &mock.url(), &moto.lake_config());
+    let (moto, _mock, config) = bucket_lake(dir.path()).await;
 
     // Three batches, each waited for, so the sink writes several files.
     let tg = Tollgate::start_with_config(dir.path(), config.clone());
@@ -395,10 +403,7 @@ async fn a_large_lake_file_is_uploaded_in_parts_and_committed_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_query_api_over_a_bucket_answers_a_reprice_not_its_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start(dir.path());
-    moto.create_bucket(BUCKET).await;
-    let mock = start_mock().await;
-    let config = write_config(dir.path(), &mock.url(), &moto.lake_config());
+    let (_moto, _mock, config) = bucket_lake(dir.path()).await;
     let tg = Tollgate::start_with_config(dir.path(), config.clone());
     send(&tg, "trace-reprice", 3).await;
     tg.wait_for_trace("trace-reprice", 3).await;
