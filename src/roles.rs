@@ -628,17 +628,7 @@ async fn feed_budget_state(
     }
     caught_up?;
     admission.caught_up();
-    let Some(mut subscription) = reader.take() else {
-        return Ok(());
-    };
-    while !stop.is_cancelled() {
-        apply(
-            subscription
-                .poll(10_000, Duration::from_millis(250))
-                .await?,
-        );
-    }
-    Ok(())
+    reader.follow(&stop, apply).await
 }
 
 /// Retries topic set-up until it works (true) or shutdown starts (false).

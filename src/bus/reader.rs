@@ -35,9 +35,9 @@ impl TopicReader {
         })
     }
 
-    /// The subscription, for the run loop that follows the topic from
-    /// here (`None` if it was taken already).
-    pub fn take(&self) -> Option<Box<dyn Subscription>> {
+    /// The subscription, taken out of its slot (`None` if it was taken
+    /// for good already).
+    fn take(&self) -> Option<Box<dyn Subscription>> {
         self.subscription
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -70,6 +70,27 @@ impl TopicReader {
         };
         *self.subscription.lock().unwrap_or_else(|p| p.into_inner()) = Some(subscription);
         result
+    }
+
+    /// Hands every new record to `fold` until `stop`, after
+    /// [`TopicReader::catch_up`]: the reader's run loop (it keeps the
+    /// subscription, so it runs once).
+    pub async fn follow(
+        &self,
+        stop: &CancellationToken,
+        mut fold: impl FnMut(Vec<BusRecord>),
+    ) -> Result<(), BusError> {
+        let Some(mut subscription) = self.take() else {
+            return Ok(());
+        };
+        while !stop.is_cancelled() {
+            let records = tokio::select! {
+                r = subscription.poll(1_000, Duration::from_millis(250)) => r?,
+                _ = stop.cancelled() => break,
+            };
+            fold(records);
+        }
+        Ok(())
     }
 
     /// The offset of the topic's last record, retrying (logged) while the

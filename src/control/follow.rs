@@ -169,16 +169,9 @@ impl Control {
 
     /// Follows the topic until `stop`, folding every new event.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<(), ControlError> {
-        let Some(mut subscription) = self.reader.take() else {
-            return Ok(());
-        };
-        while !stop.is_cancelled() {
-            let records = tokio::select! {
-                r = subscription.poll(1_000, Duration::from_millis(250)) => r?,
-                _ = stop.cancelled() => break,
-            };
-            self.fold(records);
-        }
+        self.reader
+            .follow(&stop, |records| self.fold(records))
+            .await?;
         Ok(())
     }
 

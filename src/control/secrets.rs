@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -127,16 +126,9 @@ impl Secrets {
 
     /// Follows the topic until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<(), ControlError> {
-        let Some(mut subscription) = self.reader.take() else {
-            return Ok(());
-        };
-        while !stop.is_cancelled() {
-            let records = tokio::select! {
-                r = subscription.poll(1_000, Duration::from_millis(250)) => r?,
-                _ = stop.cancelled() => break,
-            };
-            self.fold(&records);
-        }
+        self.reader
+            .follow(&stop, |records| self.fold(&records))
+            .await?;
         Ok(())
     }
 }
@@ -198,10 +190,13 @@ mod tests {
         assert_eq!(seen.borrow()["w1"].url, "http://a/1");
         let task = tokio::spawn(secrets.clone().run(stop.clone()));
         put(bus.as_ref(), "w1", None).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|c| c.is_empty()))
-            .await
-            .expect("the removal was not followed")
-            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            seen.wait_for(|c| c.is_empty()),
+        )
+        .await
+        .expect("the removal was not followed")
+        .unwrap();
         stop.cancel();
         task.await.unwrap().unwrap();
     }
