@@ -265,6 +265,13 @@ pub async fn run(
         });
     }
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
+    // The price tables compile (their model patterns are regexes) while
+    // the bus opens and the broker answers: a scaling fleet waits on
+    // start-up.
+    let book_loading = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || load_price_book(&cfg, None))
+    };
     let needs_bus =
         has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier);
     let bus = if needs_bus {
@@ -291,7 +298,14 @@ pub async fn run(
         tracing::debug!(ms = started.elapsed().as_millis(), "start-up: topics ready");
     }
 
-    let book = SharedBook::new(load_price_book(&cfg, None)?);
+    let book = match book_loading.await {
+        Ok(book) => SharedBook::new(book?),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    tracing::debug!(
+        ms = started.elapsed().as_millis(),
+        "start-up: price tables loaded"
+    );
     register_model_labels(&cfg, &book);
     let budgets =
         crate::budget::BudgetSpec::from_config(&cfg.budgets).map_err(RoleError::Config)?;
