@@ -198,7 +198,13 @@ fn merge(
     if layout.remote().is_none() {
         for f in run {
             layout.remove(&f.path)?;
-            if let Some(r) = layout.hourly_path_of(&f.path) {
+            for r in [
+                layout.hourly_path_of(&f.path),
+                layout.daily_path_of(&f.path),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 layout.remove(&r)?;
             }
         }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -118,18 +119,31 @@ impl LakeLayout {
         self.root.join("events_hourly")
     }
 
-    /// Where the rollup of the raw file at `raw` goes (`None` for a path
-    /// that is not a raw lake file).
-    pub fn hourly_path_of(&self, raw: &Path) -> Option<PathBuf> {
-        let name = raw.file_name()?;
-        let day = raw.parent()?.file_name()?;
-        parse_file_name(raw)?;
-        Some(self.hourly_dir().join(day).join(name))
+    /// The daily rollups' directory: like `events_hourly`, a day's sums
+    /// per group instead of an hour's (see [`super::rollup`]).
+    pub fn daily_dir(&self) -> PathBuf {
+        self.root.join("events_daily")
     }
 
-    /// Every rollup file with its offsets and size.
+    /// Where the hourly rollup of the raw file at `raw` goes (`None` for a
+    /// path that is not a raw lake file).
+    pub fn hourly_path_of(&self, raw: &Path) -> Option<PathBuf> {
+        rollup_path_of(&self.hourly_dir(), raw)
+    }
+
+    /// Where the daily rollup of the raw file at `raw` goes.
+    pub fn daily_path_of(&self, raw: &Path) -> Option<PathBuf> {
+        rollup_path_of(&self.daily_dir(), raw)
+    }
+
+    /// Every hourly rollup file with its offsets and size.
     pub fn hourly_listing(&self) -> Result<Vec<ListedFile>, LakeError> {
         self.listing_of(&self.hourly_dir())
+    }
+
+    /// Every daily rollup file with its offsets and size.
+    pub fn daily_listing(&self) -> Result<Vec<ListedFile>, LakeError> {
+        self.listing_of(&self.daily_dir())
     }
 
     /// The lake files (offset-named Parquet) under a table directory.
@@ -185,9 +199,20 @@ impl LakeLayout {
 
     /// Reads a lake file (see [`read_file`]).
     pub fn read(&self, path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
+        self.read_as(path, &crate::event::arrow_schema())
+    }
+
+    /// Reads a lake file of another table (a rollup) as `schema`.
+    pub fn read_as(&self, path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>, LakeError> {
         match &self.remote {
-            Some(lake) => read_batches(path, lake.get(path)?),
-            None => read_file(path),
+            Some(lake) => read_batches(path, lake.get(path)?, schema),
+            None => {
+                let file = File::open(path).map_err(|source| LakeError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                read_batches(path, file, schema)
+            }
         }
     }
 
@@ -265,6 +290,15 @@ pub fn file_name(partition: u32, first: u64, last: u64) -> String {
     format!("p{partition:05}-{first:020}-{last:020}.parquet")
 }
 
+/// The rollup under `dir` of the raw file at `raw`: same day directory,
+/// same name (`None` for a path that is not a raw lake file).
+fn rollup_path_of(dir: &Path, raw: &Path) -> Option<PathBuf> {
+    let name = raw.file_name()?;
+    let day = raw.parent()?.file_name()?;
+    parse_file_name(raw)?;
+    Some(dir.join(day).join(name))
+}
+
 /// `p00000-<first>-<last>.parquet` → `(partition, first, last)`.
 pub(crate) fn parse_file_name(path: &Path) -> Option<(u32, u64, u64)> {
     let name = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
@@ -283,13 +317,14 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
         path: path.to_owned(),
         source,
     })?;
-    read_batches(path, file)
+    read_batches(path, file, &crate::event::arrow_schema())
 }
 
 /// [`read_file`] over any Parquet source (a file, or an object's bytes).
 fn read_batches<R: parquet::file::reader::ChunkReader + 'static>(
     path: &Path,
     data: R,
+    schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, LakeError> {
     let read_err = |message: String| LakeError::Write {
         path: path.to_owned(),
@@ -298,7 +333,6 @@ fn read_batches<R: parquet::file::reader::ChunkReader + 'static>(
     let reader = ParquetRecordBatchReaderBuilder::try_new(data)
         .and_then(|b| b.build())
         .map_err(|e| read_err(e.to_string()))?;
-    let schema = crate::event::arrow_schema();
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| read_err(e.to_string()))?;

@@ -1,5 +1,5 @@
 //! Lake retention: `[lake] retention_days` for raw events and
-//! `rollup_retention_days` for hourly rollups.
+//! `rollup_retention_days` for rollups (hourly and daily alike).
 //!
 //! Data is deleted by whole day partitions: a `day=D` directory older than
 //! the limit (D before today minus the days kept) loses every file, never
@@ -92,6 +92,16 @@ pub fn apply(
         expire(layout, "events", files, days, today, owned, &mut report)?;
     }
     if let Some(days) = retention.rollup_days {
+        let files = layout.daily_listing()?;
+        expire(
+            layout,
+            "events_daily",
+            files,
+            days,
+            today,
+            owned,
+            &mut report,
+        )?;
         let files = layout.hourly_listing()?;
         expire(
             layout,
@@ -238,7 +248,8 @@ mod tests {
             rollup_days: Some(6),
         };
         let report = apply(layout, &retention, today, &|p| p == 0).unwrap();
-        assert_eq!((report.days, report.files), (6 + 3, 6 + 3));
+        // Raw: 6 days; rollups: 3 days of events_hourly and of events_daily.
+        assert_eq!((report.days, report.files), (6 + 3 + 3, 6 + 3 + 3));
         let raw = days(layout.listing().unwrap());
         assert_eq!(raw.iter().filter(|(_, p)| *p == 0).count(), 4);
         assert!(
@@ -251,8 +262,10 @@ mod tests {
             10,
             "not owned: kept"
         );
-        let rollups = days(layout.hourly_listing().unwrap());
-        assert_eq!(rollups.iter().filter(|(_, p)| *p == 0).count(), 7);
+        for rollups in [layout.hourly_listing(), layout.daily_listing()] {
+            let rollups = days(rollups.unwrap());
+            assert_eq!(rollups.iter().filter(|(_, p)| *p == 0).count(), 7);
+        }
         let again = apply(layout, &retention, today, &|p| p == 0).unwrap();
         assert_eq!(again, RetentionReport::default(), "nothing left to delete");
     }
@@ -297,7 +310,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             audit.len(),
-            6 + 3,
+            6 + 3 + 3,
             "one record per table and day: {audit:?}"
         );
     }

@@ -22,8 +22,16 @@
 //! The sink writes rollups rather than compaction so that they exist as
 //! soon as the events do: a spend query then never has to read raw files
 //! of whole hours, compacted or not.
+//!
+//! Beside each hourly rollup is a daily one (`events_daily/`, same name,
+//! same schema, `hour` holding the day's midnight): the same groups summed
+//! per day. A month's spend is then ~24× fewer rows than from hourly
+//! rollups (576,000 against 24,000 on the benchmark's lake); whole days
+//! are read from it, the hours around them from `events_hourly`. Both are
+//! written, rewritten, merged, repaired and deleted together, and a raw
+//! file counts as rolled up only when both cover it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +48,9 @@ use crate::event::{USD_PRECISION, USD_SCALE};
 
 /// One hour in milliseconds: the rollups' grain.
 pub const HOUR_MS: i64 = 3_600_000;
+
+/// One day in milliseconds: the daily rollups' grain.
+pub const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// The token columns summed, in schema order.
 pub const TOKEN_COLUMNS: [&str; 7] = [
@@ -128,6 +139,30 @@ struct Sums {
     usd: [Option<i128>; 8],
     unpriced: i64,
     provisional: i64,
+}
+
+impl Sums {
+    /// Adds `other` into these sums (a coarser grain's group).
+    fn merge(&mut self, other: &Sums) -> Result<(), RollupError> {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (t, o) in self.tokens.iter_mut().zip(other.tokens) {
+            *t = t.saturating_add(o);
+        }
+        for (k, (s, o)) in self.usd.iter_mut().zip(other.usd).enumerate() {
+            if let Some(o) = o {
+                let total = s.unwrap_or(0).checked_add(o);
+                *s = Some(
+                    total
+                        .filter(|v| fits(*v))
+                        .ok_or(RollupError::Overflow(USD_COLUMNS[k]))?,
+                );
+            }
+        }
+        self.unpriced += other.unpriced;
+        self.provisional += other.provisional;
+        Ok(())
+    }
 }
 
 /// The raw columns a rollup reads, typed.
@@ -224,6 +259,11 @@ fn fits(v: i128) -> bool {
 
 /// The hourly rollup of raw lake batches (rows in group order).
 pub fn rollup(batches: &[RecordBatch]) -> Result<RecordBatch, RollupError> {
+    build(&hourly_groups(batches)?)
+}
+
+/// The hourly groups of raw lake batches.
+fn hourly_groups(batches: &[RecordBatch]) -> Result<BTreeMap<Key, Sums>, RollupError> {
     let mut groups: BTreeMap<Key, Sums> = BTreeMap::new();
     for batch in batches {
         let raw = RawColumns::of(batch)?;
@@ -231,7 +271,19 @@ pub fn rollup(batches: &[RecordBatch]) -> Result<RecordBatch, RollupError> {
             raw.add(i, groups.entry(raw.key(i)).or_default())?;
         }
     }
-    build(&groups)
+    Ok(groups)
+}
+
+/// The same groups summed per day (each key's hour set to its day's
+/// midnight, UTC).
+fn daily_groups(hourly: &BTreeMap<Key, Sums>) -> Result<BTreeMap<Key, Sums>, RollupError> {
+    let mut days: BTreeMap<Key, Sums> = BTreeMap::new();
+    for (k, sums) in hourly {
+        let mut day = k.clone();
+        day.hour_ms = k.hour_ms.div_euclid(DAY_MS) * DAY_MS;
+        days.entry(day).or_default().merge(sums)?;
+    }
+    Ok(days)
 }
 
 /// The rollup batch of `groups`.
@@ -286,26 +338,143 @@ fn build(groups: &BTreeMap<Key, Sums>) -> Result<RecordBatch, RollupError> {
     Ok(RecordBatch::try_new(hourly_schema(), columns)?)
 }
 
-/// Writes the rollup of a raw file's rows beside it (same name under
-/// `events_hourly/`). A group whose sum does not fit the decimal type
-/// leaves the file without a rollup (logged): spend over its hours is
-/// then answered from raw events.
+/// Writes the rollups of a raw file's rows beside it (same name under
+/// `events_daily/` and `events_hourly/`, the daily one first). A group
+/// whose sum does not fit the decimal type leaves the file without
+/// rollups (logged): spend over its hours is then answered from raw
+/// events.
 pub fn write_for(
     layout: &LakeLayout,
     raw_path: &Path,
     batches: &[RecordBatch],
     mode: WriteMode,
 ) -> Result<(), LakeError> {
-    let Some(path) = layout.hourly_path_of(raw_path) else {
+    let (Some(hourly), Some(daily)) = (
+        layout.hourly_path_of(raw_path),
+        layout.daily_path_of(raw_path),
+    ) else {
         return Ok(());
     };
-    match rollup(batches) {
-        Ok(batch) => layout.write(&path, &batch, mode),
+    let built = hourly_groups(batches).and_then(|groups| {
+        let days = build(&daily_groups(&groups)?)?;
+        Ok((build(&groups)?, days))
+    });
+    match built {
+        Ok((hours, days)) => {
+            layout.write(&daily, &days, mode)?;
+            layout.write(&hourly, &hours, mode)
+        }
         Err(e) => {
             tracing::error!(file = %raw_path.display(), error = %e,
-                "no hourly rollup for this lake file; spend over its hours reads raw events");
+                "no rollups for this lake file; spend over its hours reads raw events");
             Ok(())
         }
+    }
+}
+
+/// Writes the daily rollup of a raw file from its hourly rollup (a lake
+/// written before daily rollups existed gets them without reading its
+/// raw events again).
+fn write_daily_from_hourly(layout: &LakeLayout, raw_path: &Path) -> Result<(), LakeError> {
+    let (Some(hourly), Some(daily)) = (
+        layout.hourly_path_of(raw_path),
+        layout.daily_path_of(raw_path),
+    ) else {
+        return Ok(());
+    };
+    let mut groups = BTreeMap::new();
+    for batch in layout.read_as(&hourly, &hourly_schema())? {
+        RollupColumns::of(&batch)
+            .and_then(|c| c.add_to(&mut groups))
+            .map_err(|e| LakeError::Write {
+                path: hourly.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    let days = daily_groups(&groups)
+        .and_then(|g| build(&g))
+        .map_err(|e| LakeError::Write {
+            path: daily.clone(),
+            message: e.to_string(),
+        })?;
+    layout.write(&daily, &days, WriteMode::New)
+}
+
+/// The columns of a rollup batch (`events_hourly`'s schema), typed.
+struct RollupColumns<'a> {
+    hour: &'a TimestampMillisecondArray,
+    /// team, user, key_id, model_requested, model_served, provider,
+    /// billed_by.
+    strings: [&'a StringArray; 7],
+    /// requests, errors, the token columns, unpriced, provisional.
+    ints: Vec<&'a Int64Array>,
+    usd: Vec<&'a Decimal128Array>,
+}
+
+impl<'a> RollupColumns<'a> {
+    /// Finds every column of a rollup batch.
+    fn of(batch: &'a RecordBatch) -> Result<RollupColumns<'a>, RollupError> {
+        let s = |name| typed::<StringArray>(batch, name);
+        let ints = ["requests", "errors"]
+            .iter()
+            .chain(TOKEN_COLUMNS.iter())
+            .chain(["unpriced_requests", "provisional_requests"].iter())
+            .map(|c| typed::<Int64Array>(batch, c))
+            .collect::<Result<_, _>>()?;
+        Ok(RollupColumns {
+            hour: typed(batch, "hour")?,
+            strings: [
+                s("team")?,
+                s("user")?,
+                s("key_id")?,
+                s("model_requested")?,
+                s("model_served")?,
+                s("provider")?,
+                s("billed_by")?,
+            ],
+            ints,
+            usd: USD_COLUMNS
+                .iter()
+                .map(|c| typed::<Decimal128Array>(batch, c))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Adds every row to `groups`.
+    fn add_to(&self, groups: &mut BTreeMap<Key, Sums>) -> Result<(), RollupError> {
+        let [team, user, key_id, requested, served, provider, billed_by] = self.strings;
+        for i in 0..self.hour.len() {
+            let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
+            let key = Key {
+                hour_ms: self.hour.value(i),
+                team: team.value(i).to_owned(),
+                user: user.value(i).to_owned(),
+                key_id: key_id.value(i).to_owned(),
+                model_requested: opt(requested),
+                model_served: opt(served),
+                provider: provider.value(i).to_owned(),
+                billed_by: billed_by.value(i).to_owned(),
+            };
+            let int = |k: usize| self.ints[k].value(i);
+            let mut tokens = [0i64; 7];
+            for (k, t) in tokens.iter_mut().enumerate() {
+                *t = int(2 + k);
+            }
+            let mut usd = [None; 8];
+            for (u, col) in usd.iter_mut().zip(&self.usd) {
+                *u = (!col.is_null(i)).then(|| col.value(i));
+            }
+            let sums = Sums {
+                requests: int(0),
+                errors: int(1),
+                tokens,
+                usd,
+                unpriced: int(9),
+                provisional: int(10),
+            };
+            groups.entry(key).or_default().merge(&sums)?;
+        }
+        Ok(())
     }
 }
 
@@ -346,57 +515,92 @@ pub fn visible(files: Vec<ListedFile>) -> Vec<ListedFile> {
         .collect()
 }
 
-/// Visible raw files that no rollup file covers.
-pub fn missing(layout: &LakeLayout) -> Result<Vec<ListedFile>, LakeError> {
-    let rollups = layout.hourly_listing()?;
+/// The ranges of a rollup listing, per day and partition.
+fn ranges_of(rollups: &[ListedFile]) -> HashMap<(String, u32), Vec<(u64, u64)>> {
     let mut covered: HashMap<(String, u32), Vec<(u64, u64)>> = HashMap::new();
-    for f in &rollups {
+    for f in rollups {
         covered
             .entry(group_of(f))
             .or_default()
             .push((f.first, f.last));
     }
+    covered
+}
+
+/// Whether a range in `covered` holds all of `f`'s offsets.
+fn is_covered(covered: &HashMap<(String, u32), Vec<(u64, u64)>>, f: &ListedFile) -> bool {
+    covered
+        .get(&group_of(f))
+        .is_some_and(|r| r.iter().any(|&(a, b)| a <= f.first && f.last <= b))
+}
+
+/// A visible raw file lacking a rollup, and whether its own hourly one
+/// is there (then only the daily one is missing).
+struct Unrolled {
+    file: ListedFile,
+    has_own_hourly: bool,
+}
+
+/// Visible raw files that an hourly or a daily rollup does not cover.
+fn unrolled(layout: &LakeLayout) -> Result<Vec<Unrolled>, LakeError> {
+    let hourly_files = layout.hourly_listing()?;
+    let hourly = ranges_of(&hourly_files);
+    let daily = ranges_of(&layout.daily_listing()?);
+    let own: HashSet<PathBuf> = hourly_files.into_iter().map(|f| f.path).collect();
     Ok(visible(layout.listing()?)
         .into_iter()
-        .filter(|f| {
-            !covered
-                .get(&group_of(f))
-                .is_some_and(|r| r.iter().any(|&(a, b)| a <= f.first && f.last <= b))
+        .filter(|file| !is_covered(&hourly, file) || !is_covered(&daily, file))
+        .map(|file| Unrolled {
+            has_own_hourly: layout
+                .hourly_path_of(&file.path)
+                .is_some_and(|p| own.contains(&p)),
+            file,
         })
         .collect())
 }
 
+/// Visible raw files that an hourly or a daily rollup does not cover.
+pub fn missing(layout: &LakeLayout) -> Result<Vec<ListedFile>, LakeError> {
+    Ok(unrolled(layout)?.into_iter().map(|u| u.file).collect())
+}
+
 /// Writes the missing rollups of the partitions `owned` says are this
-/// process's; returns how many.
+/// process's; returns for how many raw files. A daily rollup missing
+/// beside the raw file's own hourly one is summed from the hourly one.
 pub fn repair(layout: &LakeLayout, owned: &dyn Fn(u32) -> bool) -> Result<usize, LakeError> {
     let mut written = 0;
-    for f in missing(layout)? {
-        if !owned(f.partition) {
+    for u in unrolled(layout)? {
+        if !owned(u.file.partition) {
             continue;
         }
-        let batches = layout.read(&f.path)?;
-        write_for(layout, &f.path, &batches, WriteMode::New)?;
+        if u.has_own_hourly {
+            write_daily_from_hourly(layout, &u.file.path)?;
+        } else {
+            let batches = layout.read(&u.file.path)?;
+            write_for(layout, &u.file.path, &batches, WriteMode::New)?;
+        }
         written += 1;
     }
     if written > 0 {
-        tracing::info!(files = written, "wrote missing hourly rollups");
+        tracing::info!(files = written, "wrote missing rollups");
     }
     Ok(written)
 }
 
-/// Deletes rollups another rollup covers (inputs of a merge), of owned
-/// partitions; returns how many.
+/// Deletes rollups (hourly and daily) another rollup covers (inputs of a
+/// merge), of owned partitions; returns how many.
 pub fn delete_superseded(
     layout: &LakeLayout,
     owned: &dyn Fn(u32) -> bool,
 ) -> Result<usize, LakeError> {
-    let all = layout.hourly_listing()?;
-    let keep: Vec<PathBuf> = visible(all.clone()).into_iter().map(|f| f.path).collect();
     let mut deleted = 0;
-    for f in all {
-        if owned(f.partition) && !keep.contains(&f.path) {
-            layout.remove(&f.path)?;
-            deleted += 1;
+    for all in [layout.hourly_listing()?, layout.daily_listing()?] {
+        let keep: Vec<PathBuf> = visible(all.clone()).into_iter().map(|f| f.path).collect();
+        for f in all {
+            if owned(f.partition) && !keep.contains(&f.path) {
+                layout.remove(&f.path)?;
+                deleted += 1;
+            }
         }
     }
     Ok(deleted)
@@ -509,7 +713,52 @@ mod tests {
         layout.write(&merged, &b, WriteMode::New).unwrap();
         assert_eq!(names(missing(&layout).unwrap()), vec![merged.clone()]);
         repair(&layout, &|_| true).unwrap();
-        assert_eq!(delete_superseded(&layout, &|_| true).unwrap(), 2);
+        assert_eq!(delete_superseded(&layout, &|_| true).unwrap(), 2 + 2);
         assert_eq!(layout.hourly_listing().unwrap().len(), 1);
+        assert_eq!(layout.daily_listing().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_daily_rollup_missing_beside_its_hourly_one_is_summed_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LakeLayout::new(dir.path());
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        // Hours 0 and 1 of one day, with a null cost among them.
+        let b = batch(&[
+            event(0, "a", Some("1.25")),
+            event(70, "a", Some("2.5")),
+            event(80, "a", None),
+            event(90, "b", Some("0.000000000001")),
+        ]);
+        let raw = layout.file_path(day, 0, 0, 3);
+        layout.write(&raw, &b, WriteMode::New).unwrap();
+        write_for(&layout, &raw, &[b.clone()], WriteMode::New).unwrap();
+        let daily = layout.daily_path_of(&raw).unwrap();
+        let as_written = layout.read_as(&daily, &hourly_schema()).unwrap();
+        assert_eq!(as_written[0].num_rows(), 2, "one row per user for the day");
+        let column = |name: &str| as_written[0].column_by_name(name).unwrap().clone();
+        let requests = column("requests");
+        let requests = requests.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(requests.values().to_vec(), vec![3, 1]);
+        let usd = column("cost_usd");
+        let usd = usd.as_any().downcast_ref::<Decimal128Array>().unwrap();
+        assert_eq!(usd.value_as_string(0), "3.750000000000");
+        let unpriced = column("unpriced_requests");
+        let unpriced = unpriced.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(unpriced.value(0), 1);
+        layout.remove(&daily).unwrap();
+        assert_eq!(
+            missing(&layout).unwrap().len(),
+            1,
+            "no daily rollup: missing"
+        );
+
+        assert_eq!(repair(&layout, &|_| true).unwrap(), 1);
+        assert!(missing(&layout).unwrap().is_empty());
+        assert_eq!(
+            layout.read_as(&daily, &hourly_schema()).unwrap(),
+            as_written,
+            "the same sums"
+        );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A spend query over `[from, to)` is split at whole hours: the hours in
 //! between are read from rollups, the minutes before the first whole hour
-//! and after the last from raw events. Raw rows are shaped like rollup
+//! and after the last from raw events. Unless the query groups by hour,
+//! the whole days among those hours are read from the daily rollups and
+//! only the hours around them from hourly ones. Raw rows are shaped like rollup
 //! rows (one request each) and the two are summed together, so every
 //! group gets the same sums, of the same types, as from raw events alone.
 //!
@@ -23,7 +25,7 @@ use datafusion::prelude::*;
 
 use super::spend::{COST_LINES, errors, provisional, spend_of, total_tokens, unpriced, value_of};
 use super::{GroupBy, Lake, LakeError, Scope, SpendQuery, filtered, ts_lit};
-use crate::lake::rollup::{HOUR_MS, TOKEN_COLUMNS, USD_COLUMNS};
+use crate::lake::rollup::{DAY_MS, HOUR_MS, TOKEN_COLUMNS, USD_COLUMNS};
 
 /// How a time range splits: whole hours `[hours.0, hours.1)` from
 /// rollups (an open end is unbounded), the `edges` from raw events.
@@ -58,6 +60,35 @@ pub fn split(from: Option<i64>, to: Option<i64>) -> Option<HourSplit> {
         hours: (h0, h1),
         edges,
     })
+}
+
+/// A time range in milliseconds, either end open.
+type Range = (Option<i64>, Option<i64>);
+
+/// Which rollup table answers which part of whole hours `hours`: with
+/// `days` allowed, the whole days among them from `events_daily` and the
+/// hours before and after from `events_hourly`; else all hourly.
+pub fn rollup_reads(hours: Range, days: bool) -> Vec<(&'static str, Range)> {
+    let (h0, h1) = hours;
+    let d0 = h0.map(|h| (h + DAY_MS - 1).div_euclid(DAY_MS) * DAY_MS);
+    let d1 = h1.map(|h| h.div_euclid(DAY_MS) * DAY_MS);
+    let no_whole_day = matches!((d0, d1), (Some(a), Some(b)) if a >= b);
+    if !days || no_whole_day {
+        return vec![("events_hourly", hours)];
+    }
+    let mut out = Vec::new();
+    if let (Some(h), Some(d)) = (h0, d0)
+        && h < d
+    {
+        out.push(("events_hourly", (Some(h), Some(d))));
+    }
+    out.push((super::DAILY_TABLE, (d0, d1)));
+    if let (Some(d), Some(h)) = (d1, h1)
+        && d < h
+    {
+        out.push(("events_hourly", (Some(d), Some(h))));
+    }
+    out
 }
 
 /// The days that have raw files without a rollup, remembered for the
@@ -255,10 +286,21 @@ impl Lake {
         }
         let mut preds = non_time_filters(q);
         preds.extend(scope.predicate());
-        let mut hours = preds.clone();
-        hours.extend(between("hour", split.hours.0, split.hours.1));
-        let mut df = filtered(self.ctx.table("events_hourly").await?, hours)?
-            .select(shape_columns().into_iter().map(col).collect::<Vec<Expr>>())?;
+        let by_hour = q.group_by.contains(&GroupBy::Hour);
+        let mut df: Option<DataFrame> = None;
+        for (table, (a, b)) in rollup_reads(split.hours, !by_hour) {
+            let mut hours = preds.clone();
+            hours.extend(between("hour", a, b));
+            let part = filtered(self.ctx.table(table).await?, hours)?
+                .select(shape_columns().into_iter().map(col).collect::<Vec<Expr>>())?;
+            df = Some(match df {
+                Some(df) => df.union(part)?,
+                None => part,
+            });
+        }
+        let Some(mut df) = df else {
+            return Ok(None);
+        };
         for (a, b) in &split.edges {
             let mut edge = preds.clone();
             edge.extend(between("started_at", Some(*a), Some(*b)));
@@ -333,6 +375,51 @@ mod tests {
                 hours: (None, None),
                 edges: vec![],
             })
+        );
+    }
+
+    #[test]
+    fn whole_days_come_from_daily_rollups_and_the_hours_around_them_from_hourly() {
+        let (h, d) = (HOUR_MS, DAY_MS);
+        let daily = crate::lake::query::DAILY_TABLE;
+        assert_eq!(
+            rollup_reads((Some(5 * h), Some(2 * d + 3 * h)), true),
+            vec![
+                ("events_hourly", (Some(5 * h), Some(d))),
+                (daily, (Some(d), Some(2 * d))),
+                ("events_hourly", (Some(2 * d), Some(2 * d + 3 * h))),
+            ]
+        );
+        assert_eq!(
+            rollup_reads((Some(d), Some(3 * d)), true),
+            vec![(daily, (Some(d), Some(3 * d)))]
+        );
+        assert_eq!(
+            rollup_reads((None, Some(d + h)), true),
+            vec![
+                (daily, (None, Some(d))),
+                ("events_hourly", (Some(d), Some(d + h)))
+            ]
+        );
+        assert_eq!(
+            rollup_reads((None, None), true),
+            vec![(daily, (None, None))]
+        );
+        let within_a_day = (Some(d + h), Some(2 * d - h));
+        assert_eq!(
+            rollup_reads(within_a_day, true),
+            vec![("events_hourly", within_a_day)]
+        );
+        let across_midnight = (Some(d - h), Some(d + h));
+        assert_eq!(
+            rollup_reads(across_midnight, true),
+            vec![("events_hourly", across_midnight)],
+            "no whole day"
+        );
+        assert_eq!(
+            rollup_reads((Some(d), Some(3 * d)), false),
+            vec![("events_hourly", (Some(d), Some(3 * d)))],
+            "grouped by hour"
         );
     }
 }
@@ -501,9 +588,20 @@ mod same_answers {
         out
     }
 
-    /// Runs `n` random queries both ways; returns how many used rollups.
-    async fn compare(lake: &Lake, rng: &mut StdRng, n: usize) -> usize {
-        let mut by_hour = 0;
+    /// Whether `q` reads daily rollups when it reads rollups.
+    fn reads_days(q: &SpendQuery) -> bool {
+        let millis = |t: &Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+        split(millis(&q.filter.from), millis(&q.filter.to)).is_some_and(|s| {
+            rollup_reads(s.hours, !q.group_by.contains(&GroupBy::Hour))
+                .iter()
+                .any(|(table, _)| *table == crate::lake::query::DAILY_TABLE)
+        })
+    }
+
+    /// Runs `n` random queries both ways; returns how many used rollups
+    /// and how many of those daily ones.
+    async fn compare(lake: &Lake, rng: &mut StdRng, n: usize) -> (usize, usize) {
+        let (mut by_hour, mut by_day) = (0, 0);
         for _ in 0..n {
             let (scope, q) = random_query(rng);
             let aggregates = spend_aggregates();
@@ -514,6 +612,7 @@ mod same_answers {
                 .is_some()
             {
                 by_hour += 1;
+                by_day += usize::from(reads_days(&q));
             }
             let raw = lake.spend_raw(&scope, &q).await.unwrap();
             let mixed = lake.spend(&scope, &q).await.unwrap();
@@ -523,7 +622,7 @@ mod same_answers {
             let mixed = lake.cache_savings(&scope, &q).await.unwrap();
             assert_eq!(rows(&mixed), rows(&raw), "savings: {scope:?} {q:?}");
         }
-        by_hour
+        (by_hour, by_day)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,8 +633,9 @@ mod same_answers {
         let events = (0..1500).map(|_| random_event(&mut rng)).collect();
         write_lake(&layout, events);
         let lake = Lake::open(&layout).await.unwrap();
-        let used = compare(&lake, &mut rng, 60).await;
+        let (used, days) = compare(&lake, &mut rng, 60).await;
         assert!(used >= 30, "only {used} of 60 queries used rollups");
+        assert!(days >= 10, "only {days} of 60 queries used daily rollups");
 
         let opts = crate::lake::compact::CompactOptions {
             min_files: 2,
@@ -544,8 +644,10 @@ mod same_answers {
         let report = crate::lake::compact::compact(&layout, &opts).unwrap();
         assert!(report.files_merged > 0, "{report:?}");
         assert_eq!(layout.hourly_listing().unwrap().len(), report.files_written);
-        let used = compare(&lake, &mut rng, 40).await;
+        assert_eq!(layout.daily_listing().unwrap().len(), report.files_written);
+        let (used, days) = compare(&lake, &mut rng, 40).await;
         assert!(used >= 20, "only {used} of 40 queries used rollups");
+        assert!(days >= 7, "only {days} of 40 queries used daily rollups");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,9 @@ impl Scope {
 /// The tables user SQL may read.
 const TABLES: [&str; 3] = ["events", "events_hourly", "audit"];
 
+/// The daily rollups' table in the API's own session.
+const DAILY_TABLE: &str = "events_daily";
+
 /// What a query process may hold in memory.
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryLimits {
@@ -93,6 +96,7 @@ pub struct Lake {
     table: Arc<ListingTable>,
     /// The `events_hourly` rollups, likewise.
     hourly: Arc<ListingTable>,
+
     /// The `audit` table (control events): admin tokens only.
     audit: Arc<ListingTable>,
     config: SessionConfig,
@@ -134,16 +138,18 @@ impl Lake {
             None => config,
         };
         let audit_dir = super::audit::audit_dir(layout);
-        let (url, hourly_url, audit_url, runtime) = match layout.remote() {
+        let (url, hourly_url, daily_url, audit_url, runtime) = match layout.remote() {
             None => (
                 local_table_url(&layout.events_dir())?,
                 local_table_url(&layout.hourly_dir())?,
+                local_table_url(&layout.daily_dir())?,
                 local_table_url(&audit_dir)?,
                 local_runtime(limits)?,
             ),
             Some(remote) => (
                 remote.url_of(&layout.events_dir()),
                 remote.url_of(&layout.hourly_dir()),
+                remote.url_of(&layout.daily_dir()),
                 remote.url_of(&audit_dir),
                 bucket_runtime(remote, limits)?,
             ),
@@ -154,6 +160,10 @@ impl Lake {
         let hourly = listing_table(&hourly_url, super::rollup::hourly_schema(), stats.clone())?;
         ctx.register_table("events", table.clone())?;
         ctx.register_table("events_hourly", hourly.clone())?;
+        // Read by spend queries only; not offered to SQL (its `hour`
+        // column holds midnights).
+        let daily = listing_table(&daily_url, super::rollup::hourly_schema(), stats.clone())?;
+        ctx.register_table(DAILY_TABLE, daily)?;
         let audit = listing_table(&audit_url, super::audit::audit_schema(), stats)?;
         let ttl = layout.remote().map(|r| r.listing_ttl());
         Ok(Lake {
