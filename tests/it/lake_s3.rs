@@ -283,14 +283,14 @@ pub(crate) async fn hourly_requests(tg: &Tollgate) -> u64 {
     body["rows"][0]["n"].as_u64().unwrap()
 }
 
-/// Copies of today's raw file and rollup planted 10 and 40 days back;
+/// Copies of today's raw file and rollups planted 10 and 40 days back;
 /// tollgate with retention of 7 days (raw) and 30 (rollups) and a fast
 /// compactor deletes the expired ones and records each deletion.
 async fn retention_deletes_expired_days_in_the_bucket(moto: &Moto, dir: &Path, config: &Path) {
     let today = chrono::Utc::now().date_naive();
     let day = |back: i64| format!("day={}", today - chrono::TimeDelta::days(back));
     let store = moto.store();
-    for table in ["events", "events_hourly"] {
+    for table in ["events", "events_hourly", "events_daily"] {
         for f in moto.files_under(table).await {
             for back in [10, 40] {
                 let to = f.replace(&format!("day={today}"), &day(back));
@@ -316,7 +316,8 @@ async fn retention_deletes_expired_days_in_the_bucket(moto: &Moto, dir: &Path, c
         |files: Vec<String>, back: i64| files.iter().filter(|f| f.contains(&day(back))).count();
     loop {
         let raw = moto.files_under("events").await;
-        let rollups = moto.files_under("events_hourly").await;
+        let mut rollups = moto.files_under("events_hourly").await;
+        rollups.extend(moto.files_under("events_daily").await);
         let (raw10, raw40, roll10, roll40) = (
             left(raw.clone(), 10),
             left(raw, 40),
@@ -324,7 +325,7 @@ async fn retention_deletes_expired_days_in_the_bucket(moto: &Moto, dir: &Path, c
             left(rollups, 40),
         );
         if raw10 + raw40 + roll40 == 0 {
-            assert_eq!(roll10, 1, "rollups are kept 30 days");
+            assert_eq!(roll10, 2, "rollups (hourly and daily) are kept 30 days");
             break;
         }
         assert!(
@@ -337,7 +338,7 @@ async fn retention_deletes_expired_days_in_the_bucket(moto: &Moto, dir: &Path, c
     let records = moto.objects_under("_retention").await;
     assert_eq!(
         records.len(),
-        3,
+        4,
         "one record per table and day: {records:?}"
     );
     assert!(
