@@ -632,16 +632,18 @@ async fn measure_on_s3(
 const BENCH_BUCKET: &str = "lake";
 
 /// Uploads every lake file (raw and rollups) under its own key, unless
-/// `served/UPLOADED` says a previous run did.
+/// `served/UPLOADED-<table>` says a previous run did.
 async fn upload_once(root: &Path, served: &Path, layout: &LakeLayout) -> Result<(), String> {
-    let done = served.join("UPLOADED");
-    if done.exists() {
-        return Ok(());
-    }
     let remote = layout.remote().ok_or("not a bucket")?.clone();
     let t = Instant::now();
     let mut bytes = 0u64;
-    for table in ["events", "events_hourly"] {
+    for table in ["events", "events_hourly", "events_daily"] {
+        // `UPLOADED` alone: uploaded before daily rollups existed.
+        let legacy = table != "events_daily" && served.join("UPLOADED").exists();
+        let done = served.join(format!("UPLOADED-{table}"));
+        if legacy || done.exists() {
+            continue;
+        }
         for entry in walk(&root.join(table)) {
             let key = entry
                 .strip_prefix(root)
@@ -655,13 +657,16 @@ async fn upload_once(root: &Path, served: &Path, layout: &LakeLayout) -> Result<
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
         }
+        std::fs::write(done, "").map_err(|e| e.to_string())?;
     }
-    println!(
-        "uploaded {:.0} MiB to s3s-fs in {:.1} s",
-        bytes as f64 / 1048576.0,
-        t.elapsed().as_secs_f64()
-    );
-    std::fs::write(done, "").map_err(|e| e.to_string())
+    if bytes > 0 {
+        println!(
+            "uploaded {:.0} MiB to s3s-fs in {:.1} s",
+            bytes as f64 / 1048576.0,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// Every Parquet file under `dir`, recursively.
