@@ -308,7 +308,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn serve_api(layout: &LakeLayout) -> String {
     use tollgate::config::AdmissionConfig;
     use tollgate::gateway::admission::Admission;
-    let lake = Lake::open(layout).await.unwrap();
+    // `TOLLGATE_BENCH_OBJECT_CACHE_MB`: the bucket read cache's size
+    // (`api.object_cache_mb`; default 256).
+    let mut limits = tollgate::lake::query::MemoryLimits::default();
+    if let Some(mb) = std::env::var("TOLLGATE_BENCH_OBJECT_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        limits.object_cache_bytes = mb * 1024 * 1024;
+    }
+    let lake = Lake::open_with_memory(layout, limits).await.unwrap();
     let config = tollgate::config::ApiConfig {
         admin_tokens: vec!["bench".into()],
         ..Default::default()
