@@ -92,26 +92,12 @@ pub fn apply(
         expire(layout, "events", files, days, today, owned, &mut report)?;
     }
     if let Some(days) = retention.rollup_days {
-        let files = layout.daily_listing()?;
-        expire(
-            layout,
-            "events_daily",
-            files,
-            days,
-            today,
-            owned,
-            &mut report,
-        )?;
-        let files = layout.hourly_listing()?;
-        expire(
-            layout,
-            "events_hourly",
-            files,
-            days,
-            today,
-            owned,
-            &mut report,
-        )?;
+        for (table, files) in [
+            ("events_daily", layout.daily_listing()?),
+            ("events_hourly", layout.hourly_listing()?),
+        ] {
+            expire(layout, table, files, days, today, owned, &mut report)?;
+        }
     }
     if report.files > 0 {
         tracing::info!(?report, "lake retention deleted expired days");

@@ -189,15 +189,7 @@ impl<'a> RawColumns<'a> {
         let s = |name| typed::<StringArray>(batch, name);
         Ok(RawColumns {
             started: typed(batch, "started_at")?,
-            strings: [
-                s("team")?,
-                s("user")?,
-                s("key_id")?,
-                s("model_requested")?,
-                s("model_served")?,
-                s("provider")?,
-                s("billed_by")?,
-            ],
+            strings: group_columns(batch)?,
             status: typed(batch, "status")?,
             tokens: TOKEN_COLUMNS
                 .iter()
@@ -213,18 +205,8 @@ impl<'a> RawColumns<'a> {
 
     /// Row `i`'s group.
     fn key(&self, i: usize) -> Key {
-        let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
-        let [team, user, key_id, requested, served, provider, billed_by] = self.strings;
-        Key {
-            hour_ms: self.started.value(i).div_euclid(HOUR_MS) * HOUR_MS,
-            team: team.value(i).to_owned(),
-            user: user.value(i).to_owned(),
-            key_id: key_id.value(i).to_owned(),
-            model_requested: opt(requested),
-            model_served: opt(served),
-            provider: provider.value(i).to_owned(),
-            billed_by: opt(billed_by).unwrap_or_else(|| "api".to_owned()),
-        }
+        let hour_ms = self.started.value(i).div_euclid(HOUR_MS) * HOUR_MS;
+        key_of(&self.strings, i, hour_ms)
     }
 
     /// Adds row `i` to `sums`.
@@ -249,6 +231,38 @@ impl<'a> RawColumns<'a> {
         sums.provisional +=
             i64::from(!self.basis.is_null(i) && self.basis.value(i) == "provisional");
         Ok(())
+    }
+}
+
+/// The group's text columns of a raw or a rollup batch: team, user,
+/// key_id, model_requested, model_served, provider, billed_by.
+fn group_columns(batch: &RecordBatch) -> Result<[&StringArray; 7], RollupError> {
+    let s = |name| typed::<StringArray>(batch, name);
+    Ok([
+        s("team")?,
+        s("user")?,
+        s("key_id")?,
+        s("model_requested")?,
+        s("model_served")?,
+        s("provider")?,
+        s("billed_by")?,
+    ])
+}
+
+/// Row `i`'s group in `hour_ms` (a raw row without `billed_by` was
+/// billed by the API).
+fn key_of(strings: &[&StringArray; 7], i: usize, hour_ms: i64) -> Key {
+    let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    let [team, user, key_id, requested, served, provider, billed_by] = *strings;
+    Key {
+        hour_ms,
+        team: team.value(i).to_owned(),
+        user: user.value(i).to_owned(),
+        key_id: key_id.value(i).to_owned(),
+        model_requested: opt(requested),
+        model_served: opt(served),
+        provider: provider.value(i).to_owned(),
+        billed_by: opt(billed_by).unwrap_or_else(|| "api".to_owned()),
     }
 }
 
@@ -414,7 +428,6 @@ struct RollupColumns<'a> {
 impl<'a> RollupColumns<'a> {
     /// Finds every column of a rollup batch.
     fn of(batch: &'a RecordBatch) -> Result<RollupColumns<'a>, RollupError> {
-        let s = |name| typed::<StringArray>(batch, name);
         let ints = ["requests", "errors"]
             .iter()
             .chain(TOKEN_COLUMNS.iter())
@@ -423,15 +436,7 @@ impl<'a> RollupColumns<'a> {
             .collect::<Result<_, _>>()?;
         Ok(RollupColumns {
             hour: typed(batch, "hour")?,
-            strings: [
-                s("team")?,
-                s("user")?,
-                s("key_id")?,
-                s("model_requested")?,
-                s("model_served")?,
-                s("provider")?,
-                s("billed_by")?,
-            ],
+            strings: group_columns(batch)?,
             ints,
             usd: USD_COLUMNS
                 .iter()
@@ -442,19 +447,8 @@ impl<'a> RollupColumns<'a> {
 
     /// Adds every row to `groups`.
     fn add_to(&self, groups: &mut BTreeMap<Key, Sums>) -> Result<(), RollupError> {
-        let [team, user, key_id, requested, served, provider, billed_by] = self.strings;
         for i in 0..self.hour.len() {
-            let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_owned());
-            let key = Key {
-                hour_ms: self.hour.value(i),
-                team: team.value(i).to_owned(),
-                user: user.value(i).to_owned(),
-                key_id: key_id.value(i).to_owned(),
-                model_requested: opt(requested),
-                model_served: opt(served),
-                provider: provider.value(i).to_owned(),
-                billed_by: billed_by.value(i).to_owned(),
-            };
+            let key = key_of(&self.strings, i, self.hour.value(i));
             let int = |k: usize| self.ints[k].value(i);
             let mut tokens = [0i64; 7];
             for (k, t) in tokens.iter_mut().enumerate() {
