@@ -401,12 +401,19 @@ fn max_record_bytes(cfg: &KafkaConfig) -> usize {
 /// gateway's first 54 ms of start-up; at 10 ms it is 11. The backoff still
 /// doubles on every failure up to `reconnect.backoff.max.ms` (10 s), so a
 /// down broker is not hammered.
+///
+/// `enable.metrics.push` is off: librdkafka's client telemetry (KIP-714,
+/// metrics pushed to brokers that ask for them) keeps latency histograms
+/// per broker connection of every client whether or not a broker asks;
+/// off, a gateway idles in ~0.9 MiB less. tollgate's own metrics are on
+/// `/metrics`; an operator can turn it back on in `[bus.kafka.properties]`.
 fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("client.id", "tollgate")
         .set("log_level", "4")
-        .set("reconnect.backoff.ms", "10");
+        .set("reconnect.backoff.ms", "10")
+        .set("enable.metrics.push", "false");
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
