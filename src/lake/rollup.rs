@@ -528,10 +528,12 @@ fn is_covered(covered: &HashMap<(String, u32), Vec<(u64, u64)>>, f: &ListedFile)
         .is_some_and(|r| r.iter().any(|&(a, b)| a <= f.first && f.last <= b))
 }
 
-/// A visible raw file lacking a rollup, and whether its own hourly one
-/// is there (then only the daily one is missing).
+/// A visible raw file lacking a rollup: whether an hourly one covers it
+/// (then only the daily one is missing), and whether that is its own
+/// (then the daily one can be summed from it).
 struct Unrolled {
     file: ListedFile,
+    has_hourly: bool,
     has_own_hourly: bool,
 }
 
@@ -543,12 +545,15 @@ fn unrolled(layout: &LakeLayout) -> Result<Vec<Unrolled>, LakeError> {
     let own: HashSet<PathBuf> = hourly_files.into_iter().map(|f| f.path).collect();
     Ok(visible(layout.listing()?)
         .into_iter()
-        .filter(|file| !is_covered(&hourly, file) || !is_covered(&daily, file))
-        .map(|file| Unrolled {
-            has_own_hourly: layout
-                .hourly_path_of(&file.path)
-                .is_some_and(|p| own.contains(&p)),
-            file,
+        .filter_map(|file| {
+            let has_hourly = is_covered(&hourly, &file);
+            (!has_hourly || !is_covered(&daily, &file)).then(|| Unrolled {
+                has_hourly,
+                has_own_hourly: layout
+                    .hourly_path_of(&file.path)
+                    .is_some_and(|p| own.contains(&p)),
+                file,
+            })
         })
         .collect())
 }
@@ -556,6 +561,29 @@ fn unrolled(layout: &LakeLayout) -> Result<Vec<Unrolled>, LakeError> {
 /// Visible raw files that an hourly or a daily rollup does not cover.
 pub fn missing(layout: &LakeLayout) -> Result<Vec<ListedFile>, LakeError> {
     Ok(unrolled(layout)?.into_iter().map(|u| u.file).collect())
+}
+
+/// The raw files rollups do not fully cover, by what spend over their
+/// days can still read.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    /// No hourly rollup: raw events.
+    pub no_hourly: Vec<ListedFile>,
+    /// An hourly rollup but no daily one (a lake written before daily
+    /// rollups, until compaction repairs it): hourly rollups.
+    pub no_daily: Vec<ListedFile>,
+}
+
+/// Where rollups do not cover the lake's raw files (see [`Gaps`]).
+pub fn gaps(layout: &LakeLayout) -> Result<Gaps, LakeError> {
+    let mut gaps = Gaps::default();
+    for u in unrolled(layout)? {
+        match u.has_hourly {
+            true => gaps.no_daily.push(u.file),
+            false => gaps.no_hourly.push(u.file),
+        }
+    }
+    Ok(gaps)
 }
 
 /// Writes the missing rollups of the partitions `owned` says are this

@@ -91,12 +91,40 @@ pub fn rollup_reads(hours: Range, days: bool) -> Vec<(&'static str, Range)> {
     out
 }
 
-/// The days that have raw files without a rollup, remembered for the
-/// lake's listing TTL (a bucket) or not at all (local disk, where
-/// listing is cheap and a stale answer would only cost speed).
+/// The days whose raw files rollups do not cover: without an hourly
+/// rollup (spend over them reads raw events) and with an hourly but
+/// without a daily one (spend over them reads hourly rollups).
+#[derive(Debug, Clone, Default)]
+struct DayGaps {
+    no_hourly: Vec<NaiveDate>,
+    no_daily: Vec<NaiveDate>,
+}
+
+impl DayGaps {
+    /// The days of the lake's rollup gaps.
+    fn of(gaps: &crate::lake::rollup::Gaps) -> DayGaps {
+        let days = |files: &[crate::lake::files::ListedFile]| {
+            let mut days: Vec<NaiveDate> = files
+                .iter()
+                .filter_map(|f| crate::lake::rollup::day_of_path(&f.path))
+                .collect();
+            days.sort_unstable();
+            days.dedup();
+            days
+        };
+        DayGaps {
+            no_hourly: days(&gaps.no_hourly),
+            no_daily: days(&gaps.no_daily),
+        }
+    }
+}
+
+/// The lake's [`DayGaps`], remembered for the lake's listing TTL (a
+/// bucket) or not at all (local disk, where listing is cheap and a stale
+/// answer would only cost speed).
 pub struct UnrolledDays {
     ttl: Option<Duration>,
-    seen: Mutex<Option<(Instant, Vec<NaiveDate>)>>,
+    seen: Mutex<Option<(Instant, DayGaps)>>,
 }
 
 impl UnrolledDays {
@@ -109,21 +137,32 @@ impl UnrolledDays {
     }
 
     /// A remembered answer still fresh, if any.
-    fn fresh(&self) -> Option<Vec<NaiveDate>> {
+    fn fresh(&self) -> Option<DayGaps> {
         let ttl = self.ttl?;
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.as_ref()
             .filter(|(at, _)| at.elapsed() < ttl)
-            .map(|(_, days)| days.clone())
+            .map(|(_, gaps)| gaps.clone())
     }
 
     /// Remembers an answer (when answers are kept at all).
-    fn remember(&self, days: &[NaiveDate]) {
+    fn remember(&self, gaps: &DayGaps) {
         if self.ttl.is_some() {
             *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((Instant::now(), days.to_vec()));
+                Some((Instant::now(), gaps.clone()));
         }
     }
+}
+
+/// Which rollups can answer a split's whole hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rolled {
+    /// None: a raw file of their days has no hourly rollup.
+    No,
+    /// Hourly ones: a raw file of their days has no daily rollup.
+    HourlyOnly,
+    /// Daily and hourly ones.
+    Both,
 }
 
 /// Whether rollups can answer the grouping and filters of `q`.
@@ -281,14 +320,19 @@ impl Lake {
         let Some(split) = split(millis(&q.filter.from), millis(&q.filter.to)) else {
             return Ok(None);
         };
-        if !answerable(q) || !self.rolled_up(&split).await? {
+        if !answerable(q) {
             return Ok(None);
         }
+        let days_allowed = match self.rolled_up(&split).await? {
+            Rolled::No => return Ok(None),
+            Rolled::HourlyOnly => false,
+            Rolled::Both => true,
+        };
         let mut preds = non_time_filters(q);
         preds.extend(scope.predicate());
         let by_hour = q.group_by.contains(&GroupBy::Hour);
         let mut df: Option<DataFrame> = None;
-        for (table, (a, b)) in rollup_reads(split.hours, !by_hour) {
+        for (table, (a, b)) in rollup_reads(split.hours, days_allowed && !by_hour) {
             let mut hours = preds.clone();
             hours.extend(between("hour", a, b));
             let part = filtered(self.ctx.table(table).await?, hours)?
@@ -311,31 +355,34 @@ impl Lake {
         Ok(Some(df.aggregate(groups, aggregates)?))
     }
 
-    /// Whether every raw file of the days the split's hours touch has its
-    /// rollup.
-    async fn rolled_up(&self, split: &HourSplit) -> Result<bool, LakeError> {
-        let days = match self.unrolled.fresh() {
-            Some(days) => days,
+    /// Which rollups cover every raw file of the days the split's hours
+    /// touch.
+    async fn rolled_up(&self, split: &HourSplit) -> Result<Rolled, LakeError> {
+        let gaps = match self.unrolled.fresh() {
+            Some(gaps) => gaps,
             None => {
                 let layout = self.layout.clone();
-                let missing =
-                    tokio::task::spawn_blocking(move || crate::lake::rollup::missing(&layout))
-                        .await
-                        .map_err(|e| LakeError::Worker(e.to_string()))??;
-                let mut days: Vec<NaiveDate> = missing
-                    .iter()
-                    .filter_map(|f| crate::lake::rollup::day_of_path(&f.path))
-                    .collect();
-                days.sort_unstable();
-                days.dedup();
-                self.unrolled.remember(&days);
-                days
+                let gaps = tokio::task::spawn_blocking(move || crate::lake::rollup::gaps(&layout))
+                    .await
+                    .map_err(|e| LakeError::Worker(e.to_string()))??;
+                let gaps = DayGaps::of(&gaps);
+                self.unrolled.remember(&gaps);
+                gaps
             }
         };
         let (lo, hi) = split.hours;
-        Ok(!days
-            .iter()
-            .any(|d| lo.is_none_or(|lo| *d >= date(lo)) && hi.is_none_or(|hi| *d <= date(hi - 1))))
+        let touched = |days: &[NaiveDate]| {
+            days.iter().any(|d| {
+                lo.is_none_or(|lo| *d >= date(lo)) && hi.is_none_or(|hi| *d <= date(hi - 1))
+            })
+        };
+        Ok(if touched(&gaps.no_hourly) {
+            Rolled::No
+        } else if touched(&gaps.no_daily) {
+            Rolled::HourlyOnly
+        } else {
+            Rolled::Both
+        })
     }
 }
 
@@ -682,6 +729,39 @@ mod same_answers {
                 .unwrap()
                 .is_some()
         );
+        assert_eq!(
+            rows(&lake.spend(&Scope::All, &q).await.unwrap()),
+            rows(&raw)
+        );
+    }
+
+    /// A lake written before daily rollups existed (or one whose daily
+    /// rollup was lost) answers from hourly rollups, not raw events, and
+    /// the same, until repaired.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raw_file_without_its_daily_rollup_sends_spend_to_hourly_rollups() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LakeLayout::new(dir.path());
+        write_lake(&layout, (0..300).map(|_| random_event(&mut rng)).collect());
+        for f in layout.daily_listing().unwrap().into_iter().step_by(2) {
+            std::fs::remove_file(&f.path).unwrap();
+        }
+        let lake = Lake::open(&layout).await.unwrap();
+        let q = SpendQuery {
+            group_by: vec![GroupBy::Team, GroupBy::Day],
+            limit: 1000,
+            ..SpendQuery::default()
+        };
+        let split = split(None, None).unwrap();
+        assert_eq!(lake.rolled_up(&split).await.unwrap(), Rolled::HourlyOnly);
+        let raw = lake.spend_raw(&Scope::All, &q).await.unwrap();
+        assert_eq!(
+            rows(&lake.spend(&Scope::All, &q).await.unwrap()),
+            rows(&raw)
+        );
+        assert!(crate::lake::rollup::repair(&layout, &|_| true).unwrap() > 0);
+        assert_eq!(lake.rolled_up(&split).await.unwrap(), Rolled::Both);
         assert_eq!(
             rows(&lake.spend(&Scope::All, &q).await.unwrap()),
             rows(&raw)
