@@ -104,7 +104,12 @@ fn start(core: &str, program: &Path, args: &[&str], prefix: &str, dir: &Path) ->
     let mut child = cmd
         .args(args)
         .current_dir(dir)
-        .env("TOLLGATE_LOG", "warn")
+        // `TOLLGATE_BENCH_CHILD_LOG` (a `TOLLGATE_LOG` filter) shows more,
+        // e.g. `tollgate::roles=debug` for the start-up phases.
+        .env(
+            "TOLLGATE_LOG",
+            std::env::var("TOLLGATE_BENCH_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
