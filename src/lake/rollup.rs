@@ -724,7 +724,7 @@ mod tests {
         for p in [&p1, &p2] {
             layout.write(p, &b, WriteMode::New).unwrap();
         }
-        write_for(&layout, &p1, &[b.clone()], WriteMode::New).unwrap();
+        write_for(&layout, &p1, std::slice::from_ref(&b), WriteMode::New).unwrap();
         let names = |v: Vec<ListedFile>| v.into_iter().map(|f| f.path).collect::<Vec<_>>();
         assert_eq!(names(missing(&layout).unwrap()), vec![p2.clone()]);
         assert_eq!(repair(&layout, &|p| p != 0).unwrap(), 0, "not owned");
@@ -754,7 +754,7 @@ mod tests {
         ]);
         let raw = layout.file_path(day, 0, 0, 3);
         layout.write(&raw, &b, WriteMode::New).unwrap();
-        write_for(&layout, &raw, &[b.clone()], WriteMode::New).unwrap();
+        write_for(&layout, &raw, std::slice::from_ref(&b), WriteMode::New).unwrap();
         let daily = layout.daily_path_of(&raw).unwrap();
         let as_written = layout.read_as(&daily, &hourly_schema()).unwrap();
         assert_eq!(as_written[0].num_rows(), 2, "one row per user for the day");

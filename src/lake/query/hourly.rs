@@ -4,9 +4,10 @@
 //! between are read from rollups, the minutes before the first whole hour
 //! and after the last from raw events. Unless the query groups by hour,
 //! the whole days among those hours are read from the daily rollups and
-//! only the hours around them from hourly ones. Raw rows are shaped like rollup
-//! rows (one request each) and the two are summed together, so every
-//! group gets the same sums, of the same types, as from raw events alone.
+//! only the hours around them from hourly ones. Raw rows are shaped like
+//! rollup rows (one request each) and the two are summed together, so
+//! every group gets the same sums, of the same types, as from raw events
+//! alone.
 //!
 //! Only what rollups can answer goes this way: groupings and filters by
 //! team, user, key, model, provider, billed_by, day and hour. A filter by
@@ -68,7 +69,7 @@ type Range = (Option<i64>, Option<i64>);
 /// Which rollup table answers which part of whole hours `hours`: with
 /// `days` allowed, the whole days among them from `events_daily` and the
 /// hours before and after from `events_hourly`; else all hourly.
-pub fn rollup_reads(hours: Range, days: bool) -> Vec<(&'static str, Range)> {
+fn rollup_reads(hours: Range, days: bool) -> Vec<(&'static str, Range)> {
     let (h0, h1) = hours;
     let d0 = h0.map(|h| (h + DAY_MS - 1).div_euclid(DAY_MS) * DAY_MS);
     let d1 = h1.map(|h| h.div_euclid(DAY_MS) * DAY_MS);
