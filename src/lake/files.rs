@@ -206,13 +206,7 @@ impl LakeLayout {
     pub fn read_as(&self, path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>, LakeError> {
         match &self.remote {
             Some(lake) => read_batches(path, lake.get(path)?, schema),
-            None => {
-                let file = File::open(path).map_err(|source| LakeError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                read_batches(path, file, schema)
-            }
+            None => read_file_as(path, schema),
         }
     }
 
@@ -313,11 +307,16 @@ pub(crate) fn parse_file_name(path: &Path) -> Option<(u32, u64, u64)> {
 /// file written before they existed come back as nulls, so old files can
 /// be rewritten (reprice, compaction) without losing them.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
+    read_file_as(path, &crate::event::arrow_schema())
+}
+
+/// [`read_file`] as the table of `schema` (a rollup's, say).
+fn read_file_as(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>, LakeError> {
     let file = File::open(path).map_err(|source| LakeError::Io {
         path: path.to_owned(),
         source,
     })?;
-    read_batches(path, file, &crate::event::arrow_schema())
+    read_batches(path, file, schema)
 }
 
 /// [`read_file`] over any Parquet source (a file, or an object's bytes).

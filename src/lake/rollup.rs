@@ -15,7 +15,7 @@
 //!   lake store hides rollups whose range another covers, exactly as for
 //!   raw files, so no hour is counted twice.
 //! - A raw file whose rollup is missing (a crash between the two writes)
-//!   is found by [`missing`]: compaction writes the rollup ([`repair`],
+//!   is found by [`gaps`]: compaction writes the rollup ([`repair`],
 //!   which also backfills a lake written before rollups), and the spend
 //!   query answers from raw events until then.
 //!
@@ -352,6 +352,15 @@ fn build(groups: &BTreeMap<Key, Sums>) -> Result<RecordBatch, RollupError> {
     Ok(RecordBatch::try_new(hourly_schema(), columns)?)
 }
 
+/// Where the hourly and the daily rollup of the raw file at `raw_path` go
+/// (`None` for a path that is not a raw lake file).
+fn rollup_paths(layout: &LakeLayout, raw_path: &Path) -> Option<(PathBuf, PathBuf)> {
+    Some((
+        layout.hourly_path_of(raw_path)?,
+        layout.daily_path_of(raw_path)?,
+    ))
+}
+
 /// Writes the rollups of a raw file's rows beside it (same name under
 /// `events_daily/` and `events_hourly/`, the daily one first). A group
 /// whose sum does not fit the decimal type leaves the file without
@@ -363,10 +372,7 @@ pub fn write_for(
     batches: &[RecordBatch],
     mode: WriteMode,
 ) -> Result<(), LakeError> {
-    let (Some(hourly), Some(daily)) = (
-        layout.hourly_path_of(raw_path),
-        layout.daily_path_of(raw_path),
-    ) else {
+    let Some((hourly, daily)) = rollup_paths(layout, raw_path) else {
         return Ok(());
     };
     let built = hourly_groups(batches).and_then(|groups| {
@@ -390,10 +396,7 @@ pub fn write_for(
 /// written before daily rollups existed gets them without reading its
 /// raw events again).
 fn write_daily_from_hourly(layout: &LakeLayout, raw_path: &Path) -> Result<(), LakeError> {
-    let (Some(hourly), Some(daily)) = (
-        layout.hourly_path_of(raw_path),
-        layout.daily_path_of(raw_path),
-    ) else {
+    let Some((hourly, daily)) = rollup_paths(layout, raw_path) else {
         return Ok(());
     };
     let mut groups = BTreeMap::new();
@@ -558,11 +561,6 @@ fn unrolled(layout: &LakeLayout) -> Result<Vec<Unrolled>, LakeError> {
         .collect())
 }
 
-/// Visible raw files that an hourly or a daily rollup does not cover.
-pub fn missing(layout: &LakeLayout) -> Result<Vec<ListedFile>, LakeError> {
-    Ok(unrolled(layout)?.into_iter().map(|u| u.file).collect())
-}
-
 /// The raw files rollups do not fully cover, by what spend over their
 /// days can still read.
 #[derive(Debug, Default)]
@@ -631,6 +629,11 @@ pub fn delete_superseded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Visible raw files that an hourly or a daily rollup does not cover.
+    fn missing(layout: &LakeLayout) -> Result<Vec<ListedFile>, LakeError> {
+        Ok(unrolled(layout)?.into_iter().map(|u| u.file).collect())
+    }
     use crate::event::tests::sample_event;
     use crate::event::{BusPosition, Cost, CostLines, to_record_batch};
     use rust_decimal::Decimal;
