@@ -306,6 +306,15 @@ async fn closed_loop(
     (rps, all.sorted())
 }
 
+/// CPU seconds per thread as "name 0.123" items in ms per request.
+fn per_request(threads: &[(String, f64)], requests: u32) -> String {
+    let items: Vec<String> = threads
+        .iter()
+        .map(|(name, t)| format!("{name} {:.3}", t * 1000.0 / f64::from(requests)))
+        .collect();
+    items.join(", ")
+}
+
 /// One latency row: direct, via tollgate, and the difference.
 fn row(label: &str, direct: &[Duration], via: &[Duration]) {
     let (d50, d99) = (percentile(direct, 0.5), percentile(direct, 0.99));
@@ -362,6 +371,21 @@ impl Bench<'_> {
         let (client, d, v) = (self.client, &self.direct, &self.via);
         sequential(client, d, body, 200).await;
         sequential(client, v, body, 200).await;
+        // TOLLGATE_BENCH_CPU_ONLY=1: only the CPU row and its per-thread
+        // split (seconds instead of minutes, for profiling).
+        let cpu_only = std::env::var_os("TOLLGATE_BENCH_CPU_ONLY").is_some();
+        if !cpu_only {
+            self.latency_rows(body, stream_body).await;
+        }
+        self.cpu_row(body).await;
+        if !cpu_only {
+            self.load_rows(body).await;
+        }
+    }
+
+    /// The one-at-a-time and streaming latency rows.
+    async fn latency_rows(&self, body: &'static str, stream_body: &'static str) {
+        let (client, d, v) = (self.client, &self.direct, &self.via);
         let n = 2000;
         let (direct, via) = (
             sequential(client, d, body, n).await,
@@ -385,12 +409,18 @@ impl Bench<'_> {
             &direct.ttfb,
             &via.ttfb,
         );
+    }
 
+    /// CPU time per request at 500 requests/s, and which threads spent it.
+    async fn cpu_row(&self, body: &'static str) {
+        let (client, d, v) = (self.client, &self.direct, &self.via);
         let cpu0 = ProcStats::of(self.pid).cpu;
         let direct = open_loop(client, d, body, 500, 10, None).await;
         let cpu_mid = ProcStats::of(self.pid).cpu;
+        let threads_before = procfs::cpu_by_thread(self.pid);
         let via = open_loop(client, v, body, 500, 10, None).await;
         let cpu1 = ProcStats::of(self.pid).cpu;
+        let threads = procfs::cpu_spent(&threads_before, &procfs::cpu_by_thread(self.pid));
         row("500 req/s offered, total", &direct.total, &via.total);
         println!(
             "    tollgate CPU per request at 500 req/s: {:.3} ms (whole process; {:.3} s while idle beside the direct run); errors direct {} via {}",
@@ -399,7 +429,15 @@ impl Bench<'_> {
             direct.errors,
             via.errors
         );
+        println!(
+            "    of which, per thread (ms per request): {}",
+            per_request(&threads, 5000)
+        );
+    }
 
+    /// Offered load with a slow upstream, the most requests/s, and memory.
+    async fn load_rows(&self, body: &'static str) {
+        let (client, d, v) = (self.client, &self.direct, &self.via);
         let slow = Some("delay:20");
         let direct = open_loop(client, d, body, 1000, 5, slow).await;
         let via = open_loop(client, v, body, 1000, 5, slow).await;
@@ -470,6 +508,19 @@ async fn gateway_startup(
         let d = sequential(client, direct, SMALL_BODY, 2000).await;
         let v = sequential(client, &via, SMALL_BODY, 2000).await;
         row("small JSON, one at a time, total", &d.total, &v.total);
+        // The request path alone: this process has no accountant, sink or
+        // embedded log; its events go to the broker.
+        let threads_before = procfs::cpu_by_thread(tg.child.id());
+        let cpu0 = ProcStats::of(tg.child.id()).cpu;
+        let v = open_loop(client, &via, SMALL_BODY, 500, 10, None).await;
+        let cpu1 = ProcStats::of(tg.child.id()).cpu;
+        let threads = procfs::cpu_spent(&threads_before, &procfs::cpu_by_thread(tg.child.id()));
+        println!(
+            "  CPU per request at 500 req/s, small JSON: {:.3} ms ({} errors); per thread (ms per request): {}",
+            (cpu1 - cpu0) * 1000.0 / 5000.0,
+            v.errors,
+            per_request(&threads, 5000)
+        );
         let peak = ProcStats::of(tg.child.id()).peak;
         println!("  peak RSS {peak:.1} MiB");
     }

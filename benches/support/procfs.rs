@@ -65,3 +65,41 @@ impl ProcStats {
         )
     }
 }
+
+/// CPU seconds per thread name of process `pid` (threads sharing a name,
+/// like tokio's workers, summed): where a process's CPU time goes.
+pub fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            *by_name.entry(name).or_insert(0.0) += (user + system) / 100.0;
+        }
+    }
+    by_name
+}
+
+/// The CPU each thread name spent between two [`cpu_by_thread`] readings,
+/// largest first, as "name 1.23 s" items; threads gone since `before`
+/// count as nothing, new ones as all they spent.
+pub fn cpu_spent(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let mut spent: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, t)| (name.clone(), t - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, t)| *t > 0.0)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    spent
+}

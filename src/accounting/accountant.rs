@@ -43,7 +43,7 @@ const BATCH: usize = 4096;
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a batch that is not full waits for more records (as the
 /// publisher lingers before its appends): only the pipeline waits.
-const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(50);
 /// Event IDs remembered per partition to drop re-sent duplicates; a
 /// re-send follows its original within one journal batch, far fewer.
 const RECENT_IDS: usize = 65_536;

@@ -212,16 +212,10 @@ impl Log for LocalBus {
         let n = records.len() as u64;
         let log = self.log.clone();
         let owned_topic = topic.to_owned();
-        let first = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(&[u8], &[u8])> = records
-                .iter()
-                .map(|(k, v)| (k.as_ref(), v.as_ref()))
-                .collect();
-            log.append(&owned_topic, &refs)
-        })
-        .await
-        .map_err(|e| worker(topic, e))?
-        .map_err(|e| embedded(topic, e))?;
+        let first = tokio::task::spawn_blocking(move || log.append_shared(&owned_topic, &records))
+            .await
+            .map_err(|e| worker(topic, e))?
+            .map_err(|e| embedded(topic, e))?;
         METRICS.bus_appended.with_label_values(&[topic]).inc_by(n);
         self.end_watch(topic).await?.send_replace(first + n);
         Ok(())
@@ -365,6 +359,11 @@ impl LocalSubscription {
                         message: "a previous read failed and lost its reader".into(),
                     });
                 };
+                // Records still in memory need no trip to a blocking thread.
+                if let Some(records) = reader.read_recent(max) {
+                    self.reader = Some(reader);
+                    return Ok(bus_records(records));
+                }
                 self.pending.insert(tokio::task::spawn_blocking(move || {
                     let records = reader.read(max);
                     (reader, records)
@@ -378,16 +377,21 @@ impl LocalSubscription {
         let (reader, records) = joined.map_err(|e| worker(&self.topic, e))?;
         self.reader = Some(reader);
         let records = records.map_err(|e| embedded(&self.topic, e))?;
-        Ok(records
-            .into_iter()
-            .map(|r| BusRecord {
-                partition: 0,
-                offset: r.offset,
-                key: r.key,
-                payload: r.payload,
-            })
-            .collect())
+        Ok(bus_records(records))
     }
+}
+
+/// The embedded log's records as the bus hands them out (one partition).
+fn bus_records(records: Vec<Record>) -> Vec<BusRecord> {
+    records
+        .into_iter()
+        .map(|r| BusRecord {
+            partition: 0,
+            offset: r.offset,
+            key: r.key,
+            payload: r.payload,
+        })
+        .collect()
 }
 
 #[async_trait::async_trait]
