@@ -25,7 +25,7 @@ use super::ledger::{Alert, Ledgers};
 use crate::budget::{BudgetRecord, BudgetSpec, GuardSpec};
 use crate::bus::{
     ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log,
-    Subscription, history, records::RecordBuf,
+    Subscription, history, poll_lingering, records::RecordBuf,
 };
 use crate::event::{BilledBy, BusPosition, LlmEvent};
 use crate::metrics::{METRICS, model_label};
@@ -187,7 +187,7 @@ impl Accountant {
     /// Runs until `stop` is cancelled, then prices what the bus still holds.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), BusError> {
         while !stop.is_cancelled() {
-            let records = self.poll_batch().await?;
+            let records = self.poll_batch(&stop).await?;
             let idle = records.is_empty();
             self.handle(records).await?;
             if idle || self.last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -206,23 +206,12 @@ impl Accountant {
         Ok(())
     }
 
-    /// Waits for records; when fewer than a batch came, lingers a few
-    /// milliseconds for more, so that at moderate load one costed append
-    /// (an fsync on the embedded log) covers many events, not two or three.
-    async fn poll_batch(&mut self) -> Result<Vec<BusRecord>, BusError> {
-        let mut records = self
-            .subscription
-            .poll(BATCH, Duration::from_millis(250))
-            .await?;
-        if !records.is_empty() && records.len() < BATCH {
-            tokio::time::sleep(LINGER).await;
-            let more = self
-                .subscription
-                .poll(BATCH - records.len(), Duration::ZERO)
-                .await?;
-            records.extend(more);
-        }
-        Ok(records)
+    /// Waits for records; when fewer than a batch came, lingers for more
+    /// ([`LINGER`]), so that one costed append (an fsync on the embedded
+    /// log) covers many events, not two or three.
+    async fn poll_batch(&mut self, stop: &CancellationToken) -> Result<Vec<BusRecord>, BusError> {
+        let wait = Duration::from_millis(250);
+        poll_lingering(&mut *self.subscription, BATCH, wait, LINGER, stop).await
     }
 
     async fn handle(&mut self, records: Vec<BusRecord>) -> Result<(), BusError> {

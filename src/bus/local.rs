@@ -434,14 +434,53 @@ impl Subscription for LocalSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::history;
+    use crate::bus::{history, poll_lingering};
+    use tokio_util::sync::CancellationToken;
+
+    fn one(i: u32) -> Vec<(Bytes, Bytes)> {
+        vec![(Bytes::from(format!("k{i}")), Bytes::from(format!("v{i}")))]
+    }
+
+    #[tokio::test]
+    async fn a_lingering_poll_takes_what_arrives_while_it_waits_and_a_stop_cuts_the_wait_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Arc::new(LocalBus::open(dir.path()).unwrap());
+        let mut sub = bus.subscribe("g", "t").await.unwrap();
+        let stop = CancellationToken::new();
+        bus.append("t", one(0)).await.unwrap();
+        let late = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                bus.append("t", one(1)).await.unwrap();
+            })
+        };
+        let wait = Duration::from_secs(1);
+        let linger = Duration::from_secs(2);
+        let got = poll_lingering(&mut *sub, 10, wait, linger, &stop).await;
+        late.await.unwrap();
+        assert_eq!(got.unwrap().len(), 2, "the record appended meanwhile too");
+
+        bus.append("t", one(2)).await.unwrap();
+        stop.cancel();
+        let linger = Duration::from_secs(3600);
+        let got = tokio::time::timeout(
+            Duration::from_secs(60),
+            poll_lingering(&mut *sub, 10, wait, linger, &stop),
+        )
+        .await
+        .expect("the stop ended the hour's linger");
+        assert_eq!(got.unwrap().len(), 1);
+    }
 
     #[tokio::test]
     async fn a_poll_cancelled_mid_read_loses_nothing_and_the_next_poll_reads_on() {
         let dir = tempfile::tempdir().unwrap();
         let bus = LocalBus::open(dir.path()).unwrap();
+        // 800 KiB: the first records are no longer held in memory, so the
+        // first poll reads the file on a blocking thread.
         let records: Vec<_> = (0..100)
-            .map(|i| (Bytes::from(format!("k{i}")), Bytes::from(format!("v{i}"))))
+            .map(|i| (Bytes::from(format!("k{i}")), Bytes::from(vec![b'v'; 8192])))
             .collect();
         bus.append("t", records).await.unwrap();
         let mut sub = bus.subscribe("g", "t").await.unwrap();

@@ -132,3 +132,30 @@ pub trait Subscription: Send {
         Vec::new()
     }
 }
+
+/// Up to `max` records, waiting at most `wait` for the first; when fewer
+/// came, waits `linger` more (or until `stop`) and takes what arrived
+/// meanwhile too. For consumers whose cost is per batch (an fsync'd
+/// append, thread wake-ups), so that moderate load makes batches of many
+/// records instead of one or two each.
+pub async fn poll_lingering(
+    subscription: &mut dyn Subscription,
+    max: usize,
+    wait: Duration,
+    linger: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<BusRecord>, BusError> {
+    let mut records = subscription.poll(max, wait).await?;
+    if records.is_empty() || records.len() >= max {
+        return Ok(records);
+    }
+    tokio::select! {
+        () = tokio::time::sleep(linger) => {}
+        () = stop.cancelled() => {}
+    }
+    let more = subscription
+        .poll(max - records.len(), Duration::ZERO)
+        .await?;
+    records.extend(more);
+    Ok(records)
+}

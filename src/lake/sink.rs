@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::LakeError;
 use super::files::{LakeLayout, WriteMode};
-use crate::bus::{BusRecord, RevokeHook, Subscription};
+use crate::bus::{BusRecord, RevokeHook, Subscription, poll_lingering};
 use crate::event::{BusPosition, LlmEvent, to_record_batch};
 use crate::metrics::METRICS;
 
@@ -161,22 +161,9 @@ impl Sink {
     /// (see [`SINK_LINGER`]) and takes what arrived meanwhile too.
     async fn poll_batch(&mut self, stop: &CancellationToken) -> Result<Vec<BusRecord>, LakeError> {
         let max = self.options.flush_rows.min(POLL_RECORDS);
-        let max_wait = self.options.flush_interval.min(Duration::from_millis(250));
-        let mut records = self.subscription.poll(max, max_wait).await?;
-        if records.is_empty() || records.len() >= max {
-            return Ok(records);
-        }
+        let wait = self.options.flush_interval.min(Duration::from_millis(250));
         let linger = SINK_LINGER.min(self.options.flush_interval / 4);
-        tokio::select! {
-            () = tokio::time::sleep(linger) => {}
-            () = stop.cancelled() => {}
-        }
-        let more = self
-            .subscription
-            .poll(max - records.len(), Duration::ZERO)
-            .await?;
-        records.extend(more);
-        Ok(records)
+        Ok(poll_lingering(&mut *self.subscription, max, wait, linger, stop).await?)
     }
 
     /// Buffers one record (or skips it), writing a file when one is due.
