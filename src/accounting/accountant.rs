@@ -50,7 +50,8 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// durable before the accountant reads them, so waiting loses nothing.
 const LINGER: Duration = Duration::from_millis(50);
 /// Event IDs remembered per partition to drop re-sent duplicates; a
-/// re-send follows its original within one journal batch, far fewer.
+/// gateway's forwarder re-sends at most the events it delivered since its
+/// last journal commit (at most a second's worth, or one batch), far fewer.
 const RECENT_IDS: usize = 65_536;
 
 /// Per raw partition: what is already published, and recent event IDs.
