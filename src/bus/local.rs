@@ -212,10 +212,16 @@ impl Log for LocalBus {
         let n = records.len() as u64;
         let log = self.log.clone();
         let owned_topic = topic.to_owned();
-        let first = tokio::task::spawn_blocking(move || log.append_shared(&owned_topic, &records))
-            .await
-            .map_err(|e| worker(topic, e))?
-            .map_err(|e| embedded(topic, e))?;
+        let first = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(&[u8], &[u8])> = records
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                .collect();
+            log.append(&owned_topic, &refs)
+        })
+        .await
+        .map_err(|e| worker(topic, e))?
+        .map_err(|e| embedded(topic, e))?;
         METRICS.bus_appended.with_label_values(&[topic]).inc_by(n);
         self.end_watch(topic).await?.send_replace(first + n);
         Ok(())
@@ -359,11 +365,6 @@ impl LocalSubscription {
                         message: "a previous read failed and lost its reader".into(),
                     });
                 };
-                // Records still in memory need no trip to a blocking thread.
-                if let Some(records) = reader.read_recent(max) {
-                    self.reader = Some(reader);
-                    return Ok(bus_records(records));
-                }
                 self.pending.insert(tokio::task::spawn_blocking(move || {
                     let records = reader.read(max);
                     (reader, records)
@@ -377,21 +378,16 @@ impl LocalSubscription {
         let (reader, records) = joined.map_err(|e| worker(&self.topic, e))?;
         self.reader = Some(reader);
         let records = records.map_err(|e| embedded(&self.topic, e))?;
-        Ok(bus_records(records))
+        Ok(records
+            .into_iter()
+            .map(|r| BusRecord {
+                partition: 0,
+                offset: r.offset,
+                key: r.key,
+                payload: r.payload,
+            })
+            .collect())
     }
-}
-
-/// The embedded log's records as the bus hands them out (one partition).
-fn bus_records(records: Vec<Record>) -> Vec<BusRecord> {
-    records
-        .into_iter()
-        .map(|r| BusRecord {
-            partition: 0,
-            offset: r.offset,
-            key: r.key,
-            payload: r.payload,
-        })
-        .collect()
 }
 
 #[async_trait::async_trait]
@@ -477,10 +473,8 @@ mod tests {
     async fn a_poll_cancelled_mid_read_loses_nothing_and_the_next_poll_reads_on() {
         let dir = tempfile::tempdir().unwrap();
         let bus = LocalBus::open(dir.path()).unwrap();
-        // 800 KiB: the first records are no longer held in memory, so the
-        // first poll reads the file on a blocking thread.
         let records: Vec<_> = (0..100)
-            .map(|i| (Bytes::from(format!("k{i}")), Bytes::from(vec![b'v'; 8192])))
+            .map(|i| (Bytes::from(format!("k{i}")), Bytes::from(format!("v{i}"))))
             .collect();
         bus.append("t", records).await.unwrap();
         let mut sub = bus.subscribe("g", "t").await.unwrap();

@@ -74,7 +74,6 @@ mod frame;
 mod maintenance;
 mod offsets;
 mod reader;
-mod recent;
 #[cfg(test)]
 mod tests;
 mod topic;
@@ -305,18 +304,6 @@ impl EmbeddedLog {
     pub fn append(&self, topic: &str, records: &[(&[u8], &[u8])]) -> Result<u64, EmbeddedLogError> {
         self.topic(topic)?
             .append(records, self.options.segment_bytes)
-    }
-
-    /// [`EmbeddedLog::append`] of records as `Bytes`, which the topic also
-    /// keeps in memory for a while: a reader that keeps up gets them from
-    /// there ([`LogReader::read_recent`]) without reading the file.
-    pub fn append_shared(
-        &self,
-        topic: &str,
-        records: &[(Bytes, Bytes)],
-    ) -> Result<u64, EmbeddedLogError> {
-        self.topic(topic)?
-            .append_shared(records, self.options.segment_bytes)
     }
 
     /// The offset the next appended record will get: the number of records

@@ -42,19 +42,6 @@ impl LogReader {
         self.next
     }
 
-    /// Up to `max` records from the reader's position if the topic still
-    /// holds them in memory (see `recent.rs`), without touching the file:
-    /// cheap enough for an async task. `None` when it does not; then
-    /// [`LogReader::read`] reads them from the file.
-    pub fn read_recent(&mut self, max: usize) -> Option<Vec<Record>> {
-        let records = self.topic.published().recent.read_from(self.next, max)?;
-        self.next = records.last()?.offset + 1;
-        // Its file position is behind now; a later read from the file
-        // finds its place again through the index.
-        self.cursor = None;
-        Some(records)
-    }
-
     /// Up to `max` records from the reader's position; fewer, or none, when
     /// it reaches the end of what has been durably appended. Call again
     /// later to get records appended since.
@@ -153,7 +140,6 @@ mod tests {
     use super::super::frame::HEADER_LEN;
     use super::super::tests::{append_numbered, small_segments};
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn corrupt_record_in_a_sealed_segment_is_an_error_naming_the_file() {
@@ -179,62 +165,6 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains(&segment_name(0)), "{err}");
-    }
-
-    #[test]
-    fn reads_from_memory_and_from_the_file_interleave_without_a_gap_or_a_repeat() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedLog::open_with(dir.path(), small_segments()).unwrap();
-        let mut reader = log.reader("t", 0).unwrap();
-        let mut seen = Vec::new();
-        let mut from_memory = 0;
-        // Batches of 1–3 records across many segment rolls; the reader
-        // sometimes falls behind by more than memory holds (payloads of
-        // 200 KiB every 7th batch push the small ones out).
-        let mut next = 0u32;
-        for round in 0..60u32 {
-            let size = if round % 7 == 0 { 200 * 1024 } else { 32 };
-            let batch: Vec<(Bytes, Bytes)> = (0..round % 3 + 1)
-                .map(|i| {
-                    let mut p = format!("record-{}-", next + i).into_bytes();
-                    p.resize(size, b'.');
-                    (Bytes::from_static(b"k"), Bytes::from(p))
-                })
-                .collect();
-            next += batch.len() as u32;
-            log.append_shared("t", &batch).unwrap();
-            if round % 5 == 4 {
-                continue; // falls behind for a round
-            }
-            let records = match reader.read_recent(2) {
-                Some(r) => {
-                    from_memory += 1;
-                    r
-                }
-                None => reader.read(2).unwrap(),
-            };
-            seen.extend(records);
-        }
-        loop {
-            let records = match reader.read_recent(100) {
-                Some(r) => r,
-                None => reader.read(100).unwrap(),
-            };
-            if records.is_empty() {
-                break;
-            }
-            seen.extend(records);
-        }
-        assert!(from_memory > 10, "only {from_memory} reads from memory");
-        assert_eq!(seen.len() as u32, next);
-        for (i, r) in seen.iter().enumerate() {
-            assert_eq!(r.offset, i as u64);
-            let head = String::from_utf8_lossy(&r.payload[..r.payload.len().min(16)]).into_owned();
-            assert!(
-                r.payload.starts_with(format!("record-{i}-").as_bytes()),
-                "{i}: {head}"
-            );
-        }
     }
 
     #[test]

@@ -12,12 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::Bytes;
-
 use super::cursor::SegmentCursor;
 use super::files::{ensure_dir, list_segments, segment_name, sync_dir};
 use super::frame::{Frame, HEADER_LEN, encode_frame};
-use super::recent::{RECENT_BYTES, RecentRecords};
 use super::{EmbeddedLogError, MAX_RECORD_BYTES, io_err};
 
 /// A sparse index entry is kept about every this many bytes of a segment, so
@@ -79,9 +76,6 @@ pub(super) struct Published {
     /// that opened a segment under an older generation finds its next one
     /// by offset again, since the file it read may have been replaced.
     pub(super) generation: u64,
-    /// The last records appended through [`Topic::append_shared`], for
-    /// readers that keep up.
-    pub(super) recent: RecentRecords,
 }
 
 /// Sparse index of one segment.
@@ -179,7 +173,6 @@ impl Topic {
                 active_len: good_len,
                 segments,
                 generation: 0,
-                recent: RecentRecords::new(next_offset, RECENT_BYTES),
             }),
             writer: Mutex::new(Writer {
                 file,
@@ -214,31 +207,6 @@ impl Topic {
         &self,
         records: &[(&[u8], &[u8])],
         segment_bytes: u64,
-    ) -> Result<u64, EmbeddedLogError> {
-        self.append_keeping(records, segment_bytes, None)
-    }
-
-    /// [`Topic::append`], also keeping the records in memory for readers
-    /// that keep up (see [`RecentRecords`]).
-    pub(super) fn append_shared(
-        &self,
-        records: &[(Bytes, Bytes)],
-        segment_bytes: u64,
-    ) -> Result<u64, EmbeddedLogError> {
-        let refs: Vec<(&[u8], &[u8])> = records
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_ref()))
-            .collect();
-        self.append_keeping(&refs, segment_bytes, Some(records))
-    }
-
-    /// The append itself; `keep`, the same records as `Bytes`, are held
-    /// in memory once published.
-    fn append_keeping(
-        &self,
-        records: &[(&[u8], &[u8])],
-        segment_bytes: u64,
-        keep: Option<&[(Bytes, Bytes)]>,
     ) -> Result<u64, EmbeddedLogError> {
         let mut batch_bytes = 0u64;
         for (key, payload) in records {
@@ -321,12 +289,6 @@ impl Topic {
         p.end = w.next_offset;
         p.active_base = w.base;
         p.active_len = w.len;
-        match keep {
-            Some(batch) => p.recent.push(first, batch),
-            // Appended without its `Bytes`: what is held no longer ends
-            // at the end, so it starts over with the next shared append.
-            None => p.recent = RecentRecords::new(w.next_offset, RECENT_BYTES),
-        }
         self.end.store(w.next_offset, Ordering::Release);
         Ok(first)
     }
