@@ -46,7 +46,7 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// the publisher's 5 ms: each batch costs the accountant two fsync'd
 /// appends and several thread wake-ups, and at 500 requests/s one batch per
 /// publisher append made those a large part of `tollgate serve`'s CPU time
-/// per request (0.32 → 0.25 ms with the sink's linger). Raw events are
+/// per request (0.32–0.35 → 0.28–0.29 ms with the sink's linger). Raw events are
 /// durable before the accountant reads them, so waiting loses nothing.
 const LINGER: Duration = Duration::from_millis(50);
 /// Event IDs remembered per partition to drop re-sent duplicates; a
