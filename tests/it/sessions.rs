@@ -440,6 +440,29 @@ impl Pane {
         }
     }
 
+    /// Closes the dialog whose screen shows `marker` with Escape, pressing
+    /// it again while the dialog stays up: a key that arrives while the
+    /// dialog is still drawing can be lost, and text typed next would go
+    /// into the dialog instead of the prompt.
+    async fn dismiss(&self, marker: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.key("Escape");
+            let pressed = Instant::now();
+            while pressed.elapsed() < Duration::from_secs(2) {
+                if !self.screen().contains(marker) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dialog never closed:\n{}",
+                self.screen()
+            );
+        }
+    }
+
     /// Types `text` and Enter.
     fn send(&self, text: &str) {
         for keys in [text, "Enter"] {
@@ -516,7 +539,7 @@ async fn interactive_claude_code_shows_the_usage_warning_past_75_percent_then_th
     pane.send("/usage");
     let usage = pane.wait_for("Spend limit").await;
     assert!(usage.contains("Resets"), "{usage}");
-    pane.key("Escape");
+    pane.dismiss("Esc to close").await;
 
     // Spent past what the next request's reservation leaves room for: it
     // is refused, and the pane shows the budget, its spend and the reset.
