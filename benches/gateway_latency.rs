@@ -306,13 +306,58 @@ async fn closed_loop(
     (rps, all.sorted())
 }
 
-/// CPU seconds per thread as "name 0.123" items in ms per request.
-fn per_request(threads: &[(String, f64)], requests: u32) -> String {
-    let items: Vec<String> = threads
-        .iter()
-        .map(|(name, t)| format!("{name} {:.3}", t * 1000.0 / f64::from(requests)))
-        .collect();
-    items.join(", ")
+/// Requests per second offered, and for how long, where CPU time per
+/// request is measured.
+const CPU_RATE: u64 = 500;
+const CPU_SECS: u64 = 10;
+
+/// [`CPU_RATE`] requests/s offered to one process for [`CPU_SECS`], and the
+/// CPU time it spent meanwhile, whole and per thread name.
+struct CpuRun {
+    sample: Sample,
+    /// CPU seconds of the whole process.
+    cpu: f64,
+    /// CPU seconds per thread name, largest first.
+    threads: Vec<(String, f64)>,
+}
+
+impl CpuRun {
+    async fn measure(
+        client: &reqwest::Client,
+        to: &Target,
+        body: &'static str,
+        pid: u32,
+    ) -> CpuRun {
+        let threads_before = procfs::cpu_by_thread(pid);
+        let cpu0 = ProcStats::of(pid).cpu;
+        let sample = open_loop(client, to, body, CPU_RATE, CPU_SECS, None).await;
+        let cpu = ProcStats::of(pid).cpu - cpu0;
+        let threads = procfs::cpu_spent(&threads_before, &procfs::cpu_by_thread(pid));
+        CpuRun {
+            sample,
+            cpu,
+            threads,
+        }
+    }
+
+    fn requests() -> f64 {
+        (CPU_RATE * CPU_SECS) as f64
+    }
+
+    /// Milliseconds of CPU per request offered.
+    fn per_request_ms(&self) -> f64 {
+        self.cpu * 1000.0 / Self::requests()
+    }
+
+    /// The per-thread split as "name 0.123" items, ms per request.
+    fn per_thread(&self) -> String {
+        let items: Vec<String> = self
+            .threads
+            .iter()
+            .map(|(name, t)| format!("{name} {:.3}", t * 1000.0 / Self::requests()))
+            .collect();
+        items.join(", ")
+    }
 }
 
 /// One latency row: direct, via tollgate, and the difference.
@@ -415,23 +460,19 @@ impl Bench<'_> {
     async fn cpu_row(&self, body: &'static str) {
         let (client, d, v) = (self.client, &self.direct, &self.via);
         let cpu0 = ProcStats::of(self.pid).cpu;
-        let direct = open_loop(client, d, body, 500, 10, None).await;
-        let cpu_mid = ProcStats::of(self.pid).cpu;
-        let threads_before = procfs::cpu_by_thread(self.pid);
-        let via = open_loop(client, v, body, 500, 10, None).await;
-        let cpu1 = ProcStats::of(self.pid).cpu;
-        let threads = procfs::cpu_spent(&threads_before, &procfs::cpu_by_thread(self.pid));
-        row("500 req/s offered, total", &direct.total, &via.total);
+        let direct = open_loop(client, d, body, CPU_RATE, CPU_SECS, None).await;
+        let idle = ProcStats::of(self.pid).cpu - cpu0;
+        let via = CpuRun::measure(client, v, body, self.pid).await;
+        row("500 req/s offered, total", &direct.total, &via.sample.total);
         println!(
-            "    tollgate CPU per request at 500 req/s: {:.3} ms (whole process; {:.3} s while idle beside the direct run); errors direct {} via {}",
-            (cpu1 - cpu_mid) * 1000.0 / 5000.0,
-            cpu_mid - cpu0,
+            "    tollgate CPU per request at 500 req/s: {:.3} ms (whole process; {idle:.3} s while idle beside the direct run); errors direct {} via {}",
+            via.per_request_ms(),
             direct.errors,
-            via.errors
+            via.sample.errors
         );
         println!(
             "    of which, per thread (ms per request): {}",
-            per_request(&threads, 5000)
+            via.per_thread()
         );
     }
 
@@ -510,16 +551,12 @@ async fn gateway_startup(
         row("small JSON, one at a time, total", &d.total, &v.total);
         // The request path alone: this process has no accountant, sink or
         // embedded log; its events go to the broker.
-        let threads_before = procfs::cpu_by_thread(tg.child.id());
-        let cpu0 = ProcStats::of(tg.child.id()).cpu;
-        let v = open_loop(client, &via, SMALL_BODY, 500, 10, None).await;
-        let cpu1 = ProcStats::of(tg.child.id()).cpu;
-        let threads = procfs::cpu_spent(&threads_before, &procfs::cpu_by_thread(tg.child.id()));
+        let run = CpuRun::measure(client, &via, SMALL_BODY, tg.child.id()).await;
         println!(
             "  CPU per request at 500 req/s, small JSON: {:.3} ms ({} errors); per thread (ms per request): {}",
-            (cpu1 - cpu0) * 1000.0 / 5000.0,
-            v.errors,
-            per_request(&threads, 5000)
+            run.per_request_ms(),
+            run.sample.errors,
+            run.per_thread()
         );
         let peak = ProcStats::of(tg.child.id()).peak;
         println!("  peak RSS {peak:.1} MiB");

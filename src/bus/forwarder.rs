@@ -97,13 +97,6 @@ async fn forward(
     stop: &CancellationToken,
 ) -> Result<(), BusError> {
     let mut subscription = journal.subscribe(FORWARDER_GROUP, EVENTS_TOPIC).await?;
-    let resume = journal.committed(FORWARDER_GROUP, EVENTS_TOPIC).await?;
-    let end = journal.end_offset(EVENTS_TOPIC)?;
-    tracing::info!(
-        resume,
-        end,
-        "forwarder: producing the journal to Kafka from its last commit"
-    );
     let mut commits = Commits {
         pending: None,
         last: Instant::now(),
