@@ -417,7 +417,7 @@ fn explain(layout: &LakeLayout, sql: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let lake = Lake::open(layout).await.unwrap();
-        let ctx = lake.unscoped_context();
+        let ctx = lake.unscoped_context().expect("the API session");
         for round in 0..3 {
             let t = Instant::now();
             let df = ctx.sql(sql).await.unwrap();

@@ -336,7 +336,7 @@ impl Lake {
         for (table, (a, b)) in rollup_reads(split.hours, days_allowed && !by_hour) {
             let mut hours = preds.clone();
             hours.extend(between("hour", a, b));
-            let part = filtered(self.ctx.table(table).await?, hours)?
+            let part = filtered(self.context()?.table(table).await?, hours)?
                 .select(shape_columns().into_iter().map(col).collect::<Vec<Expr>>())?;
             df = Some(match df {
                 Some(df) => df.union(part)?,
@@ -349,7 +349,7 @@ impl Lake {
         for (a, b) in &split.edges {
             let mut edge = preds.clone();
             edge.extend(between("started_at", Some(*a), Some(*b)));
-            let raw = filtered(self.ctx.table("events").await?, edge)?;
+            let raw = filtered(self.context()?.table("events").await?, edge)?;
             df = df.union(raw_as_rollup(raw)?)?;
         }
         let groups = q.group_by.iter().filter_map(group_expr).collect();

@@ -10,7 +10,7 @@ mod spend;
 mod sql;
 mod yielding;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -90,12 +90,16 @@ impl Default for MemoryLimits {
 
 /// The lake opened for queries.
 pub struct Lake {
-    ctx: SessionContext,
+    /// The API's own session over every table, built on the first query
+    /// (see [`Lake::context`]).
+    ctx: OnceLock<SessionContext>,
     /// The `events` table itself, for per-request SQL sessions that must
     /// see it only through a scope.
     table: Arc<ListingTable>,
     /// The `events_hourly` rollups, likewise.
     hourly: Arc<ListingTable>,
+    /// The `events_daily` rollups (spend queries only).
+    daily: Arc<ListingTable>,
 
     /// The `audit` table (control events): admin tokens only.
     audit: Arc<ListingTable>,
@@ -162,22 +166,17 @@ impl Lake {
                 bucket_runtime(remote, limits)?,
             ),
         };
-        let ctx = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
         let stats = runtime.cache_manager.get_file_statistic_cache();
         let table = listing_table(&url, arrow_schema(), stats.clone())?;
         let hourly = listing_table(&hourly_url, super::rollup::hourly_schema(), stats.clone())?;
-        ctx.register_table("events", table.clone())?;
-        ctx.register_table("events_hourly", hourly.clone())?;
-        // Read by spend queries only; not offered to SQL (its `hour`
-        // column holds midnights).
         let daily = listing_table(&daily_url, super::rollup::hourly_schema(), stats.clone())?;
-        ctx.register_table(DAILY_TABLE, daily)?;
         let audit = listing_table(&audit_url, super::audit::audit_schema(), stats)?;
         let ttl = layout.remote().map(|r| r.listing_ttl());
         Ok(Lake {
-            ctx,
+            ctx: OnceLock::new(),
             table,
             hourly,
+            daily,
             audit,
             config,
             runtime,
@@ -186,16 +185,36 @@ impl Lake {
         })
     }
 
+    /// The API's own session, built on first use: a DataFusion session
+    /// registers its hundreds of built-in functions when created, which
+    /// touched about 11 MiB of code pages spread over the binary; they
+    /// stayed resident in every `tollgate serve` and `tollgate api` that
+    /// had not yet been asked a question. Everything that can fail on a bad configuration (URLs,
+    /// the bucket's store, the tables) is checked in [`Lake::open`].
+    fn context(&self) -> Result<&SessionContext, LakeError> {
+        if let Some(ctx) = self.ctx.get() {
+            return Ok(ctx);
+        }
+        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+        ctx.register_table("events", self.table.clone())?;
+        ctx.register_table("events_hourly", self.hourly.clone())?;
+        // Read by spend queries only; not offered to SQL (its `hour`
+        // column holds midnights).
+        ctx.register_table(DAILY_TABLE, self.daily.clone())?;
+        // Two first queries at once may both build one; either serves.
+        Ok(self.ctx.get_or_init(|| ctx))
+    }
+
     /// The session the API's queries run in, for benchmarks that print a
     /// plan's `EXPLAIN ANALYZE`; not for serving (it has no scope).
     #[doc(hidden)]
-    pub fn unscoped_context(&self) -> &SessionContext {
-        &self.ctx
+    pub fn unscoped_context(&self) -> Result<&SessionContext, LakeError> {
+        self.context()
     }
 
     /// The `events` rows `scope` may read.
     async fn events(&self, scope: &Scope) -> Result<DataFrame, LakeError> {
-        let df = self.ctx.table("events").await?;
+        let df = self.context()?.table("events").await?;
         Ok(match scope.predicate() {
             Some(p) => df.filter(p)?,
             None => df,
