@@ -87,7 +87,10 @@ fn main() {
         bytes as f64 / 1048576.0
     );
 
-    if let Ok(sql) = std::env::var("TOLLGATE_BENCH_EXPLAIN") {
+    let on_local_disk = std::env::var("TOLLGATE_BENCH_LOCAL").as_deref() != Ok("0");
+    if let Ok(sql) = std::env::var("TOLLGATE_BENCH_EXPLAIN")
+        && on_local_disk
+    {
         return explain(&layout, &sql);
     }
     let traces = lookup_ids(total, "trace", EVENTS_PER_TRACE);
@@ -412,42 +415,46 @@ async fn measure_tollgate(
 }
 
 /// `TOLLGATE_BENCH_EXPLAIN=<SQL>`: prints `EXPLAIN ANALYZE` of the SQL
-/// (run twice, the second printed: warm caches) in the API's session.
+/// (run three times first, printing their timings: warm caches) in the
+/// API's session; with `TOLLGATE_BENCH_LOCAL=0`, on the lake in a bucket.
 fn explain(layout: &LakeLayout, sql: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let lake = Lake::open(layout).await.unwrap();
-        let ctx = lake.unscoped_context().expect("the API session");
-        for round in 0..3 {
-            let t = Instant::now();
-            let df = ctx.sql(sql).await.unwrap();
-            let logical = t.elapsed();
-            let plan = df.clone().create_physical_plan().await.unwrap();
-            let physical = t.elapsed();
-            let rows: usize = datafusion::physical_plan::collect(plan, ctx.task_ctx())
-                .await
-                .unwrap()
-                .iter()
-                .map(|b| b.num_rows())
-                .sum();
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            println!(
-                "round {round}: {rows} rows; logical plan {:.1} ms, physical plan {:.1} ms, total {:.1} ms",
-                ms(logical),
-                ms(physical),
-                ms(t.elapsed())
-            );
-        }
-        let batches = ctx
-            .sql(&format!("EXPLAIN ANALYZE {sql}"))
+    rt.block_on(explain_in(layout, sql));
+}
+
+/// [`explain`] inside a runtime.
+async fn explain_in(layout: &LakeLayout, sql: &str) {
+    let lake = Lake::open(layout).await.unwrap();
+    let ctx = lake.unscoped_context().expect("the API session");
+    for round in 0..3 {
+        let t = Instant::now();
+        let df = ctx.sql(sql).await.unwrap();
+        let logical = t.elapsed();
+        let plan = df.clone().create_physical_plan().await.unwrap();
+        let physical = t.elapsed();
+        let rows: usize = datafusion::physical_plan::collect(plan, ctx.task_ctx())
             .await
             .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap();
-        println!("{text}");
-    });
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "round {round}: {rows} rows; logical plan {:.1} ms, physical plan {:.1} ms, total {:.1} ms",
+            ms(logical),
+            ms(physical),
+            ms(t.elapsed())
+        );
+    }
+    let batches = ctx
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap();
+    println!("{text}");
 }
 
 /// `TOLLGATE_BENCH_QUICK=1`: the API's queries on local disk only (no
@@ -624,7 +631,13 @@ async fn measure_on_s3(
     let endpoint = format!("http://127.0.0.1:{port}");
     let layout = bucket_layout(BENCH_BUCKET, &endpoint);
     let out = match upload_once(root, &served, &layout).await {
-        Ok(()) => Some(measure_api(&layout, traces, sessions).await),
+        Ok(()) => match std::env::var("TOLLGATE_BENCH_EXPLAIN") {
+            Ok(sql) => {
+                explain_in(&layout, &sql).await;
+                None
+            }
+            Err(_) => Some(measure_api(&layout, traces, sessions).await),
+        },
         Err(e) => {
             eprintln!(
                 "could not upload the lake to s3s-fs at {endpoint} ({e}); skipping the bucket column"
