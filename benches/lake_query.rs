@@ -417,6 +417,9 @@ async fn measure_tollgate(
 /// `TOLLGATE_BENCH_EXPLAIN=<SQL>`: prints `EXPLAIN ANALYZE` of the SQL
 /// (run three times first, printing their timings: warm caches) in the
 /// API's session; with `TOLLGATE_BENCH_LOCAL=0`, on the lake in a bucket.
+/// `TOLLGATE_BENCH_EXPLAIN_LAST=<SQL>` analyzes that statement instead
+/// after the three runs (a trace not yet read, with the footers and
+/// statistics already warm).
 fn explain(layout: &LakeLayout, sql: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(explain_in(layout, sql));
@@ -446,8 +449,9 @@ async fn explain_in(layout: &LakeLayout, sql: &str) {
             ms(t.elapsed())
         );
     }
+    let last = std::env::var("TOLLGATE_BENCH_EXPLAIN_LAST").unwrap_or_else(|_| sql.to_owned());
     let batches = ctx
-        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .sql(&format!("EXPLAIN ANALYZE {last}"))
         .await
         .unwrap()
         .collect()
