@@ -189,8 +189,9 @@ impl Lake {
     /// registers its hundreds of built-in functions when created, which
     /// touched about 11 MiB of code pages spread over the binary; they
     /// stayed resident in every `tollgate serve` and `tollgate api` that
-    /// had not yet been asked a question. Everything that can fail on a bad configuration (URLs,
-    /// the bucket's store, the tables) is checked in [`Lake::open`].
+    /// had not yet been asked a question. Everything that can fail on a
+    /// bad configuration (URLs, the bucket's store, the tables) is checked
+    /// in [`Lake::open`].
     fn context(&self) -> Result<&SessionContext, LakeError> {
         if let Some(ctx) = self.ctx.get() {
             return Ok(ctx);
