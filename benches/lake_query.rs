@@ -87,18 +87,17 @@ fn main() {
         bytes as f64 / 1048576.0
     );
 
-    let on_local_disk = std::env::var("TOLLGATE_BENCH_LOCAL").as_deref() != Ok("0");
-    if let Ok(sql) = std::env::var("TOLLGATE_BENCH_EXPLAIN")
-        && on_local_disk
-    {
-        return explain(&layout, &sql);
-    }
-    let traces = lookup_ids(total, "trace", EVENTS_PER_TRACE);
-    let sessions = lookup_ids(total, "session", EVENTS_PER_SESSION);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
     // `TOLLGATE_BENCH_LOCAL=0` measures the bucket alone.
     let local = std::env::var("TOLLGATE_BENCH_LOCAL").as_deref() != Ok("0");
+    if let Ok(sql) = std::env::var("TOLLGATE_BENCH_EXPLAIN")
+        && local
+    {
+        return rt.block_on(explain(&layout, &sql));
+    }
+    let traces = lookup_ids(total, "trace", EVENTS_PER_TRACE);
+    let sessions = lookup_ids(total, "session", EVENTS_PER_SESSION);
     // `TOLLGATE_BENCH_ONLY_DUCKDB=1`: DuckDB's column alone.
     let only_duckdb = std::env::var("TOLLGATE_BENCH_ONLY_DUCKDB").as_deref() == Ok("1");
     let ours = if local && !only_duckdb {
@@ -420,13 +419,7 @@ async fn measure_tollgate(
 /// `TOLLGATE_BENCH_EXPLAIN_LAST=<SQL>` analyzes that statement instead
 /// after the three runs (a trace not yet read, with the footers and
 /// statistics already warm).
-fn explain(layout: &LakeLayout, sql: &str) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(explain_in(layout, sql));
-}
-
-/// [`explain`] inside a runtime.
-async fn explain_in(layout: &LakeLayout, sql: &str) {
+async fn explain(layout: &LakeLayout, sql: &str) {
     let lake = Lake::open(layout).await.unwrap();
     let ctx = lake.unscoped_context().expect("the API session");
     for round in 0..3 {
@@ -637,7 +630,7 @@ async fn measure_on_s3(
     let out = match upload_once(root, &served, &layout).await {
         Ok(()) => match std::env::var("TOLLGATE_BENCH_EXPLAIN") {
             Ok(sql) => {
-                explain_in(&layout, &sql).await;
+                explain(&layout, &sql).await;
                 None
             }
             Err(_) => Some(measure_api(&layout, traces, sessions).await),

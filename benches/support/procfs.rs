@@ -25,18 +25,6 @@ impl ProcStats {
     /// The figures of process `pid` (a number, or `self`) now.
     pub fn of(pid: impl std::fmt::Display) -> ProcStats {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let mib = |name: &str| {
             status
@@ -48,7 +36,7 @@ impl ProcStats {
                 / 1024.0
         };
         ProcStats {
-            cpu: (ticks(11) + ticks(12)) / 100.0,
+            cpu: cpu_seconds(&stat),
             rss: mib("VmRSS:"),
             peak: mib("VmHWM:"),
             anon: mib("RssAnon:"),
@@ -79,13 +67,28 @@ pub fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
             continue;
         };
         let name = stat[open + 1..close].to_owned();
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-            *by_name.entry(name).or_insert(0.0) += (user + system) / 100.0;
-        }
+        *by_name.entry(name).or_insert(0.0) += cpu_seconds(&stat);
     }
     by_name
+}
+
+/// User plus system CPU seconds in a `/proc/.../stat` line (0 where it
+/// cannot be read). Fields are counted after the command name's closing
+/// parenthesis: the name itself may hold spaces and parentheses.
+fn cpu_seconds(stat: &str) -> f64 {
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The CPU each thread name spent between two [`cpu_by_thread`] readings,
