@@ -501,6 +501,22 @@ async fn measure_api(
                 assert_eq!(events, EVENTS_PER_TRACE);
             }
         }
+        print_slowest(&times);
+        if rounds() > 1 {
+            // A trace's first lookup reads its pages from the store; later
+            // ones find them in the read cache (or the OS page cache).
+            let (first, again) = times.split_at_mut(traces.len());
+            first.sort();
+            again.sort();
+            out.push((
+                "trace lookup p99, first lookup of a trace".into(),
+                percentile(first, 0.99),
+            ));
+            out.push((
+                "trace lookup p99, trace looked up before".into(),
+                percentile(again, 0.99),
+            ));
+        }
         times.sort();
         out.push(("trace lookup p50".into(), percentile(&times, 0.5)));
         out.push(("trace lookup p99".into(), percentile(&times, 0.99)));
@@ -526,6 +542,26 @@ async fn measure_api(
         }
     }
     out
+}
+
+/// With `TOLLGATE_BENCH_SLOWEST=N`, prints the N slowest lookups with
+/// their place in the run: early ones are cold caches, evenly spread ones
+/// something periodic (a listing expiring, a cache evicting).
+fn print_slowest(times: &[Duration]) {
+    let Some(n) = std::env::var("TOLLGATE_BENCH_SLOWEST")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let mut ranked: Vec<(usize, Duration)> = times.iter().copied().enumerate().collect();
+    ranked.sort_by_key(|&(_, t)| std::cmp::Reverse(t));
+    let at: Vec<String> = ranked
+        .iter()
+        .take(n)
+        .map(|(i, t)| format!("#{i} {:.1} ms", t.as_secs_f64() * 1000.0))
+        .collect();
+    println!("slowest of {} lookups: {}", times.len(), at.join(", "));
 }
 
 /// The 30-day team-by-day query on raw events alone, through the query

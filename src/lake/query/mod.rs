@@ -3,6 +3,7 @@
 
 mod allowlist;
 mod hourly;
+mod listings;
 mod logs;
 mod read_cache;
 mod sessions;
@@ -325,17 +326,15 @@ const BUCKET_PARTITIONS: usize = 16;
 /// The query runtime of a lake in a bucket. A listing there is a request
 /// per 1000 files, so one is reused for the lake's listing TTL (the
 /// sink's flush interval: a new file shows up no later than one flush
-/// more); Parquet footers are cached by DataFusion's file metadata cache,
-/// keyed by path and checked against size and modification time, and the
-/// bytes of what queries read by the [`read_cache`], keyed by version.
+/// more) and kept fresh in the background while queries use it
+/// ([`listings`]); Parquet footers are cached by DataFusion's file
+/// metadata cache, keyed by path and checked against size and
+/// modification time, and the bytes of what queries read by the
+/// [`read_cache`], keyed by version.
 fn bucket_runtime(
     remote: &super::object::ObjectLake,
     limits: MemoryLimits,
 ) -> Result<Arc<RuntimeEnv>, LakeError> {
-    let cache = CacheManagerConfig::default()
-        .with_list_files_cache_limit(4 * 1024 * 1024)
-        .with_list_files_cache_ttl(Some(remote.listing_ttl()));
-    let runtime = runtime_with(cache, limits)?;
     let base = url::Url::parse(remote.base()).map_err(|e| {
         LakeError::Query(datafusion::error::DataFusionError::Configuration(format!(
             "lake URL {}: {e}",
@@ -346,9 +345,20 @@ fn bucket_runtime(
         0 => remote.store(),
         bytes => Arc::new(read_cache::ReadCache::over(remote.store(), bytes as u64)),
     };
-    runtime.register_object_store(&base, Arc::new(LakeStore::over(store)));
+    let store: Arc<dyn datafusion::object_store::ObjectStore> = Arc::new(LakeStore::over(store));
+    let listings =
+        listings::FreshListings::new(store.clone(), remote.listing_ttl(), LISTINGS_BYTES);
+    let cache = CacheManagerConfig::default()
+        .with_list_files_cache(Some(listings))
+        .with_list_files_cache_limit(LISTINGS_BYTES)
+        .with_list_files_cache_ttl(Some(remote.listing_ttl()));
+    let runtime = runtime_with(cache, limits)?;
+    runtime.register_object_store(&base, store);
     Ok(runtime)
 }
+
+/// Bytes of bucket listings a query runtime keeps: about 25,000 files.
+const LISTINGS_BYTES: usize = 4 * 1024 * 1024;
 
 /// Lake queries run on their own threads: a heavy scan or a runaway SQL
 /// statement must never hold the gateway's threads, and a time limit must
