@@ -635,8 +635,8 @@ fn measure_duckdb(layout: &LakeLayout, ids: &Path) -> Option<serde_json::Value> 
 }
 
 /// The same API queries with the lake in a bucket: the generated lake
-/// uploaded once to `s3s-fs` (a Rust S3 server over a local directory,
-/// installed with cargo into the tools directory when missing) under
+/// uploaded once to s3s-fs (a Rust S3 server over a local directory, see
+/// [`s3s_fs`]) under
 /// `<lake>.s3/`, so the files are the very same and only the protocol
 /// differs. Uploaded rather than served in place: for an object it did
 /// not receive, s3s-fs computes the whole object's MD5 on every GET.
@@ -654,7 +654,7 @@ async fn measure_on_s3(
     std::fs::create_dir_all(served.join(BENCH_BUCKET)).ok()?;
     let port = free_port();
     let mut child = Command::new(&server)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--port", &port.to_string()])
         .args(["--access-key", "bench", "--secret-key", "benchsecret"])
         .arg(&served)
         .stdout(std::process::Stdio::null())
@@ -767,26 +767,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The `s3s-fs` binary, installed with `cargo install s3s-fs` under the
-/// tools directory when missing (0.14.1: the last release for this
-/// toolchain).
+/// The bucket's server: s3s-fs 0.14.1's file system behind an accept loop
+/// that sets TCP_NODELAY (`crates/bench-s3-server`; the `s3s-fs` binary
+/// stalled every response ~40 ms on Nagle's algorithm), installed with
+/// `cargo install --path` under the tools directory when missing.
 fn s3s_fs() -> Option<PathBuf> {
-    let root = tools_dir().join("s3s-fs");
-    let bin = root.join("bin/s3s-fs");
+    let root = tools_dir().join("bench-s3-server-0.1.0");
+    let bin = root.join("bin/tollgate-bench-s3-server");
     if !bin.exists() {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bench-s3-server");
         eprintln!(
-            "installing s3s-fs 0.14.1 into {} (a few minutes, once)",
+            "installing {} into {} (a few minutes, once)",
+            source.display(),
             root.display()
         );
         let ok = Command::new("cargo")
             .args(["install", "--locked", "--root"])
             .arg(&root)
-            .args(["s3s-fs@0.14.1", "--features", "binary"])
+            .arg("--path")
+            .arg(&source)
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!("s3s-fs could not be installed; skipping the bucket column");
+            eprintln!("the bench's S3 server could not be installed; skipping the bucket column");
             return None;
         }
     }

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use datafusion::object_store::path::Path;
 use datafusion::object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    OBJECT_STORE_COALESCE_DEFAULT, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult, Result, coalesce_ranges,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    coalesce_ranges,
 };
 use futures::stream::{self, BoxStream, StreamExt};
 use moka::policy::EvictionPolicy;
@@ -43,6 +43,17 @@ use crate::metrics::METRICS;
 
 /// Objects up to this size are fetched whole on their first read.
 pub const WHOLE_OBJECT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Ranges of a large object at most this far apart are read in one
+/// request. `object_store`'s default (1 MiB) assumes a request costs more
+/// than a megabyte of transfer; for a trace lookup it merged the 35 pages
+/// a trace has in a compacted day (69 KB) into one 5.4 MB read, 85 ms on
+/// s3s-fs and as slow on S3 (one connection moves 50–100 MB/s). Separate
+/// ranges are read ten at a time, so a few rounds of small requests beat
+/// one long transfer; a gap this small costs about a millisecond to read
+/// through. In the 10M bench lake, the p99 of a trace's first lookup fell
+/// from 168 to 54 ms.
+const COALESCE_GAP: u64 = 64 * 1024;
 
 /// Objects whose listed version is remembered: far more than a lake has
 /// files (a year of 4 partitions compacted daily is ~1,500, rollups as
@@ -227,7 +238,7 @@ impl ReadCache {
         let fetched = coalesce_ranges(
             missing,
             |r| self.fetch(path, known, r, &changed),
-            OBJECT_STORE_COALESCE_DEFAULT,
+            COALESCE_GAP,
         )
         .await?;
         if changed.load(Ordering::Relaxed) {
