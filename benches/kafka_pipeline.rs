@@ -11,6 +11,7 @@
 //! - for scale, a bare rdkafka producer with the gateway's settings (acks=all,
 //!   idempotence, lz4, linger 5 ms) pushing the same payloads raw into the
 //!   same broker in the same run.
+//!
 //! Asserts nothing about speed.
 
 use std::io::{BufRead, BufReader};

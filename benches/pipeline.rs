@@ -235,10 +235,10 @@ async fn landed(
 ) -> Option<Duration> {
     let mut appended = None;
     while METRICS.sink_rows.get() < before + rows {
-        if let (None, Some(bus)) = (appended, &p.embedded) {
-            if bus.end_offset(EVENTS_TOPIC).unwrap_or(0) >= in_log {
-                appended = Some(started.elapsed());
-            }
+        if let (None, Some(bus)) = (appended, &p.embedded)
+            && bus.end_offset(EVENTS_TOPIC).unwrap_or(0) >= in_log
+        {
+            appended = Some(started.elapsed());
         }
         assert!(
             started.elapsed() < Duration::from_secs(600),

@@ -458,7 +458,7 @@ impl Config {
         if cfg.data.dir.is_relative() {
             cfg.data.dir = base.join(&cfg.data.dir);
         }
-        cfg.lake.resolve_relative(&base);
+        cfg.lake.resolve_relative(base);
         if let Some(dir) = cfg.pricing.dir.as_mut().filter(|d| d.is_relative()) {
             *dir = base.join(&*dir);
         }
@@ -543,13 +543,13 @@ impl Config {
             if !ids.insert(&k.id) {
                 return Err(invalid(format!("keys: id {:?} appears twice", k.id)));
             }
-            if let Some(route) = &k.route {
-                if !self.routes.contains_key(route) {
-                    return Err(invalid(format!(
-                        "keys[{}].route names {route:?}, which is not a [routes.*] entry",
-                        k.id
-                    )));
-                }
+            if let Some(route) = &k.route
+                && !self.routes.contains_key(route)
+            {
+                return Err(invalid(format!(
+                    "keys[{}].route names {route:?}, which is not a [routes.*] entry",
+                    k.id
+                )));
             }
             if let Some(route) = k
                 .client_routes

@@ -332,10 +332,10 @@ pub async fn run(
         None if cfg.bus.kind == BusKind::Kafka => {
             let api_bus = Bus::open(&cfg).await?;
             // The control topic must exist before it is read to its end.
-            if let Some(kafka) = &api_bus.kafka {
-                if !wait_for_topics(kafka, &stopping).await {
-                    return Ok(());
-                }
+            if let Some(kafka) = &api_bus.kafka
+                && !wait_for_topics(kafka, &stopping).await
+            {
+                return Ok(());
             }
             Some(api_bus.log)
         }

@@ -76,10 +76,10 @@ impl RecentIds {
             return false;
         }
         self.order.push_back(id);
-        if self.order.len() > RECENT_IDS {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() > RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
         true
     }
@@ -167,14 +167,14 @@ impl Accountant {
     async fn partition(&mut self, p: u32) -> Result<&mut PartitionState, BusError> {
         if !self.partitions.contains_key(&p) {
             let mut state = PartitionState::default();
-            if let Some(record) = self.log.last_in(COSTED_TOPIC, p).await? {
-                if let Ok(e) = serde_json::from_slice::<LlmEvent>(&record.payload) {
-                    state.published = e
-                        .cost
-                        .and_then(|c| c.source)
-                        .filter(|s| s.partition == p)
-                        .map(|s| s.offset);
-                }
+            if let Some(record) = self.log.last_in(COSTED_TOPIC, p).await?
+                && let Ok(e) = serde_json::from_slice::<LlmEvent>(&record.payload)
+            {
+                state.published = e
+                    .cost
+                    .and_then(|c| c.source)
+                    .filter(|s| s.partition == p)
+                    .map(|s| s.offset);
             }
             self.partitions.insert(p, state);
         }

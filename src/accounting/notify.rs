@@ -207,12 +207,11 @@ impl Notifier {
                 r = self.subscription.poll(100, Duration::from_millis(250)) => r?,
                 _ = stop.cancelled() => break,
             };
-            if let Some(first) = records.first() {
-                if self.delivered.is_none() {
-                    self.delivered = Some(
-                        delivered_before(self.log.as_ref(), first.partition, first.offset).await?,
-                    );
-                }
+            if let Some(first) = records.first()
+                && self.delivered.is_none()
+            {
+                self.delivered =
+                    Some(delivered_before(self.log.as_ref(), first.partition, first.offset).await?);
             }
             for record in records {
                 let ticket = self.dispatch(&record, &done);

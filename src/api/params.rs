@@ -204,10 +204,10 @@ impl Filters {
             from: time("from", &self.from)?,
             to: time("to", &self.to)?,
         };
-        if let (Some(from), Some(to)) = (filter.from, filter.to) {
-            if from > to {
-                return Err(bad("from", "must not be after `to`"));
-            }
+        if let (Some(from), Some(to)) = (filter.from, filter.to)
+            && from > to
+        {
+            return Err(bad("from", "must not be after `to`"));
         }
         Ok(filter)
     }

@@ -397,10 +397,11 @@ impl Subscription for LocalSubscription {
         // read below then wakes the wait instead of being missed.
         self.end.borrow_and_update();
         let mut records = self.read(max).await?;
-        if records.is_empty() && !wait.is_zero() {
-            if tokio::time::timeout(wait, self.end.changed()).await.is_ok() {
-                records = self.read(max).await?;
-            }
+        if records.is_empty()
+            && !wait.is_zero()
+            && tokio::time::timeout(wait, self.end.changed()).await.is_ok()
+        {
+            records = self.read(max).await?;
         }
         Ok(records)
     }

@@ -100,11 +100,11 @@ async fn next_batch(
 /// Waits for the append in flight, if any: the next may start only after
 /// it, so batches land in the order they were taken.
 async fn finish(in_flight: Option<JoinHandle<()>>) {
-    if let Some(append) = in_flight {
-        if let Err(e) = append.await {
-            METRICS.events_lost.inc();
-            tracing::error!(error = %e, "bus append task failed: its batch may be lost");
-        }
+    if let Some(append) = in_flight
+        && let Err(e) = append.await
+    {
+        METRICS.events_lost.inc();
+        tracing::error!(error = %e, "bus append task failed: its batch may be lost");
     }
 }
 

@@ -43,10 +43,10 @@ impl History {
     fn push(&mut self, e: Arc<ControlEvent>) {
         self.ids.insert(e.event_id);
         self.events.push_back(e);
-        if self.events.len() > HISTORY_CAP {
-            if let Some(old) = self.events.pop_front() {
-                self.ids.remove(&old.event_id);
-            }
+        if self.events.len() > HISTORY_CAP
+            && let Some(old) = self.events.pop_front()
+        {
+            self.ids.remove(&old.event_id);
         }
     }
 }

@@ -51,13 +51,13 @@ impl ControlState {
             Kind::RouteSet => put(&mut self.routes, e),
             Kind::TeamSet => put(&mut self.teams, e),
             Kind::WorkspaceSet => put(&mut self.workspaces, e),
-            Kind::KeyRevoked => Ok(drop(self.keys.remove(&e.id))),
-            Kind::BudgetRemoved => Ok(drop(self.budgets.remove(&e.id))),
-            Kind::RateLimitRemoved => Ok(drop(self.rate_limits.remove(&e.id))),
-            Kind::WebhookRemoved => Ok(drop(self.webhooks.remove(&e.id))),
-            Kind::RouteRemoved => Ok(drop(self.routes.remove(&e.id))),
-            Kind::TeamRemoved => Ok(drop(self.teams.remove(&e.id))),
-            Kind::WorkspaceRemoved => Ok(drop(self.workspaces.remove(&e.id))),
+            Kind::KeyRevoked => remove(&mut self.keys, e),
+            Kind::BudgetRemoved => remove(&mut self.budgets, e),
+            Kind::RateLimitRemoved => remove(&mut self.rate_limits, e),
+            Kind::WebhookRemoved => remove(&mut self.webhooks, e),
+            Kind::RouteRemoved => remove(&mut self.routes, e),
+            Kind::TeamRemoved => remove(&mut self.teams, e),
+            Kind::WorkspaceRemoved => remove(&mut self.workspaces, e),
         };
         self.versions.insert(e.bus_key(), e.event_id);
         result
@@ -85,6 +85,13 @@ impl ControlState {
     pub fn rate_limit_configs(&self) -> Vec<RateLimitConfig> {
         self.rate_limits.values().map(|r| r.limit.clone()).collect()
     }
+}
+
+/// Drops `e.id` from `map` (a removal of what is not there is a no-op:
+/// later events win, and the entity may never have been seen).
+fn remove<T>(map: &mut BTreeMap<String, T>, e: &ControlEvent) -> Result<(), FoldError> {
+    map.remove(&e.id);
+    Ok(())
 }
 
 /// Replaces `e.id` in `map` with the event's `after`.

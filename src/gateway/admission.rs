@@ -114,12 +114,13 @@ impl Ticket {
             Decimal::ZERO
         };
         let tokens = usage.total_tokens();
-        if self.admission.observes && usage.output_tokens > 0 {
-            if let Some(model) = self.model.as_deref() {
-                self.admission
-                    .observed
-                    .record(&self.key_id, model, usage.output_tokens);
-            }
+        if self.admission.observes
+            && usage.output_tokens > 0
+            && let Some(model) = self.model.as_deref()
+        {
+            self.admission
+                .observed
+                .record(&self.key_id, model, usage.output_tokens);
         }
         let mut state = self.admission.lock();
         if let Some(r) = state.reservations.get_mut(&self.seq) {
@@ -660,35 +661,35 @@ impl Admission {
                     )
                 })
                 .unwrap_or_default();
-            if let Some(limit) = spec.limit_usd.filter(|_| ticket.spends_usd) {
-                if spent.spent_usd + reserved_usd + usd > limit {
-                    METRICS
-                        .budget_refusals
-                        .with_label_values(&[&spec.name])
-                        .inc();
-                    return Err(Refusal::Budget {
-                        budget: spec.name.clone(),
-                        subject: id.subject.clone(),
-                        spent: format!("${}", spent.spent_usd.round_dp(4)),
-                        limit: format!("${limit}"),
-                        resets,
-                    });
-                }
+            if let Some(limit) = spec.limit_usd.filter(|_| ticket.spends_usd)
+                && spent.spent_usd + reserved_usd + usd > limit
+            {
+                METRICS
+                    .budget_refusals
+                    .with_label_values(&[&spec.name])
+                    .inc();
+                return Err(Refusal::Budget {
+                    budget: spec.name.clone(),
+                    subject: id.subject.clone(),
+                    spent: format!("${}", spent.spent_usd.round_dp(4)),
+                    limit: format!("${limit}"),
+                    resets,
+                });
             }
-            if let Some(limit) = spec.limit_tokens {
-                if spent.spent_tokens + reserved_tokens + tokens > limit {
-                    METRICS
-                        .budget_refusals
-                        .with_label_values(&[&spec.name])
-                        .inc();
-                    return Err(Refusal::Budget {
-                        budget: spec.name.clone(),
-                        subject: id.subject.clone(),
-                        spent: format!("{} tokens", spent.spent_tokens),
-                        limit: format!("{limit} tokens"),
-                        resets,
-                    });
-                }
+            if let Some(limit) = spec.limit_tokens
+                && spent.spent_tokens + reserved_tokens + tokens > limit
+            {
+                METRICS
+                    .budget_refusals
+                    .with_label_values(&[&spec.name])
+                    .inc();
+                return Err(Refusal::Budget {
+                    budget: spec.name.clone(),
+                    subject: id.subject.clone(),
+                    spent: format!("{} tokens", spent.spent_tokens),
+                    limit: format!("{limit} tokens"),
+                    resets,
+                });
             }
         }
         let ledgers = covering
@@ -814,14 +815,14 @@ impl Admission {
                     retry_after_secs: wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64,
                 }
             };
-            if let Some((n, limiter)) = &l.requests {
-                if let Err(not_until) = limiter.check_key(subject) {
-                    return Err(refuse(
-                        format!("{n} requests per minute"),
-                        not_until.wait_time_from(limiter.clock().now()),
-                        "requests",
-                    ));
-                }
+            if let Some((n, limiter)) = &l.requests
+                && let Err(not_until) = limiter.check_key(subject)
+            {
+                return Err(refuse(
+                    format!("{n} requests per minute"),
+                    not_until.wait_time_from(limiter.clock().now()),
+                    "requests",
+                ));
             }
             if let Some((n, limiter)) = &l.tokens {
                 let want = (body_bytes / 4 + max_tokens).clamp(1, *n as u64) as u32;

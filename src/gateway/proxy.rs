@@ -122,13 +122,12 @@ impl Gateway {
                 Ok(planned) => planned,
                 Err(e) => return refuse(recording, e),
             };
-        if endpoint == Endpoint::Messages {
-            if let Err(e) = self
+        if endpoint == Endpoint::Messages
+            && let Err(e) = self
                 .admit(&identity, &plan, started_at, &mut recording)
                 .await
-            {
-                return refuse(recording, e);
-            }
+        {
+            return refuse(recording, e);
         }
         self.send_upstream(endpoint, &identity, uri, &headers, &route, &plan, recording)
             .await
@@ -211,10 +210,10 @@ impl Gateway {
                 reason,
             });
         }
-        if identity.passthrough {
-            if let Some(problem) = passthrough::route_problem(&route, &self.providers) {
-                return Err(GatewayError::PassthroughUnsupported(problem));
-            }
+        if identity.passthrough
+            && let Some(problem) = passthrough::route_problem(&route, &self.providers)
+        {
+            return Err(GatewayError::PassthroughUnsupported(problem));
         }
         let e = recording.event_mut();
         let facts = route::Facts {

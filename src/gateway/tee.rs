@@ -231,10 +231,10 @@ impl SseReader {
                     .max(1);
             }
             SseKind::MessageStart => {
-                if let Some(v) = json() {
-                    if let Some(m) = v.get("message") {
-                        self.facts.read_message(m);
-                    }
+                if let Some(v) = json()
+                    && let Some(m) = v.get("message")
+                {
+                    self.facts.read_message(m);
                 }
             }
             SseKind::MessageDelta => {

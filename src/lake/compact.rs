@@ -90,12 +90,14 @@ pub fn compact_owned(
     opts: &CompactOptions,
     owned: &dyn Fn(u32) -> bool,
 ) -> Result<CompactReport, LakeError> {
-    let mut report = CompactReport::default();
     // Rollups of inputs merged by an earlier run go first (in a bucket a
     // run never deletes what it merged itself: see the module docs), then
     // files without a rollup get one.
-    report.rollups_deleted = rollup::delete_superseded(layout, owned)?;
-    report.rollups_repaired = rollup::repair(layout, owned)?;
+    let mut report = CompactReport {
+        rollups_deleted: rollup::delete_superseded(layout, owned)?,
+        rollups_repaired: rollup::repair(layout, owned)?,
+        ..CompactReport::default()
+    };
     let mut groups: BTreeMap<(PathBuf, u32), Vec<LakeFile>> = BTreeMap::new();
     for f in layout.listing()? {
         let dir = f.path.parent().map(PathBuf::from).unwrap_or_default();

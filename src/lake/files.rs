@@ -469,6 +469,50 @@ fn write_parquet<W: Write + Send>(
     writer.into_inner().map_err(write)
 }
 
+/// `(provider, model, region)` of every event in lake files of `since` or
+/// later: the model served, else the one requested. For `tollgate pricing
+/// check --lake`, which warns about models no price entry matches.
+pub fn models_seen_since(
+    layout: &LakeLayout,
+    since: NaiveDate,
+) -> Result<std::collections::BTreeSet<(String, String, Option<String>)>, LakeError> {
+    use arrow::array::{Array, StringArray};
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, ..) in layout.files()? {
+        let day = path
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|d| d.to_str())
+            .and_then(|d| d.strip_prefix("day="))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        if day.is_none_or(|d| d < since) {
+            continue;
+        }
+        for batch in read_file(&path)? {
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+            };
+            let (Some(provider), Some(served), Some(requested), Some(region)) = (
+                col("provider"),
+                col("model_served"),
+                col("model_requested"),
+                col("region"),
+            ) else {
+                continue;
+            };
+            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+            for i in 0..batch.num_rows() {
+                if let Some(model) = opt(&served, i).or_else(|| opt(&requested, i)) {
+                    seen.insert((provider.value(i).to_owned(), model, opt(&region, i)));
+                }
+            }
+        }
+    }
+    Ok(seen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,48 +586,4 @@ mod tests {
         assert_eq!(parse_file_name(&path), Some((3, 10, 99)));
         assert_eq!(parse_file_name(Path::new(".p00003-1-2.parquet.tmp")), None);
     }
-}
-
-/// `(provider, model, region)` of every event in lake files of `since` or
-/// later: the model served, else the one requested. For `tollgate pricing
-/// check --lake`, which warns about models no price entry matches.
-pub fn models_seen_since(
-    layout: &LakeLayout,
-    since: NaiveDate,
-) -> Result<std::collections::BTreeSet<(String, String, Option<String>)>, LakeError> {
-    use arrow::array::{Array, StringArray};
-    let mut seen = std::collections::BTreeSet::new();
-    for (path, ..) in layout.files()? {
-        let day = path
-            .parent()
-            .and_then(|d| d.file_name())
-            .and_then(|d| d.to_str())
-            .and_then(|d| d.strip_prefix("day="))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-        if day.is_none_or(|d| d < since) {
-            continue;
-        }
-        for batch in read_file(&path)? {
-            let col = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-            };
-            let (Some(provider), Some(served), Some(requested), Some(region)) = (
-                col("provider"),
-                col("model_served"),
-                col("model_requested"),
-                col("region"),
-            ) else {
-                continue;
-            };
-            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
-            for i in 0..batch.num_rows() {
-                if let Some(model) = opt(&served, i).or_else(|| opt(&requested, i)) {
-                    seen.insert((provider.value(i).to_owned(), model, opt(&region, i)));
-                }
-            }
-        }
-    }
-    Ok(seen)
 }

@@ -386,6 +386,19 @@ fn store_err(path: &FsPath) -> impl Fn(object_store::Error) -> ObjectLakeError +
     }
 }
 
+/// A lake in an in-memory bucket, for tests of the bucket code paths.
+#[cfg(test)]
+pub(crate) fn in_memory_layout() -> crate::lake::files::LakeLayout {
+    let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let lake = ObjectLake::new(
+        store,
+        "memory://lake",
+        object_store::path::Path::from("pre"),
+    )
+    .expect("an in-memory lake");
+    crate::lake::files::LakeLayout::on_object_store(lake)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,17 +493,4 @@ mod tests {
             Err(ObjectLakeError::Scheme { .. } | ObjectLakeError::BadUrl { .. })
         ));
     }
-}
-
-/// A lake in an in-memory bucket, for tests of the bucket code paths.
-#[cfg(test)]
-pub(crate) fn in_memory_layout() -> crate::lake::files::LakeLayout {
-    let store = std::sync::Arc::new(object_store::memory::InMemory::new());
-    let lake = ObjectLake::new(
-        store,
-        "memory://lake",
-        object_store::path::Path::from("pre"),
-    )
-    .expect("an in-memory lake");
-    crate::lake::files::LakeLayout::on_object_store(lake)
 }

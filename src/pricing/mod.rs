@@ -617,12 +617,12 @@ fn compile_entry(
         },
         None => None,
     };
-    if let (Some(from), Some(to)) = (effective_from, effective_to) {
-        if to <= from {
-            bad(format!(
-                "effective_to {to} is not after effective_from {from}"
-            ));
-        }
+    if let (Some(from), Some(to)) = (effective_from, effective_to)
+        && to <= from
+    {
+        bad(format!(
+            "effective_to {to} is not after effective_from {from}"
+        ));
     }
     let multiplier = raw.multiplier.unwrap_or(Decimal::ONE);
     let mut prices = vec![
@@ -728,18 +728,19 @@ fn check_book(entries: &[PriceEntry], issues: &mut Vec<PricingIssue>) {
     // An example that another family's entry also matches is ambiguous.
     for a in entries {
         for b in entries {
-            if a.family != b.family && same_scope(a, b) {
-                if let Some(ex) = a.examples.iter().find(|ex| b.matches(ex)) {
-                    issues.push(at(
-                        a,
-                        format!(
-                            "{}: model {ex:?} also matches {} at {}",
-                            a.family,
-                            b.family,
-                            b.where_()
-                        ),
-                    ));
-                }
+            if a.family != b.family
+                && same_scope(a, b)
+                && let Some(ex) = a.examples.iter().find(|ex| b.matches(ex))
+            {
+                issues.push(at(
+                    a,
+                    format!(
+                        "{}: model {ex:?} also matches {} at {}",
+                        a.family,
+                        b.family,
+                        b.where_()
+                    ),
+                ));
             }
         }
     }

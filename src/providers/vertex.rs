@@ -187,10 +187,10 @@ impl Provider for Vertex {
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
         );
-        if !kept.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&kept.join(",")) {
-                headers.insert("anthropic-beta", v);
-            }
+        if !kept.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&kept.join(","))
+        {
+            headers.insert("anthropic-beta", v);
         }
         let response = self
             .client

@@ -81,10 +81,10 @@ pub async fn settled_spend(tg: &Tollgate, budget: &str) -> Decimal {
     loop {
         let all = budgets(tg).await;
         let row = all.iter().find(|b| b["budget"] == budget);
-        if let Some(row) = row {
-            if dec(&row["reserved_usd"]).is_zero() {
-                return dec(&row["spent_usd"]);
-            }
+        if let Some(row) = row
+            && dec(&row["reserved_usd"]).is_zero()
+        {
+            return dec(&row["spent_usd"]);
         }
         assert!(
             Instant::now() < deadline,

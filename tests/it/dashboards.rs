@@ -643,7 +643,7 @@ async fn traffic_round(tg: &Tollgate, round: usize) {
         &[],
     )
     .await;
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         send(
             tg,
             "/v1/messages/count_tokens",

@@ -136,11 +136,10 @@ proptest! {
     fn config_loader_refuses_with_a_message_but_never_panics((pick, edits) in mutation()) {
         let seeds = corpus("config");
         let mutated = mutate(&seeds[pick % seeds.len()], &edits);
-        if let Ok(text) = std::str::from_utf8(&mutated) {
-            if let Err(e) = Config::parse(text, Path::new("fuzz.toml")) {
+        if let Ok(text) = std::str::from_utf8(&mutated)
+            && let Err(e) = Config::parse(text, Path::new("fuzz.toml")) {
                 prop_assert!(!e.to_string().is_empty());
             }
-        }
     }
 
     #[test]

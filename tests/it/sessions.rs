@@ -93,10 +93,10 @@ async fn ledger(tg: &Tollgate, budget: &str, subject: &str) -> Option<(Decimal, 
 async fn settled(tg: &Tollgate, budget: &str, subject: &str) -> Decimal {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((spent, reserved)) = ledger(tg, budget, subject).await {
-            if reserved.is_zero() {
-                return spent;
-            }
+        if let Some((spent, reserved)) = ledger(tg, budget, subject).await
+            && reserved.is_zero()
+        {
+            return spent;
         }
         assert!(
             Instant::now() < deadline,

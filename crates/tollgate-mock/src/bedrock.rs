@@ -193,10 +193,10 @@ impl MockState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if let Some(token) = &self.options.bedrock_bearer {
-            if auth == format!("Bearer {token}") {
-                return Ok(());
-            }
+        if let Some(token) = &self.options.bedrock_bearer
+            && auth == format!("Bearer {token}")
+        {
+            return Ok(());
         }
         let Some((access, secret)) = &self.options.aws else {
             return if self.options.bedrock_bearer.is_some() {
