@@ -417,12 +417,16 @@ impl Bench<'_> {
         sequential(client, d, body, 200).await;
         sequential(client, v, body, 200).await;
         // TOLLGATE_BENCH_CPU_ONLY=1: only the CPU row and its per-thread
-        // split (seconds instead of minutes, for profiling).
+        // split; TOLLGATE_BENCH_LOAD_ONLY=1: only the load rows (seconds
+        // instead of minutes, for profiling).
         let cpu_only = std::env::var_os("TOLLGATE_BENCH_CPU_ONLY").is_some();
-        if !cpu_only {
+        let load_only = std::env::var_os("TOLLGATE_BENCH_LOAD_ONLY").is_some();
+        if !cpu_only && !load_only {
             self.latency_rows(body, stream_body).await;
         }
-        self.cpu_row(body).await;
+        if !load_only {
+            self.cpu_row(body).await;
+        }
         if !cpu_only {
             self.load_rows(body).await;
         }
