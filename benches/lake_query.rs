@@ -452,6 +452,18 @@ async fn explain(layout: &LakeLayout, sql: &str) {
         .unwrap();
     let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap();
     println!("{text}");
+    // Whether the lake's footers and page indexes fit the footer cache
+    // (when they do not, lookups keep re-reading them).
+    let footers = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let entries = footers.list_entries();
+    let bytes: usize = entries.values().map(|e| e.size_bytes).sum();
+    println!(
+        "footer cache: {} files, {:.1} MiB ({:.2} MiB a file) of {:.0} MiB",
+        entries.len(),
+        bytes as f64 / 1048576.0,
+        bytes as f64 / 1048576.0 / entries.len().max(1) as f64,
+        footers.cache_limit() as f64 / 1048576.0
+    );
 }
 
 /// `TOLLGATE_BENCH_QUICK=1`: the API's queries on local disk only (no

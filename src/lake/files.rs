@@ -362,6 +362,42 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// for 4.6% more bytes on disk (2026-12-02).
 const PAGE_ROWS: usize = 1024;
 
+/// Columns that get page statistics (the page index's min/max per page):
+/// what the API's queries filter on in any lake table (events, rollups,
+/// audit). Every other column keeps statistics per column chunk only.
+///
+/// DataFusion's footer cache holds each file's whole page index, parsed.
+/// With 1,024-row pages and every column indexed, a compacted 100M-lake
+/// day file (830,000 rows) took 4.5 MB there, so the 256 MiB cache held 59
+/// of the 120 files and trace lookups kept re-reading and re-parsing the
+/// others' footers. Min/max of a token count or a cost line per page
+/// prunes nothing the API asks for; each page still has its offset index
+/// entry, so a lookup reads only its pages of every column.
+const PAGE_INDEX_COLUMNS: &[&str] = &[
+    // events
+    "event_id",
+    "trace_id",
+    "session_id",
+    "started_at",
+    "workspace",
+    "team",
+    "user",
+    "key_id",
+    "provider",
+    "model_requested",
+    "model_served",
+    "billed_by",
+    "status",
+    // rollups
+    "hour",
+    "model",
+    // audit
+    "kind",
+    "entity_id",
+    "actor",
+    "at",
+];
+
 /// Columns with (nearly) a distinct value per row. A dictionary buys them
 /// nothing but a dictionary page of up to 1 MiB per row group, which a
 /// reader must decompress before the one page it wants: on a 100M-event
@@ -403,17 +439,20 @@ fn compression_for(batch: &RecordBatch) -> Compression {
     }
 }
 
-/// Parquet settings for lake files: `compression`, page statistics (page
-/// index), no dictionary where values are unique, and bloom filters sized
-/// for a row group's rows.
+/// Parquet settings for lake files: `compression`, page statistics for
+/// the queried columns ([`PAGE_INDEX_COLUMNS`]), no dictionary where
+/// values are unique, and bloom filters sized for a row group's rows.
 pub fn writer_properties(rows: usize, compression: Compression) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(compression)
-        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // Small pages make the page index worth having: a trace lookup in
         // a sorted file reads a few pages, not a whole column chunk.
         .set_data_page_row_count_limit(PAGE_ROWS);
+    for c in PAGE_INDEX_COLUMNS {
+        b = b.set_column_statistics_enabled((*c).into(), EnabledStatistics::Page);
+    }
     for (c, encoding) in NO_DICTIONARY {
         b = b
             .set_column_dictionary_enabled((*c).into(), false)
@@ -516,6 +555,58 @@ pub fn models_seen_since(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_queried_columns_have_a_column_index_and_every_column_an_offset_index() {
+        use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+        use parquet::file::page_index::column_index::ColumnIndexMetaData;
+        let events: Vec<_> = (0..3000)
+            .map(|i| {
+                let mut e = crate::event::tests::sample_event();
+                e.event_id = uuid::Uuid::now_v7();
+                e.trace_id = format!("trace-{i:05}");
+                e
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        write_atomically(&path, &crate::event::tests::batch_of(&events)).unwrap();
+        let meta = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&File::open(&path).unwrap())
+            .unwrap();
+        let columns = meta.row_group(0).columns();
+        let at = |name: &str| {
+            columns
+                .iter()
+                .position(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("column {name}"))
+        };
+        let column_index = &meta.column_index().expect("a column index")[0];
+        let offset_index = &meta.offset_index().expect("an offset index")[0];
+        for name in ["trace_id", "started_at", "team"] {
+            assert!(
+                !matches!(column_index[at(name)], ColumnIndexMetaData::NONE),
+                "{name} has page statistics"
+            );
+        }
+        for name in ["cost_usd", "input_tokens", "pricing_family"] {
+            assert!(
+                matches!(column_index[at(name)], ColumnIndexMetaData::NONE),
+                "{name} has no page statistics"
+            );
+            assert!(
+                columns[at(name)].statistics().is_some(),
+                "{name} keeps its chunk statistics"
+            );
+        }
+        for (i, pages) in offset_index.iter().enumerate() {
+            assert!(
+                pages.page_locations().len() >= 3,
+                "column {i}: every page located (3,000 rows, 1,024 a page)"
+            );
+        }
+    }
 
     #[test]
     fn unique_columns_have_no_dictionary_and_time_is_delta_encoded() {
