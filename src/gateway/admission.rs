@@ -661,35 +661,31 @@ impl Admission {
                     )
                 })
                 .unwrap_or_default();
-            if let Some(limit) = spec.limit_usd.filter(|_| ticket.spends_usd)
-                && spent.spent_usd + reserved_usd + usd > limit
-            {
+            // Counted here, where the refusal is decided, once per refusal.
+            let refuse = |spent: String, limit: String| {
                 METRICS
                     .budget_refusals
                     .with_label_values(&[&spec.name])
                     .inc();
-                return Err(Refusal::Budget {
+                Refusal::Budget {
                     budget: spec.name.clone(),
                     subject: id.subject.clone(),
-                    spent: format!("${}", spent.spent_usd.round_dp(4)),
-                    limit: format!("${limit}"),
-                    resets,
-                });
+                    spent,
+                    limit,
+                    resets: resets.clone(),
+                }
+            };
+            if let Some(limit) = spec.limit_usd.filter(|_| ticket.spends_usd)
+                && spent.spent_usd + reserved_usd + usd > limit
+            {
+                let spent = format!("${}", spent.spent_usd.round_dp(4));
+                return Err(refuse(spent, format!("${limit}")));
             }
             if let Some(limit) = spec.limit_tokens
                 && spent.spent_tokens + reserved_tokens + tokens > limit
             {
-                METRICS
-                    .budget_refusals
-                    .with_label_values(&[&spec.name])
-                    .inc();
-                return Err(Refusal::Budget {
-                    budget: spec.name.clone(),
-                    subject: id.subject.clone(),
-                    spent: format!("{} tokens", spent.spent_tokens),
-                    limit: format!("{limit} tokens"),
-                    resets,
-                });
+                let spent = format!("{} tokens", spent.spent_tokens);
+                return Err(refuse(spent, format!("{limit} tokens")));
             }
         }
         let ledgers = covering

@@ -556,21 +556,29 @@ pub fn models_seen_since(
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_queried_columns_have_a_column_index_and_every_column_an_offset_index() {
-        use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
-        use parquet::file::page_index::column_index::ColumnIndexMetaData;
-        let events: Vec<_> = (0..3000)
+    /// A lake file of `n` events, each its own trace, 37 ms apart; and the
+    /// directory that holds it.
+    fn written(n: i64) -> (tempfile::TempDir, PathBuf) {
+        let events: Vec<_> = (0..n)
             .map(|i| {
                 let mut e = crate::event::tests::sample_event();
                 e.event_id = uuid::Uuid::now_v7();
                 e.trace_id = format!("trace-{i:05}");
+                e.started_at += chrono::Duration::milliseconds(i * 37);
                 e
             })
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.parquet");
         write_atomically(&path, &crate::event::tests::batch_of(&events)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn only_queried_columns_have_a_column_index_and_every_column_an_offset_index() {
+        use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+        use parquet::file::page_index::column_index::ColumnIndexMetaData;
+        let (_dir, path) = written(3000);
         let meta = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Required)
             .parse_and_finish(&File::open(&path).unwrap())
@@ -611,18 +619,7 @@ mod tests {
     #[test]
     fn unique_columns_have_no_dictionary_and_time_is_delta_encoded() {
         use parquet::file::reader::{FileReader, SerializedFileReader};
-        let events: Vec<_> = (0..500)
-            .map(|i| {
-                let mut e = crate::event::tests::sample_event();
-                e.event_id = uuid::Uuid::now_v7();
-                e.trace_id = format!("trace-{i:05}");
-                e.started_at += chrono::Duration::milliseconds(i * 37);
-                e
-            })
-            .collect();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.parquet");
-        write_atomically(&path, &crate::event::tests::batch_of(&events)).unwrap();
+        let (_dir, path) = written(500);
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         let group = reader.metadata().row_group(0);
         let chunk = |name: &str| {
