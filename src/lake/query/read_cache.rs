@@ -10,9 +10,15 @@
 //!   instead of one per column chunk, and every later range is a slice;
 //! - of a larger object (a compacted day), each range is kept as read.
 //!
-//! The two are kept apart, each in half the capacity: a few hundred trace
-//! lookups read hundreds of MiB of one-off pages of large objects, and
-//! must not push out the rollups every dashboard refresh reads again.
+//! The two are kept apart: a few hundred trace lookups read hundreds of
+//! MiB of one-off pages of large objects, and must not push out the
+//! rollups every dashboard refresh reads again. Small objects get a
+//! quarter of the capacity (a 100M-event lake's rollups are 34 MiB; they
+//! grow with hours × teams × users × models, not with events), ranges
+//! the rest: the bloom filters and pages of a lake's large files are what
+//! outgrows a cache. On the 100M bench lake in a bucket, with 256 MiB,
+//! halves left repeated trace lookups at p99 61.2 ms and p50 39.5 ms;
+//! three quarters for ranges, 23.5–24.2 and 17.1–17.2 ms.
 //!
 //! `tollgate reprice` rewrites objects under the same names, so every
 //! entry is keyed by the object's version as the last listing saw it (its
@@ -150,9 +156,10 @@ fn resolve(range: Option<&GetRange>, size: u64) -> Option<Range<u64>> {
 impl ReadCache {
     /// `inner` with up to `capacity` bytes of what was read from it kept.
     pub fn over(inner: Arc<dyn ObjectStore>, capacity: u64) -> ReadCache {
-        let bytes = |policy| {
+        // `share` quarters of the capacity.
+        let bytes = |policy, share: u64| {
             moka::sync::Cache::builder()
-                .max_capacity(capacity / 2)
+                .max_capacity(capacity / 4 * share)
                 .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
                 .eviction_policy(policy)
                 .build()
@@ -162,11 +169,11 @@ impl ReadCache {
             known: moka::sync::Cache::new(KNOWN_OBJECTS),
             // Small objects are read again and again: a new one is kept
             // only if it is read more often than what it would push out.
-            small: bytes(EvictionPolicy::tiny_lfu()),
+            small: bytes(EvictionPolicy::tiny_lfu(), 1),
             // Once full of one-off lookup pages, that rule would refuse a
             // repeated query's ranges until its third run; the most
             // recently read are kept instead.
-            ranges: bytes(EvictionPolicy::lru()),
+            ranges: bytes(EvictionPolicy::lru(), 3),
         }
     }
 
