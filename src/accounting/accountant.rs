@@ -168,7 +168,7 @@ impl Accountant {
         if !self.partitions.contains_key(&p) {
             let mut state = PartitionState::default();
             if let Some(record) = self.log.last_in(COSTED_TOPIC, p).await?
-                && let Ok(e) = serde_json::from_slice::<LlmEvent>(&record.payload)
+                && let Ok(e) = LlmEvent::from_json(&record.payload)
             {
                 state.published = e
                     .cost
@@ -331,7 +331,7 @@ impl Accountant {
     /// Prices one raw record into a costed event; `None` for a record that
     /// is not an event or one seen before.
     fn price(&mut self, record: &BusRecord) -> Option<LlmEvent> {
-        let mut event: LlmEvent = match serde_json::from_slice(&record.payload) {
+        let mut event = match LlmEvent::from_json(&record.payload) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(partition = record.partition, offset = record.offset, error = %e,

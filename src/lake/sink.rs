@@ -181,7 +181,7 @@ impl Sink {
                 part.consumed = part.consumed.max(consumed);
                 return Ok(());
             }
-            match serde_json::from_slice::<LlmEvent>(&record.payload) {
+            match LlmEvent::from_json(&record.payload) {
                 Ok(event) => {
                     let day = event.started_at.date_naive();
                     let other_day = part.buffer.as_ref().is_some_and(|b| b.day != day);
