@@ -14,7 +14,9 @@
 //! has read the control topic. With `TOLLGATE_GATEWAY_BIN` naming a binary
 //! built with `--no-default-features --features gateway`, the same is
 //! measured for that gateway-only build, with its idle RSS and
-//! one-at-a-time latency. Memory is printed as the resident set and its
+//! one-at-a-time latency. `TOLLGATE_SERVE_BIN` names another build's
+//! binary to measure as `tollgate serve` (comparing two commits in one
+//! sitting). Memory is printed as the resident set and its
 //! anonymous (the process's own) and file-backed (code pages) parts.
 //!
 //! The mock (the `tollgate-mock` crate) runs in a process of its own: this
@@ -608,7 +610,12 @@ async fn run() {
     let mock = start("1", &this, &[MOCK_ROLE], prefix, dir.path());
     let config = serve_config(&mock.url);
     std::fs::write(dir.path().join("tollgate.toml"), config).expect("config");
-    let tollgate = PathBuf::from(env!("CARGO_BIN_EXE_tollgate"));
+    // Another build's binary (`TOLLGATE_SERVE_BIN`): the A/B comparison
+    // of two commits on one machine in one sitting.
+    let tollgate = std::env::var_os("TOLLGATE_SERVE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
+        PathBuf::from,
+    );
     let args = ["serve", "--config", "tollgate.toml"];
     let tg = start(
         "0",

@@ -15,7 +15,7 @@ use uuid::Uuid;
 mod columns;
 
 pub use columns::{
-    CostColumns, USD_PRECISION, USD_SCALE, arrow_schema, to_record_batch, usd_to_i128,
+    CostColumns, EventColumns, USD_PRECISION, USD_SCALE, arrow_schema, to_record_batch, usd_to_i128,
 };
 
 /// Version of the event's shape; bumped when a field changes meaning.

@@ -453,17 +453,59 @@ fn field<T: arrow::array::ArrayBuilder>(b: &mut StructBuilder, i: usize) -> &mut
 /// Builds one Arrow batch from events (each with its bus position), in the
 /// column order of [`arrow_schema`].
 pub fn to_record_batch(events: &[(BusPosition, &LlmEvent)]) -> Result<RecordBatch, ArrowError> {
-    let mut builders = slots(EVENT_COLUMNS, events.len());
+    let mut columns = EventColumns::with_capacity(events.len());
     for (at, e) in events {
-        for slot in &mut builders {
-            slot.push(e, *at);
+        columns.push(*at, e);
+    }
+    columns.finish()
+}
+
+/// Lake columns being built one event at a time, so a caller that
+/// gathers events (the sink) keeps them as Arrow columns, not as
+/// structs: an `LlmEvent` holds ~30 separately allocated strings, several
+/// times the bytes its columns take, and under a burst the sink's
+/// buffered structs were among the largest parts of a serving process's
+/// peak memory.
+pub struct EventColumns {
+    slots: Vec<Slot<LlmEvent>>,
+    rows: usize,
+}
+
+impl EventColumns {
+    /// Builders with room for `n` rows; they grow past it.
+    pub fn with_capacity(n: usize) -> EventColumns {
+        EventColumns {
+            slots: slots(EVENT_COLUMNS, n),
+            rows: 0,
         }
     }
-    let mut columns = Vec::with_capacity(64);
-    for slot in &mut builders {
-        slot.finish_into(&mut columns);
+
+    /// Appends `e`, read from the bus at `at`, as one row.
+    pub fn push(&mut self, at: BusPosition, e: &LlmEvent) {
+        for slot in &mut self.slots {
+            slot.push(e, at);
+        }
+        self.rows += 1;
     }
-    RecordBatch::try_new(arrow_schema(), columns)
+
+    /// Rows appended so far.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no row was appended.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The rows as one record batch of the lake's schema.
+    pub fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let mut columns = Vec::with_capacity(64);
+        for slot in &mut self.slots {
+            slot.finish_into(&mut columns);
+        }
+        RecordBatch::try_new(arrow_schema(), columns)
+    }
 }
 
 /// Builders of the cost columns alone (the `COST_COLUMNS` group), for

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::LakeError;
 use super::files::{LakeLayout, WriteMode};
 use crate::bus::{BusRecord, RevokeHook, Subscription, poll_lingering};
-use crate::event::{BusPosition, LlmEvent, to_record_batch};
+use crate::event::{BusPosition, EventColumns, LlmEvent};
 use crate::metrics::METRICS;
 
 /// When to write a file.
@@ -31,10 +31,10 @@ pub struct SinkOptions {
 /// Most bytes (of the events as they came off the bus) a partition's
 /// buffer holds before it is written, whatever `flush_rows` says: under a
 /// burst, `flush_rows` events of Claude Code size held as structs were the
-/// largest part of a serving process's peak memory. A flush holds the
-/// structs, their Arrow columns and the Parquet writer's pages at once,
-/// several times this; 8 MiB is still thousands of typical events per
-/// file, large enough for compaction to merge.
+/// largest part of a serving process's peak memory (they are held as
+/// columns now, about the records' own size). A flush holds the columns
+/// and the Parquet writer's pages at once; 8 MiB is still thousands of
+/// typical events per file, large enough for compaction to merge.
 const MAX_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Most records taken from the bus per poll: a poll of `flush_rows`
@@ -49,13 +49,37 @@ const POLL_RECORDS: usize = 4096;
 /// part of `tollgate serve`'s CPU time per request.
 const SINK_LINGER: Duration = Duration::from_millis(100);
 
-/// Events of one partition and day waiting to be written.
+/// Rows a buffer's column builders first make room for; they grow (by
+/// doubling) past it, so an idle or trickling partition holds little.
+const BUFFER_START_ROWS: usize = 1024;
+
+/// Events of one partition and day waiting to be written, already as the
+/// file's columns: each event is parsed, appended and dropped, so the
+/// buffer holds column bytes, not ~30 allocations per event.
 struct Buffer {
     day: NaiveDate,
     since: Instant,
-    rows: Vec<(BusPosition, LlmEvent)>,
+    columns: EventColumns,
+    /// Offsets of the first and last buffered records (they arrive in
+    /// order): the file's name.
+    first: u64,
+    last: u64,
     /// Bytes of the buffered events' bus records.
     bytes: usize,
+}
+
+impl Buffer {
+    /// An empty buffer for `day`, its first record at `offset`.
+    fn new(day: NaiveDate, offset: u64) -> Buffer {
+        Buffer {
+            day,
+            since: Instant::now(),
+            columns: EventColumns::with_capacity(BUFFER_START_ROWS),
+            first: offset,
+            last: offset,
+            bytes: 0,
+        }
+    }
 }
 
 /// Per-partition progress.
@@ -205,22 +229,18 @@ impl Sink {
         let full = {
             let mut parts = self.shared.partitions();
             let part = parts.entry(p).or_default();
-            let buffer = part.buffer.get_or_insert_with(|| Buffer {
-                day,
-                since: Instant::now(),
-                rows: Vec::new(),
-                bytes: 0,
-            });
+            let buffer = part
+                .buffer
+                .get_or_insert_with(|| Buffer::new(day, record.offset));
             buffer.bytes += record.payload.len();
-            buffer.rows.push((
-                BusPosition {
-                    partition: p,
-                    offset: record.offset,
-                },
-                event,
-            ));
+            let at = BusPosition {
+                partition: p,
+                offset: record.offset,
+            };
+            buffer.columns.push(at, &event);
+            buffer.last = record.offset;
             part.consumed = part.consumed.max(consumed);
-            buffer.rows.len() >= self.options.flush_rows || buffer.bytes >= MAX_BUFFER_BYTES
+            buffer.columns.len() >= self.options.flush_rows || buffer.bytes >= MAX_BUFFER_BYTES
         };
         if full {
             self.flush(p).await?;
@@ -329,24 +349,17 @@ impl Sink {
 /// whole to a bucket); returns the
 /// last offset it holds, or `None` for an empty buffer.
 fn write_buffer(layout: &LakeLayout, p: u32, buffer: Buffer) -> Result<Option<u64>, LakeError> {
-    let (Some(first), Some(last)) = (buffer.rows.first(), buffer.rows.last()) else {
+    if buffer.columns.is_empty() {
         return Ok(None);
-    };
-    let (first, last) = (first.0.offset, last.0.offset);
+    }
+    let (first, last) = (buffer.first, buffer.last);
     let path = layout.file_path(buffer.day, p, first, last);
     let started = Instant::now();
-    let refs: Vec<(BusPosition, &LlmEvent)> =
-        buffer.rows.iter().map(|(pos, e)| (*pos, e)).collect();
-    let batch = to_record_batch(&refs).map_err(|e| LakeError::Write {
+    let rows = buffer.columns.len() as u64;
+    let batch = buffer.columns.finish().map_err(|e| LakeError::Write {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    // The events are in the batch now: free them before the Parquet
-    // writer's pages join the batch in memory (under a burst the three at
-    // once were the largest part of a serving process's peak).
-    let rows = buffer.rows.len() as u64;
-    drop(refs);
-    drop(buffer);
     layout.write(&path, &batch, WriteMode::New)?;
     // The rollup after the file: a crash between the two leaves a file
     // without rollup, which the next compaction run writes (not the sink:
