@@ -30,13 +30,14 @@ use tollgate::bus::kafka::KafkaBus;
 use tollgate::bus::local::LocalBus;
 use tollgate::bus::{COSTED_TOPIC, EVENTS_TOPIC, Log};
 use tollgate::config::KafkaConfig;
-use tollgate::event::LlmEvent;
 use tollgate::handoff::{self, Handed};
 use tollgate::lake::files::LakeLayout;
 use tollgate::lake::sink::{Sink, SinkOptions};
 use tollgate::metrics::METRICS;
 use tollgate::pricing::{PriceBook, SharedBook};
 
+#[path = "support/event.rs"]
+mod event;
 #[path = "support/procfs.rs"]
 mod procfs;
 #[path = "support/tansu.rs"]
@@ -92,31 +93,10 @@ fn pin_self(core: &str) {
     println!("pipeline benchmark (pinned to core {core}: {pinned})");
 }
 
-/// A typical finished request's event, as the gateway hands it over.
-fn template() -> LlmEvent {
-    serde_json::from_value(serde_json::json!({
-        "event_id": uuid::Uuid::now_v7(), "schema_version": 1, "trace_id": "trace",
-        "session_id": "session-1", "request_id": "msg_01",
-        "started_at": "2026-12-01T00:00:00Z", "ended_at": "2026-12-01T00:00:01Z",
-        "ttft_ms": 300, "latency_ms": 1000, "workspace": "default", "team": "bench",
-        "user": "bench", "key_id": "bench", "metadata": {}, "endpoint": "messages",
-        "provider": "anthropic", "target": "anthropic", "region": null,
-        "model_requested": "claude-sonnet-4-5", "model_served": "claude-sonnet-4-5-20250929",
-        "stream": true, "status": 200, "error_type": null, "stop_reason": "end_turn",
-        "attempts": [{"provider": "anthropic", "target": "anthropic", "status": 200,
-            "latency_ms": 990, "error_type": null}],
-        "usage": {"input_tokens": 1200, "output_tokens": 300, "cache_creation_5m_tokens": 0,
-            "cache_creation_1h_tokens": 0, "cache_read_tokens": 20000,
-            "web_search_requests": 0, "web_fetch_requests": 0},
-        "downgrades": [], "client": "claude-cli/2.1.332"
-    }))
-    .expect("event")
-}
-
 /// Hands `n` events over as fast as the queue takes them; an event that
 /// had to wait for room makes the injector pause, so none is lost.
 async fn inject(handoff: &handoff::EventHandoff, n: u64) {
-    let base = template();
+    let base = event::template();
     for i in 0..n {
         let mut e = base.clone();
         e.event_id = uuid::Uuid::now_v7();
