@@ -493,7 +493,7 @@ impl Config {
         for (name, p) in &self.providers {
             let url = p.base_url.trim_end_matches('/');
             let derived = p.kind != ProviderKind::Anthropic && url.is_empty();
-            if !derived && !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !derived && !url.starts_with("http://") && !url.starts_with("https://") {
                 return Err(invalid(format!(
                     "providers.{name}.base_url must start with http:// or https://, got {:?}",
                     p.base_url
@@ -648,7 +648,9 @@ impl Config {
                 )));
             }
         }
-        if !(self.admission.token_safety_factor >= 1.0) {
+        let factor = self.admission.token_safety_factor;
+        // NaN compares false with everything: refused too.
+        if factor.is_nan() || factor < 1.0 {
             return Err(invalid(
                 "admission.token_safety_factor must be at least 1.0".into(),
             ));
@@ -879,6 +881,22 @@ mod tests {
         let cfg = Config::parse(&text, Path::new("t.toml")).unwrap();
         assert_eq!(cfg.bus.kind, BusKind::Kafka);
         assert_eq!(cfg.bus.kafka.unwrap().brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn a_token_safety_factor_below_one_or_not_a_number_is_refused_by_name() {
+        for factor in ["0.5", "nan", "-inf"] {
+            let text = format!("[admission]\ntoken_safety_factor = {factor}\n");
+            let err = Config::parse(&text, Path::new("t.toml"))
+                .expect_err(factor)
+                .to_string();
+            assert!(
+                err.contains("admission.token_safety_factor"),
+                "{factor}: {err}"
+            );
+        }
+        let ok = "[admission]\ntoken_safety_factor = 1.0\n";
+        assert!(Config::parse(ok, Path::new("t.toml")).is_ok());
     }
 
     #[test]

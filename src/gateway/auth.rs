@@ -36,12 +36,15 @@ pub struct Identity {
     pub client_routing: super::route::ClientRouting,
 }
 
+/// A key's identity and the end of its validity, if it has one.
+type ValidKey = (Arc<Identity>, Option<DateTime<Utc>>);
+
 /// The configured keys by SHA-256 digest: plaintext keys are never held.
 /// A key may have an end of validity (its expiry, or a rotated-away hash's
 /// grace period).
 #[derive(Debug, Default)]
 pub struct KeyRing {
-    by_digest: HashMap<[u8; 32], (Arc<Identity>, Option<DateTime<Utc>>)>,
+    by_digest: HashMap<[u8; 32], ValidKey>,
     /// Whether any key is passthrough: a client then may have sent its own
     /// credential where a key was expected, and is told where the key goes.
     any_passthrough: bool,
