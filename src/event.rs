@@ -390,8 +390,9 @@ impl Usage {
 
 impl LlmEvent {
     /// Parses an event record (the JSON every bus topic of events holds):
-    /// the one place the accountant, the sink and the tools read one, so
-    /// a faster decoder (see `benches/event_codec.rs`) is one change.
+    /// the one place the accountant, the sink, replay and the oversize
+    /// trimmer read one, so a faster decoder (see
+    /// `benches/event_codec.rs`) is one change.
     pub fn from_json(bytes: &[u8]) -> Result<LlmEvent, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
@@ -439,7 +440,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn records_parse_the_same_whichever_json_library_wrote_them() {
+    fn a_record_tollgate_writes_reads_back_as_the_same_event() {
         let mut event = sample_event();
         event.user = "zoë \u{1F600} \"quoted\"\n\u{1}".into();
         event

@@ -43,7 +43,7 @@ pub async fn replay(
     let mut seen: HashMap<u32, RecentIds> = HashMap::new();
     let mut alerts: Vec<Alert> = Vec::new();
     history::read_history(log, EVENTS_TOPIC, "replay", ends, |r| {
-        let Ok(mut event) = serde_json::from_slice::<LlmEvent>(&r.payload) else {
+        let Ok(mut event) = LlmEvent::from_json(&r.payload) else {
             return;
         };
         if !seen.entry(r.partition).or_default().insert(event.event_id) {

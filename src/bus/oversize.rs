@@ -49,7 +49,7 @@ pub fn fit(topic: &str, key: &[u8], payload: &[u8], limit: usize) -> Fitted {
 
 /// The event in `payload` with every field cut to the minimal caps.
 pub fn shrink(payload: &[u8]) -> Option<Bytes> {
-    let mut event: LlmEvent = serde_json::from_slice(payload).ok()?;
+    let mut event = LlmEvent::from_json(payload).ok()?;
     cap_event(&mut event, &MINIMAL);
     serde_json::to_vec(&event).ok().map(Bytes::from)
 }
