@@ -14,6 +14,7 @@ pub mod event;
 pub mod field_caps;
 pub mod handoff;
 pub mod http_headers;
+pub mod http_server;
 pub mod metrics;
 pub mod pricing;
 pub mod private_fs;

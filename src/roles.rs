@@ -848,19 +848,9 @@ fn spawn_http(
     app: axum::Router,
     stop: CancellationToken,
 ) -> JoinHandle<Result<(), RoleError>> {
-    use axum::serve::ListenerExt;
-    // Small SSE events must leave at once, not wait out Nagle's algorithm
-    // against the client's delayed ACK (~40 ms at a stream's end).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
-        }
-    });
     tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(RoleError::Serve)
+        crate::http_server::serve(listener, app, stop).await;
+        Ok(())
     })
 }
 

@@ -1,0 +1,174 @@
+//! The HTTP server behind every listener a role opens.
+//!
+//! It is `axum::serve` with two connection settings axum does not expose:
+//! `TCP_NODELAY` on every accepted socket, and a bound on how far hyper
+//! grows a connection's read buffer. hyper's default lets it grow to about
+//! 400 KiB; with Claude Code's 78 KB request bodies that was 16 MiB of
+//! `tollgate serve`'s heap at 64 connections (heaptrack, 2026-12-03).
+//! Shutdown is axum's: stop accepting, tell each connection to finish the
+//! request it is on, wait for all of them.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The most bytes hyper holds from one connection before handing them to
+/// the handler as body chunks. Headers must fit in it (a request whose
+/// headers do not gets 431); Node, Claude Code's runtime, caps its own at
+/// 16 KiB. 64 KiB reads a large body in as few reads as 400 KiB would
+/// within a few percent, at a sixth of the memory per connection.
+pub const READ_BUFFER_MAX: usize = 64 * 1024;
+
+/// Serves `app` on `listener` until `stop` is cancelled, then waits for
+/// every open connection to finish its current request.
+pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationToken) {
+    // Each connection task holds a sender; `recv` returns `None` once the
+    // last one is dropped, i.e. once every connection has closed.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        match accepted {
+            Ok((tcp, _peer)) => {
+                let open = open_tx.clone();
+                let (app, stop) = (app.clone(), stop.clone());
+                tokio::spawn(async move {
+                    serve_connection(tcp, app, stop).await;
+                    drop(open);
+                });
+            }
+            Err(e) => on_accept_error(e).await,
+        }
+    }
+    drop(listener);
+    drop(open_tx);
+    let _ = open_rx.recv().await;
+}
+
+/// Serves one connection's requests (HTTP/1.1, or HTTP/2 by prior
+/// knowledge) until the client closes it or `stop` asks it to finish.
+async fn serve_connection(tcp: TcpStream, app: axum::Router, stop: CancellationToken) {
+    // Small SSE events must leave at once, not wait out Nagle's algorithm
+    // against the client's delayed ACK (~40 ms at a stream's end).
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
+    }
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(READ_BUFFER_MAX);
+    let service = TowerToHyperService::new(app);
+    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service));
+    let finished = tokio::select! {
+        finished = conn.as_mut() => finished,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = finished {
+        tracing::trace!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// Errors from `accept` that concern one connection (the client gave up
+/// during the handshake) are skipped; others (out of file descriptors)
+/// would repeat at once, so the loop pauses before trying again.
+async fn on_accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Notify;
+
+    /// A server on a loopback port whose one route tells `entered`, waits
+    /// `delay`, and answers with the body's length.
+    async fn start(delay: Duration) -> (std::net::SocketAddr, CancellationToken, Arc<Notify>) {
+        let entered = Arc::new(Notify::new());
+        let tell = entered.clone();
+        let app = axum::Router::new().route(
+            "/len",
+            post(move |body: axum::body::Bytes| async move {
+                tell.notify_one();
+                tokio::time::sleep(delay).await;
+                body.len().to_string()
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, app, stop.clone()));
+        (addr, stop, entered)
+    }
+
+    /// Sends one HTTP/1.1 request with `header` and a body of `body_len`
+    /// bytes and returns the whole response (the request closes the
+    /// connection).
+    async fn request(addr: std::net::SocketAddr, header: &str, body_len: usize) -> String {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /len HTTP/1.1\r\nhost: t\r\nconnection: close\r\n{header}content-length: {body_len}\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        // The server may answer (431) before the body is sent.
+        let _ = tcp.write_all(&vec![b'x'; body_len]).await;
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_the_read_buffer_arrives_whole() {
+        let (addr, ..) = start(Duration::ZERO).await;
+        let len = READ_BUFFER_MAX * 5 + 17;
+        let response = request(addr, "", len).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with(&len.to_string()), "{response}");
+    }
+
+    #[tokio::test]
+    async fn headers_larger_than_the_read_buffer_are_refused_with_431() {
+        let (addr, ..) = start(Duration::ZERO).await;
+        let big = format!("x-padding: {}\r\n", "p".repeat(READ_BUFFER_MAX));
+        let response = request(addr, &big, 3).await;
+        assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+        // The server keeps serving others.
+        assert!(request(addr, "", 3).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn stopping_finishes_the_request_in_flight_and_refuses_new_ones() {
+        let (addr, stop, entered) = start(Duration::from_millis(200)).await;
+        let in_flight = tokio::spawn(request(addr, "", 5));
+        tokio::time::timeout(Duration::from_secs(5), entered.notified())
+            .await
+            .expect("the request reaches the handler");
+        stop.cancel();
+        let response = in_flight.await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(addr).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "still accepting");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
