@@ -164,6 +164,11 @@ pub struct ServerConfig {
     pub upstream_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests and the pipeline.
     pub shutdown_grace_secs: u64,
+    /// How long a client connection may take to send a request's headers,
+    /// counted from when the connection opens or its last answer ends: a
+    /// client that trickles headers (or idles on a keep-alive connection)
+    /// past it is disconnected, so it cannot hold a connection forever.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -176,6 +181,7 @@ impl Default for ServerConfig {
             upstream_connect_timeout_ms: 10_000,
             upstream_timeout_secs: 600,
             shutdown_grace_secs: 30,
+            header_read_timeout_secs: 60,
         }
     }
 }
@@ -682,6 +688,11 @@ impl Config {
                 "api.sql_max_rows and api.sql_timeout_secs must be at least 1".into(),
             ));
         }
+        if self.server.header_read_timeout_secs == 0 {
+            return Err(invalid(
+                "server.header_read_timeout_secs must be at least 1".into(),
+            ));
+        }
         if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {
             return Err(invalid(
                 "bus.queue_capacity and sink.flush_rows must be at least 1".into(),
@@ -897,6 +908,20 @@ mod tests {
         }
         let ok = "[admission]\ntoken_safety_factor = 1.0\n";
         assert!(Config::parse(ok, Path::new("t.toml")).is_ok());
+    }
+
+    #[test]
+    fn a_header_read_timeout_of_zero_is_refused_by_name() {
+        let err = Config::parse(
+            "[server]\nheader_read_timeout_secs = 0\n",
+            Path::new("t.toml"),
+        )
+        .expect_err("0 would cut every connection off at once")
+        .to_string();
+        assert!(err.contains("server.header_read_timeout_secs"), "{err}");
+        let ok = "[server]\nheader_read_timeout_secs = 5\n";
+        let cfg = Config::parse(ok, Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.server.header_read_timeout_secs, 5);
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The HTTP server behind every listener a role opens.
 //!
-//! It is `axum::serve` with two connection settings axum does not expose:
-//! `TCP_NODELAY` on every accepted socket, and a bound on how far hyper
-//! grows a connection's read buffer. hyper's default lets it grow to about
-//! 400 KiB; with Claude Code's 78 KB request bodies that was 16 MiB of
-//! `tollgate serve`'s heap at 64 connections (heaptrack, 2026-12-03).
+//! It is `axum::serve` with connection settings axum does not expose:
+//! `TCP_NODELAY` on every accepted socket; a bound on how far hyper grows a
+//! connection's read buffer (hyper's default lets it grow to about 400 KiB;
+//! with Claude Code's 78 KB request bodies that was 16 MiB of `tollgate
+//! serve`'s heap at 64 connections, heaptrack, 2026-12-03); and a deadline
+//! for a request's headers, without which a client that trickles them
+//! holds its connection (and its buffer) for as long as it likes.
 //! Shutdown is axum's: stop accepting, tell each connection to finish the
 //! request it is on, wait for all of them.
 
 use std::pin::pin;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,9 +27,31 @@ use tokio_util::sync::CancellationToken;
 /// within a few percent, at a sixth of the memory per connection.
 pub const READ_BUFFER_MAX: usize = 64 * 1024;
 
+/// What one client connection may hold the server to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Longest wait for a request's headers, from the connection's start or
+    /// the end of its previous answer (`server.header_read_timeout_secs`).
+    pub header_read_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The limits `[server]` sets.
+    pub fn from_config(server: &crate::config::ServerConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `stop` is cancelled, then waits for
 /// every open connection to finish its current request.
-pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) {
     // Each connection task holds a sender; `recv` returns `None` once the
     // last one is dropped, i.e. once every connection has closed.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
@@ -41,7 +65,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationT
                 let open = open_tx.clone();
                 let (app, stop) = (app.clone(), stop.clone());
                 tokio::spawn(async move {
-                    serve_connection(tcp, app, stop).await;
+                    serve_connection(tcp, app, limits, stop).await;
                     drop(open);
                 });
             }
@@ -55,14 +79,23 @@ pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationT
 
 /// Serves one connection's requests (HTTP/1.1, or HTTP/2 by prior
 /// knowledge) until the client closes it or `stop` asks it to finish.
-async fn serve_connection(tcp: TcpStream, app: axum::Router, stop: CancellationToken) {
+async fn serve_connection(
+    tcp: TcpStream,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) {
     // Small SSE events must leave at once, not wait out Nagle's algorithm
     // against the client's delayed ACK (~40 ms at a stream's end).
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
     }
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(READ_BUFFER_MAX);
+    builder
+        .http1()
+        .max_buf_size(READ_BUFFER_MAX)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     let service = TowerToHyperService::new(app);
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service));
     let finished = tokio::select! {
@@ -103,6 +136,14 @@ mod tests {
     /// A server on a loopback port whose one route tells `entered`, waits
     /// `delay`, and answers with the body's length.
     async fn start(delay: Duration) -> (std::net::SocketAddr, CancellationToken, Arc<Notify>) {
+        start_with(delay, Duration::from_secs(60)).await
+    }
+
+    /// [`start`] with a header read timeout of `header_timeout`.
+    async fn start_with(
+        delay: Duration,
+        header_timeout: Duration,
+    ) -> (std::net::SocketAddr, CancellationToken, Arc<Notify>) {
         let entered = Arc::new(Notify::new());
         let tell = entered.clone();
         let app = axum::Router::new().route(
@@ -116,7 +157,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, app, stop.clone()));
+        let limits = ConnectionLimits {
+            header_read_timeout: header_timeout,
+        };
+        tokio::spawn(serve(listener, app, limits, stop.clone()));
         (addr, stop, entered)
     }
 
@@ -170,5 +214,26 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "still accepting");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_trickles_its_headers_is_cut_off_at_the_deadline() {
+        let (addr, ..) = start_with(Duration::ZERO, Duration::from_millis(300)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"POST /len HTTP/1.1\r\nhost: t\r\n")
+            .await
+            .unwrap();
+        // The server closes the connection (with a 408 or without an
+        // answer); the client never finished its headers.
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the connection is still open after 10 s");
+        let answer = String::from_utf8_lossy(&out);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+        // Others are still served.
+        assert!(request(addr, "", 3).await.starts_with("HTTP/1.1 200"));
     }
 }

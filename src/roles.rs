@@ -36,6 +36,7 @@ use crate::control::follow::Control;
 use crate::gateway::admission::Admission;
 use crate::gateway::{self, Gateway};
 use crate::handoff;
+use crate::http_server::ConnectionLimits;
 #[cfg(feature = "lake")]
 use crate::lake::LakeError;
 #[cfg(feature = "lake")]
@@ -528,12 +529,13 @@ pub async fn run(
     )
     .await?;
     let stop_http = CancellationToken::new();
+    let limits = ConnectionLimits::from_config(&cfg.server);
     let mut announced = Vec::new();
     let mut servers = Vec::new();
     for (names, listener, app) in listeners {
         let addr = local_addr(&listener)?;
         announced.extend(names.iter().map(|n| (*n, addr)));
-        servers.push(spawn_http(listener, app, stop_http.clone()));
+        servers.push(spawn_http(listener, app, limits, stop_http.clone()));
     }
     tracing::debug!(ms = started.elapsed().as_millis(), "start-up: listening");
     on_listening(&announced);
@@ -846,10 +848,11 @@ async fn compact_periodically(
 fn spawn_http(
     listener: TcpListener,
     app: axum::Router,
+    limits: ConnectionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<Result<(), RoleError>> {
     tokio::spawn(async move {
-        crate::http_server::serve(listener, app, stop).await;
+        crate::http_server::serve(listener, app, limits, stop).await;
         Ok(())
     })
 }

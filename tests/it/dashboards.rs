@@ -680,7 +680,7 @@ fn substitute(expr: &str, variables: &BTreeMap<String, String>) -> String {
         .chain(variables.iter().map(|(k, v)| (k.clone(), v.clone())))
         .collect();
     // Longest names first: `$__range_s` before `$__range`.
-    all.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    all.sort_by_key(|b| std::cmp::Reverse(b.0.len()));
     for (name, value) in &all {
         for form in [
             format!("${{{name}:regex}}"),
