@@ -169,6 +169,11 @@ pub struct ServerConfig {
     /// client that trickles headers (or idles on a keep-alive connection)
     /// past it is disconnected, so it cannot hold a connection forever.
     pub header_read_timeout_secs: u64,
+    /// Most client connections each listener serves at once; more wait to
+    /// be accepted until one closes. Keep it below the process's
+    /// open-file limit (`ulimit -n`), which also covers upstream
+    /// connections and the log's files.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -182,6 +187,7 @@ impl Default for ServerConfig {
             upstream_timeout_secs: 600,
             shutdown_grace_secs: 30,
             header_read_timeout_secs: 60,
+            max_connections: 4096,
         }
     }
 }
@@ -688,9 +694,10 @@ impl Config {
                 "api.sql_max_rows and api.sql_timeout_secs must be at least 1".into(),
             ));
         }
-        if self.server.header_read_timeout_secs == 0 {
+        if self.server.header_read_timeout_secs == 0 || self.server.max_connections == 0 {
             return Err(invalid(
-                "server.header_read_timeout_secs must be at least 1".into(),
+                "server.header_read_timeout_secs and server.max_connections must be at least 1"
+                    .into(),
             ));
         }
         if self.bus.queue_capacity == 0 || self.sink.flush_rows == 0 {
@@ -911,7 +918,7 @@ mod tests {
     }
 
     #[test]
-    fn a_header_read_timeout_of_zero_is_refused_by_name() {
+    fn a_header_read_timeout_or_connection_limit_of_zero_is_refused_by_name() {
         let err = Config::parse(
             "[server]\nheader_read_timeout_secs = 0\n",
             Path::new("t.toml"),
@@ -919,9 +926,14 @@ mod tests {
         .expect_err("0 would cut every connection off at once")
         .to_string();
         assert!(err.contains("server.header_read_timeout_secs"), "{err}");
-        let ok = "[server]\nheader_read_timeout_secs = 5\n";
+        let err = Config::parse("[server]\nmax_connections = 0\n", Path::new("t.toml"))
+            .expect_err("0 would serve nobody")
+            .to_string();
+        assert!(err.contains("server.max_connections"), "{err}");
+        let ok = "[server]\nheader_read_timeout_secs = 5\nmax_connections = 10\n";
         let cfg = Config::parse(ok, Path::new("t.toml")).unwrap();
         assert_eq!(cfg.server.header_read_timeout_secs, 5);
+        assert_eq!(cfg.server.max_connections, 10);
     }
 
     #[test]

@@ -11,13 +11,14 @@
 //! request it is on, wait for all of them.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// The most bytes hyper holds from one connection before handing them to
@@ -27,12 +28,15 @@ use tokio_util::sync::CancellationToken;
 /// within a few percent, at a sixth of the memory per connection.
 pub const READ_BUFFER_MAX: usize = 64 * 1024;
 
-/// What one client connection may hold the server to.
+/// What client connections may hold the server to.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// Longest wait for a request's headers, from the connection's start or
     /// the end of its previous answer (`server.header_read_timeout_secs`).
     pub header_read_timeout: Duration,
+    /// Most connections served at once (`server.max_connections`); more
+    /// wait in the kernel's accept queue until one closes.
+    pub max_connections: usize,
 }
 
 impl ConnectionLimits {
@@ -40,6 +44,7 @@ impl ConnectionLimits {
     pub fn from_config(server: &crate::config::ServerConfig) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+            max_connections: server.max_connections,
         }
     }
 }
@@ -55,7 +60,16 @@ pub async fn serve(
     // Each connection task holds a sender; `recv` returns `None` once the
     // last one is dropped, i.e. once every connection has closed.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    // A connection costs a task, a socket and up to READ_BUFFER_MAX of
+    // buffer whether or not it ever authenticates: their number is bounded
+    // by not accepting while at the limit.
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = stop.cancelled() => break,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
@@ -66,7 +80,7 @@ pub async fn serve(
                 let (app, stop) = (app.clone(), stop.clone());
                 tokio::spawn(async move {
                     serve_connection(tcp, app, limits, stop).await;
-                    drop(open);
+                    drop((open, slot));
                 });
             }
             Err(e) => on_accept_error(e).await,
@@ -129,20 +143,23 @@ async fn on_accept_error(e: std::io::Error) {
 mod tests {
     use super::*;
     use axum::routing::post;
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::Notify;
 
     /// A server on a loopback port whose one route tells `entered`, waits
     /// `delay`, and answers with the body's length.
     async fn start(delay: Duration) -> (std::net::SocketAddr, CancellationToken, Arc<Notify>) {
-        start_with(delay, Duration::from_secs(60)).await
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 64,
+        };
+        start_with(delay, limits).await
     }
 
-    /// [`start`] with a header read timeout of `header_timeout`.
+    /// [`start`] with `limits`.
     async fn start_with(
         delay: Duration,
-        header_timeout: Duration,
+        limits: ConnectionLimits,
     ) -> (std::net::SocketAddr, CancellationToken, Arc<Notify>) {
         let entered = Arc::new(Notify::new());
         let tell = entered.clone();
@@ -157,9 +174,6 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let limits = ConnectionLimits {
-            header_read_timeout: header_timeout,
-        };
         tokio::spawn(serve(listener, app, limits, stop.clone()));
         (addr, stop, entered)
     }
@@ -218,7 +232,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_trickles_its_headers_is_cut_off_at_the_deadline() {
-        let (addr, ..) = start_with(Duration::ZERO, Duration::from_millis(300)).await;
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_millis(300),
+            max_connections: 64,
+        };
+        let (addr, ..) = start_with(Duration::ZERO, limits).await;
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"POST /len HTTP/1.1\r\nhost: t\r\n")
             .await
@@ -235,5 +253,38 @@ mod tests {
         );
         // Others are still served.
         assert!(request(addr, "", 3).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_limit_waits_until_one_closes() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 1,
+        };
+        let (addr, ..) = start_with(Duration::ZERO, limits).await;
+        // The first connection is served and kept open (keep-alive).
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first
+            .write_all(b"POST /len HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nab")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        first.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        // The second is left in the accept queue while the first is open.
+        let second = tokio::spawn(request(addr, "", 4));
+        let early = tokio::time::timeout(Duration::from_millis(300), async {
+            while !second.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(early.is_err(), "served beyond the limit");
+        drop(first);
+        let response = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("served once the first connection closed")
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
 }
