@@ -149,11 +149,15 @@ mod tests {
     /// A server on a loopback port whose one route tells `entered`, waits
     /// `delay`, and answers with the body's length.
     async fn start(delay: Duration) -> (std::net::SocketAddr, CancellationToken, Arc<Notify>) {
-        let limits = ConnectionLimits {
-            header_read_timeout: Duration::from_secs(60),
-            max_connections: 64,
-        };
-        start_with(delay, limits).await
+        start_with(delay, limits(Duration::from_secs(60), 64)).await
+    }
+
+    /// Limits with `header_read_timeout` and `max_connections`.
+    fn limits(header_read_timeout: Duration, max_connections: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout,
+            max_connections,
+        }
     }
 
     /// [`start`] with `limits`.
@@ -232,10 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_trickles_its_headers_is_cut_off_at_the_deadline() {
-        let limits = ConnectionLimits {
-            header_read_timeout: Duration::from_millis(300),
-            max_connections: 64,
-        };
+        let limits = limits(Duration::from_millis(300), 64);
         let (addr, ..) = start_with(Duration::ZERO, limits).await;
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"POST /len HTTP/1.1\r\nhost: t\r\n")
@@ -257,10 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_over_the_limit_waits_until_one_closes() {
-        let limits = ConnectionLimits {
-            header_read_timeout: Duration::from_secs(60),
-            max_connections: 1,
-        };
+        let limits = limits(Duration::from_secs(60), 1);
         let (addr, ..) = start_with(Duration::ZERO, limits).await;
         // The first connection is served and kept open (keep-alive).
         let mut first = TcpStream::connect(addr).await.unwrap();
