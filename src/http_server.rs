@@ -18,8 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::METRICS;
 
 /// The most bytes hyper holds from one connection before handing them to
 /// the handler as body chunks. Headers must fit in it (a request whose
@@ -70,6 +72,7 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let Ok(slot) = slot else { break };
+        let slot = OpenConnection::new(slot);
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
@@ -89,6 +92,26 @@ pub async fn serve(
     drop(listener);
     drop(open_tx);
     let _ = open_rx.recv().await;
+}
+
+/// A connection's place under `max_connections`, counted in
+/// `tollgate_http_connections_open` from accept until it closes, however
+/// its task ends.
+struct OpenConnection {
+    _slot: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(slot: OwnedSemaphorePermit) -> OpenConnection {
+        METRICS.http_connections.inc();
+        OpenConnection { _slot: slot }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        METRICS.http_connections.dec();
+    }
 }
 
 /// Serves one connection's requests (HTTP/1.1, or HTTP/2 by prior
@@ -269,6 +292,8 @@ mod tests {
         let mut answer = [0u8; 12];
         first.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"HTTP/1.1 200");
+        // Other tests' connections may be counted too, never fewer.
+        assert!(METRICS.http_connections.get() >= 1);
         // The second is left in the accept queue while the first is open.
         let second = tokio::spawn(request(addr, "", 4));
         let early = tokio::time::timeout(Duration::from_millis(300), async {

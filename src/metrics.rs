@@ -62,6 +62,9 @@ pub struct Metrics {
     pub upstream_attempts: IntCounterVec,
     pub request_errors: IntCounterVec,
     pub in_flight: IntGauge,
+    /// Client connections open on this process's listeners: near
+    /// `server.max_connections`, new ones wait to be accepted.
+    pub http_connections: IntGauge,
     pub request_bytes: Histogram,
     pub response_bytes: HistogramVec,
     pub consumer_lag: IntGaugeVec,
@@ -390,6 +393,10 @@ impl Metrics {
             in_flight: gauge(
                 "tollgate_requests_in_flight",
                 "Requests the gateway is serving right now (authenticated, answer not ended)",
+            ),
+            http_connections: gauge(
+                "tollgate_http_connections_open",
+                "Client connections open on this process's listeners (each listener serves at most server.max_connections)",
             ),
             request_bytes: histogram(
                 "tollgate_request_body_bytes",
