@@ -59,8 +59,8 @@ pub async fn serve(
     limits: ConnectionLimits,
     stop: CancellationToken,
 ) {
-    // Each connection task holds a sender; `recv` returns `None` once the
-    // last one is dropped, i.e. once every connection has closed.
+    // Each connection holds a sender; `recv` returns `None` once the last
+    // one is dropped, i.e. once every connection has closed.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     // A connection costs a task, a socket and up to READ_BUFFER_MAX of
     // buffer whether or not it ever authenticates: their number is bounded
@@ -72,18 +72,17 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         let Ok(slot) = slot else { break };
-        let slot = OpenConnection::new(slot);
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
         };
         match accepted {
             Ok((tcp, _peer)) => {
-                let open = open_tx.clone();
+                let open = OpenConnection::new(slot, open_tx.clone());
                 let (app, stop) = (app.clone(), stop.clone());
                 tokio::spawn(async move {
                     serve_connection(tcp, app, limits, stop).await;
-                    drop((open, slot));
+                    drop(open);
                 });
             }
             Err(e) => on_accept_error(e).await,
@@ -94,17 +93,21 @@ pub async fn serve(
     let _ = open_rx.recv().await;
 }
 
-/// A connection's place under `max_connections`, counted in
-/// `tollgate_http_connections_open` from accept until it closes, however
-/// its task ends.
+/// An accepted connection, from accept until it closes however its task
+/// ends: its place under `max_connections`, its count in
+/// `tollgate_http_connections_open`, and what shutdown waits for.
 struct OpenConnection {
     _slot: OwnedSemaphorePermit,
+    _open: mpsc::Sender<()>,
 }
 
 impl OpenConnection {
-    fn new(slot: OwnedSemaphorePermit) -> OpenConnection {
+    fn new(slot: OwnedSemaphorePermit, open: mpsc::Sender<()>) -> OpenConnection {
         METRICS.http_connections.inc();
-        OpenConnection { _slot: slot }
+        OpenConnection {
+            _slot: slot,
+            _open: open,
+        }
     }
 }
 

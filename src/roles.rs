@@ -545,11 +545,11 @@ pub async fn run(
     stop_http.cancel();
     for server in servers {
         match tokio::time::timeout(grace, server).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server stopped with an error"),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task panicked"),
             Err(_) => tracing::warn!(
                 "requests still open after the shutdown grace period; their events are lost"
             ),
-            _ => {}
         }
     }
     // The gateway (and its queue's senders) went with the servers, so the
@@ -850,11 +850,8 @@ fn spawn_http(
     app: axum::Router,
     limits: ConnectionLimits,
     stop: CancellationToken,
-) -> JoinHandle<Result<(), RoleError>> {
-    tokio::spawn(async move {
-        crate::http_server::serve(listener, app, limits, stop).await;
-        Ok(())
-    })
+) -> JoinHandle<()> {
+    tokio::spawn(crate::http_server::serve(listener, app, limits, stop))
 }
 
 /// Resolves on SIGINT or SIGTERM.
