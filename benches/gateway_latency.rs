@@ -19,6 +19,12 @@
 //! sitting). Memory is printed as the resident set and its
 //! anonymous (the process's own) and file-backed (code pages) parts.
 //!
+//! `TOLLGATE_BENCH_CALLGRIND=N` runs `tollgate serve` under valgrind's
+//! callgrind instead and prints the instructions it executes per request
+//! (pipeline included) over N requests one at a time (default 1,000), for
+//! each body, with the functions that take the most inclusively: counts
+//! that do not move with the machine's load, for comparing two commits.
+//!
 //! The mock (the `tollgate-mock` crate) runs in a process of its own: this
 //! benchmark binary started again with `mock-provider` as its argument.
 //! Prints figures; asserts nothing about speed.
@@ -37,6 +43,8 @@ const SMALL_STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,
 /// The argument that makes this binary serve the mock instead.
 const MOCK_ROLE: &str = "mock-provider";
 
+#[path = "support/callgrind.rs"]
+mod callgrind;
 #[path = "support/procfs.rs"]
 mod procfs;
 #[path = "support/tansu.rs"]
@@ -130,11 +138,17 @@ fn start(core: &str, program: &Path, args: &[&str], prefix: &str, dir: &Path) ->
             }
         }
     });
+    // Under valgrind a start reads the binary's debug info: minutes.
+    let deadline = if callgrind_requests().is_some() {
+        900
+    } else {
+        60
+    };
     let url = rx
-        .recv_timeout(Duration::from_secs(60))
+        .recv_timeout(Duration::from_secs(deadline))
         .unwrap_or_else(|_| {
             panic!(
-                "{} did not print its address within 60 s",
+                "{} did not print its address within {deadline} s",
                 program.display()
             )
         });
@@ -616,6 +630,10 @@ async fn run() {
         || PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
         PathBuf::from,
     );
+    if let Some(n) = callgrind_requests() {
+        callgrind_rows(dir.path(), &tollgate, n).await;
+        return;
+    }
     let args = ["serve", "--config", "tollgate.toml"];
     let tg = start(
         "0",
@@ -677,4 +695,62 @@ async fn run() {
     drop(tg);
     let direct = bench.direct.clone();
     startup_rows(&client, &tollgate, &mock.url, &direct).await;
+}
+
+/// `TOLLGATE_BENCH_CALLGRIND`: how many requests to count under callgrind
+/// (none: the timed tables run instead).
+fn callgrind_requests() -> Option<usize> {
+    let v = std::env::var("TOLLGATE_BENCH_CALLGRIND").ok()?;
+    Some(v.parse().unwrap_or(1000))
+}
+
+/// `tollgate serve` under callgrind: instructions per request, one at a
+/// time, for each body, after a warm-up, the pipeline's work included
+/// (the counts are taken after it has drained: the sink writes a file
+/// every 2 s by default).
+async fn callgrind_rows(dir: &Path, tollgate: &Path, n: usize) {
+    if !callgrind::Callgrind::available() {
+        println!("valgrind not found: no instruction counts");
+        return;
+    }
+    let cg = callgrind::Callgrind::new(dir);
+    let mut args = cg.prefix_args();
+    args.push(tollgate.display().to_string());
+    args.extend(["serve", "--config", "tollgate.toml"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let prefix = "tollgate gateway listening on ";
+    let tg = start("0", Path::new("valgrind"), &args, prefix, dir);
+    pin_self("1");
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let via = Target {
+        url: tg.url.clone(),
+        auth: KEY,
+    };
+    let pid = tg.child.id();
+    let cc = claude_code_body();
+    let cc_plain: &'static str = Box::leak(cc.replace(r#","stream":true"#, "").into_boxed_str());
+    println!("`tollgate serve` under callgrind, {n} requests one at a time per body:");
+    for (label, body) in [("small JSON", SMALL_BODY), ("Claude Code body", cc_plain)] {
+        let drain = Duration::from_secs(3);
+        sequential(&client, &via, body, 100).await;
+        tokio::time::sleep(drain).await;
+        cg.zero(pid);
+        let sample = sequential(&client, &via, body, n).await;
+        tokio::time::sleep(drain).await;
+        let Some(dump) = cg.dump(pid) else {
+            println!("  {label}: no callgrind dump found");
+            continue;
+        };
+        let total = callgrind::total_instructions(&dump).unwrap_or(0);
+        println!(
+            "  {label}: {} instructions per request ({} errors); dump {}",
+            total / n as u64,
+            sample.errors,
+            dump.display()
+        );
+        println!("{}", callgrind::top_inclusive(&dump, 40));
+    }
 }

@@ -13,7 +13,6 @@ pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod inbound;
-mod json_scan;
 pub mod observed;
 pub mod passthrough;
 mod plan;
