@@ -50,8 +50,14 @@ use procfs::ProcStats;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Events per run.
-const EVENTS: u64 = 300_000;
+/// Events per run (`TOLLGATE_BENCH_EVENTS` sets another number, e.g. a
+/// smaller one under callgrind).
+static EVENTS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    std::env::var("TOLLGATE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000)
+});
 /// The hand-off's room, as `bus.queue_capacity` in the default config.
 const QUEUE: usize = 65_536;
 
@@ -179,8 +185,10 @@ async fn start(dir: &std::path::Path, brokers: Option<&str>) -> Pipeline {
     tasks.push(tokio::spawn(async move {
         let _ = accountant.run(accountant_stop).await;
     }));
+    // As `tollgate serve` subscribes it: taking the priced events the
+    // accountant hands over in this process (on Kafka: decoding them).
     let sink = Sink::new(
-        log.subscribe("tollgate-sink", COSTED_TOPIC)
+        log.subscribe_decoded("tollgate-sink", COSTED_TOPIC)
             .await
             .expect("subscribe"),
         LakeLayout::new(dir.join("lake")),
@@ -240,21 +248,22 @@ async fn run(dir: &std::path::Path, brokers: Option<&str>) {
     }
     let rows0 = METRICS.sink_rows.get();
     let (cpu0, started) = (ProcStats::of("self").cpu, Instant::now());
-    inject(&pipeline.handoff, EVENTS).await;
+    let events = *EVENTS;
+    inject(&pipeline.handoff, events).await;
     let injected = started.elapsed();
-    let appended = landed(&pipeline, rows0, EVENTS, sent + EVENTS, started).await;
+    let appended = landed(&pipeline, rows0, events, sent + events, started).await;
     let landed = started.elapsed();
     let cpu = ProcStats::of("self").cpu - cpu0;
     match appended {
         Some(appended) => println!(
-            "  {EVENTS} events: handed over in {:.2} s, in the log after {:.2} s ({:.0}/s), in the lake (Parquet) after {:.2} s",
+            "  {events} events: handed over in {:.2} s, in the log after {:.2} s ({:.0}/s), in the lake (Parquet) after {:.2} s",
             injected.as_secs_f64(),
             appended.as_secs_f64(),
-            EVENTS as f64 / appended.as_secs_f64(),
+            events as f64 / appended.as_secs_f64(),
             landed.as_secs_f64()
         ),
         None => println!(
-            "  {EVENTS} events: handed over in {:.2} s, in the lake (Parquet) after {:.2} s",
+            "  {events} events: handed over in {:.2} s, in the lake (Parquet) after {:.2} s",
             injected.as_secs_f64(),
             landed.as_secs_f64()
         ),
@@ -262,12 +271,18 @@ async fn run(dir: &std::path::Path, brokers: Option<&str>) {
     println!(
         "  pipeline ceiling, {}: {:.0} events/s end to end; CPU {:.2} µs per event (this process)",
         pipeline.label,
-        EVENTS as f64 / landed.as_secs_f64(),
-        cpu * 1e6 / EVENTS as f64
+        events as f64 / landed.as_secs_f64(),
+        cpu * 1e6 / events as f64
     );
     println!(
         "  peak resident memory (VmHWM): {:.1} MiB",
         ProcStats::of("self").peak
+    );
+    let handed = |topic| METRICS.bus_handed.with_label_values(&[topic]).get();
+    println!(
+        "  handed over in memory, not decoded: {} of the accountant's records, {} of the sink's",
+        handed(EVENTS_TOPIC),
+        handed(COSTED_TOPIC)
     );
     pipeline.stop.cancel();
     drop(pipeline.handoff);

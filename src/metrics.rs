@@ -29,6 +29,7 @@ pub struct Metrics {
     pub event_fields_truncated: IntCounterVec,
     pub handoff_overflow_lost: IntCounter,
     pub bus_appended: IntCounterVec,
+    pub bus_handed: IntCounterVec,
     pub bus_append_errors: IntCounterVec,
     pub bus_delivery_failures: IntCounter,
     pub bus_consume_errors: IntCounterVec,
@@ -315,6 +316,11 @@ impl Metrics {
             bus_appended: counter_vec(
                 "tollgate_bus_appended_total",
                 "Records appended to the bus, by topic",
+                &["topic"],
+            ),
+            bus_handed: counter_vec(
+                "tollgate_bus_handed_over_total",
+                "Records a consumer in the same process took as its producer held them instead of decoding their bytes (embedded bus), by topic",
                 &["topic"],
             ),
             bus_append_errors: counter_vec(

@@ -446,7 +446,7 @@ pub async fn run(
     if has(Role::Sink) {
         let log = bus.as_ref().expect("opened for the sink").log.clone();
         let sink = Sink::new(
-            log.subscribe(SINK_GROUP, COSTED_TOPIC).await?,
+            log.subscribe_decoded(SINK_GROUP, COSTED_TOPIC).await?,
             layout.clone(),
             SinkOptions {
                 flush_rows: cfg.sink.flush_rows,

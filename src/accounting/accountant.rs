@@ -24,7 +24,7 @@ use super::guards::Guards;
 use super::ledger::{Alert, Ledgers};
 use crate::budget::{BudgetRecord, BudgetSpec, GuardSpec};
 use crate::bus::{
-    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, EVENTS_TOPIC, Log,
+    ALERTS_TOPIC, BUDGETS_TOPIC, BusError, BusRecord, COSTED_TOPIC, Decoded, EVENTS_TOPIC, Log,
     Subscription, history, poll_lingering, records::RecordBuf,
 };
 use crate::event::{BilledBy, BusPosition, LlmEvent};
@@ -120,7 +120,9 @@ impl Accountant {
         log: Arc<dyn Log>,
     ) -> Result<Accountant, BusError> {
         Ok(Accountant {
-            subscription: log.subscribe(ACCOUNTANT_GROUP, EVENTS_TOPIC).await?,
+            subscription: log
+                .subscribe_decoded(ACCOUNTANT_GROUP, EVENTS_TOPIC)
+                .await?,
             book,
             log,
             partitions: HashMap::new(),
@@ -221,17 +223,17 @@ impl Accountant {
         }
         self.forget_revoked();
         self.refresh_specs();
-        let mut out: HashMap<u32, Vec<(Bytes, Bytes)>> = HashMap::new();
+        let mut out: HashMap<u32, Costed> = HashMap::new();
         let mut alerts: Vec<Alert> = Vec::new();
         let mut blocks: Vec<(Bytes, Bytes)> = Vec::new();
-        for record in records {
+        for mut record in records {
             self.uncommitted.insert(record.partition, record.offset + 1);
             let state = self.partition(record.partition).await?;
             // Priced again after a crash (pricing is deterministic) so the
             // ledgers can fold what their published state lacks; published
             // to the costed topic only once.
             let already_costed = state.published.is_some_and(|o| record.offset <= o);
-            let Some(event) = self.price(&record) else {
+            let Some(event) = self.price(&mut record) else {
                 continue;
             };
             self.ledgers
@@ -249,17 +251,21 @@ impl Accountant {
                 continue;
             }
             match costed::encode(&mut self.records, &record.payload, &event) {
-                Ok(payload) => out
-                    .entry(record.partition)
-                    .or_default()
-                    .push((record.key.clone(), payload)),
+                Ok(payload) => {
+                    let costed = out.entry(record.partition).or_default();
+                    costed.records.push((record.key, payload));
+                    costed.decoded.push(Some(Decoded::new(event)));
+                }
                 Err(e) => {
                     tracing::error!(event_id = %event.event_id, error = %e, "costed event could not be encoded")
                 }
             }
         }
-        for (partition, records) in out {
-            self.log.append_to(COSTED_TOPIC, partition, records).await?;
+        for (partition, costed) in out {
+            let Costed { records, decoded } = costed;
+            self.log
+                .append_decoded(COSTED_TOPIC, Some(partition), records, decoded)
+                .await?;
         }
         // Alerts before the state that records them: a crash in between
         // re-raises an alert with the same ID (the notifier drops it),
@@ -330,8 +336,8 @@ impl Accountant {
 
     /// Prices one raw record into a costed event; `None` for a record that
     /// is not an event or one seen before.
-    fn price(&mut self, record: &BusRecord) -> Option<LlmEvent> {
-        let mut event = match LlmEvent::from_json(&record.payload) {
+    fn price(&mut self, record: &mut BusRecord) -> Option<LlmEvent> {
+        let mut event = match record.event() {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(partition = record.partition, offset = record.offset, error = %e,
@@ -389,6 +395,14 @@ impl Accountant {
                 "no price table matches this model: its events are priced provisionally and counted in budgets; add it to the tables and run `tollgate reprice`");
         }
     }
+}
+
+/// The costed records of one partition and the priced events they hold,
+/// handed to the sink when it runs in this process.
+#[derive(Default)]
+struct Costed {
+    records: Vec<(Bytes, Bytes)>,
+    decoded: Vec<Option<Decoded>>,
 }
 
 /// What an event spent in USD (nothing when a subscription paid).

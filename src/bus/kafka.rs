@@ -593,12 +593,12 @@ impl KafkaBus {
 }
 
 fn to_record<M: Message>(m: &M) -> BusRecord {
-    BusRecord {
-        partition: m.partition() as u32,
-        offset: m.offset() as u64,
-        key: Bytes::copy_from_slice(m.key().unwrap_or_default()),
-        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-    }
+    BusRecord::stored(
+        m.partition() as u32,
+        m.offset() as u64,
+        Bytes::copy_from_slice(m.key().unwrap_or_default()),
+        Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+    )
 }
 
 /// Tracks which partitions this consumer owns and runs the revoke hook.

@@ -24,7 +24,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::embedded::{EmbeddedLog, EmbeddedLogError, LogReader, Record};
-use super::{BusError, BusRecord, Log, Subscription};
+use super::handed::Handed;
+use super::{BusError, BusRecord, Decoded, Log, Subscription};
 use crate::metrics::{ConsumerLag, METRICS};
 
 /// The embedded log, shared by every role of the process.
@@ -37,6 +38,8 @@ pub struct LocalBus {
     delete_consumed: bool,
     /// Compaction and retention, for [`LocalBus::maintain`].
     maintenance: Maintenance,
+    /// Decoded values producers handed over, until their consumer reads.
+    handed: Arc<Handed>,
 }
 
 /// How the embedded log is kept from growing without bound (see
@@ -79,6 +82,7 @@ impl LocalBus {
             ends: Mutex::new(HashMap::new()),
             delete_consumed,
             maintenance,
+            handed: Arc::default(),
         })
     }
 
@@ -206,25 +210,17 @@ fn worker(topic: &str, e: tokio::task::JoinError) -> BusError {
 #[async_trait::async_trait]
 impl Log for LocalBus {
     async fn append(&self, topic: &str, records: Vec<(Bytes, Bytes)>) -> Result<(), BusError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let n = records.len() as u64;
-        let log = self.log.clone();
-        let owned_topic = topic.to_owned();
-        let first = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(&[u8], &[u8])> = records
-                .iter()
-                .map(|(k, v)| (k.as_ref(), v.as_ref()))
-                .collect();
-            log.append(&owned_topic, &refs)
-        })
-        .await
-        .map_err(|e| worker(topic, e))?
-        .map_err(|e| embedded(topic, e))?;
-        METRICS.bus_appended.with_label_values(&[topic]).inc_by(n);
-        self.end_watch(topic).await?.send_replace(first + n);
-        Ok(())
+        self.append_handing(topic, records, Vec::new()).await
+    }
+
+    async fn append_decoded(
+        &self,
+        topic: &str,
+        _partition: Option<u32>,
+        records: Vec<(Bytes, Bytes)>,
+        decoded: Vec<Option<Decoded>>,
+    ) -> Result<(), BusError> {
+        self.append_handing(topic, records, decoded).await
     }
 
     async fn append_to(
@@ -256,33 +252,76 @@ impl Log for LocalBus {
         .await
         .map_err(|e| worker(topic, e))?
         .map_err(|e| embedded(topic, e))?;
-        Ok(records.into_iter().next().map(|r| BusRecord {
-            partition: 0,
-            offset: r.offset,
-            key: r.key,
-            payload: r.payload,
-        }))
+        Ok(records
+            .into_iter()
+            .next()
+            .map(|r| BusRecord::stored(0, r.offset, r.key, r.payload)))
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>, BusError> {
-        self.consumer(topic, Some(group), group).await
+        self.consumer(topic, Some(group), group, false).await
+    }
+
+    async fn subscribe_decoded(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.consumer(topic, Some(group), group, true).await
     }
 
     async fn read_all(&self, topic: &str, reader: &str) -> Result<Box<dyn Subscription>, BusError> {
-        self.consumer(topic, None, reader).await
+        self.consumer(topic, None, reader, false).await
     }
 }
 
 impl LocalBus {
+    /// Appends `records` (durable when it returns), then keeps their
+    /// `decoded` values for a consumer taking them, before waking
+    /// consumers.
+    async fn append_handing(
+        &self,
+        topic: &str,
+        records: Vec<(Bytes, Bytes)>,
+        decoded: Vec<Option<Decoded>>,
+    ) -> Result<(), BusError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = records.len() as u64;
+        let log = self.log.clone();
+        let owned_topic = topic.to_owned();
+        let first = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(&[u8], &[u8])> = records
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                .collect();
+            log.append(&owned_topic, &refs)
+        })
+        .await
+        .map_err(|e| worker(topic, e))?
+        .map_err(|e| embedded(topic, e))?;
+        METRICS.bus_appended.with_label_values(&[topic]).inc_by(n);
+        // Before consumers are woken, so that they find what was handed.
+        self.handed.put(topic, first, decoded);
+        self.end_watch(topic).await?.send_replace(first + n);
+        Ok(())
+    }
+
     /// A subscription to `topic` for `group` (from its committed offset),
     /// or with no group a reader from the start that commits nothing;
-    /// `label` names it in the lag metric.
+    /// `label` names it in the lag metric; `takes_handed`: it takes the
+    /// values producers hand over (and from then on they are kept).
     async fn consumer(
         &self,
         topic: &str,
         group: Option<&str>,
         label: &str,
+        takes_handed: bool,
     ) -> Result<Box<dyn Subscription>, BusError> {
+        if takes_handed {
+            self.handed.open(topic);
+        }
         let end = self.end_watch(topic).await?.subscribe();
         let log = self.log.clone();
         let (g, t) = (group.map(str::to_owned), topic.to_owned());
@@ -301,6 +340,7 @@ impl LocalBus {
         METRICS.bus_consume_errors.with_label_values(&[topic]);
         Ok(Box::new(LocalSubscription {
             log: self.log.clone(),
+            handed: takes_handed.then(|| self.handed.clone()),
             group: group.map(str::to_owned),
             topic: topic.to_owned(),
             reader: Some(reader),
@@ -318,6 +358,8 @@ type PendingRead = tokio::task::JoinHandle<(LogReader, Result<Vec<Record>, Embed
 /// A consumer of one topic of the embedded log (one partition: 0).
 struct LocalSubscription {
     log: Arc<EmbeddedLog>,
+    /// Where this subscription takes handed-over values from, if it does.
+    handed: Option<Arc<Handed>>,
     /// `None` for a reader ([`Log::read_all`]): its commits are no-ops.
     group: Option<String>,
     topic: String,
@@ -378,15 +420,14 @@ impl LocalSubscription {
         let (reader, records) = joined.map_err(|e| worker(&self.topic, e))?;
         self.reader = Some(reader);
         let records = records.map_err(|e| embedded(&self.topic, e))?;
-        Ok(records
+        let mut records: Vec<BusRecord> = records
             .into_iter()
-            .map(|r| BusRecord {
-                partition: 0,
-                offset: r.offset,
-                key: r.key,
-                payload: r.payload,
-            })
-            .collect())
+            .map(|r| BusRecord::stored(0, r.offset, r.key, r.payload))
+            .collect();
+        if let Some(handed) = &self.handed {
+            handed.attach(&self.topic, &mut records);
+        }
+        Ok(records)
     }
 }
 

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Log;
 use super::embedded::MAX_RECORD_BYTES;
 use super::oversize::{self, Fitted};
 use super::records::RecordBuf;
+use super::{Decoded, Log};
 use crate::backoff::Backoff;
 use crate::event::LlmEvent;
 use crate::handoff::EventQueue;
@@ -59,14 +59,14 @@ pub async fn run(mut queue: EventQueue, log: Arc<dyn Log>, topic: &str, stop: Ca
             }
         }
         METRICS.handoff_queue_depth.set(queue.len() as i64);
-        let records: Vec<(Bytes, Bytes)> = events
+        let (records, decoded): (Vec<(Bytes, Bytes)>, Vec<Option<Decoded>>) = events
             .drain(..)
             .filter_map(|e| encode(&mut buf, e, &topic))
-            .collect();
+            .unzip();
         finish(in_flight.take()).await;
         let (log, topic) = (log.clone(), topic.clone());
         in_flight = Some(tokio::spawn(async move {
-            append_until_done(log.as_ref(), &topic, records).await
+            append_until_done(log.as_ref(), &topic, records, decoded).await
         }));
     }
     finish(in_flight).await;
@@ -112,13 +112,19 @@ async fn finish(in_flight: Option<JoinHandle<()>>) {
 /// log's record limit (an append holding it would fail forever); a failure
 /// is a bug worth shouting about, and the event is counted as lost rather
 /// than dropped silently.
-fn encode(buf: &mut RecordBuf, event: LlmEvent, topic: &str) -> Option<(Bytes, Bytes)> {
+fn encode(
+    buf: &mut RecordBuf,
+    event: LlmEvent,
+    topic: &str,
+) -> Option<((Bytes, Bytes), Option<Decoded>)> {
     match buf.json(&event) {
         Ok(json) => {
             let key = buf.bytes(event.bus_key());
             match oversize::fit(topic, &key, &json, MAX_RECORD_BYTES) {
-                Fitted::AsIs => Some((key, json)),
-                Fitted::Shrunk(small) => Some((key, small)),
+                // The event is handed over as it is only where the record
+                // holds all of it.
+                Fitted::AsIs => Some(((key, json), Some(Decoded::new(event)))),
+                Fitted::Shrunk(small) => Some(((key, small), None)),
                 Fitted::Lost => None,
             }
         }
@@ -132,10 +138,22 @@ fn encode(buf: &mut RecordBuf, event: LlmEvent, topic: &str) -> Option<(Bytes, B
 
 /// Retries an append with capped backoff until it lands: the queue in
 /// front stays bounded meanwhile, so nothing grows without limit here.
-async fn append_until_done(log: &dyn Log, topic: &str, records: Vec<(Bytes, Bytes)>) {
+async fn append_until_done(
+    log: &dyn Log,
+    topic: &str,
+    records: Vec<(Bytes, Bytes)>,
+    decoded: Vec<Option<Decoded>>,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    // Handed over with the first try only: after a failure the consumer
+    // decodes the bytes, as any reader can.
+    let mut decoded = Some(decoded);
     loop {
-        match log.append(topic, records.clone()).await {
+        let tried = match decoded.take() {
+            Some(d) => log.append_decoded(topic, None, records.clone(), d).await,
+            None => log.append(topic, records.clone()).await,
+        };
+        match tried {
             Ok(()) => return,
             Err(e) => {
                 METRICS.bus_append_errors.with_label_values(&[topic]).inc();
@@ -184,5 +202,46 @@ mod tests {
                 .len();
         }
         assert_eq!(got, 5, "every queued event was appended");
+    }
+
+    /// A consumer in this process that takes handed-over values gets each
+    /// event as published, equal to its record's bytes decoded; another
+    /// group on the same topic decodes the bytes; a record cut down to fit
+    /// is not handed over (its bytes no longer hold the whole event).
+    #[tokio::test]
+    async fn published_events_are_handed_to_a_decoded_subscriber_as_their_bytes_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = LocalBus::open(&dir.path().join("log")).unwrap();
+        let mut taker = log.subscribe_decoded("taker", "t").await.unwrap();
+        let mut other = log.subscribe("other", "t").await.unwrap();
+        let (handoff, queue) = handoff::channel(64);
+        let mut huge = handoff::tests::event();
+        huge.metadata
+            .insert("big".into(), "x".repeat(MAX_RECORD_BYTES));
+        let sent = [handoff::tests::event(), huge, handoff::tests::event()];
+        for e in &sent {
+            assert_eq!(handoff.send(e.clone()), Handed::Queued);
+        }
+        let stop = CancellationToken::new();
+        stop.cancel();
+        run(queue, log.clone(), "t", stop).await;
+        let mut records = taker.poll(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(records.len(), 3);
+        let handed: Vec<bool> = records.iter().map(|r| r.decoded.is_some()).collect();
+        assert_eq!(
+            handed,
+            [true, false, true],
+            "the cut-down record is not handed"
+        );
+        for (record, sent) in records.iter_mut().zip(&sent) {
+            let bytes = LlmEvent::from_json(&record.payload).unwrap();
+            let event = record.event().unwrap();
+            assert_eq!(event, bytes);
+            if record.offset != 1 {
+                assert_eq!(&event, sent);
+            }
+        }
+        let plain = other.poll(10, Duration::from_secs(5)).await.unwrap();
+        assert!(plain.iter().all(|r| r.decoded.is_none()));
     }
 }

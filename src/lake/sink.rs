@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::LakeError;
 use super::files::{LakeLayout, WriteMode};
 use crate::bus::{BusRecord, RevokeHook, Subscription, poll_lingering};
-use crate::event::{BusPosition, EventColumns, LlmEvent};
+use crate::event::{BusPosition, EventColumns};
 use crate::metrics::METRICS;
 
 /// When to write a file.
@@ -191,7 +191,7 @@ impl Sink {
     }
 
     /// Buffers one record (or skips it), writing a file when one is due.
-    async fn take(&mut self, record: BusRecord) -> Result<(), LakeError> {
+    async fn take(&mut self, mut record: BusRecord) -> Result<(), LakeError> {
         let p = record.partition;
         self.learn(p).await?;
         // `consumed` only moves past a record once it is buffered or
@@ -205,7 +205,7 @@ impl Sink {
                 part.consumed = part.consumed.max(consumed);
                 return Ok(());
             }
-            match LlmEvent::from_json(&record.payload) {
+            match record.event() {
                 Ok(event) => {
                     let day = event.started_at.date_naive();
                     let other_day = part.buffer.as_ref().is_some_and(|b| b.day != day);
