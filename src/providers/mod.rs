@@ -217,8 +217,14 @@ pub fn from_config(
 /// before a request waits on it. The HTTP/2 window adapts to the link, so
 /// a long streamed answer is not held back by flow control. TCP_NODELAY:
 /// small SSE events go out at once.
+///
+/// Redirects are not followed: a 3xx goes back to the client as the
+/// upstream sent it. reqwest follows up to ten by default and, when the
+/// host changes, strips only `Authorization`-like headers, so Anthropic's
+/// `x-api-key` would go to wherever a `Location` pointed.
 fn http_client(cfg: &Config) -> Result<reqwest::Client, ProviderError> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(
             cfg.server.upstream_connect_timeout_ms,
         ))
@@ -308,6 +314,46 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upstream answering 307 to another host: the answer is what the
+    /// client gets, and the other host never sees the provider key.
+    #[tokio::test]
+    async fn upstream_redirects_are_returned_not_followed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let elsewhere_hits = Arc::new(AtomicUsize::new(0));
+        let hits = elsewhere_hits.clone();
+        let elsewhere = axum::Router::new().fallback(move || {
+            hits.fetch_add(1, Ordering::SeqCst);
+            async { "taken" }
+        });
+        let elsewhere_addr = serve(elsewhere).await;
+        let upstream = axum::Router::new().fallback(move || async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(http::header::LOCATION, format!("http://{elsewhere_addr}/v1/messages"))],
+            )
+        });
+        let upstream_addr = serve(upstream).await;
+        let config = Config::parse("", std::path::Path::new("tollgate.toml")).unwrap();
+        let client = http_client(&config).unwrap();
+        let answer = client
+            .post(format!("http://{upstream_addr}/v1/messages"))
+            .header("x-api-key", "sk-provider-key")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0, "not followed");
+    }
+
+    /// Serves `app` on a loopback port of its own.
+    async fn serve(app: axum::Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
 
     #[test]
     fn path_segments_never_leave_their_segment() {
