@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::Stream;
+use serde_json::Value;
 
 use super::recording::Recording;
 use crate::event::{LlmEvent, Usage};
@@ -58,27 +59,70 @@ pub struct AnswerFacts {
     pub forwarded_output_bound: u64,
 }
 
+/// The members of a Messages object (or an error object) the event needs.
+/// Everything else, above all the answer's `content`, is passed over by
+/// serde without being built: reading a whole answer into a
+/// `serde_json::Value` was half of what emitting an event cost. Each
+/// member stays a `Value` so that one of an unexpected type is ignored, as
+/// before, instead of failing the read.
+#[derive(Debug, Default, serde::Deserialize)]
+struct MessageMembers {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    id: Option<Value>,
+    model: Option<Value>,
+    stop_reason: Option<Value>,
+    usage: Option<Value>,
+    error: Option<Value>,
+}
+
+impl MessageMembers {
+    /// Reads `json` if it is an object (serde would read a struct out of
+    /// an array, by position).
+    fn read(json: &[u8]) -> Option<MessageMembers> {
+        if json.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice(json).ok()
+    }
+
+    fn is_error(&self) -> bool {
+        text(&self.kind) == Some("error")
+    }
+}
+
+/// `message_start`'s payload: the Messages object it opens.
+#[derive(serde::Deserialize)]
+struct MessageStart {
+    message: MessageMembers,
+}
+
+/// A member's text, if it is a string.
+fn text(member: &Option<Value>) -> Option<&str> {
+    member.as_ref().and_then(Value::as_str)
+}
+
 impl AnswerFacts {
     /// Takes what a Messages object (`message_start.message` or a
     /// non-streaming body) says.
-    fn read_message(&mut self, m: &serde_json::Value) {
-        if let Some(id) = m.get("id").and_then(|v| v.as_str()) {
+    fn read_message(&mut self, m: &MessageMembers) {
+        if let Some(id) = text(&m.id) {
             self.message_id = Some(id.to_owned());
         }
-        if let Some(model) = m.get("model").and_then(|v| v.as_str()) {
+        if let Some(model) = text(&m.model) {
             self.model = Some(model.to_owned());
         }
-        if let Some(reason) = m.get("stop_reason").and_then(|v| v.as_str()) {
+        if let Some(reason) = text(&m.stop_reason) {
             self.stop_reason = Some(reason.to_owned());
         }
-        if let Some(u) = m.get("usage") {
+        if let Some(u) = &m.usage {
             self.usage.merge_cumulative(&Usage::from_anthropic_json(u));
         }
     }
 
     /// Takes an Anthropic error object's type.
-    fn read_error(&mut self, v: &serde_json::Value) {
-        let t = v.pointer("/error/type").and_then(|t| t.as_str());
+    fn read_error(&mut self, m: &MessageMembers) {
+        let t = m.error.as_ref().and_then(|e| e.get("type")?.as_str());
         self.error_type = Some(t.unwrap_or("api_error").to_owned());
     }
 
@@ -222,7 +266,6 @@ impl SseReader {
     }
 
     fn data(&mut self, kind: SseKind, data: &[u8], now: Instant) {
-        let json = || serde_json::from_slice::<serde_json::Value>(data).ok();
         match kind {
             SseKind::ContentDelta => {
                 self.facts.first_token.get_or_insert(now);
@@ -231,14 +274,12 @@ impl SseReader {
                     .max(1);
             }
             SseKind::MessageStart => {
-                if let Some(v) = json()
-                    && let Some(m) = v.get("message")
-                {
-                    self.facts.read_message(m);
+                if let Ok(start) = serde_json::from_slice::<MessageStart>(data) {
+                    self.facts.read_message(&start.message);
                 }
             }
             SseKind::MessageDelta => {
-                if let Some(v) = json() {
+                if let Ok(v) = serde_json::from_slice::<Value>(data) {
                     if let Some(r) = v.pointer("/delta/stop_reason").and_then(|r| r.as_str()) {
                         self.facts.stop_reason = Some(r.to_owned());
                     }
@@ -251,8 +292,8 @@ impl SseReader {
             }
             SseKind::MessageStop => self.facts.complete = true,
             SseKind::Error => {
-                if let Some(v) = json() {
-                    self.facts.read_error(&v);
+                if let Some(m) = MessageMembers::read(data) {
+                    self.facts.read_error(&m);
                 }
             }
             SseKind::Unknown | SseKind::Other => {}
@@ -288,11 +329,11 @@ impl JsonReader {
             1 => self.chunks[0].clone(),
             _ => Bytes::from(self.chunks.concat()),
         };
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-            if v.get("type").and_then(|t| t.as_str()) == Some("error") {
-                facts.read_error(&v);
+        if let Some(m) = MessageMembers::read(&body) {
+            if m.is_error() {
+                facts.read_error(&m);
             } else {
-                facts.read_message(&v);
+                facts.read_message(&m);
             }
             facts.complete = true;
         }
@@ -533,5 +574,34 @@ mod tests {
             b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
         ));
         assert_eq!(r.finish().error_type.as_deref(), Some("overloaded_error"));
+    }
+
+    /// A whole answer's facts are read around its content, however large
+    /// or oddly shaped; a body that is not a Messages object is not
+    /// complete, so the event carries the forwarded-bytes estimate.
+    #[test]
+    fn a_json_answer_is_read_around_its_content() {
+        let text = "tokens \\\"quoted\\\" ".repeat(5_000);
+        let body = format!(
+            r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{{"type":"text","text":"{text}"}},{{"type":"tool_use","input":{{"a":[1,{{"b":null}}]}}}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{{"input_tokens":12,"output_tokens":34,"cache_read_input_tokens":5}}}}"#
+        );
+        let mut r = JsonReader::default();
+        for chunk in body.as_bytes().chunks(1000) {
+            r.feed(&Bytes::copy_from_slice(chunk));
+        }
+        let f = r.finish();
+        assert!(f.complete);
+        assert_eq!((f.usage.input_tokens, f.usage.output_tokens), (12, 34));
+        assert_eq!(f.usage.cache_read_tokens, 5);
+        assert_eq!(f.message_id.as_deref(), Some("msg_1"));
+        assert_eq!(f.model.as_deref(), Some("claude-x"));
+        assert_eq!(f.stop_reason.as_deref(), Some("end_turn"));
+        for odd in [&b"[\"msg\", \"claude\"]"[..], b"\"text\"", b"{\"usage\":"] {
+            let mut r = JsonReader::default();
+            r.feed(&Bytes::copy_from_slice(odd));
+            let f = r.finish();
+            assert!(!f.complete, "{}", String::from_utf8_lossy(odd));
+            assert_eq!(f.forwarded_output_bound, odd.len() as u64);
+        }
     }
 }

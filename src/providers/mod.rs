@@ -330,7 +330,10 @@ mod tests {
         let upstream = axum::Router::new().fallback(move || async move {
             (
                 StatusCode::TEMPORARY_REDIRECT,
-                [(http::header::LOCATION, format!("http://{elsewhere_addr}/v1/messages"))],
+                [(
+                    http::header::LOCATION,
+                    format!("http://{elsewhere_addr}/v1/messages"),
+                )],
             )
         });
         let upstream_addr = serve(upstream).await;
