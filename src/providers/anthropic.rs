@@ -11,6 +11,10 @@ use crate::config::ProviderConfig;
 pub struct Anthropic {
     target: String,
     base_url: String,
+    /// `base_url` parsed once: parsing a URL (its host above all) was a
+    /// few percent of a request's instructions, paid again per request.
+    /// `None` if it does not parse; each request then says why.
+    base: Option<reqwest::Url>,
     api_key: Option<HeaderValue>,
     client: reqwest::Client,
 }
@@ -25,23 +29,36 @@ impl Anthropic {
                 v.set_sensitive(true);
                 v
             });
+        let base_url = cfg.base_url.trim_end_matches('/').to_owned();
         Anthropic {
             target: target.to_owned(),
-            base_url: cfg.base_url.trim_end_matches('/').to_owned(),
+            base: reqwest::Url::parse(&base_url).ok(),
+            base_url,
             api_key,
             client,
         }
     }
 
-    fn url(&self, request: &ProviderRequest) -> String {
+    /// The endpoint's URL under `base_url`, with the client's query.
+    fn url(&self, request: &ProviderRequest) -> Result<reqwest::Url, ProviderError> {
         let path = match request.endpoint {
             Endpoint::Messages => "/v1/messages",
             Endpoint::CountTokens => "/v1/messages/count_tokens",
         };
-        match &request.query {
-            Some(q) => format!("{}{path}?{q}", self.base_url),
-            None => format!("{}{path}", self.base_url),
-        }
+        let Some(base) = &self.base else {
+            let message = match reqwest::Url::parse(&self.base_url) {
+                Err(e) => format!("base_url {:?} is not a URL: {e}", self.base_url),
+                Ok(_) => format!("base_url {:?} could not be read", self.base_url),
+            };
+            return Err(ProviderError::Misconfigured {
+                target: self.target.clone(),
+                message,
+            });
+        };
+        let mut url = base.clone();
+        url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+        url.set_query(request.query.as_deref());
+        Ok(url)
     }
 }
 
@@ -56,7 +73,7 @@ impl Provider for Anthropic {
     }
 
     async fn send(&self, request: ProviderRequest) -> Result<ProviderResponse, ProviderError> {
-        let url = self.url(&request);
+        let url = self.url(&request)?;
         let mut headers = request.headers;
         if !request.passthrough {
             let Some(api_key) = &self.api_key else {
@@ -89,5 +106,58 @@ impl Provider for Anthropic {
             body,
             downgrades: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anthropic(base_url: &str) -> Anthropic {
+        let toml = format!("kind = \"anthropic\"\nbase_url = \"{base_url}\"\napi_key = \"k\"");
+        let cfg: ProviderConfig = toml::from_str(&toml).unwrap();
+        Anthropic::new("a", &cfg, reqwest::Client::new())
+    }
+
+    fn request(endpoint: Endpoint, query: Option<&str>) -> ProviderRequest {
+        ProviderRequest {
+            endpoint,
+            query: query.map(str::to_owned),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            passthrough: false,
+        }
+    }
+
+    /// The URL is the base's (with any path prefix) plus the endpoint and
+    /// the client's query, as the string it replaced gave.
+    #[test]
+    fn urls_join_the_base_the_endpoint_and_the_query() {
+        let cases = [
+            (
+                "https://api.anthropic.com",
+                Endpoint::Messages,
+                None,
+                "https://api.anthropic.com/v1/messages",
+            ),
+            (
+                "https://api.anthropic.com/",
+                Endpoint::Messages,
+                Some("beta=true"),
+                "https://api.anthropic.com/v1/messages?beta=true",
+            ),
+            (
+                "http://127.0.0.1:9/proxy/",
+                Endpoint::CountTokens,
+                None,
+                "http://127.0.0.1:9/proxy/v1/messages/count_tokens",
+            ),
+        ];
+        for (base, endpoint, query, want) in cases {
+            let url = anthropic(base).url(&request(endpoint, query)).unwrap();
+            assert_eq!(url.as_str(), want);
+        }
+        let err = anthropic("not a url").url(&request(Endpoint::Messages, None));
+        assert!(err.unwrap_err().to_string().contains("is not a URL"));
     }
 }
