@@ -733,7 +733,12 @@ async fn callgrind_rows(dir: &Path, tollgate: &Path, n: usize) {
     let cc = claude_code_body();
     let cc_plain: &'static str = Box::leak(cc.replace(r#","stream":true"#, "").into_boxed_str());
     println!("`tollgate serve` under callgrind, {n} requests one at a time per body:");
-    for (label, body) in [("small JSON", SMALL_BODY), ("Claude Code body", cc_plain)] {
+    let bodies = [
+        ("small JSON", SMALL_BODY),
+        ("Claude Code body", cc_plain),
+        ("Claude Code body, streamed", cc),
+    ];
+    for (label, body) in bodies {
         let drain = Duration::from_secs(3);
         sequential(&client, &via, body, 100).await;
         tokio::time::sleep(drain).await;

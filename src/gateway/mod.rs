@@ -19,6 +19,7 @@ mod plan;
 mod proxy;
 pub mod recording;
 pub mod request_head;
+mod request_metrics;
 pub mod route;
 pub mod tee;
 pub mod tokens;

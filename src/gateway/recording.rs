@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use super::admission::Ticket;
 use super::auth::Identity;
 use super::headers::RequestTags;
+use super::request_metrics::observe;
 use crate::event::{Attempt, BilledBy, LlmEvent, Origin, SCHEMA_VERSION, Usage};
 use crate::field_caps::{RECORDING, cap_event};
 use crate::handoff::EventHandoff;
-use crate::metrics::{METRICS, error_label, model_label};
+use crate::metrics::{METRICS, error_label};
 use crate::providers::Endpoint;
 
 /// An `LlmEvent` being filled in as the request goes; `emit` finishes it
@@ -234,52 +235,6 @@ impl Recording {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Request, latency and token metrics of one finished event.
-fn observe(e: &LlmEvent, elapsed: Duration, ttft: Option<Duration>) {
-    let model = model_label(e.model_served.as_deref());
-    let provider = if e.provider.is_empty() {
-        "none"
-    } else {
-        e.provider.as_str()
-    };
-    let status = e.status.to_string();
-    if let Some(error) = &e.error_type {
-        METRICS
-            .request_errors
-            .with_label_values(&[provider, error_label(error)])
-            .inc();
-    }
-    METRICS
-        .requests
-        .with_label_values(&[provider, model, &status, &e.team])
-        .inc();
-    METRICS
-        .request_duration
-        .with_label_values(&[provider, model])
-        .observe(elapsed.as_secs_f64());
-    if let Some(t) = ttft {
-        METRICS
-            .ttft
-            .with_label_values(&[provider, model])
-            .observe(t.as_secs_f64());
-    }
-    let u = &e.usage;
-    for (class, n) in [
-        ("input", u.input_tokens),
-        ("output", u.output_tokens),
-        ("cache_write_5m", u.cache_creation_5m_tokens),
-        ("cache_write_1h", u.cache_creation_1h_tokens),
-        ("cache_read", u.cache_read_tokens),
-    ] {
-        if n > 0 {
-            METRICS
-                .tokens
-                .with_label_values(&[class, &e.team, model])
-                .inc_by(n);
-        }
-    }
 }
 
 #[cfg(test)]
