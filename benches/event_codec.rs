@@ -19,29 +19,22 @@
 //! hour). A quarter off the read does not pay for a second record format.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use tollgate::event::LlmEvent;
 
 #[path = "support/event.rs"]
 mod event;
+#[path = "support/fastest.rs"]
+mod fastest;
 
 /// Events per timed pass.
 const EVENTS: u32 = 200_000;
 /// Passes per measurement; the fastest is printed (the machine is shared).
 const PASSES: u32 = 5;
 
-/// Fastest of [`PASSES`] passes of `EVENTS` calls of `f`, in ns per call.
-fn ns_per_event(mut f: impl FnMut()) -> f64 {
-    (0..PASSES)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..EVENTS {
-                f();
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(EVENTS)
-        })
-        .fold(f64::INFINITY, f64::min)
+/// Fastest of [`PASSES`] passes of [`EVENTS`] calls of `f`, in ns per event.
+fn ns_per_event(f: impl FnMut()) -> f64 {
+    fastest::ns_per_call(PASSES, EVENTS, f)
 }
 
 fn main() {

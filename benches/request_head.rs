@@ -10,26 +10,20 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Instant;
 
 use tollgate::gateway::request_head::RequestHead;
+
+#[path = "support/fastest.rs"]
+mod fastest;
 
 /// Bodies per timed pass.
 const BODIES: u32 = 2_000;
 /// Passes per measurement; the fastest is printed (the machine is shared).
 const PASSES: u32 = 7;
 
-/// Fastest of [`PASSES`] passes of `BODIES` calls of `f`, in ns per call.
-fn ns_per_body(mut f: impl FnMut()) -> f64 {
-    (0..PASSES)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..BODIES {
-                f();
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(BODIES)
-        })
-        .fold(f64::INFINITY, f64::min)
+/// Fastest of [`PASSES`] passes of [`BODIES`] calls of `f`, in ns per body.
+fn ns_per_body(f: impl FnMut()) -> f64 {
+    fastest::ns_per_call(PASSES, BODIES, f)
 }
 
 fn main() {
