@@ -620,3 +620,23 @@ async fn init_writes_a_config_that_serves_with_the_printed_key() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// In `tollgate serve` the accountant and the sink take each event as the
+/// stage before them held it in memory instead of decoding its JSON again
+/// (the debug build checks each against its bytes): the hand-over counters
+/// move, and the lake holds every event all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_one_process_events_are_handed_over_not_decoded_again() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tg = Tollgate::start(dir.path(), &mock.url());
+    send_many(&tg, "trace-handed", 3).await;
+    let events = tg.wait_for_trace("trace-handed", 3).await;
+    assert_eq!(ids(&events).len(), 3);
+    for topic in ["tollgate.events.v1", "tollgate.costed.v1"] {
+        let handed = format!(r#"tollgate_bus_handed_over_total{{topic="{topic}"}}"#);
+        let n = tg.metric(&handed).await;
+        assert!(n >= 1.0, "{handed} is {n}:\n{}", tg.log());
+    }
+    tg.stop();
+}
