@@ -391,6 +391,14 @@ fn row(label: &str, direct: &[Duration], via: &[Duration]) {
     );
 }
 
+/// Claude Code's captured first request body, 78 KB: as sent (streaming)
+/// and the same request without `"stream":true`.
+fn claude_code_bodies() -> (&'static str, &'static str) {
+    let streamed = claude_code_body();
+    let plain = streamed.replace(r#","stream":true"#, "");
+    (Box::leak(plain.into_boxed_str()), streamed)
+}
+
 /// Claude Code's captured first request body (streaming), 78 KB.
 fn claude_code_body() -> &'static str {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -674,9 +682,7 @@ async fn run() {
         bench
             .table("small JSON bodies", SMALL_BODY, SMALL_STREAM_BODY)
             .await;
-        let cc = claude_code_body();
-        let cc_plain: &'static str =
-            Box::leak(cc.replace(r#","stream":true"#, "").into_boxed_str());
+        let (cc_plain, cc) = claude_code_bodies();
         bench
             .table(
                 &format!("Claude Code bodies ({} KB)", cc.len() / 1024),
@@ -730,8 +736,7 @@ async fn callgrind_rows(dir: &Path, tollgate: &Path, n: usize) {
         auth: KEY,
     };
     let pid = tg.child.id();
-    let cc = claude_code_body();
-    let cc_plain: &'static str = Box::leak(cc.replace(r#","stream":true"#, "").into_boxed_str());
+    let (cc_plain, cc) = claude_code_bodies();
     println!("`tollgate serve` under callgrind, {n} requests one at a time per body:");
     let bodies = [
         ("small JSON", SMALL_BODY),

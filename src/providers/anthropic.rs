@@ -10,11 +10,10 @@ use crate::config::ProviderConfig;
 /// A configured Anthropic target.
 pub struct Anthropic {
     target: String,
-    base_url: String,
     /// `base_url` parsed once: parsing a URL (its host above all) was a
     /// few percent of a request's instructions, paid again per request.
-    /// `None` if it does not parse; each request then says why.
-    base: Option<reqwest::Url>,
+    /// If it does not parse, why not, which each request then says.
+    base: Result<reqwest::Url, String>,
     api_key: Option<HeaderValue>,
     client: reqwest::Client,
 }
@@ -29,11 +28,11 @@ impl Anthropic {
                 v.set_sensitive(true);
                 v
             });
-        let base_url = cfg.base_url.trim_end_matches('/').to_owned();
+        let base_url = cfg.base_url.trim_end_matches('/');
         Anthropic {
             target: target.to_owned(),
-            base: reqwest::Url::parse(&base_url).ok(),
-            base_url,
+            base: reqwest::Url::parse(base_url)
+                .map_err(|e| format!("base_url {base_url:?} is not a URL: {e}")),
             api_key,
             client,
         }
@@ -45,16 +44,13 @@ impl Anthropic {
             Endpoint::Messages => "/v1/messages",
             Endpoint::CountTokens => "/v1/messages/count_tokens",
         };
-        let Some(base) = &self.base else {
-            let message = match reqwest::Url::parse(&self.base_url) {
-                Err(e) => format!("base_url {:?} is not a URL: {e}", self.base_url),
-                Ok(_) => format!("base_url {:?} could not be read", self.base_url),
-            };
-            return Err(ProviderError::Misconfigured {
+        let base = self
+            .base
+            .as_ref()
+            .map_err(|message| ProviderError::Misconfigured {
                 target: self.target.clone(),
-                message,
-            });
-        };
+                message: message.clone(),
+            })?;
         let mut url = base.clone();
         url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
         url.set_query(request.query.as_deref());
