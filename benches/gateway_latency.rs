@@ -24,6 +24,7 @@
 //! (pipeline included) over N requests one at a time (default 1,000), for
 //! each body, with the functions that take the most inclusively: counts
 //! that do not move with the machine's load, for comparing two commits.
+//! `TOLLGATE_BENCH_BODIES=small` (or `claude-code`) runs one body's table.
 //!
 //! The mock (the `tollgate-mock` crate) runs in a process of its own: this
 //! benchmark binary started again with `mock-provider` as its argument.
@@ -678,18 +679,26 @@ async fn run() {
     };
     // TOLLGATE_BENCH_STARTUP_ONLY=1 skips the load tables (minutes) for
     // the start-up rows.
+    // TOLLGATE_BENCH_BODIES=small or =claude-code runs one table (a heap
+    // profile's peak then belongs to that body).
+    let bodies = std::env::var("TOLLGATE_BENCH_BODIES").unwrap_or_default();
+    let wants = |name: &str| bodies.is_empty() || bodies == name;
     if std::env::var_os("TOLLGATE_BENCH_STARTUP_ONLY").is_none() {
-        bench
-            .table("small JSON bodies", SMALL_BODY, SMALL_STREAM_BODY)
-            .await;
-        let (cc_plain, cc) = claude_code_bodies();
-        bench
-            .table(
-                &format!("Claude Code bodies ({} KB)", cc.len() / 1024),
-                cc_plain,
-                cc,
-            )
-            .await;
+        if wants("small") {
+            bench
+                .table("small JSON bodies", SMALL_BODY, SMALL_STREAM_BODY)
+                .await;
+        }
+        if wants("claude-code") {
+            let (cc_plain, cc) = claude_code_bodies();
+            bench
+                .table(
+                    &format!("Claude Code bodies ({} KB)", cc.len() / 1024),
+                    cc_plain,
+                    cc,
+                )
+                .await;
+        }
     }
     let end = ProcStats::of(pid);
     println!(
