@@ -325,6 +325,11 @@ pub struct ApiConfig {
     pub sql_max_rows: usize,
     /// Longest one `POST /v1/sql` may run before it is cancelled.
     pub sql_timeout_secs: u64,
+    /// Most events one trace or session view (`/v1/traces/{id}`,
+    /// `/v1/sessions/{id}`) holds; a larger one is refused with a pointer
+    /// to `/v1/logs`, which pages. The IDs are the client's, so without a
+    /// bound one reused ID could make a view of millions of events.
+    pub max_view_events: usize,
     /// Memory all lake queries of the process may hold together; a query
     /// needing more fails with an error naming the limit.
     pub query_memory_mb: usize,
@@ -344,6 +349,7 @@ impl Default for ApiConfig {
             scoped_tokens: Vec::new(),
             sql_max_rows: 10_000,
             sql_timeout_secs: 10,
+            max_view_events: 10_000,
             query_memory_mb: 2048,
             metadata_cache_mb: 256,
             object_cache_mb: 256,
@@ -693,6 +699,9 @@ impl Config {
             return Err(invalid(
                 "api.sql_max_rows and api.sql_timeout_secs must be at least 1".into(),
             ));
+        }
+        if self.api.max_view_events == 0 {
+            return Err(invalid("api.max_view_events must be at least 1".into()));
         }
         if self.server.header_read_timeout_secs == 0 || self.server.max_connections == 0 {
             return Err(invalid(

@@ -48,6 +48,9 @@ impl IntoResponse for ApiError {
             | ApiError::Lake(LakeError::Refused(_) | LakeError::BadSql(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
+            ApiError::Lake(LakeError::TooManyEvents { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error")
+            }
             ApiError::Lake(LakeError::TimedOut(_)) => {
                 (StatusCode::REQUEST_TIMEOUT, "timeout_error")
             }

@@ -108,6 +108,7 @@ pub async fn one(
 #[utoipa::path(get, path = "/v1/traces/{trace_id}", tag = "logs",
     params(("trace_id" = String, Path, description = "The trace id (x-tollgate-trace-id)")),
     responses((status = 200, description = "The trace", body = TraceView),
+        (status = 422, description = "The trace has more events than api.max_view_events (page with /v1/logs?trace_id=)", body = ErrorBody),
         (status = 404, description = "No events for this trace (or none visible to this token)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn trace(
@@ -115,7 +116,11 @@ pub async fn trace(
     Reader(scope): Reader,
     Path(trace_id): Path<String>,
 ) -> Result<Json<TraceView>, ApiError> {
-    match api.lake.trace(&scope, &trace_id).await? {
+    match api
+        .lake
+        .trace(&scope, &trace_id, api.max_view_events)
+        .await?
+    {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::NotFound(format!(
             "no events for trace {trace_id}"
@@ -129,6 +134,7 @@ pub async fn trace(
 #[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "logs",
     params(("session_id" = String, Path, description = "Claude Code's session id")),
     responses((status = 200, description = "The session and its agent tree", body = SessionView),
+        (status = 422, description = "The session has more events than api.max_view_events (page with /v1/logs?session_id=)", body = ErrorBody),
         (status = 404, description = "No events for this session (or none visible to this token)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn session(
@@ -136,7 +142,11 @@ pub async fn session(
     Reader(scope): Reader,
     Path(session_id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    match api.lake.session(&scope, &session_id).await? {
+    match api
+        .lake
+        .session(&scope, &session_id, api.max_view_events)
+        .await?
+    {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::NotFound(format!(
             "no events for session {session_id}"

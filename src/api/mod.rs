@@ -36,6 +36,9 @@ pub struct ApiState {
     pub budgets: Arc<Admission>,
     /// Caps of `POST /v1/sql`.
     pub sql_limits: SqlLimits,
+    /// Most events a trace or session view may hold
+    /// (`api.max_view_events`).
+    pub max_view_events: usize,
     /// The bus, where `POST /v1/sessions/{id}/resume` writes; `None` in an
     /// API-only process on the embedded bus (the serving process holds it).
     log: Option<Arc<dyn crate::bus::Log>>,
@@ -61,6 +64,7 @@ impl ApiState {
                 max_rows: config.sql_max_rows,
                 timeout: Duration::from_secs(config.sql_timeout_secs),
             },
+            max_view_events: config.max_view_events,
             log: None,
         }
     }

@@ -47,6 +47,17 @@ pub enum LakeError {
     Bus(#[from] crate::bus::BusError),
     #[error("SQL refused: {0}")]
     Refused(String),
+    /// A trace or session view would hold more events than the API's
+    /// `api.max_view_events`: the whole view is refused rather than cut,
+    /// so its totals and agent tree are never those of part of it.
+    #[error(
+        "{column} {value} has more than {limit} events (api.max_view_events); page through them with GET /v1/logs?{column}=<id>"
+    )]
+    TooManyEvents {
+        column: &'static str,
+        value: String,
+        limit: usize,
+    },
     #[error("SQL failed: {0}")]
     BadSql(String),
     #[error("query ran longer than its {0:?} time limit and was cancelled")]

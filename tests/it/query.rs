@@ -782,3 +782,51 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A client chooses its trace and session IDs, so it can reuse one for any
+/// number of requests: a view past `api.max_view_events` is refused with a
+/// 422 naming the limit and `/v1/logs`, which still pages through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_or_session_past_the_view_limit_is_refused_and_logs_still_page() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_team_config(dir.path(), &mock.url());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "sql_timeout_secs = 1",
+        "sql_timeout_secs = 1\nmax_view_events = 2",
+    );
+    std::fs::write(&config, text).unwrap();
+    let tg = Tollgate::start_with_config(dir.path(), config);
+    for trace in ["trace-big", "trace-big", "trace-big", "trace-small"] {
+        let status = send(
+            &tg,
+            crate::support::KEY,
+            trace,
+            &format!("sess-{trace}"),
+            "{}",
+            "claude-sonnet-4-5",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    tg.wait_for_trace("trace-big", 3).await;
+    tg.wait_for_trace("trace-small", 1).await;
+
+    for path in ["/v1/traces/trace-big", "/v1/sessions/sess-trace-big"] {
+        let (status, body) = get(&tg, ADMIN, path).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("more than 2 events") && message.contains("/v1/logs"),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = get(&tg, ADMIN, "/v1/traces/trace-small").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["totals"]["requests"], 1);
+    let (status, page) = get(&tg, ADMIN, "/v1/logs?trace_id=trace-big&limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    assert!(page["next_cursor"].is_string(), "{page}");
+}

@@ -219,11 +219,16 @@ pub struct TraceTotals {
 impl Lake {
     /// Every event `scope` may see whose `column` equals `value`, oldest
     /// first, as API rows: what a trace and a session view are built from.
+    ///
+    /// The trace and session IDs are the client's to choose, so one can
+    /// hold any number of events: at most `max_events` are read (one more
+    /// says there are more), and a view past it is refused by name.
     pub(super) async fn events_where(
         &self,
         scope: &Scope,
-        column: &str,
+        column: &'static str,
         value: &str,
+        max_events: usize,
     ) -> Result<Vec<serde_json::Value>, LakeError> {
         let df = self
             .events(scope)
@@ -232,8 +237,17 @@ impl Lake {
             .sort(vec![
                 col("started_at").sort(true, false),
                 col("event_id").sort(true, false),
-            ])?;
+            ])?
+            .limit(0, Some(max_events.saturating_add(1)))?;
         let batches = collect(df, None).await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows > max_events {
+            return Err(LakeError::TooManyEvents {
+                column,
+                value: value.to_owned(),
+                limit: max_events,
+            });
+        }
         Ok(rows_as_json(&batches)?.into_iter().map(shape_row).collect())
     }
 
@@ -306,8 +320,11 @@ impl Lake {
         &self,
         scope: &Scope,
         trace_id: &str,
+        max_events: usize,
     ) -> Result<Option<TraceView>, LakeError> {
-        let events = self.events_where(scope, "trace_id", trace_id).await?;
+        let events = self
+            .events_where(scope, "trace_id", trace_id, max_events)
+            .await?;
         if events.is_empty() {
             return Ok(None);
         }

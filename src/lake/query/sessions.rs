@@ -49,8 +49,11 @@ impl Lake {
         &self,
         scope: &Scope,
         session_id: &str,
+        max_events: usize,
     ) -> Result<Option<SessionView>, LakeError> {
-        let events = self.events_where(scope, "session_id", session_id).await?;
+        let events = self
+            .events_where(scope, "session_id", session_id, max_events)
+            .await?;
         if events.is_empty() {
             return Ok(None);
         }
@@ -244,7 +247,7 @@ mod tests {
 
         let lake = Lake::open(&layout).await.unwrap();
         let view = lake
-            .session(&Scope::All, old.session_id.as_deref().unwrap())
+            .session(&Scope::All, old.session_id.as_deref().unwrap(), 10)
             .await
             .unwrap()
             .expect("the session has events");
@@ -269,5 +272,44 @@ mod tests {
             agents,
             vec![serde_json::json!("agent-b"), serde_json::Value::Null]
         );
+    }
+
+    #[tokio::test]
+    async fn a_view_past_its_event_limit_is_refused_by_name_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = crate::lake::files::LakeLayout::new(dir.path());
+        // One session (and trace) ID reused by three requests.
+        let first = crate::event::tests::sample_event();
+        let events: Vec<_> = (0..3)
+            .map(|_| {
+                let mut e = first.clone();
+                e.event_id = crate::event::LlmEvent::new_id();
+                e
+            })
+            .collect();
+        write_file(&layout, 0, &events, false);
+        let lake = Lake::open(&layout).await.unwrap();
+        let session = first.session_id.as_deref().unwrap();
+
+        let whole = lake.session(&Scope::All, session, 3).await.unwrap();
+        assert_eq!(whole.expect("three events").events.len(), 3);
+        let whole = lake.trace(&Scope::All, &first.trace_id, 3).await.unwrap();
+        assert_eq!(whole.expect("three events").totals.requests, 3);
+
+        let refused = lake.session(&Scope::All, session, 2).await.unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            matches!(refused, LakeError::TooManyEvents { limit: 2, .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("session_id") && message.contains("/v1/logs"),
+            "{message}"
+        );
+        let refused = lake
+            .trace(&Scope::All, &first.trace_id, 2)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("trace_id"), "{refused}");
     }
 }
