@@ -42,6 +42,15 @@ pub struct AgentNode {
 /// An agent's key: `None` is the main agent.
 type AgentKey = Option<String>;
 
+/// Deepest level an agent is shown at in a session's tree (the main agent
+/// is level 1). Claude Code's subagents nest a few levels, but agent ids
+/// are the client's: a session can chain each subagent under the one
+/// before, as deep as it has requests, and building, serializing and
+/// dropping the tree each recurse once per level, so a chain of thousands
+/// overflowed the thread's stack. Agents below this level are shown flat
+/// under their ancestor at it, each with its own totals.
+pub const MAX_AGENT_DEPTH: usize = 32;
+
 impl Lake {
     /// Every event of a session with its agent tree; `None` when the
     /// session has no events `scope` may see.
@@ -97,7 +106,7 @@ pub fn agent_tree(events: &[serde_json::Value]) -> AgentNode {
         children.entry(up).or_default().push(key.clone());
     }
     let mut seen = BTreeSet::new();
-    let mut root = build(None, &own, &parent, &children, &mut seen);
+    let mut root = build(None, 1, &own, &parent, &children, &mut seen);
     // Agents only reachable through a cycle: shown under the main agent.
     for key in own
         .keys()
@@ -106,7 +115,7 @@ pub fn agent_tree(events: &[serde_json::Value]) -> AgentNode {
         .collect::<Vec<_>>()
     {
         if !seen.contains(&key) {
-            let node = build(key, &own, &parent, &children, &mut seen);
+            let node = build(key, 2, &own, &parent, &children, &mut seen);
             root.subtree_spend_usd += node.subtree_spend_usd;
             root.children.push(node);
         }
@@ -114,31 +123,72 @@ pub fn agent_tree(events: &[serde_json::Value]) -> AgentNode {
     root
 }
 
-/// The node of `key` and, depth first, those below it not yet placed.
+/// The node of `key` at `level` and, depth first, those below it not yet
+/// placed; past [`MAX_AGENT_DEPTH`], flat.
 fn build(
     key: AgentKey,
+    level: usize,
     own: &BTreeMap<AgentKey, Vec<serde_json::Value>>,
     parent: &BTreeMap<AgentKey, Option<String>>,
     children: &BTreeMap<AgentKey, Vec<AgentKey>>,
     seen: &mut BTreeSet<AgentKey>,
 ) -> AgentNode {
     seen.insert(key.clone());
+    let mut node = alone(key.clone(), own, parent);
+    let below = match level >= MAX_AGENT_DEPTH {
+        true => descendants(&key, children, seen)
+            .into_iter()
+            .map(|k| alone(k, own, parent))
+            .collect(),
+        false => {
+            let mut below = Vec::new();
+            for child in children.get(&key).into_iter().flatten() {
+                if !seen.contains(child) {
+                    below.push(build(child.clone(), level + 1, own, parent, children, seen));
+                }
+            }
+            below
+        }
+    };
+    for child in below {
+        node.subtree_spend_usd += child.subtree_spend_usd;
+        node.children.push(child);
+    }
+    node
+}
+
+/// The node of `key` with its own requests and no children.
+fn alone(
+    key: AgentKey,
+    own: &BTreeMap<AgentKey, Vec<serde_json::Value>>,
+    parent: &BTreeMap<AgentKey, Option<String>>,
+) -> AgentNode {
     let t = totals(own.get(&key).map_or(&[][..], Vec::as_slice));
-    let mut node = AgentNode {
+    AgentNode {
         parent_agent_id: parent.get(&key).cloned().flatten(),
         subtree_spend_usd: t.spend_usd,
         totals: t,
         children: Vec::new(),
-        agent_id: key.clone(),
-    };
-    for child in children.get(&key).into_iter().flatten() {
-        if !seen.contains(child) {
-            let c = build(child.clone(), own, parent, children, seen);
-            node.subtree_spend_usd += c.subtree_spend_usd;
-            node.children.push(c);
+        agent_id: key,
+    }
+}
+
+/// Every agent below `key` not yet placed, marked placed, found without
+/// recursion.
+fn descendants(
+    key: &AgentKey,
+    children: &BTreeMap<AgentKey, Vec<AgentKey>>,
+    seen: &mut BTreeSet<AgentKey>,
+) -> Vec<AgentKey> {
+    let mut found = Vec::new();
+    let mut stack: Vec<&AgentKey> = children.get(key).into_iter().flatten().collect();
+    while let Some(k) = stack.pop() {
+        if seen.insert(k.clone()) {
+            found.push(k.clone());
+            stack.extend(children.get(k).into_iter().flatten());
         }
     }
-    node
+    found
 }
 
 #[cfg(test)]
@@ -194,6 +244,46 @@ mod tests {
             stack.extend(n.children.iter());
         }
         assert_eq!(count, 3, "main, x and y, each once");
+    }
+
+    /// The depth of `node`'s tree (1 for a leaf), counted without recursion.
+    fn depth(node: &AgentNode) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(node, 1)];
+        while let Some((n, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            stack.extend(n.children.iter().map(|c| (c, d + 1)));
+        }
+        deepest
+    }
+
+    #[test]
+    fn a_chain_of_ten_thousand_agents_is_shown_bounded_with_every_request_and_cent() {
+        // Agent ids are the client's: a session can chain each subagent
+        // under the one before, as deep as it has requests. Built, shown
+        // and dropped by recursion, that overflowed the thread's stack.
+        let n: usize = 10_000;
+        let ids: Vec<String> = (0..n).map(|i| format!("agent-{i}")).collect();
+        let events: Vec<_> = (0..n)
+            .map(|i| {
+                let parent = i.checked_sub(1).map(|p| ids[p].as_str());
+                event(Some(&ids[i]), parent, "0.010000000000")
+            })
+            .collect();
+        let root = agent_tree(&events);
+        assert!(depth(&root) <= MAX_AGENT_DEPTH + 1, "{}", depth(&root));
+        assert_eq!(root.subtree_spend_usd, Decimal::new(100, 0));
+        let (mut requests, mut nodes) = (0, 0);
+        let mut stack = vec![&root];
+        while let Some(node) = stack.pop() {
+            requests += node.totals.requests;
+            nodes += 1;
+            stack.extend(node.children.iter());
+        }
+        assert_eq!(requests, n as u64, "every request is in the tree once");
+        assert_eq!(nodes, n + 1, "every agent once, and the main agent");
+        let shown = serde_json::to_string(&root).unwrap();
+        assert!(shown.contains("agent-9999"));
     }
 
     /// Writes `events` as one lake file, without the agent columns when
