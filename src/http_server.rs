@@ -30,9 +30,9 @@ use crate::metrics::METRICS;
 /// larger than it arrives in several chunks, which the gateway joins into
 /// one buffer anyway; what the size decides is how much each keep-alive
 /// connection keeps between requests. At 64 KiB, 64 connections sending
-/// Claude Code's 74 KB bodies kept ~10 MiB of such buffers (heaptrack) and
-/// `tollgate serve` peaked at 72–92 MiB resident; at 16 KiB, 64–67 MiB,
-/// with the same requests/s (2026-12-03).
+/// Claude Code's 74 KB bodies kept ~14 MiB of such buffers (heaptrack) and
+/// `tollgate serve` peaked at 71–92 MiB resident; at 32 KiB, 67–68 MiB
+/// (16 KiB: 64–67), with the same requests/s (2026-12-03).
 pub const READ_BUFFER_MAX: usize = 32 * 1024;
 
 /// What client connections may hold the server to.

@@ -135,21 +135,17 @@ fn build(
 ) -> AgentNode {
     seen.insert(key.clone());
     let mut node = alone(key.clone(), own, parent);
-    let below = match level >= MAX_AGENT_DEPTH {
-        true => descendants(&key, children, seen)
-            .into_iter()
-            .map(|k| alone(k, own, parent))
-            .collect(),
-        false => {
-            let mut below = Vec::new();
-            for child in children.get(&key).into_iter().flatten() {
-                if !seen.contains(child) {
-                    below.push(build(child.clone(), level + 1, own, parent, children, seen));
-                }
+    let mut below = Vec::new();
+    if level >= MAX_AGENT_DEPTH {
+        let flat = descendants(&key, children, seen);
+        below.extend(flat.into_iter().map(|k| alone(k, own, parent)));
+    } else {
+        for child in children.get(&key).into_iter().flatten() {
+            if !seen.contains(child) {
+                below.push(build(child.clone(), level + 1, own, parent, children, seen));
             }
-            below
         }
-    };
+    }
     for child in below {
         node.subtree_spend_usd += child.subtree_spend_usd;
         node.children.push(child);
