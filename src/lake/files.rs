@@ -667,19 +667,25 @@ mod tests {
         }
     }
 
+    /// The chunk of column `name` (a dotted leaf path) in `group`.
+    fn column_chunk<'a>(
+        group: &'a parquet::file::metadata::RowGroupMetaData,
+        name: &str,
+    ) -> &'a parquet::file::metadata::ColumnChunkMetaData {
+        group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .unwrap_or_else(|| panic!("column {name}"))
+    }
+
     #[test]
     fn unique_columns_have_no_dictionary_and_time_is_delta_encoded() {
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let (_dir, path) = written(500);
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         let group = reader.metadata().row_group(0);
-        let chunk = |name: &str| {
-            group
-                .columns()
-                .iter()
-                .find(|c| c.column_path().string() == name)
-                .unwrap_or_else(|| panic!("column {name}"))
-        };
+        let chunk = |name: &str| column_chunk(group, name);
         for name in ["event_id", "trace_id", "started_at", "bus_offset"] {
             assert!(
                 chunk(name).dictionary_page_offset().is_none(),
@@ -720,14 +726,7 @@ mod tests {
         let bytes = bytes::Bytes::from(writer.into_inner().unwrap());
         let reader = SerializedFileReader::new(bytes).unwrap();
         let group = reader.metadata().row_group(0);
-        let codec = |name: &str| {
-            group
-                .columns()
-                .iter()
-                .find(|c| c.column_path().string() == name)
-                .unwrap_or_else(|| panic!("column {name}"))
-                .compression()
-        };
+        let codec = |name: &str| column_chunk(group, name).compression();
         for name in ["event_id", "trace_id", "session_id", "cost_usd"] {
             assert_eq!(codec(name), zstd, "{name}");
         }
