@@ -242,12 +242,22 @@ impl ReadCache {
         missing: &[Range<u64>],
     ) -> Result<Vec<Bytes>> {
         let changed = AtomicBool::new(false);
+        let started = std::time::Instant::now();
         let fetched = coalesce_ranges(
             missing,
             |r| self.fetch(path, known, r, &changed),
             COALESCE_GAP,
         )
         .await?;
+        // What a query's GETs cost, per object: a first lookup's time in a
+        // bucket is these reads (`TOLLGATE_LOG=tollgate::lake::query=debug`).
+        tracing::debug!(
+            object = %path,
+            ranges = missing.len(),
+            bytes = missing.iter().map(|r| r.end - r.start).sum::<u64>(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "bucket ranges read"
+        );
         if changed.load(Ordering::Relaxed) {
             self.known.invalidate(path);
             return Ok(fetched);
@@ -288,9 +298,16 @@ impl ReadCache {
             return Ok(bytes);
         }
         count(0, 1);
+        let started = std::time::Instant::now();
         let got = self.inner.get_opts(path, GetOptions::new()).await?;
         let same = same_version(&known.meta, &got.meta);
         let bytes = got.bytes().await?;
+        tracing::debug!(
+            object = %path,
+            bytes = bytes.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "bucket object read whole"
+        );
         if same && bytes.len() as u64 == known.meta.size {
             self.small.insert(key, bytes.clone());
         } else {
