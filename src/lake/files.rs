@@ -608,7 +608,8 @@ mod tests {
 
     /// A lake file of `n` events, each its own trace, 37 ms apart; and the
     /// directory that holds it.
-    fn written(n: i64) -> (tempfile::TempDir, PathBuf) {
+    /// `n` events, each with its own id, trace and start, as one batch.
+    fn batch_of_distinct(n: i64) -> RecordBatch {
         let events: Vec<_> = (0..n)
             .map(|i| {
                 let mut e = crate::event::tests::sample_event();
@@ -618,9 +619,13 @@ mod tests {
                 e
             })
             .collect();
+        crate::event::tests::batch_of(&events)
+    }
+
+    fn written(n: i64) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.parquet");
-        write_atomically(&path, &crate::event::tests::batch_of(&events)).unwrap();
+        write_atomically(&path, &batch_of_distinct(n)).unwrap();
         (dir, path)
     }
 
@@ -709,15 +714,7 @@ mod tests {
     #[test]
     fn a_zstd_file_keeps_zstd_only_where_the_encoded_pages_still_compress() {
         use parquet::file::reader::{FileReader, SerializedFileReader};
-        let events: Vec<_> = (0..300)
-            .map(|i| {
-                let mut e = crate::event::tests::sample_event();
-                e.event_id = uuid::Uuid::now_v7();
-                e.trace_id = format!("trace-{i:05}");
-                e
-            })
-            .collect();
-        let batch = crate::event::tests::batch_of(&events);
+        let batch = batch_of_distinct(300);
         let zstd = Compression::ZSTD(ZstdLevel::default());
         let props = writer_properties(&batch.schema(), batch.num_rows(), zstd);
         let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).unwrap();
