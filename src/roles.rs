@@ -273,6 +273,20 @@ pub async fn run(
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || load_price_book(&cfg, None))
     };
+    // So does the gateway's upstream client, which reads and parses the
+    // system's root certificates (5–10 ms, more than the broker's answer
+    // leaves idle once the price tables are done).
+    let providers_loading = has(Role::Gateway).then(|| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let providers = providers::from_config(&cfg);
+            tracing::debug!(
+                ms = started.elapsed().as_millis(),
+                "start-up: upstream client built"
+            );
+            providers
+        })
+    });
     let needs_bus =
         has(Role::Gateway) || has(Role::Accountant) || has(Role::Sink) || has(Role::Notifier);
     let bus = if needs_bus {
@@ -397,6 +411,10 @@ pub async fn run(
             }
             Some(kafka) => {
                 let journal = LocalBus::open_journal_recovered(&cfg.data.journal_dir()).await?;
+                tracing::debug!(
+                    ms = started.elapsed().as_millis(),
+                    "start-up: journal recovered"
+                );
                 let to_journal: Arc<dyn Log> = journal.clone();
                 pipeline.push(Task::spawn("publisher", |stop| async move {
                     bus::publisher::run(queue, to_journal, EVENTS_TOPIC, stop).await;
@@ -417,15 +435,23 @@ pub async fn run(
             gateway_cfg.keys = state.keys.values().map(|k| k.to_config()).collect();
             gateway_cfg.routes = state.route_configs();
         }
+        let providers = match providers_loading.expect("started for the gateway").await {
+            Ok(providers) => providers?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         let gw = Arc::new(Gateway::new(
             &gateway_cfg,
-            providers::from_config(&cfg)?,
+            providers,
             admission.clone(),
             handoff,
         )?);
         if let Some(control) = &control {
             live::follow_keys(control, gw.clone());
         }
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            "start-up: gateway built"
+        );
         gateway_state = Some(gw);
     }
     if has(Role::Accountant) {

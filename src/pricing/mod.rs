@@ -166,10 +166,6 @@ pub struct PriceEntry {
 }
 
 impl PriceEntry {
-    fn matches(&self, model: &str) -> bool {
-        self.matchers.iter().any(|m| m.is_match(model))
-    }
-
     fn in_force(&self, day: NaiveDate) -> bool {
         self.effective_from <= day && self.effective_to.is_none_or(|to| day < to)
     }
@@ -228,6 +224,8 @@ pub struct PriceBook {
     /// `[pricing] unknown_model_rates`: what a model of no known line costs
     /// (None: the dearest rates in force).
     unknown_rates: Option<Rates>,
+    /// Every entry's `match` patterns, compiled together.
+    patterns: matcher::PatternSet,
     /// Which entries match each model name looked up so far.
     matching: match_cache::MatchCache,
 }
@@ -315,16 +313,20 @@ impl PriceBook {
             hash.update([0]);
             parse_file(name, text, &mut entries, &mut issues);
         }
-        check_book(&entries, &mut issues);
-        if !issues.is_empty() {
-            return Err(PricingError::Invalid(issues));
+        let patterns = compile_patterns(&entries, &mut issues);
+        if let Some(patterns) = &patterns {
+            check_book(&entries, patterns, &mut issues);
         }
+        let Some(patterns) = patterns.filter(|_| issues.is_empty()) else {
+            return Err(PricingError::Invalid(issues));
+        };
         set_release_dates(&mut entries);
         let version = format!("sha256:{}", &hex::encode(hash.finalize())[..16]);
         Ok(PriceBook {
             entries,
             version,
             unknown_rates: None,
+            patterns,
             matching: match_cache::MatchCache::default(),
         })
     }
@@ -392,7 +394,7 @@ impl PriceBook {
 
     /// Whether any entry, of any provider and time, prices `model`.
     pub fn knows_model(&self, model: &str) -> bool {
-        self.entries.iter().any(|e| e.matches(model))
+        !self.matching(model).is_empty()
     }
 
     /// The model names the tables give as examples.
@@ -428,13 +430,8 @@ impl PriceBook {
     /// Indices (ascending) of the entries whose regexes match `model`,
     /// computed once per name.
     fn matching(&self, model: &str) -> std::sync::Arc<[u32]> {
-        self.matching.get_or_compute(model, || {
-            (0u32..)
-                .zip(&self.entries)
-                .filter(|(_, e)| e.matches(model))
-                .map(|(i, _)| i)
-                .collect()
-        })
+        self.matching
+            .get_or_compute(model, || self.patterns.entries_matching(model))
     }
 }
 
@@ -696,19 +693,30 @@ fn compile_entry(
         file: file.to_owned(),
         line,
     };
-    for ex in &entry.examples {
-        if !entry.matches(ex) {
+    Some(entry)
+}
+
+/// Every entry's patterns compiled together; `None` (with an issue) when
+/// they are too large to.
+fn compile_patterns(
+    entries: &[PriceEntry],
+    issues: &mut Vec<PricingIssue>,
+) -> Option<matcher::PatternSet> {
+    let patterns = (0u32..)
+        .zip(entries)
+        .flat_map(|(i, e)| e.matchers.iter().map(move |m| (i, m)));
+    match matcher::PatternSet::new(patterns) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            let first = entries.first();
             issues.push(PricingIssue {
-                file: file.to_owned(),
-                line,
-                message: format!(
-                    "{}: example {ex:?} does not match the entry's patterns",
-                    entry.family
-                ),
+                file: first.map(|e| e.file.clone()).unwrap_or_default(),
+                line: first.map_or(0, |e| e.line),
+                message: format!("the tables' `match` patterns do not compile together: {e}"),
             });
+            None
         }
     }
-    Some(entry)
 }
 
 /// Whether two entries can apply to the same request (same provider,
@@ -718,19 +726,43 @@ fn same_scope(a: &PriceEntry, b: &PriceEntry) -> bool {
         && (a.endpoint.is_none() || b.endpoint.is_none() || a.endpoint == b.endpoint)
 }
 
-/// Overlaps and gaps between entries.
-fn check_book(entries: &[PriceEntry], issues: &mut Vec<PricingIssue>) {
+/// Examples that miss their own entry, overlaps and gaps between
+/// entries.
+fn check_book(
+    entries: &[PriceEntry],
+    patterns: &matcher::PatternSet,
+    issues: &mut Vec<PricingIssue>,
+) {
     let at = |e: &PriceEntry, message: String| PricingIssue {
         file: e.file.clone(),
         line: e.line,
         message,
     };
+    // Which entries each entry's examples match.
+    let matched: Vec<Vec<Vec<u32>>> = entries
+        .iter()
+        .map(|e| {
+            let each = e.examples.iter();
+            each.map(|ex| patterns.entries_matching(ex)).collect()
+        })
+        .collect();
+    for ((i, a), by_example) in (0u32..).zip(entries).zip(&matched) {
+        for (ex, hits) in a.examples.iter().zip(by_example) {
+            if hits.binary_search(&i).is_err() {
+                let family = &a.family;
+                let message =
+                    format!("{family}: example {ex:?} does not match the entry's patterns");
+                issues.push(at(a, message));
+            }
+        }
+    }
     // An example that another family's entry also matches is ambiguous.
-    for a in entries {
-        for b in entries {
+    for (a, by_example) in entries.iter().zip(&matched) {
+        for (j, b) in (0u32..).zip(entries) {
+            let matches_b = |(_, hits): &(&String, &Vec<u32>)| hits.binary_search(&j).is_ok();
             if a.family != b.family
                 && same_scope(a, b)
-                && let Some(ex) = a.examples.iter().find(|ex| b.matches(ex))
+                && let Some((ex, _)) = a.examples.iter().zip(by_example).find(matches_b)
             {
                 issues.push(at(
                     a,

@@ -211,6 +211,25 @@ fn broken_tables_are_reported_with_file_and_line() {
         "{found:?}"
     );
 
+    // Another family whose pattern also takes the first one's example.
+    let wider = ENTRY
+        .replace("family = \"claude-test\"", "family = \"claude-test-wide\"")
+        .replace("'^claude-test$'", "'^claude-test'")
+        .replace(
+            "examples = [\"claude-test\"]",
+            "examples = [\"claude-test-wide\"]",
+        );
+    let found = issues(&format!("{ENTRY}{wider}"));
+    assert!(
+        found.iter().any(|i| i.starts_with("bad.toml:3:")
+            && i.contains("model \"claude-test\" also matches claude-test-wide at bad.toml:15")),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|i| i.starts_with("bad.toml:15:")),
+        "the wide family's example matches only its own entry: {found:?}"
+    );
+
     let syntax = "[[price]\nfamily = 1\n";
     let found = issues(syntax);
     assert!(
