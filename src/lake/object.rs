@@ -465,6 +465,7 @@ mod tests {
                 options: BTreeMap::from([
                     ("aws_region".into(), "us-east-1".into()),
                     ("aws_endpoint".into(), "http://127.0.0.1:9".into()),
+                    ("azure_storage_account_name".into(), "lakeaccount".into()),
                 ]),
                 ..LakeConfig::default()
             };
@@ -487,6 +488,22 @@ mod tests {
                 );
             }
             _ => panic!("s3 should be an object lake"),
+        }
+        // No request is made: a store is built, credentials are found when
+        // the first request needs them (GCS's from the environment or the
+        // instance's metadata server).
+        for (url, base) in [
+            ("gs://bucket/some/prefix", "gs://bucket"),
+            ("az://container/some/prefix", "az://container"),
+        ] {
+            match parse(url) {
+                Ok(LakeLocation::Object(o)) => {
+                    assert_eq!(o.base(), base);
+                    assert_eq!(o.prefix().as_ref(), "some/prefix");
+                }
+                Ok(LakeLocation::Local(_)) => panic!("{url} should be an object lake"),
+                Err(e) => panic!("{url}: {e}"),
+            }
         }
         assert!(matches!(
             parse("ftp://host/x"),
