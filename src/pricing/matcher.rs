@@ -78,6 +78,18 @@ fn lean(patterns: &[impl AsRef<str>]) -> Result<meta::Regex, Box<meta::BuildErro
         .map_err(Box::new)
 }
 
+/// Why patterns did not compile, in words: the meta regex's own message
+/// says only "error building NFA".
+pub fn why(e: &meta::BuildError) -> String {
+    match e.size_limit() {
+        Some(limit) => format!("it compiles to more than {limit} bytes, the regex size limit"),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 impl PatternSet {
     /// Compiles `patterns`, each with the index of the entry it belongs
     /// to; fails when they are too large to compile together.

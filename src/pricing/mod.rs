@@ -696,7 +696,7 @@ fn compile_entry(
     Some(entry)
 }
 
-/// Every entry's patterns compiled together; `None` (with an issue) when
+/// Every entry's patterns compiled together; `None` (with issues) when
 /// they are too large to.
 fn compile_patterns(
     entries: &[PriceEntry],
@@ -705,16 +705,44 @@ fn compile_patterns(
     let patterns = (0u32..)
         .zip(entries)
         .flat_map(|(i, e)| e.matchers.iter().map(move |m| (i, m)));
-    match matcher::PatternSet::new(patterns) {
-        Ok(set) => Some(set),
-        Err(e) => {
-            let first = entries.first();
-            issues.push(PricingIssue {
-                file: first.map(|e| e.file.clone()).unwrap_or_default(),
-                line: first.map_or(0, |e| e.line),
-                message: format!("the tables' `match` patterns do not compile together: {e}"),
-            });
-            None
+    let together = match matcher::PatternSet::new(patterns) {
+        Ok(set) => return Some(set),
+        Err(e) => e,
+    };
+    let before = issues.len();
+    name_oversized_patterns(entries, issues);
+    if issues.len() == before {
+        let first = entries.first();
+        issues.push(PricingIssue {
+            file: first.map(|e| e.file.clone()).unwrap_or_default(),
+            line: first.map_or(0, |e| e.line),
+            message: format!(
+                "the tables' `match` patterns do not compile together: {}",
+                matcher::why(&together)
+            ),
+        });
+    }
+    None
+}
+
+/// An issue, where it is written, for each pattern too large to compile
+/// even on its own (only when the set did not compile: the one-by-one
+/// compile costs what the set saves).
+fn name_oversized_patterns(entries: &[PriceEntry], issues: &mut Vec<PricingIssue>) {
+    for entry in entries {
+        for m in &entry.matchers {
+            if let Err(e) = matcher::PatternSet::new([(0, m)]) {
+                issues.push(PricingIssue {
+                    file: entry.file.clone(),
+                    line: entry.line,
+                    message: format!(
+                        "{}: unparsable matcher {:?}: {}",
+                        entry.family,
+                        m.as_str(),
+                        matcher::why(&e)
+                    ),
+                });
+            }
         }
     }
 }

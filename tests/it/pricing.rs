@@ -179,6 +179,17 @@ fn broken_tables_are_reported_with_file_and_line() {
         "{found:?}"
     );
 
+    // Valid syntax, but far too large an automaton (10,000 Unicode word
+    // characters): named where it is written, as a bad pattern is.
+    let oversized = ENTRY.replace("'^claude-test$'", r"'^(\w{100}){100}$'");
+    let found = issues(&oversized);
+    assert!(
+        found.iter().any(|i| i.starts_with("bad.toml:3:")
+            && i.contains("unparsable matcher")
+            && i.contains("the regex size limit")),
+        "{found:?}"
+    );
+
     let overlap = format!("{ENTRY}{ENTRY}");
     let found = issues(&overlap);
     assert!(
