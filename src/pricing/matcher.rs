@@ -58,10 +58,18 @@ pub struct PatternSet {
     written: Vec<String>,
     /// For ASCII names: `\d` outside a class read as `[0-9]`.
     ascii: meta::Regex,
-    /// The patterns as written, compiled on first use by a non-ASCII name
-    /// (`None`: too big to compile with Unicode digits; the ASCII form
-    /// answers then).
-    unicode: OnceLock<Option<meta::Regex>>,
+    /// The patterns as written, compiled on first use by a non-ASCII name.
+    unicode: OnceLock<Unicode>,
+}
+
+/// The patterns as written (Unicode `\d`), for non-ASCII names.
+#[derive(Debug, Clone)]
+enum Unicode {
+    /// All of them in one automaton.
+    Together(meta::Regex),
+    /// Too large together: each on its own, as written where that
+    /// compiles, else in its ASCII form (as a lone pattern always was).
+    OneByOne(Vec<meta::Regex>),
 }
 
 /// The lean build of `patterns`: every pattern that matches is reported,
@@ -100,10 +108,7 @@ impl PatternSet {
             .into_iter()
             .map(|(owner, m)| (owner, m.pattern.clone()))
             .unzip();
-        let ascii: Vec<String> = written
-            .iter()
-            .map(|p| ascii_digits(p).unwrap_or_else(|| p.clone()))
-            .collect();
+        let ascii: Vec<String> = written.iter().map(|p| ascii_form(p)).collect();
         Ok(PatternSet {
             ascii: lean(&ascii)?,
             owners,
@@ -115,22 +120,52 @@ impl PatternSet {
     /// Indices (ascending, each once) of the entries with a pattern that
     /// matches `name`.
     pub fn entries_matching(&self, name: &str) -> Vec<u32> {
-        let regex = if name.is_ascii() {
-            &self.ascii
-        } else {
-            let unicode = self.unicode.get_or_init(|| lean(&self.written).ok());
-            unicode.as_ref().unwrap_or(&self.ascii)
+        let regex = match self.unicode_if_needed(name) {
+            None => &self.ascii,
+            Some(Unicode::Together(regex)) => regex,
+            Some(Unicode::OneByOne(each)) => {
+                let matching = each.iter().zip(&self.owners);
+                let hits = matching.filter(|(r, _)| r.is_match(name));
+                return owners_once(hits.map(|(_, owner)| *owner));
+            }
         };
         let mut matched = Matched::new(regex.pattern_len());
         regex.which_overlapping_matches(&Input::new(name), &mut matched);
-        let mut entries: Vec<u32> = matched
-            .iter()
-            .map(|id| self.owners[id.as_usize()])
-            .collect();
-        entries.sort_unstable();
-        entries.dedup();
-        entries
+        owners_once(matched.iter().map(|id| self.owners[id.as_usize()]))
     }
+
+    /// The patterns as written when `name` is not ASCII (compiled on the
+    /// first such name), `None` for an ASCII name.
+    fn unicode_if_needed(&self, name: &str) -> Option<&Unicode> {
+        if name.is_ascii() {
+            return None;
+        }
+        Some(self.unicode.get_or_init(|| match lean(&self.written) {
+            Ok(together) => Unicode::Together(together),
+            Err(_) => Unicode::OneByOne(self.written.iter().map(|p| lone(p)).collect()),
+        }))
+    }
+}
+
+/// `owners` ascending, each once.
+fn owners_once(owners: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut entries: Vec<u32> = owners.collect();
+    entries.sort_unstable();
+    entries.dedup();
+    entries
+}
+
+/// `pattern` with ASCII digits for `\d` (itself when it has no `\d`).
+fn ascii_form(pattern: &str) -> String {
+    ascii_digits(pattern).unwrap_or_else(|| pattern.to_owned())
+}
+
+/// `pattern` compiled alone, as written; in its ASCII form if that is too
+/// large (the ASCII form compiled with the others, so it compiles alone).
+fn lone(pattern: &str) -> meta::Regex {
+    lean(&[pattern])
+        .or_else(|_| lean(&[ascii_form(pattern)]))
+        .expect("the ASCII form compiled in the set")
 }
 
 /// `pattern` with each `\d` outside a character class written `[0-9]`,
@@ -204,6 +239,11 @@ mod tests {
         ];
         let matchers: Vec<Matcher> = patterns.iter().map(|p| Matcher::new(p).unwrap()).collect();
         let set = PatternSet::new((0u32..).zip(&matchers)).unwrap();
+        // The same set as if its patterns as written were too large to
+        // compile together.
+        let one_by_one = PatternSet::new((0u32..).zip(&matchers)).unwrap();
+        let each = patterns.iter().map(|p| lone(p)).collect();
+        one_by_one.unicode.set(Unicode::OneByOne(each)).unwrap();
         for n in names {
             let expected: Vec<u32> = (0u32..)
                 .zip(patterns)
@@ -211,6 +251,7 @@ mod tests {
                 .map(|(i, _)| i)
                 .collect();
             assert_eq!(set.entries_matching(n), expected, "{n}");
+            assert_eq!(one_by_one.entries_matching(n), expected, "{n}, one by one");
         }
         assert_eq!(matchers[1].as_str(), patterns[1]);
     }
