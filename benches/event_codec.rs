@@ -85,6 +85,12 @@ fn main() {
                 black_box(DateTime::parse_from_rfc3339(black_box(stamp)).expect("time"));
             }),
         ),
+        (
+            "new event id (LlmEvent::new_id)",
+            ns_per_event(|| {
+                black_box(LlmEvent::new_id());
+            }),
+        ),
     ];
     for (what, ns) in rows {
         println!("  {what:<42} {ns:>8.0} ns per event");

@@ -192,12 +192,16 @@ impl SegmentCursor {
                 reason: "checksum mismatch",
             });
         }
+        // Key and payload are copied apart: slicing one shared copy turned
+        // every record's buffer into a reference-counted one (an allocation
+        // and atomic counts per record, 3% of the pipeline bench's CPU),
+        // for a key of a few bytes.
         let record = build.then(|| {
-            let body = Bytes::copy_from_slice(&frame[HEADER_LEN..]);
+            let (key, payload) = frame[HEADER_LEN..].split_at(key_len);
             Record {
                 offset,
-                key: body.slice(..key_len),
-                payload: body.slice(key_len..),
+                key: Bytes::copy_from_slice(key),
+                payload: Bytes::copy_from_slice(payload),
             }
         });
         self.start += size;
