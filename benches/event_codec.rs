@@ -6,7 +6,7 @@
 //! event for each direction on the pipeline bench's event, and the parts
 //! `LlmEvent::from_json` was chosen by (a whole-record UTF-8 check instead
 //! of one per string; chrono's strict RFC 3339 parser before its general
-//! one); asserts only that the event reads back as written.
+//! one; timestamps written by `to_rfc3339_opts`); asserts only that the event reads back as written.
 //!
 //! sonic-rs 0.5.10 (SIMD JSON, same serde derive) was measured here on
 //! 2026-12-03 and not taken: on a 922-byte event it wrote in 1,131 ns
@@ -22,7 +22,7 @@
 
 use std::hint::black_box;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use tollgate::event::LlmEvent;
 
 #[path = "support/event.rs"]
@@ -83,6 +83,22 @@ fn main() {
             "timestamp, chrono's parse_from_rfc3339",
             ns_per_event(|| {
                 black_box(DateTime::parse_from_rfc3339(black_box(stamp)).expect("time"));
+            }),
+        ),
+        (
+            "timestamp write, chrono's Serialize",
+            ns_per_event(|| {
+                out.clear();
+                serde_json::to_writer(&mut out, black_box(&event.started_at)).expect("write");
+            }),
+        ),
+        (
+            "timestamp write, to_rfc3339_opts",
+            ns_per_event(|| {
+                out.clear();
+                let text =
+                    black_box(&event.started_at).to_rfc3339_opts(SecondsFormat::AutoSi, true);
+                serde_json::to_writer(&mut out, &text).expect("write");
             }),
         ),
         (

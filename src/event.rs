@@ -221,9 +221,9 @@ pub struct LlmEvent {
     pub parent_agent_id: Option<String>,
     /// The provider's request id (`request-id` header or message id).
     pub request_id: Option<String>,
-    #[serde(deserialize_with = "timestamp::rfc3339")]
+    #[serde(with = "timestamp")]
     pub started_at: DateTime<Utc>,
-    #[serde(deserialize_with = "timestamp::rfc3339")]
+    #[serde(with = "timestamp")]
     pub ended_at: DateTime<Utc>,
     pub ttft_ms: Option<u64>,
     pub latency_ms: u64,
